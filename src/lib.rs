@@ -1,0 +1,1 @@
+//! callplane: the application crate. It is the only layer that performs I/O.
