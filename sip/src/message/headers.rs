@@ -18,12 +18,19 @@ macro_rules! header_names {
 
         impl HeaderName {
             /// The name from its wire form (long or compact, any case).
+            ///
+            /// Hot path: the name is lower-cased into a stack buffer and matched once, so a
+            /// known name costs no allocation and no linear scan of the table.
             pub fn from_bytes(name: &[u8]) -> HeaderName {
-                $(
-                    if name.eq_ignore_ascii_case($canon.as_bytes()) $( || name.eq_ignore_ascii_case($compact.as_bytes()) )? {
-                        return HeaderName::$variant;
+                let mut buf = [0u8; 24];
+                if name.len() <= buf.len() {
+                    for (d, s) in buf.iter_mut().zip(name) {
+                        *d = s.to_ascii_lowercase();
                     }
-                )*
+                    if let Some(n) = Self::from_lower(&buf[..name.len()]) {
+                        return n;
+                    }
+                }
                 HeaderName::Other(String::from_utf8_lossy(name).into_owned())
             }
 
@@ -104,6 +111,76 @@ header_names! {
 }
 
 impl HeaderName {
+    /// Lookup of a lower-cased wire name (long or compact form). Kept in step with the table
+    /// above; a unit test checks every canonical and compact name round-trips.
+    fn from_lower(name: &[u8]) -> Option<HeaderName> {
+        Some(match name {
+            b"accept" => HeaderName::Accept,
+            b"accept-encoding" => HeaderName::AcceptEncoding,
+            b"accept-language" => HeaderName::AcceptLanguage,
+            b"alert-info" => HeaderName::AlertInfo,
+            b"allow" => HeaderName::Allow,
+            b"allow-events" | b"u" => HeaderName::AllowEvents,
+            b"authentication-info" => HeaderName::AuthenticationInfo,
+            b"authorization" => HeaderName::Authorization,
+            b"call-id" | b"i" => HeaderName::CallId,
+            b"call-info" => HeaderName::CallInfo,
+            b"contact" | b"m" => HeaderName::Contact,
+            b"content-disposition" => HeaderName::ContentDisposition,
+            b"content-encoding" | b"e" => HeaderName::ContentEncoding,
+            b"content-language" => HeaderName::ContentLanguage,
+            b"content-length" | b"l" => HeaderName::ContentLength,
+            b"content-type" | b"c" => HeaderName::ContentType,
+            b"cseq" => HeaderName::CSeq,
+            b"date" => HeaderName::Date,
+            b"diversion" => HeaderName::Diversion,
+            b"error-info" => HeaderName::ErrorInfo,
+            b"event" | b"o" => HeaderName::Event,
+            b"expires" => HeaderName::Expires,
+            b"from" | b"f" => HeaderName::From,
+            b"in-reply-to" => HeaderName::InReplyTo,
+            b"max-forwards" => HeaderName::MaxForwards,
+            b"mime-version" => HeaderName::MimeVersion,
+            b"min-expires" => HeaderName::MinExpires,
+            b"min-se" => HeaderName::MinSe,
+            b"organization" => HeaderName::Organization,
+            b"p-asserted-identity" => HeaderName::PAssertedIdentity,
+            b"p-preferred-identity" => HeaderName::PPreferredIdentity,
+            b"priority" => HeaderName::Priority,
+            b"privacy" => HeaderName::Privacy,
+            b"proxy-authenticate" => HeaderName::ProxyAuthenticate,
+            b"proxy-authorization" => HeaderName::ProxyAuthorization,
+            b"proxy-require" => HeaderName::ProxyRequire,
+            b"rack" => HeaderName::RAck,
+            b"reason" => HeaderName::Reason,
+            b"record-route" => HeaderName::RecordRoute,
+            b"refer-to" | b"r" => HeaderName::ReferTo,
+            b"referred-by" | b"b" => HeaderName::ReferredBy,
+            b"reply-to" => HeaderName::ReplyTo,
+            b"require" => HeaderName::Require,
+            b"retry-after" => HeaderName::RetryAfter,
+            b"route" => HeaderName::Route,
+            b"rseq" => HeaderName::RSeq,
+            b"server" => HeaderName::Server,
+            b"session-expires" | b"x" => HeaderName::SessionExpires,
+            b"subject" | b"s" => HeaderName::Subject,
+            b"subscription-state" => HeaderName::SubscriptionState,
+            b"supported" | b"k" => HeaderName::Supported,
+            b"timestamp" => HeaderName::Timestamp,
+            b"to" | b"t" => HeaderName::To,
+            b"unsupported" => HeaderName::Unsupported,
+            b"user-agent" => HeaderName::UserAgent,
+            b"via" | b"v" => HeaderName::Via,
+            b"warning" => HeaderName::Warning,
+            b"www-authenticate" => HeaderName::WwwAuthenticate,
+            b"accept-contact" | b"a" => HeaderName::AcceptContact,
+            b"reject-contact" | b"j" => HeaderName::RejectContact,
+            b"request-disposition" | b"d" => HeaderName::RequestDisposition,
+            b"identity" | b"y" => HeaderName::Identity,
+            _ => return None,
+        })
+    }
+
     /// Whether two names denote the same header (compact and long forms are equal; other names
     /// compare case-insensitively).
     pub fn matches(&self, other: &HeaderName) -> bool {
@@ -131,7 +208,11 @@ pub struct Header {
 impl Header {
     /// A header made by the stack (printed with the canonical name).
     pub fn new(name: HeaderName, value: impl Into<Bytes>) -> Header {
-        Header { name, raw_name: None, value: value.into() }
+        Header {
+            name,
+            raw_name: None,
+            value: value.into(),
+        }
     }
 }
 
@@ -145,6 +226,13 @@ impl Headers {
     /// An empty list.
     pub fn new() -> Headers {
         Headers::default()
+    }
+
+    /// An empty list with room for `n` lines.
+    pub fn with_capacity(n: usize) -> Headers {
+        Headers {
+            entries: Vec::with_capacity(n),
+        }
     }
 
     /// Every header line in order.
@@ -164,12 +252,21 @@ impl Headers {
 
     /// The raw value of the first line with this name.
     pub fn get(&self, name: &HeaderName) -> Option<&Bytes> {
-        self.entries.iter().find(|h| h.name.matches(name)).map(|h| &h.value)
+        self.entries
+            .iter()
+            .find(|h| h.name.matches(name))
+            .map(|h| &h.value)
     }
 
     /// The raw values of every line with this name, in order (each may hold a comma list).
-    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a Bytes> + 'a {
-        self.entries.iter().filter(move |h| h.name.matches(name)).map(|h| &h.value)
+    pub fn get_all<'a, 'n>(
+        &'a self,
+        name: &'n HeaderName,
+    ) -> impl Iterator<Item = &'a Bytes> + use<'a, 'n> {
+        self.entries
+            .iter()
+            .filter(move |h| h.name.matches(name))
+            .map(|h| &h.value)
     }
 
     /// Append a line.
