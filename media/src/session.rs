@@ -1,1 +1,944 @@
-//! (in progress)
+//! `MediaSession`: one call's RTP/RTCP stream, sans-IO.
+//!
+//! The driver feeds [`Input`]s (datagrams from the RTP and RTCP sockets, timeouts, commands)
+//! to [`MediaSession::handle_input`] and drains [`Output`]s from
+//! [`MediaSession::poll_output`] until it returns [`Output::Timeout`], then sleeps until that
+//! instant or the next datagram:
+//!
+//! ```text
+//! session.handle_input(Input::Receive { now, source, bytes })?;
+//! loop {
+//!     match session.poll_output() {
+//!         Some(Output::Transmit(t)) => socket(t.rtcp).send_to(&t.bytes, t.destination),
+//!         Some(Output::Event(e)) => react(e),
+//!         Some(Output::Record(frame)) => recorder_file.write(&frame.samples),
+//!         Some(Output::Timeout(at)) => break sleep_until(at),
+//!         None => break, // stopped
+//!     }
+//! }
+//! ```
+//!
+//! Every ptime the session sends one packet (the player's next frame, an RFC 4733 event
+//! packet, in-band DTMF tones, or encoded silence), plays one frame out of the jitter buffer
+//! (decoding it, running the in-band DTMF detector when telephone-event was not negotiated),
+//! and, when recording, hands out one stereo frame (left: inbound, right: outbound). RTCP
+//! (SR or RR + SDES CNAME) goes out every `rtcp_interval`, a [`QualityReport`] every
+//! `quality_interval`.
+//!
+//! Inbound packets are checked in this order, each failure counted in [`SessionStats`] and
+//! the packet dropped: parse (garbage), payload type (neither the negotiated codec,
+//! telephone-event nor comfort noise), source (after symmetric-RTP latching, only the latched
+//! address), sequence (RFC 3550 A.1 jump detection). A new SSRC is a new stream: sequence
+//! state, statistics, jitter buffer and decoder restart.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::codec::{Codec, CodecError, Decoder, Encoder, resample};
+use crate::dtmf::{Digit, DtmfReceiver, DtmfSender, InbandDetector, dtmf_tones};
+use crate::jitter::{Frame, JitterBuffer, JitterConfig, JitterStats};
+use crate::player::Player;
+use crate::quality::{EModel, LossTracker};
+use crate::recorder::interleave;
+use crate::rtp::{
+    Bye, NtpTime, PayloadType, ReceiverReport, ReceiverStats, ReportBlock, RtcpPacket, RtpHeader,
+    RtpPacket, Sdes, SdesChunk, SenderReport, SeqUpdate, Ssrc, is_rtcp, round_trip_time,
+};
+use crate::sdp::{AudioCodec, Negotiated};
+use crate::tone::ToneGenerator;
+
+impl From<AudioCodec> for Codec {
+    fn from(c: AudioCodec) -> Codec {
+        match c {
+            AudioCodec::Pcmu => Codec::Pcmu,
+            AudioCodec::Pcma => Codec::Pcma,
+            AudioCodec::G722 => Codec::G722,
+        }
+    }
+}
+
+/// Settings of one session. Random values (SSRC, initial sequence number and timestamp,
+/// RFC 3550 §5.1 says they SHOULD be random) come from the caller: this crate has no RNG.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The codec to send and expect.
+    pub codec: Codec,
+    /// Its payload type.
+    pub payload_type: PayloadType,
+    /// The telephone-event payload type; `None` makes DTMF in-band both ways.
+    pub telephone_event: Option<PayloadType>,
+    /// Where to send RTP (`None`: wait for latching, or send nothing).
+    pub remote_rtp: Option<SocketAddr>,
+    /// Where to send RTCP.
+    pub remote_rtcp: Option<SocketAddr>,
+    /// RTCP shares the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
+    /// Packetization time in ms.
+    pub ptime_ms: u32,
+    /// Whether we send RTP (false for recvonly/inactive).
+    pub send: bool,
+    /// Symmetric RTP (RFC 4961 / NAT traversal): send to wherever the first valid packet came
+    /// from and drop packets from anywhere else afterwards.
+    pub symmetric_rtp: bool,
+    /// Silence after which [`MediaEvent::RtpTimeout`] fires.
+    pub rtp_timeout: Duration,
+    /// Interval between RTCP reports (RFC 3550's 5 s minimum by default; not randomized).
+    pub rtcp_interval: Duration,
+    /// Interval between [`MediaEvent::Quality`] reports.
+    pub quality_interval: Duration,
+    /// Our SSRC.
+    pub ssrc: Ssrc,
+    /// First outbound sequence number.
+    pub initial_sequence: u16,
+    /// First outbound RTP timestamp.
+    pub initial_timestamp: u32,
+    /// The SDES CNAME.
+    pub cname: String,
+    /// Hand out [`Output::Record`] frames.
+    pub record: bool,
+    /// Jitter-buffer settings (its `frame` and `clock_rate` are set from the codec and ptime).
+    pub jitter: JitterConfig,
+    /// Wall-clock anchor: the NTP time at one instant, for SR timestamps and RTT. Without it
+    /// we send RRs only and report no RTT.
+    pub wallclock: Option<(Instant, NtpTime)>,
+    /// Length of each DTMF digit we send, ms.
+    pub dtmf_duration_ms: u32,
+    /// Pause between DTMF digits we send, ms.
+    pub dtmf_gap_ms: u32,
+}
+
+impl SessionConfig {
+    /// Defaults for `codec` on `payload_type`: 20 ms, send, symmetric RTP, 30 s RTP timeout,
+    /// 5 s RTCP and quality intervals, 100 ms digits with 60 ms gaps.
+    pub fn new(codec: Codec, payload_type: PayloadType, ssrc: Ssrc) -> SessionConfig {
+        SessionConfig {
+            codec,
+            payload_type,
+            telephone_event: None,
+            remote_rtp: None,
+            remote_rtcp: None,
+            rtcp_mux: false,
+            ptime_ms: 20,
+            send: true,
+            symmetric_rtp: true,
+            rtp_timeout: Duration::from_secs(30),
+            rtcp_interval: Duration::from_secs(5),
+            quality_interval: Duration::from_secs(5),
+            ssrc,
+            initial_sequence: 0,
+            initial_timestamp: 0,
+            cname: "callplane".to_string(),
+            record: false,
+            jitter: JitterConfig::default(),
+            wallclock: None,
+            dtmf_duration_ms: 100,
+            dtmf_gap_ms: 60,
+        }
+    }
+
+    /// A configuration from an SDP negotiation result.
+    pub fn from_negotiated(neg: &Negotiated, ssrc: Ssrc) -> SessionConfig {
+        SessionConfig {
+            telephone_event: neg.telephone_event,
+            remote_rtp: neg.remote_rtp,
+            remote_rtcp: neg.remote_rtcp,
+            rtcp_mux: neg.rtcp_mux,
+            ptime_ms: neg.ptime,
+            send: neg.direction.sends(),
+            ..SessionConfig::new(neg.codec.into(), neg.payload_type, ssrc)
+        }
+    }
+}
+
+/// An input to the session.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A datagram from the RTP or RTCP socket (RTCP is recognised by its packet type).
+    Receive {
+        /// Arrival time.
+        now: Instant,
+        /// The sender.
+        source: SocketAddr,
+        /// The datagram.
+        bytes: Bytes,
+    },
+    /// A deadline given by [`Output::Timeout`] has passed.
+    Timeout(Instant),
+    /// Play mono PCM at `rate` Hz (resampled to the codec's rate if needed), replacing any
+    /// prompt playing now.
+    Play {
+        /// The samples.
+        pcm: Arc<[i16]>,
+        /// Their sample rate.
+        rate: u32,
+    },
+    /// Stop the prompt (barge-in).
+    StopPlayback,
+    /// Send DTMF digits: RFC 4733 when negotiated, else in-band tones.
+    SendDtmf(Vec<Digit>),
+    /// End the session: send an RTCP BYE and stop all timers.
+    Stop {
+        /// Now.
+        now: Instant,
+    },
+}
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The destination.
+    pub destination: SocketAddr,
+    /// The datagram.
+    pub bytes: Vec<u8>,
+    /// True for RTCP (send from the RTCP socket unless rtcp-mux).
+    pub rtcp: bool,
+}
+
+/// How a DTMF digit was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtmfMethod {
+    /// RFC 4733 telephone-event packets.
+    Rfc4733,
+    /// Tones in the audio, found by the Goertzel detector.
+    Inband,
+}
+
+/// A periodic quality figure set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QualityReport {
+    /// Frames that could not be played (lost or late) in the interval, percent.
+    pub loss_percent: f64,
+    /// Cumulative packets lost (RFC 3550 A.3).
+    pub cumulative_lost: i64,
+    /// Packets expected so far.
+    pub expected: u64,
+    /// Packets received so far.
+    pub received: u64,
+    /// Interarrival jitter (RFC 3550 A.8).
+    pub jitter: Duration,
+    /// The longest run of consecutive lost packets.
+    pub max_burst_loss: u64,
+    /// Round-trip time from the last RTCP report about us, if known.
+    pub rtt: Option<Duration>,
+    /// The jitter buffer's depth.
+    pub playout_delay: Duration,
+    /// The E-model R factor (ITU-T G.107).
+    pub r_factor: f64,
+    /// The estimated MOS from R.
+    pub mos: f64,
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MediaEvent {
+    /// The first valid RTP packet arrived.
+    FirstPacketIn {
+        /// Its source.
+        source: SocketAddr,
+    },
+    /// The first RTP packet was sent.
+    FirstPacketOut,
+    /// Symmetric RTP latched onto this address.
+    Latched(SocketAddr),
+    /// The peer's stream changed SSRC (the first SSRC is announced by `FirstPacketIn`).
+    NewSsrc(Ssrc),
+    /// A DTMF digit was received.
+    Dtmf {
+        /// The key.
+        digit: Digit,
+        /// How long it was pressed (`None` for in-band detection, which reports the start).
+        duration: Option<Duration>,
+        /// How it arrived.
+        method: DtmfMethod,
+    },
+    /// Periodic quality figures.
+    Quality(QualityReport),
+    /// No RTP for the configured silence.
+    RtpTimeout,
+    /// The peer sent an RTCP BYE.
+    RemoteBye,
+    /// The prompt played to the end.
+    PlaybackFinished,
+    /// The prompt was stopped.
+    PlaybackStopped,
+}
+
+/// One ptime of the call as stereo PCM: left = inbound (heard), right = outbound (sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedFrame {
+    /// Interleaved samples, left first.
+    pub samples: Vec<i16>,
+    /// Sample rate.
+    pub rate: u32,
+}
+
+/// An output of the session.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A datagram to send.
+    Transmit(Transmit),
+    /// An event.
+    Event(MediaEvent),
+    /// A recorded frame (when recording).
+    Record(RecordedFrame),
+    /// Nothing more now: call back with [`Input::Timeout`] at this instant.
+    Timeout(Instant),
+}
+
+/// Counters of what the session sent, received and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SessionStats {
+    /// RTP packets sent.
+    pub packets_sent: u64,
+    /// RTP payload octets sent.
+    pub octets_sent: u64,
+    /// Valid RTP packets received.
+    pub packets_received: u64,
+    /// RTCP packets received and parsed.
+    pub rtcp_received: u64,
+    /// Datagrams that were neither valid RTP nor valid RTCP.
+    pub stray_garbage: u64,
+    /// RTP with a payload type we did not negotiate.
+    pub stray_payload_type: u64,
+    /// Packets from a source other than the latched one.
+    pub stray_source: u64,
+    /// RTP dropped by the sequence checks (probation, large jumps).
+    pub stray_sequence: u64,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The PCM to play cannot be converted to the codec's rate.
+    #[error("cannot play PCM: {0}")]
+    Codec(#[from] CodecError),
+}
+
+/// The media session of one call. See the module documentation for the run loop.
+#[derive(Debug)]
+pub struct MediaSession {
+    cfg: SessionConfig,
+    spf: usize,
+    ts_step: u32,
+    ptime: Duration,
+    encoder: Encoder,
+    decoder: Decoder,
+    out_seq: u16,
+    out_ts: u32,
+    next_tick: Instant,
+    /// `None` when the interval is too long to be represented (effectively never).
+    next_rtcp: Option<Instant>,
+    next_quality: Option<Instant>,
+    stopped: bool,
+    remote_rtp: Option<SocketAddr>,
+    remote_rtcp: Option<SocketAddr>,
+    latched: Option<SocketAddr>,
+    rtcp_latched: bool,
+    remote_ssrc: Option<Ssrc>,
+    rx_stats: ReceiverStats,
+    jitter: JitterBuffer,
+    dtmf_rx: Option<DtmfReceiver>,
+    inband_rx: Option<InbandDetector>,
+    inband_found: Vec<crate::dtmf::InbandDigit>,
+    dtmf_queue: VecDeque<Digit>,
+    dtmf_tx: Option<DtmfSender>,
+    gap_ticks: u32,
+    tones: Option<ToneGenerator>,
+    player: Option<Player>,
+    record_rate: Option<u32>,
+    outputs: VecDeque<Output>,
+    last_rx: Instant,
+    timeout_fired: bool,
+    first_out: bool,
+    stats: SessionStats,
+    loss: LossTracker,
+    rtt: Option<Duration>,
+    last_report: Option<ReportBlock>,
+    pcm_in: Vec<i16>,
+    pcm_out: Vec<i16>,
+    payload: Vec<u8>,
+}
+
+impl MediaSession {
+    /// A session starting at `now` (the first packet goes out at the first timeout).
+    pub fn new(mut cfg: SessionConfig, now: Instant) -> MediaSession {
+        if cfg.ptime_ms == 0 {
+            cfg.ptime_ms = 20;
+        }
+        let codec = cfg.codec;
+        let spf = codec.samples_per_frame(cfg.ptime_ms);
+        let ptime = Duration::from_millis(cfg.ptime_ms as u64);
+        cfg.jitter.frame = ptime;
+        cfg.jitter.clock_rate = codec.clock_rate();
+        if cfg.rtcp_mux && cfg.remote_rtcp.is_none() {
+            cfg.remote_rtcp = cfg.remote_rtp;
+        }
+        MediaSession {
+            spf,
+            ts_step: codec.timestamp_increment(cfg.ptime_ms),
+            ptime,
+            encoder: Encoder::new(codec),
+            decoder: Decoder::new(codec),
+            out_seq: cfg.initial_sequence,
+            out_ts: cfg.initial_timestamp,
+            next_tick: now,
+            next_rtcp: now.checked_add(cfg.rtcp_interval),
+            next_quality: now.checked_add(cfg.quality_interval),
+            stopped: false,
+            remote_rtp: cfg.remote_rtp,
+            remote_rtcp: cfg.remote_rtcp,
+            latched: None,
+            rtcp_latched: false,
+            remote_ssrc: None,
+            rx_stats: ReceiverStats::new(codec.clock_rate(), 0),
+            jitter: JitterBuffer::new(cfg.jitter),
+            dtmf_rx: cfg.telephone_event.map(|_| DtmfReceiver::new(8000)),
+            inband_rx: cfg
+                .telephone_event
+                .is_none()
+                .then(|| InbandDetector::new(codec.sample_rate())),
+            inband_found: Vec::new(),
+            dtmf_queue: VecDeque::new(),
+            dtmf_tx: None,
+            gap_ticks: 0,
+            tones: None,
+            player: None,
+            record_rate: cfg.record.then(|| codec.sample_rate()),
+            outputs: VecDeque::new(),
+            last_rx: now,
+            timeout_fired: false,
+            first_out: false,
+            stats: SessionStats::default(),
+            loss: LossTracker::new(),
+            rtt: None,
+            last_report: None,
+            pcm_in: Vec::with_capacity(spf),
+            pcm_out: Vec::with_capacity(spf),
+            payload: Vec::with_capacity(spf + 16),
+            cfg,
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// RFC 3550 statistics about the current inbound stream.
+    pub fn receiver_stats(&self) -> &ReceiverStats {
+        &self.rx_stats
+    }
+
+    /// The jitter buffer's counters.
+    pub fn jitter_stats(&self) -> JitterStats {
+        self.jitter.stats()
+    }
+
+    /// The last RTCP report block the peer sent about our stream.
+    pub fn last_remote_report(&self) -> Option<ReportBlock> {
+        self.last_report
+    }
+
+    /// The round-trip time from the last report about us (needs [`SessionConfig::wallclock`]).
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// Where RTP goes now (after latching, the latched address).
+    pub fn remote_rtp(&self) -> Option<SocketAddr> {
+        self.remote_rtp
+    }
+
+    /// Changes the remote addresses (a re-INVITE moved the media).
+    pub fn set_remote(&mut self, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
+        self.remote_rtp = rtp;
+        self.remote_rtcp = if self.cfg.rtcp_mux { rtp } else { rtcp };
+        self.latched = None;
+        self.rtcp_latched = false;
+    }
+
+    /// Feeds one input.
+    pub fn handle_input(&mut self, input: Input) -> Result<(), SessionError> {
+        if self.stopped {
+            return Ok(());
+        }
+        match input {
+            Input::Receive { now, source, bytes } => self.on_receive(now, source, bytes),
+            Input::Timeout(now) => self.on_timeout(now),
+            Input::Play { pcm, rate } => {
+                let target = self.cfg.codec.sample_rate();
+                let pcm = if rate == target {
+                    pcm
+                } else {
+                    resample(&pcm, rate, target)?.into()
+                };
+                self.player = Some(Player::new(pcm, target, self.cfg.ptime_ms));
+            }
+            Input::StopPlayback => {
+                if let Some(p) = self.player.take()
+                    && !p.is_finished()
+                {
+                    self.event(MediaEvent::PlaybackStopped);
+                }
+            }
+            Input::SendDtmf(digits) => self.dtmf_queue.extend(digits),
+            Input::Stop { now } => {
+                self.send_rtcp(now, true);
+                self.stopped = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next output; [`Output::Timeout`] when there is nothing to do until then, `None`
+    /// once stopped and drained.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(o) = self.outputs.pop_front() {
+            return Some(o);
+        }
+        self.poll_timeout().map(Output::Timeout)
+    }
+
+    /// The earliest deadline, `None` once stopped.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.stopped {
+            return None;
+        }
+        let mut t = self.next_tick;
+        for d in [self.next_rtcp, self.next_quality, self.rtp_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            t = t.min(d);
+        }
+        if let Some(d) = self.dtmf_rx.as_ref().and_then(DtmfReceiver::poll_timeout) {
+            t = t.min(d);
+        }
+        Some(t)
+    }
+
+    /// When RtpTimeout fires, unless it already has (re-armed by the next packet).
+    fn rtp_deadline(&self) -> Option<Instant> {
+        if self.timeout_fired {
+            None
+        } else {
+            self.last_rx.checked_add(self.cfg.rtp_timeout)
+        }
+    }
+
+    fn event(&mut self, e: MediaEvent) {
+        self.outputs.push_back(Output::Event(e));
+    }
+
+    fn on_receive(&mut self, now: Instant, source: SocketAddr, bytes: Bytes) {
+        if is_rtcp(&bytes) {
+            self.on_rtcp(now, source, bytes);
+            return;
+        }
+        let Ok(packet) = RtpPacket::parse(&bytes) else {
+            self.stats.stray_garbage += 1;
+            return;
+        };
+        let pt = packet.payload_type;
+        let is_audio = pt == self.cfg.payload_type;
+        let is_event = Some(pt) == self.cfg.telephone_event;
+        // Comfort noise (RFC 3389) is accepted as silence even when not negotiated: many
+        // gateways send it regardless.
+        let is_cn = pt == PayloadType::CN;
+        if !(is_audio || is_event || is_cn) {
+            self.stats.stray_payload_type += 1;
+            return;
+        }
+        if self.cfg.symmetric_rtp {
+            match self.latched {
+                None => {
+                    self.latched = Some(source);
+                    if self.remote_rtp != Some(source) {
+                        self.remote_rtp = Some(source);
+                        self.event(MediaEvent::Latched(source));
+                    }
+                    if self.cfg.rtcp_mux {
+                        self.remote_rtcp = Some(source);
+                    } else if !self.rtcp_latched {
+                        // Until RTCP itself arrives, guess the RFC 3550 convention: port + 1.
+                        let mut rtcp = source;
+                        rtcp.set_port(source.port().wrapping_add(1));
+                        self.remote_rtcp = Some(rtcp);
+                    }
+                }
+                Some(l) if l != source => {
+                    self.stats.stray_source += 1;
+                    return;
+                }
+                Some(_) => {}
+            }
+        }
+        if self.remote_ssrc != Some(packet.ssrc) {
+            match self.remote_ssrc {
+                None => self.event(MediaEvent::FirstPacketIn { source }),
+                Some(_) => self.event(MediaEvent::NewSsrc(packet.ssrc)),
+            }
+            // A new SSRC is a new stream (RFC 3550 §8.2: the sender restarted or changed):
+            // fresh sequence state, statistics, playout and decoder.
+            self.remote_ssrc = Some(packet.ssrc);
+            self.rx_stats = ReceiverStats::new(self.cfg.codec.clock_rate(), 0);
+            self.jitter.reset();
+            self.decoder = Decoder::new(self.cfg.codec);
+        }
+        let update = if is_audio {
+            self.rx_stats
+                .on_packet(packet.sequence, packet.timestamp, now)
+        } else {
+            self.rx_stats.on_packet_without_timing(packet.sequence, now)
+        };
+        let seq = match update {
+            SeqUpdate::Restarted(s) => {
+                self.jitter.reset();
+                s
+            }
+            SeqUpdate::InOrder(s) | SeqUpdate::Late(s) => s,
+            SeqUpdate::Probation | SeqUpdate::BadJump => {
+                self.stats.stray_sequence += 1;
+                return;
+            }
+        };
+        self.stats.packets_received += 1;
+        self.last_rx = now;
+        self.timeout_fired = false;
+        if is_audio {
+            self.jitter
+                .insert(seq, packet.timestamp, now, packet.payload);
+        } else {
+            self.jitter.insert_filler(seq, packet.timestamp, now);
+            if is_event && let Some(rx) = &mut self.dtmf_rx {
+                if rx
+                    .handle_packet(packet.timestamp, &packet.payload, now)
+                    .is_err()
+                {
+                    self.stats.stray_garbage += 1;
+                }
+                self.drain_dtmf();
+            }
+        }
+    }
+
+    fn drain_dtmf(&mut self) {
+        while let Some(ev) = self.dtmf_rx.as_mut().and_then(DtmfReceiver::poll_event) {
+            self.event(MediaEvent::Dtmf {
+                digit: ev.digit,
+                duration: Some(Duration::from_millis(ev.duration_ms as u64)),
+                method: DtmfMethod::Rfc4733,
+            });
+        }
+    }
+
+    fn ntp(&self, now: Instant) -> Option<NtpTime> {
+        let (at, ntp) = self.cfg.wallclock?;
+        let since = now.saturating_duration_since(at);
+        let frac = ((since.subsec_nanos() as u64) << 32) / 1_000_000_000;
+        Some(NtpTime(ntp.0.wrapping_add((since.as_secs() << 32) + frac)))
+    }
+
+    fn on_rtcp(&mut self, now: Instant, source: SocketAddr, bytes: Bytes) {
+        if let Some(l) = self.latched
+            && l.ip() != source.ip()
+        {
+            self.stats.stray_source += 1;
+            return;
+        }
+        let Ok(packets) = RtcpPacket::parse_compound(&bytes) else {
+            self.stats.stray_garbage += 1;
+            return;
+        };
+        self.stats.rtcp_received += 1;
+        if self.cfg.symmetric_rtp && !self.cfg.rtcp_mux && !self.rtcp_latched {
+            // Symmetric RTCP: answer where the peer's RTCP comes from.
+            self.remote_rtcp = Some(source);
+            self.rtcp_latched = true;
+        }
+        let our = self.cfg.ssrc;
+        let mut blocks: Vec<ReportBlock> = Vec::new();
+        for p in packets {
+            match p {
+                RtcpPacket::SenderReport(sr) => {
+                    if Some(sr.ssrc) == self.remote_ssrc {
+                        self.rx_stats.on_sender_report(sr.ntp, now);
+                    }
+                    blocks.extend(sr.reports.into_iter().filter(|b| b.ssrc == our));
+                }
+                RtcpPacket::ReceiverReport(rr) => {
+                    blocks.extend(rr.reports.into_iter().filter(|b| b.ssrc == our));
+                }
+                RtcpPacket::Bye(bye) if self.remote_ssrc.is_none_or(|s| bye.ssrcs.contains(&s)) => {
+                    self.event(MediaEvent::RemoteBye);
+                }
+                _ => {}
+            }
+        }
+        if let Some(b) = blocks.pop() {
+            if let Some(ntp) = self.ntp(now) {
+                self.rtt = round_trip_time(ntp, &b).or(self.rtt);
+            }
+            self.last_report = Some(b);
+        }
+    }
+
+    fn on_timeout(&mut self, now: Instant) {
+        // Catch up on ticks we were late for, but not on a backlog longer than a second (the
+        // driver was suspended): skip it rather than burst packets out.
+        if now.saturating_duration_since(self.next_tick) > Duration::from_secs(1) {
+            let behind = now.duration_since(self.next_tick).as_nanos() / self.ptime.as_nanos();
+            let skip = behind as u32;
+            self.next_tick += self.ptime.saturating_mul(skip);
+            self.out_ts = self.out_ts.wrapping_add(self.ts_step.wrapping_mul(skip));
+        }
+        while self.next_tick <= now {
+            let tick = self.next_tick;
+            self.on_tick(tick);
+            self.next_tick += self.ptime;
+        }
+        if let Some(rx) = &mut self.dtmf_rx {
+            rx.handle_timeout(now);
+            self.drain_dtmf();
+        }
+        if self.rtp_deadline().is_some_and(|d| now >= d) {
+            self.timeout_fired = true;
+            self.event(MediaEvent::RtpTimeout);
+        }
+        if self.next_rtcp.is_some_and(|d| now >= d) {
+            self.send_rtcp(now, false);
+            self.next_rtcp = now.checked_add(self.cfg.rtcp_interval);
+        }
+        if self.next_quality.is_some_and(|d| now >= d) {
+            self.report_quality();
+            self.next_quality = now.checked_add(self.cfg.quality_interval);
+        }
+    }
+
+    /// One ptime: send a packet, play a frame out, record.
+    fn on_tick(&mut self, now: Instant) {
+        self.send_frame();
+        self.play_frame(now);
+        if let Some(rate) = self.record_rate {
+            // Both legs are produced on the same tick with the same length, so they are
+            // aligned by construction: interleave directly rather than through
+            // `recorder::Recorder`, whose alignment buffers are not needed here (and cost as much
+            // as the rest of the per-packet path, see benches/rtp.rs).
+            let mut samples = Vec::with_capacity(self.spf * 2);
+            interleave(&self.pcm_in, &self.pcm_out, &mut samples);
+            self.outputs
+                .push_back(Output::Record(RecordedFrame { samples, rate }));
+        }
+    }
+
+    fn send_frame(&mut self) {
+        self.pcm_out.clear();
+        let ts = self.out_ts;
+        self.out_ts = self.out_ts.wrapping_add(self.ts_step);
+        // RFC 4733 digits take the place of audio while they last.
+        if self.dtmf_tx.is_none()
+            && self.gap_ticks == 0
+            && self.tones.is_none()
+            && let Some(digit) = self.dtmf_queue.pop_front()
+        {
+            match self.cfg.telephone_event {
+                Some(_) => {
+                    self.dtmf_tx = DtmfSender::new(
+                        digit,
+                        ts,
+                        self.cfg.dtmf_duration_ms,
+                        self.cfg.ptime_ms,
+                        8000,
+                    )
+                    .ok();
+                }
+                None => {
+                    // In-band: the whole remaining queue as one tone sequence.
+                    let mut digits = vec![digit];
+                    digits.extend(self.dtmf_queue.drain(..));
+                    self.tones = Some(dtmf_tones(
+                        self.cfg.codec.sample_rate(),
+                        &digits,
+                        self.cfg.dtmf_duration_ms,
+                        self.cfg.dtmf_gap_ms,
+                        -6.0,
+                    ));
+                }
+            }
+        }
+        if let Some(tx) = &mut self.dtmf_tx {
+            if let Some(p) = tx.next_packet() {
+                self.pcm_out.resize(self.spf, 0);
+                let pt = self.cfg.telephone_event.unwrap_or(self.cfg.payload_type);
+                let payload = p.payload();
+                self.send_rtp(pt, p.marker, p.timestamp, &payload);
+                return;
+            }
+            self.dtmf_tx = None;
+            self.gap_ticks = self.cfg.dtmf_gap_ms.div_ceil(self.cfg.ptime_ms);
+        }
+        self.gap_ticks = self.gap_ticks.saturating_sub(1);
+        let mut marker = false;
+        if let Some(tones) = &mut self.tones {
+            tones.next_frame(self.spf, &mut self.pcm_out);
+            if tones.is_finished() {
+                self.tones = None;
+            }
+        } else if let Some(player) = &mut self.player {
+            match player.next_frame() {
+                Some(frame) => {
+                    self.pcm_out.extend_from_slice(frame.samples);
+                    marker = frame.marker;
+                }
+                None => {
+                    if player.is_finished() {
+                        self.player = None;
+                        self.event(MediaEvent::PlaybackFinished);
+                    }
+                }
+            }
+            if self.player.as_ref().is_some_and(Player::is_finished) {
+                self.player = None;
+                self.event(MediaEvent::PlaybackFinished);
+            }
+        }
+        // Silence when there is nothing to play: keeps NATs open and the peer's RTP timeout
+        // quiet.
+        self.pcm_out.resize(self.spf, 0);
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.clear();
+        self.encoder.encode(&self.pcm_out, &mut payload);
+        self.send_rtp(self.cfg.payload_type, marker, ts, &payload);
+        self.payload = payload;
+    }
+
+    fn send_rtp(&mut self, pt: PayloadType, marker: bool, ts: u32, payload: &[u8]) {
+        let Some(dest) = self.remote_rtp.filter(|_| self.cfg.send) else {
+            return;
+        };
+        let mut header = RtpHeader::new(pt, self.out_seq, ts, self.cfg.ssrc);
+        // RFC 3551 §4.1: the marker is set on the first packet of a talkspurt; the first packet
+        // of the stream starts one.
+        header.marker = marker || !self.first_out;
+        let mut bytes = vec![0u8; header.len() + payload.len()];
+        if header.write(payload, &mut bytes).is_err() {
+            return;
+        }
+        self.out_seq = self.out_seq.wrapping_add(1);
+        self.stats.packets_sent += 1;
+        self.stats.octets_sent += payload.len() as u64;
+        self.outputs.push_back(Output::Transmit(Transmit {
+            destination: dest,
+            bytes,
+            rtcp: false,
+        }));
+        if !self.first_out {
+            self.first_out = true;
+            self.event(MediaEvent::FirstPacketOut);
+        }
+    }
+
+    fn play_frame(&mut self, now: Instant) {
+        self.pcm_in.clear();
+        match self.jitter.pop(now) {
+            Some(Frame::Audio { payload, .. }) => {
+                self.loss.observe(false);
+                if !payload.is_empty() && self.decoder.decode(&payload, &mut self.pcm_in).is_err() {
+                    self.pcm_in.clear();
+                }
+            }
+            Some(Frame::Missing { .. }) => self.loss.observe(true),
+            None => {}
+        }
+        // Concealment is silence: the far end hears a gap rather than a repeated frame.
+        self.pcm_in.resize(self.spf, 0);
+        if let Some(det) = &mut self.inband_rx {
+            det.process(&self.pcm_in, &mut self.inband_found);
+            for d in std::mem::take(&mut self.inband_found) {
+                self.event(MediaEvent::Dtmf {
+                    digit: d.digit,
+                    duration: None,
+                    method: DtmfMethod::Inband,
+                });
+            }
+        }
+    }
+
+    fn send_rtcp(&mut self, now: Instant, bye: bool) {
+        let Some(dest) = self.remote_rtcp.or(if self.cfg.rtcp_mux {
+            self.remote_rtp
+        } else {
+            None
+        }) else {
+            return;
+        };
+        let blocks: Vec<ReportBlock> = match self.remote_ssrc {
+            Some(s) => vec![self.rx_stats.report_block(s, now)],
+            None => vec![],
+        };
+        let ssrc = self.cfg.ssrc;
+        let first = match self.ntp(now) {
+            // RFC 3550 §6.4: an SR when we have sent data since the last report.
+            Some(ntp) if self.stats.packets_sent > 0 => RtcpPacket::SenderReport(SenderReport {
+                ssrc,
+                ntp,
+                rtp_timestamp: self.out_ts,
+                packet_count: self.stats.packets_sent as u32,
+                octet_count: self.stats.octets_sent as u32,
+                reports: blocks,
+            }),
+            _ => RtcpPacket::ReceiverReport(ReceiverReport {
+                ssrc,
+                reports: blocks,
+            }),
+        };
+        // RFC 3550 §6.1: every compound packet carries an SDES CNAME.
+        let mut packets = vec![
+            first,
+            RtcpPacket::Sdes(Sdes {
+                chunks: vec![SdesChunk::cname(ssrc, &self.cfg.cname)],
+            }),
+        ];
+        if bye {
+            packets.push(RtcpPacket::Bye(Bye {
+                ssrcs: vec![ssrc],
+                reason: None,
+            }));
+        }
+        if let Ok(bytes) = RtcpPacket::write_compound(&packets) {
+            self.outputs.push_back(Output::Transmit(Transmit {
+                destination: dest,
+                bytes,
+                rtcp: true,
+            }));
+        }
+    }
+
+    fn report_quality(&mut self) {
+        let loss = self.loss.loss_percent();
+        let jitter = self.rx_stats.jitter_duration();
+        let playout = self.jitter.delay();
+        let one_way = self.rtt.map_or(Duration::ZERO, |r| r / 2) + playout + self.ptime;
+        let model = EModel::for_codec(self.cfg.codec, false)
+            .with_loss(loss, self.loss.burst_ratio())
+            .with_one_way_delay(one_way.as_secs_f64() * 1000.0);
+        let report = QualityReport {
+            loss_percent: loss,
+            cumulative_lost: self.rx_stats.cumulative_lost(),
+            expected: self.rx_stats.expected(),
+            received: self.rx_stats.received(),
+            jitter,
+            max_burst_loss: self.rx_stats.max_burst_loss(),
+            rtt: self.rtt,
+            playout_delay: playout,
+            r_factor: model.r_factor(),
+            mos: model.mos(),
+        };
+        self.loss = LossTracker::new();
+        self.event(MediaEvent::Quality(report));
+    }
+}

@@ -1,0 +1,846 @@
+//! Two `MediaSession`s over an in-memory link with loss, delay and reordering, in virtual time.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use media::codec::Codec;
+use media::dtmf::Digit;
+use media::rtp::{NtpTime, PayloadType, RtpHeader, RtpPacket, Ssrc};
+use media::session::{
+    DtmfMethod, Input, MediaEvent, MediaSession, Output, QualityReport, SessionConfig, Transmit,
+};
+
+/// An arbitrary origin for virtual time: the only clock read; everything after it is arithmetic.
+#[allow(clippy::disallowed_methods)]
+fn t0() -> Instant {
+    Instant::now()
+}
+
+const MS: Duration = Duration::from_millis(1);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("literal address")
+}
+
+/// A deterministic xorshift generator so runs are reproducible without a dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// How the link treats each datagram.
+struct LinkProfile {
+    loss_percent: u64,
+    /// Base one-way delay.
+    delay: Duration,
+    /// Extra random delay up to this (reorders packets when larger than the ptime).
+    jitter_ms: u64,
+    /// Fixed per-packet extra delays, cycled (overrides `jitter_ms` when non-empty).
+    pattern_ms: Vec<u64>,
+}
+
+impl LinkProfile {
+    fn clean() -> Self {
+        LinkProfile {
+            loss_percent: 0,
+            delay: 10 * MS,
+            jitter_ms: 0,
+            pattern_ms: vec![],
+        }
+    }
+}
+
+struct InFlight {
+    at: Instant,
+    order: u64,
+    to_b: bool,
+    source: SocketAddr,
+    bytes: Bytes,
+}
+
+struct Events {
+    a: Vec<MediaEvent>,
+    b: Vec<MediaEvent>,
+    b_records: usize,
+    b_nonsilent_records: usize,
+}
+
+/// Runs A and B until `until`, delivering A→B traffic through `profile` and B→A cleanly.
+/// `a_src` is the address B sees A's packets come from (a NAT can rewrite it).
+#[allow(clippy::too_many_arguments)]
+fn run(
+    a: &mut MediaSession,
+    b: &mut MediaSession,
+    start: Instant,
+    until: Instant,
+    profile: &LinkProfile,
+    a_src: SocketAddr,
+    b_src: SocketAddr,
+    seed: u64,
+) -> Events {
+    let mut rng = Rng(seed);
+    let mut flight: Vec<InFlight> = Vec::new();
+    let mut ev = Events {
+        a: vec![],
+        b: vec![],
+        b_records: 0,
+        b_nonsilent_records: 0,
+    };
+    let mut now = start;
+    let mut order = 0u64;
+    let mut sent_a = 0usize;
+    loop {
+        // Drain both sessions.
+        let mut a_next = None;
+        while let Some(o) = a.poll_output() {
+            match o {
+                Output::Transmit(Transmit { bytes, .. }) => {
+                    if rng.chance(profile.loss_percent) {
+                        sent_a += 1;
+                        continue;
+                    }
+                    let extra = if !profile.pattern_ms.is_empty() {
+                        profile.pattern_ms[sent_a % profile.pattern_ms.len()]
+                    } else if profile.jitter_ms > 0 {
+                        rng.next() % profile.jitter_ms
+                    } else {
+                        0
+                    };
+                    sent_a += 1;
+                    order += 1;
+                    flight.push(InFlight {
+                        at: now + profile.delay + MS * extra as u32,
+                        order,
+                        to_b: true,
+                        source: a_src,
+                        bytes: Bytes::from(bytes),
+                    });
+                }
+                Output::Event(e) => ev.a.push(e),
+                Output::Record(_) => {}
+                Output::Timeout(at) => {
+                    a_next = Some(at);
+                    break;
+                }
+            }
+        }
+        let mut b_next = None;
+        while let Some(o) = b.poll_output() {
+            match o {
+                Output::Transmit(Transmit { bytes, .. }) => {
+                    order += 1;
+                    flight.push(InFlight {
+                        at: now + 10 * MS,
+                        order,
+                        to_b: false,
+                        source: b_src,
+                        bytes: Bytes::from(bytes),
+                    });
+                }
+                Output::Event(e) => ev.b.push(e),
+                Output::Record(r) => {
+                    ev.b_records += 1;
+                    // Left channel = inbound.
+                    if r.samples.chunks(2).any(|lr| lr[0].unsigned_abs() > 1000) {
+                        ev.b_nonsilent_records += 1;
+                    }
+                }
+                Output::Timeout(at) => {
+                    b_next = Some(at);
+                    break;
+                }
+            }
+        }
+        let next_delivery = flight.iter().map(|f| (f.at, f.order)).min();
+        let mut next = [a_next, b_next, next_delivery.map(|d| d.0)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(until);
+        if next > until {
+            break;
+        }
+        next = next.max(now);
+        now = next;
+        if let Some((at, ord)) = next_delivery
+            && at <= now
+        {
+            let i = flight.iter().position(|f| f.order == ord).expect("present");
+            let f = flight.swap_remove(i);
+            let input = Input::Receive {
+                now,
+                source: f.source,
+                bytes: f.bytes,
+            };
+            if f.to_b {
+                b.handle_input(input)
+            } else {
+                a.handle_input(input)
+            }
+            .expect("receive");
+            continue;
+        }
+        if a_next.is_some_and(|t| t <= now) {
+            a.handle_input(Input::Timeout(now)).expect("timeout");
+        }
+        if b_next.is_some_and(|t| t <= now) {
+            b.handle_input(Input::Timeout(now)).expect("timeout");
+        }
+    }
+    ev
+}
+
+const A_ADDR: &str = "10.0.0.1:4000";
+const B_ADDR: &str = "10.0.0.2:5000";
+
+fn config(ssrc: u32, remote: &str, te: bool) -> SessionConfig {
+    let mut c = SessionConfig::new(Codec::Pcmu, PayloadType::PCMU, Ssrc(ssrc));
+    c.remote_rtp = Some(addr(remote));
+    c.remote_rtcp = Some({
+        let mut r = addr(remote);
+        r.set_port(r.port() + 1);
+        r
+    });
+    c.telephone_event = if te { PayloadType::new(101) } else { None };
+    c.initial_sequence = 65_500; // wraps during the tests
+    c.initial_timestamp = 0xffff_f000;
+    c
+}
+
+fn pair(te: bool, start: Instant) -> (MediaSession, MediaSession) {
+    let mut ca = config(0xa, B_ADDR, te);
+    let mut cb = config(0xb, A_ADDR, te);
+    cb.record = true;
+    ca.wallclock = Some((
+        start,
+        NtpTime::from_unix(Duration::from_secs(1_700_000_000)),
+    ));
+    cb.wallclock = Some((
+        start,
+        NtpTime::from_unix(Duration::from_secs(1_700_000_000)),
+    ));
+    (MediaSession::new(ca, start), MediaSession::new(cb, start))
+}
+
+fn digits(events: &[MediaEvent]) -> (String, Vec<DtmfMethod>) {
+    let mut s = String::new();
+    let mut m = Vec::new();
+    for e in events {
+        if let MediaEvent::Dtmf { digit, method, .. } = e {
+            s.push(digit.as_char());
+            m.push(*method);
+        }
+    }
+    (s, m)
+}
+
+fn qualities(events: &[MediaEvent]) -> Vec<QualityReport> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            MediaEvent::Quality(q) => Some(q.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn rfc4733_dtmf_survives_ten_percent_loss() {
+    let start = t0();
+    let (mut a, mut b) = pair(true, start);
+    a.handle_input(Input::SendDtmf(Digit::parse_str("1234567890*#").unwrap()))
+        .unwrap();
+    let profile = LinkProfile {
+        loss_percent: 10,
+        ..LinkProfile::clean()
+    };
+    let ev = run(
+        &mut a,
+        &mut b,
+        start,
+        start + 5000 * MS,
+        &profile,
+        addr(A_ADDR),
+        addr(B_ADDR),
+        7,
+    );
+    let (got, methods) = digits(&ev.b);
+    assert_eq!(got, "1234567890*#");
+    assert!(methods.iter().all(|m| *m == DtmfMethod::Rfc4733));
+    for e in &ev.b {
+        if let MediaEvent::Dtmf { duration, .. } = e {
+            let d = duration.expect("RFC 4733 reports a duration");
+            assert!(d >= 60 * MS && d <= 100 * MS, "{d:?}");
+        }
+    }
+}
+
+#[test]
+fn inband_dtmf_is_sent_and_detected_without_telephone_event() {
+    let start = t0();
+    let (mut a, mut b) = pair(false, start);
+    a.handle_input(Input::SendDtmf(Digit::parse_str("159#").unwrap()))
+        .unwrap();
+    let ev = run(
+        &mut a,
+        &mut b,
+        start,
+        start + 3000 * MS,
+        &LinkProfile::clean(),
+        addr(A_ADDR),
+        addr(B_ADDR),
+        1,
+    );
+    let (got, methods) = digits(&ev.b);
+    assert_eq!(got, "159#");
+    assert!(methods.iter().all(|m| *m == DtmfMethod::Inband));
+}
+
+#[test]
+fn jitter_matches_rfc3550_hand_computation() {
+    let start = t0();
+    let (mut a, mut b) = pair(true, start);
+    // Per-packet extra delays in ms, cycled. In RTP units (8 kHz) each ms is 8.
+    let pattern = vec![0u64, 2, 0, 0, 1];
+    let profile = LinkProfile {
+        pattern_ms: pattern.clone(),
+        ..LinkProfile::clean()
+    };
+    let n_packets = 100u64;
+    // A sends one packet every 20 ms from `start`; stop just after the 100th.
+    let until = start + MS * (20 * (n_packets as u32 - 1) + 10 + 3);
+    run(
+        &mut a,
+        &mut b,
+        start,
+        until,
+        &profile,
+        addr(A_ADDR),
+        addr(B_ADDR),
+        3,
+    );
+    // Hand computation (RFC 3550 A.8): transit changes by the delay difference only, as the
+    // timestamps advance exactly with the 20 ms send clock.
+    let mut j = 0.0f64;
+    for i in 1..n_packets as usize {
+        let d = (pattern[i % 5] as f64 - pattern[(i - 1) % 5] as f64) * 8.0;
+        j += (d.abs() - j) / 16.0;
+    }
+    let got = b.receiver_stats().jitter();
+    assert!((got - j).abs() < 1e-9, "session {got} vs hand {j}");
+    assert_eq!(b.receiver_stats().received(), n_packets);
+    assert_eq!(b.receiver_stats().cumulative_lost(), 0);
+}
+
+#[test]
+fn receiver_reports_carry_jitter_and_rtt_back_to_the_sender() {
+    let start = t0();
+    let (mut a, mut b) = pair(true, start);
+    let profile = LinkProfile {
+        pattern_ms: vec![0, 4],
+        ..LinkProfile::clean()
+    };
+    run(
+        &mut a,
+        &mut b,
+        start,
+        start + 11_000 * MS,
+        &profile,
+        addr(A_ADDR),
+        addr(B_ADDR),
+        3,
+    );
+    let report = a.last_remote_report().expect("B sent an RR about A");
+    // |D| alternates 32 units: J converges to 32.
+    assert!((30..=32).contains(&report.jitter), "{report:?}");
+    assert_eq!(report.fraction_lost, 0);
+    // RTT: 10 ms each way plus 0 or 4 ms on A→B for the SR. Reported in 1/65536 s.
+    let rtt = a.rtt().expect("rtt from LSR/DLSR");
+    assert!(rtt >= 19 * MS && rtt <= 25 * MS, "{rtt:?}");
+}
+
+#[test]
+fn mos_falls_with_loss() {
+    let mut mos = Vec::new();
+    for loss in [0u64, 5, 20] {
+        let start = t0();
+        let (mut a, mut b) = pair(true, start);
+        let profile = LinkProfile {
+            loss_percent: loss,
+            ..LinkProfile::clean()
+        };
+        let ev = run(
+            &mut a,
+            &mut b,
+            start,
+            start + 10_100 * MS,
+            &profile,
+            addr(A_ADDR),
+            addr(B_ADDR),
+            11,
+        );
+        let q = qualities(&ev.b);
+        assert_eq!(q.len(), 2, "one report per 5 s");
+        let last = q.last().unwrap();
+        if loss == 0 {
+            assert_eq!(last.loss_percent, 0.0);
+            assert_eq!(last.cumulative_lost, 0);
+        } else {
+            assert!(last.loss_percent > loss as f64 / 2.0, "{last:?}");
+            assert!(last.cumulative_lost > 0);
+        }
+        mos.push(last.mos);
+    }
+    assert!(mos[0] > 4.0, "{mos:?}");
+    assert!(mos[0] > mos[1] && mos[1] > mos[2], "{mos:?}");
+}
+
+#[test]
+fn reordering_and_jitter_are_absorbed_by_the_playout_buffer() {
+    let start = t0();
+    let (mut a, mut b) = pair(true, start);
+    let tone: Arc<[i16]> = (0..8000 * 3)
+        .map(|i| ((i as f64 * 0.2).sin() * 8000.0) as i16)
+        .collect::<Vec<_>>()
+        .into();
+    a.handle_input(Input::Play {
+        pcm: tone,
+        rate: 8000,
+    })
+    .unwrap();
+    // Up to 60 ms of random delay: packets arrive out of order.
+    let profile = LinkProfile {
+        jitter_ms: 60,
+        ..LinkProfile::clean()
+    };
+    let ev = run(
+        &mut a,
+        &mut b,
+        start,
+        start + 4000 * MS,
+        &profile,
+        addr(A_ADDR),
+        addr(B_ADDR),
+        5,
+    );
+    assert!(ev.a.contains(&MediaEvent::PlaybackFinished));
+    let js = b.jitter_stats();
+    assert!(js.played >= 190, "{js:?}");
+    // After adaptation only the first packets may be late.
+    assert!(js.late < 10, "{js:?}");
+    assert!(
+        ev.b_nonsilent_records >= 140,
+        "heard {} frames of tone",
+        ev.b_nonsilent_records
+    );
+    assert!(ev.b_records >= 199);
+}
+
+#[test]
+fn symmetric_rtp_latches_to_the_first_source_and_drops_others() {
+    let start = t0();
+    let (mut a, mut b) = pair(true, start);
+    // B was told (by SDP) A is at 10.0.0.1:4000, but A is behind a NAT: its packets come
+    // from 203.0.113.5:6000.
+    let nat = addr("203.0.113.5:6000");
+    let ev = run(
+        &mut a,
+        &mut b,
+        start,
+        start + 200 * MS,
+        &LinkProfile::clean(),
+        nat,
+        addr(B_ADDR),
+        1,
+    );
+    assert!(ev.b.contains(&MediaEvent::Latched(nat)));
+    assert!(ev.b.contains(&MediaEvent::FirstPacketIn { source: nat }));
+    assert_eq!(b.remote_rtp(), Some(nat));
+    // B now sends to the NAT address.
+    let now = start + 220 * MS;
+    b.handle_input(Input::Timeout(now)).unwrap();
+    let mut dest = None;
+    while let Some(o) = b.poll_output() {
+        match o {
+            Output::Transmit(t) if !t.rtcp => dest = Some(t.destination),
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(dest, Some(nat));
+    // A valid packet from elsewhere is stray.
+    let p = RtpHeader::new(PayloadType::PCMU, 1, 1, Ssrc(0xa))
+        .to_vec(&[0xff; 160])
+        .unwrap();
+    let before = b.receiver_stats().received();
+    b.handle_input(Input::Receive {
+        now,
+        source: addr("198.51.100.9:7000"),
+        bytes: p.into(),
+    })
+    .unwrap();
+    assert_eq!(b.stats().stray_source, 1);
+    assert_eq!(b.receiver_stats().received(), before);
+}
+
+#[test]
+fn stray_packets_are_counted_and_dropped() {
+    let start = t0();
+    let (_, mut b) = pair(true, start);
+    let src = addr(A_ADDR);
+    let rx = |b: &mut MediaSession, bytes: Vec<u8>| {
+        b.handle_input(Input::Receive {
+            now: start,
+            source: src,
+            bytes: bytes.into(),
+        })
+        .unwrap()
+    };
+    rx(&mut b, b"\x01\x02garbage".to_vec());
+    rx(&mut b, vec![]);
+    // PT 18 (G.729) was not negotiated.
+    rx(
+        &mut b,
+        RtpHeader::new(PayloadType::new(18).unwrap(), 1, 1, Ssrc(1))
+            .to_vec(&[0; 20])
+            .unwrap(),
+    );
+    // Malformed RTCP (type 201 with a bad length).
+    rx(&mut b, vec![0x81, 201, 0, 9, 0, 0, 0, 1]);
+    let s = b.stats();
+    assert_eq!(
+        (s.stray_garbage, s.stray_payload_type, s.packets_received),
+        (3, 1, 0)
+    );
+    // None of these latched the session or started a stream.
+    assert_eq!(b.remote_rtp(), Some(addr(A_ADDR)));
+    let mut events = vec![];
+    while let Some(Output::Event(e)) = b.poll_output() {
+        events.push(e);
+    }
+    assert!(events.is_empty(), "{events:?}");
+}
+
+#[test]
+fn a_new_ssrc_is_a_new_stream() {
+    let start = t0();
+    let (_, mut b) = pair(true, start);
+    let src = addr(A_ADDR);
+    for i in 0..10u16 {
+        let p = RtpHeader::new(PayloadType::PCMU, 100 + i, 160 * i as u32, Ssrc(1))
+            .to_vec(&[0xff; 160])
+            .unwrap();
+        b.handle_input(Input::Receive {
+            now: start + MS * 20 * i as u32,
+            source: src,
+            bytes: p.into(),
+        })
+        .unwrap();
+    }
+    assert_eq!(b.receiver_stats().received(), 10);
+    // The peer restarts with a new SSRC and an unrelated sequence number.
+    let p = RtpHeader::new(PayloadType::PCMU, 40_000, 0, Ssrc(2))
+        .to_vec(&[0xff; 160])
+        .unwrap();
+    b.handle_input(Input::Receive {
+        now: start + 220 * MS,
+        source: src,
+        bytes: p.into(),
+    })
+    .unwrap();
+    assert_eq!(b.receiver_stats().received(), 1, "statistics restarted");
+    assert_eq!(b.receiver_stats().max_seq().map(|s| s.0), Some(40_000));
+    let mut events = vec![];
+    loop {
+        match b.poll_output() {
+            Some(Output::Event(e)) => events.push(e),
+            Some(Output::Timeout(_)) | None => break,
+            _ => {}
+        }
+    }
+    assert_eq!(events[0], MediaEvent::FirstPacketIn { source: src });
+    assert!(events.contains(&MediaEvent::NewSsrc(Ssrc(2))));
+}
+
+#[test]
+fn rtp_timeout_fires_after_the_configured_silence() {
+    let start = t0();
+    let mut cb = config(0xb, A_ADDR, true);
+    cb.rtp_timeout = Duration::from_secs(3);
+    let mut b = MediaSession::new(cb, start);
+    let p = RtpHeader::new(PayloadType::PCMU, 1, 0, Ssrc(1))
+        .to_vec(&[0xff; 160])
+        .unwrap();
+    let last_packet = start + 1000 * MS;
+    b.handle_input(Input::Receive {
+        now: last_packet,
+        source: addr(A_ADDR),
+        bytes: p.into(),
+    })
+    .unwrap();
+    let mut fired_at = None;
+    let mut now = start;
+    while now < start + 10_000 * MS {
+        b.handle_input(Input::Timeout(now)).unwrap();
+        loop {
+            match b.poll_output() {
+                Some(Output::Event(MediaEvent::RtpTimeout)) => {
+                    assert!(fired_at.is_none(), "fires once");
+                    fired_at = Some(now);
+                }
+                Some(Output::Timeout(at)) => {
+                    now = at;
+                    break;
+                }
+                None => panic!("stopped"),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(fired_at, Some(last_packet + Duration::from_secs(3)));
+}
+
+#[test]
+fn rtcp_goes_to_port_plus_one_or_the_rtp_port_with_mux() {
+    for mux in [false, true] {
+        let start = t0();
+        let mut c = config(0xa, B_ADDR, true);
+        c.rtcp_mux = mux;
+        if mux {
+            c.remote_rtcp = None;
+        }
+        c.rtcp_interval = Duration::from_secs(5);
+        let mut a = MediaSession::new(c, start);
+        a.handle_input(Input::Timeout(start + 5000 * MS)).unwrap();
+        let mut rtcp = vec![];
+        while let Some(o) = a.poll_output() {
+            match o {
+                Output::Transmit(t) if t.rtcp => rtcp.push(t),
+                Output::Timeout(_) => break,
+                _ => {}
+            }
+        }
+        assert_eq!(rtcp.len(), 1);
+        let want = if mux {
+            "10.0.0.2:5000"
+        } else {
+            "10.0.0.2:5001"
+        };
+        assert_eq!(rtcp[0].destination, addr(want));
+        assert!(media::rtp::is_rtcp(&rtcp[0].bytes));
+    }
+}
+
+#[test]
+fn outbound_stream_is_paced_every_ptime_with_silence_when_idle() {
+    let start = t0();
+    let (mut a, _) = pair(true, start);
+    a.handle_input(Input::Timeout(start + 1000 * MS)).unwrap();
+    let mut packets = vec![];
+    let mut events = vec![];
+    while let Some(o) = a.poll_output() {
+        match o {
+            Output::Transmit(t) if !t.rtcp => {
+                packets.push(RtpPacket::parse(&t.bytes.into()).unwrap())
+            }
+            Output::Event(e) => events.push(e),
+            Output::Timeout(at) => {
+                assert_eq!(at, start + 1020 * MS);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(packets.len(), 51, "ticks at 0, 20, ..., 1000 ms");
+    assert!(packets[0].marker && !packets[1].marker);
+    for w in packets.windows(2) {
+        assert_eq!(w[1].sequence, w[0].sequence.wrapping_add(1));
+        assert_eq!(w[1].timestamp, w[0].timestamp.wrapping_add(160));
+    }
+    // µ-law silence.
+    assert!(packets[5].payload.iter().all(|&b| b == 0xff));
+    assert_eq!(events, vec![MediaEvent::FirstPacketOut]);
+}
+
+#[test]
+fn stop_sends_bye_and_the_peer_reports_it() {
+    let start = t0();
+    let (mut a, mut b) = pair(true, start);
+    run(
+        &mut a,
+        &mut b,
+        start,
+        start + 100 * MS,
+        &LinkProfile::clean(),
+        addr(A_ADDR),
+        addr(B_ADDR),
+        1,
+    );
+    a.handle_input(Input::Stop {
+        now: start + 100 * MS,
+    })
+    .unwrap();
+    let mut bye = None;
+    while let Some(o) = a.poll_output() {
+        if let Output::Transmit(t) = o {
+            bye = Some(t);
+        }
+    }
+    let bye = bye.expect("an RTCP BYE");
+    assert!(bye.rtcp);
+    assert!(a.poll_timeout().is_none());
+    b.handle_input(Input::Receive {
+        now: start + 110 * MS,
+        source: addr(A_ADDR),
+        bytes: bye.bytes.into(),
+    })
+    .unwrap();
+    let mut saw = false;
+    loop {
+        match b.poll_output() {
+            Some(Output::Event(e)) => saw |= e == MediaEvent::RemoteBye,
+            Some(Output::Timeout(_)) | None => break,
+            Some(_) => {}
+        }
+    }
+    assert!(saw);
+}
+
+#[test]
+fn sessions_configured_from_an_sdp_exchange_carry_audio_and_dtmf() {
+    use media::sdp::{AudioCodec, Negotiator, Sdp, SdpConfig};
+    let ip_a = "10.0.0.1".parse().unwrap();
+    let ip_b = "10.0.0.2".parse().unwrap();
+    let mut na = Negotiator::new(SdpConfig::new(ip_a, 4000, 1));
+    let mut nb = Negotiator::new(SdpConfig {
+        codecs: vec![AudioCodec::G722, AudioCodec::Pcma],
+        ..SdpConfig::new(ip_b, 5000, 2)
+    });
+    let offer = na.create_offer();
+    let (answer, neg_b) = nb
+        .receive_offer(&Sdp::parse(&offer.to_bytes()).unwrap())
+        .unwrap();
+    let neg_a = na
+        .receive_answer(&Sdp::parse(&answer.to_bytes()).unwrap())
+        .unwrap();
+    // The offerer preferred PCMU, which B lacks; PCMA comes before G.722 in A's list.
+    assert_eq!(neg_a.codec, AudioCodec::Pcma);
+    let start = t0();
+    let mut a = MediaSession::new(SessionConfig::from_negotiated(&neg_a, Ssrc(0xa)), start);
+    let mut cb = SessionConfig::from_negotiated(&neg_b, Ssrc(0xb));
+    cb.record = true;
+    let mut b = MediaSession::new(cb, start);
+    let tone: Arc<[i16]> = (0..8000)
+        .map(|i| ((i as f64 * 0.3).sin() * 8000.0) as i16)
+        .collect::<Vec<_>>()
+        .into();
+    a.handle_input(Input::Play {
+        pcm: tone,
+        rate: 8000,
+    })
+    .unwrap();
+    a.handle_input(Input::SendDtmf(Digit::parse_str("7").unwrap()))
+        .unwrap();
+    // rtcp-mux was negotiated: RTP and RTCP share the port.
+    let ev = run(
+        &mut a,
+        &mut b,
+        start,
+        start + 1500 * MS,
+        &LinkProfile::clean(),
+        addr("10.0.0.1:4000"),
+        addr("10.0.0.2:5000"),
+        1,
+    );
+    assert_eq!(digits(&ev.b).0, "7");
+    assert!(ev.b_nonsilent_records > 30, "{}", ev.b_nonsilent_records);
+    assert_eq!(b.stats().stray_payload_type, 0);
+}
+
+#[test]
+fn a_recvonly_session_sends_no_rtp() {
+    let start = t0();
+    let mut c = config(0xa, B_ADDR, true);
+    c.send = false;
+    let mut a = MediaSession::new(c, start);
+    a.handle_input(Input::Timeout(start + 1000 * MS)).unwrap();
+    while let Some(o) = a.poll_output() {
+        match o {
+            Output::Transmit(t) => assert!(t.rtcp, "RTP sent while recvonly"),
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(a.stats().packets_sent, 0);
+}
+
+#[test]
+fn huge_intervals_mean_never_rather_than_overflow() {
+    let start = t0();
+    let mut c = config(0xa, B_ADDR, true);
+    c.rtp_timeout = Duration::MAX;
+    c.rtcp_interval = Duration::MAX;
+    c.quality_interval = Duration::MAX;
+    let mut a = MediaSession::new(c, start);
+    a.handle_input(Input::Timeout(start + 100 * MS)).unwrap();
+    assert_eq!(a.poll_timeout(), Some(start + 120 * MS));
+}
+
+#[test]
+fn g722_runs_at_16_khz_with_an_8_khz_rtp_clock() {
+    let start = t0();
+    let mk = |ssrc, remote: &str| {
+        let mut c = SessionConfig::new(Codec::G722, PayloadType::G722, Ssrc(ssrc));
+        c.remote_rtp = Some(addr(remote));
+        c.record = true;
+        c
+    };
+    let mut a = MediaSession::new(mk(0xa, B_ADDR), start);
+    let b_cfg = mk(0xb, A_ADDR);
+    let mut b = MediaSession::new(b_cfg, start);
+    let tone: Arc<[i16]> = (0..16000)
+        .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
+        .collect::<Vec<_>>()
+        .into();
+    a.handle_input(Input::Play {
+        pcm: tone,
+        rate: 16000,
+    })
+    .unwrap();
+    a.handle_input(Input::Timeout(start + 40 * MS)).unwrap();
+    let mut packets = vec![];
+    while let Some(o) = a.poll_output() {
+        match o {
+            Output::Transmit(t) if !t.rtcp => {
+                packets.push(RtpPacket::parse(&t.bytes.into()).unwrap())
+            }
+            Output::Record(r) => assert_eq!((r.samples.len(), r.rate), (640, 16000)),
+            Output::Timeout(_) => break,
+            _ => {}
+        }
+    }
+    assert_eq!(packets.len(), 3);
+    assert_eq!(packets[1].timestamp.wrapping_sub(packets[0].timestamp), 160);
+    assert_eq!(packets[0].payload.len(), 160, "64 kbit/s for 20 ms");
+    let ev = run(
+        &mut a,
+        &mut b,
+        start + 40 * MS,
+        start + 1000 * MS,
+        &LinkProfile::clean(),
+        addr(A_ADDR),
+        addr(B_ADDR),
+        1,
+    );
+    assert!(ev.b_nonsilent_records > 20, "{}", ev.b_nonsilent_records);
+}
