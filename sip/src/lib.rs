@@ -27,9 +27,11 @@
 //! - [`transaction`]: the four RFC 3261 §17 transaction machines with RFC 6026.
 //! - [`auth`]: HTTP digest (RFC 7616 / RFC 8760) for both client and server.
 //! - [`endpoint`]: routes incoming messages to transactions and dialogs; stateless replies.
+//! - [`dialog`]: dialogs and INVITE sessions (RFC 3261 §12–§15, PRACK, session timers).
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod transaction;
