@@ -57,7 +57,7 @@ pub enum KeyError {
 }
 
 /// The key of a client transaction (§17.1.3): "the branch parameter in the top Via header field
-/// of the response [equals] the branch parameter in the top Via header field of the request that
+/// of the response \[equals\] the branch parameter in the top Via header field of the request that
 /// created the transaction" and "the method parameter in the CSeq header field matches the method
 /// of the request that created the transaction".
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
