@@ -253,3 +253,85 @@ fn reoffer_keeps_payload_types_and_bumps_the_version() {
     assert_eq!(hold.origin.version, reoffer.origin.version + 1);
     assert_eq!(hold.media[0].direction, Some(Direction::SendOnly));
 }
+
+#[test]
+fn linphone_offer_parses_with_ipv6_connection_and_video() {
+    // Captured from linphonec 5.1.65 (see fixtures/sdp/README.md).
+    let s = fixture("linphone_offer.sdp");
+    assert_eq!(s.origin.username, "linphone");
+    assert_eq!(s.connection, Some("fd00::2".parse().unwrap()));
+    assert_eq!(s.media.len(), 2);
+    assert_eq!(
+        formats(&s, 0),
+        ["96", "97", "98", "0", "8", "18", "99", "100", "101"]
+    );
+    assert_eq!(
+        (s.media[1].media.as_str(), s.media[1].port),
+        ("video", 9078)
+    );
+    // telephone-event is offered at three clock rates; only the 8 kHz one can go with G.711.
+    let te: Vec<(u8, u32)> = s.media[0]
+        .rtpmaps
+        .iter()
+        .filter(|m| m.encoding == "telephone-event")
+        .map(|m| (m.payload_type, m.clock_rate))
+        .collect();
+    assert_eq!(te, [(99, 48000), (100, 16000), (101, 8000)]);
+    // The printed form re-parses to the same structure (rtcp-xr / rtcp-fb are not kept,
+    // which is why the comparison is structural and not byte-for-byte).
+    assert_eq!(Sdp::parse(&s.to_bytes()).unwrap(), s);
+}
+
+#[test]
+fn linphone_offer_is_answered_with_g711_and_8khz_telephone_event() {
+    let offer = fixture("linphone_offer.sdp");
+    let (answer, neg) = ours().receive_offer(&offer).unwrap();
+    // Opus, speex and G.729 are dropped; the offerer's order of the rest is kept; of the three
+    // telephone-event payload types only 101 (8000 Hz) matches our codecs' clock.
+    assert_eq!(formats(&answer, 0), ["0", "8", "101"]);
+    assert_eq!(neg.codec, AudioCodec::Pcmu);
+    assert_eq!(neg.payload_type, PayloadType::PCMU);
+    assert_eq!(
+        neg.alternatives,
+        vec![(AudioCodec::Pcma, PayloadType::PCMA)]
+    );
+    assert_eq!(neg.telephone_event, PayloadType::new(101));
+    // linphone sent no a=fmtp for 101: we answer the RFC 4733 default DTMF set.
+    let te = answer.media[0]
+        .fmtps
+        .iter()
+        .find(|(pt, _)| *pt == 101)
+        .unwrap();
+    assert_eq!(te.1, "0-15");
+    assert!(
+        !answer.media[0]
+            .rtpmaps
+            .iter()
+            .any(|m| m.payload_type == 99 || m.payload_type == 100)
+    );
+    // The session-level IPv6 c= gives the RTP address; no a=rtcp, no rtcp-mux: RTCP on port + 1.
+    assert_eq!(neg.remote_rtp, Some("[fd00::2]:7078".parse().unwrap()));
+    assert_eq!(neg.remote_rtcp, Some("[fd00::2]:7079".parse().unwrap()));
+    assert!(!neg.rtcp_mux);
+    assert_eq!(neg.ptime, 20);
+    assert_eq!(neg.direction, Direction::SendRecv);
+    assert!(!neg.remote_hold);
+    assert_eq!(answer.media[0].port, 20000);
+}
+
+#[test]
+fn linphone_video_line_is_rejected_with_port_zero() {
+    let offer = fixture("linphone_offer.sdp");
+    let (answer, _) = ours().receive_offer(&offer).unwrap();
+    // RFC 3264 §6: same number of m-lines, the unsupported one answered with port 0.
+    assert_eq!(answer.media.len(), 2);
+    let video = &answer.media[1];
+    assert_eq!(
+        (video.media.as_str(), video.port, video.proto.as_str()),
+        ("video", 0, "RTP/AVP")
+    );
+    assert_eq!(video.formats, ["96"]);
+    let text = String::from_utf8(answer.to_bytes()).unwrap();
+    assert!(text.contains("m=video 0 RTP/AVP 96\r\n"), "{text}");
+    assert!(text.contains("m=audio 20000 RTP/AVP 0 8 101\r\n"), "{text}");
+}
