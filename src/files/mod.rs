@@ -1,0 +1,19 @@
+//! Audio files on disk: prompts to play and recordings of calls.
+//!
+//! This is the only module of the application that touches the filesystem. Everything here is
+//! synchronous on purpose: the engine calls it from blocking tasks (`spawn_blocking`), so that a
+//! slow disk stalls one worker thread and never the runtime's reactor.
+//!
+//! - [`prompt`]: decode a WAV of any common rate, width and channel count into mono 16-bit PCM at
+//!   the rate a call needs, and cache the result per (file, rate) until the file changes.
+//! - [`recording`]: the crash-safe recording writer (periodic flush + fsync of a `.part` file,
+//!   atomic rename at the end) and the start-up recovery of `.part` files a crash left behind.
+
+pub mod prompt;
+pub mod recording;
+
+pub use prompt::{Prompt, PromptCache, PromptConfig, PromptError, load_prompt, load_prompt_with};
+pub use recording::{
+    FinishedRecording, RecordingError, RecordingWriter, RecoveryError, recover_partials,
+    sha256_file,
+};
