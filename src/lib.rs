@@ -2,3 +2,6 @@
 
 /// Audio files on disk: the prompt cache and the crash-safe recording writer.
 pub mod files;
+
+/// The call script language: JSON model, validation with step paths, and the pure runner.
+pub mod script;
