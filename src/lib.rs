@@ -5,3 +5,6 @@ pub mod files;
 
 /// The call script language: JSON model, validation with step paths, and the pure runner.
 pub mod script;
+
+/// Sockets: the SIP transport driver (UDP/TCP) and the RTP port pool.
+pub mod net;

@@ -1,0 +1,16 @@
+//! Sockets: the only module of the application that opens them.
+//!
+//! - [`sip`]: the SIP transport driver. One tokio task owns the sans-IO [`::sip::endpoint::Endpoint`]
+//!   together with the UDP socket, the TCP listener and the TCP connections, and runs the
+//!   architecture's run loop: wait for one input (a datagram, a stream frame, a command or the
+//!   next transaction deadline), feed it to the endpoint, send what it asks to send, hand its
+//!   events to the application, sleep.
+//! - [`rtp_ports`]: the pool of even/odd RTP/RTCP port pairs that calls bind their media
+//!   sockets from.
+//!
+//! The driver reads the monotonic clock (as `tokio::time::Instant`, converted to the
+//! `std::time::Instant` that the protocol crates take as an argument): the protocol crates never
+//! read it themselves.
+
+pub mod rtp_ports;
+pub mod sip;

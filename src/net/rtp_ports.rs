@@ -1,0 +1,249 @@
+//! The RTP port pool: even/odd RTP/RTCP UDP port pairs from a configured range.
+//!
+//! RFC 3550 §11: "For UDP and similar protocols, RTP SHOULD use an even destination port number
+//! and the corresponding RTCP stream SHOULD use the next higher (odd) destination port number."
+//! So the pool hands out pairs `(p, p + 1)` with `p` even, both sockets bound on the pool's IP.
+//!
+//! A pair comes with a [`PortLease`] that gives it back to the pool when dropped. A port that
+//! somebody outside the pool holds (the bind fails with "address in use") is skipped and stays in
+//! the pool, to be tried again later.
+//!
+//! The pool is shared by every call, which allocate and release from their own tasks, so its
+//! free list sits behind a mutex; the lock is held only to pop or push one number, never across
+//! an `.await`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::net::UdpSocket;
+
+/// Why the pool could not give a pair.
+#[derive(Debug, thiserror::Error)]
+pub enum PortPoolError {
+    /// The range holds no even/odd pair.
+    #[error("the RTP port range {start}-{end} holds no even/odd port pair")]
+    EmptyRange {
+        /// First port of the range.
+        start: u16,
+        /// Last port of the range.
+        end: u16,
+    },
+    /// Every pair of the range is leased.
+    #[error("all {total} RTP port pairs of {start}-{end} are in use")]
+    Exhausted {
+        /// First port of the range.
+        start: u16,
+        /// Last port of the range.
+        end: u16,
+        /// Pairs in the range.
+        total: usize,
+    },
+    /// Every pair not leased is held by another program (bind: address in use).
+    #[error(
+        "no RTP port pair of {start}-{end} could be bound: {tried} free pairs are in use by other programs"
+    )]
+    AllBusy {
+        /// First port of the range.
+        start: u16,
+        /// Last port of the range.
+        end: u16,
+        /// Pairs tried.
+        tried: usize,
+    },
+    /// Binding failed for another reason than "address in use".
+    #[error("cannot bind RTP port {port} on {ip}: {source}")]
+    Bind {
+        /// The IP.
+        ip: IpAddr,
+        /// The port.
+        port: u16,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// How many pairs the pool holds and how many are leased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortPoolStats {
+    /// Pairs in the range.
+    pub total: usize,
+    /// Pairs not leased.
+    pub free: usize,
+    /// Pairs leased.
+    pub used: usize,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The RTP (even) ports not leased, in the order they will be tried.
+    free: VecDeque<u16>,
+    total: usize,
+}
+
+/// A pool of RTP/RTCP port pairs. Cloning gives another handle to the same pool.
+#[derive(Debug, Clone)]
+pub struct RtpPortPool {
+    ip: IpAddr,
+    start: u16,
+    end: u16,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A bound RTP/RTCP socket pair and its lease.
+#[derive(Debug)]
+pub struct RtpSocketPair {
+    /// The RTP socket, on the even port.
+    pub rtp: UdpSocket,
+    /// The RTCP socket, on the next (odd) port.
+    pub rtcp: UdpSocket,
+    /// Returns the pair to the pool when dropped; keep it as long as the sockets.
+    pub lease: PortLease,
+}
+
+impl RtpSocketPair {
+    /// The RTP (even) port.
+    pub fn rtp_port(&self) -> u16 {
+        self.lease.rtp_port
+    }
+
+    /// The RTCP (odd) port.
+    pub fn rtcp_port(&self) -> u16 {
+        self.lease.rtp_port + 1
+    }
+}
+
+/// Gives its port pair back to the pool on drop.
+pub struct PortLease {
+    rtp_port: u16,
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl fmt::Debug for PortLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PortLease")
+            .field("rtp_port", &self.rtp_port)
+            .finish()
+    }
+}
+
+impl PortLease {
+    /// The RTP (even) port of the leased pair.
+    pub fn rtp_port(&self) -> u16 {
+        self.rtp_port
+    }
+}
+
+impl Drop for PortLease {
+    fn drop(&mut self) {
+        // Returned to the back: the port is reused as late as possible, so that late packets
+        // of the call that had it do not reach the next call.
+        lock(&self.inner).free.push_back(self.rtp_port);
+    }
+}
+
+/// The pool's lock. A panic while it was held cannot leave the free list inconsistent (each
+/// critical section is one push or pop), so a poisoned lock is taken over.
+fn lock(inner: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    inner.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl RtpPortPool {
+    /// A pool of the pairs `(p, p + 1)`, `p` even, that fit in `range`, bound on `ip`.
+    pub fn new(ip: IpAddr, range: RangeInclusive<u16>) -> Result<RtpPortPool, PortPoolError> {
+        let (start, end) = (*range.start(), *range.end());
+        // Port 0 would mean "any port" to bind: the pairs start at 2 at the lowest.
+        let low = start.max(1);
+        let first = low.checked_add(low % 2);
+        let free: VecDeque<u16> = match first {
+            Some(first) if first < end => (first..end).step_by(2).collect(),
+            _ => VecDeque::new(),
+        };
+        if free.is_empty() {
+            return Err(PortPoolError::EmptyRange { start, end });
+        }
+        let total = free.len();
+        Ok(RtpPortPool {
+            ip,
+            start,
+            end,
+            inner: Arc::new(Mutex::new(Inner { free, total })),
+        })
+    }
+
+    /// The IP the sockets are bound on.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+
+    /// Free and used pairs.
+    pub fn stats(&self) -> PortPoolStats {
+        let inner = lock(&self.inner);
+        PortPoolStats {
+            total: inner.total,
+            free: inner.free.len(),
+            used: inner.total - inner.free.len(),
+        }
+    }
+
+    /// Lease a pair and bind both sockets. Pairs held by other programs are skipped (each free
+    /// pair is tried at most once per call).
+    pub async fn allocate(&self) -> Result<RtpSocketPair, PortPoolError> {
+        let candidates = lock(&self.inner).free.len();
+        if candidates == 0 {
+            return Err(self.exhausted());
+        }
+        for _ in 0..candidates {
+            let Some(port) = lock(&self.inner).free.pop_front() else {
+                break;
+            };
+            // From here the port is ours: the lease puts it back on every path.
+            let lease = PortLease {
+                rtp_port: port,
+                inner: Arc::clone(&self.inner),
+            };
+            match self.bind_pair(port).await {
+                Ok((rtp, rtcp)) => return Ok(RtpSocketPair { rtp, rtcp, lease }),
+                Err((_, e)) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err((port, source)) => {
+                    return Err(PortPoolError::Bind {
+                        ip: self.ip,
+                        port,
+                        source,
+                    });
+                }
+            }
+        }
+        if lock(&self.inner).free.len() < candidates {
+            // Others took pairs while we were trying: the range may be truly exhausted now.
+            Err(self.exhausted())
+        } else {
+            Err(PortPoolError::AllBusy {
+                start: self.start,
+                end: self.end,
+                tried: candidates,
+            })
+        }
+    }
+
+    fn exhausted(&self) -> PortPoolError {
+        PortPoolError::Exhausted {
+            start: self.start,
+            end: self.end,
+            total: lock(&self.inner).total,
+        }
+    }
+
+    async fn bind_pair(&self, port: u16) -> Result<(UdpSocket, UdpSocket), (u16, io::Error)> {
+        let rtp = UdpSocket::bind(SocketAddr::new(self.ip, port))
+            .await
+            .map_err(|e| (port, e))?;
+        let rtcp = UdpSocket::bind(SocketAddr::new(self.ip, port + 1))
+            .await
+            .map_err(|e| (port + 1, e))?;
+        Ok((rtp, rtcp))
+    }
+}

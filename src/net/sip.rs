@@ -1,0 +1,862 @@
+//! The SIP transport driver: one tokio task that owns the sans-IO [`Endpoint`] and its sockets.
+//!
+//! # Shape
+//! [`SipTransport::bind`] binds the configured UDP socket and TCP listener (port 0 works; the
+//! bound addresses are reported) and spawns the driver task. The task waits in one `select!` on:
+//! - the command channel (bounded) fed by the clone-able [`SipHandle`];
+//! - the next transaction deadline ([`Endpoint::poll_timeout`], slept with `sleep_until`);
+//! - a UDP datagram (up to 65535 bytes, the largest a UDP datagram can be);
+//! - a new TCP connection from the listener;
+//! - a frame from one of the TCP connections.
+//!
+//! It feeds that one input to the endpoint, then drains [`Endpoint::poll_output`]: a
+//! [`Transmit`] is sent on the UDP socket or on the right TCP connection, an [`EndpointEvent`] is
+//! queued for the application's [`SipEvent`] channel. Then it sleeps again.
+//!
+//! # TCP
+//! Every TCP connection (accepted, or opened on demand for a request to a TCP destination) is
+//! its own task. It cuts the byte stream into messages with [`StreamFramer`] and forwards each
+//! frame to the driver over one bounded channel shared by all connections; the driver writes to
+//! a connection through that connection's own bounded channel. Connections are found by the
+//! peer's address: a response to a request that came in over TCP goes back over the connection
+//! it came in on (RFC 3261 §18.2.2: "the response MUST be sent using the existing connection to
+//! the source of the original request"), because the endpoint addresses that response to the
+//! request's source. When no connection to a destination exists (a request, or a response whose
+//! connection closed: "If that connection is no longer open, the server SHOULD open a
+//! connection to the IP address in the "received" parameter") one is opened. A failed connect
+//! or write is reported to the endpoint as a transport error of the transactions that sent the
+//! lost messages.
+//!
+//! # Backpressure
+//! The application's event channel is bounded. When it is full the driver keeps the events in
+//! order in a local queue and STOPS READING its sockets until the application has taken them:
+//! datagrams wait in (and, past its size, are dropped by) the kernel's socket buffer, TCP
+//! connections are throttled by their own flow control, and SIP's retransmissions recover what
+//! was dropped. Commands and timers are still served meanwhile, so an application that awaits
+//! a command reply before it reads its next event cannot deadlock the driver. No event is ever
+//! dropped while the application holds the receiver; once it has dropped the receiver, events
+//! are discarded and counted ([`SipStats::events_discarded`]).
+//!
+//! # Errors
+//! A datagram that does not parse never ends the task: the endpoint counts it (and answers 400
+//! when it can). Socket errors on receive are logged and the loop goes on. The task ends on
+//! [`SipHandle::shutdown`] or when every [`SipHandle`] has been dropped.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::pending;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ::sip::endpoint::{
+    Endpoint, EndpointConfig, EndpointError, EndpointEvent, EndpointOutput, EndpointStats, Transmit,
+};
+use ::sip::message::validate::ValidateConfig;
+use ::sip::message::{Message, Request, Response};
+use ::sip::transaction::{TimerConfig, TransactionKey, Transport};
+use ::sip::transport::{DEFAULT_MAX_MESSAGE_SIZE, Framed, StreamFramer};
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant as TokioInstant;
+
+/// The largest UDP payload there is (the IPv4 length field is 16 bits).
+pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Settings of a [`SipTransport`].
+#[derive(Debug, Clone)]
+pub struct SipConfig {
+    /// Where to bind the UDP socket (`None`: no UDP). Port 0 picks a free port.
+    pub udp: Option<SocketAddr>,
+    /// Where to bind the TCP listener (`None`: accept no TCP; outgoing TCP still works).
+    pub tcp: Option<SocketAddr>,
+    /// Mixed into every branch and tag the endpoint makes (draw it from a random source).
+    pub seed: u64,
+    /// T1, T2, T4.
+    pub timers: TimerConfig,
+    /// What the request validator accepts.
+    pub validate: ValidateConfig,
+    /// Capacity of the application's event channel.
+    pub event_capacity: usize,
+    /// Capacity of the command channel.
+    pub command_capacity: usize,
+    /// Capacity of each TCP connection's write queue; a message that does not fit is a
+    /// transport error of its transaction (the peer is not reading).
+    pub connection_queue: usize,
+    /// How long an outgoing TCP connect may take.
+    pub connect_timeout: Duration,
+    /// The largest SIP message accepted on a TCP connection.
+    pub max_stream_message: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> SipConfig {
+        SipConfig {
+            udp: None,
+            tcp: None,
+            seed: 0,
+            timers: TimerConfig::default(),
+            validate: ValidateConfig::default(),
+            event_capacity: 1024,
+            command_capacity: 1024,
+            connection_queue: 256,
+            connect_timeout: Duration::from_secs(5),
+            max_stream_message: DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+}
+
+/// Why the transport could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// Binding a socket failed.
+    #[error("cannot bind SIP {transport} on {addr}: {source}")]
+    Bind {
+        /// Which socket.
+        transport: &'static str,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The driver task has ended (shut down, or every handle dropped).
+    #[error("the SIP transport has shut down")]
+    Closed,
+    /// The endpoint refused the command.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// No socket for that transport (UDP not bound, or TLS/SCTP/WS, which this driver lacks).
+    #[error("no {0} transport available")]
+    NoTransport(&'static str),
+}
+
+/// An endpoint event, as the application receives it.
+#[derive(Debug, Clone)]
+pub struct SipEvent {
+    /// When the driver read the input that caused it (monotonic clock).
+    pub at: std::time::Instant,
+    /// What happened. Requests carry their source address and transport.
+    pub event: EndpointEvent,
+}
+
+/// Where the driver listens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddrs {
+    /// The bound UDP address.
+    pub udp: Option<SocketAddr>,
+    /// The bound TCP listener address.
+    pub tcp: Option<SocketAddr>,
+}
+
+/// Counters of the driver and of its endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SipStats {
+    /// The endpoint's own counters (parsed, malformed, stray responses, ...).
+    pub endpoint: EndpointStats,
+    /// Live client transactions.
+    pub client_transactions: usize,
+    /// Live server transactions.
+    pub server_transactions: usize,
+    /// Requests handed to the application, by method (retransmissions absorbed by a
+    /// transaction are not counted: this is one per server transaction, plus ACKs for 2xx).
+    pub requests_in: BTreeMap<String, u64>,
+    /// UDP datagrams received.
+    pub datagrams_in: u64,
+    /// UDP datagrams sent.
+    pub datagrams_out: u64,
+    /// Messages sent over TCP (queued to a connection).
+    pub stream_messages_out: u64,
+    /// Messages that could not be sent (socket error, no connection, full queue).
+    pub send_errors: u64,
+    /// TCP connections accepted.
+    pub tcp_accepted: u64,
+    /// TCP connections opened by us.
+    pub tcp_connected: u64,
+    /// TCP connections open now.
+    pub tcp_open: usize,
+    /// Events discarded because the application dropped its event receiver.
+    pub events_discarded: u64,
+}
+
+#[derive(Debug)]
+enum Command {
+    SendRequest {
+        request: Request,
+        destination: SocketAddr,
+        transport: Transport,
+        reply: oneshot::Sender<Result<TransactionKey, NetError>>,
+    },
+    SendResponse {
+        key: TransactionKey,
+        response: Response,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    SendStateless {
+        message: Box<Message>,
+        destination: SocketAddr,
+        transport: Transport,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
+    Cancel {
+        key: TransactionKey,
+        reply: oneshot::Sender<Result<TransactionKey, NetError>>,
+    },
+    Stats {
+        reply: oneshot::Sender<SipStats>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// The application's side of the driver: a clone-able command sender.
+#[derive(Debug, Clone)]
+pub struct SipHandle {
+    commands: mpsc::Sender<Command>,
+    local: LocalAddrs,
+}
+
+impl SipHandle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NetError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NetError::Closed)?;
+        rx.await.map_err(|_| NetError::Closed)
+    }
+
+    /// Where the driver listens.
+    pub fn local_addrs(&self) -> LocalAddrs {
+        self.local
+    }
+
+    /// Start a client transaction for `request` (anything but ACK) to `destination`; returns
+    /// its key. The request needs its top Via (a branch is added when it has none). Over TCP a
+    /// connection is opened when none to `destination` exists.
+    pub async fn send_request(
+        &self,
+        request: Request,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> Result<TransactionKey, NetError> {
+        self.call(|reply| Command::SendRequest {
+            request,
+            destination,
+            transport,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answer the server transaction `key` (the caller adds the To tag).
+    pub async fn send_response(
+        &self,
+        key: TransactionKey,
+        response: Response,
+    ) -> Result<(), NetError> {
+        self.call(|reply| Command::SendResponse {
+            key,
+            response,
+            reply,
+        })
+        .await?
+    }
+
+    /// Send a message outside any transaction: the ACK for a 2xx (RFC 3261 §13.2.2.4), or a
+    /// 2xx retransmitted by the UAS core.
+    pub async fn send_stateless(
+        &self,
+        message: Message,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> Result<(), NetError> {
+        self.call(|reply| Command::SendStateless {
+            message: Box::new(message),
+            destination,
+            transport,
+            reply,
+        })
+        .await?
+    }
+
+    /// Cancel the INVITE client transaction `key` (RFC 3261 §9.1); returns the CANCEL's key.
+    pub async fn cancel(&self, key: TransactionKey) -> Result<TransactionKey, NetError> {
+        self.call(|reply| Command::Cancel { key, reply }).await?
+    }
+
+    /// The counters.
+    pub async fn stats(&self) -> Result<SipStats, NetError> {
+        self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Stop the driver: close the sockets and every TCP connection. Returns when it has
+    /// stopped (or at once if it already had).
+    pub async fn shutdown(&self) {
+        // Err means the driver is gone already: that is what was asked for.
+        let _ = self.call(|reply| Command::Shutdown { reply }).await;
+    }
+}
+
+/// A running SIP transport: the handle, the event receiver and the driver task.
+#[derive(Debug)]
+pub struct SipTransport {
+    /// Send commands.
+    pub handle: SipHandle,
+    /// Receive events. See the module documentation for what happens when it is full.
+    pub events: mpsc::Receiver<SipEvent>,
+    task: JoinHandle<()>,
+}
+
+impl SipTransport {
+    /// Bind the configured sockets and spawn the driver on the current tokio runtime.
+    pub async fn bind(config: SipConfig) -> Result<SipTransport, NetError> {
+        let udp = match config.udp {
+            Some(addr) => Some(
+                UdpSocket::bind(addr)
+                    .await
+                    .map_err(|source| NetError::Bind {
+                        transport: "UDP",
+                        addr,
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let tcp = match config.tcp {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NetError::Bind {
+                        transport: "TCP",
+                        addr,
+                        source,
+                    })?,
+            ),
+            None => None,
+        };
+        let bound = |r: io::Result<SocketAddr>, transport, addr| {
+            r.map_err(|source| NetError::Bind {
+                transport,
+                addr,
+                source,
+            })
+        };
+        let local = LocalAddrs {
+            udp: match (&udp, config.udp) {
+                (Some(s), Some(a)) => Some(bound(s.local_addr(), "UDP", a)?),
+                _ => None,
+            },
+            tcp: match (&tcp, config.tcp) {
+                (Some(s), Some(a)) => Some(bound(s.local_addr(), "TCP", a)?),
+                _ => None,
+            },
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity.max(1));
+        let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
+        let (conn_tx, conn_rx) = mpsc::channel(1024);
+        let endpoint = Endpoint::new(EndpointConfig {
+            timers: config.timers,
+            validate: config.validate.clone(),
+            seed: config.seed,
+        });
+        let driver = Driver {
+            endpoint,
+            udp,
+            tcp,
+            commands: cmd_rx,
+            events: ev_tx,
+            pending: VecDeque::new(),
+            conn_tx,
+            conn_rx,
+            conns: HashMap::new(),
+            next_conn: 0,
+            stats: SipStats::default(),
+            config,
+        };
+        let task = tokio::spawn(driver.run());
+        Ok(SipTransport {
+            handle: SipHandle {
+                commands: cmd_tx,
+                local,
+            },
+            events: ev_rx,
+            task,
+        })
+    }
+
+    /// Where the driver listens.
+    pub fn local_addrs(&self) -> LocalAddrs {
+        self.handle.local
+    }
+
+    /// Shut the driver down and wait for its task to end.
+    pub async fn shutdown(self) {
+        self.handle.shutdown().await;
+        // A JoinError here means the task panicked or was aborted: it has ended either way.
+        let _ = self.task.await;
+    }
+}
+
+/// What a connection task tells the driver.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "almost every event is a Frame, moved once to the driver; boxing it would cost an allocation per message"
+)]
+enum ConnEvent {
+    /// One frame cut from the stream.
+    Frame { peer: SocketAddr, frame: Framed },
+    /// The connection ended; `undelivered` are the transactions whose messages were not
+    /// written (connect failed, write failed).
+    Closed {
+        id: u64,
+        peer: SocketAddr,
+        undelivered: Vec<TransactionKey>,
+    },
+}
+
+/// One queued write: the bytes and the transaction that sent them.
+type Outgoing = (Bytes, Option<TransactionKey>);
+
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    tx: mpsc::Sender<Outgoing>,
+}
+
+#[derive(Debug)]
+struct Driver {
+    endpoint: Endpoint,
+    udp: Option<UdpSocket>,
+    tcp: Option<TcpListener>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<SipEvent>,
+    /// Events the application's channel had no room for yet (in order).
+    pending: VecDeque<SipEvent>,
+    conn_tx: mpsc::Sender<ConnEvent>,
+    conn_rx: mpsc::Receiver<ConnEvent>,
+    conns: HashMap<SocketAddr, Conn>,
+    next_conn: u64,
+    stats: SipStats,
+    config: SipConfig,
+}
+
+/// The clock, read here and only here for SIP: the endpoint takes `std::time::Instant`s.
+fn now() -> std::time::Instant {
+    TokioInstant::now().into_std()
+}
+
+async fn recv_udp(sock: Option<&UdpSocket>, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+    match sock {
+        Some(s) => s.recv_from(buf).await,
+        None => pending().await,
+    }
+}
+
+async fn accept_tcp(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => pending().await,
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(TokioInstant::from_std(at)).await,
+        None => pending().await,
+    }
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let deadline = self.endpoint.poll_timeout();
+            // Backpressure: no new socket input while the application has not taken the
+            // events already produced (see the module documentation).
+            let reading = self.pending.is_empty();
+            tokio::select! {
+                // Commands first: they free the application, which may be what unblocks the
+                // event channel.
+                biased;
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown { reply }) => {
+                        self.close();
+                        let _ = reply.send(());
+                        return;
+                    }
+                    Some(cmd) => self.on_command(cmd),
+                    // Every handle is gone: nobody can send or stop us any more.
+                    None => {
+                        self.close();
+                        return;
+                    }
+                },
+                // Wait for room; the permit is released at once and `flush_events` takes it
+                // again (the driver is the only sender, so the room cannot vanish meanwhile).
+                room = async { self.events.reserve().await.map(drop) }, if !reading => match room {
+                    Ok(()) => self.flush_events(),
+                    Err(_) => {
+                        self.stats.events_discarded += self.pending.len() as u64;
+                        self.pending.clear();
+                    }
+                },
+                () = sleep_until(deadline) => self.endpoint.handle_timeout(now()),
+                r = recv_udp(self.udp.as_ref(), &mut buf), if reading => match r {
+                    Ok((n, source)) => {
+                        self.stats.datagrams_in += 1;
+                        let bytes = Bytes::copy_from_slice(&buf[..n]);
+                        self.endpoint.handle_datagram(now(), source, Transport::Udp, bytes);
+                    }
+                    // E.g. ECONNREFUSED from an earlier ICMP port unreachable: not fatal.
+                    Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
+                },
+                r = accept_tcp(self.tcp.as_ref()), if reading => match r {
+                    Ok((stream, peer)) => {
+                        self.stats.tcp_accepted += 1;
+                        self.start_connection(peer, ConnStart::Accepted(stream));
+                    }
+                    Err(e) => {
+                        // EMFILE and friends: log, and do not spin on them.
+                        tracing::warn!(error = %e, "SIP TCP accept error");
+                        tokio::task::yield_now().await;
+                    }
+                },
+                ev = self.conn_rx.recv(), if reading => {
+                    // `self` holds a sender, so the channel never closes while we run.
+                    if let Some(ev) = ev {
+                        self.on_conn_event(ev);
+                    }
+                }
+            }
+            self.drain().await;
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::SendRequest {
+                request,
+                destination,
+                transport,
+                reply,
+            } => {
+                let result = self.check_transport(transport).and_then(|()| {
+                    self.endpoint
+                        .send_request(now(), request, destination, transport)
+                        .map_err(NetError::from)
+                });
+                let _ = reply.send(result);
+            }
+            Command::SendResponse {
+                key,
+                response,
+                reply,
+            } => {
+                let result = self
+                    .endpoint
+                    .send_response(now(), &key, response)
+                    .map_err(NetError::from);
+                let _ = reply.send(result);
+            }
+            Command::SendStateless {
+                message,
+                destination,
+                transport,
+                reply,
+            } => {
+                let result = self.check_transport(transport).map(|()| {
+                    self.endpoint
+                        .send_stateless(destination, transport, &message)
+                });
+                let _ = reply.send(result);
+            }
+            Command::Cancel { key, reply } => {
+                let result = self.endpoint.cancel(now(), &key).map_err(NetError::from);
+                let _ = reply.send(result);
+            }
+            Command::Stats { reply } => {
+                let mut stats = self.stats.clone();
+                stats.endpoint = self.endpoint.stats().clone();
+                (stats.client_transactions, stats.server_transactions) =
+                    self.endpoint.transaction_count();
+                stats.tcp_open = self.conns.len();
+                let _ = reply.send(stats);
+            }
+            // Handled in the loop, which has to return.
+            Command::Shutdown { reply } => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn check_transport(&self, transport: Transport) -> Result<(), NetError> {
+        match transport {
+            Transport::Udp if self.udp.is_some() => Ok(()),
+            Transport::Udp => Err(NetError::NoTransport("UDP")),
+            Transport::Tcp => Ok(()),
+            other => Err(NetError::NoTransport(other.as_str())),
+        }
+    }
+
+    fn on_conn_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Frame { peer, frame } => match frame {
+                Framed::Message(m) => self.endpoint.handle_message(now(), peer, Transport::Tcp, m),
+                Framed::Invalid { data, error } => {
+                    self.endpoint
+                        .handle_unparseable(peer, Transport::Tcp, &data, &error)
+                }
+                // RFC 5626 §3.5.1: a double-CRLF ping is answered with a single-CRLF pong.
+                Framed::Ping => {
+                    if let Some(c) = self.conns.get(&peer) {
+                        let _ = c.tx.try_send((Bytes::from_static(b"\r\n"), None));
+                    }
+                }
+                Framed::Pong => {}
+            },
+            ConnEvent::Closed {
+                id,
+                peer,
+                undelivered,
+            } => {
+                // Only forget the connection if it is this one (a newer one may have replaced it).
+                if self.conns.get(&peer).is_some_and(|c| c.id == id) {
+                    self.conns.remove(&peer);
+                }
+                let now = now();
+                for key in undelivered {
+                    self.stats.send_errors += 1;
+                    self.endpoint.handle_transport_error(now, &key);
+                }
+            }
+        }
+    }
+
+    /// Send what the endpoint asks to send and queue its events, until it has nothing left.
+    async fn drain(&mut self) {
+        while let Some(out) = self.endpoint.poll_output() {
+            match out {
+                EndpointOutput::Transmit(t) => self.transmit(t).await,
+                EndpointOutput::Event(event) => {
+                    if let Some(method) = request_method(&event) {
+                        *self.stats.requests_in.entry(method).or_insert(0) += 1;
+                    }
+                    self.pending.push_back(SipEvent { at: now(), event });
+                }
+            }
+        }
+        self.flush_events();
+    }
+
+    /// Hand queued events to the application as far as its channel has room.
+    fn flush_events(&mut self) {
+        while !self.pending.is_empty() {
+            match self.events.try_reserve() {
+                Ok(permit) => {
+                    if let Some(ev) = self.pending.pop_front() {
+                        permit.send(ev);
+                    }
+                }
+                Err(mpsc::error::TrySendError::Full(())) => break,
+                Err(mpsc::error::TrySendError::Closed(())) => {
+                    self.stats.events_discarded += self.pending.len() as u64;
+                    self.pending.clear();
+                }
+            }
+        }
+    }
+
+    async fn transmit(&mut self, t: Transmit) {
+        match t.transport {
+            Transport::Udp => {
+                let Some(sock) = &self.udp else {
+                    self.send_failed(t.key);
+                    return;
+                };
+                match sock.send_to(&t.bytes, t.destination).await {
+                    Ok(_) => self.stats.datagrams_out += 1,
+                    Err(e) => {
+                        tracing::debug!(error = %e, to = %t.destination, "SIP UDP send error");
+                        self.send_failed(t.key);
+                    }
+                }
+            }
+            Transport::Tcp => {
+                if !self.conns.contains_key(&t.destination) {
+                    self.stats.tcp_connected += 1;
+                    self.start_connection(t.destination, ConnStart::Connect);
+                }
+                let conn = self
+                    .conns
+                    .get(&t.destination)
+                    .expect("a connection was just registered for this destination");
+                match conn.tx.try_send((t.bytes, t.key)) {
+                    Ok(()) => self.stats.stream_messages_out += 1,
+                    // Full: the peer is not reading; closed: the connection just ended (its
+                    // Closed event may still be on the way). Either way the message is lost.
+                    Err(e) => {
+                        let (_, key) = e.into_inner();
+                        self.send_failed(key);
+                    }
+                }
+            }
+            // Commands refuse these transports, and the endpoint only answers over the
+            // transport a request came in on.
+            _ => self.send_failed(t.key),
+        }
+    }
+
+    fn send_failed(&mut self, key: Option<TransactionKey>) {
+        self.stats.send_errors += 1;
+        if let Some(key) = key {
+            self.endpoint.handle_transport_error(now(), &key);
+        }
+    }
+
+    fn start_connection(&mut self, peer: SocketAddr, start: ConnStart) {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        let (tx, rx) = mpsc::channel(self.config.connection_queue.max(1));
+        self.conns.insert(peer, Conn { id, tx });
+        let conn = Connection {
+            id,
+            peer,
+            to_driver: self.conn_tx.clone(),
+            writes: rx,
+            framer: StreamFramer::new(self.config.max_stream_message),
+        };
+        tokio::spawn(conn.run(start, self.config.connect_timeout));
+    }
+
+    /// Drop the sockets and every connection's write channel (which ends their tasks).
+    fn close(&mut self) {
+        self.udp = None;
+        self.tcp = None;
+        self.conns.clear();
+        self.flush_events();
+    }
+}
+
+/// The method of a request event, for [`SipStats::requests_in`].
+fn request_method(event: &EndpointEvent) -> Option<String> {
+    match event {
+        EndpointEvent::NewRequest { request, .. }
+        | EndpointEvent::InDialogRequest { request, .. } => {
+            Some(request.method.as_str().to_owned())
+        }
+        _ => None,
+    }
+}
+
+#[derive(Debug)]
+enum ConnStart {
+    Accepted(TcpStream),
+    Connect,
+}
+
+/// One TCP connection's task: reads and frames, writes what the driver queues.
+#[derive(Debug)]
+struct Connection {
+    id: u64,
+    peer: SocketAddr,
+    to_driver: mpsc::Sender<ConnEvent>,
+    writes: mpsc::Receiver<Outgoing>,
+    framer: StreamFramer,
+}
+
+impl Connection {
+    async fn run(mut self, start: ConnStart, connect_timeout: Duration) {
+        let stream = match start {
+            ConnStart::Accepted(s) => Some(s),
+            ConnStart::Connect => {
+                match tokio::time::timeout(connect_timeout, TcpStream::connect(self.peer)).await {
+                    Ok(Ok(s)) => Some(s),
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, peer = %self.peer, "SIP TCP connect failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(peer = %self.peer, "SIP TCP connect timed out");
+                        None
+                    }
+                }
+            }
+        };
+        let mut undelivered = Vec::new();
+        if let Some(stream) = stream
+            && let Err(e) = self.serve(stream, &mut undelivered).await
+        {
+            tracing::debug!(error = %e, peer = %self.peer, "SIP TCP connection ended");
+        }
+        // Whatever is still queued will never be written.
+        self.writes.close();
+        while let Ok((_, key)) = self.writes.try_recv() {
+            undelivered.extend(key);
+        }
+        let _ = self
+            .to_driver
+            .send(ConnEvent::Closed {
+                id: self.id,
+                peer: self.peer,
+                undelivered,
+            })
+            .await;
+    }
+
+    async fn serve(
+        &mut self,
+        stream: TcpStream,
+        undelivered: &mut Vec<TransactionKey>,
+    ) -> io::Result<()> {
+        let _ = stream.set_nodelay(true);
+        let (mut reader, mut writer) = stream.into_split();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            tokio::select! {
+                r = reader.read(&mut buf) => {
+                    let n = r?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.framer.push(&buf[..n]);
+                    loop {
+                        match self.framer.poll() {
+                            Ok(Some(frame)) => {
+                                // Backpressure: while the driver is busy, stop reading.
+                                let ev = ConnEvent::Frame { peer: self.peer, frame };
+                                if self.to_driver.send(ev).await.is_err() {
+                                    return Ok(());
+                                }
+                            }
+                            Ok(None) => break,
+                            // RFC 4475 §3.3.9: "TCP: framing error, close connection".
+                            Err(e) => {
+                                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                            }
+                        }
+                    }
+                }
+                w = self.writes.recv() => match w {
+                    Some((bytes, key)) => {
+                        if let Err(e) = writer.write_all(&bytes).await {
+                            undelivered.extend(key);
+                            return Err(e);
+                        }
+                    }
+                    // The driver dropped us (shutdown, or it replaced this connection).
+                    None => {
+                        let _ = writer.shutdown().await;
+                        return Ok(());
+                    }
+                },
+            }
+        }
+    }
+}
