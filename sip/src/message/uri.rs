@@ -197,7 +197,11 @@ impl Uri {
         if scheme.eq_ignore_ascii_case(b"sips") {
             return SipUri::parse_rest(true, rest).map(Uri::Sip);
         }
-        if rest.is_empty() || !rest.iter().all(|&b| b > 0x20 && b != 0x7f) {
+        // RFC 3261 §25.1: an absoluteURI is made of `uric` characters, so `<`, `>` and `"`
+        // cannot appear in one; accepting them would let `To: i:>` parse as an addr-spec that
+        // prints as the unparseable `<i:>>`. Octets above 0x7f are tolerated (UTF-8 from
+        // carriers).
+        if rest.is_empty() || !rest.iter().all(|&b| is_uri_char(b) || b >= 0x80) {
             return Err(ParseError::BadUri);
         }
         if scheme.eq_ignore_ascii_case(b"tel") {
@@ -881,5 +885,20 @@ mod tests {
         let s = "sip:user@[2001:db8:::192.0.2.1]";
         assert_eq!(u(s).to_string(), s);
         assert!(u(s).as_sip().is_some_and(|s| s.host.ipv6_addr().is_none()));
+    }
+
+    #[test]
+    fn absolute_uri_rejects_angle_brackets_and_quotes_so_it_prints_back_parseable() {
+        // Found by the `message` fuzz target: `To: i:>` parsed as an addr-spec whose printed
+        // form `<i:>>` no longer parsed.
+        for s in ["i:>", "urn:a<b", "tel:+1\"2", "x:{y}"] {
+            assert!(Uri::parse(s).is_err(), "{s:?} must not parse");
+        }
+        assert_eq!(u("urn:service:sos").to_string(), "urn:service:sos");
+        let raw = b"R S:c SIP/2.0\nT:i:>\n\n";
+        let parsed = crate::message::Message::parse(bytes::Bytes::from_static(raw));
+        if let Ok(m) = parsed {
+            assert!(m.headers().to().is_err(), "To: i:> is not a valid name-addr");
+        }
     }
 }
