@@ -8,3 +8,9 @@ pub mod script;
 
 /// Sockets: the SIP transport driver (UDP/TCP) and the RTP port pool.
 pub mod net;
+
+/// The call engine: call actors, the SIP dispatcher, the timeline events.
+pub mod engine;
+
+/// The application's clock (wall and monotonic), read nowhere else outside `net`.
+pub mod clock;

@@ -1,0 +1,1300 @@
+//! One call: a tokio task that owns the INVITE session, the media session, the RTP sockets
+//! and the recording writer, in the run-loop shape of ARCHITECTURE.md: feed one input, drain
+//! the outputs of both machines, sleep until the next deadline or input.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use media::rtp::Ssrc;
+use media::sdp::{Negotiated, Negotiator, Sdp, SdpConfig};
+use media::session::{
+    Input as MediaInput, MediaEvent, MediaSession, Output as MediaOutput, SessionConfig,
+};
+use serde_json::{Value, json};
+use sip::dialog::{
+    DialogConfig, DialogEvent, EndReason, InviteParams, InviteSession, Output, next_hop,
+};
+use sip::endpoint::EndpointEvent;
+use sip::message::{Host, Message, Method, NameAddr, Request, Response, SipUri, StatusCode, Uri};
+use sip::transaction::{TransactionKey, Transport};
+use tokio::sync::{broadcast, mpsc};
+
+use super::events::{CallEvent, CallId, Outcome};
+use super::{Command, InboundConfig, OriginateRequest, random_u64};
+use crate::clock;
+use crate::files::{RecordingWriter, load_prompt};
+use crate::net::rtp_ports::{RtpPortPool, RtpSocketPair};
+use crate::net::sip::SipHandle;
+use crate::script::{Action, RecordMode, Script, ScriptInput, ScriptRunner};
+
+/// What every call shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) sip: SipHandle,
+    pub(crate) pool: Arc<RtpPortPool>,
+    pub(crate) events: broadcast::Sender<CallEvent>,
+    pub(crate) engine: mpsc::Sender<Command>,
+    /// Our SIP address as peers should see it (Via, Contact).
+    pub(crate) advertise: SocketAddr,
+}
+
+/// An input from the dispatcher.
+// The SIP event travels inline, as in `EndpointEvent` itself: one move through the channel is
+// cheaper than a heap allocation per message.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum CallInput {
+    /// A SIP event for this call, with the time the driver saw it.
+    Sip { at: Instant, event: EndpointEvent },
+    /// Hang up now.
+    Hangup,
+    /// The engine drains: end within `grace`.
+    Drain { grace: Duration },
+}
+
+/// How the call starts.
+#[derive(Debug)]
+pub(crate) enum CallSetup {
+    Outbound(Box<OriginateRequest>),
+    Inbound(Box<InboundCall>),
+}
+
+/// A new INVITE.
+#[derive(Debug)]
+pub(crate) struct InboundCall {
+    pub(crate) at: Instant,
+    pub(crate) invite: Request,
+    pub(crate) key: TransactionKey,
+    pub(crate) source: SocketAddr,
+    pub(crate) config: InboundConfig,
+}
+
+/// Emits timeline events for one call.
+struct Timeline {
+    id: CallId,
+    started: Instant,
+    events: broadcast::Sender<CallEvent>,
+}
+
+impl Timeline {
+    fn emit(&self, kind: &'static str, details: Value) {
+        let offset = clock::now().saturating_duration_since(self.started);
+        let ev = CallEvent {
+            call_id: self.id,
+            kind,
+            at_unix_us: clock::unix_us(),
+            offset_us: u64::try_from(offset.as_micros()).unwrap_or(u64::MAX),
+            details,
+        };
+        tracing::debug!(call = %self.id, kind, "call event");
+        // Err only means nobody subscribes right now: events are not kept for later.
+        let _ = self.events.send(ev);
+    }
+}
+
+/// The call task.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    id: CallId,
+    call_ident: String,
+    setup: CallSetup,
+    rx: mpsc::Receiver<CallInput>,
+) {
+    let timeline = Timeline {
+        id,
+        started: clock::now(),
+        events: shared.events.clone(),
+    };
+    match Call::start(shared.clone(), timeline, &call_ident, setup).await {
+        Some(mut call) => call.run(rx).await,
+        None => tracing::warn!(call = %id, "call could not start"),
+    }
+    // The dispatcher may be gone at shutdown; nothing left to tell then.
+    let _ = shared.engine.send(Command::Ended { call_ident }).await;
+}
+
+struct Call {
+    shared: Arc<Shared>,
+    timeline: Timeline,
+    call_ident: String,
+    session: InviteSession,
+    negotiator: Negotiator,
+    media: Option<MediaSession>,
+    media_deadline: Option<Instant>,
+    rtp: RtpSocketPair,
+    rtcp_mux: bool,
+    /// Where SIP goes when a URI names no IP literal: the peer we know.
+    peer: SocketAddr,
+    outbound: bool,
+    invite_key: Option<TransactionKey>,
+    ring_deadline: Option<Instant>,
+    hangup_after: Option<Duration>,
+    hangup_at: Option<Instant>,
+    drain_at: Option<Instant>,
+    hangup_pending: bool,
+    answered_at: Option<Instant>,
+    /// Final status of our INVITE: code, reason phrase, Q.850 cause.
+    final_status: Option<(u16, String, Option<u16>)>,
+    trying_seen: bool,
+    /// Whether the peer answered our INVITE with anything at all.
+    any_response: bool,
+    local_failure: bool,
+    ring_timed_out: bool,
+    end: Option<(EndReason, Instant)>,
+    play: Option<PathBuf>,
+    gather_digits: usize,
+    digits: String,
+    gather_done: bool,
+    /// Where recordings go: the whole call (no script) or each script `record` segment.
+    record: Option<PathBuf>,
+    recorder: Option<RecordingWriter>,
+    record_error: Option<String>,
+    /// Script-driven recording: whether frames are wanted now, and in which mode.
+    record_active: bool,
+    record_mode: RecordMode,
+    record_segments: u32,
+    recordings: Vec<Value>,
+    /// The codec's sample rate once media runs (prompts are decoded to it).
+    media_rate: Option<u32>,
+    script: Option<Arc<Script>>,
+    prompts: Option<PathBuf>,
+    runner: Option<ScriptRunner>,
+    script_inputs: VecDeque<ScriptInput>,
+    script_variables: BTreeMap<String, String>,
+    script_result: Option<Value>,
+    hangup_reason: Option<String>,
+    /// UAS: the INVITE's offer, kept until the script answers.
+    pending_offer: Option<Bytes>,
+}
+
+fn advertise_uri(user: Option<&str>, at: SocketAddr) -> Uri {
+    let host = match at.ip() {
+        IpAddr::V4(v4) => Host::Ipv4(v4),
+        IpAddr::V6(v6) => Host::Ipv6(v6.to_string()),
+    };
+    Uri::Sip(SipUri::new(user, host, Some(at.port())))
+}
+
+/// A URI's address when its host is an IP literal; `fallback` otherwise (no DNS here).
+pub(crate) fn resolve(uri: &Uri, fallback: SocketAddr) -> SocketAddr {
+    if let Some(s) = uri.as_sip() {
+        let port = s.port.unwrap_or(5060);
+        match &s.host {
+            Host::Ipv4(ip) => return SocketAddr::new(IpAddr::V4(*ip), port),
+            Host::Ipv6(text) => {
+                if let Ok(ip) = text.parse::<Ipv6Addr>() {
+                    return SocketAddr::new(IpAddr::V6(ip), port);
+                }
+            }
+            Host::Domain(_) => {}
+        }
+    }
+    fallback
+}
+
+impl Call {
+    async fn start(
+        shared: Arc<Shared>,
+        timeline: Timeline,
+        call_ident: &str,
+        setup: CallSetup,
+    ) -> Option<Call> {
+        let now = clock::now();
+        let dialog_config = DialogConfig {
+            via_host: match shared.advertise.ip() {
+                IpAddr::V4(v4) => Host::Ipv4(v4),
+                IpAddr::V6(v6) => Host::Ipv6(v6.to_string()),
+            },
+            via_port: Some(shared.advertise.port()),
+            seed: random_u64(),
+            ..DialogConfig::default()
+        };
+        let contact = NameAddr::new(advertise_uri(Some("callplane"), shared.advertise));
+        match setup {
+            CallSetup::Outbound(req) => {
+                timeline.emit(
+                    "call.created",
+                    json!({"direction": "outbound", "to": req.to.to_string()}),
+                );
+                let rtp = match shared.pool.allocate().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let details = json!({"outcome": Outcome::Failed, "reason": format!("no RTP port: {e}")});
+                        timeline.emit("call.failed", details);
+                        return None;
+                    }
+                };
+                let mut negotiator = Negotiator::new(SdpConfig::new(
+                    shared.pool.ip(),
+                    rtp.rtp_port(),
+                    random_u64() >> 1,
+                ));
+                let offer = negotiator.create_offer();
+                let from = req
+                    .from
+                    .clone()
+                    .unwrap_or_else(|| advertise_uri(Some("callplane"), shared.advertise));
+                let params = InviteParams {
+                    request_uri: req.to.clone(),
+                    from: NameAddr::new(from),
+                    from_tag: format!("{:016x}", random_u64()),
+                    to: NameAddr::new(req.to.clone()),
+                    call_id: call_ident.to_owned(),
+                    cseq: 1,
+                    contact,
+                    routes: Vec::new(),
+                    body: Bytes::from(offer.to_bytes()),
+                };
+                let session = InviteSession::uac(dialog_config, &params);
+                let mut call = Call::new(
+                    shared,
+                    timeline,
+                    call_ident,
+                    session,
+                    negotiator,
+                    rtp,
+                    req.destination,
+                    true,
+                    Some(now + req.ring_timeout),
+                    req.hangup_after,
+                    req.play.clone(),
+                    req.gather_digits,
+                    req.record.clone(),
+                );
+                if let Some(script) = &req.script {
+                    call.script = Some(script.clone());
+                    call.prompts = req.prompts.clone();
+                    // A script records when its steps say so, not from the first frame.
+                    call.record_active = false;
+                }
+                Some(call)
+            }
+            CallSetup::Inbound(inbound) => {
+                let InboundCall {
+                    at,
+                    invite,
+                    key,
+                    source,
+                    config,
+                } = *inbound;
+                let from = invite
+                    .headers
+                    .from()
+                    .map(|f| f.uri.to_string())
+                    .unwrap_or_default();
+                timeline.emit(
+                    "call.created",
+                    json!({"direction": "inbound", "from": from, "source": source.to_string()}),
+                );
+                let local_tag = format!("{:016x}", random_u64());
+                let offer = invite.body.clone();
+                let mut session =
+                    match InviteSession::uas(at, dialog_config, invite, key, local_tag, contact) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            timeline.emit(
+                                "call.failed",
+                                json!({"outcome": Outcome::Failed, "reason": e.to_string()}),
+                            );
+                            return None;
+                        }
+                    };
+                let rtp = match shared.pool.allocate().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "no RTP port for an inbound call");
+                        // Rejected below through the session, so that the caller hears 503.
+                        let _ = session.reject(at, StatusCode::SERVICE_UNAVAILABLE);
+                        let mut call_shared_sip = shared.sip.clone();
+                        flush_rejection(&mut session, &mut call_shared_sip).await;
+                        timeline.emit(
+                            "call.failed",
+                            json!({"outcome": Outcome::Failed, "sip_status": 503, "reason": "no RTP port"}),
+                        );
+                        return None;
+                    }
+                };
+                let negotiator = Negotiator::new(SdpConfig::new(
+                    shared.pool.ip(),
+                    rtp.rtp_port(),
+                    random_u64() >> 1,
+                ));
+                let record = config
+                    .recordings
+                    .as_ref()
+                    .map(|dir| dir.join(format!("call-{}-{}.wav", timeline.id, clock::unix_us())));
+                let mut call = Call::new(
+                    shared,
+                    timeline,
+                    call_ident,
+                    session,
+                    negotiator,
+                    rtp,
+                    source,
+                    false,
+                    None,
+                    None,
+                    None,
+                    config.gather_digits,
+                    record,
+                );
+                match config.script {
+                    Some(script) => {
+                        // The script decides when to answer (its `answer` step); until then the
+                        // caller hears ringing, and may CANCEL (§9.1 needs a provisional first).
+                        if let Err(e) =
+                            call.session
+                                .provisional(at, StatusCode::RINGING, Bytes::new(), false)
+                        {
+                            tracing::debug!(error = %e, "no 180");
+                        }
+                        call.record_active = false;
+                        call.pending_offer = Some(offer);
+                        call.prompts = config.prompts.clone();
+                        call.runner = Some(ScriptRunner::new(&script, at));
+                        call.script = Some(script);
+                        call.drive_script(at);
+                    }
+                    None => call.answer_inbound(at, &offer),
+                }
+                Some(call)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        shared: Arc<Shared>,
+        timeline: Timeline,
+        call_ident: &str,
+        session: InviteSession,
+        negotiator: Negotiator,
+        rtp: RtpSocketPair,
+        peer: SocketAddr,
+        outbound: bool,
+        ring_deadline: Option<Instant>,
+        hangup_after: Option<Duration>,
+        play: Option<PathBuf>,
+        gather_digits: usize,
+        record: Option<PathBuf>,
+    ) -> Call {
+        Call {
+            shared,
+            timeline,
+            call_ident: call_ident.to_owned(),
+            session,
+            negotiator,
+            media: None,
+            media_deadline: None,
+            rtp,
+            rtcp_mux: false,
+            peer,
+            outbound,
+            invite_key: None,
+            ring_deadline,
+            hangup_after,
+            hangup_at: None,
+            drain_at: None,
+            hangup_pending: false,
+            answered_at: None,
+            final_status: None,
+            trying_seen: false,
+            any_response: false,
+            local_failure: false,
+            ring_timed_out: false,
+            end: None,
+            play,
+            gather_digits,
+            digits: String::new(),
+            gather_done: false,
+            record_active: record.is_some(),
+            record,
+            recorder: None,
+            record_error: None,
+            record_mode: RecordMode::Stereo,
+            record_segments: 0,
+            recordings: Vec::new(),
+            media_rate: None,
+            script: None,
+            prompts: None,
+            runner: None,
+            script_inputs: VecDeque::new(),
+            script_variables: BTreeMap::new(),
+            script_result: None,
+            hangup_reason: None,
+            pending_offer: None,
+        }
+    }
+
+    /// UAS: answer the INVITE with our SDP answer (or an offer, for an offerless INVITE).
+    fn answer_inbound(&mut self, now: Instant, offer: &Bytes) {
+        if offer.is_empty() {
+            // RFC 3264 §5 / RFC 3261 §13.2.1: with no offer in the INVITE, the 2xx carries our
+            // offer and the ACK the answer.
+            let sdp = self.negotiator.create_offer();
+            if let Err(e) = self.session.accept(now, Bytes::from(sdp.to_bytes())) {
+                tracing::warn!(error = %e, "could not accept");
+            }
+            return;
+        }
+        let answered = Sdp::parse(offer).and_then(|sdp| self.negotiator.receive_offer(&sdp));
+        match answered {
+            Ok((answer, negotiated)) => {
+                match self.session.accept(now, Bytes::from(answer.to_bytes())) {
+                    Ok(()) => self.start_media(now, &negotiated),
+                    Err(e) => tracing::warn!(error = %e, "could not accept"),
+                }
+            }
+            Err(e) => {
+                let status =
+                    StatusCode::new(e.sip_status()).unwrap_or(StatusCode::new(488).expect("488"));
+                tracing::info!(error = %e, "unusable offer; rejecting");
+                let _ = self.session.reject(now, status);
+            }
+        }
+    }
+
+    fn start_media(&mut self, now: Instant, negotiated: &Negotiated) {
+        if self.media.is_some() {
+            return;
+        }
+        let mut cfg = SessionConfig::from_negotiated(negotiated, Ssrc(random_u64() as u32));
+        // Recording frames are produced only when someone may want them; a script may start
+        // recording at any time, so a scripted call with a destination always asks.
+        cfg.record = self.record.is_some();
+        self.media_rate = Some(negotiated.codec.sample_rate());
+        cfg.initial_sequence = random_u64() as u16;
+        cfg.initial_timestamp = random_u64() as u32;
+        self.rtcp_mux = cfg.rtcp_mux;
+        self.media = Some(MediaSession::new(cfg, now));
+        if let Some(path) = self.play.clone() {
+            self.play_prompt(&path.display().to_string());
+        }
+    }
+
+    /// Start a prompt (a path, or a name under the prompts directory). When it cannot play,
+    /// say so on the timeline and let the script go on as if it had finished.
+    fn play_prompt(&mut self, file: &str) {
+        let path = resolve_prompt(file, self.prompts.as_deref());
+        let shown = path.display().to_string();
+        let started = match (self.media.as_mut(), self.media_rate) {
+            (Some(media), Some(rate)) => load_prompt(&path, rate)
+                .map_err(|e| e.to_string())
+                .and_then(|prompt| {
+                    media
+                        .handle_input(MediaInput::Play {
+                            pcm: prompt.samples.clone(),
+                            rate: prompt.rate,
+                        })
+                        .map(|()| prompt.duration)
+                        .map_err(|e| e.to_string())
+                }),
+            _ => Err("no media session".to_owned()),
+        };
+        match started {
+            Ok(duration) => self.timeline.emit(
+                "prompt.started",
+                json!({"file": file, "path": shown, "duration_ms": duration.as_millis() as u64}),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, file, "prompt not played");
+                self.timeline.emit(
+                    "prompt.finished",
+                    json!({"file": file, "path": shown, "error": e}),
+                );
+                self.script_input(ScriptInput::PromptFinished);
+            }
+        }
+    }
+
+    /// Queue an input for the script, if the call runs one.
+    fn script_input(&mut self, input: ScriptInput) {
+        if self.runner.is_some() {
+            self.script_inputs.push_back(input);
+        }
+    }
+
+    /// Run the script until it waits: perform its actions, feed it queued inputs.
+    fn drive_script(&mut self, now: Instant) {
+        if self.end.is_some()
+            && self.runner.as_ref().is_some_and(|r| !r.is_finished())
+            && !self.script_inputs.contains(&ScriptInput::HangupByPeer)
+        {
+            self.script_inputs.push_back(ScriptInput::HangupByPeer);
+        }
+        loop {
+            if let Some(action) = self.runner.as_mut().and_then(ScriptRunner::poll_action) {
+                self.perform(now, action);
+                continue;
+            }
+            let Some(input) = self.script_inputs.pop_front() else {
+                break;
+            };
+            if let Some(runner) = self.runner.as_mut() {
+                runner.handle(now, input);
+            }
+            self.note_variables();
+        }
+    }
+
+    /// Report variables the script set since the last look (a gather stores its digits).
+    fn note_variables(&mut self) {
+        let Some(runner) = self.runner.as_ref() else {
+            return;
+        };
+        let changed: Vec<(String, String)> = runner
+            .variables()
+            .iter()
+            .filter(|(k, v)| self.script_variables.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in changed {
+            self.timeline
+                .emit("gather.completed", json!({"variable": k, "digits": v}));
+            self.script_variables.insert(k, v);
+        }
+    }
+
+    fn perform(&mut self, now: Instant, action: Action) {
+        match action {
+            Action::Answer => match self.pending_offer.take() {
+                Some(offer) => self.answer_inbound(now, &offer),
+                None => {
+                    if self.answered_at.is_some() {
+                        self.script_input(ScriptInput::Answered);
+                    }
+                }
+            },
+            Action::Play { file } => self.play_prompt(&file),
+            Action::StopPlayback => {
+                if let Some(media) = self.media.as_mut() {
+                    let _ = media.handle_input(MediaInput::StopPlayback);
+                }
+            }
+            Action::StartRecording { mode } => {
+                if self.record.is_none() {
+                    tracing::warn!("the script records, but no recording destination is set");
+                    self.script_input(ScriptInput::RecordingStopped);
+                } else {
+                    self.record_mode = mode;
+                    self.record_active = true;
+                    // RecordingStarted is fed when the first frame opens the file.
+                }
+            }
+            Action::StopRecording => {
+                self.record_active = false;
+                self.close_recording();
+                self.script_input(ScriptInput::RecordingStopped);
+            }
+            Action::Hangup { reason } => {
+                self.hangup_reason = Some(reason);
+                self.hang_up(now);
+            }
+            Action::Finished { result } => {
+                self.script_result = serde_json::to_value(&result).ok();
+            }
+        }
+    }
+
+    /// Finish the open recording segment, if any.
+    fn close_recording(&mut self) {
+        let Some(w) = self.recorder.take() else {
+            return;
+        };
+        self.timeline.emit("recording.stopped", json!({}));
+        match w.finalize() {
+            Ok(done) => {
+                let info = json!({
+                    "path": done.path.display().to_string(),
+                    "duration_ms": done.duration.as_millis() as u64,
+                    "channels": done.channels,
+                    "sha256": done.sha256,
+                    "bytes": done.bytes,
+                });
+                self.timeline.emit("recording.ready", info.clone());
+                self.recordings.push(info);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording not finalized");
+                self.record_error = Some(e.to_string());
+            }
+        }
+    }
+
+    async fn run(&mut self, mut rx: mpsc::Receiver<CallInput>) {
+        let mut rtp_buf = vec![0u8; 2048];
+        let mut rtcp_buf = vec![0u8; 2048];
+        loop {
+            self.drive_script(clock::now());
+            self.flush().await;
+            // Flushing may have queued script inputs (a prompt ended, the peer hung up):
+            // let the script react before sleeping or finishing.
+            if !self.script_inputs.is_empty()
+                || (self.end.is_some() && self.runner.as_ref().is_some_and(|r| !r.is_finished()))
+            {
+                continue;
+            }
+            if let Some((reason, at)) = self.end {
+                self.finish(reason, at).await;
+                return;
+            }
+            let deadline = [
+                self.session.poll_timeout(),
+                self.media_deadline,
+                self.ring_deadline,
+                self.hangup_at,
+                self.drain_at,
+                self.runner.as_ref().and_then(ScriptRunner::poll_timeout),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(input) => self.handle_input(input),
+                    // The dispatcher is gone (engine shut down): end the call here.
+                    None => {
+                        let now = clock::now();
+                        self.hang_up(now);
+                        if self.end.is_none() {
+                            self.end = Some((EndReason::LocalBye, now));
+                        }
+                    }
+                },
+                r = self.rtp.rtp.recv_from(&mut rtp_buf) => {
+                    if let Ok((n, source)) = r {
+                        self.media_datagram(source, Bytes::copy_from_slice(&rtp_buf[..n]));
+                    }
+                }
+                r = self.rtp.rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((n, source)) = r {
+                        self.media_datagram(source, Bytes::copy_from_slice(&rtcp_buf[..n]));
+                    }
+                }
+                () = sleep => self.handle_deadlines(clock::now()),
+            }
+        }
+    }
+
+    fn media_datagram(&mut self, source: SocketAddr, bytes: Bytes) {
+        if let Some(media) = self.media.as_mut() {
+            let now = clock::now();
+            if let Err(e) = media.handle_input(MediaInput::Receive { now, source, bytes }) {
+                tracing::debug!(error = %e, "media input");
+            }
+        }
+    }
+
+    fn handle_deadlines(&mut self, now: Instant) {
+        if self.session.poll_timeout().is_some_and(|t| t <= now) {
+            self.session.handle_timeout(now);
+        }
+        if self.media_deadline.is_some_and(|t| t <= now)
+            && let Some(media) = self.media.as_mut()
+        {
+            self.media_deadline = None;
+            if let Err(e) = media.handle_input(MediaInput::Timeout(now)) {
+                tracing::debug!(error = %e, "media timeout");
+            }
+        }
+        if self.ring_deadline.is_some_and(|t| t <= now) {
+            self.ring_deadline = None;
+            self.ring_timed_out = true;
+            tracing::info!("ring timeout: cancelling");
+            if let Err(e) = self.session.cancel(now) {
+                tracing::debug!(error = %e, "cancel after ring timeout");
+            }
+        }
+        if self.hangup_at.is_some_and(|t| t <= now) {
+            self.hangup_at = None;
+            self.hang_up(now);
+        }
+        if self.drain_at.is_some_and(|t| t <= now) {
+            self.drain_at = None;
+            self.hang_up(now);
+        }
+        if self
+            .runner
+            .as_ref()
+            .and_then(ScriptRunner::poll_timeout)
+            .is_some_and(|t| t <= now)
+            && let Some(runner) = self.runner.as_mut()
+        {
+            runner.handle(now, ScriptInput::Timeout);
+        }
+    }
+
+    /// End the call from our side, whatever its state.
+    fn hang_up(&mut self, now: Instant) {
+        if self.session.is_terminated() {
+            return;
+        }
+        if self.session.is_confirmed() {
+            let _ = self.session.bye(now);
+        } else if self.outbound {
+            self.ring_deadline = None;
+            if self.session.cancel(now).is_err() {
+                self.hangup_pending = true;
+            }
+        } else if self
+            .session
+            .reject(now, StatusCode::new(480).expect("480"))
+            .is_err()
+        {
+            // We sent 200 and wait for the ACK: §15 lets us BYE only once it came.
+            self.hangup_pending = true;
+        }
+    }
+
+    fn handle_input(&mut self, input: CallInput) {
+        match input {
+            CallInput::Hangup => self.hang_up(clock::now()),
+            CallInput::Drain { grace } => {
+                let at = clock::now() + grace;
+                self.drain_at = Some(self.drain_at.map_or(at, |d| d.min(at)));
+            }
+            CallInput::Sip { at, event } => self.handle_sip(at, event),
+        }
+    }
+
+    fn handle_sip(&mut self, now: Instant, event: EndpointEvent) {
+        match event {
+            EndpointEvent::Response { key, response } => {
+                if key.method() == &Method::Invite {
+                    self.note_invite_response(&response);
+                }
+                self.session.handle_response(now, response);
+            }
+            EndpointEvent::InDialogRequest { key, request, .. } => {
+                self.session.handle_request(now, request, key);
+            }
+            EndpointEvent::CancelReceived { .. } => self.session.handle_cancel(now),
+            EndpointEvent::TransactionTimeout { key } | EndpointEvent::TransportError { key } => {
+                if matches!(key, TransactionKey::Client(_)) && key.method() == &Method::Invite {
+                    self.local_failure = true;
+                }
+                self.session.handle_transaction_timeout(now, key.method());
+            }
+            EndpointEvent::NewRequest { .. } | EndpointEvent::TransactionTerminated { .. } => {}
+        }
+    }
+
+    fn note_invite_response(&mut self, response: &Response) {
+        let status = response.status.as_u16();
+        self.any_response = true;
+        if status == 100 {
+            if !self.trying_seen {
+                self.trying_seen = true;
+                self.timeline.emit("sip.trying", json!({"sip_status": 100}));
+            }
+            return;
+        }
+        if response.status.is_final() && self.final_status.is_none() {
+            let q850 = response.headers.reasons().ok().and_then(|rs| {
+                rs.iter()
+                    .find(|r| r.protocol.eq_ignore_ascii_case("Q.850"))
+                    .and_then(|r| r.cause())
+            });
+            let reason = String::from_utf8_lossy(&response.reason).into_owned();
+            self.final_status = Some((status, reason, q850));
+        }
+    }
+
+    /// Carry out what the two machines asked for, until both wait.
+    async fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(out) = self.session.poll_output() {
+                progressed = true;
+                self.sip_output(out).await;
+            }
+            progressed |= self.flush_media().await;
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    async fn sip_output(&mut self, out: Output) {
+        let sip = self.shared.sip.clone();
+        match out {
+            Output::SendRequest(request) => {
+                let destination = resolve(&next_hop(&request), self.peer);
+                let method = request.method.clone();
+                match sip.send_request(request, destination, Transport::Udp).await {
+                    Ok(key) => {
+                        if method == Method::Invite && self.invite_key.is_none() {
+                            self.invite_key = Some(key.clone());
+                            self.timeline.emit(
+                                "sip.invite_sent",
+                                json!({"destination": destination.to_string()}),
+                            );
+                        }
+                        if method == Method::Bye {
+                            self.timeline.emit("sip.bye_sent", json!({}));
+                        }
+                        self.register(key).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, %method, "request not sent");
+                        if method == Method::Invite {
+                            self.local_failure = true;
+                        }
+                        self.session
+                            .handle_transaction_timeout(clock::now(), &method);
+                    }
+                }
+            }
+            Output::SendResponse { to, response } => {
+                if let Err(e) = sip.send_response(to, response).await {
+                    tracing::warn!(error = %e, "response not sent");
+                }
+            }
+            Output::SendAck(ack) => {
+                let destination = resolve(&next_hop(&ack), self.peer);
+                if let Err(e) = sip
+                    .send_stateless(Message::Request(ack), destination, Transport::Udp)
+                    .await
+                {
+                    tracing::warn!(error = %e, "ACK not sent");
+                }
+            }
+            Output::CancelInvite => {
+                if let Some(key) = self.invite_key.clone() {
+                    match sip.cancel(key).await {
+                        Ok(cancel_key) => {
+                            self.timeline.emit("sip.cancel_sent", json!({}));
+                            self.register(cancel_key).await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "CANCEL not sent"),
+                    }
+                }
+            }
+            Output::Event(event) => self.dialog_event(event),
+        }
+    }
+
+    async fn register(&self, key: TransactionKey) {
+        let _ = self
+            .shared
+            .engine
+            .send(Command::RegisterKey {
+                key,
+                call_ident: self.call_ident.clone(),
+            })
+            .await;
+    }
+
+    fn dialog_event(&mut self, event: DialogEvent) {
+        let now = clock::now();
+        match event {
+            DialogEvent::Early { status, body, .. } => {
+                if body.is_empty() {
+                    self.timeline
+                        .emit("sip.ringing", json!({"sip_status": status}));
+                } else {
+                    self.timeline
+                        .emit("sip.early_media", json!({"sip_status": status}));
+                    if self.media.is_none()
+                        && let Ok(neg) =
+                            Sdp::parse(&body).and_then(|s| self.negotiator.receive_answer(&s))
+                    {
+                        self.start_media(now, &neg);
+                    }
+                }
+            }
+            DialogEvent::Confirmed { body, .. } => {
+                self.answered_at = Some(now);
+                self.ring_deadline = None;
+                self.timeline
+                    .emit("sip.answered", json!({"sip_status": 200}));
+                if self.media.is_none() && !body.is_empty() {
+                    match Sdp::parse(&body).and_then(|s| self.negotiator.receive_answer(&s)) {
+                        Ok(neg) => self.start_media(now, &neg),
+                        Err(e) => tracing::warn!(error = %e, "unusable SDP answer"),
+                    }
+                }
+                if let Some(after) = self.hangup_after {
+                    self.hangup_at = Some(now + after);
+                }
+                if self.hangup_pending {
+                    self.hangup_pending = false;
+                    let _ = self.session.bye(now);
+                }
+                if self.runner.is_some() {
+                    // Inbound: the script's `answer` step waits for this.
+                    self.script_input(ScriptInput::Answered);
+                } else if self.outbound
+                    && let Some(script) = self.script.clone()
+                {
+                    self.runner = Some(ScriptRunner::new_answered(&script, now));
+                }
+            }
+            DialogEvent::ReInvite { offer } => {
+                let answered = Sdp::parse(&offer).and_then(|s| self.negotiator.receive_offer(&s));
+                match answered {
+                    Ok((answer, neg)) => {
+                        if let Some(media) = self.media.as_mut() {
+                            media.set_remote(neg.remote_rtp, neg.remote_rtcp);
+                        }
+                        let _ = self.session.answer_reinvite(
+                            now,
+                            StatusCode::OK,
+                            Bytes::from(answer.to_bytes()),
+                        );
+                    }
+                    Err(e) => {
+                        let status = StatusCode::new(e.sip_status())
+                            .unwrap_or(StatusCode::new(488).expect("488"));
+                        let _ = self.session.answer_reinvite(now, status, Bytes::new());
+                    }
+                }
+            }
+            DialogEvent::Terminated { reason } => {
+                if reason == EndReason::RemoteBye {
+                    self.timeline.emit("sip.bye_received", json!({}));
+                }
+                self.end = Some((reason, now));
+            }
+            other => tracing::debug!(?other, "dialog event"),
+        }
+    }
+
+    /// Drain the media session; whether it produced anything but its next deadline.
+    async fn flush_media(&mut self) -> bool {
+        let mut progressed = false;
+        loop {
+            let Some(media) = self.media.as_mut() else {
+                return progressed;
+            };
+            match media.poll_output() {
+                Some(MediaOutput::Transmit(t)) => {
+                    progressed = true;
+                    let socket = if t.rtcp && !self.rtcp_mux {
+                        &self.rtp.rtcp
+                    } else {
+                        &self.rtp.rtp
+                    };
+                    if let Err(e) = socket.send_to(&t.bytes, t.destination).await {
+                        tracing::debug!(error = %e, "RTP send");
+                    }
+                }
+                Some(MediaOutput::Event(e)) => {
+                    progressed = true;
+                    self.media_event(e);
+                }
+                Some(MediaOutput::Record(frame)) => {
+                    progressed = true;
+                    self.write_frame(&frame.samples, frame.rate);
+                }
+                Some(MediaOutput::Timeout(at)) => {
+                    self.media_deadline = Some(at);
+                    return progressed;
+                }
+                None => {
+                    self.media_deadline = None;
+                    return progressed;
+                }
+            }
+        }
+    }
+
+    fn media_event(&mut self, event: MediaEvent) {
+        match event {
+            MediaEvent::FirstPacketIn { source } => self
+                .timeline
+                .emit("media.first_packet_in", json!({"source": source.to_string()})),
+            MediaEvent::FirstPacketOut => self.timeline.emit("media.first_packet_out", json!({})),
+            MediaEvent::PlaybackFinished => {
+                self.timeline.emit("prompt.finished", json!({}));
+                self.script_input(ScriptInput::PromptFinished);
+            }
+            MediaEvent::PlaybackStopped => self.timeline.emit("prompt.interrupted", json!({})),
+            MediaEvent::Dtmf {
+                digit,
+                duration,
+                method,
+            } => {
+                let method = match method {
+                    media::session::DtmfMethod::Rfc4733 => "rfc4733",
+                    media::session::DtmfMethod::Inband => "inband",
+                };
+                self.timeline.emit(
+                    "dtmf.received",
+                    json!({
+                        "digit": digit.as_char().to_string(),
+                        "duration_ms": duration.map(|d| d.as_millis() as u64),
+                        "method": method,
+                    }),
+                );
+                self.script_input(ScriptInput::Dtmf(digit.as_char()));
+                if self.runner.is_none() && !self.gather_done && self.gather_digits > 0 {
+                    self.digits.push(digit.as_char());
+                    if self.digits.len() >= self.gather_digits {
+                        self.gather_done = true;
+                        self.timeline
+                            .emit("gather.completed", json!({"digits": self.digits}));
+                    }
+                }
+            }
+            MediaEvent::Quality(q) => self.timeline.emit(
+                "media.quality",
+                json!({"loss_percent": q.loss_percent, "jitter_us": q.jitter.as_micros() as u64, "mos": q.mos}),
+            ),
+            other => tracing::debug!(?other, "media event"),
+        }
+    }
+
+    fn write_frame(&mut self, samples: &[i16], rate: u32) {
+        if self.record_error.is_some() || !self.record_active {
+            return;
+        }
+        let channels: u16 = if self.record_mode == RecordMode::Stereo {
+            2
+        } else {
+            1
+        };
+        if self.recorder.is_none() {
+            let Some(base) = self.record.clone() else {
+                return;
+            };
+            let path = segment_path(&base, self.record_segments);
+            match open_recording(&path, rate, channels) {
+                Ok(w) => {
+                    self.record_segments += 1;
+                    self.timeline.emit(
+                        "recording.started",
+                        json!({"path": path.display().to_string(), "rate": rate, "channels": channels}),
+                    );
+                    self.recorder = Some(w);
+                    self.script_input(ScriptInput::RecordingStarted);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording not started");
+                    self.record_error = Some(e);
+                    self.script_input(ScriptInput::RecordingStopped);
+                    return;
+                }
+            }
+        }
+        let Some(w) = self.recorder.as_mut() else {
+            return;
+        };
+        // Frames are interleaved stereo: left what we heard, right what we sent.
+        let written = match self.record_mode {
+            RecordMode::Stereo => w.write_samples(samples),
+            RecordMode::Inbound => {
+                let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+                w.write_samples(&left)
+            }
+            RecordMode::Outbound => {
+                let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+                w.write_samples(&right)
+            }
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "recording failed");
+            self.record_error = Some(e.to_string());
+        }
+    }
+
+    /// The session ended: stop media, close the recording, report the outcome.
+    async fn finish(&mut self, reason: EndReason, ended_at: Instant) {
+        if let Some(media) = self.media.as_mut() {
+            let _ = media.handle_input(MediaInput::Stop { now: ended_at });
+        }
+        self.flush_media().await;
+        self.close_recording();
+        let recording = self.recordings.last().cloned().unwrap_or(Value::Null);
+        let outcome = self.outcome(reason);
+        let (status, phrase, q850) = match (&self.final_status, self.answered_at) {
+            (Some((s, r, q)), _) => (Some(*s), Some(r.clone()), *q),
+            (None, Some(_)) => (Some(200), Some("OK".to_owned()), None),
+            (None, None) => match reason {
+                EndReason::Rejected(code) => (Some(code), None, None),
+                _ => (None, None, None),
+            },
+        };
+        let duration_ms = self
+            .answered_at
+            .map(|a| ended_at.saturating_duration_since(a).as_millis() as u64);
+        let mut details = json!({
+            "outcome": outcome,
+            "sip_status": status,
+            "reason": phrase,
+            "q850_cause": q850,
+            "end_reason": format!("{reason:?}"),
+            "duration_ms": duration_ms,
+            "recording": recording,
+        });
+        if self.gather_digits > 0 || !self.digits.is_empty() {
+            details["digits"] = json!(self.digits);
+        }
+        if self.recordings.len() > 1 {
+            details["recordings"] = json!(self.recordings);
+        }
+        if let Some(result) = self.script_result.take() {
+            details["script"] = result;
+        }
+        if let Some(reason) = &self.hangup_reason {
+            details["hangup_reason"] = json!(reason);
+        }
+        if let Some(e) = &self.record_error {
+            details["recording_error"] = json!(e);
+        }
+        tracing::info!(outcome = ?outcome, ?status, "call ended");
+        self.timeline.emit(outcome.final_kind(), details);
+    }
+
+    fn outcome(&self, reason: EndReason) -> Outcome {
+        match reason {
+            EndReason::LocalBye
+            | EndReason::RemoteBye
+            | EndReason::SessionExpired
+            | EndReason::DialogGone(_) => {
+                if self.answered_at.is_some() {
+                    Outcome::Answered
+                } else {
+                    Outcome::Failed
+                }
+            }
+            EndReason::Rejected(code) => {
+                if self.local_failure {
+                    Outcome::NetworkError
+                } else if self.outbound {
+                    Outcome::from_status(code)
+                } else {
+                    Outcome::Failed
+                }
+            }
+            EndReason::Cancelled => {
+                if self.ring_timed_out && !self.any_response {
+                    // Nothing ever answered the INVITE: that is no ringing phone.
+                    Outcome::NetworkError
+                } else if self.ring_timed_out {
+                    Outcome::NoAnswer
+                } else {
+                    Outcome::Cancelled
+                }
+            }
+            EndReason::AckTimeout | EndReason::PrackTimeout => Outcome::NetworkError,
+        }
+    }
+}
+
+/// The path of recording segment `n` (0-based): the base path, then `<stem>-2.wav`, ...
+fn segment_path(base: &Path, n: u32) -> PathBuf {
+    if n == 0 {
+        return base.to_path_buf();
+    }
+    let stem = base
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("recording");
+    base.with_file_name(format!("{stem}-{}.wav", n + 1))
+}
+
+/// Where a prompt file is: a bare name is `<prompts>/<name>.wav`; a relative path is taken
+/// under `prompts` when set; an absolute path as is.
+pub(crate) fn resolve_prompt(file: &str, prompts: Option<&Path>) -> PathBuf {
+    let path = Path::new(file);
+    if path.is_absolute() {
+        return path.to_path_buf();
+    }
+    let relative = if path.extension().is_none() && !file.contains('/') {
+        PathBuf::from(format!("{file}.wav"))
+    } else {
+        path.to_path_buf()
+    };
+    match prompts {
+        Some(dir) => dir.join(relative),
+        None => relative,
+    }
+}
+
+fn open_recording(path: &Path, rate: u32, channels: u16) -> Result<RecordingWriter, String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.strip_suffix(".wav").unwrap_or(n))
+        .ok_or_else(|| format!("bad recording path {}", path.display()))?;
+    RecordingWriter::create(&dir, name, rate, channels).map_err(|e| e.to_string())
+}
+
+/// Send what a session rejected before the call existed (no RTP port).
+async fn flush_rejection(session: &mut InviteSession, sip: &mut SipHandle) {
+    while let Some(out) = session.poll_output() {
+        if let Output::SendResponse { to, response } = out
+            && let Err(e) = sip.send_response(to, response).await
+        {
+            tracing::warn!(error = %e, "503 not sent");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_uses_ip_literal_hosts_and_falls_back_for_names() {
+        let fallback: SocketAddr = "192.0.2.1:5060".parse().expect("addr");
+        let uri = Uri::parse(b"sip:bob@127.0.0.1:5080").expect("uri");
+        assert_eq!(
+            resolve(&uri, fallback),
+            "127.0.0.1:5080".parse().expect("addr")
+        );
+        let uri = Uri::parse(b"sip:bob@127.0.0.1").expect("uri");
+        assert_eq!(
+            resolve(&uri, fallback),
+            "127.0.0.1:5060".parse().expect("addr")
+        );
+        let uri = Uri::parse(b"sip:bob@[::1]:5062").expect("uri");
+        assert_eq!(resolve(&uri, fallback), "[::1]:5062".parse().expect("addr"));
+        let uri = Uri::parse(b"sip:bob@example.com").expect("uri");
+        assert_eq!(resolve(&uri, fallback), fallback);
+    }
+
+    #[test]
+    fn prompt_names_resolve_under_the_prompts_directory() {
+        let dir = Path::new("/srv/prompts");
+        assert_eq!(
+            resolve_prompt("welcome", Some(dir)),
+            PathBuf::from("/srv/prompts/welcome.wav")
+        );
+        assert_eq!(
+            resolve_prompt("fr/welcome.wav", Some(dir)),
+            PathBuf::from("/srv/prompts/fr/welcome.wav")
+        );
+        assert_eq!(
+            resolve_prompt("/abs/x.wav", Some(dir)),
+            PathBuf::from("/abs/x.wav")
+        );
+        assert_eq!(
+            resolve_prompt("welcome", None),
+            PathBuf::from("welcome.wav")
+        );
+    }
+
+    #[test]
+    fn later_recording_segments_get_numbered_names() {
+        let base = Path::new("/rec/call-1.wav");
+        assert_eq!(segment_path(base, 0), PathBuf::from("/rec/call-1.wav"));
+        assert_eq!(segment_path(base, 1), PathBuf::from("/rec/call-1-2.wav"));
+        assert_eq!(segment_path(base, 2), PathBuf::from("/rec/call-1-3.wav"));
+    }
+}

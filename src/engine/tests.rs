@@ -1,0 +1,239 @@
+//! In-process tests of the engine API: two engines on loopback call each other.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sip::message::Uri;
+use tokio::sync::broadcast;
+use tokio::time::timeout;
+
+use super::*;
+use crate::script::parse;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("addr")
+}
+
+async fn engine(inbound: InboundConfig, max_calls: usize) -> Engine {
+    let mut config = EngineConfig::new(loopback());
+    config.inbound = inbound;
+    config.max_calls = max_calls;
+    Engine::start(config).await.expect("engine starts")
+}
+
+fn request_to(target: &Engine) -> OriginateRequest {
+    let dest = target.handle.sip_local_addr();
+    OriginateRequest {
+        to: Uri::parse(format!("sip:test@{dest}").as_bytes()).expect("uri"),
+        destination: dest,
+        from: None,
+        play: None,
+        gather_digits: 0,
+        record: None,
+        ring_timeout: Duration::from_secs(10),
+        hangup_after: None,
+        script: None,
+        prompts: None,
+    }
+}
+
+/// Every event of `call` up to and including its final one.
+async fn timeline(rx: &mut broadcast::Receiver<CallEvent>, call: Option<CallId>) -> Vec<CallEvent> {
+    let mut out = Vec::new();
+    loop {
+        let ev = timeout(WAIT, rx.recv())
+            .await
+            .expect("the call ended in time")
+            .expect("events flow");
+        if call.is_some_and(|c| c != ev.call_id) {
+            continue;
+        }
+        let last = ev.is_final();
+        out.push(ev);
+        if last {
+            return out;
+        }
+    }
+}
+
+fn kinds(events: &[CallEvent]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+fn details<'a>(events: &'a [CallEvent], kind: &str) -> &'a Value {
+    &events
+        .iter()
+        .rev()
+        .find(|e| e.kind == kind)
+        .unwrap_or_else(|| panic!("no {kind} in {:?}", kinds(events)))
+        .details
+}
+
+fn write_tone(path: &Path, ms: u32) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create");
+    for n in 0..(8 * ms) {
+        let v = (f64::from(n) / 8000.0 * 1000.0 * std::f64::consts::TAU).sin() * 8000.0;
+        w.write_sample(v as i16).expect("sample");
+    }
+    w.finalize().expect("finalize");
+}
+
+#[tokio::test]
+async fn scripted_callee_plays_a_prompt_the_caller_records_then_hangs_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_tone(&dir.path().join("hello.wav"), 600);
+    let script = parse(
+        r#"{"version": 1, "steps": [
+            {"answer": {}}, {"play": {"file": "hello"}}, {"hangup": {"reason": "bye_now"}}
+        ]}"#,
+    )
+    .expect("script");
+    let callee = engine(
+        InboundConfig {
+            script: Some(Arc::new(script)),
+            prompts: Some(dir.path().to_path_buf()),
+            ..InboundConfig::default()
+        },
+        10,
+    )
+    .await;
+    let caller = engine(InboundConfig::default(), 10).await;
+    let mut callee_events = callee.handle.subscribe();
+    let mut caller_events = caller.handle.subscribe();
+    let wav = dir.path().join("heard.wav");
+    let mut request = request_to(&callee);
+    request.record = Some(wav.clone());
+    let id = caller.handle.originate(request).await.expect("originate");
+
+    let out = timeline(&mut caller_events, Some(id)).await;
+    let ks = kinds(&out);
+    for k in [
+        "call.created",
+        "sip.invite_sent",
+        "sip.ringing",
+        "sip.answered",
+        "media.first_packet_in",
+        "sip.bye_received",
+        "recording.ready",
+        "call.completed",
+    ] {
+        assert!(ks.contains(&k), "{k} missing from {ks:?}");
+    }
+    let done = details(&out, "call.completed");
+    assert_eq!(done["outcome"], "answered");
+    assert!(
+        done["duration_ms"].as_u64().expect("duration") >= 500,
+        "{done}"
+    );
+
+    let inbound = timeline(&mut callee_events, None).await;
+    let ks = kinds(&inbound);
+    for k in [
+        "prompt.started",
+        "prompt.finished",
+        "sip.bye_sent",
+        "call.completed",
+    ] {
+        assert!(ks.contains(&k), "{k} missing from {ks:?}");
+    }
+    let done = details(&inbound, "call.completed");
+    assert_eq!(done["hangup_reason"], "bye_now");
+    assert_eq!(done["script"]["outcome"]["kind"], "hangup");
+
+    // What the caller recorded on its left channel is the callee's tone.
+    let mut reader = hound::WavReader::open(&wav).expect("recording");
+    let left: Vec<f64> = reader
+        .samples::<i16>()
+        .map(|s| f64::from(s.expect("sample")))
+        .step_by(2)
+        .collect();
+    let rms = (left.iter().map(|s| s * s).sum::<f64>() / left.len() as f64).sqrt();
+    assert!(rms > 1000.0, "left RMS {rms}");
+}
+
+#[tokio::test]
+async fn a_full_engine_answers_503_and_the_caller_reports_network_error() {
+    let callee = engine(InboundConfig::default(), 0).await;
+    let caller = engine(InboundConfig::default(), 10).await;
+    let mut events = caller.handle.subscribe();
+    let id = caller
+        .handle
+        .originate(request_to(&callee))
+        .await
+        .expect("originate");
+    let out = timeline(&mut events, Some(id)).await;
+    let failed = details(&out, "call.failed");
+    assert_eq!(failed["outcome"], "network_error");
+    assert_eq!(failed["sip_status"], 503);
+}
+
+#[tokio::test]
+async fn hangup_while_ringing_cancels_both_sides() {
+    // The callee's script never answers.
+    let script = parse(r#"{"version": 1, "steps": [{"pause": {"ms": 60000}}]}"#).expect("script");
+    let callee = engine(
+        InboundConfig {
+            script: Some(Arc::new(script)),
+            ..InboundConfig::default()
+        },
+        10,
+    )
+    .await;
+    let caller = engine(InboundConfig::default(), 10).await;
+    let mut callee_events = callee.handle.subscribe();
+    let mut events = caller.handle.subscribe();
+    let id = caller
+        .handle
+        .originate(request_to(&callee))
+        .await
+        .expect("originate");
+    loop {
+        let ev = timeout(WAIT, events.recv())
+            .await
+            .expect("ringing in time")
+            .expect("events");
+        if ev.kind == "sip.ringing" {
+            break;
+        }
+    }
+    caller.handle.hangup(id).await.expect("hangup");
+    let out = timeline(&mut events, Some(id)).await;
+    assert!(
+        kinds(&out).contains(&"sip.cancel_sent"),
+        "{:?}",
+        kinds(&out)
+    );
+    let failed = details(&out, "call.failed");
+    assert_eq!(failed["outcome"], "cancelled");
+    assert_eq!(failed["sip_status"], 487);
+    let inbound = timeline(&mut callee_events, None).await;
+    assert_eq!(details(&inbound, "call.failed")["outcome"], "cancelled");
+}
+
+#[tokio::test]
+async fn drain_refuses_new_calls_and_returns_when_none_is_left() {
+    let callee = engine(InboundConfig::default(), 10).await;
+    timeout(WAIT, callee.handle.drain(Duration::from_secs(1)))
+        .await
+        .expect("drained in time")
+        .expect("drain");
+    let err = callee
+        .handle
+        .originate(request_to(&callee))
+        .await
+        .expect_err("a draining engine places no calls");
+    assert!(matches!(err, EngineError::Draining), "{err}");
+    callee.handle.shutdown().await.expect("shutdown");
+    timeout(WAIT, callee.join()).await.expect("dispatcher ends");
+}
