@@ -17,7 +17,10 @@
 //!   CANCEL gets its own transaction, is answered and reported against the INVITE it cancels;
 //!   anything else creates a server transaction and goes to the TU as a
 //!   [`EndpointEvent::NewRequest`], or as an [`EndpointEvent::InDialogRequest`] when its To has
-//!   a tag (an ACK for a 2xx is always in-dialog and has no transaction);
+//!   a tag (an ACK for a 2xx is always in-dialog and has no transaction); a request without To
+//!   tag whose From tag, Call-ID and CSeq equal those of a live server transaction it does not
+//!   match (the same request merged over two forking paths, §8.2.2.2) is answered 482 (Loop
+//!   Detected) statelessly and not reported;
 //! - a response is matched to its client transaction (§17.1.3: branch and CSeq method); one
 //!   that matches nothing is a stray and is dropped and counted (RFC 6026 changed §18.1.2 so
 //!   that an element other than a stateless proxy discards such responses instead of passing
@@ -280,6 +283,35 @@ struct ServerEntry {
     reply_to: SocketAddr,
     transport: Transport,
     deadline: Option<Instant>,
+    /// The entry of this transaction in [`Endpoint::merge_index`], removed with it.
+    merge_key: Option<MergeKey>,
+}
+
+/// What identifies one request outside a dialog across forking paths (RFC 3261 §8.2.2.2): the
+/// From tag, Call-ID and CSeq (number and method) of a request without To tag.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct MergeKey {
+    call_id: String,
+    from_tag: String,
+    seq: u32,
+    method: Method,
+}
+
+impl MergeKey {
+    /// The key of a request without To tag (and with a From tag), else `None`.
+    fn of(req: &Request) -> Option<MergeKey> {
+        if req.headers.to().ok()?.tag().is_some() {
+            return None;
+        }
+        let from_tag = req.headers.from().ok()?.tag()?.to_owned();
+        let cseq = req.headers.cseq().ok()?;
+        Some(MergeKey {
+            call_id: req.headers.call_id().ok()?.to_owned(),
+            from_tag,
+            seq: cseq.seq,
+            method: cseq.method,
+        })
+    }
 }
 
 /// The router. See the [module documentation](self).
@@ -292,6 +324,10 @@ pub struct Endpoint {
     /// recorded `deadline` (lazy deletion keeps updates O(log n)).
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
     timer_keys: HashMap<u64, TransactionKey>,
+    /// The live server transactions of requests outside a dialog, by [`MergeKey`], to detect
+    /// merged requests (§8.2.2.2). Bounded by the server transactions: an entry leaves with its
+    /// transaction.
+    merge_index: HashMap<MergeKey, ServerKey>,
     next_timer_id: u64,
     counter: u64,
     stateless_tag: String,
@@ -320,6 +356,7 @@ impl Endpoint {
             servers: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_keys: HashMap::new(),
+            merge_index: HashMap::new(),
             next_timer_id: 0,
             counter: 0,
             stateless_tag,
@@ -593,7 +630,9 @@ impl Endpoint {
         } else if txn.is_proceeding() {
             let cancel = build_cancel(txn.request());
             let (destination, transport) = (entry.destination, entry.transport);
-            self.send_request(now, cancel, destination, transport)
+            let key = self.send_request(now, cancel, destination, transport)?;
+            self.invite_cancel_sent(now, k);
+            Ok(key)
         } else {
             Err(EndpointError::NotCancellable)
         }
@@ -634,9 +673,27 @@ impl Endpoint {
             let cancel = build_cancel(txn.request());
             let (destination, transport) = (entry.destination, entry.transport);
             // The key is fresh (the INVITE's branch with method CANCEL): cannot collide.
-            let _ = self.send_request(now, cancel, destination, transport);
+            if self
+                .send_request(now, cancel, destination, transport)
+                .is_ok()
+            {
+                self.invite_cancel_sent(now, key);
+            }
         }
         // Otherwise a final response came first, and there is nothing left to cancel.
+    }
+
+    /// A CANCEL for the INVITE client transaction `key` went out: from now on the transaction
+    /// gives up 64*T1 later if no final response arrives (§9.1, [`ClientInvite::cancel_sent`]).
+    fn invite_cancel_sent(&mut self, now: Instant, key: &ClientKey) {
+        if let Some(ClientEntry {
+            txn: ClientTxn::Invite(txn),
+            ..
+        }) = self.clients.get_mut(key)
+        {
+            txn.cancel_sent(now);
+        }
+        self.pump_client(key);
     }
 
     fn on_request(
@@ -690,6 +747,32 @@ impl Endpoint {
         }
         let dialog = dialog_key(&req);
         let method = req.method.clone();
+        let merge_key = if method == Method::Cancel {
+            // A CANCEL is matched to its INVITE by branch (§9.2), not merged.
+            None
+        } else {
+            MergeKey::of(&req)
+        };
+        if let Some(mk) = &merge_key
+            && let Some(other) = self.merge_index.get(mk)
+            && *other != key
+            && self.servers.contains_key(other)
+        {
+            // §8.2.2.2: "If the request has no tag in the To header field, the UAS core MUST
+            // check the request against ongoing transactions. If the From tag, Call-ID, and
+            // CSeq exactly match those associated with an ongoing transaction, but the request
+            // does not match that transaction (based on the matching rules in Section 17.2.3),
+            // the UAS core SHOULD generate a 482 (Loop Detected) response and pass it to the
+            // server transaction." Answered statelessly: a retransmission of the merged copy
+            // simply gets the 482 again.
+            let mut resp = response_to(&req, StatusCode::new(482).expect("482 is a status"), None);
+            resp.add_to_tag(&self.stateless_tag);
+            self.send_stateless_response(reply_to, transport, resp);
+            return;
+        }
+        if let Some(mk) = &merge_key {
+            self.merge_index.insert(mk.clone(), key.clone());
+        }
         let txn = if method == Method::Invite {
             ServerTxn::Invite(ServerInvite::new(
                 now,
@@ -712,6 +795,7 @@ impl Endpoint {
                 reply_to,
                 transport,
                 deadline: None,
+                merge_key,
             },
         );
         let tkey = TransactionKey::Server(key.clone());
@@ -803,6 +887,13 @@ impl Endpoint {
                 resp = response_to(&cancel, StatusCode::OK, None);
                 if let Some(to) = to {
                     resp.headers.set(HeaderName::To, to);
+                }
+                // §8.2.6.2: a final response MUST carry a To tag. Before the INVITE got a tagged
+                // response (only 100 Trying, or nothing yet) there is none to copy, and the tag
+                // the TU will put on its 487 is not known here: use a fresh one.
+                if resp.headers.to().is_ok_and(|t| t.tag().is_none()) {
+                    let tag = self.new_tag();
+                    resp.add_to_tag(&tag);
                 }
                 self.out
                     .push_back(EndpointOutput::Event(EndpointEvent::CancelReceived {
@@ -967,7 +1058,12 @@ impl Endpoint {
             self.out.push_back(out);
         }
         if ended.is_some() {
-            self.servers.remove(key);
+            if let Some(entry) = self.servers.remove(key)
+                && let Some(mk) = entry.merge_key
+                && self.merge_index.get(&mk) == Some(key)
+            {
+                self.merge_index.remove(&mk);
+            }
             return;
         }
         let next = entry.txn.poll_timeout();

@@ -159,11 +159,19 @@ fn content_length(head: &[u8]) -> Result<usize, ParseError> {
     let mut found: Option<usize> = None;
     let mut lines = head.split(|&b| b == b'\n').skip(1).peekable();
     while let Some(line) = lines.next() {
+        // RFC 3261 §7.3.1: a line starting with SP or HT continues the previous header field
+        // (which, if it were Content-Length, the loop below already consumed): it names no
+        // header, whatever it contains (" l: 4" under Subject is part of the Subject).
+        if line.first().is_some_and(|&b| b == b' ' || b == b'\t') {
+            continue;
+        }
         let colon = match line.iter().position(|&b| b == b':') {
             Some(c) => c,
             None => continue,
         };
-        let name = trim(&line[..colon]);
+        // The name starts at the line start (no leading whitespace, see above); only the
+        // whitespace before the colon is allowed (`Content-Length : 5`, §7.3.1).
+        let name = trim_end(&line[..colon]);
         if !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l")) {
             continue;
         }
@@ -188,6 +196,14 @@ fn content_length(head: &[u8]) -> Result<usize, ParseError> {
         }
     }
     found.ok_or(ParseError::MissingContentLength)
+}
+
+fn trim_end(v: &[u8]) -> &[u8] {
+    let e = v
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .map_or(0, |e| e + 1);
+    &v[..e]
 }
 
 fn trim(v: &[u8]) -> &[u8] {

@@ -40,7 +40,7 @@ use crate::message::{
 };
 use crate::transaction::{Branch, TimerConfig, Transport};
 
-pub use session::{InviteSession, Role};
+pub use session::{InviteSession, MAX_FORKS, Role};
 
 /// Settings of an [`InviteSession`].
 #[derive(Debug, Clone)]
@@ -383,6 +383,16 @@ impl Dialog {
         }
     }
 
+    /// Where a request built by [`Dialog::request`] goes first (§8.1.2, §12.2.1.1): the first
+    /// URI of the route set whether it is a loose router (it is then the top Route) or a strict
+    /// one (it is then the Request-URI), else the remote target.
+    pub fn next_hop(&self) -> Uri {
+        match self.route_set.first() {
+            Some(first) => first.uri.clone(),
+            None => self.remote_target.clone(),
+        }
+    }
+
     /// Check the CSeq of a request the peer sent in this dialog, and remember it (§12.2.2):
     /// `false` means "out of order", to be answered 500.
     pub fn accept_remote_seq(&mut self, seq: u32) -> bool {
@@ -419,12 +429,36 @@ fn is_sips(uri: &Uri) -> bool {
     uri.as_sip().is_some_and(|u| u.secure)
 }
 
-/// Where a request goes first: the URI of its top Route, or else its Request-URI (§8.1.2). The
-/// application resolves it (RFC 3263) to an address for the endpoint.
+/// Where a request goes first (§8.1.2): its Request-URI when it has no Route or was built for a
+/// strict router (§12.2.1.1), else the URI of its top Route. The application resolves it
+/// (RFC 3263) to an address for the endpoint.
+///
+/// §8.1.2: "If the first element in the route set indicated a strict router (resulting in
+/// forming the request as described in Section 12.2.1.1), the procedures MUST be applied to the
+/// Request-URI of the request. Otherwise, the procedures are applied to the first Route header
+/// field value". A request carries no mark of how it was formed, so this reads it back from its
+/// shape: the Request-URI is a strict router (a SIP URI without `lr`) and the Route values end
+/// with the remote target, which §12.2.1.1 puts last. A loose-routed request from an RFC 3261
+/// route set has `lr` on its top *and* last Route values (every RFC 3261 proxy record-routes
+/// with `lr`), so it keeps going to its top Route; so does a single Route (a preloaded outbound
+/// proxy), `lr` or not. The shapes this cannot tell apart are a loose route set whose last proxy
+/// is a strict router, and a strict route set of one element (its request carries the remote
+/// target as its only Route, like a preloaded proxy without `lr`): build requests with [`Dialog::request`] and use
+/// [`Dialog::next_hop`] when the dialog is at hand, which knows its route set.
 pub fn next_hop(request: &Request) -> Uri {
-    match request.headers.routes() {
-        Ok(routes) if !routes.is_empty() => routes[0].uri.clone(),
-        _ => request.uri.clone(),
+    let routes = match request.headers.routes() {
+        Ok(routes) if !routes.is_empty() => routes,
+        _ => return request.uri.clone(),
+    };
+    let has_lr = |u: &Uri| u.as_sip().is_some_and(|s| s.lr());
+    let strict_shape = !has_lr(&request.uri)
+        && request.uri.as_sip().is_some()
+        && routes.len() >= 2
+        && (!has_lr(&routes[0].uri) || !has_lr(&routes[routes.len() - 1].uri));
+    if strict_shape {
+        request.uri.clone()
+    } else {
+        routes[0].uri.clone()
     }
 }
 

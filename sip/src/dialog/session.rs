@@ -117,6 +117,15 @@ struct SessionTimer {
 /// One INVITE dialog usage (RFC 3261 §13–§15) with PRACK (RFC 3262) and session timers
 /// (RFC 4028). See the [module documentation](super) for the run loop.
 ///
+/// Session refreshes (when we are the refresher) go out as an UPDATE without body, or as a
+/// re-INVITE re-offering the last local session description once the peer showed it does not
+/// take UPDATE (an Allow without it, or 405/501 to our UPDATE). Their outcome is reported as
+/// [`DialogEvent::Refreshed`], never as a re-INVITE event. A refresh answered 408/481 (or timed
+/// out) ends the dialog (§12.2.1.2); 491 is retried after the §14.1 back-off; any other
+/// failure re-arms the timers as if the refresh had succeeded. A 2xx without Session-Expires
+/// stops the session timer (RFC 4028 §7.2), and an interval below 90 s (or our Min-SE) is
+/// raised to it.
+///
 /// ```text
 /// UAC:  Calling --1xx--> (early dialogs) --2xx/ACK--> Confirmed --BYE--> Terminated
 ///          \--3xx-6xx / 487 after CANCEL------------------------------> Terminated
@@ -159,7 +168,20 @@ pub struct InviteSession {
     session_timer: Option<SessionTimer>,
     /// The session description we last offered or answered.
     local_body: Bytes,
+    /// Whether the peer takes UPDATE for a session refresh: cleared when its Allow lacks UPDATE
+    /// or it answered our refresh UPDATE 405/501, after which we refresh with re-INVITE.
+    update_allowed: bool,
+    /// The CSeq of our re-INVITE in progress when it is a session refresh (RFC 4028 §9) rather
+    /// than an application offer: its outcome is reported as a refresh, not as a re-INVITE.
+    refresh_reinvite: Option<u32>,
+    /// New early dialogs (To tags) ignored because [`MAX_FORKS`] were already tracked.
+    ignored_forks: u64,
 }
+
+/// The most early dialogs (forks) one UAC INVITE tracks; further To tags in provisional
+/// responses are ignored (and counted), so a hostile or looping forker cannot grow the session
+/// without bound. A 2xx from an untracked fork is still ACKed and BYEd.
+pub const MAX_FORKS: usize = 16;
 
 impl InviteSession {
     fn blank(role: Role, config: DialogConfig, invite: Request, contact: NameAddr) -> Self {
@@ -188,6 +210,9 @@ impl InviteSession {
             remote_reinvite: None,
             session_timer: None,
             local_body: Bytes::new(),
+            update_allowed: true,
+            refresh_reinvite: None,
+            ignored_forks: 0,
         }
     }
 
@@ -234,6 +259,7 @@ impl InviteSession {
         s.phase = Phase::Proceeding;
         s.invite_key = Some(key);
         s.local_tag = local_tag;
+        s.update_allowed = peer_allows_update(&s.invite.headers);
         if let Ok(Some(se)) = s.invite.headers.session_expires()
             && se.delta < s.config.min_se
         {
@@ -272,6 +298,18 @@ impl InviteSession {
     /// Whether the session is in a confirmed dialog.
     pub fn is_confirmed(&self) -> bool {
         self.phase == Phase::Confirmed
+    }
+
+    /// How many new early dialogs (To tags of provisional responses) were ignored because
+    /// [`MAX_FORKS`] were already tracked.
+    pub fn ignored_forks(&self) -> u64 {
+        self.ignored_forks
+    }
+
+    /// Whether session refreshes use UPDATE (`true`) or re-INVITE (`false`, after the peer
+    /// showed it does not take UPDATE: an Allow without it, or a 405/501 to our UPDATE).
+    pub fn refreshes_with_update(&self) -> bool {
+        self.update_allowed
     }
 
     /// Whether an in-dialog request with `key` (as the endpoint reports it) belongs here.
@@ -449,8 +487,24 @@ impl InviteSession {
 
     /// UAS: answer the INVITE with 200 and `body`. The 2xx is retransmitted until the ACK
     /// arrives; without one for 64*T1 the session sends BYE (§13.3.1.4).
+    ///
+    /// Fails with [`DialogError::ReliableOutstanding`] (nothing is sent) while a reliable
+    /// provisional response that carried a session description awaits its PRACK: call it
+    /// again after [`DialogEvent::PrackReceived`] (or reject the call).
     pub fn accept(&mut self, now: Instant, body: Bytes) -> Result<(), DialogError> {
         self.require_phase(Phase::Proceeding)?;
+        // RFC 3262 §3: "The UAS MAY send a final response to the initial request before having
+        // received PRACKs for all unacknowledged reliable provisional responses, unless the
+        // final response is 2xx and any of the unacknowledged reliable provisional responses
+        // contained a session description. In that case, it MUST NOT send a final response
+        // until those provisional responses are acknowledged."
+        if self
+            .reliable
+            .as_ref()
+            .is_some_and(|r| !r.response.body.is_empty())
+        {
+            return Err(DialogError::ReliableOutstanding);
+        }
         let mut r = self.invite_response(StatusCode::OK);
         r.headers
             .push(HeaderName::Allow, allow_value(&self.config.allow));
@@ -558,7 +612,9 @@ impl InviteSession {
 
     /// Send a re-INVITE with `offer` (e.g. `a=sendonly` for hold). §14.1: "a UAC MUST NOT
     /// initiate a new INVITE transaction within a dialog while another INVITE transaction is
-    /// in progress in either direction."
+    /// in progress in either direction." That includes a session refresh re-INVITE (sent when
+    /// the peer does not take UPDATE, see [`InviteSession::refreshes_with_update`]): meanwhile
+    /// this fails with [`DialogError::InvalidState`]; try again after the next event.
     pub fn reinvite(&mut self, _now: Instant, offer: Bytes) -> Result<(), DialogError> {
         self.require_phase(Phase::Confirmed)?;
         if self.local_reinvite.is_some() || self.remote_reinvite.is_some() {
@@ -626,9 +682,11 @@ impl InviteSession {
     fn negotiate_timer_as_uas(&mut self, req: &Request, r: &mut Response) -> bool {
         let asked = req.headers.session_expires().ok().flatten();
         let uac_supports = req.headers.supports("timer");
+        // RFC 4028 §5: no session interval below the 90 s floor, whatever the configuration.
+        let floor = self.config.min_se.max(super::MIN_SE_FLOOR);
         let interval = match (&asked, self.config.session_expires) {
-            (Some(se), _) => se.delta.max(self.config.min_se),
-            (None, Some(ours)) => ours.max(self.config.min_se),
+            (Some(se), _) => se.delta.max(floor),
+            (None, Some(ours)) => ours.max(floor),
             (None, None) => return false,
         };
         // RFC 4028 §9: "If the request contained a refresher parameter, the UAS MUST set the
@@ -664,18 +722,31 @@ impl InviteSession {
         true
     }
 
-    /// Read the session timer from a 2xx to a request we sent (we were its UAC).
+    /// Read the session timer from a 2xx to a request we sent (we were its UAC). Returns
+    /// whether a session timer is in force; without Session-Expires in the 2xx it is not, and
+    /// any running one is stopped.
     fn timer_from_response(&mut self, r: &Response) -> bool {
         match r.headers.session_expires().ok().flatten() {
             Some(se) => {
+                // RFC 4028 §4/§5: a session interval below the Min-SE floor of 90 seconds (or
+                // our own Min-SE) is invalid; a 2xx carrying one (0, say) would make us BYE
+                // at once, so it is raised to the smallest interval we accept.
+                let interval = se.delta.max(super::MIN_SE_FLOOR).max(self.config.min_se);
                 self.session_timer = Some(SessionTimer {
-                    interval: se.delta,
+                    interval,
                     // RFC 4028 §7.2: refresher=uac in the answer to our request means us.
                     we_refresh: se.refresher() != Some(Refresher::Uas),
                 });
                 true
             }
-            None => false,
+            None => {
+                // RFC 4028 §7.2: "If the 2xx response did not contain a Session-Expires header
+                // field, there is no session expiration."
+                self.session_timer = None;
+                *self.timer(Timer::Refresh) = None;
+                *self.timer(Timer::Expire) = None;
+                false
+            }
         }
     }
 
@@ -702,10 +773,27 @@ impl InviteSession {
         }
     }
 
-    fn send_refresh(&mut self) {
+    fn send_refresh(&mut self, now: Instant) {
         let Some(st) = self.session_timer else {
             return;
         };
+        if !self.update_allowed {
+            // RFC 4028 §9: the refresh may be a re-INVITE; the peer does not take UPDATE, so
+            // re-offer the session description we last offered or answered (no change to
+            // the media), with Session-Expires (send_reinvite adds it).
+            if self.local_reinvite.is_some() || self.remote_reinvite.is_some() {
+                // §14.1: no second INVITE transaction while one is in progress. That one
+                // refreshes the session itself when it succeeds; try again after a back-off
+                // in case it does not.
+                let r = self.random();
+                *self.timer(Timer::Refresh) = Some(now + glare_backoff(self.role == Role::Uac, r));
+                return;
+            }
+            let body = self.local_body.clone();
+            self.send_reinvite(body);
+            self.refresh_reinvite = self.local_reinvite.as_ref().map(|(seq, _)| *seq);
+            return;
+        }
         // A session refresh by UPDATE without a body (RFC 4028 §9, RFC 3311): it needs no new
         // offer/answer and cannot collide with a re-INVITE of the peer.
         if let Some(mut req) = self.send_in_dialog(Method::Update, Bytes::new()) {
@@ -776,7 +864,7 @@ impl InviteSession {
             }
             Timer::Refresh => {
                 if self.phase == Phase::Confirmed {
-                    self.send_refresh();
+                    self.send_refresh(now);
                 }
             }
             Timer::Expire => {
@@ -909,6 +997,9 @@ impl InviteSession {
             self.out.push_back(Output::SendAck(ack));
             if self.phase == Phase::Calling && !self.cancelled {
                 self.dialog = Some(dialog);
+                if !peer_allows_update(&resp.headers) {
+                    self.update_allowed = false;
+                }
                 // The other early dialogs are kept: a later 2xx on one of them is ACKed and
                 // BYEd with the CSeq numbers that dialog has already used.
                 self.phase = Phase::Confirmed;
@@ -942,7 +1033,7 @@ impl InviteSession {
             // whose value is the Min-SE of the 422", and a CSeq one higher.
             if let Ok(Some(min)) = resp.headers.min_se() {
                 self.retried_422 = true;
-                self.retry_with_min_se(min.max(self.config.min_se));
+                self.retry_with_min_se(min.max(self.config.min_se).max(super::MIN_SE_FLOOR));
                 return;
             }
         }
@@ -978,6 +1069,12 @@ impl InviteSession {
         {
             Some(i) => i,
             None => {
+                if self.forks.len() >= MAX_FORKS {
+                    // A bounded fork list: the extra early dialog is not tracked (its 2xx, if
+                    // any, is still ACKed and BYEd).
+                    self.ignored_forks += 1;
+                    return;
+                }
                 let Ok(dialog) = Dialog::uac(&self.invite, resp) else {
                     return;
                 };
@@ -1032,6 +1129,9 @@ impl InviteSession {
         let Some((seq, offer)) = self.local_reinvite.take() else {
             return;
         };
+        // A session refresh by re-INVITE (RFC 4028 §9) is reported as a refresh, not as the
+        // application's re-INVITE.
+        let refresh = self.refresh_reinvite.take() == Some(seq);
         if status.is_success() {
             let Some(mut dialog) = self.dialog.take() else {
                 return;
@@ -1046,10 +1146,24 @@ impl InviteSession {
             self.local_body = offer;
             if self.timer_from_response(&resp) {
                 self.arm_session_timer(now);
+                if refresh {
+                    self.refreshed_event();
+                }
             }
-            self.event(DialogEvent::ReInviteAccepted {
-                answer: resp.body.clone(),
-            });
+            if !refresh {
+                self.event(DialogEvent::ReInviteAccepted {
+                    answer: resp.body.clone(),
+                });
+            }
+            return;
+        }
+        if refresh {
+            match status.as_u16() {
+                // §12.2.1.2: 481/408 end the dialog.
+                code @ (481 | 408) => self.terminate(now, EndReason::DialogGone(code)),
+                491 => self.retry_refresh_after_glare(now),
+                _ => self.rearm_after_failed_refresh(now),
+            }
             return;
         }
         match status.as_u16() {
@@ -1070,6 +1184,9 @@ impl InviteSession {
 
     fn on_update_response(&mut self, now: Instant, resp: Response) {
         let status = resp.status;
+        if status.is_provisional() {
+            return;
+        }
         if status.is_success() {
             if let Some(d) = &mut self.dialog {
                 d.refresh_target(&resp.headers);
@@ -1087,11 +1204,41 @@ impl InviteSession {
                 {
                     st.interval = st.interval.max(min);
                     self.config.min_se = self.config.min_se.max(min);
-                    self.send_refresh();
+                    self.send_refresh(now);
                 }
             }
+            // §12.2.1.2: "If the response for a request within a dialog is a 481
+            // (Call/Transaction Does Not Exist) or a 408 (Request Timeout), the UAC SHOULD
+            // terminate the dialog."
             code @ (481 | 408) => self.terminate(now, EndReason::DialogGone(code)),
-            _ => {}
+            // The peer does not implement UPDATE (405 Method Not Allowed, 501 Not
+            // Implemented): RFC 4028 §9 lets the refresh be a re-INVITE, so switch to that for
+            // this and every later refresh instead of letting the session expire.
+            405 | 501 => {
+                self.update_allowed = false;
+                self.send_refresh(now);
+            }
+            // RFC 3311 §5.2 glare on UPDATE: retry after the §14.1 back-off.
+            491 => self.retry_refresh_after_glare(now),
+            // Any other failure leaves the dialog and the session as they were (§12.2.1.2
+            // ends the dialog only for 481/408): keep the call up and refresh again at the
+            // next half interval, as if this refresh had succeeded.
+            _ => self.rearm_after_failed_refresh(now),
+        }
+    }
+
+    /// Our refresh met glare (491): try it again after the §14.1 back-off.
+    fn retry_refresh_after_glare(&mut self, now: Instant) {
+        let r = self.random();
+        let retry_after = glare_backoff(self.role == Role::Uac, r);
+        *self.timer(Timer::Refresh) = Some(now + retry_after);
+    }
+
+    /// A refresh failed with a status that does not end the dialog: re-arm the timers as if it
+    /// had succeeded.
+    fn rearm_after_failed_refresh(&mut self, now: Instant) {
+        if self.phase == Phase::Confirmed {
+            self.arm_session_timer(now);
         }
     }
 
@@ -1291,6 +1438,16 @@ impl InviteSession {
             *self.timer(Timer::PrackTimeout) = None;
             self.event(DialogEvent::PrackReceived { body: req.body });
         }
+    }
+}
+
+/// Whether the peer's Allow (in `headers`) admits UPDATE: `false` only when an Allow is present
+/// and omits it (RFC 3261 §20.5: "the absence of an Allow header field MUST NOT be interpreted
+/// to mean that the UA sending the message supports no methods").
+fn peer_allows_update(headers: &crate::message::Headers) -> bool {
+    match headers.allow() {
+        Ok(allow) => allow.is_empty() || allow.contains(&Method::Update),
+        Err(_) => true,
     }
 }
 

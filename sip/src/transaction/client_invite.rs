@@ -71,6 +71,9 @@ pub struct ClientInvite {
     config: TimerConfig,
     timers: TimerTable,
     out: VecDeque<Output>,
+    /// A CANCEL was sent for this INVITE ([`ClientInvite::cancel_sent`]): Timer B then bounds
+    /// the wait for the final response even in Proceeding.
+    cancelled: bool,
 }
 
 #[derive(Debug)]
@@ -115,6 +118,7 @@ impl ClientInvite {
             config,
             timers: TimerTable::default(),
             out: VecDeque::new(),
+            cancelled: false,
         };
         t.out
             .push_back(Output::Transmit(Message::Request(t.request.clone())));
@@ -155,6 +159,30 @@ impl ClientInvite {
     /// sent, RFC 3261 §9.1).
     pub fn is_proceeding(&self) -> bool {
         matches!(self.state, State::Proceeding)
+    }
+
+    /// The TU sent a CANCEL for this INVITE at `now` (or will, once a provisional response
+    /// arrives). §9.1: "If there is no final response for the original request in 64*T1
+    /// seconds (T1 is defined in Section 17.1.1.1), the client SHOULD then consider the original
+    /// transaction cancelled and SHOULD destroy the client transaction handling the original
+    /// request." That deadline reuses Timer B (64*T1, from `now`): when it fires before a final
+    /// response, in Calling or Proceeding, the transaction reports
+    /// [`TransactionEvent::Timeout`]`(Timer::B)` and terminates with
+    /// [`Terminated::Timeout`], exactly as a Timer B timeout in Calling. A provisional response
+    /// no longer stops Timer B once this was called. Only the first call arms it; without effect
+    /// after a final response.
+    pub fn cancel_sent(&mut self, now: Instant) {
+        if self.cancelled || !matches!(self.state, State::Calling { .. } | State::Proceeding) {
+            return;
+        }
+        self.cancelled = true;
+        let deadline = now + self.config.t1x64();
+        // In Calling, Timer B may already be due earlier (64*T1 from the INVITE): keep the
+        // earlier of the two.
+        match self.timers.get(Timer::B) {
+            Some(at) if at <= deadline => {}
+            _ => self.timers.arm(Timer::B, now, self.config.t1x64()),
+        }
     }
 
     /// Why the transaction ended, once it has.
@@ -238,7 +266,10 @@ impl ClientInvite {
             // client transaction SHOULD NOT retransmit the request any longer." (§17.1.1.2)
             State::Calling { .. } => {
                 self.timers.cancel(Timer::A);
-                self.timers.cancel(Timer::B);
+                // After a CANCEL, Timer B bounds the wait for the final response (§9.1).
+                if !self.cancelled {
+                    self.timers.cancel(Timer::B);
+                }
                 self.state = State::Proceeding;
                 self.out
                     .push_back(Output::Event(TransactionEvent::Provisional(response)));
@@ -331,7 +362,10 @@ impl ClientInvite {
             }
             // "If the client transaction is still in the "Calling" state when timer B fires, the
             // client transaction SHOULD inform the TU that a timeout has occurred." (§17.1.1.2)
-            (State::Calling { .. }, Timer::B) => {
+            // After a CANCEL (cancel_sent), the same in Proceeding: §9.1 "the client SHOULD then
+            // consider the original transaction cancelled and SHOULD destroy the client
+            // transaction handling the original request."
+            (State::Calling { .. } | State::Proceeding, Timer::B) => {
                 self.out
                     .push_back(Output::Event(TransactionEvent::Timeout(Timer::B)));
                 self.terminate(Terminated::Timeout);
