@@ -898,7 +898,10 @@ mod tests {
         let raw = b"R S:c SIP/2.0\nT:i:>\n\n";
         let parsed = crate::message::Message::parse(bytes::Bytes::from_static(raw));
         if let Ok(m) = parsed {
-            assert!(m.headers().to().is_err(), "To: i:> is not a valid name-addr");
+            assert!(
+                m.headers().to().is_err(),
+                "To: i:> is not a valid name-addr"
+            );
         }
     }
 }
