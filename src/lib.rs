@@ -1,16 +1,16 @@
 //! callplane: the application crate. It is the only layer that performs I/O.
+//!
+//! - [`net`]: sockets: the SIP transport driver (UDP/TCP) and the RTP port pool.
+//! - [`files`]: audio files on disk: prompt loading and caching, the crash-safe recorder.
+//! - [`script`]: the call script language: JSON model, validation with step paths, the runner.
+//! - [`engine`]: the call engine: call actors, the SIP dispatcher, the timeline events.
+//! - [`clock`]: the application's clock (wall and monotonic), read nowhere else outside `net`.
+//!
+//! (Each module's own documentation is its inner `//!` comment: an outer `///` on the `mod`
+//! line would be merged with it and make rustdoc resolve its links in this scope.)
 
-/// Audio files on disk: the prompt cache and the crash-safe recording writer.
-pub mod files;
-
-/// The call script language: JSON model, validation with step paths, and the pure runner.
-pub mod script;
-
-/// Sockets: the SIP transport driver (UDP/TCP) and the RTP port pool.
-pub mod net;
-
-/// The call engine: call actors, the SIP dispatcher, the timeline events.
-pub mod engine;
-
-/// The application's clock (wall and monotonic), read nowhere else outside `net`.
 pub mod clock;
+pub mod engine;
+pub mod files;
+pub mod net;
+pub mod script;

@@ -215,7 +215,7 @@ pub fn load_prompt(path: impl AsRef<Path>, target_rate: u32) -> Result<Prompt, P
 ///
 /// Stereo is averaged to mono; 8/24/32-bit integers and 32-bit floats are scaled to 16 bits
 /// (16-bit mono at the target rate comes out bit-exact); other rates are resampled by
-/// [`media::codec::resample`], which low-passes before decimating so that nothing above the
+/// [`media::codec::resample()`], which low-passes before decimating so that nothing above the
 /// new Nyquist frequency folds back into the band.
 pub fn load_prompt_with(
     path: impl AsRef<Path>,

@@ -1,7 +1,7 @@
 //! The call script language, pure and synchronous (no async, no I/O, no clock).
 //!
 //! - [`model`]: the JSON format as Rust types (`{"version": 1, "steps": [...]}`).
-//! - [`validate`]: [`parse`] turns JSON text into a checked [`Script`]; every error names the
+//! - [`validate`](mod@validate): [`parse`] turns JSON text into a checked [`Script`]; every error names the
 //!   failing step by path (`steps[2].gather.max_digits: must be >= min_digits`).
 //! - [`runner`]: [`ScriptRunner`], the state machine a call actor drives in the run-loop shape
 //!   (`handle(now, input)`, `poll_action()`, `poll_timeout()`).
