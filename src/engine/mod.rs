@@ -49,7 +49,6 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::files::PromptCache;
 use crate::net::rtp_ports::{PortPoolError, RtpPortPool};
 use crate::net::sip::{NetError, SipConfig, SipEvent, SipHandle, SipTransport};
 use crate::script::Script;
@@ -143,15 +142,6 @@ pub struct OriginateRequest {
     pub prompts: Option<PathBuf>,
 }
 
-/// Counters of the engine's prompt cache ([`EngineHandle::prompt_stats`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PromptStats {
-    /// How many times a prompt file was decoded (cache misses).
-    pub decodes: u64,
-    /// How many (file, rate) pairs are cached.
-    pub cached: usize,
-}
-
 /// Why the engine refused.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -204,7 +194,6 @@ pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<CallEvent>,
     sip_local: SocketAddr,
-    prompts: Arc<std::sync::Mutex<PromptCache>>,
 }
 
 impl EngineHandle {
@@ -240,19 +229,6 @@ impl EngineHandle {
     /// Every call's events, from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<CallEvent> {
         self.events.subscribe()
-    }
-
-    /// Counters of the shared prompt cache.
-    pub fn prompt_stats(&self) -> PromptStats {
-        // Held for two reads only; a poisoned lock still holds valid counters.
-        let cache = self
-            .prompts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        PromptStats {
-            decodes: cache.decodes(),
-            cached: cache.len(),
-        }
     }
 
     /// Where SIP listens (UDP).
@@ -305,14 +281,12 @@ impl Engine {
             .expect("the transport was configured with a UDP socket");
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
-        let prompts = Arc::new(std::sync::Mutex::new(PromptCache::default()));
         let shared = Arc::new(call::Shared {
             sip: sip_handle.clone(),
             pool,
             events: events.clone(),
             engine: commands.clone(),
             advertise: SocketAddr::new(config.advertise_ip, sip_local.port()),
-            prompts: prompts.clone(),
         });
         let dispatcher = Dispatcher {
             sip_events,
@@ -332,7 +306,6 @@ impl Engine {
                 commands,
                 events,
                 sip_local,
-                prompts,
             },
             task,
         })
