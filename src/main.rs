@@ -10,9 +10,11 @@ use anyhow::{Context, bail};
 use callplane::engine::{
     CallEvent, Engine, EngineConfig, InboundConfig, OriginateRequest, Outcome,
 };
+use callplane::files::recover_partials;
 use callplane::script::Script;
 use clap::{Parser, Subcommand};
 use sip::message::{Host, Uri};
+use sip::transaction::Transport;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -34,7 +36,8 @@ enum Cmd {
 4 rejected, 5 invalid number, 6 network error, 1 anything else (cancelled, failed, bad arguments)."
     )]
     Call {
-        /// Who to call: a sip: URI whose host is an IP address (no DNS yet).
+        /// Who to call: a sip: URI whose host is an IP address (no DNS yet); add
+        /// `;transport=tcp` to call over TCP.
         uri: String,
         /// Our From URI.
         #[arg(long)]
@@ -65,12 +68,22 @@ enum Cmd {
         /// Send BYE this many seconds after the answer (default: wait for the callee's BYE).
         #[arg(long)]
         hangup_after: Option<f64>,
+        /// DTMF digits (0-9 * # A-D) to send once answered: RFC 4733 events when the callee
+        /// accepts telephone-event, in-band tones otherwise.
+        #[arg(long)]
+        send_dtmf: Option<String>,
+        /// Seconds after the answer to send --send-dtmf.
+        #[arg(long, default_value_t = 0.5, requires = "send_dtmf")]
+        dtmf_after: f64,
     },
     /// Answer inbound calls until SIGINT/SIGTERM, then drain.
     Serve {
         /// SIP UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:5060")]
         sip: SocketAddr,
+        /// Also listen for SIP over TCP on this address (port 0 picks one).
+        #[arg(long)]
+        sip_tcp: Option<SocketAddr>,
         /// The IP we put in Via, Contact and SDP, and bind RTP on (default: the --sip IP, or
         /// 127.0.0.1 when that is 0.0.0.0).
         #[arg(long)]
@@ -154,9 +167,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             record,
             ring_timeout,
             hangup_after,
+            send_dtmf,
+            dtmf_after,
         } => {
             let to = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
             let destination = ip_destination(&to)?;
+            let transport = uri_transport(&to)?;
             let from = match from {
                 Some(f) => {
                     Some(Uri::parse(f.as_bytes()).with_context(|| format!("bad --from {f:?}"))?)
@@ -175,16 +191,33 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 gather_digits: gather,
                 record,
                 ring_timeout: seconds("--ring-timeout", ring_timeout)?,
+                transport,
+                send_dtmf: send_dtmf
+                    .unwrap_or_default()
+                    .chars()
+                    .map(|c| {
+                        media::dtmf::Digit::from_char(c)
+                            .map_err(|e| anyhow::anyhow!("--send-dtmf: {c:?}: {e}"))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+                dtmf_after: seconds("--dtmf-after", dtmf_after)?,
                 hangup_after: hangup_after
                     .map(|s| seconds("--hangup-after", s))
                     .transpose()?,
                 prompts: prompts_dir(prompts, script.as_deref()),
                 script: script.as_deref().map(load_script).transpose()?,
             };
-            call(bind, request).await
+            let mut config = EngineConfig::new(bind);
+            if transport == Transport::Tcp {
+                // Our Contact must be reachable over TCP for the callee's BYE: listen on the
+                // --bind IP (same port when one was given, else any).
+                config.sip_tcp = Some(bind);
+            }
+            call(config, request).await
         }
         Cmd::Serve {
             sip,
+            sip_tcp,
             advertise,
             script,
             prompts,
@@ -198,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     .with_context(|| format!("--recordings {}: cannot create", dir.display()))?;
             }
             let mut config = EngineConfig::new(sip);
+            config.sip_tcp = sip_tcp;
             if let Some(ip) = advertise {
                 config.advertise_ip = ip;
             }
@@ -250,6 +284,16 @@ fn ip_destination(uri: &Uri) -> anyhow::Result<SocketAddr> {
     }
 }
 
+/// The transport a URI's `transport` parameter asks for (UDP when none).
+fn uri_transport(uri: &Uri) -> anyhow::Result<Transport> {
+    match uri.as_sip().and_then(|s| s.transport()) {
+        None => Ok(Transport::Udp),
+        Some(t) if t.eq_ignore_ascii_case("udp") => Ok(Transport::Udp),
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Ok(Transport::Tcp),
+        Some(t) => bail!("transport={t} is not supported (udp, tcp)"),
+    }
+}
+
 /// The local IP the OS would use to reach `destination` (connecting a UDP socket sends nothing).
 fn route_ip(destination: SocketAddr) -> anyhow::Result<IpAddr> {
     let any: SocketAddr = if destination.is_ipv4() {
@@ -271,13 +315,16 @@ fn print_event(ev: &CallEvent) {
     }
 }
 
-async fn call(bind: SocketAddr, request: OriginateRequest) -> anyhow::Result<u8> {
-    let engine = Engine::start(EngineConfig::new(bind)).await?;
+async fn call(config: EngineConfig, request: OriginateRequest) -> anyhow::Result<u8> {
+    // Signals are caught before the INVITE leaves: from then on, SIGINT/SIGTERM hang the call
+    // up properly (CANCEL while ringing, BYE once answered) instead of killing the process
+    // and leaving the callee ringing or the session open. The exit code is the outcome's.
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let engine = Engine::start(config).await?;
     let handle = engine.handle.clone();
     let mut events = handle.subscribe();
     let id = handle.originate(request).await?;
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
     let code = loop {
         tokio::select! {
             ev = events.recv() => match ev {
@@ -303,13 +350,37 @@ async fn call(bind: SocketAddr, request: OriginateRequest) -> anyhow::Result<u8>
 }
 
 async fn serve(config: EngineConfig, drain: Duration) -> anyhow::Result<u8> {
+    // Recordings a crash (kill -9, power loss) left as `.wav.part` become playable `.wav`s
+    // now, before any call can start a writer in that directory.
+    if let Some(dir) = config.inbound.recordings.clone() {
+        let results = tokio::task::spawn_blocking(move || recover_partials(dir)).await?;
+        for r in results {
+            let line = match r {
+                Ok(done) => serde_json::json!({
+                    "kind": "recording.recovered",
+                    "path": done.path.display().to_string(),
+                    "duration_ms": done.duration.as_millis() as u64,
+                    "sha256": done.sha256,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording not recovered");
+                    serde_json::json!({"kind": "recording.recovery_failed", "error": e.to_string()})
+                }
+            };
+            println!("{line}");
+        }
+    }
     let engine = Engine::start(config).await?;
     let handle = engine.handle.clone();
     tracing::info!(sip = %handle.sip_local_addr(), "serving");
     // One line before any call event, so a supervisor (or a test) knows the port is open.
     println!(
         "{}",
-        serde_json::json!({"kind": "serve.listening", "sip": handle.sip_local_addr().to_string()})
+        serde_json::json!({
+            "kind": "serve.listening",
+            "sip": handle.sip_local_addr().to_string(),
+            "sip_tcp": handle.sip_local_tcp_addr().map(|a| a.to_string()),
+        })
     );
     let mut events = handle.subscribe();
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -347,4 +418,24 @@ async fn serve(config: EngineConfig, drain: Duration) -> anyhow::Result<u8> {
     engine.join().await;
     tracing::info!("stopped");
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uri_transport_parameter_picks_udp_or_tcp_and_rejects_others() {
+        let t = |s: &str| uri_transport(&Uri::parse(s.as_bytes()).expect("uri"));
+        assert_eq!(t("sip:a@127.0.0.1:5060").expect("udp"), Transport::Udp);
+        assert_eq!(
+            t("sip:a@127.0.0.1:5060;transport=TCP").expect("tcp"),
+            Transport::Tcp
+        );
+        assert_eq!(
+            t("sip:a@127.0.0.1;transport=udp").expect("udp"),
+            Transport::Udp
+        );
+        assert!(t("sip:a@127.0.0.1;transport=sctp").is_err());
+    }
 }

@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::events::{CallEvent, CallId, Outcome};
 use super::{Command, InboundConfig, OriginateRequest, random_u64};
 use crate::clock;
-use crate::files::{RecordingWriter, load_prompt};
+use crate::files::{Prompt, PromptCache, RecordingWriter};
 use crate::net::rtp_ports::{RtpPortPool, RtpSocketPair};
 use crate::net::sip::SipHandle;
 use crate::script::{Action, RecordMode, Script, ScriptInput, ScriptRunner};
@@ -40,6 +40,11 @@ pub(crate) struct Shared {
     pub(crate) engine: mpsc::Sender<Command>,
     /// Our SIP address as peers should see it (Via, Contact).
     pub(crate) advertise: SocketAddr,
+    /// The same for TCP, when the engine listens on TCP.
+    pub(crate) advertise_tcp: Option<SocketAddr>,
+    /// Decoded prompts, shared by every call: a prompt is decoded once, not once per call.
+    /// A std mutex, locked only inside a blocking task for one `get` (never across an await).
+    pub(crate) prompts: Arc<std::sync::Mutex<PromptCache>>,
 }
 
 /// An input from the dispatcher.
@@ -70,6 +75,8 @@ pub(crate) struct InboundCall {
     pub(crate) invite: Request,
     pub(crate) key: TransactionKey,
     pub(crate) source: SocketAddr,
+    /// The transport the INVITE came over; the call's own requests (BYE) use it too.
+    pub(crate) transport: Transport,
     pub(crate) config: InboundConfig,
 }
 
@@ -169,6 +176,20 @@ struct Call {
     hangup_reason: Option<String>,
     /// UAS: the INVITE's offer, kept until the script answers.
     pending_offer: Option<Bytes>,
+    /// The SIP transport of this call's requests and ACKs.
+    transport: Transport,
+    /// Digits to send once answered, and when (set at the answer).
+    send_dtmf: Vec<media::dtmf::Digit>,
+    dtmf_after: Duration,
+    dtmf_at: Option<Instant>,
+    /// Whether the negotiated media has telephone-event (how our digits travel).
+    telephone_event: bool,
+    /// Whether we sent a CANCEL for our INVITE.
+    cancel_sent: bool,
+    /// A 2xx arrived after our CANCEL (the §9.1 race): we ACK it and BYE at once.
+    answered_after_cancel: bool,
+    /// Prompts asked for and not yet loaded (loading awaits the shared cache in `flush`).
+    pending_plays: VecDeque<String>,
 }
 
 fn advertise_uri(user: Option<&str>, at: SocketAddr) -> Uri {
@@ -204,16 +225,32 @@ impl Call {
         setup: CallSetup,
     ) -> Option<Call> {
         let now = clock::now();
+        let transport = match &setup {
+            CallSetup::Outbound(req) => req.transport,
+            CallSetup::Inbound(inbound) => inbound.transport,
+        };
+        // Over TCP, Via and Contact name our TCP listener (§18.2.2: a response goes back over
+        // the request's connection; later requests to us open one to the Contact).
+        let (advertise, contact_transport) = match (transport, shared.advertise_tcp) {
+            (Transport::Tcp, Some(tcp)) => (tcp, Some("tcp")),
+            (Transport::Tcp, None) => (shared.advertise, Some("tcp")),
+            _ => (shared.advertise, None),
+        };
         let dialog_config = DialogConfig {
-            via_host: match shared.advertise.ip() {
+            transport,
+            via_host: match advertise.ip() {
                 IpAddr::V4(v4) => Host::Ipv4(v4),
                 IpAddr::V6(v6) => Host::Ipv6(v6.to_string()),
             },
-            via_port: Some(shared.advertise.port()),
+            via_port: Some(advertise.port()),
             seed: random_u64(),
             ..DialogConfig::default()
         };
-        let contact = NameAddr::new(advertise_uri(Some("callplane"), shared.advertise));
+        let mut contact_uri = advertise_uri(Some("callplane"), advertise);
+        if let (Some(t), Uri::Sip(sip)) = (contact_transport, &mut contact_uri) {
+            sip.params.set("transport", Some(t));
+        }
+        let contact = NameAddr::new(contact_uri);
         match setup {
             CallSetup::Outbound(req) => {
                 timeline.emit(
@@ -265,6 +302,9 @@ impl Call {
                     req.gather_digits,
                     req.record.clone(),
                 );
+                call.transport = transport;
+                call.send_dtmf = req.send_dtmf.clone();
+                call.dtmf_after = req.dtmf_after;
                 if let Some(script) = &req.script {
                     call.script = Some(script.clone());
                     call.prompts = req.prompts.clone();
@@ -280,6 +320,7 @@ impl Call {
                     key,
                     source,
                     config,
+                    ..
                 } = *inbound;
                 let from = invite
                     .headers
@@ -288,7 +329,12 @@ impl Call {
                     .unwrap_or_default();
                 timeline.emit(
                     "call.created",
-                    json!({"direction": "inbound", "from": from, "source": source.to_string()}),
+                    json!({
+                        "direction": "inbound",
+                        "from": from,
+                        "source": source.to_string(),
+                        "transport": transport_name(transport),
+                    }),
                 );
                 let local_tag = format!("{:016x}", random_u64());
                 let offer = invite.body.clone();
@@ -342,6 +388,7 @@ impl Call {
                     config.gather_digits,
                     record,
                 );
+                call.transport = transport;
                 match config.script {
                     Some(script) => {
                         // The script decides when to answer (its `answer` step); until then the
@@ -427,6 +474,14 @@ impl Call {
             script_result: None,
             hangup_reason: None,
             pending_offer: None,
+            pending_plays: VecDeque::new(),
+            transport: Transport::Udp,
+            send_dtmf: Vec::new(),
+            dtmf_after: Duration::ZERO,
+            dtmf_at: None,
+            telephone_event: false,
+            cancel_sent: false,
+            answered_after_cancel: false,
         }
     }
 
@@ -470,30 +525,50 @@ impl Call {
         cfg.initial_sequence = random_u64() as u16;
         cfg.initial_timestamp = random_u64() as u32;
         self.rtcp_mux = cfg.rtcp_mux;
+        self.telephone_event = negotiated.telephone_event.is_some();
         self.media = Some(MediaSession::new(cfg, now));
         if let Some(path) = self.play.clone() {
             self.play_prompt(&path.display().to_string());
         }
     }
 
-    /// Start a prompt (a path, or a name under the prompts directory). When it cannot play,
-    /// say so on the timeline and let the script go on as if it had finished.
+    /// Ask for a prompt (a path, or a name under the prompts directory). It is loaded through
+    /// the engine's shared cache and started by the next `flush`: decoding touches the disk, so
+    /// it runs on a blocking thread, which this synchronous caller cannot await.
     fn play_prompt(&mut self, file: &str) {
-        let path = resolve_prompt(file, self.prompts.as_deref());
+        self.pending_plays.push_back(file.to_owned());
+    }
+
+    /// Load and start the prompts asked for since the last flush; whether there were any.
+    async fn load_pending_prompts(&mut self) -> bool {
+        let mut progressed = false;
+        while let Some(file) = self.pending_plays.pop_front() {
+            progressed = true;
+            let path = resolve_prompt(&file, self.prompts.as_deref());
+            let loaded = match self.media_rate {
+                Some(rate) => load_cached(&self.shared.prompts, path.clone(), rate).await,
+                None => Err("no media session".to_owned()),
+            };
+            self.start_prompt(&file, &path, loaded);
+        }
+        progressed
+    }
+
+    /// Start a loaded prompt. When it cannot play, say so on the timeline and let the script
+    /// go on as if it had finished.
+    fn start_prompt(&mut self, file: &str, path: &Path, loaded: Result<Prompt, String>) {
         let shown = path.display().to_string();
-        let started = match (self.media.as_mut(), self.media_rate) {
-            (Some(media), Some(rate)) => load_prompt(&path, rate)
-                .map_err(|e| e.to_string())
-                .and_then(|prompt| {
-                    media
-                        .handle_input(MediaInput::Play {
-                            pcm: prompt.samples.clone(),
-                            rate: prompt.rate,
-                        })
-                        .map(|()| prompt.duration)
-                        .map_err(|e| e.to_string())
-                }),
-            _ => Err("no media session".to_owned()),
+        let started = match self.media.as_mut() {
+            Some(media) => loaded.and_then(|prompt| {
+                media
+                    .handle_input(MediaInput::Play {
+                        pcm: prompt.samples.clone(),
+                        rate: prompt.rate,
+                    })
+                    .map(|()| prompt.duration)
+                    .map_err(|e| e.to_string())
+            }),
+            None => Err("no media session".to_owned()),
         };
         match started {
             Ok(duration) => self.timeline.emit(
@@ -647,6 +722,7 @@ impl Call {
                 self.media_deadline,
                 self.ring_deadline,
                 self.hangup_at,
+                self.dtmf_at,
                 self.drain_at,
                 self.runner.as_ref().and_then(ScriptRunner::poll_timeout),
             ]
@@ -715,6 +791,10 @@ impl Call {
                 tracing::debug!(error = %e, "cancel after ring timeout");
             }
         }
+        if self.dtmf_at.is_some_and(|t| t <= now) {
+            self.dtmf_at = None;
+            self.send_digits();
+        }
         if self.hangup_at.is_some_and(|t| t <= now) {
             self.hangup_at = None;
             self.hang_up(now);
@@ -731,6 +811,26 @@ impl Call {
             && let Some(runner) = self.runner.as_mut()
         {
             runner.handle(now, ScriptInput::Timeout);
+        }
+    }
+
+    /// Hand the digits to send to the media session (which paces them).
+    fn send_digits(&mut self) {
+        let digits = std::mem::take(&mut self.send_dtmf);
+        let Some(media) = self.media.as_mut() else {
+            tracing::warn!("no media session: DTMF not sent");
+            return;
+        };
+        let text: String = digits.iter().map(|d| d.as_char()).collect();
+        match media.handle_input(MediaInput::SendDtmf(digits)) {
+            Ok(()) => self.timeline.emit(
+                "dtmf.sent",
+                json!({
+                    "digits": text,
+                    "method": if self.telephone_event { "rfc4733" } else { "inband" },
+                }),
+            ),
+            Err(e) => tracing::warn!(error = %e, "DTMF not sent"),
         }
     }
 
@@ -807,6 +907,13 @@ impl Call {
             });
             let reason = String::from_utf8_lossy(&response.reason).into_owned();
             self.final_status = Some((status, reason, q850));
+            if response.status.is_success() && self.cancel_sent {
+                // §9.1: "the CANCEL has no effect" on a request that already got its final
+                // response; the session layer ACKs this 2xx and BYEs the unwanted dialog.
+                self.answered_after_cancel = true;
+                self.timeline
+                    .emit("sip.answered_after_cancel", json!({"sip_status": status}));
+            }
         }
     }
 
@@ -818,6 +925,7 @@ impl Call {
                 progressed = true;
                 self.sip_output(out).await;
             }
+            progressed |= self.load_pending_prompts().await;
             progressed |= self.flush_media().await;
             if !progressed {
                 break;
@@ -831,13 +939,16 @@ impl Call {
             Output::SendRequest(request) => {
                 let destination = resolve(&next_hop(&request), self.peer);
                 let method = request.method.clone();
-                match sip.send_request(request, destination, Transport::Udp).await {
+                match sip.send_request(request, destination, self.transport).await {
                     Ok(key) => {
                         if method == Method::Invite && self.invite_key.is_none() {
                             self.invite_key = Some(key.clone());
                             self.timeline.emit(
                                 "sip.invite_sent",
-                                json!({"destination": destination.to_string()}),
+                                json!({
+                                    "destination": destination.to_string(),
+                                    "transport": transport_name(self.transport),
+                                }),
                             );
                         }
                         if method == Method::Bye {
@@ -862,17 +973,19 @@ impl Call {
             }
             Output::SendAck(ack) => {
                 let destination = resolve(&next_hop(&ack), self.peer);
-                if let Err(e) = sip
-                    .send_stateless(Message::Request(ack), destination, Transport::Udp)
+                match sip
+                    .send_stateless(Message::Request(ack), destination, self.transport)
                     .await
                 {
-                    tracing::warn!(error = %e, "ACK not sent");
+                    Ok(()) => self.timeline.emit("sip.ack_sent", json!({})),
+                    Err(e) => tracing::warn!(error = %e, "ACK not sent"),
                 }
             }
             Output::CancelInvite => {
                 if let Some(key) = self.invite_key.clone() {
                     match sip.cancel(key).await {
                         Ok(cancel_key) => {
+                            self.cancel_sent = true;
                             self.timeline.emit("sip.cancel_sent", json!({}));
                             self.register(cancel_key).await;
                         }
@@ -926,6 +1039,9 @@ impl Call {
                 }
                 if let Some(after) = self.hangup_after {
                     self.hangup_at = Some(now + after);
+                }
+                if !self.send_dtmf.is_empty() {
+                    self.dtmf_at = Some(now + self.dtmf_after);
                 }
                 if self.hangup_pending {
                     self.hangup_pending = false;
@@ -1152,6 +1268,11 @@ impl Call {
         if let Some(e) = &self.record_error {
             details["recording_error"] = json!(e);
         }
+        if self.answered_after_cancel {
+            // The outcome stays what made us cancel (no answer in time, or a hangup): the
+            // callee's 200 crossed our CANCEL and the session was ended at once.
+            details["race"] = json!("200 OK crossed our CANCEL; ACKed, then BYE");
+        }
         tracing::info!(outcome = ?outcome, ?status, "call ended");
         self.timeline.emit(outcome.final_kind(), details);
     }
@@ -1233,6 +1354,30 @@ fn open_recording(path: &Path, rate: u32, channels: u16) -> Result<RecordingWrit
         .map(|n| n.strip_suffix(".wav").unwrap_or(n))
         .ok_or_else(|| format!("bad recording path {}", path.display()))?;
     RecordingWriter::create(&dir, name, rate, channels).map_err(|e| e.to_string())
+}
+
+/// A prompt from the shared cache, decoded on a blocking thread when it is not cached. The
+/// lock is taken inside the blocking task, so no await ever holds it.
+pub(crate) async fn load_cached(
+    cache: &Arc<std::sync::Mutex<PromptCache>>,
+    path: PathBuf,
+    rate: u32,
+) -> Result<Prompt, String> {
+    let cache = cache.clone();
+    tokio::task::spawn_blocking(move || {
+        // A poisoned lock only means another decode panicked; the cache itself stays valid.
+        let mut cache = cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache.get(&path, rate).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("prompt loader failed: {e}"))?
+}
+
+/// The name of a transport, as in a Via header, lower case.
+fn transport_name(t: Transport) -> String {
+    format!("{t:?}").to_ascii_lowercase()
 }
 
 /// Send what a session rejected before the call existed (no RTP port).

@@ -49,6 +49,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use crate::files::PromptCache;
 use crate::net::rtp_ports::{PortPoolError, RtpPortPool};
 use crate::net::sip::{NetError, SipConfig, SipEvent, SipHandle, SipTransport};
 use crate::script::Script;
@@ -69,6 +70,9 @@ const EVENT_QUEUE: usize = 4096;
 pub struct EngineConfig {
     /// Where the SIP UDP socket binds (port 0 picks one).
     pub sip_bind: SocketAddr,
+    /// Where a SIP TCP listener binds (port 0 picks one); `None`: no TCP listener (calls to a
+    /// `transport=tcp` destination then have no address to put in their Contact).
+    pub sip_tcp: Option<SocketAddr>,
     /// The address we put in Via, Contact and SDP (an unspecified `sip_bind` IP is no
     /// address a peer can reach).
     pub advertise_ip: IpAddr,
@@ -92,6 +96,7 @@ impl EngineConfig {
         };
         EngineConfig {
             sip_bind,
+            sip_tcp: None,
             advertise_ip,
             rtp_ports: 20000..=29999,
             max_calls: 100,
@@ -133,13 +138,30 @@ pub struct OriginateRequest {
     pub record: Option<PathBuf>,
     /// CANCEL when no final response came within this time.
     pub ring_timeout: Duration,
+    /// The SIP transport of the call (UDP or TCP; a TCP call needs `EngineConfig::sip_tcp`
+    /// so that the callee can reach our Contact).
+    pub transport: Transport,
     /// Send BYE this long after the answer (`None`: wait for the peer's BYE).
     pub hangup_after: Option<Duration>,
+    /// DTMF digits to send once answered (RFC 4733 when the callee accepted
+    /// telephone-event, in-band tones otherwise); empty: none.
+    pub send_dtmf: Vec<media::dtmf::Digit>,
+    /// How long after the answer the digits go.
+    pub dtmf_after: Duration,
     /// Run this script once answered (then `play`/`gather_digits` should be unset; `record`
     /// is where its `record` steps write).
     pub script: Option<Arc<Script>>,
     /// Where the script's prompt names and relative prompt paths resolve.
     pub prompts: Option<PathBuf>,
+}
+
+/// Counters of the engine's prompt cache ([`EngineHandle::prompt_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptStats {
+    /// How many times a prompt file was decoded (cache misses).
+    pub decodes: u64,
+    /// How many (file, rate) pairs are cached.
+    pub cached: usize,
 }
 
 /// Why the engine refused.
@@ -194,6 +216,8 @@ pub struct EngineHandle {
     commands: mpsc::Sender<Command>,
     events: broadcast::Sender<CallEvent>,
     sip_local: SocketAddr,
+    sip_local_tcp: Option<SocketAddr>,
+    prompts: Arc<std::sync::Mutex<PromptCache>>,
 }
 
 impl EngineHandle {
@@ -231,9 +255,27 @@ impl EngineHandle {
         self.events.subscribe()
     }
 
+    /// Counters of the shared prompt cache.
+    pub fn prompt_stats(&self) -> PromptStats {
+        // Held for two reads only; a poisoned lock still holds valid counters.
+        let cache = self
+            .prompts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        PromptStats {
+            decodes: cache.decodes(),
+            cached: cache.len(),
+        }
+    }
+
     /// Where SIP listens (UDP).
     pub fn sip_local_addr(&self) -> SocketAddr {
         self.sip_local
+    }
+
+    /// Where SIP listens on TCP, when it does.
+    pub fn sip_local_tcp_addr(&self) -> Option<SocketAddr> {
+        self.sip_local_tcp
     }
 
     /// Stop taking calls (new INVITEs get 503 with Retry-After), give live calls `grace` to
@@ -265,6 +307,7 @@ impl Engine {
         )?);
         let transport = SipTransport::bind(SipConfig {
             udp: Some(config.sip_bind),
+            tcp: config.sip_tcp,
             seed: random_u64(),
             ..SipConfig::default()
         })
@@ -279,14 +322,18 @@ impl Engine {
             .local_addrs()
             .udp
             .expect("the transport was configured with a UDP socket");
+        let sip_local_tcp = sip_handle.local_addrs().tcp;
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
+        let prompts = Arc::new(std::sync::Mutex::new(PromptCache::default()));
         let shared = Arc::new(call::Shared {
             sip: sip_handle.clone(),
             pool,
             events: events.clone(),
             engine: commands.clone(),
             advertise: SocketAddr::new(config.advertise_ip, sip_local.port()),
+            advertise_tcp: sip_local_tcp.map(|a| SocketAddr::new(config.advertise_ip, a.port())),
+            prompts: prompts.clone(),
         });
         let dispatcher = Dispatcher {
             sip_events,
@@ -306,6 +353,8 @@ impl Engine {
                 commands,
                 events,
                 sip_local,
+                sip_local_tcp,
+                prompts,
             },
             task,
         })
@@ -527,10 +576,6 @@ impl Dispatcher {
         source: SocketAddr,
         transport: Transport,
     ) {
-        if transport != Transport::Udp {
-            // This slice answers over UDP only (the call sends in-dialog requests over UDP).
-            tracing::debug!(?transport, "request over a non-UDP transport");
-        }
         match request.method {
             Method::Invite => {
                 let Ok(ident) = request.headers.call_id().map(str::to_owned) else {
@@ -573,6 +618,7 @@ impl Dispatcher {
                             invite: request,
                             key,
                             source,
+                            transport,
                             config: self.config.inbound.clone(),
                         })),
                         rx,
