@@ -5,8 +5,8 @@
 //! Needs the Debian package `baresip-core`. When baresip is missing the tests are skipped with a
 //! notice, except under `CI=true`, where they fail: CI must install it.
 //!
-//! Not covered: DTMF from callplane to baresip. The engine has no way to send DTMF yet (neither
-//! the CLI nor scripts can emit RFC 4733 events), so there is nothing to test on that path.
+//! DTMF is checked both ways: baresip's `sndcode` to `callplane serve`, and `callplane call
+//! --send-dtmf` to baresip, which reports each telephone-event on its control socket.
 
 use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -52,22 +52,34 @@ fn baresip_available() -> bool {
     found
 }
 
-/// A port that was free a moment ago for both UDP and TCP (baresip's `sip_listen` binds both).
+/// A port that was free a moment ago for UDP and TCP, with the next port free for TCP too:
+/// baresip's `sip_listen` port P binds UDP and TCP on P and SIP over TLS on TCP P+1.
 fn free_sip_port() -> u16 {
     for _ in 0..100 {
         let udp = UdpSocket::bind((LOCALHOST, 0)).expect("bind udp");
         let port = udp.local_addr().expect("addr").port();
-        if TcpListener::bind((LOCALHOST, port)).is_ok() {
+        let Some(tls) = port.checked_add(1) else {
+            continue;
+        };
+        if TcpListener::bind((LOCALHOST, port)).is_ok()
+            && TcpListener::bind((LOCALHOST, tls)).is_ok()
+        {
             return port;
         }
     }
-    panic!("no port free for both UDP and TCP after 100 tries");
+    panic!("no port free for UDP, TCP and TLS after 100 tries");
 }
 
-/// A TCP port that was free a moment ago.
-fn free_tcp_port() -> u16 {
-    let l = TcpListener::bind((LOCALHOST, 0)).expect("bind tcp");
-    l.local_addr().expect("addr").port()
+/// A TCP port that was free a moment ago and is not `sip_port`'s TLS port (`sip_port + 1`,
+/// where baresip's own TLS listener would make the control socket fail with EADDRINUSE).
+fn free_tcp_port(sip_port: u16) -> u16 {
+    loop {
+        let l = TcpListener::bind((LOCALHOST, 0)).expect("bind tcp");
+        let port = l.local_addr().expect("addr").port();
+        if port != sip_port.wrapping_add(1) {
+            return port;
+        }
+    }
 }
 
 /// Mono 16-bit 8 kHz WAV: a sine of `hz` for `tone_ms`, then `silence_ms` of silence.
@@ -159,7 +171,7 @@ impl Baresip {
     /// connect to its control socket.
     async fn start(dir: &Path, source: &Path) -> (Self, u16) {
         let sip_port = free_sip_port();
-        let ctrl_port = free_tcp_port();
+        let ctrl_port = free_tcp_port(sip_port);
         let config = format!(
             "poll_method\t\tpoll\n\
              sip_listen\t\t127.0.0.1:{sip_port}\n\
@@ -645,4 +657,77 @@ async fn baresip_calls_serve_sends_rfc4733_digits_and_hangs_up() {
         status.success(),
         "serve exit {status} after SIGTERM: {stderr}"
     );
+}
+
+#[tokio::test]
+async fn call_sends_rfc4733_digits_that_baresip_receives() {
+    if !baresip_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bs_dir = dir.path().join("baresip");
+    std::fs::create_dir(&bs_dir).expect("mkdir");
+    // Tone then silence, so baresip's source outlasts the call and it does not hang up first.
+    let peer_wav = dir.path().join("peer.wav");
+    write_tone(&peer_wav, PEER_HZ, 3000, 10_000);
+    let (mut baresip, sip_port) = Baresip::start(&bs_dir, &peer_wav).await;
+
+    let uri = format!("sip:alice@127.0.0.1:{sip_port}");
+    let (child, mut rx) = spawn_callplane(
+        dir.path(),
+        &[
+            "call",
+            &uri,
+            "--send-dtmf",
+            "1234",
+            "--dtmf-after",
+            "1",
+            "--hangup-after",
+            "4",
+            "--ring-timeout",
+            "10",
+        ],
+    );
+    let (status, stderr) = wait_child(child, "callplane call").await;
+    let events = collect_lines(&mut rx).await;
+    assert!(
+        status.success(),
+        "call exit {status}: {stderr}\nevents {events:#?}"
+    );
+    let done = last_of(&events, "call.completed");
+    assert_eq!(done["details"]["outcome"], "answered", "{done}");
+    assert_eq!(done["details"]["end_reason"], "LocalBye", "{done}");
+    // baresip's SDP answer lists telephone-event/8000, so the digits go out as RFC 4733 events.
+    let sent = last_of(&events, "dtmf.sent");
+    assert_eq!(sent["details"]["digits"], "1234", "{sent}");
+    assert_eq!(sent["details"]["method"], "rfc4733", "{sent}");
+
+    // baresip reports each telephone-event it decodes on its control socket: CALL_DTMF_START
+    // with the key when the event begins, CALL_DTMF_END once its end packet arrives. Its events
+    // wait in the socket, so they can be read after the call. Each digit must start and end
+    // before the next one starts, in the order sent, and nothing else may be reported.
+    baresip.wait_event("CALL_ESTABLISHED").await;
+    let mut received = Vec::new();
+    loop {
+        let v = baresip.wait_message(|v| v["event"] == true).await;
+        match v["type"].as_str() {
+            Some("CALL_DTMF_START") => {
+                received.push(format!("start {}", v["param"].as_str().unwrap_or("?")));
+            }
+            Some("CALL_DTMF_END") => received.push("end".to_owned()),
+            Some("CALL_CLOSED") => {
+                assert_eq!(v["param"], "Connection reset by peer", "{v}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        received,
+        [
+            "start 1", "end", "start 2", "end", "start 3", "end", "start 4", "end"
+        ],
+        "the DTMF events baresip reported"
+    );
+    baresip.quit().await;
 }
