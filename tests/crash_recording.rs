@@ -14,35 +14,15 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
+mod common;
+use common::*;
+
 /// Upper bound for any one wait.
 const WAIT: Duration = Duration::from_secs(30);
 /// Audio that must be on disk before the kill, so the check means something.
 const RECORDED_BEFORE_KILL: Duration = Duration::from_secs(3);
 /// When to kill, in microseconds of call audio: 0.7 s after the flush at 3 s.
 const KILL_AT_US: u64 = 3_700_000;
-
-/// A UDP port that was free a moment ago.
-fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind(("127.0.0.1", 0)).expect("bind");
-    s.local_addr().expect("addr").port()
-}
-
-/// A 1 kHz tone, mono 16-bit 8 kHz, `ms` long: made at run time (no binary fixture).
-fn write_tone(path: &Path, ms: u32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("create the tone");
-    for n in 0..(8 * ms) {
-        let t = f64::from(n) / 8000.0;
-        let v = (t * 1000.0 * std::f64::consts::TAU).sin() * 8000.0;
-        w.write_sample(v as i16).expect("write a sample");
-    }
-    w.finalize().expect("finish the tone");
-}
 
 /// Start the callplane binary with `args`; its stdout lines come on the returned channel.
 fn spawn_callplane(dir: &Path, args: &[&str]) -> (Child, mpsc::Receiver<String>) {

@@ -4,159 +4,10 @@
 //! Needs the Debian package `sip-tester` (binary `sipp`). When sipp is missing the tests are
 //! skipped with a notice, except under `CI=true`, where they fail: CI must install it.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
 
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-use tokio::time::timeout;
-
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// Upper bound for one process run.
-const RUN_WAIT: Duration = Duration::from_secs(60);
-
-/// Whether sipp can run here; `false` means "skip" (and is only allowed outside CI).
-fn sipp_available() -> bool {
-    let found = std::process::Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !in_ci,
-            "sipp is not installed: CI must install the Debian package `sip-tester`"
-        );
-        eprintln!("SKIPPED: sipp is not installed (Debian package `sip-tester`)");
-    }
-    found
-}
-
-/// A UDP port that was free a moment ago.
-fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind((LOCALHOST, 0)).expect("bind");
-    s.local_addr().expect("addr").port()
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/sipp")
-        .join(name)
-}
-
-/// Start sipp in `dir` (its log files land there).
-fn spawn_sipp(dir: &Path, args: &[String]) -> Child {
-    Command::new("sipp")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start sipp")
-}
-
-/// Wait for a child; its exit status and stderr. (Dropping this future kills it.)
-async fn wait_child(child: Child, what: &str) -> (ExitStatus, String) {
-    let out = timeout(RUN_WAIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{what} finished within its time limit"))
-        .unwrap_or_else(|e| panic!("wait for {what}: {e}"));
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Start the callplane binary with `args`; its stdout lines come on the returned channel.
-fn spawn_callplane(dir: &Path, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callplane"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start callplane");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).await.is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// Every JSON line received so far and until the channel closes.
-async fn collect_lines(rx: &mut mpsc::Receiver<String>) -> Vec<Value> {
-    let mut out = Vec::new();
-    while let Ok(Some(line)) = timeout(RUN_WAIT, rx.recv()).await {
-        out.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")));
-    }
-    out
-}
-
-/// The next JSON line for which `pred` holds (panics after the time limit).
-async fn wait_line(
-    rx: &mut mpsc::Receiver<String>,
-    seen: &mut Vec<Value>,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    loop {
-        let line = timeout(RUN_WAIT, rx.recv())
-            .await
-            .expect("the expected line came in time")
-            .unwrap_or_else(|| panic!("stdout closed before the expected line; saw {seen:#?}"));
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        seen.push(v.clone());
-        if pred(&v) {
-            return v;
-        }
-    }
-}
-
-fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(|e| e["kind"].as_str()).collect()
-}
-
-fn last_of<'a>(events: &'a [Value], kind: &str) -> &'a Value {
-    events
-        .iter()
-        .rev()
-        .find(|e| e["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} in {:?}", kinds(events)))
-}
-
-/// Run `callplane call` to completion: exit status, stdout events, stderr.
-async fn run_call(dir: &Path, args: &[&str]) -> (ExitStatus, Vec<Value>, String) {
-    let (child, mut rx) = spawn_callplane(dir, args);
-    let (status, stderr) = wait_child(child, "callplane call").await;
-    let events = collect_lines(&mut rx).await;
-    (status, events, stderr)
-}
-
-fn send_sigterm(child: &Child) {
-    let pid = child.id().expect("child is running");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM {pid}");
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn call_to_sipp_uas_is_answered_and_completes_after_hangup_after() {
@@ -359,8 +210,6 @@ fn channel_rms(path: &Path, channel: usize) -> f64 {
     (picked.iter().map(|s| s * s).sum::<f64>() / picked.len() as f64).sqrt()
 }
 
-const G711A_PCAP: &str = "/usr/share/sip-tester/g711a.pcap";
-
 #[tokio::test]
 async fn call_records_the_audio_a_sipp_uas_plays_on_the_left_channel() {
     if !sipp_available() {
@@ -508,23 +357,6 @@ async fn serve_gathers_rfc4733_digits_a_sipp_uac_sends() {
         status.success(),
         "serve exit {status} after SIGTERM: {stderr}"
     );
-}
-
-/// A 1 kHz tone, mono 16-bit 8 kHz, `ms` long: a prompt made at run time (no binary fixture).
-fn write_tone(path: &Path, ms: u32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("create the prompt");
-    for n in 0..(8 * ms) {
-        let t = f64::from(n) / 8000.0;
-        let v = (t * 1000.0 * std::f64::consts::TAU).sin() * 8000.0;
-        w.write_sample(v as i16).expect("write a sample");
-    }
-    w.finalize().expect("finish the prompt");
 }
 
 #[tokio::test]

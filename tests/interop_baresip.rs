@@ -8,21 +8,20 @@
 //! DTMF is checked both ways: baresip's `sndcode` to `callplane serve`, and `callplane call
 //! --send-dtmf` to baresip, which reports each telephone-event on its control socket.
 
-use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
+use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
+use std::process::Stdio;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// Upper bound for one process run or one wait.
-const RUN_WAIT: Duration = Duration::from_secs(60);
+mod common;
+use common::*;
+
 /// Sample rate of every WAV the tests make (and of G.711).
 const RATE: u32 = 8000;
 /// Frequency of the tone baresip plays.
@@ -34,22 +33,7 @@ const BLOCK: usize = 160;
 
 /// Whether baresip can run here; `false` means "skip" (and is only allowed outside CI).
 fn baresip_available() -> bool {
-    let found = std::process::Command::new("baresip")
-        .arg("-h")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !in_ci,
-            "baresip is not installed: CI must install the Debian package `baresip-core`"
-        );
-        eprintln!("SKIPPED: baresip is not installed (Debian package `baresip-core`)");
-    }
-    found
+    tool_available("baresip", "-h", "baresip-core")
 }
 
 /// A port that was free a moment ago for UDP and TCP, with the next port free for TCP too:
@@ -377,93 +361,6 @@ fn forward_lines(mut from: impl AsyncRead + Unpin + Send + 'static, tx: mpsc::Se
             }
         }
     });
-}
-
-/// Start the callplane binary with `args`; its stdout lines come on the returned channel.
-fn spawn_callplane(dir: &Path, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callplane"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start callplane");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel(1024);
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).await.is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-/// Wait for a child; its exit status and stderr. (Dropping this future kills it.)
-async fn wait_child(child: Child, what: &str) -> (ExitStatus, String) {
-    let out = timeout(RUN_WAIT, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{what} finished within its time limit"))
-        .unwrap_or_else(|e| panic!("wait for {what}: {e}"));
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Every JSON line received so far and until the channel closes.
-async fn collect_lines(rx: &mut mpsc::Receiver<String>) -> Vec<Value> {
-    let mut out = Vec::new();
-    while let Ok(Some(line)) = timeout(RUN_WAIT, rx.recv()).await {
-        out.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")));
-    }
-    out
-}
-
-/// The next JSON line for which `pred` holds (panics after the time limit).
-async fn wait_line(
-    rx: &mut mpsc::Receiver<String>,
-    seen: &mut Vec<Value>,
-    pred: impl Fn(&Value) -> bool,
-) -> Value {
-    loop {
-        let line = timeout(RUN_WAIT, rx.recv())
-            .await
-            .expect("the expected line came in time")
-            .unwrap_or_else(|| panic!("stdout closed before the expected line; saw {seen:#?}"));
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        seen.push(v.clone());
-        if pred(&v) {
-            return v;
-        }
-    }
-}
-
-fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(|e| e["kind"].as_str()).collect()
-}
-
-fn last_of<'a>(events: &'a [Value], kind: &str) -> &'a Value {
-    events
-        .iter()
-        .rev()
-        .find(|e| e["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind} in {:?}", kinds(events)))
-}
-
-fn send_sigterm(child: &Child) {
-    let pid = child.id().expect("child is running");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -TERM {pid}");
 }
 
 #[tokio::test]

@@ -13,46 +13,24 @@
 
 use std::fs::File;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
 
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
-/// Upper bound for one process run.
-const RUN_WAIT: Duration = Duration::from_secs(60);
+mod common;
+use common::*;
+
 /// The tone linphonec plays, in Hz.
 const TONE_HZ: f64 = 1000.0;
 
 /// Whether linphonec can run here; `false` means "skip" (and is only allowed outside CI).
 fn linphonec_available() -> bool {
-    let found = std::process::Command::new("linphonec")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !in_ci,
-            "linphonec is not installed: CI must install the Debian package `linphone-cli`"
-        );
-        eprintln!("SKIPPED: linphonec is not installed (Debian package `linphone-cli`)");
-    }
-    found
-}
-
-/// A UDP port that was free a moment ago.
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind((LOCALHOST, 0)).expect("bind");
-    s.local_addr().expect("addr").port()
+    tool_available("linphonec", "-v", "linphone-cli")
 }
 
 /// Waits until something listens on UDP `port` (our own bind gets "address in use").
@@ -69,23 +47,6 @@ async fn wait_udp_bound(port: u16, what: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// A 1 kHz tone, mono 16-bit 8 kHz, `ms` long: made at run time (no binary fixture).
-fn write_tone(path: &Path, ms: u32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("create the tone");
-    for n in 0..(8 * ms) {
-        let t = f64::from(n) / 8000.0;
-        let v = (t * TONE_HZ * std::f64::consts::TAU).sin() * 8000.0;
-        w.write_sample(v as i16).expect("write a sample");
-    }
-    w.finalize().expect("finish the tone");
 }
 
 /// The rc file of a headless linphonec listening on 127.0.0.1:`sip_port`, with every file it
@@ -122,48 +83,6 @@ fn spawn_linphonec(dir: &Path, rc: &Path, out: &Path) -> (Child, ChildStdin) {
         .expect("start linphonec");
     let stdin = child.stdin.take().expect("stdin is piped");
     (child, stdin)
-}
-
-/// Run `callplane call` to completion: exit status, stdout events, stderr.
-async fn run_call(dir: &Path, args: &[&str]) -> (ExitStatus, Vec<Value>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_callplane"))
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start callplane");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let (tx, mut rx) = mpsc::channel(1024);
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if tx.send(line).await.is_err() {
-                break;
-            }
-        }
-    });
-    let out = timeout(RUN_WAIT, child.wait_with_output())
-        .await
-        .expect("callplane call finished within its time limit")
-        .expect("wait for callplane call");
-    let mut events = Vec::new();
-    while let Ok(Some(line)) = timeout(RUN_WAIT, rx.recv()).await {
-        events
-            .push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")));
-    }
-    (
-        out.status,
-        events,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn kinds(events: &[Value]) -> Vec<&str> {
-    events.iter().filter_map(|e| e["kind"].as_str()).collect()
 }
 
 /// One channel of an interleaved stereo 16-bit WAV.

@@ -6,9 +6,9 @@
 //! sipp runs as a child process under a tokio timeout, killed when the test drops it; its exit
 //! code is 0 only when every call of its scenario succeeded.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,51 +16,15 @@ use callplane::net::sip::{SipConfig, SipEvent, SipHandle, SipTransport};
 use sip::endpoint::EndpointEvent;
 use sip::message::{HeaderName, Method, Request, StatusCode, response_to};
 use sip::transaction::Transport;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+mod common;
+use common::*;
+
 /// Upper bound for one sipp run (its own `-timeout` is shorter).
 const SIPP_WAIT: Duration = Duration::from_secs(60);
-
-/// Whether sipp can run here; `false` means "skip" (and is only allowed outside CI).
-fn sipp_available() -> bool {
-    let found = std::process::Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    if !found {
-        let in_ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        assert!(
-            !in_ci,
-            "sipp is not installed: CI must install the Debian package `sip-tester`"
-        );
-        eprintln!("SKIPPED: sipp is not installed (Debian package `sip-tester`)");
-    }
-    found
-}
-
-/// A UDP port that was free a moment ago (for sipp's `-p`).
-fn free_udp_port() -> u16 {
-    let s = std::net::UdpSocket::bind((LOCALHOST, 0)).expect("bind");
-    s.local_addr().expect("addr").port()
-}
-
-/// Start sipp in `dir` (its log files land there).
-fn spawn_sipp(dir: &Path, args: &[String]) -> Child {
-    Command::new("sipp")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start sipp")
-}
 
 /// What sipp left in its working directory (error logs), for a failure message.
 fn sipp_logs(dir: &Path) -> String {
@@ -207,12 +171,6 @@ async fn sipp_uac_places_five_calls_that_the_driver_answers() {
     assert_eq!(stats.requests_in.get("BYE"), Some(&5), "{stats:?}");
     assert_eq!(stats.endpoint.malformed, 0, "{stats:?}");
     uas.shutdown().await;
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/sipp")
-        .join(name)
 }
 
 #[tokio::test]
