@@ -4,13 +4,17 @@
 //! - [`files`]: audio files on disk: prompt loading and caching, the crash-safe recorder.
 //! - [`script`]: the call script language: JSON model, validation with step paths, the runner.
 //! - [`engine`]: the call engine: call actors, the SIP dispatcher, the timeline events.
+//! - [`store`]: the control plane's database (SQLite embedded, PostgreSQL by URL): the only SQL.
 //! - [`clock`]: the application's clock (wall and monotonic), read nowhere else outside `net`.
 //!
 //! (Each module's own documentation is its inner `//!` comment: an outer `///` on the `mod`
 //! line would be merged with it and make rustdoc resolve its links in this scope.)
 
+pub mod api;
 pub mod clock;
 pub mod engine;
+pub mod events;
 pub mod files;
 pub mod net;
 pub mod script;
+pub mod store;

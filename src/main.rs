@@ -206,6 +206,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     .transpose()?,
                 prompts: prompts_dir(prompts, script.as_deref()),
                 script: script.as_deref().map(load_script).transpose()?,
+                tag: None,
             };
             let mut config = EngineConfig::new(bind);
             if transport == Transport::Tcp {

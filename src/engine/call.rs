@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) sip: SipHandle,
     pub(crate) pool: Arc<RtpPortPool>,
     pub(crate) events: broadcast::Sender<CallEvent>,
+    /// The lossless copy of every event ([`crate::engine::EngineConfig::event_sink`]).
+    pub(crate) event_sink: Option<mpsc::UnboundedSender<CallEvent>>,
     pub(crate) engine: mpsc::Sender<Command>,
     /// Our SIP address as peers should see it (Via, Contact).
     pub(crate) advertise: SocketAddr,
@@ -85,6 +87,8 @@ struct Timeline {
     id: CallId,
     started: Instant,
     events: broadcast::Sender<CallEvent>,
+    sink: Option<mpsc::UnboundedSender<CallEvent>>,
+    tag: Option<Arc<str>>,
 }
 
 impl Timeline {
@@ -96,8 +100,13 @@ impl Timeline {
             at_unix_us: clock::unix_us(),
             offset_us: u64::try_from(offset.as_micros()).unwrap_or(u64::MAX),
             details,
+            tag: self.tag.clone(),
         };
         tracing::debug!(call = %self.id, kind, "call event");
+        if let Some(sink) = &self.sink {
+            // Err only when the store's pump has stopped (at shutdown).
+            let _ = sink.send(ev.clone());
+        }
         // Err only means nobody subscribes right now: events are not kept for later.
         let _ = self.events.send(ev);
     }
@@ -111,10 +120,16 @@ pub(crate) async fn run(
     setup: CallSetup,
     rx: mpsc::Receiver<CallInput>,
 ) {
+    let tag = match &setup {
+        CallSetup::Outbound(req) => req.tag.clone(),
+        CallSetup::Inbound(_) => None,
+    };
     let timeline = Timeline {
         id,
         started: clock::now(),
         events: shared.events.clone(),
+        sink: shared.event_sink.clone(),
+        tag,
     };
     match Call::start(shared.clone(), timeline, &call_ident, setup).await {
         Some(mut call) => call.run(rx).await,
@@ -255,7 +270,7 @@ impl Call {
             CallSetup::Outbound(req) => {
                 timeline.emit(
                     "call.created",
-                    json!({"direction": "outbound", "to": req.to.to_string()}),
+                    json!({"direction": "outbound", "to": req.to.to_string(), "sip_call_id": call_ident}),
                 );
                 let rtp = match shared.pool.allocate().await {
                     Ok(r) => r,
@@ -332,6 +347,8 @@ impl Call {
                     json!({
                         "direction": "inbound",
                         "from": from,
+                        "to": invite.uri.to_string(),
+                        "sip_call_id": call_ident,
                         "source": source.to_string(),
                         "transport": transport_name(transport),
                     }),
@@ -1253,6 +1270,16 @@ impl Call {
             "duration_ms": duration_ms,
             "recording": recording,
         });
+        if let Some(media) = &self.media {
+            let sent = media.stats();
+            let rx = media.receiver_stats();
+            details["rtp"] = json!({
+                "packets_in": sent.packets_received,
+                "packets_out": sent.packets_sent,
+                "expected_in": rx.expected(),
+                "lost_in": rx.cumulative_lost().max(0),
+            });
+        }
         if self.gather_digits > 0 || !self.digits.is_empty() {
             details["digits"] = json!(self.digits);
         }

@@ -1,6 +1,7 @@
 //! What a call reports: [`CallEvent`]s in the timeline vocabulary and the final [`Outcome`].
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +29,10 @@ pub struct CallEvent {
     pub offset_us: u64,
     /// Kind-specific details (status, digit, outcome...).
     pub details: serde_json::Value,
+    /// The caller's label of the call ([`crate::engine::OriginateRequest::tag`]); the control
+    /// plane puts its call id here, so that the very first event finds its row.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<Arc<str>>,
 }
 
 impl CallEvent {

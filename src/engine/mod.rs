@@ -84,6 +84,10 @@ pub struct EngineConfig {
     pub retry_after_s: u32,
     /// What inbound calls do.
     pub inbound: InboundConfig,
+    /// Where every event also goes, losslessly (the broadcast of [`EngineHandle::subscribe`]
+    /// drops the oldest events of a lagging subscriber; this channel never drops one). The
+    /// control plane's event bus reads it and stores each event.
+    pub event_sink: Option<mpsc::UnboundedSender<CallEvent>>,
 }
 
 impl EngineConfig {
@@ -102,6 +106,7 @@ impl EngineConfig {
             max_calls: 100,
             retry_after_s: 5,
             inbound: InboundConfig::default(),
+            event_sink: None,
         }
     }
 }
@@ -153,6 +158,8 @@ pub struct OriginateRequest {
     pub script: Option<Arc<Script>>,
     /// Where the script's prompt names and relative prompt paths resolve.
     pub prompts: Option<PathBuf>,
+    /// A label copied into every [`CallEvent::tag`] of this call (the control plane's call id).
+    pub tag: Option<Arc<str>>,
 }
 
 /// Counters of the engine's prompt cache ([`EngineHandle::prompt_stats`]).
@@ -218,6 +225,8 @@ pub struct EngineHandle {
     sip_local: SocketAddr,
     sip_local_tcp: Option<SocketAddr>,
     prompts: Arc<std::sync::Mutex<PromptCache>>,
+    active: Arc<std::sync::atomic::AtomicUsize>,
+    sip: SipHandle,
 }
 
 impl EngineHandle {
@@ -266,6 +275,16 @@ impl EngineHandle {
             decodes: cache.decodes(),
             cached: cache.len(),
         }
+    }
+
+    /// The SIP transport's counters (`Err` when it has stopped).
+    pub async fn sip_stats(&self) -> Result<crate::net::sip::SipStats, EngineError> {
+        Ok(self.sip.stats().await?)
+    }
+
+    /// How many calls are live now.
+    pub fn active_calls(&self) -> usize {
+        self.active.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Where SIP listens (UDP).
@@ -323,13 +342,16 @@ impl Engine {
             .udp
             .expect("the transport was configured with a UDP socket");
         let sip_local_tcp = sip_handle.local_addrs().tcp;
+        let sip_for_handle = sip_handle.clone();
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let prompts = Arc::new(std::sync::Mutex::new(PromptCache::default()));
+        let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let shared = Arc::new(call::Shared {
             sip: sip_handle.clone(),
             pool,
             events: events.clone(),
+            event_sink: config.event_sink.clone(),
             engine: commands.clone(),
             advertise: SocketAddr::new(config.advertise_ip, sip_local.port()),
             advertise_tcp: sip_local_tcp.map(|a| SocketAddr::new(config.advertise_ip, a.port())),
@@ -346,6 +368,7 @@ impl Engine {
             keys: HashMap::new(),
             next_id: 1,
             draining: None,
+            active: active.clone(),
         };
         let task = tokio::spawn(dispatcher.run());
         Ok(Engine {
@@ -355,6 +378,8 @@ impl Engine {
                 sip_local,
                 sip_local_tcp,
                 prompts,
+                active: active.clone(),
+                sip: sip_for_handle,
             },
             task,
         })
@@ -389,6 +414,8 @@ struct Dispatcher {
     next_id: u64,
     /// Set once draining: who waits for the last call to end.
     draining: Option<Vec<oneshot::Sender<()>>>,
+    /// `calls.len()`, published for [`EngineHandle::active_calls`].
+    active: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Dispatcher {
@@ -446,6 +473,8 @@ impl Dispatcher {
                 if let Some(route) = self.calls.remove(&call_ident) {
                     self.by_id.remove(&route.id);
                 }
+                self.active
+                    .store(self.calls.len(), std::sync::atomic::Ordering::Relaxed);
                 self.keys.retain(|_, v| *v != call_ident);
                 self.check_drained();
             }
@@ -469,6 +498,8 @@ impl Dispatcher {
         let (tx, rx) = mpsc::channel(CALL_QUEUE);
         self.by_id.insert(id, call_ident.clone());
         self.calls.insert(call_ident, Route { id, tx });
+        self.active
+            .store(self.calls.len(), std::sync::atomic::Ordering::Relaxed);
         (id, rx)
     }
 

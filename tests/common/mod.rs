@@ -5,6 +5,9 @@
 // crate some of them are unused.
 #![allow(dead_code)]
 
+pub(crate) mod api;
+pub(crate) mod db;
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
@@ -87,8 +90,14 @@ pub(crate) async fn wait_child(child: Child, what: &str) -> (ExitStatus, String)
 
 /// Start the callplane binary with `args`; its stdout lines come on the returned channel.
 pub(crate) fn spawn_callplane(dir: &Path, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+    let mut args: Vec<&str> = args.to_vec();
+    // Tests run in parallel: a serve that is not told where the API goes gets a free port
+    // rather than the fixed default.
+    if args.first() == Some(&"serve") && !args.contains(&"--api") {
+        args.extend(["--api", "127.0.0.1:0"]);
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_callplane"))
-        .args(args)
+        .args(&args)
         .current_dir(dir)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())

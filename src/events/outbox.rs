@@ -1,0 +1,1 @@
+//! The webhook outbox dispatcher: signed deliveries with retries, backoff and dead letters.

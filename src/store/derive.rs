@@ -1,0 +1,193 @@
+//! A call's status fields, derived from its events only (pure: no SQL, no clock).
+//!
+//! [`apply`] folds one timeline event into a [`CallRecord`]. The store calls it inside the
+//! transaction that appends the event, so the row and the timeline never disagree, and a row
+//! rebuilt by folding the stored timeline from scratch equals the stored row (a conformance
+//! test checks exactly that).
+
+use serde_json::{Value, json};
+
+use super::{CallRecord, CallStatus, StoredEvent};
+
+/// Folds one event into the call row. Events after the final one change nothing: the
+/// evidence of an ended call is immutable.
+pub fn apply(call: &mut CallRecord, kind: &str, at_unix_us: i64, details: &Value) {
+    if call.status.is_final() {
+        return;
+    }
+    let int = |key: &str| details.get(key).and_then(Value::as_i64);
+    let text = |key: &str| details.get(key).and_then(Value::as_str).map(str::to_owned);
+    match kind {
+        "call.created" => {
+            call.status = CallStatus::Dialing;
+            call.started_at_us.get_or_insert(at_unix_us);
+            if let Some(id) = text("sip_call_id") {
+                call.sip_call_id = Some(id);
+            }
+        }
+        "sip.invite_sent" | "sip.trying" => {
+            if call.status == CallStatus::Queued {
+                call.status = CallStatus::Dialing;
+            }
+        }
+        "sip.ringing" | "sip.early_media" => {
+            if matches!(call.status, CallStatus::Queued | CallStatus::Dialing) {
+                call.status = CallStatus::Ringing;
+            }
+            call.ringing_at_us.get_or_insert(at_unix_us);
+        }
+        "sip.answered" => {
+            call.status = CallStatus::Answered;
+            call.answered_at_us.get_or_insert(at_unix_us);
+            call.sip_status = int("sip_status").or(Some(200));
+        }
+        "call.completed" | "call.failed" => {
+            call.status = if kind == "call.completed" {
+                CallStatus::Completed
+            } else {
+                CallStatus::Failed
+            };
+            call.ended_at_us = Some(at_unix_us);
+            call.outcome = text("outcome");
+            if let Some(status) = int("sip_status") {
+                call.sip_status = Some(status);
+            }
+            call.sip_reason = text("reason").or(call.sip_reason.take());
+            call.q850_cause = int("q850_cause");
+            call.talk_ms = int("duration_ms");
+            call.end_reason = text("end_reason").or_else(|| text("hangup_reason"));
+            let mut result = serde_json::Map::new();
+            for key in ["digits", "script"] {
+                if let Some(v) = details.get(key).filter(|v| !v.is_null()) {
+                    result.insert(key.to_owned(), v.clone());
+                }
+            }
+            if !result.is_empty() {
+                call.result = Some(Value::Object(result));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The JSON body of a webhook delivery for a stored event (fixed at enqueue time).
+pub fn webhook_body(event: &StoredEvent) -> String {
+    json!({
+        "id": event.id,
+        "type": event.kind,
+        "call_id": event.call_id,
+        "campaign_id": event.campaign_id,
+        "tenant_id": event.tenant_id,
+        "at_unix_us": event.at_unix_us,
+        "offset_us": event.offset_us,
+        "data": event.details,
+    })
+    .to_string()
+}
+
+/// Whether a webhook subscribed to `kinds` (empty: all; `call.*` matches a prefix) wants `kind`.
+pub fn webhook_wants(kinds: &[String], kind: &str) -> bool {
+    kinds.is_empty()
+        || kinds.iter().any(|k| match k.strip_suffix('*') {
+            Some(prefix) => kind.starts_with(prefix),
+            None => k == kind,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Direction;
+
+    fn call() -> CallRecord {
+        CallRecord {
+            id: "call_1".into(),
+            tenant_id: "ten_1".into(),
+            direction: Direction::Outbound,
+            to_uri: "sip:1@127.0.0.1".into(),
+            from_uri: "sip:cp@127.0.0.1".into(),
+            trunk_id: None,
+            script_id: None,
+            script_version: None,
+            campaign_id: None,
+            idempotency_key: None,
+            request: json!({}),
+            created_at_us: 1,
+            status: CallStatus::Queued,
+            outcome: None,
+            sip_status: None,
+            sip_reason: None,
+            q850_cause: None,
+            sip_call_id: None,
+            started_at_us: None,
+            ringing_at_us: None,
+            answered_at_us: None,
+            ended_at_us: None,
+            talk_ms: None,
+            result: None,
+            end_reason: None,
+        }
+    }
+
+    #[test]
+    fn an_answered_call_takes_its_times_and_outcome_from_its_events() {
+        let mut c = call();
+        apply(&mut c, "call.created", 10, &json!({"sip_call_id": "abc"}));
+        apply(&mut c, "sip.ringing", 20, &json!({"sip_status": 180}));
+        assert_eq!(c.status, CallStatus::Ringing);
+        apply(&mut c, "sip.answered", 30, &json!({"sip_status": 200}));
+        assert_eq!(c.status, CallStatus::Answered);
+        apply(
+            &mut c,
+            "call.completed",
+            5030,
+            &json!({"outcome": "answered", "duration_ms": 5, "digits": "12", "end_reason": "RemoteBye"}),
+        );
+        assert_eq!(c.status, CallStatus::Completed);
+        assert_eq!(c.sip_call_id.as_deref(), Some("abc"));
+        assert_eq!(
+            (c.started_at_us, c.ringing_at_us, c.answered_at_us, c.ended_at_us),
+            (Some(10), Some(20), Some(30), Some(5030))
+        );
+        assert_eq!(c.outcome.as_deref(), Some("answered"));
+        assert_eq!(c.sip_status, Some(200));
+        assert_eq!(c.talk_ms, Some(5));
+        assert_eq!(c.result, Some(json!({"digits": "12"})));
+    }
+
+    #[test]
+    fn a_busy_call_keeps_the_status_and_cause_of_its_final_response() {
+        let mut c = call();
+        apply(&mut c, "call.created", 10, &json!({}));
+        apply(
+            &mut c,
+            "call.failed",
+            20,
+            &json!({"outcome": "busy", "sip_status": 486, "reason": "Busy Here", "q850_cause": 17}),
+        );
+        assert_eq!(c.status, CallStatus::Failed);
+        assert_eq!(c.sip_status, Some(486));
+        assert_eq!(c.sip_reason.as_deref(), Some("Busy Here"));
+        assert_eq!(c.q850_cause, Some(17));
+        assert_eq!(c.answered_at_us, None);
+    }
+
+    #[test]
+    fn nothing_changes_an_ended_call() {
+        let mut c = call();
+        apply(&mut c, "call.failed", 20, &json!({"outcome": "busy"}));
+        let before = c.clone();
+        apply(&mut c, "sip.answered", 30, &json!({}));
+        apply(&mut c, "call.completed", 40, &json!({"outcome": "answered"}));
+        assert_eq!(c, before);
+    }
+
+    #[test]
+    fn webhook_filters_match_exact_kinds_and_prefixes() {
+        assert!(webhook_wants(&[], "sip.answered"));
+        assert!(webhook_wants(&["call.*".into()], "call.completed"));
+        assert!(!webhook_wants(&["call.*".into()], "sip.answered"));
+        assert!(webhook_wants(&["sip.answered".into()], "sip.answered"));
+        assert!(!webhook_wants(&["sip.answered".into()], "sip.answering"));
+    }
+}

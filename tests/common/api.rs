@@ -1,0 +1,1 @@
+//! API test state: filled in by the API work.

@@ -1,0 +1,1 @@
+//! Test databases: filled in by the store work.
