@@ -74,8 +74,17 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// A file's `#[cfg(test)]` module (by convention its last item) is not scanned: a unit test needs
 /// some base `Instant`, and std offers no other way to make one than reading the clock.
 fn violations(src: &Path) -> Vec<String> {
+    violations_of(src, FORBIDDEN_CODE)
+}
+
+/// Like [`violations`], with a given list of patterns.
+fn violations_of(src: &Path, patterns: &[&str]) -> Vec<String> {
     let mut files = Vec::new();
-    rust_files(src, &mut files);
+    if src.is_file() {
+        files.push(src.to_path_buf());
+    } else {
+        rust_files(src, &mut files);
+    }
     assert!(!files.is_empty(), "{} has Rust files", src.display());
     let mut found = Vec::new();
     for file in files {
@@ -88,7 +97,7 @@ fn violations(src: &Path) -> Vec<String> {
             if code.starts_with("//") {
                 continue;
             }
-            for pat in FORBIDDEN_CODE {
+            for pat in patterns {
                 if code.contains(pat) {
                     found.push(format!("{}:{}: {pat}", file.display(), n + 1));
                 }
@@ -129,6 +138,57 @@ fn sip_crate_performs_no_io_and_reads_no_clock() {
 #[test]
 fn media_crate_performs_no_io_and_reads_no_clock() {
     check_crate("media", "sip");
+}
+
+/// The application layer's rule (ARCHITECTURE.md "The layering rule"): only `store` speaks SQL,
+/// only `net` opens sockets, only `files` touches disk, only `clock` (and `net`'s driver) reads
+/// time, and `api` holds handles, never sockets, SQL, files or clocks.
+#[test]
+fn application_modules_keep_to_their_layer() {
+    let src = Path::new(ROOT).join("src");
+    let mut modules = Vec::new();
+    rust_files(&src, &mut modules);
+    let rel = |p: &Path| {
+        p.strip_prefix(&src)
+            .expect("below src")
+            .to_string_lossy()
+            .into_owned()
+    };
+    const SQL: &[&str] = &["sqlx::"];
+    const SOCKETS: &[&str] = &[
+        "tokio::net",
+        "std::net::UdpSocket",
+        "std::net::TcpStream",
+        "std::net::TcpListener",
+        "UdpSocket::bind",
+        "TcpListener::bind",
+    ];
+    const DISK: &[&str] = &["std::fs", "File::open", "File::create", "tokio::fs"];
+    const CLOCK: &[&str] = &["Instant::now", "SystemTime::now"];
+    let mut bad = Vec::new();
+    for file in &modules {
+        let name = rel(file);
+        let in_mod = |m: &str| name == format!("{m}.rs") || name.starts_with(&format!("{m}/"));
+        // main.rs is the command line: it may read a file a flag names and probe a route.
+        let cli = name == "main.rs";
+        if !in_mod("store") {
+            bad.extend(violations_of(file, SQL));
+        }
+        if !in_mod("net") && !cli {
+            bad.extend(violations_of(file, SOCKETS));
+        }
+        if !in_mod("files") && !cli {
+            bad.extend(violations_of(file, DISK));
+        }
+        if !in_mod("clock") && !in_mod("net") {
+            bad.extend(violations_of(file, CLOCK));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "a module reaches across its layer:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]

@@ -25,10 +25,8 @@ pub fn apply(call: &mut CallRecord, kind: &str, at_unix_us: i64, details: &Value
                 call.sip_call_id = Some(id);
             }
         }
-        "sip.invite_sent" | "sip.trying" => {
-            if call.status == CallStatus::Queued {
-                call.status = CallStatus::Dialing;
-            }
+        "sip.invite_sent" | "sip.trying" if call.status == CallStatus::Queued => {
+            call.status = CallStatus::Dialing;
         }
         "sip.ringing" | "sip.early_media" => {
             if matches!(call.status, CallStatus::Queued | CallStatus::Dialing) {
@@ -146,7 +144,12 @@ mod tests {
         assert_eq!(c.status, CallStatus::Completed);
         assert_eq!(c.sip_call_id.as_deref(), Some("abc"));
         assert_eq!(
-            (c.started_at_us, c.ringing_at_us, c.answered_at_us, c.ended_at_us),
+            (
+                c.started_at_us,
+                c.ringing_at_us,
+                c.answered_at_us,
+                c.ended_at_us
+            ),
             (Some(10), Some(20), Some(30), Some(5030))
         );
         assert_eq!(c.outcome.as_deref(), Some("answered"));
@@ -178,7 +181,12 @@ mod tests {
         apply(&mut c, "call.failed", 20, &json!({"outcome": "busy"}));
         let before = c.clone();
         apply(&mut c, "sip.answered", 30, &json!({}));
-        apply(&mut c, "call.completed", 40, &json!({"outcome": "answered"}));
+        apply(
+            &mut c,
+            "call.completed",
+            40,
+            &json!({"outcome": "answered"}),
+        );
         assert_eq!(c, before);
     }
 

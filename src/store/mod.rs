@@ -27,6 +27,28 @@ use serde_json::Value;
 
 pub use sql::{Backend, SqlStore};
 
+/// A new row id: `<prefix>_` + 24 lowercase hex digits (96 random bits from the OS), e.g.
+/// `new_id("call")` → `call_3f9a…`. 96 bits make a collision between two ids of one kind
+/// negligible (birthday bound ~2^48 rows), so ids are generated here, not by the database, and
+/// are the same on SQLite and PostgreSQL.
+///
+/// # Panics
+/// Only when the operating system's random source fails (`getrandom`), which leaves no safe
+/// way to make an unguessable id.
+pub fn new_id(prefix: &str) -> String {
+    use std::fmt::Write as _;
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the operating system's random source failed");
+    let mut id = String::with_capacity(prefix.len() + 1 + 24);
+    id.push_str(prefix);
+    id.push('_');
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(id, "{b:02x}");
+    }
+    id
+}
+
 /// The result of a store operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -644,8 +666,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// A tenant's keys (revoked included), oldest first.
     fn list_api_keys<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, Vec<ApiKey>>;
     /// Revokes a key.
-    fn revoke_api_key<'a>(&'a self, tenant: &'a str, id: &'a str, at_us: i64)
-    -> StoreFuture<'a, ()>;
+    fn revoke_api_key<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+        at_us: i64,
+    ) -> StoreFuture<'a, ()>;
 
     // Trunks.
     /// Creates a trunk.
@@ -679,7 +705,8 @@ pub trait Store: Send + Sync + fmt::Debug {
         body: &'a Value,
         at_us: i64,
     ) -> StoreFuture<'a, ScriptRecord>;
-    /// A script at its current version, or at `version`.
+    /// A script at its current version (not after it was deleted), or at `version` (also
+    /// after it was deleted: calls keep pointing at the version they ran).
     fn get_script<'a>(
         &'a self,
         tenant: &'a str,
@@ -707,7 +734,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn get_call<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, CallRecord>;
     /// A call by id whatever its tenant (the event bus routing engine events).
     fn get_call_any_tenant<'a>(&'a self, id: &'a str) -> StoreFuture<'a, CallRecord>;
-    /// A tenant's calls, newest first.
+    /// A tenant's calls, newest first (ties by id), `limit` 0 → 50, at most 500. A cursor this
+    /// store did not make answers [`StoreError::NotFound`] (check one first with
+    /// [`SqlStore::is_valid_cursor`] to answer 400).
     fn list_calls<'a>(
         &'a self,
         tenant: &'a str,
@@ -718,7 +747,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// webhook of the tenant whose `events` match (the body is
     /// [`derive::webhook_body`] of the stored event).
     fn append_event<'a>(&'a self, event: &'a NewEvent) -> StoreFuture<'a, Appended>;
-    /// A tenant's events with `id > after`, oldest first, at most `limit`.
+    /// A tenant's events with `id > after`, oldest first, at most `limit` (0 → 500, at most
+    /// 5000). `kinds` match exactly, or by prefix when they end in `*` (`call.*`), as webhook
+    /// filters do. Ids increase in commit order on both databases, so `after` = the last id seen
+    /// resumes without a gap.
     fn events_after<'a>(
         &'a self,
         tenant: &'a str,
@@ -730,18 +762,21 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn open_calls(&self) -> StoreFuture<'_, Vec<CallRecord>>;
 
     // Recordings.
-    /// A call's recordings, oldest first.
+    /// A call's recordings, oldest first ([`StoreError::NotFound`] for another tenant's call).
     fn list_recordings<'a>(
         &'a self,
         tenant: &'a str,
         call_id: &'a str,
     ) -> StoreFuture<'a, Vec<RecordingRecord>>;
     /// A recording.
-    fn get_recording<'a>(&'a self, tenant: &'a str, id: &'a str)
-    -> StoreFuture<'a, RecordingRecord>;
+    fn get_recording<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+    ) -> StoreFuture<'a, RecordingRecord>;
 
     // Webhooks and the outbox.
-    /// Creates a webhook (the secret is required).
+    /// Creates a webhook (the secret is required: `None` → [`StoreError::Conflict`]).
     fn create_webhook<'a>(
         &'a self,
         tenant: &'a str,
@@ -762,7 +797,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> StoreFuture<'a, Webhook>;
     /// Deletes a webhook and its deliveries.
     fn delete_webhook<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, ()>;
-    /// A webhook's deliveries, newest first, optionally only one status.
+    /// A webhook's deliveries, newest first, optionally only one status; `limit` 0 → 50, at
+    /// most 500 ([`StoreError::NotFound`] for another tenant's webhook).
     fn list_deliveries<'a>(
         &'a self,
         tenant: &'a str,
@@ -780,8 +816,7 @@ pub trait Store: Send + Sync + fmt::Debug {
         limit: u32,
     ) -> StoreFuture<'_, Vec<(Delivery, Webhook)>>;
     /// Records an attempt: increments `attempts`, then delivered, rescheduled or dead.
-    fn finish_attempt<'a>(&'a self, id: &'a str, result: &'a AttemptResult)
-    -> StoreFuture<'a, ()>;
+    fn finish_attempt<'a>(&'a self, id: &'a str, result: &'a AttemptResult) -> StoreFuture<'a, ()>;
     /// Puts a delivery (delivered or dead) back to pending, due at `now_us`, attempts reset.
     fn redeliver<'a>(
         &'a self,

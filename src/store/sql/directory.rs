@@ -1,0 +1,399 @@
+//! Tenants, API keys, trunks, scripts, the suppression list and nodes.
+
+use serde_json::Value;
+
+use super::SqlStore;
+use super::rows::{self, KEY_COLS, NODE_COLS, SCRIPT_COLS, TENANT_COLS, TRUNK_COLS};
+use crate::store::{
+    ApiKey, NewApiKey, Node, Result, ScriptRecord, StoreError, Tenant, Trunk, TrunkInput, new_id,
+};
+
+pub(super) async fn create_tenant(s: &SqlStore, name: &str, at_us: i64) -> Result<Tenant> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO tenant (id, name, created_at_us) VALUES ($1, $2, $3) RETURNING {TENANT_COLS}"
+    ))
+    .bind(new_id("ten"))
+    .bind(name)
+    .bind(at_us)
+    .fetch_one(&s.pool)
+    .await?;
+    rows::tenant(&row)
+}
+
+pub(super) async fn get_tenant(s: &SqlStore, id: &str) -> Result<Tenant> {
+    let row = sqlx::query(&format!("SELECT {TENANT_COLS} FROM tenant WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(&s.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+    rows::tenant(&row)
+}
+
+pub(super) async fn list_tenants(s: &SqlStore) -> Result<Vec<Tenant>> {
+    sqlx::query(&format!(
+        "SELECT {TENANT_COLS} FROM tenant ORDER BY created_at_us, id"
+    ))
+    .fetch_all(&s.pool)
+    .await?
+    .iter()
+    .map(rows::tenant)
+    .collect()
+}
+
+pub(super) async fn create_api_key(s: &SqlStore, key: &NewApiKey, at_us: i64) -> Result<ApiKey> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO api_key (id, tenant_id, role, name, prefix, secret_sha256, created_at_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLS}"
+    ))
+    .bind(new_id("key"))
+    .bind(key.tenant_id.as_str())
+    .bind(key.role.as_str())
+    .bind(key.name.as_str())
+    .bind(key.prefix.as_str())
+    .bind(key.secret_sha256.as_str())
+    .bind(at_us)
+    .fetch_one(&s.pool)
+    .await?;
+    rows::api_key(&row)
+}
+
+pub(super) async fn find_api_key(s: &SqlStore, secret_sha256: &str) -> Result<ApiKey> {
+    let row = sqlx::query(&format!(
+        "SELECT {KEY_COLS} FROM api_key WHERE secret_sha256 = $1 AND revoked_at_us IS NULL"
+    ))
+    .bind(secret_sha256)
+    .fetch_optional(&s.pool)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    rows::api_key(&row)
+}
+
+pub(super) async fn list_api_keys(s: &SqlStore, tenant: &str) -> Result<Vec<ApiKey>> {
+    sqlx::query(&format!(
+        "SELECT {KEY_COLS} FROM api_key WHERE tenant_id = $1 ORDER BY created_at_us, id"
+    ))
+    .bind(tenant)
+    .fetch_all(&s.pool)
+    .await?
+    .iter()
+    .map(rows::api_key)
+    .collect()
+}
+
+pub(super) async fn revoke_api_key(s: &SqlStore, tenant: &str, id: &str, at_us: i64) -> Result<()> {
+    // Revoking twice keeps the first time (and is not an error: the key is revoked).
+    let done = sqlx::query(
+        "UPDATE api_key SET revoked_at_us = COALESCE(revoked_at_us, $3) \
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(at_us)
+    .execute(&s.pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+pub(super) async fn create_trunk(
+    s: &SqlStore,
+    tenant: &str,
+    input: &TrunkInput,
+    at_us: i64,
+) -> Result<Trunk> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO trunk (id, tenant_id, name, address, transport, username, password, \
+         from_user, created_at_us, updated_at_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {TRUNK_COLS}"
+    ))
+    .bind(new_id("trk"))
+    .bind(tenant)
+    .bind(input.name.as_str())
+    .bind(input.address.as_str())
+    .bind(input.transport.as_str())
+    .bind(input.username.as_deref())
+    .bind(input.password.as_deref())
+    .bind(input.from_user.as_deref())
+    .bind(at_us)
+    .fetch_one(&s.pool)
+    .await?;
+    rows::trunk(&row)
+}
+
+pub(super) async fn get_trunk(s: &SqlStore, tenant: &str, id: &str) -> Result<Trunk> {
+    let row = sqlx::query(&format!(
+        "SELECT {TRUNK_COLS} FROM trunk WHERE tenant_id = $1 AND id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&s.pool)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    rows::trunk(&row)
+}
+
+pub(super) async fn list_trunks(s: &SqlStore, tenant: &str) -> Result<Vec<Trunk>> {
+    sqlx::query(&format!(
+        "SELECT {TRUNK_COLS} FROM trunk WHERE tenant_id = $1 ORDER BY name"
+    ))
+    .bind(tenant)
+    .fetch_all(&s.pool)
+    .await?
+    .iter()
+    .map(rows::trunk)
+    .collect()
+}
+
+pub(super) async fn update_trunk(
+    s: &SqlStore,
+    tenant: &str,
+    id: &str,
+    input: &TrunkInput,
+    at_us: i64,
+) -> Result<Trunk> {
+    let row = sqlx::query(&format!(
+        "UPDATE trunk SET name = $3, address = $4, transport = $5, username = $6, \
+         password = COALESCE($7, password), from_user = $8, updated_at_us = $9 \
+         WHERE tenant_id = $1 AND id = $2 RETURNING {TRUNK_COLS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(input.name.as_str())
+    .bind(input.address.as_str())
+    .bind(input.transport.as_str())
+    .bind(input.username.as_deref())
+    .bind(input.password.as_deref())
+    .bind(input.from_user.as_deref())
+    .bind(at_us)
+    .fetch_optional(&s.pool)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    rows::trunk(&row)
+}
+
+pub(super) async fn delete_trunk(s: &SqlStore, tenant: &str, id: &str) -> Result<()> {
+    let done = sqlx::query("DELETE FROM trunk WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(&s.pool)
+        .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+pub(super) async fn create_script(
+    s: &SqlStore,
+    tenant: &str,
+    name: &str,
+    body: &Value,
+    at_us: i64,
+) -> Result<ScriptRecord> {
+    let id = new_id("scr");
+    let mut tx = s.begin().await?;
+    sqlx::query(
+        "INSERT INTO script (id, tenant_id, name, version, created_at_us, updated_at_us) \
+         VALUES ($1, $2, $3, 1, $4, $4)",
+    )
+    .bind(id.as_str())
+    .bind(tenant)
+    .bind(name)
+    .bind(at_us)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO script_version (script_id, version, name, body, created_at_us) \
+         VALUES ($1, 1, $2, $3, $4)",
+    )
+    .bind(id.as_str())
+    .bind(name)
+    .bind(rows::json_text(body))
+    .bind(at_us)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ScriptRecord {
+        id,
+        tenant_id: tenant.to_owned(),
+        name: name.to_owned(),
+        version: 1,
+        body: body.clone(),
+        created_at_us: at_us,
+        updated_at_us: at_us,
+    })
+}
+
+pub(super) async fn get_script(
+    s: &SqlStore,
+    tenant: &str,
+    id: &str,
+    version: Option<i64>,
+) -> Result<ScriptRecord> {
+    let row = match version {
+        // The current version of a script that was not deleted.
+        None => {
+            sqlx::query(&format!(
+                "SELECT {SCRIPT_COLS} FROM script s \
+             JOIN script_version v ON v.script_id = s.id AND v.version = s.version \
+             WHERE s.tenant_id = $1 AND s.id = $2 AND s.deleted_at_us IS NULL"
+            ))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&s.pool)
+            .await?
+        }
+        // Any version, deleted script or not: calls that ran it keep pointing at it.
+        Some(version) => {
+            sqlx::query(&format!(
+                "SELECT {SCRIPT_COLS} FROM script s \
+             JOIN script_version v ON v.script_id = s.id \
+             WHERE s.tenant_id = $1 AND s.id = $2 AND v.version = $3"
+            ))
+            .bind(tenant)
+            .bind(id)
+            .bind(version)
+            .fetch_optional(&s.pool)
+            .await?
+        }
+    };
+    rows::script(&row.ok_or(StoreError::NotFound)?)
+}
+
+pub(super) async fn list_scripts(s: &SqlStore, tenant: &str) -> Result<Vec<ScriptRecord>> {
+    sqlx::query(&format!(
+        "SELECT {SCRIPT_COLS} FROM script s \
+         JOIN script_version v ON v.script_id = s.id AND v.version = s.version \
+         WHERE s.tenant_id = $1 AND s.deleted_at_us IS NULL ORDER BY s.name, s.id"
+    ))
+    .bind(tenant)
+    .fetch_all(&s.pool)
+    .await?
+    .iter()
+    .map(rows::script)
+    .collect()
+}
+
+pub(super) async fn update_script(
+    s: &SqlStore,
+    tenant: &str,
+    id: &str,
+    name: Option<&str>,
+    body: &Value,
+    at_us: i64,
+) -> Result<ScriptRecord> {
+    let mut tx = s.begin().await?;
+    // Bumping the version in the UPDATE itself makes two concurrent updates take turns on the
+    // row lock (PostgreSQL) instead of both writing version n+1.
+    let row = sqlx::query(
+        "UPDATE script SET version = version + 1, name = COALESCE($3, name), updated_at_us = $4 \
+         WHERE tenant_id = $1 AND id = $2 AND deleted_at_us IS NULL \
+         RETURNING version, name, created_at_us",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(name)
+    .bind(at_us)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    use sqlx::Row as _;
+    let version: i64 = row.try_get("version")?;
+    let name: String = row.try_get("name")?;
+    let created_at_us: i64 = row.try_get("created_at_us")?;
+    sqlx::query(
+        "INSERT INTO script_version (script_id, version, name, body, created_at_us) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(version)
+    .bind(name.as_str())
+    .bind(rows::json_text(body))
+    .bind(at_us)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(ScriptRecord {
+        id: id.to_owned(),
+        tenant_id: tenant.to_owned(),
+        name,
+        version,
+        body: body.clone(),
+        created_at_us,
+        updated_at_us: at_us,
+    })
+}
+
+pub(super) async fn delete_script(s: &SqlStore, tenant: &str, id: &str) -> Result<()> {
+    // A soft delete: the versions stay for the calls that ran them (get_script with a version).
+    let done = sqlx::query(
+        "UPDATE script SET deleted_at_us = $3 \
+         WHERE tenant_id = $1 AND id = $2 AND deleted_at_us IS NULL",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(crate::clock::unix_us())
+    .execute(&s.pool)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+pub(super) async fn add_suppression(
+    s: &SqlStore,
+    tenant: &str,
+    number: &str,
+    reason: Option<&str>,
+    at_us: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO suppression (tenant_id, number, reason, created_at_us) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, number) DO NOTHING",
+    )
+    .bind(tenant)
+    .bind(number)
+    .bind(reason)
+    .bind(at_us)
+    .execute(&s.pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn is_suppressed(s: &SqlStore, tenant: &str, number: &str) -> Result<bool> {
+    let row = sqlx::query("SELECT 1 AS one FROM suppression WHERE tenant_id = $1 AND number = $2")
+        .bind(tenant)
+        .bind(number)
+        .fetch_optional(&s.pool)
+        .await?;
+    Ok(row.is_some())
+}
+
+pub(super) async fn heartbeat(s: &SqlStore, node: &Node) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO node (id, name, capacity, started_at_us, heartbeat_at_us) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
+         capacity = excluded.capacity, started_at_us = excluded.started_at_us, \
+         heartbeat_at_us = excluded.heartbeat_at_us",
+    )
+    .bind(node.id.as_str())
+    .bind(node.name.as_str())
+    .bind(node.capacity)
+    .bind(node.started_at_us)
+    .bind(node.heartbeat_at_us)
+    .execute(&s.pool)
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn list_nodes(s: &SqlStore) -> Result<Vec<Node>> {
+    sqlx::query(&format!("SELECT {NODE_COLS} FROM node ORDER BY id"))
+        .fetch_all(&s.pool)
+        .await?
+        .iter()
+        .map(rows::node)
+        .collect()
+}

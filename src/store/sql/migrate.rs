@@ -1,0 +1,139 @@
+//! The migration runner: the schema files embedded in the binary, applied in order, each in
+//! its own transaction, and recorded in `schema_migrations` with their SHA-256.
+//!
+//! The database and the build must agree on the schema, or the store refuses to start
+//! ([`StoreError::Migration`]): a database that has a version this build does not know (a newer
+//! callplane migrated it), or an applied file whose text changed since (an edited migration:
+//! the database may not be what the file now says).
+
+use sha2::{Digest, Sha256};
+use sqlx::Row as _;
+
+use super::{Backend, SqlStore, rows};
+use crate::store::{Result, StoreError};
+
+/// One schema file.
+#[derive(Debug)]
+pub(super) struct Migration {
+    /// Increasing from 1, the file name's number.
+    pub(super) version: i64,
+    /// The file name without its extension.
+    pub(super) name: &'static str,
+    /// The SQL (several statements).
+    pub(super) sql: &'static str,
+}
+
+/// The SQLite migrations, in order.
+const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_init",
+    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+}];
+
+/// The PostgreSQL migrations, in order (the same versions as [`SQLITE`]).
+const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_init",
+    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+}];
+
+/// The migrations of a backend.
+pub(super) fn migrations(backend: Backend) -> &'static [Migration] {
+    match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    }
+}
+
+fn checksum(sql: &str) -> String {
+    rows::hex(&Sha256::digest(sql.as_bytes()))
+}
+
+/// Brings the database to this build's schema (idempotent).
+pub(super) async fn run(store: &SqlStore) -> Result<()> {
+    let known = migrations(store.backend);
+    // The bookkeeping table itself is the one thing created outside a numbered file: the
+    // runner needs it to know what to apply.
+    sqlx::Executor::execute(
+        &store.pool,
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version       BIGINT PRIMARY KEY,
+            name          TEXT NOT NULL,
+            sha256        TEXT NOT NULL,
+            applied_at_us BIGINT NOT NULL
+        )",
+    )
+    .await
+    .map_err(|e| StoreError::Migration(format!("creating schema_migrations: {e}")))?;
+
+    for m in known {
+        let mut tx = store.begin().await?;
+        if store.backend == Backend::Postgres {
+            // PostgreSQL: two processes starting at once must not both apply a file; this lock
+            // (held to commit) makes the second wait and then see the first one's row.
+            // SQLite needs nothing: BEGIN IMMEDIATE already excludes other writers.
+            sqlx::Executor::execute(&mut *tx, "LOCK TABLE schema_migrations IN EXCLUSIVE MODE")
+                .await?;
+        }
+        let applied = sqlx::query("SELECT version, name, sha256 FROM schema_migrations")
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in &applied {
+            let version: i64 = row.try_get("version")?;
+            let name: String = row.try_get("name")?;
+            let sha: String = row.try_get("sha256")?;
+            match known.iter().find(|k| k.version == version) {
+                None => {
+                    return Err(StoreError::Migration(format!(
+                        "the database has migration {version} ({name}), which this build does \
+                         not know: it was migrated by a newer callplane"
+                    )));
+                }
+                Some(k) if checksum(k.sql) != sha => {
+                    return Err(StoreError::Migration(format!(
+                        "migration {version} ({name}) changed since it was applied \
+                         (sha256 {sha} in the database, {} in this build)",
+                        checksum(k.sql)
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        if applied.iter().any(|row| {
+            row.try_get::<i64, _>("version")
+                .is_ok_and(|v| v == m.version)
+        }) {
+            tx.rollback().await?;
+            continue;
+        }
+        sqlx::Executor::execute(&mut *tx, m.sql)
+            .await
+            .map_err(|e| StoreError::Migration(format!("applying {}: {e}", m.name)))?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, sha256, applied_at_us) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(checksum(m.sql))
+        .bind(crate::clock::unix_us())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_dialects_have_the_same_migration_versions_in_order() {
+        let v = |ms: &[Migration]| ms.iter().map(|m| (m.version, m.name)).collect::<Vec<_>>();
+        assert_eq!(v(SQLITE), v(POSTGRES));
+        for (i, m) in SQLITE.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1);
+        }
+    }
+}

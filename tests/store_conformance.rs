@@ -1,0 +1,1266 @@
+//! The store conformance suite: the same checks against every database (`common::db::
+//! test_stores`: SQLite always, PostgreSQL when `CALLPLANE_TEST_PG` reaches one; under
+//! `CI=true` PostgreSQL is required). Each check is a plain async fn over `Arc<dyn Store>`, so
+//! both backends run exactly the same code.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use callplane::store::{
+    AttemptResult, CallFilter, CallRecord, CallStatus, Created, DeliveryStatus, Direction,
+    EventFilter, NewApiKey, NewCall, NewEvent, Node, Role, SqlStore, Store, StoreError, TrunkInput,
+    WebhookInput, derive,
+};
+use common::db::{pg_url_for_tests, sqlite_path_for_tests, test_stores, with_database};
+use serde_json::{Value, json};
+
+/// Runs `check` against every test store, naming the backend in a failure.
+macro_rules! for_each_store {
+    ($check:ident) => {{
+        let stores = test_stores().await;
+        let names: Vec<&str> = stores.iter().map(|(n, _)| *n).collect();
+        for (name, store) in stores {
+            assert_eq!(store.backend().as_str(), name);
+            $check(store).await;
+        }
+        // One line per test proving which databases ran (visible with --nocapture).
+        eprintln!("{}: ran on {}", stringify!($check), names.join(" + "));
+    }};
+}
+
+fn new_call(tenant: &str, key: Option<&str>, created: i64) -> NewCall {
+    NewCall {
+        tenant_id: tenant.into(),
+        direction: Direction::Outbound,
+        to_uri: "sip:100@127.0.0.1:5070".into(),
+        from_uri: "sip:cp@127.0.0.1".into(),
+        trunk_id: None,
+        script_id: None,
+        script_version: None,
+        campaign_id: None,
+        idempotency_key: key.map(str::to_owned),
+        request: json!({"record": true, "variables": {"a": 1}}),
+        created_at_us: created,
+    }
+}
+
+fn created(c: Created) -> CallRecord {
+    match c {
+        Created::New(c) => c,
+        Created::Existing(c) => panic!("expected a new call, got existing {}", c.id),
+    }
+}
+
+fn event(call: &str, kind: &str, at: i64, details: Value) -> NewEvent {
+    NewEvent {
+        call_id: call.into(),
+        kind: kind.into(),
+        at_unix_us: at,
+        offset_us: at - 1_000,
+        details,
+    }
+}
+
+fn is_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+    matches!(r, Err(StoreError::NotFound))
+}
+
+fn hook(url: &str, events: &[&str], active: bool) -> WebhookInput {
+    WebhookInput {
+        url: url.into(),
+        secret: Some("s3cret".into()),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        active,
+        description: Some("test".into()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn tenants_and_keys(s: Arc<dyn Store>) {
+    s.ping().await.expect("ping");
+    let a = s.create_tenant("acme", 10).await.expect("tenant");
+    assert!(a.id.starts_with("ten_") && a.id.len() == 28, "{}", a.id);
+    let b = s.create_tenant("globex", 20).await.expect("tenant");
+    assert!(matches!(
+        s.create_tenant("acme", 30).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.get_tenant(&a.id).await.expect("get"), a);
+    assert!(is_not_found(s.get_tenant("ten_nope").await));
+    assert_eq!(
+        s.list_tenants().await.expect("list"),
+        vec![a.clone(), b.clone()]
+    );
+
+    let new = |tenant: &str, hash: &str, role| NewApiKey {
+        tenant_id: tenant.into(),
+        role,
+        name: "ci".into(),
+        prefix: "cp_0123456".into(),
+        secret_sha256: hash.into(),
+    };
+    let k1 = s
+        .create_api_key(&new(&a.id, "h1", Role::Owner), 40)
+        .await
+        .expect("key");
+    let k2 = s
+        .create_api_key(&new(&a.id, "h2", Role::Viewer), 50)
+        .await
+        .expect("key");
+    assert_eq!((k1.role, k1.revoked_at_us), (Role::Owner, None));
+    assert!(matches!(
+        s.create_api_key(&new(&b.id, "h1", Role::Admin), 60).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(
+        is_not_found(
+            s.create_api_key(&new("ten_missing", "h9", Role::Admin), 60)
+                .await
+        ),
+        "a key of a tenant that does not exist"
+    );
+    assert_eq!(s.find_api_key("h2").await.expect("find"), k2);
+    assert!(is_not_found(s.find_api_key("nope").await));
+    assert!(
+        is_not_found(s.revoke_api_key(&b.id, &k2.id, 70).await),
+        "another tenant's key"
+    );
+    s.revoke_api_key(&a.id, &k2.id, 70).await.expect("revoke");
+    assert!(
+        is_not_found(s.find_api_key("h2").await),
+        "a revoked key authenticates nothing"
+    );
+    let keys = s.list_api_keys(&a.id).await.expect("list");
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1].revoked_at_us, Some(70));
+    assert!(s.list_api_keys(&b.id).await.expect("list").is_empty());
+}
+
+async fn trunks(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    let input = TrunkInput {
+        name: "carrier".into(),
+        address: "192.0.2.1:5060".into(),
+        transport: "udp".into(),
+        username: Some("u".into()),
+        password: Some("pw".into()),
+        from_user: None,
+    };
+    let t = s.create_trunk(&a, &input, 5).await.expect("trunk");
+    assert_eq!(t.password.as_deref(), Some("pw"));
+    assert!(matches!(
+        s.create_trunk(&a, &input, 6).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.create_trunk(&b, &input, 6)
+        .await
+        .expect("the same name in another tenant");
+    let second = TrunkInput {
+        name: "alpha".into(),
+        ..input.clone()
+    };
+    s.create_trunk(&a, &second, 7).await.expect("trunk");
+    assert_eq!(s.get_trunk(&a, &t.id).await.expect("get"), t);
+    assert!(is_not_found(s.get_trunk(&b, &t.id).await));
+    let names: Vec<String> = s
+        .list_trunks(&a)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["alpha", "carrier"]);
+
+    let change = TrunkInput {
+        address: "192.0.2.2:5060".into(),
+        password: None,
+        from_user: Some("cp".into()),
+        ..input.clone()
+    };
+    let u = s.update_trunk(&a, &t.id, &change, 9).await.expect("update");
+    assert_eq!(u.address, "192.0.2.2:5060");
+    assert_eq!(
+        u.password.as_deref(),
+        Some("pw"),
+        "a None password keeps the stored one"
+    );
+    assert_eq!((u.created_at_us, u.updated_at_us), (5, 9));
+    assert!(is_not_found(s.update_trunk(&b, &t.id, &change, 9).await));
+    assert!(matches!(
+        s.update_trunk(&a, &t.id, &second, 9).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(is_not_found(s.delete_trunk(&b, &t.id).await));
+    s.delete_trunk(&a, &t.id).await.expect("delete");
+    assert!(is_not_found(s.get_trunk(&a, &t.id).await));
+    assert!(is_not_found(s.delete_trunk(&a, &t.id).await));
+}
+
+async fn scripts(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    let v1 = json!({"steps": [{"say": "one"}]});
+    let v2 = json!({"steps": [{"say": "two"}]});
+    let sc = s.create_script(&a, "greet", &v1, 10).await.expect("create");
+    assert_eq!(
+        (sc.version, sc.created_at_us, sc.updated_at_us),
+        (1, 10, 10)
+    );
+    assert!(matches!(
+        s.create_script(&a, "greet", &v1, 11).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let up = s
+        .update_script(&a, &sc.id, None, &v2, 20)
+        .await
+        .expect("update");
+    assert_eq!(
+        (
+            up.version,
+            up.name.as_str(),
+            up.created_at_us,
+            up.updated_at_us
+        ),
+        (2, "greet", 10, 20)
+    );
+    let cur = s.get_script(&a, &sc.id, None).await.expect("get");
+    assert_eq!(cur, up);
+    let old = s.get_script(&a, &sc.id, Some(1)).await.expect("get v1");
+    assert_eq!((old.version, &old.body, old.updated_at_us), (1, &v1, 10));
+    assert!(is_not_found(s.get_script(&a, &sc.id, Some(3)).await));
+    assert!(is_not_found(s.get_script(&b, &sc.id, None).await));
+    assert!(is_not_found(s.get_script(&b, &sc.id, Some(1)).await));
+    assert!(is_not_found(
+        s.update_script(&b, &sc.id, None, &v2, 21).await
+    ));
+    let renamed = s
+        .update_script(&a, &sc.id, Some("hello"), &v2, 30)
+        .await
+        .expect("rename");
+    assert_eq!((renamed.version, renamed.name.as_str()), (3, "hello"));
+    assert_eq!(
+        s.list_scripts(&a).await.expect("list"),
+        vec![renamed.clone()]
+    );
+    assert!(s.list_scripts(&b).await.expect("list").is_empty());
+
+    assert!(is_not_found(s.delete_script(&b, &sc.id).await));
+    s.delete_script(&a, &sc.id).await.expect("delete");
+    assert!(
+        s.list_scripts(&a).await.expect("list").is_empty(),
+        "a deleted script is not listed"
+    );
+    assert!(is_not_found(s.get_script(&a, &sc.id, None).await));
+    assert_eq!(
+        s.get_script(&a, &sc.id, Some(2))
+            .await
+            .expect("a version of a deleted script")
+            .body,
+        v2,
+        "calls that ran a deleted script can still read the version they ran"
+    );
+    s.create_script(&a, "hello", &v1, 40)
+        .await
+        .expect("a deleted script's name is free again");
+}
+
+async fn calls_are_idempotent_and_tenant_scoped(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    let first = created(
+        s.create_call(&new_call(&a, Some("k1"), 100))
+            .await
+            .expect("create"),
+    );
+    assert!(first.id.starts_with("call_"));
+    assert_eq!(first.status, CallStatus::Queued);
+    assert_eq!(
+        first.request,
+        json!({"record": true, "variables": {"a": 1}})
+    );
+    match s
+        .create_call(&new_call(&a, Some("k1"), 200))
+        .await
+        .expect("again")
+    {
+        Created::Existing(c) => assert_eq!(c, first),
+        Created::New(c) => panic!("the same key made a second call {}", c.id),
+    }
+    let other = created(
+        s.create_call(&new_call(&b, Some("k1"), 300))
+            .await
+            .expect("other tenant"),
+    );
+    assert_ne!(other.id, first.id);
+    let x = created(
+        s.create_call(&new_call(&a, None, 400))
+            .await
+            .expect("no key"),
+    );
+    let y = created(
+        s.create_call(&new_call(&a, None, 400))
+            .await
+            .expect("no key"),
+    );
+    assert_ne!(x.id, y.id, "calls without a key are never deduplicated");
+
+    assert_eq!(s.get_call(&a, &first.id).await.expect("get"), first);
+    assert!(
+        is_not_found(s.get_call(&b, &first.id).await),
+        "tenant B gets 404 for A's call"
+    );
+    assert!(is_not_found(s.get_call(&a, "call_nope").await));
+    assert_eq!(
+        s.get_call_any_tenant(&first.id).await.expect("any tenant"),
+        first
+    );
+    assert!(is_not_found(s.list_recordings(&b, &first.id).await));
+    assert!(
+        s.list_recordings(&a, &first.id)
+            .await
+            .expect("none yet")
+            .is_empty()
+    );
+}
+
+async fn list_calls_pages_newest_first_and_filters(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    s.create_call(&new_call(&b, None, 1_000))
+        .await
+        .expect("b's call");
+    let mut ids = Vec::new();
+    // Equal timestamps on purpose: the cursor must break ties by id, not skip or repeat rows.
+    for (i, t) in [100, 200, 200, 200, 300, 400, 500].into_iter().enumerate() {
+        let mut c = new_call(&a, None, t);
+        c.campaign_id = (i % 2 == 0).then(|| "cmp_1".to_owned());
+        ids.push((t, created(s.create_call(&c).await.expect("call")).id));
+    }
+    ids.sort_by(|x, y| y.cmp(x)); // newest first, then id descending
+    let want: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+
+    let mut got = Vec::new();
+    let mut filter = CallFilter {
+        limit: 3,
+        ..CallFilter::default()
+    };
+    let mut pages = 0;
+    loop {
+        let page = s.list_calls(&a, &filter).await.expect("page");
+        pages += 1;
+        assert!(page.items.len() <= 3);
+        got.extend(page.items.into_iter().map(|c| c.id));
+        match page.next_cursor {
+            Some(c) => {
+                assert!(SqlStore::is_valid_cursor(&c));
+                filter.cursor = Some(c);
+            }
+            None => break,
+        }
+    }
+    assert_eq!(got, want, "every call once, newest first");
+    assert_eq!(pages, 3);
+
+    let all = s
+        .list_calls(&a, &CallFilter::default())
+        .await
+        .expect("limit 0 = default");
+    assert_eq!(all.items.len(), 7);
+    assert_eq!(all.next_cursor, None);
+    let camp = CallFilter {
+        campaign_id: Some("cmp_1".into()),
+        ..CallFilter::default()
+    };
+    assert_eq!(
+        s.list_calls(&a, &camp).await.expect("campaign").items.len(),
+        4
+    );
+    let window = CallFilter {
+        created_from_us: Some(200),
+        created_to_us: Some(400),
+        ..CallFilter::default()
+    };
+    assert_eq!(
+        s.list_calls(&a, &window).await.expect("window").items.len(),
+        4
+    );
+    let answered = CallFilter {
+        status: Some(CallStatus::Answered),
+        ..CallFilter::default()
+    };
+    assert!(
+        s.list_calls(&a, &answered)
+            .await
+            .expect("status")
+            .items
+            .is_empty()
+    );
+    let busy = CallFilter {
+        outcome: Some("busy".into()),
+        ..CallFilter::default()
+    };
+    assert!(
+        s.list_calls(&a, &busy)
+            .await
+            .expect("outcome")
+            .items
+            .is_empty()
+    );
+    let bad = CallFilter {
+        cursor: Some("not-a-cursor".into()),
+        ..CallFilter::default()
+    };
+    assert!(!SqlStore::is_valid_cursor("not-a-cursor"));
+    assert!(is_not_found(s.list_calls(&a, &bad).await));
+}
+
+async fn append_event_derives_the_call_from_its_timeline(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    let initial = created(
+        s.create_call(&new_call(&a, None, 1_000))
+            .await
+            .expect("call"),
+    );
+    let open = created(
+        s.create_call(&new_call(&a, None, 1_001))
+            .await
+            .expect("call"),
+    );
+    let id = initial.id.clone();
+    let recording = json!({"path": "/data/rec/x.wav", "duration_ms": 4000, "channels": 2,
+        "sha256": "ab".repeat(32), "bytes": 128_044});
+    let timeline = [
+        event(&id, "call.created", 2_000, json!({"sip_call_id": "abc@h"})),
+        event(&id, "sip.ringing", 3_000, json!({"sip_status": 180})),
+        event(&id, "sip.answered", 4_000, json!({"sip_status": 200})),
+        event(&id, "recording.ready", 9_000, recording.clone()),
+        event(
+            &id,
+            "call.completed",
+            9_500,
+            json!({"outcome": "answered", "sip_status": 200,
+            "duration_ms": 5000, "end_reason": "RemoteBye", "digits": "42", "recording": recording}),
+        ),
+    ];
+    let mut last = None;
+    let mut prev_id = 0;
+    for e in &timeline {
+        let ap = s.append_event(e).await.expect("append");
+        assert!(ap.event.id > prev_id, "event ids increase");
+        prev_id = ap.event.id;
+        assert_eq!(
+            (ap.event.tenant_id.as_str(), ap.event.kind.as_str()),
+            (a.as_str(), e.kind.as_str())
+        );
+        assert_eq!(ap.event.details, e.details);
+        last = Some(ap.call);
+    }
+    let row = s.get_call(&a, &id).await.expect("get");
+    assert_eq!(
+        Some(&row),
+        last.as_ref(),
+        "append_event returns the stored row"
+    );
+    assert_eq!(row.status, CallStatus::Completed);
+    assert_eq!(row.outcome.as_deref(), Some("answered"));
+    assert_eq!(row.sip_call_id.as_deref(), Some("abc@h"));
+    assert_eq!(
+        (
+            row.started_at_us,
+            row.ringing_at_us,
+            row.answered_at_us,
+            row.ended_at_us
+        ),
+        (Some(2_000), Some(3_000), Some(4_000), Some(9_500))
+    );
+    assert_eq!((row.sip_status, row.talk_ms), (Some(200), Some(5000)));
+    assert_eq!(row.result, Some(json!({"digits": "42"})));
+    assert_eq!(row.end_reason.as_deref(), Some("RemoteBye"));
+
+    // The row equals a fresh fold of the stored timeline.
+    let only = EventFilter {
+        call_id: Some(id.clone()),
+        ..EventFilter::default()
+    };
+    let stored = s.events_after(&a, 0, &only, 0).await.expect("timeline");
+    assert_eq!(stored.len(), timeline.len());
+    let mut folded = initial.clone();
+    for e in &stored {
+        derive::apply(&mut folded, &e.kind, e.at_unix_us, &e.details);
+    }
+    assert_eq!(folded, row);
+
+    // An event after the end changes nothing.
+    s.append_event(&event(&id, "sip.answered", 10_000, json!({})))
+        .await
+        .expect("append");
+    assert_eq!(s.get_call(&a, &id).await.expect("get"), row);
+
+    let recs = s.list_recordings(&a, &id).await.expect("recordings");
+    assert_eq!(recs.len(), 1);
+    let r = &recs[0];
+    assert!(r.id.starts_with("rec_"));
+    assert_eq!(
+        (
+            r.path.as_str(),
+            r.format.as_str(),
+            r.channels,
+            r.duration_ms,
+            r.bytes,
+            r.created_at_us
+        ),
+        ("/data/rec/x.wav", "wav", 2, 4000, 128_044, 9_000)
+    );
+    assert_eq!(r.sha256, "ab".repeat(32));
+    assert_eq!(&s.get_recording(&a, &r.id).await.expect("get"), r);
+    assert!(
+        is_not_found(s.get_recording(&b, &r.id).await),
+        "tenant B gets 404 for A's recording"
+    );
+
+    let opened: Vec<String> = s
+        .open_calls()
+        .await
+        .expect("open")
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        opened,
+        vec![open.id.clone()],
+        "only the call without a final event is open"
+    );
+    assert!(is_not_found(
+        s.append_event(&event("call_nope", "sip.ringing", 1, json!({})))
+            .await
+    ));
+}
+
+async fn events_after_filters_and_orders(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    let plain = created(s.create_call(&new_call(&a, None, 1)).await.expect("call")).id;
+    let mut c = new_call(&a, None, 2);
+    c.campaign_id = Some("cmp_7".into());
+    let camp = created(s.create_call(&c).await.expect("call")).id;
+    let other = created(s.create_call(&new_call(&b, None, 3)).await.expect("call")).id;
+    let kinds = [
+        "call.created",
+        "sip.invite_sent",
+        "sip.ringing",
+        "call.failed",
+    ];
+    let mut ids = Vec::new();
+    for (i, k) in kinds.iter().enumerate() {
+        for call in [&plain, &camp, &other] {
+            let ap = s
+                .append_event(&event(call, k, 10 + i as i64, json!({"i": i})))
+                .await
+                .expect("append");
+            if call != &other {
+                ids.push(ap.event.id);
+            }
+        }
+    }
+    let all = s
+        .events_after(&a, 0, &EventFilter::default(), 0)
+        .await
+        .expect("all");
+    assert_eq!(
+        all.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids,
+        "A's events only, by id"
+    );
+    assert!(all.iter().all(|e| e.tenant_id == a));
+    let tail = s
+        .events_after(&a, ids[3], &EventFilter::default(), 2)
+        .await
+        .expect("tail");
+    assert_eq!(
+        tail.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[4..6].to_vec(),
+        "after + limit"
+    );
+
+    let by_call = EventFilter {
+        call_id: Some(plain.clone()),
+        ..EventFilter::default()
+    };
+    let got = s.events_after(&a, 0, &by_call, 0).await.expect("by call");
+    assert_eq!(
+        got.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        kinds
+    );
+    let by_campaign = EventFilter {
+        campaign_id: Some("cmp_7".into()),
+        ..EventFilter::default()
+    };
+    let got = s
+        .events_after(&a, 0, &by_campaign, 0)
+        .await
+        .expect("by campaign");
+    assert_eq!(got.len(), 4);
+    assert!(
+        got.iter()
+            .all(|e| e.call_id == camp && e.campaign_id.as_deref() == Some("cmp_7"))
+    );
+    let by_kind = EventFilter {
+        kinds: vec!["call.*".into(), "sip.ringing".into()],
+        ..EventFilter::default()
+    };
+    let got = s.events_after(&a, 0, &by_kind, 0).await.expect("by kind");
+    let mut seen: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
+    seen.dedup();
+    assert_eq!(seen, ["call.created", "sip.ringing", "call.failed"]);
+    assert_eq!(got.len(), 6);
+    let underscore = EventFilter {
+        kinds: vec!["sip.invite_*".into()],
+        ..EventFilter::default()
+    };
+    assert_eq!(
+        s.events_after(&a, 0, &underscore, 0)
+            .await
+            .expect("prefix")
+            .len(),
+        2
+    );
+    let wild = EventFilter {
+        kinds: vec!["sip.invite%".into()],
+        ..EventFilter::default()
+    };
+    assert!(
+        s.events_after(&a, 0, &wild, 0)
+            .await
+            .expect("literal")
+            .is_empty(),
+        "% is no wildcard"
+    );
+    let cross = EventFilter {
+        call_id: Some(other.clone()),
+        ..EventFilter::default()
+    };
+    assert!(
+        s.events_after(&a, 0, &cross, 0)
+            .await
+            .expect("cross")
+            .is_empty(),
+        "tenant isolation"
+    );
+}
+
+async fn concurrent_appends_get_distinct_increasing_ids(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let call = created(s.create_call(&new_call(&a, None, t)).await.expect("call")).id;
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for i in 0..10 {
+                let ap = s
+                    .append_event(&event(&call, "sip.trying", i, json!({})))
+                    .await
+                    .expect("append");
+                ids.push(ap.event.id);
+            }
+            ids
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let ids = t.await.expect("task");
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "one writer's ids increase"
+        );
+        all.extend(ids);
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 40);
+    let stored = s
+        .events_after(&a, 0, &EventFilter::default(), 0)
+        .await
+        .expect("all");
+    assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), all);
+}
+
+async fn outbox_rows_follow_active_matching_webhooks(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    let every = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/all", &[], true), 5)
+        .await
+        .expect("hook");
+    let calls_only = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/c", &["call.*"], true), 6)
+        .await
+        .expect("hook");
+    let off = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/off", &[], false), 7)
+        .await
+        .expect("hook");
+    let foreign = s
+        .create_webhook(&b, &hook("http://127.0.0.1:9/b", &[], true), 8)
+        .await
+        .expect("hook");
+    let call = created(s.create_call(&new_call(&a, None, 1)).await.expect("call")).id;
+
+    let ring = s
+        .append_event(&event(&call, "sip.ringing", 100, json!({})))
+        .await
+        .expect("append");
+    assert_eq!(
+        ring.deliveries.len(),
+        1,
+        "only the all-kinds active webhook wants sip.ringing"
+    );
+    let done = s
+        .append_event(&event(
+            &call,
+            "call.failed",
+            200,
+            json!({"outcome": "busy"}),
+        ))
+        .await
+        .expect("append");
+    assert_eq!(done.deliveries.len(), 2);
+    assert_eq!(s.pending_deliveries().await.expect("count"), 3);
+
+    let listed = s
+        .list_deliveries(&a, &every.id, None, 0)
+        .await
+        .expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].event_id, done.event.id, "newest first");
+    assert_eq!(listed[0].body, derive::webhook_body(&done.event));
+    assert_eq!(
+        (
+            listed[0].status,
+            listed[0].attempts,
+            listed[0].next_attempt_at_us,
+            listed[0].created_at_us
+        ),
+        (DeliveryStatus::Pending, 0, 200, 200)
+    );
+    let c = s
+        .list_deliveries(&a, &calls_only.id, None, 0)
+        .await
+        .expect("list");
+    assert_eq!(c.len(), 1);
+    assert!(done.deliveries.contains(&c[0].id));
+    assert!(
+        s.list_deliveries(&a, &off.id, None, 0)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        s.list_deliveries(&b, &foreign.id, None, 0)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        is_not_found(s.list_deliveries(&b, &every.id, None, 0).await),
+        "another tenant's webhook"
+    );
+
+    // An append that fails stores neither the event nor a delivery.
+    let before = s
+        .events_after(&a, 0, &EventFilter::default(), 0)
+        .await
+        .expect("events")
+        .len();
+    assert!(is_not_found(
+        s.append_event(&event("call_nope", "call.failed", 300, json!({})))
+            .await
+    ));
+    assert_eq!(
+        s.events_after(&a, 0, &EventFilter::default(), 0)
+            .await
+            .expect("events")
+            .len(),
+        before
+    );
+    assert_eq!(s.pending_deliveries().await.expect("count"), 3);
+}
+
+async fn webhooks_crud(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    let no_secret = WebhookInput {
+        secret: None,
+        ..hook("http://x", &[], true)
+    };
+    assert!(
+        s.create_webhook(&a, &no_secret, 1).await.is_err(),
+        "the secret is required"
+    );
+    let w = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/h", &["call.*"], true), 2)
+        .await
+        .expect("create");
+    assert!(w.id.starts_with("whk_"));
+    assert_eq!(
+        (w.secret.as_str(), w.events.clone(), w.active),
+        ("s3cret", vec!["call.*".to_owned()], true)
+    );
+    assert_eq!(s.get_webhook(&a, &w.id).await.expect("get"), w);
+    assert!(is_not_found(s.get_webhook(&b, &w.id).await));
+    assert_eq!(s.list_webhooks(&a).await.expect("list"), vec![w.clone()]);
+    assert!(s.list_webhooks(&b).await.expect("list").is_empty());
+    let change = WebhookInput {
+        secret: None,
+        active: false,
+        ..hook("http://127.0.0.1:9/g", &[], false)
+    };
+    let u = s
+        .update_webhook(&a, &w.id, &change, 3)
+        .await
+        .expect("update");
+    assert_eq!(
+        (u.url.as_str(), u.secret.as_str(), u.active, u.updated_at_us),
+        ("http://127.0.0.1:9/g", "s3cret", false, 3)
+    );
+    assert!(u.events.is_empty());
+    assert!(is_not_found(s.update_webhook(&b, &w.id, &change, 3).await));
+
+    // Deleting a webhook deletes its deliveries.
+    let on = WebhookInput {
+        active: true,
+        ..change.clone()
+    };
+    s.update_webhook(&a, &w.id, &on, 4)
+        .await
+        .expect("reactivate");
+    let call = created(s.create_call(&new_call(&a, None, 1)).await.expect("call")).id;
+    s.append_event(&event(&call, "call.created", 5, json!({})))
+        .await
+        .expect("append");
+    assert_eq!(s.pending_deliveries().await.expect("count"), 1);
+    assert!(is_not_found(s.delete_webhook(&b, &w.id).await));
+    assert_eq!(
+        s.pending_deliveries().await.expect("count"),
+        1,
+        "B's delete touched nothing"
+    );
+    s.delete_webhook(&a, &w.id).await.expect("delete");
+    assert_eq!(s.pending_deliveries().await.expect("count"), 0);
+    assert!(is_not_found(s.get_webhook(&a, &w.id).await));
+    assert!(is_not_found(s.delete_webhook(&a, &w.id).await));
+}
+
+async fn claims_lease_retry_dead_letter_and_redeliver(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    let w = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/h", &[], true), 1)
+        .await
+        .expect("hook");
+    let call = created(s.create_call(&new_call(&a, None, 1)).await.expect("call")).id;
+    let e1 = s
+        .append_event(&event(&call, "call.created", 1_000, json!({})))
+        .await
+        .expect("append");
+    let e2 = s
+        .append_event(&event(&call, "sip.ringing", 2_000, json!({})))
+        .await
+        .expect("append");
+    let (d1, d2) = (e1.deliveries[0].clone(), e2.deliveries[0].clone());
+
+    assert!(
+        s.claim_due_deliveries(500, 10_000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not due yet"
+    );
+    let got = s
+        .claim_due_deliveries(1_500, 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(got.len(), 1);
+    let (d, hk) = &got[0];
+    assert_eq!((d.id.as_str(), d.next_attempt_at_us), (d1.as_str(), 10_000));
+    assert_eq!(
+        (hk.id.as_str(), hk.secret.as_str()),
+        (w.id.as_str(), "s3cret")
+    );
+    let got = s
+        .claim_due_deliveries(5_000, 10_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(
+        got.iter().map(|(d, _)| d.id.clone()).collect::<Vec<_>>(),
+        vec![d2.clone()],
+        "d1 is leased"
+    );
+    assert!(
+        s.claim_due_deliveries(9_999, 20_000, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "both leased"
+    );
+    let got = s
+        .claim_due_deliveries(10_000, 20_000, 1)
+        .await
+        .expect("claim");
+    assert_eq!(
+        got.len(),
+        1,
+        "the limit holds; an expired lease makes a row due again"
+    );
+
+    s.finish_attempt(
+        &d1,
+        &AttemptResult::Failed {
+            status: Some(500),
+            error: "HTTP 500".into(),
+            next_attempt_at_us: Some(30_000),
+        },
+    )
+    .await
+    .expect("retry");
+    s.finish_attempt(
+        &d2,
+        &AttemptResult::Delivered {
+            status: 204,
+            at_us: 10_500,
+        },
+    )
+    .await
+    .expect("ok");
+    let all = s.list_deliveries(&a, &w.id, None, 0).await.expect("list");
+    let one = all.iter().find(|d| d.id == d1).expect("d1");
+    assert_eq!(
+        (
+            one.status,
+            one.attempts,
+            one.next_attempt_at_us,
+            one.last_status,
+            one.last_error.as_deref()
+        ),
+        (
+            DeliveryStatus::Pending,
+            1,
+            30_000,
+            Some(500),
+            Some("HTTP 500")
+        )
+    );
+    let two = all.iter().find(|d| d.id == d2).expect("d2");
+    assert_eq!(
+        (
+            two.status,
+            two.attempts,
+            two.delivered_at_us,
+            two.last_status
+        ),
+        (DeliveryStatus::Delivered, 1, Some(10_500), Some(204))
+    );
+    assert_eq!(s.pending_deliveries().await.expect("count"), 1);
+    assert!(
+        s.claim_due_deliveries(29_999, 40_000, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    assert_eq!(
+        s.claim_due_deliveries(30_000, 40_000, 10)
+            .await
+            .expect("claim")
+            .len(),
+        1,
+        "back at its time"
+    );
+
+    s.finish_attempt(
+        &d1,
+        &AttemptResult::Failed {
+            status: None,
+            error: "connect refused".into(),
+            next_attempt_at_us: None,
+        },
+    )
+    .await
+    .expect("dead");
+    let dead = s
+        .list_deliveries(&a, &w.id, Some(DeliveryStatus::Dead), 0)
+        .await
+        .expect("dead");
+    assert_eq!(
+        dead.iter()
+            .map(|d| (d.id.as_str(), d.attempts, d.last_status))
+            .collect::<Vec<_>>(),
+        vec![(d1.as_str(), 2, None)]
+    );
+    assert_eq!(s.pending_deliveries().await.expect("count"), 0);
+    assert!(
+        s.claim_due_deliveries(i64::MAX, i64::MAX, 10)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "dead rows are never claimed"
+    );
+    assert!(is_not_found(
+        s.finish_attempt(
+            "dlv_nope",
+            &AttemptResult::Delivered {
+                status: 200,
+                at_us: 1
+            }
+        )
+        .await
+    ));
+
+    assert!(
+        is_not_found(s.redeliver(&b, &d1, 50_000).await),
+        "another tenant's delivery"
+    );
+    let again = s.redeliver(&a, &d1, 50_000).await.expect("redeliver");
+    assert_eq!(
+        (again.status, again.attempts, again.next_attempt_at_us),
+        (DeliveryStatus::Pending, 0, 50_000)
+    );
+    let again2 = s
+        .redeliver(&a, &d2, 50_000)
+        .await
+        .expect("redeliver a delivered one");
+    assert_eq!(
+        (again2.status, again2.delivered_at_us, again2.body),
+        (DeliveryStatus::Pending, None, two.body.clone())
+    );
+    assert_eq!(s.pending_deliveries().await.expect("count"), 2);
+    let got = s
+        .claim_due_deliveries(50_000, 60_000, 10)
+        .await
+        .expect("claim");
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0].0.event_id, e1.event.id,
+        "oldest due first, with the same event id as before"
+    );
+}
+
+async fn suppression_and_nodes(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    assert!(!s.is_suppressed(&a, "+15551234").await.expect("check"));
+    s.add_suppression(&a, "+15551234", Some("asked"), 1)
+        .await
+        .expect("add");
+    s.add_suppression(&a, "+15551234", None, 2)
+        .await
+        .expect("adding twice is fine");
+    assert!(s.is_suppressed(&a, "+15551234").await.expect("check"));
+    assert!(
+        !s.is_suppressed(&b, "+15551234").await.expect("check"),
+        "per tenant"
+    );
+
+    let mut n = Node {
+        id: "node-1".into(),
+        name: "host".into(),
+        capacity: 100,
+        started_at_us: 5,
+        heartbeat_at_us: 5,
+    };
+    s.heartbeat(&n).await.expect("insert");
+    n.heartbeat_at_us = 9;
+    s.heartbeat(&n).await.expect("refresh");
+    let m = Node {
+        id: "node-0".into(),
+        ..n.clone()
+    };
+    s.heartbeat(&m).await.expect("insert");
+    assert_eq!(s.list_nodes().await.expect("list"), vec![m, n]);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tenants_and_api_keys() {
+    for_each_store!(tenants_and_keys);
+}
+
+#[tokio::test]
+async fn trunks_crud_conflicts_and_isolation() {
+    for_each_store!(trunks);
+}
+
+#[tokio::test]
+async fn scripts_are_versioned_and_soft_deleted() {
+    for_each_store!(scripts);
+}
+
+#[tokio::test]
+async fn calls_idempotency_and_tenant_isolation() {
+    for_each_store!(calls_are_idempotent_and_tenant_scoped);
+}
+
+#[tokio::test]
+async fn list_calls_cursor_pagination_and_filters() {
+    for_each_store!(list_calls_pages_newest_first_and_filters);
+}
+
+#[tokio::test]
+async fn append_event_derives_status_and_stores_recordings() {
+    for_each_store!(append_event_derives_the_call_from_its_timeline);
+}
+
+#[tokio::test]
+async fn events_after_filters_by_call_campaign_kind() {
+    for_each_store!(events_after_filters_and_orders);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends() {
+    for_each_store!(concurrent_appends_get_distinct_increasing_ids);
+}
+
+#[tokio::test]
+async fn outbox_is_written_with_the_event() {
+    for_each_store!(outbox_rows_follow_active_matching_webhooks);
+}
+
+#[tokio::test]
+async fn webhooks_crud_and_delete_cascades() {
+    for_each_store!(webhooks_crud);
+}
+
+#[tokio::test]
+async fn outbox_claim_lease_retry_dead_redeliver() {
+    for_each_store!(claims_lease_retry_dead_letter_and_redeliver);
+}
+
+#[tokio::test]
+async fn suppression_list_and_node_heartbeats() {
+    for_each_store!(suppression_and_nodes);
+}
+
+// Migrations: these need the database URL, not only a store.
+
+/// A fresh database URL per backend: `("sqlite", url)` and, when available, `("postgres", url)`.
+fn fresh_urls() -> Vec<(&'static str, String)> {
+    let mut urls = vec![(
+        "sqlite",
+        format!("sqlite:{}", sqlite_path_for_tests().display()),
+    )];
+    if let Some(pg) = pg_url_for_tests() {
+        urls.push(("postgres", pg));
+    }
+    urls
+}
+
+/// Runs one statement on the database behind `url` outside the store (to tamper with it).
+async fn tamper(url: &str, sql: &str) {
+    let opts: sqlx::any::AnyConnectOptions = if let Some(path) = url.strip_prefix("sqlite:") {
+        format!("sqlite://{path}").parse().expect("url")
+    } else {
+        url.parse().expect("url")
+    };
+    use sqlx::ConnectOptions as _;
+    sqlx::any::install_default_drivers();
+    let mut conn = opts.connect().await.expect("connect");
+    sqlx::query(sql).execute(&mut conn).await.expect("tamper");
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_refuse_unknown_or_changed_versions() {
+    let mut ran = Vec::new();
+    for (name, url) in fresh_urls() {
+        let first = SqlStore::connect(&url)
+            .await
+            .expect("first connect migrates");
+        let t = first.create_tenant("kept", 1).await.expect("tenant");
+        first.close().await;
+        let second = SqlStore::connect(&url)
+            .await
+            .expect("connecting again is a no-op");
+        assert_eq!(
+            second.get_tenant(&t.id).await.expect("data survives"),
+            t,
+            "{name}"
+        );
+        second.close().await;
+
+        tamper(
+            &url,
+            "UPDATE schema_migrations SET sha256 = 'edited' WHERE version = 1",
+        )
+        .await;
+        match SqlStore::connect(&url).await {
+            Err(StoreError::Migration(m)) => assert!(m.contains("changed"), "{name}: {m}"),
+            other => panic!("{name}: an edited migration was accepted: {other:?}"),
+        }
+        let (_, url2) = fresh_urls()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .expect("same backend");
+        SqlStore::connect(&url2)
+            .await
+            .expect("migrate")
+            .close()
+            .await;
+        tamper(
+            &url2,
+            "INSERT INTO schema_migrations (version, name, sha256, applied_at_us) \
+                       VALUES (9999, '9999_future', 'x', 1)",
+        )
+        .await;
+        match SqlStore::connect(&url2).await {
+            Err(StoreError::Migration(m)) => assert!(m.contains("9999"), "{name}: {m}"),
+            other => panic!("{name}: a database from a newer build was accepted: {other:?}"),
+        }
+        ran.push(name);
+    }
+    eprintln!("migrations: ran on {}", ran.join(" + "));
+}
+
+#[test]
+fn test_database_urls_keep_the_server_and_parameters() {
+    assert_eq!(
+        with_database(
+            "postgres://u:p@127.0.0.1:5432/postgres?sslmode=disable",
+            "cp_test_1"
+        ),
+        "postgres://u:p@127.0.0.1:5432/cp_test_1?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://127.0.0.1", "cp_test_1"),
+        "postgres://127.0.0.1/cp_test_1"
+    );
+}
+
+#[tokio::test]
+async fn a_sqlite_file_is_created_in_wal_mode() {
+    let path = sqlite_path_for_tests();
+    assert!(!path.exists());
+    let store = SqlStore::open_sqlite(&path).await.expect("open");
+    assert!(path.exists());
+    store.close().await;
+    assert!(
+        journal_is_wal(&path).await,
+        "WAL is a persistent property of the file"
+    );
+}
+
+async fn journal_is_wal(path: &Path) -> bool {
+    use sqlx::{ConnectOptions as _, Row as _};
+    sqlx::any::install_default_drivers();
+    let opts: sqlx::any::AnyConnectOptions =
+        format!("sqlite://{}", path.display()).parse().expect("url");
+    let mut conn = opts.connect().await.expect("connect");
+    let row = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .expect("pragma");
+    row.get::<String, _>(0) == "wal"
+}
