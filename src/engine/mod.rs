@@ -28,6 +28,7 @@
 
 mod call;
 pub mod events;
+pub mod target;
 #[cfg(test)]
 mod tests;
 
@@ -227,6 +228,7 @@ pub struct EngineHandle {
     prompts: Arc<std::sync::Mutex<PromptCache>>,
     active: Arc<std::sync::atomic::AtomicUsize>,
     sip: SipHandle,
+    advertise_ip: IpAddr,
 }
 
 impl EngineHandle {
@@ -280,6 +282,11 @@ impl EngineHandle {
     /// The SIP transport's counters (`Err` when it has stopped).
     pub async fn sip_stats(&self) -> Result<crate::net::sip::SipStats, EngineError> {
         Ok(self.sip.stats().await?)
+    }
+
+    /// The IP written into our Via, Contact, From and SDP.
+    pub fn advertise_ip(&self) -> IpAddr {
+        self.advertise_ip
     }
 
     /// How many calls are live now.
@@ -343,6 +350,7 @@ impl Engine {
             .expect("the transport was configured with a UDP socket");
         let sip_local_tcp = sip_handle.local_addrs().tcp;
         let sip_for_handle = sip_handle.clone();
+        let advertise_ip = config.advertise_ip;
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let prompts = Arc::new(std::sync::Mutex::new(PromptCache::default()));
@@ -380,6 +388,7 @@ impl Engine {
                 prompts,
                 active: active.clone(),
                 sip: sip_for_handle,
+                advertise_ip,
             },
             task,
         })

@@ -9,7 +9,9 @@
 //! - [`recording`]: the crash-safe recording writer (periodic flush + fsync of a `.part` file,
 //!   atomic rename at the end) and the start-up recovery of `.part` files a crash left behind.
 
+pub mod disk;
 pub mod prompt;
+pub mod range;
 pub mod recording;
 
 pub use prompt::{Prompt, PromptCache, PromptConfig, PromptError, load_prompt, load_prompt_with};
@@ -17,3 +19,8 @@ pub use recording::{
     FinishedRecording, RecordingError, RecordingWriter, RecoveryError, recover_partials,
     sha256_file,
 };
+
+/// Creates a directory and its parents (nothing when it exists).
+pub fn ensure_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}

@@ -5,6 +5,7 @@
 //!   architecture's run loop: wait for one input (a datagram, a stream frame, a command or the
 //!   next transaction deadline), feed it to the endpoint, send what it asks to send, hand its
 //!   events to the application, sleep.
+//! - [`http`]: the API's TCP listener (axum serves the router the `api` module builds).
 //! - [`rtp_ports`]: the pool of even/odd RTP/RTCP port pairs that calls bind their media
 //!   sockets from.
 //!
@@ -12,5 +13,6 @@
 //! `std::time::Instant` that the protocol crates take as an argument): the protocol crates never
 //! read it themselves.
 
+pub mod http;
 pub mod rtp_ports;
 pub mod sip;

@@ -162,6 +162,14 @@ pub struct SipStats {
     /// Requests handed to the application, by method (retransmissions absorbed by a
     /// transaction are not counted: this is one per server transaction, plus ACKs for 2xx).
     pub requests_in: BTreeMap<String, u64>,
+    /// Requests the application sent, by method (transactions and stateless ACKs; a
+    /// transaction's retransmissions count once).
+    pub requests_out: BTreeMap<String, u64>,
+    /// Responses handed to the application, by status code.
+    pub responses_in: BTreeMap<u16, u64>,
+    /// Responses the application sent, by status code (the endpoint's own automatic answers,
+    /// such as 100 Trying or 400 to a malformed request, are not counted).
+    pub responses_out: BTreeMap<u16, u64>,
     /// UDP datagrams received.
     pub datagrams_in: u64,
     /// UDP datagrams sent.
@@ -547,11 +555,15 @@ impl Driver {
                 transport,
                 reply,
             } => {
+                let method = request.method.as_str().to_owned();
                 let result = self.check_transport(transport).and_then(|()| {
                     self.endpoint
                         .send_request(now(), request, destination, transport)
                         .map_err(NetError::from)
                 });
+                if result.is_ok() {
+                    *self.stats.requests_out.entry(method).or_insert(0) += 1;
+                }
                 let _ = reply.send(result);
             }
             Command::SendResponse {
@@ -559,10 +571,14 @@ impl Driver {
                 response,
                 reply,
             } => {
+                let status = response.status.as_u16();
                 let result = self
                     .endpoint
                     .send_response(now(), &key, response)
                     .map_err(NetError::from);
+                if result.is_ok() {
+                    *self.stats.responses_out.entry(status).or_insert(0) += 1;
+                }
                 let _ = reply.send(result);
             }
             Command::SendStateless {
@@ -575,6 +591,24 @@ impl Driver {
                     self.endpoint
                         .send_stateless(destination, transport, &message)
                 });
+                if result.is_ok() {
+                    match &*message {
+                        Message::Request(r) => {
+                            *self
+                                .stats
+                                .requests_out
+                                .entry(r.method.as_str().to_owned())
+                                .or_insert(0) += 1;
+                        }
+                        Message::Response(r) => {
+                            *self
+                                .stats
+                                .responses_out
+                                .entry(r.status.as_u16())
+                                .or_insert(0) += 1;
+                        }
+                    }
+                }
                 let _ = reply.send(result);
             }
             Command::Cancel { key, reply } => {
@@ -647,6 +681,13 @@ impl Driver {
                 EndpointOutput::Event(event) => {
                     if let Some(method) = request_method(&event) {
                         *self.stats.requests_in.entry(method).or_insert(0) += 1;
+                    }
+                    if let EndpointEvent::Response { response, .. } = &event {
+                        *self
+                            .stats
+                            .responses_in
+                            .entry(response.status.as_u16())
+                            .or_insert(0) += 1;
                     }
                     self.pending.push_back(SipEvent { at: now(), event });
                 }

@@ -1,0 +1,23 @@
+//! Free space of the filesystem that holds the data directory (`GET /readyz`).
+
+use std::io;
+use std::path::Path;
+
+/// Bytes available to an unprivileged writer on the filesystem holding `path`
+/// (`f_bavail × f_frsize`: the root-reserved blocks are not ours to fill with recordings).
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_bytes_of_a_temp_dir_is_positive_and_a_missing_path_is_an_error() {
+        let dir = std::env::temp_dir();
+        assert!(free_bytes(&dir).expect("statvfs of the temp dir") > 0);
+        assert!(free_bytes(&dir.join("no/such/dir/at/all")).is_err());
+    }
+}
