@@ -1,12 +1,671 @@
-//! Counters for `GET /metrics` (Prometheus text format).
+//! Counters for `GET /metrics` (Prometheus text exposition format 0.0.4).
+//!
+//! [`Metrics`] holds what the process counts itself (stored events, calls by outcome, RTP
+//! totals from final events, webhook deliveries, store append latency, pump errors) in atomics;
+//! what other parts own (live calls, SIP counters, the outbox backlog) is read at scrape time
+//! and passed to [`Metrics::render`] as a [`Gauges`].
+//!
+//! Cardinality is bounded on purpose: outcomes are a fixed list, SIP methods outside the
+//! standard ones render as `other`, and at most [`MAX_KINDS`] event kinds get their own series
+//! (later ones count under `other`), so a misbehaving peer cannot grow the scrape without end.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::net::sip::SipStats;
 use crate::store::Appended;
 
+/// The call outcomes (the engine's `Outcome` names), then `other` for anything unknown.
+const OUTCOMES: [&str; 9] = [
+    "answered",
+    "busy",
+    "no_answer",
+    "rejected",
+    "invalid_number",
+    "network_error",
+    "cancelled",
+    "failed",
+    "other",
+];
+
+/// Upper bounds (seconds) of the store append latency histogram buckets (`+Inf` is implied).
+const APPEND_BUCKETS: [f64; 11] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// How many distinct event kinds get their own `callplane_events_total` series.
+pub const MAX_KINDS: usize = 64;
+
+/// SIP methods with their own series; anything else is `other`.
+const SIP_METHODS: [&str; 14] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+];
+
+/// What happened to one webhook delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// The attempt failed and the delivery will be retried.
+    Failed,
+    /// The attempt failed and it was the last: dead-lettered.
+    Dead,
+}
+
 /// The process's counters.
-#[derive(Debug, Default)]
-pub struct Metrics {}
+#[derive(Debug)]
+pub struct Metrics {
+    calls_by_outcome: [AtomicU64; OUTCOMES.len()],
+    events_by_kind: Mutex<BTreeMap<String, u64>>,
+    rtp_packets_in: AtomicU64,
+    rtp_packets_out: AtomicU64,
+    rtp_lost_in: AtomicU64,
+    deliveries_delivered: AtomicU64,
+    deliveries_failed: AtomicU64,
+    deliveries_dead: AtomicU64,
+    /// The last backlog the dispatcher saw (-1: not measured yet).
+    webhook_backlog: AtomicI64,
+    append_buckets: [AtomicU64; APPEND_BUCKETS.len()],
+    append_count: AtomicU64,
+    append_sum_us: AtomicU64,
+    append_errors: AtomicU64,
+    pump_errors: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics {
+            calls_by_outcome: Default::default(),
+            events_by_kind: Mutex::default(),
+            rtp_packets_in: AtomicU64::new(0),
+            rtp_packets_out: AtomicU64::new(0),
+            rtp_lost_in: AtomicU64::new(0),
+            deliveries_delivered: AtomicU64::new(0),
+            deliveries_failed: AtomicU64::new(0),
+            deliveries_dead: AtomicU64::new(0),
+            webhook_backlog: AtomicI64::new(-1),
+            append_buckets: Default::default(),
+            append_count: AtomicU64::new(0),
+            append_sum_us: AtomicU64::new(0),
+            append_errors: AtomicU64::new(0),
+            pump_errors: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Values read from their owners at scrape time (`None`: not available, the series is left out).
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// [`crate::engine::EngineHandle::active_calls`].
+    pub active_calls: Option<usize>,
+    /// [`crate::engine::EngineHandle::sip_stats`].
+    pub sip: Option<SipStats>,
+    /// Pending deliveries ([`crate::store::Store::pending_deliveries`]); falls back to the
+    /// dispatcher's last count.
+    pub webhook_backlog: Option<i64>,
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
 
 impl Metrics {
     /// Counts a stored event (calls by outcome, RTP packets and loss from final events).
-    pub fn on_event(&self, _appended: &Appended) {}
+    pub fn on_event(&self, appended: &Appended) {
+        let event = &appended.event;
+        {
+            let mut kinds = self
+                .events_by_kind
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let key = if kinds.contains_key(&event.kind) || kinds.len() < MAX_KINDS {
+                event.kind.clone()
+            } else {
+                "other".to_owned()
+            };
+            *kinds.entry(key).or_insert(0) += 1;
+        }
+        if event.kind != "call.completed" && event.kind != "call.failed" {
+            return;
+        }
+        let outcome = event
+            .details
+            .get("outcome")
+            .and_then(Value::as_str)
+            .unwrap_or("other");
+        let index = OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(OUTCOMES.len() - 1);
+        add(&self.calls_by_outcome[index], 1);
+        if let Some(rtp) = event.details.get("rtp") {
+            let n = |key: &str| rtp.get(key).and_then(Value::as_u64).unwrap_or(0);
+            add(&self.rtp_packets_in, n("packets_in"));
+            add(&self.rtp_packets_out, n("packets_out"));
+            add(&self.rtp_lost_in, n("lost_in"));
+        }
+    }
+
+    /// Records how long one successful [`crate::events::Bus::append`] took.
+    pub fn observe_append(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        for (bucket, bound) in self.append_buckets.iter().zip(APPEND_BUCKETS) {
+            if secs <= bound {
+                add(bucket, 1);
+            }
+        }
+        add(&self.append_count, 1);
+        add(
+            &self.append_sum_us,
+            u64::try_from(took.as_micros()).unwrap_or(u64::MAX),
+        );
+    }
+
+    /// Counts a failed store append.
+    pub fn on_append_error(&self) {
+        add(&self.append_errors, 1);
+    }
+
+    /// Counts an engine event the pump could not store at the first try (or at all).
+    pub fn on_pump_error(&self) {
+        add(&self.pump_errors, 1);
+    }
+
+    /// Counts a webhook delivery attempt.
+    pub fn on_delivery(&self, result: DeliveryResult) {
+        add(
+            match result {
+                DeliveryResult::Delivered => &self.deliveries_delivered,
+                DeliveryResult::Failed => &self.deliveries_failed,
+                DeliveryResult::Dead => &self.deliveries_dead,
+            },
+            1,
+        );
+    }
+
+    /// Sets the outbox backlog the dispatcher last counted.
+    pub fn set_webhook_backlog(&self, pending: i64) {
+        self.webhook_backlog.store(pending, Ordering::Relaxed);
+    }
+
+    /// The outbox backlog the dispatcher last counted (`None` before it first did).
+    pub fn webhook_backlog(&self) -> Option<i64> {
+        Some(self.webhook_backlog.load(Ordering::Relaxed)).filter(|n| *n >= 0)
+    }
+
+    /// Engine events the pump failed to store at the first try.
+    pub fn pump_errors(&self) -> u64 {
+        self.pump_errors.load(Ordering::Relaxed)
+    }
+
+    /// Delivery attempts so far: (delivered, failed and retried, dead-lettered).
+    pub fn deliveries(&self) -> (u64, u64, u64) {
+        (
+            self.deliveries_delivered.load(Ordering::Relaxed),
+            self.deliveries_failed.load(Ordering::Relaxed),
+            self.deliveries_dead.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The Prometheus text exposition (content type `text/plain; version=0.0.4`).
+    pub fn render(&self, gauges: &Gauges) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+
+        if let Some(n) = gauges.active_calls {
+            header(
+                &mut out,
+                "callplane_active_calls",
+                "gauge",
+                "Calls live now.",
+            );
+            let _ = writeln!(out, "callplane_active_calls {n}");
+        }
+
+        header(
+            &mut out,
+            "callplane_calls_total",
+            "counter",
+            "Ended calls stored by this process, by outcome.",
+        );
+        for (outcome, c) in OUTCOMES.iter().zip(&self.calls_by_outcome) {
+            let _ = writeln!(
+                out,
+                "callplane_calls_total{{outcome=\"{outcome}\"}} {}",
+                load(c)
+            );
+        }
+
+        header(
+            &mut out,
+            "callplane_events_total",
+            "counter",
+            "Timeline events stored by this process, by kind.",
+        );
+        {
+            let kinds = self
+                .events_by_kind
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for (kind, n) in kinds.iter() {
+                let _ = writeln!(
+                    out,
+                    "callplane_events_total{{kind=\"{}\"}} {n}",
+                    escape(kind)
+                );
+            }
+        }
+
+        if let Some(sip) = &gauges.sip {
+            header(
+                &mut out,
+                "callplane_sip_requests_total",
+                "counter",
+                "SIP requests by method and direction.",
+            );
+            for (direction, map) in [("in", &sip.requests_in), ("out", &sip.requests_out)] {
+                let mut by_method: BTreeMap<&str, u64> = BTreeMap::new();
+                for (method, n) in map {
+                    let m = SIP_METHODS
+                        .iter()
+                        .find(|k| **k == method.as_str())
+                        .copied()
+                        .unwrap_or("other");
+                    *by_method.entry(m).or_insert(0) += n;
+                }
+                for (method, n) in by_method {
+                    let _ = writeln!(
+                        out,
+                        "callplane_sip_requests_total{{method=\"{method}\",direction=\"{direction}\"}} {n}"
+                    );
+                }
+            }
+            header(
+                &mut out,
+                "callplane_sip_responses_total",
+                "counter",
+                "SIP responses by status code and direction.",
+            );
+            // The endpoint's own stateless answers (400 to a malformed request, 481...) are
+            // responses we sent too.
+            let mut out_statuses = sip.responses_out.clone();
+            for (status, n) in &sip.endpoint.stateless_replies {
+                *out_statuses.entry(*status).or_insert(0) += n;
+            }
+            for (direction, map) in [("in", &sip.responses_in), ("out", &out_statuses)] {
+                for (status, n) in map {
+                    let _ = writeln!(
+                        out,
+                        "callplane_sip_responses_total{{status=\"{status}\",direction=\"{direction}\"}} {n}"
+                    );
+                }
+            }
+            header(
+                &mut out,
+                "callplane_sip_malformed_total",
+                "counter",
+                "SIP messages that did not parse.",
+            );
+            let _ = writeln!(
+                out,
+                "callplane_sip_malformed_total {}",
+                sip.endpoint.malformed
+            );
+        }
+
+        header(
+            &mut out,
+            "callplane_rtp_packets_total",
+            "counter",
+            "RTP packets of ended calls, by direction.",
+        );
+        let _ = writeln!(
+            out,
+            "callplane_rtp_packets_total{{direction=\"in\"}} {}",
+            load(&self.rtp_packets_in)
+        );
+        let _ = writeln!(
+            out,
+            "callplane_rtp_packets_total{{direction=\"out\"}} {}",
+            load(&self.rtp_packets_out)
+        );
+        header(
+            &mut out,
+            "callplane_rtp_lost_packets_total",
+            "counter",
+            "RTP packets expected but not received on ended calls.",
+        );
+        let _ = writeln!(
+            out,
+            "callplane_rtp_lost_packets_total {}",
+            load(&self.rtp_lost_in)
+        );
+
+        if let Some(n) = gauges.webhook_backlog.or_else(|| self.webhook_backlog()) {
+            header(
+                &mut out,
+                "callplane_webhook_backlog",
+                "gauge",
+                "Webhook deliveries waiting to be sent.",
+            );
+            let _ = writeln!(out, "callplane_webhook_backlog {n}");
+        }
+        header(
+            &mut out,
+            "callplane_webhook_deliveries_total",
+            "counter",
+            "Webhook delivery attempts by result (failed: will be retried; dead: given up).",
+        );
+        for (result, c) in [
+            ("delivered", &self.deliveries_delivered),
+            ("failed", &self.deliveries_failed),
+            ("dead", &self.deliveries_dead),
+        ] {
+            let _ = writeln!(
+                out,
+                "callplane_webhook_deliveries_total{{result=\"{result}\"}} {}",
+                load(c)
+            );
+        }
+
+        header(
+            &mut out,
+            "callplane_store_append_seconds",
+            "histogram",
+            "Time to store one timeline event (with its outbox rows).",
+        );
+        for (bound, c) in APPEND_BUCKETS.iter().zip(&self.append_buckets) {
+            let _ = writeln!(
+                out,
+                "callplane_store_append_seconds_bucket{{le=\"{bound}\"}} {}",
+                load(c)
+            );
+        }
+        let count = load(&self.append_count);
+        let _ = writeln!(
+            out,
+            "callplane_store_append_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "callplane_store_append_seconds_sum {}",
+            load(&self.append_sum_us) as f64 / 1e6
+        );
+        let _ = writeln!(out, "callplane_store_append_seconds_count {count}");
+        header(
+            &mut out,
+            "callplane_store_append_errors_total",
+            "counter",
+            "Timeline appends the store refused.",
+        );
+        let _ = writeln!(
+            out,
+            "callplane_store_append_errors_total {}",
+            load(&self.append_errors)
+        );
+
+        header(
+            &mut out,
+            "callplane_pump_errors_total",
+            "counter",
+            "Engine events whose storing failed at an attempt (retried, or dropped and logged).",
+        );
+        let _ = writeln!(
+            out,
+            "callplane_pump_errors_total {}",
+            load(&self.pump_errors)
+        );
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (the exposition format escapes `\`, `"` and newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{CallRecord, CallStatus, Direction, StoredEvent};
+    use serde_json::json;
+
+    fn appended(kind: &str, details: Value) -> Appended {
+        let event = StoredEvent {
+            id: 1,
+            tenant_id: "ten_1".into(),
+            call_id: "call_1".into(),
+            campaign_id: None,
+            kind: kind.into(),
+            at_unix_us: 1,
+            offset_us: 0,
+            details,
+        };
+        let call = CallRecord {
+            id: "call_1".into(),
+            tenant_id: "ten_1".into(),
+            direction: Direction::Outbound,
+            to_uri: String::new(),
+            from_uri: String::new(),
+            trunk_id: None,
+            script_id: None,
+            script_version: None,
+            campaign_id: None,
+            idempotency_key: None,
+            request: json!({}),
+            created_at_us: 1,
+            status: CallStatus::Completed,
+            outcome: None,
+            sip_status: None,
+            sip_reason: None,
+            q850_cause: None,
+            sip_call_id: None,
+            started_at_us: None,
+            ringing_at_us: None,
+            answered_at_us: None,
+            ended_at_us: None,
+            talk_ms: None,
+            result: None,
+            end_reason: None,
+        };
+        Appended {
+            event,
+            call,
+            deliveries: vec![],
+        }
+    }
+
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+            .parse()
+            .expect("a number")
+    }
+
+    #[test]
+    fn final_events_count_calls_by_outcome_and_their_rtp_totals() {
+        let m = Metrics::default();
+        m.on_event(&appended("call.created", json!({})));
+        m.on_event(&appended(
+            "call.completed",
+            json!({"outcome": "answered", "rtp": {"packets_in": 100, "packets_out": 98, "lost_in": 2}}),
+        ));
+        m.on_event(&appended(
+            "call.failed",
+            json!({"outcome": "busy", "rtp": null}),
+        ));
+        m.on_event(&appended("call.failed", json!({"outcome": "weird"})));
+        let text = m.render(&Gauges {
+            active_calls: Some(3),
+            ..Gauges::default()
+        });
+        assert_eq!(value(&text, "callplane_active_calls"), 3.0);
+        assert_eq!(
+            value(&text, "callplane_calls_total{outcome=\"answered\"}"),
+            1.0
+        );
+        assert_eq!(value(&text, "callplane_calls_total{outcome=\"busy\"}"), 1.0);
+        assert_eq!(
+            value(&text, "callplane_calls_total{outcome=\"other\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "callplane_events_total{kind=\"call.failed\"}"),
+            2.0
+        );
+        assert_eq!(
+            value(&text, "callplane_rtp_packets_total{direction=\"in\"}"),
+            100.0
+        );
+        assert_eq!(
+            value(&text, "callplane_rtp_packets_total{direction=\"out\"}"),
+            98.0
+        );
+        assert_eq!(value(&text, "callplane_rtp_lost_packets_total"), 2.0);
+    }
+
+    #[test]
+    fn event_kinds_beyond_the_cap_count_as_other() {
+        let m = Metrics::default();
+        for i in 0..MAX_KINDS + 10 {
+            m.on_event(&appended(&format!("x.kind{i}"), json!({})));
+        }
+        let text = m.render(&Gauges::default());
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("callplane_events_total{"))
+            .count();
+        assert_eq!(series, MAX_KINDS + 1);
+        assert_eq!(value(&text, "callplane_events_total{kind=\"other\"}"), 10.0);
+    }
+
+    #[test]
+    fn append_latency_is_a_cumulative_histogram() {
+        let m = Metrics::default();
+        m.observe_append(Duration::from_micros(800));
+        m.observe_append(Duration::from_millis(30));
+        let text = m.render(&Gauges::default());
+        assert_eq!(
+            value(
+                &text,
+                "callplane_store_append_seconds_bucket{le=\"0.0005\"}"
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(&text, "callplane_store_append_seconds_bucket{le=\"0.001\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "callplane_store_append_seconds_bucket{le=\"0.05\"}"),
+            2.0
+        );
+        assert_eq!(
+            value(&text, "callplane_store_append_seconds_bucket{le=\"+Inf\"}"),
+            2.0
+        );
+        assert_eq!(value(&text, "callplane_store_append_seconds_count"), 2.0);
+        assert!((value(&text, "callplane_store_append_seconds_sum") - 0.0308).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sip_counters_render_by_method_and_status_with_unknown_methods_folded() {
+        let m = Metrics::default();
+        let mut sip = SipStats::default();
+        sip.requests_in.insert("INVITE".into(), 4);
+        sip.requests_in.insert("FOO".into(), 1);
+        sip.requests_in.insert("BAR".into(), 2);
+        sip.requests_out.insert("BYE".into(), 3);
+        sip.responses_in.insert(486, 1);
+        sip.responses_out.insert(200, 5);
+        let text = m.render(&Gauges {
+            sip: Some(sip),
+            webhook_backlog: Some(7),
+            ..Gauges::default()
+        });
+        for (series, n) in [
+            (
+                "callplane_sip_requests_total{method=\"INVITE\",direction=\"in\"}",
+                4.0,
+            ),
+            (
+                "callplane_sip_requests_total{method=\"other\",direction=\"in\"}",
+                3.0,
+            ),
+            (
+                "callplane_sip_requests_total{method=\"BYE\",direction=\"out\"}",
+                3.0,
+            ),
+            (
+                "callplane_sip_responses_total{status=\"486\",direction=\"in\"}",
+                1.0,
+            ),
+            (
+                "callplane_sip_responses_total{status=\"200\",direction=\"out\"}",
+                5.0,
+            ),
+            ("callplane_webhook_backlog", 7.0),
+        ] {
+            assert_eq!(value(&text, series), n, "{series}");
+        }
+    }
+
+    #[test]
+    fn delivery_results_and_pump_errors_are_counted() {
+        let m = Metrics::default();
+        m.on_delivery(DeliveryResult::Failed);
+        m.on_delivery(DeliveryResult::Failed);
+        m.on_delivery(DeliveryResult::Delivered);
+        m.on_delivery(DeliveryResult::Dead);
+        m.on_pump_error();
+        m.set_webhook_backlog(4);
+        let text = m.render(&Gauges::default());
+        assert_eq!(
+            value(
+                &text,
+                "callplane_webhook_deliveries_total{result=\"failed\"}"
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(&text, "callplane_webhook_deliveries_total{result=\"dead\"}"),
+            1.0
+        );
+        assert_eq!(value(&text, "callplane_pump_errors_total"), 1.0);
+        // Without a fresh count the dispatcher's last one is shown.
+        assert_eq!(value(&text, "callplane_webhook_backlog"), 4.0);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
 }

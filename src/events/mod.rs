@@ -3,23 +3,48 @@
 //!
 //! Nothing is published before it is stored: a subscriber that reconnects with
 //! `Last-Event-ID` reads from the store what it missed, and sees nothing the store lacks.
+//!
+//! - [`pump`]: the task that reads the engine's lossless event sink and appends every event.
+//! - [`outbox`]: the webhook dispatcher (signed POSTs, retries, dead letters).
+//! - [`metrics`]: the counters behind `GET /metrics`.
+//!
+//! Appends are serialised by the bus: the store hands out event ids in commit order and the
+//! live channel publishes them in that same order, so a subscriber that skips ids it already
+//! sent (the SSE resume rule) can never skip one that commits later with a smaller id.
 
 pub mod metrics;
 pub mod outbox;
+pub mod pump;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::{Notify, broadcast};
 
 use crate::engine::CallId;
 use crate::store::{Appended, NewEvent, Store, StoredEvent};
 
-pub use metrics::Metrics;
+pub use metrics::{Gauges, Metrics};
+pub use outbox::{OutboxConfig, spawn_dispatcher};
+pub use pump::spawn_pump;
 
 /// How many stored events a live subscriber may fall behind before it is told it lagged
 /// (it then re-reads from the store).
 const LIVE_QUEUE: usize = 4096;
+
+/// How many ended calls the bus remembers, so that a registration arriving after the call's
+/// final event (the API registers once `originate` returns; a call can fail before that) is
+/// ignored instead of leaving a stale entry.
+const ENDED_MEMORY: usize = 4096;
+
+/// Store call id → engine call id of the calls live in this process.
+#[derive(Debug, Default)]
+struct LiveCalls {
+    by_call: HashMap<String, CallId>,
+    ended: HashSet<String>,
+    ended_order: VecDeque<String>,
+}
 
 /// The clone-able bus.
 #[derive(Debug, Clone)]
@@ -29,7 +54,9 @@ pub struct Bus {
     outbox: Arc<Notify>,
     metrics: Arc<Metrics>,
     /// Store call id → engine call id, for the calls live in this process (hangup needs it).
-    live_calls: Arc<Mutex<HashMap<String, CallId>>>,
+    live_calls: Arc<Mutex<LiveCalls>>,
+    /// Held across store append + publish: ids commit and publish in one order.
+    append_lock: Arc<AsyncMutex<()>>,
 }
 
 impl Bus {
@@ -42,15 +69,20 @@ impl Bus {
             outbox: Arc::new(Notify::new()),
             metrics,
             live_calls: Arc::default(),
+            append_lock: Arc::default(),
         }
     }
 
-    /// Remembers which engine call carries the store call `call_id` (until its final event).
+    /// Remembers which engine call carries the store call `call_id` (until its final event;
+    /// a call whose final event was already stored is not registered again).
     pub fn register_live(&self, call_id: &str, engine_id: CallId) {
-        self.live_calls
+        let mut live = self
+            .live_calls
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(call_id.to_owned(), engine_id);
+            .unwrap_or_else(PoisonError::into_inner);
+        if !live.ended.contains(call_id) {
+            live.by_call.insert(call_id.to_owned(), engine_id);
+        }
     }
 
     /// The engine call of a live store call.
@@ -58,22 +90,42 @@ impl Bus {
         self.live_calls
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .by_call
             .get(call_id)
             .copied()
     }
 
     /// Forgets a call (its final event was stored).
     pub fn forget_live(&self, call_id: &str) {
-        self.live_calls
+        let mut live = self
+            .live_calls
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(call_id);
+            .unwrap_or_else(PoisonError::into_inner);
+        live.by_call.remove(call_id);
+        if live.ended.insert(call_id.to_owned()) {
+            live.ended_order.push_back(call_id.to_owned());
+            if live.ended_order.len() > ENDED_MEMORY
+                && let Some(oldest) = live.ended_order.pop_front()
+            {
+                live.ended.remove(&oldest);
+            }
+        }
     }
 
     /// Stores an event (folding it into its call and queueing its webhook deliveries), then
     /// publishes it and wakes the outbox dispatcher.
     pub async fn append(&self, event: NewEvent) -> crate::store::Result<Appended> {
-        let appended = self.store.append_event(&event).await?;
+        let _order = self.append_lock.lock().await;
+        let started = crate::clock::now();
+        let appended = match self.store.append_event(&event).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics.on_append_error();
+                return Err(e);
+            }
+        };
+        self.metrics
+            .observe_append(crate::clock::now().saturating_duration_since(started));
         self.metrics.on_event(&appended);
         // Err only means nobody listens live right now; the store has it.
         let _ = self.live.send(appended.event.clone());
@@ -106,5 +158,35 @@ impl Bus {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqlStore;
+
+    #[tokio::test]
+    async fn a_registration_after_the_final_event_leaves_no_stale_entry() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqlStore::open_sqlite(&dir.path().join("cp.db"))
+            .await
+            .expect("sqlite store");
+        let bus = Bus::new(Arc::new(store), Arc::new(Metrics::default()));
+        bus.register_live("call_a", CallId(1));
+        assert_eq!(bus.engine_id("call_a"), Some(CallId(1)));
+        bus.forget_live("call_a");
+        assert_eq!(bus.engine_id("call_a"), None);
+        // The API's registration can come after the pump stored a fast failure.
+        bus.forget_live("call_b");
+        bus.register_live("call_b", CallId(2));
+        assert_eq!(bus.engine_id("call_b"), None);
+        // The memory of ended calls is bounded.
+        for i in 0..ENDED_MEMORY + 1 {
+            bus.forget_live(&format!("x{i}"));
+        }
+        let live = bus.live_calls.lock().expect("lock");
+        assert_eq!(live.ended.len(), ENDED_MEMORY);
+        assert!(!live.ended.contains("call_a"));
     }
 }

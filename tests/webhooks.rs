@@ -1,0 +1,1387 @@
+mod common;
+
+// The event plane end to end, on SQLite and PostgreSQL (`common::db::test_stores`): signed
+// webhooks to a real local HTTP receiver (retries, dead letters, redelivery), the pump storing
+// real engine calls in order, the SSE stream over a real TCP socket (backlog, live, resume),
+// health and metrics, and the kill -9 test of the real binary with deliveries pending.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, Request, StatusCode};
+use callplane::engine::{Engine, EngineConfig, OriginateRequest};
+use callplane::events::outbox::sign;
+use callplane::events::{Bus, Metrics, OutboxConfig, spawn_dispatcher, spawn_pump};
+use callplane::store::{
+    CallRecord, Created, Direction, EventFilter, NewCall, NewEvent, Role, Store, StoredEvent,
+};
+use hmac::{Hmac, Mac};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tower::ServiceExt;
+
+/// Upper bound for any one thing a test waits for.
+const WAIT: Duration = Duration::from_secs(30);
+
+// ---------------------------------------------------------------------------------------------
+// A real HTTP receiver.
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Hit {
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Hit {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("header {name} in {:?}", self.headers))
+            .to_str()
+            .expect("text header")
+    }
+
+    fn event_id(&self) -> i64 {
+        self.header("callplane-event-id")
+            .parse()
+            .expect("numeric event id")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).expect("JSON body")
+    }
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    hits: mpsc::UnboundedSender<Hit>,
+    /// Statuses to answer, in order; then `default`.
+    script: Arc<Mutex<VecDeque<u16>>>,
+    default: Arc<AtomicU16>,
+}
+
+/// An axum server on 127.0.0.1 that records every POST and answers as told.
+struct Receiver {
+    addr: SocketAddr,
+    hits: mpsc::UnboundedReceiver<Hit>,
+    default: Arc<AtomicU16>,
+    task: JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(script: &[u16], default: u16) -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        Receiver::on(listener, script, default)
+    }
+
+    fn on(listener: tokio::net::TcpListener, script: &[u16], default: u16) -> Receiver {
+        let addr = listener.local_addr().expect("addr");
+        let (tx, hits) = mpsc::unbounded_channel();
+        let state = ReceiverState {
+            hits: tx,
+            script: Arc::new(Mutex::new(script.iter().copied().collect())),
+            default: Arc::new(AtomicU16::new(default)),
+        };
+        let default = state.default.clone();
+        let app = Router::new()
+            .route("/hook", axum::routing::post(record))
+            .with_state(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            addr,
+            hits,
+            default,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    async fn next(&mut self) -> Hit {
+        timeout(WAIT, self.hits.recv())
+            .await
+            .expect("a webhook request arrived in time")
+            .expect("receiver running")
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn record(State(s): State<ReceiverState>, headers: HeaderMap, body: String) -> StatusCode {
+    let status = s
+        .script
+        .lock()
+        .expect("lock")
+        .pop_front()
+        .unwrap_or_else(|| s.default.load(Ordering::SeqCst));
+    let _ = s.hits.send(Hit { headers, body });
+    StatusCode::from_u16(status).expect("status")
+}
+
+/// Recomputes the signature with the HMAC primitive directly (not the code under test).
+fn assert_signed(hit: &Hit, secret: &str) {
+    assert_eq!(hit.header("content-type"), "application/json");
+    let timestamp = hit.header("callplane-timestamp");
+    let ts: i64 = timestamp.parse().expect("numeric timestamp");
+    let now = callplane::clock::unix_us() / 1_000_000;
+    assert!((now - ts).abs() <= 300, "timestamp {ts} is near now {now}");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{timestamp}.{}", hit.body).as_bytes());
+    let expected = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+    assert_eq!(
+        hit.header("callplane-signature"),
+        expected,
+        "signature verifies"
+    );
+    assert_eq!(hit.json()["id"], json!(hit.event_id()));
+    assert!(hit.header("callplane-delivery-id").starts_with("dlv_"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The application under test: store + bus + dispatcher + engine + router.
+
+/// The application over one store, built by the API tests' harness (`common::api::TestApi`: a
+/// real engine, the pump, the router, tenants A and B with a key per role), plus the webhook
+/// dispatcher.
+struct World {
+    name: &'static str,
+    api: common::api::TestApi,
+    store: Arc<dyn Store>,
+    bus: Bus,
+    metrics: Arc<Metrics>,
+    app: Router,
+    /// Tenant A and its owner key.
+    tenant: String,
+    key: String,
+    dispatcher: Option<JoinHandle<()>>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(d) = self.dispatcher.take() {
+            d.abort();
+        }
+    }
+}
+
+fn fast_outbox(max_attempts: u32) -> OutboxConfig {
+    OutboxConfig {
+        max_attempts,
+        retry_base: Duration::from_millis(20),
+        retry_max: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        lease: Duration::from_secs(30),
+        concurrency: 4,
+    }
+}
+
+async fn world(name: &'static str, store: Arc<dyn Store>, outbox: Option<OutboxConfig>) -> World {
+    let api = common::api::TestApi::start(store).await;
+    let state = api.state.clone();
+    let dispatcher = outbox.map(|c| spawn_dispatcher(state.bus.clone(), c));
+    World {
+        name,
+        store: state.store.clone(),
+        bus: state.bus.clone(),
+        metrics: state.metrics.clone(),
+        app: api.router.clone(),
+        tenant: api.a.tenant_id.clone(),
+        key: api.a.key(Role::Owner).to_owned(),
+        api,
+        dispatcher,
+    }
+}
+
+impl World {
+    async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        api_with(&self.app, &self.key, method, path, body).await
+    }
+
+    async fn call(&self, tenant: &str) -> CallRecord {
+        let created = self
+            .store
+            .create_call(&NewCall {
+                tenant_id: tenant.to_owned(),
+                direction: Direction::Outbound,
+                to_uri: "sip:bob@127.0.0.1:9".into(),
+                from_uri: "sip:callplane@127.0.0.1".into(),
+                trunk_id: None,
+                script_id: None,
+                script_version: None,
+                campaign_id: None,
+                idempotency_key: None,
+                request: json!({}),
+                created_at_us: callplane::clock::unix_us(),
+            })
+            .await
+            .expect("create call");
+        match created {
+            Created::New(c) | Created::Existing(c) => c,
+        }
+    }
+
+    async fn append(&self, call: &str, kind: &str, details: Value) -> StoredEvent {
+        self.bus
+            .append(NewEvent {
+                call_id: call.to_owned(),
+                kind: kind.to_owned(),
+                at_unix_us: callplane::clock::unix_us(),
+                offset_us: 1000,
+                details,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("[{}] append {kind}: {e}", self.name))
+            .event
+    }
+
+    /// Creates a webhook through the API; its id and secret.
+    async fn webhook(&self, url: &str, events: Value) -> (String, String) {
+        let (status, body) = self
+            .api(
+                "POST",
+                "/v1/webhooks",
+                Some(json!({"url": url, "events": events})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "[{}] {body}", self.name);
+        let secret = body["secret"]
+            .as_str()
+            .expect("secret shown once")
+            .to_owned();
+        (body["id"].as_str().expect("id").to_owned(), secret)
+    }
+
+    /// Waits until the webhook's deliveries with `status` number `n`.
+    async fn deliveries(&self, webhook: &str, status: &str, n: usize) -> Vec<Value> {
+        let path = format!("/v1/webhooks/{webhook}/deliveries?status={status}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (code, body) = self.api("GET", &path, None).await;
+            assert_eq!(code, StatusCode::OK, "{body}");
+            let items = body["items"].as_array().expect("items").clone();
+            if items.len() >= n {
+                return items;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "[{}] {n} {status} deliveries in time; have {items:?}",
+                self.name
+            );
+            // The attempt is recorded just after the receiver answered: wait for that write.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn api_with(
+    app: &Router,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {key}"));
+    let body = match body {
+        Some(v) => {
+            req = req.header("content-type", "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let resp = app
+        .clone()
+        .oneshot(req.body(body).expect("request"))
+        .await
+        .expect("router answers");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+    };
+    (status, value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_arrive_signed_and_only_for_the_kinds_asked() {
+    for (name, store) in common::db::test_stores().await {
+        let w = world(name, store, Some(fast_outbox(5))).await;
+        let mut rx = Receiver::start(&[], 200).await;
+        let (hook, secret) = w.webhook(&rx.url(), json!(["call.*"])).await;
+        assert!(secret.starts_with("whsec_") && secret.len() == 38);
+        // The secret is write-only: never shown again.
+        let (_, shown) = w.api("GET", &format!("/v1/webhooks/{hook}"), None).await;
+        assert!(shown.get("secret").is_none(), "[{name}] {shown}");
+        assert!(!shown.to_string().contains(&secret));
+
+        let call = w.call(&w.tenant).await;
+        let created = w
+            .append(&call.id, "call.created", json!({"sip_call_id": "a@b"}))
+            .await;
+        w.append(&call.id, "sip.invite_sent", json!({})).await;
+        let failed = w
+            .append(
+                &call.id,
+                "call.failed",
+                json!({"outcome": "busy", "sip_status": 486}),
+            )
+            .await;
+
+        let mut hits = [rx.next().await, rx.next().await];
+        hits.sort_by_key(Hit::event_id);
+        for (hit, event) in hits.iter().zip([&created, &failed]) {
+            assert_signed(hit, &secret);
+            assert_eq!(hit.event_id(), event.id, "[{name}]");
+            assert_eq!(hit.body, callplane::store::derive::webhook_body(event));
+            assert_eq!(hit.json()["type"], event.kind.as_str());
+            assert_eq!(hit.json()["call_id"], call.id.as_str());
+        }
+        assert_ne!(
+            hits[0].header("callplane-delivery-id"),
+            hits[1].header("callplane-delivery-id")
+        );
+        let delivered = w.deliveries(&hook, "delivered", 2).await;
+        assert_eq!(
+            delivered.len(),
+            2,
+            "[{name}] sip.invite_sent is not a call.* kind"
+        );
+        assert!(
+            delivered
+                .iter()
+                .all(|d| d["attempts"] == 1 && d["last_status"] == 200)
+        );
+        assert!(
+            rx.hits.try_recv().is_err(),
+            "[{name}] nothing else was sent"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_receiver_gets_the_same_event_again_until_it_accepts() {
+    for (name, store) in common::db::test_stores().await {
+        let w = world(name, store, Some(fast_outbox(5))).await;
+        let mut rx = Receiver::start(&[500, 503], 200).await;
+        let (hook, secret) = w.webhook(&rx.url(), json!([])).await;
+        let call = w.call(&w.tenant).await;
+        let event = w.append(&call.id, "call.created", json!({})).await;
+
+        let attempts = [rx.next().await, rx.next().await, rx.next().await];
+        for hit in &attempts {
+            assert_signed(hit, &secret);
+            assert_eq!(
+                hit.event_id(),
+                event.id,
+                "[{name}] same event id on every attempt"
+            );
+            assert_eq!(hit.body, attempts[0].body, "same bytes on every attempt");
+            assert_eq!(
+                hit.header("callplane-delivery-id"),
+                attempts[0].header("callplane-delivery-id")
+            );
+        }
+        let delivered = w.deliveries(&hook, "delivered", 1).await;
+        assert_eq!(delivered[0]["attempts"], 3, "[{name}] {delivered:?}");
+        assert_eq!(delivered[0]["event_id"], event.id);
+        let (delivered_n, failed_n, dead_n) = w.metrics.deliveries();
+        assert_eq!((delivered_n, failed_n, dead_n), (1, 2, 0), "[{name}]");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_is_dead_lettered_after_max_attempts_and_redelivered_on_request() {
+    for (name, store) in common::db::test_stores().await {
+        let w = world(name, store, Some(fast_outbox(3))).await;
+        let mut rx = Receiver::start(&[], 500).await;
+        let (hook, secret) = w.webhook(&rx.url(), json!([])).await;
+        let call = w.call(&w.tenant).await;
+        let event = w.append(&call.id, "call.created", json!({})).await;
+        for _ in 0..3 {
+            assert_eq!(rx.next().await.event_id(), event.id);
+        }
+        let dead = w.deliveries(&hook, "dead", 1).await;
+        assert_eq!(dead.len(), 1, "[{name}]");
+        assert_eq!(dead[0]["attempts"], 3);
+        assert_eq!(dead[0]["last_status"], 500);
+        assert!(
+            dead[0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("500"))
+        );
+        assert_eq!(dead[0]["payload"]["id"], event.id);
+        assert!(
+            rx.hits.try_recv().is_err(),
+            "[{name}] no attempt after the dead letter"
+        );
+        let (_, pending) = w
+            .api(
+                "GET",
+                &format!("/v1/webhooks/{hook}/deliveries?status=pending"),
+                None,
+            )
+            .await;
+        assert_eq!(pending["items"], json!([]));
+
+        // The receiver is fixed; the operator asks for the dead letter again.
+        rx.default.store(200, Ordering::SeqCst);
+        let dlv = dead[0]["id"].as_str().expect("id");
+        let (code, body) = w
+            .api(
+                "POST",
+                &format!("/v1/webhooks/{hook}/deliveries/{dlv}/redeliver"),
+                None,
+            )
+            .await;
+        assert_eq!(code, StatusCode::ACCEPTED, "[{name}] {body}");
+        assert_eq!(body["status"], "pending");
+        let again = rx.next().await;
+        assert_signed(&again, &secret);
+        assert_eq!(again.event_id(), event.id, "[{name}] the same event id");
+        assert_eq!(again.header("callplane-delivery-id"), dlv);
+        let delivered = w.deliveries(&hook, "delivered", 1).await;
+        assert_eq!(delivered[0]["id"], dlv);
+
+        // Another tenant cannot see or redeliver it.
+        let other_key = w.api.b.key(Role::Owner).to_owned();
+        let (code, _) = api_with(
+            &w.app,
+            &other_key,
+            "GET",
+            &format!("/v1/webhooks/{hook}/deliveries"),
+            None,
+        )
+        .await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        let (code, _) = api_with(
+            &w.app,
+            &other_key,
+            "POST",
+            &format!("/v1/webhooks/{hook}/deliveries/{dlv}/redeliver"),
+            None,
+        )
+        .await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+
+        let (_, text) = w.api("GET", "/metrics", None).await;
+        let text = text.as_str().expect("text").to_owned();
+        for series in [
+            "callplane_webhook_deliveries_total{result=\"dead\"} 1",
+            "callplane_webhook_deliveries_total{result=\"failed\"} 2",
+            "callplane_webhook_deliveries_total{result=\"delivered\"} 1",
+        ] {
+            assert!(text.contains(series), "[{name}] {series} in\n{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_crud_validates_and_enforces_roles() {
+    for (name, store) in common::db::test_stores().await {
+        let w = world(name, store, None).await;
+        let (code, body) = w
+            .api("POST", "/v1/webhooks", Some(json!({"url": "ftp://x/"})))
+            .await;
+        assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "[{name}] {body}");
+        assert_eq!(body["error"]["code"], "invalid_field");
+        let (code, body) = w
+            .api(
+                "POST",
+                "/v1/webhooks",
+                Some(json!({"url": "http://127.0.0.1:9/h", "colour": "red"})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "[{name}] {body}");
+        assert_eq!(body["error"]["code"], "unknown_field");
+
+        let given = "my-own-secret-0123456789";
+        let (code, created) = w
+            .api(
+                "POST",
+                "/v1/webhooks",
+                Some(json!({"url": "http://127.0.0.1:9/h", "secret": given, "description": "d"})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::CREATED, "[{name}] {created}");
+        assert_eq!(created["secret"], given);
+        assert_eq!(created["active"], true);
+        let id = created["id"].as_str().expect("id").to_owned();
+
+        let (code, replaced) = w
+            .api(
+                "PUT",
+                &format!("/v1/webhooks/{id}"),
+                Some(json!({"url": "https://example.com/x", "events": ["sip.*"], "active": false})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "[{name}] {replaced}");
+        assert_eq!(replaced["url"], "https://example.com/x");
+        assert_eq!(replaced["events"], json!(["sip.*"]));
+        assert_eq!(replaced["active"], false);
+        assert!(replaced.get("secret").is_none());
+
+        let (_, list) = w.api("GET", "/v1/webhooks", None).await;
+        assert_eq!(list["items"].as_array().map(Vec::len), Some(1));
+
+        // An analyst reads webhooks but may not change them; a viewer may not even read them.
+        let analyst = w.api.a.key(Role::Analyst).to_owned();
+        let viewer = w.api.a.key(Role::Viewer).to_owned();
+        let (code, _) = api_with(&w.app, &analyst, "GET", "/v1/webhooks", None).await;
+        assert_eq!(code, StatusCode::OK);
+        let (code, body) = api_with(
+            &w.app,
+            &analyst,
+            "DELETE",
+            &format!("/v1/webhooks/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("webhooks:write"))
+        );
+        let (code, _) = api_with(&w.app, &viewer, "GET", "/v1/webhooks", None).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+
+        let (code, _) = w.api("DELETE", &format!("/v1/webhooks/{id}"), None).await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        let (code, body) = w.api("GET", &format!("/v1/webhooks/{id}"), None).await;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The documented signature sample.
+
+/// The sample of docs/webhooks.md, signed by the dispatcher's own code.
+const SAMPLE_SECRET: &str = "whsec_5f1e0c9a2b7d4e8f9a0b1c2d3e4f5a6b";
+const SAMPLE_TIMESTAMP: i64 = 1_767_225_606;
+const SAMPLE_SIGNATURE: &str =
+    "v1=5208f02bf8a5d77122f929c0c46261e7f00067271eb4f0d22db1f36de630b584";
+
+fn sample_body() -> String {
+    callplane::store::derive::webhook_body(&StoredEvent {
+        id: 42,
+        tenant_id: "ten_8f14e45fceea167a5a36dedd".into(),
+        call_id: "call_3c59dc048e8850243be8079a".into(),
+        campaign_id: None,
+        kind: "call.completed".into(),
+        at_unix_us: 1_767_225_605_250_000,
+        offset_us: 5_250_000,
+        details: json!({"outcome": "answered", "sip_status": 200, "duration_ms": 4980}),
+    })
+}
+
+fn docs() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/webhooks.md"))
+        .expect("docs/webhooks.md")
+}
+
+/// The fenced code block of `lang` in the docs that mentions `marker`.
+fn code_block(lang: &str, marker: &str) -> String {
+    let docs = docs();
+    let fence = format!("```{lang}\n");
+    let mut rest = docs.as_str();
+    while let Some(i) = rest.find(&fence) {
+        let body = &rest[i + fence.len()..];
+        let len = body.find("```").expect("closed block");
+        if body[..len].contains(marker) {
+            return body[..len].to_owned();
+        }
+        rest = &body[len..];
+    }
+    panic!("no {lang} block with {marker:?} in docs/webhooks.md")
+}
+
+/// Whether `tool` runs here; missing is a skip outside CI and a failure under `CI=true`.
+fn have(tool: &str) -> bool {
+    let found = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required under CI=true"
+        );
+        eprintln!("SKIPPED: {tool} is not installed");
+    }
+    found
+}
+
+#[test]
+fn the_documented_sample_is_what_the_dispatcher_signs() {
+    let body = sample_body();
+    assert_eq!(
+        sign(SAMPLE_SECRET, SAMPLE_TIMESTAMP, &body),
+        SAMPLE_SIGNATURE
+    );
+    let docs = docs();
+    assert!(
+        docs.contains(&body),
+        "docs/webhooks.md shows the exact body"
+    );
+    assert!(docs.contains(&format!("body ({} bytes)", body.len())));
+    assert!(docs.contains(SAMPLE_SIGNATURE));
+    assert!(docs.contains(SAMPLE_SECRET));
+}
+
+#[test]
+fn the_documented_python_snippet_verifies_the_sample() {
+    if !have("python3") {
+        return;
+    }
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(code_block("python", "def verify"))
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("signature ok"),
+        "python snippet: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_documented_openssl_snippet_verifies_the_sample() {
+    if !have("openssl") {
+        return;
+    }
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(code_block("sh", "openssl dgst"))
+        .output()
+        .expect("sh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("signature ok"),
+        "sh snippet: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pump: real engine calls → the store, in order.
+
+/// Collects one engine's events until `calls` calls have ended.
+async fn engine_events(
+    rx: &mut tokio::sync::broadcast::Receiver<callplane::engine::CallEvent>,
+    calls: usize,
+) -> Vec<callplane::engine::CallEvent> {
+    let mut out = Vec::new();
+    let mut ended = 0;
+    while ended < calls {
+        let ev = timeout(WAIT, rx.recv())
+            .await
+            .expect("engine events in time")
+            .expect("engine running");
+        if ev.is_final() {
+            ended += 1;
+        }
+        out.push(ev);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pump_stores_every_engine_event_of_outbound_and_inbound_calls_in_order() {
+    for (name, store) in common::db::test_stores().await {
+        let w = world(name, store, None).await;
+        // Two real engines on loopback: A calls B; B answers (no script: at once) and waits for
+        // A's BYE. Both feed the pump, as `serve` wires its one engine.
+        let (sink, sink_rx) = mpsc::unbounded_channel();
+        let pump = spawn_pump(w.bus.clone(), sink_rx, w.tenant.clone());
+        let mut config_b = EngineConfig::new("127.0.0.1:0".parse().expect("addr"));
+        config_b.event_sink = Some(sink.clone());
+        let b = Engine::start(config_b).await.expect("engine B");
+        let mut config_a = EngineConfig::new("127.0.0.1:0".parse().expect("addr"));
+        config_a.event_sink = Some(sink);
+        let a = Engine::start(config_a).await.expect("engine A");
+        let mut a_events = a.handle.subscribe();
+        let mut b_events = b.handle.subscribe();
+        let mut stored = w.bus.subscribe();
+
+        let call = w.call(&w.tenant).await;
+        let dest = b.handle.sip_local_addr();
+        let engine_id = a
+            .handle
+            .originate(OriginateRequest {
+                to: sip::message::Uri::parse(format!("sip:bob@{dest}").as_bytes()).expect("uri"),
+                destination: dest,
+                from: None,
+                play: None,
+                gather_digits: 0,
+                record: None,
+                ring_timeout: Duration::from_secs(10),
+                transport: sip::transaction::Transport::Udp,
+                send_dtmf: Vec::new(),
+                dtmf_after: Duration::ZERO,
+                hangup_after: Some(Duration::from_millis(300)),
+                script: None,
+                prompts: None,
+                tag: Some(call.id.as_str().into()),
+            })
+            .await
+            .expect("originate");
+        let a_seen = engine_events(&mut a_events, 1).await;
+        let b_seen = engine_events(&mut b_events, 1).await;
+        // Wait until both final events are stored (the pump runs behind the engines).
+        let mut finals = 0;
+        while finals < 2 {
+            let e = timeout(WAIT, stored.recv())
+                .await
+                .unwrap_or_else(|_| panic!("[{name}] the final events were stored in time"))
+                .expect("bus");
+            if e.kind == "call.completed" || e.kind == "call.failed" {
+                finals += 1;
+            }
+        }
+
+        let timeline = |call_id: String| {
+            let store = w.store.clone();
+            let tenant = w.tenant.clone();
+            async move {
+                let filter = EventFilter {
+                    call_id: Some(call_id),
+                    ..EventFilter::default()
+                };
+                store
+                    .events_after(&tenant, 0, &filter, 500)
+                    .await
+                    .expect("events")
+            }
+        };
+        // The outbound call: every engine event, in the engine's order, under the API's call id.
+        let out_events = timeline(call.id.clone()).await;
+        let kinds = |evs: &[StoredEvent]| evs.iter().map(|e| e.kind.clone()).collect::<Vec<_>>();
+        let engine_kinds = |evs: &[callplane::engine::CallEvent]| {
+            evs.iter().map(|e| e.kind.to_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds(&out_events),
+            engine_kinds(&a_seen),
+            "[{name}] outbound timeline"
+        );
+        assert!(out_events.windows(2).all(|p| p[0].id < p[1].id));
+        for (s, e) in out_events.iter().zip(&a_seen) {
+            assert_eq!(s.details, e.details, "[{name}] {} details", e.kind);
+            assert_eq!(s.at_unix_us, e.at_unix_us);
+            assert_eq!(s.offset_us, e.offset_us as i64);
+        }
+        let row = w.store.get_call(&w.tenant, &call.id).await.expect("row");
+        assert_eq!(
+            row.status,
+            callplane::store::CallStatus::Completed,
+            "[{name}] {row:?}"
+        );
+        assert_eq!(row.outcome.as_deref(), Some("answered"));
+        assert!(row.sip_call_id.is_some() && row.answered_at_us.is_some());
+        assert_eq!(
+            w.bus.engine_id(&call.id),
+            None,
+            "forgotten after its final event"
+        );
+        let _ = engine_id;
+
+        // The inbound call: its row was created from its `call.created`.
+        let page = w
+            .store
+            .list_calls(
+                &w.tenant,
+                &callplane::store::CallFilter {
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("calls");
+        let inbound: Vec<_> = page
+            .items
+            .iter()
+            .filter(|c| c.direction == Direction::Inbound)
+            .collect();
+        assert_eq!(inbound.len(), 1, "[{name}] one inbound row: {page:?}");
+        let inbound = inbound[0];
+        assert!(inbound.to_uri.contains("bob@"), "{inbound:?}");
+        assert!(inbound.from_uri.starts_with("sip:"), "{inbound:?}");
+        assert_eq!(
+            inbound.sip_call_id, row.sip_call_id,
+            "the same SIP call, seen from both ends"
+        );
+        let in_events = timeline(inbound.id.clone()).await;
+        assert_eq!(
+            kinds(&in_events),
+            engine_kinds(&b_seen),
+            "[{name}] inbound timeline"
+        );
+        assert_eq!(inbound.status, callplane::store::CallStatus::Completed);
+        assert_eq!(w.metrics.pump_errors(), 0);
+
+        for e in [a, b] {
+            e.handle.shutdown().await.expect("shutdown");
+            e.join().await;
+        }
+        // The engines are gone, and with them the sink's senders: the pump ends by itself.
+        timeout(WAIT, pump)
+            .await
+            .expect("pump ended")
+            .expect("pump ok");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SSE over a real socket.
+
+/// One parsed SSE event.
+#[derive(Debug, Clone, PartialEq)]
+struct Sse {
+    id: i64,
+    event: String,
+    data: Value,
+}
+
+struct SseStream {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl SseStream {
+    async fn open(addr: SocketAddr, key: &str, query: &str, last: Option<i64>) -> SseStream {
+        let mut req = reqwest::Client::new()
+            .get(format!("http://{addr}/v1/events{query}"))
+            .bearer_auth(key);
+        if let Some(id) = last {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = timeout(WAIT, req.send())
+            .await
+            .expect("SSE answered in time")
+            .expect("SSE request");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"].to_str().expect("text"),
+            "text/event-stream"
+        );
+        SseStream {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    async fn next(&mut self) -> Sse {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, None, None);
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().parse().expect("numeric id"));
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data = Some(serde_json::from_str(v.trim()).expect("JSON data"));
+                    }
+                }
+                // A block without data is a keep-alive comment.
+                if let (Some(id), Some(event), Some(data)) = (id, event, data) {
+                    return Sse { id, event, data };
+                }
+                continue;
+            }
+            let chunk = timeout(WAIT, self.resp.chunk())
+                .await
+                .expect("an SSE event in time")
+                .expect("stream read")
+                .expect("stream open");
+            self.buf
+                .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        }
+    }
+}
+
+/// Serves the router on 127.0.0.1:0.
+async fn serve(app: Router) -> (SocketAddr, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind api");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_sends_the_backlog_then_live_events_and_a_resume_misses_nothing() {
+    for (name, store) in common::db::test_stores().await {
+        let w = world(name, store, None).await;
+        let (addr, server) = serve(w.app.clone()).await;
+        let other_tenant = w.api.b.tenant_id.clone();
+        let other_key = w.api.b.key(Role::Owner).to_owned();
+        let call = w.call(&w.tenant).await;
+        let foreign = w.call(&other_tenant).await;
+
+        let mut mine = Vec::new();
+        for kind in ["call.created", "sip.invite_sent", "sip.ringing"] {
+            mine.push(w.append(&call.id, kind, json!({"n": mine.len()})).await);
+        }
+        w.append(&foreign.id, "call.created", json!({})).await;
+
+        // The backlog, from the start.
+        let mut sse = SseStream::open(addr, &w.key, "?after=0", None).await;
+        for want in &mine {
+            let got = sse.next().await;
+            assert_eq!(
+                (got.id, got.event.as_str()),
+                (want.id, want.kind.as_str()),
+                "[{name}]"
+            );
+            assert_eq!(got.data, serde_json::to_value(want).expect("json"));
+        }
+        // Then live: another tenant's event is not shown, the next own one is.
+        w.append(&foreign.id, "sip.invite_sent", json!({})).await;
+        mine.push(
+            w.append(&call.id, "sip.answered", json!({"sip_status": 200}))
+                .await,
+        );
+        mine.push(w.append(&call.id, "media.first_packet_in", json!({})).await);
+        let mut last = 0;
+        for want in &mine[3..] {
+            let got = sse.next().await;
+            assert_eq!(got.id, want.id, "[{name}] live, in order, own tenant only");
+            assert_eq!(got.data["tenant_id"], w.tenant.as_str());
+            last = got.id;
+        }
+        drop(sse);
+
+        // Disconnected: two more events happen. A reconnect with Last-Event-ID gets exactly them.
+        mine.push(w.append(&call.id, "sip.bye_sent", json!({})).await);
+        mine.push(
+            w.append(&call.id, "call.completed", json!({"outcome": "answered"}))
+                .await,
+        );
+        let mut sse = SseStream::open(addr, &w.key, "", Some(last)).await;
+        for want in &mine[5..] {
+            let got = sse.next().await;
+            assert_eq!(got.id, want.id, "[{name}] resumed after {last}");
+        }
+        // And it stays live after the backlog.
+        let next_call = w.call(&w.tenant).await;
+        let live = w.append(&next_call.id, "call.created", json!({})).await;
+        assert_eq!(sse.next().await.id, live.id);
+        drop(sse);
+
+        // Filters: one call, kinds by prefix, resumed from the start.
+        let mut sse = SseStream::open(
+            addr,
+            &w.key,
+            &format!("?after=0&call_id={}&kind=call.*,sip.answered", call.id),
+            None,
+        )
+        .await;
+        let want: Vec<i64> = mine
+            .iter()
+            .filter(|e| e.kind.starts_with("call.") || e.kind == "sip.answered")
+            .map(|e| e.id)
+            .collect();
+        for id in want {
+            assert_eq!(sse.next().await.id, id, "[{name}] filtered");
+        }
+        drop(sse);
+
+        // The other tenant's stream has only its own events; this tenant's call is 404 to it.
+        let mut sse = SseStream::open(addr, &other_key, "?after=0", None).await;
+        let got = sse.next().await;
+        assert_eq!(got.data["call_id"], foreign.id.as_str());
+        drop(sse);
+        let resp = reqwest::Client::new()
+            .get(format!("http://{addr}/v1/events?call_id={}", call.id))
+            .bearer_auth(&other_key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 404);
+        let resp = reqwest::Client::new()
+            .get(format!("http://{addr}/v1/events"))
+            .header("Last-Event-ID", "yesterday")
+            .bearer_auth(&w.key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), 400);
+        server.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_pages_through_a_backlog_longer_than_one_page() {
+    let store = common::db::sqlite_store().await;
+    let w = world("sqlite", store, None).await;
+    let (addr, server) = serve(w.app.clone()).await;
+    let call = w.call(&w.tenant).await;
+    let mut ids = Vec::new();
+    for i in 0..1203 {
+        ids.push(
+            w.append(&call.id, "media.quality", json!({"i": i}))
+                .await
+                .id,
+        );
+    }
+    let mut sse = SseStream::open(addr, &w.key, "?after=0", None).await;
+    for id in &ids {
+        assert_eq!(sse.next().await.id, *id);
+    }
+    server.abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health and metrics.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_metrics_report_the_real_state() {
+    for (name, store) in common::db::test_stores().await {
+        let w = world(name, store, None).await;
+        let (code, body) = api_with(&w.app, "", "GET", "/healthz", None).await;
+        assert_eq!((code, body), (StatusCode::OK, json!({"status": "live"})));
+
+        let (code, body) = api_with(&w.app, "", "GET", "/readyz", None).await;
+        assert_eq!(code, StatusCode::OK, "[{name}] {body}");
+        let c = &body["components"];
+        assert_eq!(c["database"]["status"], "healthy", "[{name}] {body}");
+        assert!(c["database"]["latency_ms"].as_f64().is_some());
+        assert_eq!(c["sip"]["listening"], true);
+        assert_eq!(
+            c["sip"]["udp"],
+            w.api.state.engine.sip_local_addr().to_string()
+        );
+        assert!(c["disk"]["free_bytes"].as_u64().is_some_and(|b| b > 0));
+        assert_eq!(c["webhooks"]["backlog"], 0);
+        assert!(["healthy", "degraded"].contains(&body["status"].as_str().expect("status")));
+
+        // A finished call shows up in the counters.
+        let call = w.call(&w.tenant).await;
+        w.append(&call.id, "call.created", json!({})).await;
+        w.append(
+            &call.id,
+            "call.completed",
+            json!({"outcome": "answered", "rtp": {"packets_in": 50, "packets_out": 49, "expected_in": 52, "lost_in": 2}}),
+        )
+        .await;
+        let resp = w
+            .app
+            .clone()
+            .oneshot(Request::get("/metrics").body(Body::empty()).expect("req"))
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .expect("text")
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let text = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes()
+                .to_vec(),
+        )
+        .expect("UTF-8");
+        for series in [
+            "callplane_active_calls 0",
+            "callplane_calls_total{outcome=\"answered\"} 1",
+            "callplane_events_total{kind=\"call.completed\"} 1",
+            "callplane_rtp_packets_total{direction=\"in\"} 50",
+            "callplane_rtp_packets_total{direction=\"out\"} 49",
+            "callplane_rtp_lost_packets_total 2",
+            "callplane_webhook_backlog 0",
+            "callplane_store_append_seconds_count 2",
+            "callplane_pump_errors_total 0",
+            "# TYPE callplane_sip_requests_total counter",
+        ] {
+            assert!(text.contains(series), "[{name}] {series} in\n{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_critical_with_503_when_the_database_is_down() {
+    let path = common::db::sqlite_path_for_tests();
+    let store = Arc::new(
+        callplane::store::SqlStore::open_sqlite(&path)
+            .await
+            .expect("store"),
+    );
+    let w = world("sqlite", store.clone(), None).await;
+    store.close().await;
+    let (code, body) = api_with(&w.app, "", "GET", "/readyz", None).await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["status"], "critical");
+    assert_eq!(body["components"]["database"]["status"], "critical");
+    assert!(body["components"]["database"]["error"].is_string());
+}
+
+// ---------------------------------------------------------------------------------------------
+// kill -9 with deliveries pending, then a restart: nothing lost.
+
+/// A small HTTP client for a running `callplane serve`.
+struct Remote {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Remote {
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = timeout(WAIT, req.send())
+            .await
+            .expect("serve answered in time")
+            .expect("request to serve");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// The call's stored timeline: (event id, kind), oldest first.
+    async fn timeline(&self, call: &str) -> Vec<(i64, String)> {
+        let (status, body) = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/calls/{call}/events"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|e| {
+                (
+                    e["id"].as_i64().expect("id"),
+                    e["kind"].as_str().expect("kind").to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// Waits for `serve.listening` (collecting what came before it); the API address and lines.
+async fn listening(lines: &mut mpsc::Receiver<String>) -> (String, Vec<Value>) {
+    let mut seen = Vec::new();
+    let line = common::wait_line(lines, &mut seen, |v| v["kind"] == "serve.listening").await;
+    let api = line["api"]
+        .as_str()
+        .unwrap_or_else(|| panic!("serve.listening names the API address: {line}"))
+        .to_owned();
+    (format!("http://{api}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_deliveries_survive_kill_9_and_all_arrive_after_the_restart() {
+    // The embedded SQLite default, then PostgreSQL by URL when one is available.
+    kill_9_and_restart(None).await;
+    if let Some(url) = common::db::pg_url_for_tests() {
+        kill_9_and_restart(Some(&url)).await;
+    }
+}
+
+async fn kill_9_and_restart(database_url: Option<&str>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data = data.to_str().expect("UTF-8 path");
+    // The receiver's port, with nothing listening on it until after the kill.
+    let hook_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    // A UDP port nobody answers: the call stays in Timer B, its first events stored.
+    let silent = common::free_udp_port();
+    let mut args = vec![
+        "serve",
+        "--sip",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--webhook-retry-base-ms",
+        "100",
+        "--webhook-max-attempts",
+        "50",
+    ];
+    if let Some(url) = database_url {
+        args.extend(["--database-url", url]);
+    }
+    let (mut child, mut lines) = common::spawn_callplane(dir.path(), &args);
+    let (base, seen) = listening(&mut lines).await;
+    let boot = seen
+        .iter()
+        .find(|v| v["kind"] == "serve.bootstrap")
+        .unwrap_or_else(|| panic!("a bootstrap key on an empty database: {seen:?}"));
+    let key = boot["key"].as_str().expect("key").to_owned();
+    let remote = Remote {
+        base,
+        key: key.clone(),
+        http: reqwest::Client::new(),
+    };
+    let (status, hook) = remote
+        .send(
+            reqwest::Method::POST,
+            "/v1/webhooks",
+            Some(json!({"url": format!("http://127.0.0.1:{hook_port}/hook")})),
+        )
+        .await;
+    assert_eq!(status, 201, "{hook}");
+    let hook_id = hook["id"].as_str().expect("id").to_owned();
+    let secret = hook["secret"].as_str().expect("secret").to_owned();
+    let (status, call) = remote
+        .send(
+            reqwest::Method::POST,
+            "/v1/calls",
+            Some(json!({"to": format!("sip:nobody@127.0.0.1:{silent}")})),
+        )
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let call_id = call["id"].as_str().expect("call id").to_owned();
+
+    // Events stored, their deliveries failing against the down receiver: pending, retried.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let before = loop {
+        let timeline = remote.timeline(&call_id).await;
+        let (_, pending) = remote
+            .send(
+                reqwest::Method::GET,
+                &format!("/v1/webhooks/{hook_id}/deliveries?status=pending"),
+                None,
+            )
+            .await;
+        let pending = pending["items"].as_array().cloned().unwrap_or_default();
+        let tried = pending
+            .iter()
+            .filter(|d| d["attempts"].as_i64() >= Some(1))
+            .count();
+        if timeline.len() >= 2 && pending.len() >= timeline.len() && tried >= 1 {
+            break timeline;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "events stored and deliveries pending in time: {timeline:?} {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(before[0].1, "call.created", "{before:?}");
+
+    // kill -9: no drain, no goodbye.
+    child.start_kill().expect("SIGKILL");
+    timeout(WAIT, child.wait())
+        .await
+        .expect("killed in time")
+        .expect("wait");
+
+    // The receiver comes up; the server restarts on the same data directory.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", hook_port))
+        .await
+        .expect("bind the receiver's port");
+    let mut rx = Receiver::on(listener, &[], 200);
+    let (mut child, mut lines) = common::spawn_callplane(dir.path(), &args);
+    let (base, seen) = listening(&mut lines).await;
+    assert!(
+        !seen.iter().any(|v| v["kind"] == "serve.bootstrap"),
+        "no second bootstrap on a used database: {seen:?}"
+    );
+    let remote = Remote {
+        base,
+        key,
+        http: reqwest::Client::new(),
+    };
+
+    // Every event of the call arrives (at least once), with the ids it had before the kill.
+    let mut received: std::collections::BTreeMap<i64, Hit> = std::collections::BTreeMap::new();
+    // A delivery in flight at the kill waits for its lease (60 s) to end: allow for it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let after = loop {
+        let hit = timeout(
+            deadline.saturating_duration_since(tokio::time::Instant::now()),
+            rx.hits.recv(),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "every event arrived in time; got {:?}, stored before the kill {before:?}",
+                received.keys().collect::<Vec<_>>()
+            )
+        })
+        .expect("receiver");
+        assert_signed(&hit, &secret);
+        received.insert(hit.event_id(), hit);
+        let timeline = remote.timeline(&call_id).await;
+        if timeline.iter().all(|(id, _)| received.contains_key(id)) {
+            break timeline;
+        }
+    };
+    eprintln!(
+        "[{}] stored before the kill: {before:?}; after the restart: {after:?}",
+        database_url.map_or("sqlite", |_| "postgres")
+    );
+    // Nothing stored before the kill was lost or renumbered.
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "the timeline survived the kill as it was"
+    );
+    for (id, kind) in &after {
+        let hit = &received[id];
+        assert_eq!(hit.json()["type"], kind.as_str(), "event {id}");
+        assert_eq!(hit.json()["call_id"], call_id.as_str());
+    }
+    child.start_kill().expect("stop serve");
+    let _ = timeout(WAIT, child.wait()).await;
+}
