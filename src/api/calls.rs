@@ -1,0 +1,1036 @@
+//! `/v1/calls`: place calls, read them (status, outcome, real durations), their timelines,
+//! hang them up, and the evidence manifest.
+//!
+//! A call's row is written before the engine is asked to dial, with the request as given;
+//! everything after (`status`, `outcome`, times) is derived from the call's stored events only
+//! (`store::derive`). Durations are differences of stored event times, never estimates.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sip::message::Uri;
+use sip::transaction::Transport;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::{Caller, Permission};
+use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
+use super::{AppState, rfc3339};
+use crate::engine::{EngineError, OriginateRequest};
+use crate::store::{
+    CallFilter, CallRecord, CallStatus, Created, Direction, EventFilter, NewCall, NewEvent,
+    RecordingRecord, StoreError, StoredEvent,
+};
+
+/// Default ring timeout (seconds) when the request gives none.
+const DEFAULT_RING_TIMEOUT_S: u32 = 30;
+/// Longest ring timeout accepted.
+const MAX_RING_TIMEOUT_S: u32 = 300;
+/// Longest `hangup_after_s` accepted (a day).
+const MAX_HANGUP_AFTER_S: u32 = 86_400;
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// Default and largest page of `GET /v1/calls`.
+const DEFAULT_LIMIT: u32 = 50;
+const MAX_LIMIT: u32 = 500;
+/// Default and largest page of `GET /v1/calls/{id}/events`.
+const DEFAULT_EVENTS_LIMIT: u32 = 1000;
+const MAX_EVENTS_LIMIT: u32 = 5000;
+
+/// This area's routes.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_call, list_calls))
+        .routes(routes!(get_call))
+        .routes(routes!(call_events))
+        .routes(routes!(hangup_call))
+        .routes(routes!(call_manifest))
+}
+
+/// What `POST /v1/calls` takes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCall {
+    /// Without `trunk_id`: a `sip:` URI whose host is an IP address
+    /// (`sip:alice@192.0.2.7:5060;transport=tcp`). With `trunk_id`: a number or user part,
+    /// called as `sip:<to>@<trunk address>`.
+    #[schema(example = "sip:1000@127.0.0.1:5070")]
+    pub to: String,
+    /// Our From URI (default: the trunk's `from_user`, else `sip:callplane@<our address>`).
+    pub from: Option<String>,
+    /// Call through this trunk.
+    pub trunk_id: Option<String>,
+    /// Run this stored script (its current version; the call records which).
+    pub script_id: Option<String>,
+    /// Or run this inline script (docs/scripts.md).
+    #[schema(value_type = Option<Object>)]
+    pub script: Option<Value>,
+    /// Values kept with the call (shown in `request`).
+    #[schema(value_type = Option<Object>)]
+    pub variables: Option<serde_json::Map<String, Value>>,
+    /// Record the call (stereo WAV; left: the callee).
+    pub record: Option<bool>,
+    /// CANCEL when unanswered after this many seconds (default 30, at most 300).
+    pub ring_timeout_s: Option<u32>,
+    /// Send BYE this many seconds after the answer (default: wait for the callee or the
+    /// script).
+    pub hangup_after_s: Option<u32>,
+}
+
+/// A link to a recording of a call.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecordingLink {
+    /// `rec_` + 24 hex digits.
+    pub id: String,
+    /// `/v1/recordings/{id}`.
+    pub url: String,
+    /// `/v1/recordings/{id}/audio` (audio/wav, Range supported).
+    pub audio_url: String,
+}
+
+/// Durations from stored event times (milliseconds).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Durations {
+    /// Started → answered, or started → ended for an unanswered call.
+    pub ring_ms: Option<i64>,
+    /// Answered → ended (from the final event's measured duration when present).
+    pub talk_ms: Option<i64>,
+    /// Started (or created, when the INVITE never left) → ended.
+    pub total_ms: Option<i64>,
+}
+
+/// A call as the API shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CallView {
+    /// `call_` + 24 hex digits.
+    pub id: String,
+    /// `outbound` or `inbound`.
+    pub direction: String,
+    /// `queued`, `dialing`, `ringing`, `answered`, `completed` or `failed`.
+    pub status: String,
+    /// How it ended: `answered`, `busy`, `no_answer`, `rejected`, `invalid_number`,
+    /// `network_error`, `cancelled`, `failed`.
+    pub outcome: Option<String>,
+    /// Callee URI.
+    pub to: String,
+    /// Caller URI.
+    pub from: String,
+    /// The trunk it went through.
+    pub trunk_id: Option<String>,
+    /// The script it ran.
+    pub script_id: Option<String>,
+    /// The version of that script.
+    pub script_version: Option<i64>,
+    /// Its campaign.
+    pub campaign_id: Option<String>,
+    /// The final SIP status.
+    pub sip_status: Option<i64>,
+    /// Its reason phrase (or the engine's reason when no SIP response said).
+    pub sip_reason: Option<String>,
+    /// Q.850 cause from a Reason header.
+    pub q850_cause: Option<i64>,
+    /// The SIP Call-ID.
+    pub sip_call_id: Option<String>,
+    /// Why it ended (the engine's end reason).
+    pub end_reason: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// µs since the epoch.
+    pub created_at_us: i64,
+    /// When the INVITE went out (`call.created`).
+    pub started_at: Option<String>,
+    /// µs.
+    pub started_at_us: Option<i64>,
+    /// First 180/183.
+    pub ringing_at: Option<String>,
+    /// µs.
+    pub ringing_at_us: Option<i64>,
+    /// The 200 OK.
+    pub answered_at: Option<String>,
+    /// µs.
+    pub answered_at_us: Option<i64>,
+    /// `call.completed` / `call.failed`.
+    pub ended_at: Option<String>,
+    /// µs.
+    pub ended_at_us: Option<i64>,
+    /// Durations.
+    pub durations: Durations,
+    /// What the call collected (digits, script variables).
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<Value>,
+    /// What was asked.
+    #[schema(value_type = Object)]
+    pub request: Value,
+    /// Its recordings (on `GET /v1/calls/{id}` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recordings: Option<Vec<RecordingLink>>,
+}
+
+fn diff_ms(from: Option<i64>, to: Option<i64>) -> Option<i64> {
+    Some((to? - from?) / 1000)
+}
+
+impl CallView {
+    fn new(c: CallRecord, recordings: Option<&[RecordingRecord]>) -> CallView {
+        let ring_ms = if c.answered_at_us.is_some() {
+            diff_ms(c.started_at_us, c.answered_at_us)
+        } else {
+            diff_ms(c.started_at_us, c.ended_at_us)
+        };
+        let talk_ms = c
+            .talk_ms
+            .or_else(|| diff_ms(c.answered_at_us, c.ended_at_us));
+        let total_ms = diff_ms(c.started_at_us.or(Some(c.created_at_us)), c.ended_at_us);
+        CallView {
+            direction: c.direction.as_str().to_owned(),
+            status: c.status.as_str().to_owned(),
+            outcome: c.outcome,
+            to: c.to_uri,
+            from: c.from_uri,
+            trunk_id: c.trunk_id,
+            script_id: c.script_id,
+            script_version: c.script_version,
+            campaign_id: c.campaign_id,
+            sip_status: c.sip_status,
+            sip_reason: c.sip_reason,
+            q850_cause: c.q850_cause,
+            sip_call_id: c.sip_call_id,
+            end_reason: c.end_reason,
+            created_at: rfc3339(c.created_at_us),
+            created_at_us: c.created_at_us,
+            started_at: c.started_at_us.map(rfc3339),
+            started_at_us: c.started_at_us,
+            ringing_at: c.ringing_at_us.map(rfc3339),
+            ringing_at_us: c.ringing_at_us,
+            answered_at: c.answered_at_us.map(rfc3339),
+            answered_at_us: c.answered_at_us,
+            ended_at: c.ended_at_us.map(rfc3339),
+            ended_at_us: c.ended_at_us,
+            durations: Durations {
+                ring_ms,
+                talk_ms,
+                total_ms,
+            },
+            result: c.result,
+            request: c.request,
+            recordings: recordings.map(|rs| {
+                rs.iter()
+                    .map(|r| RecordingLink {
+                        id: r.id.clone(),
+                        url: format!("/v1/recordings/{}", r.id),
+                        audio_url: format!("/v1/recordings/{}/audio", r.id),
+                    })
+                    .collect()
+            }),
+            id: c.id,
+        }
+    }
+}
+
+/// `{"items": [...], "next_cursor": ...}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CallList {
+    /// Newest first.
+    pub items: Vec<CallView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A timeline event.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventView {
+    /// Global, increasing (the SSE `Last-Event-ID`).
+    pub id: i64,
+    /// Its call.
+    pub call_id: String,
+    /// Its call's campaign.
+    pub campaign_id: Option<String>,
+    /// `call.created`, `sip.invite_sent`, ..., `call.completed`, `call.failed`.
+    pub kind: String,
+    /// RFC 3339.
+    pub at: String,
+    /// µs since the epoch.
+    pub at_unix_us: i64,
+    /// µs since the call was created (monotonic).
+    pub offset_us: i64,
+    /// Kind-specific details.
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+impl From<StoredEvent> for EventView {
+    fn from(e: StoredEvent) -> EventView {
+        EventView {
+            id: e.id,
+            call_id: e.call_id,
+            campaign_id: e.campaign_id,
+            kind: e.kind,
+            at: rfc3339(e.at_unix_us),
+            at_unix_us: e.at_unix_us,
+            offset_us: e.offset_us,
+            details: e.details,
+        }
+    }
+}
+
+/// `{"items": [...], "next_cursor": ...}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventList {
+    /// Oldest first.
+    pub items: Vec<EventView>,
+    /// Pass as `cursor` for the next page; `null` when this page was not full.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /v1/calls`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `queued`, `dialing`, `ringing`, `answered`, `completed` or `failed`.
+    pub status: Option<String>,
+    /// An outcome name.
+    pub outcome: Option<String>,
+    /// A campaign id.
+    pub campaign_id: Option<String>,
+    /// Created at or after (RFC 3339 or µs since the epoch).
+    pub created_from: Option<String>,
+    /// Created before (RFC 3339 or µs since the epoch).
+    pub created_to: Option<String>,
+    /// From the previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<u32>,
+}
+
+/// Paging of `GET /v1/calls/{id}/events`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// From the previous page's `next_cursor` (an event id; events after it).
+    pub cursor: Option<String>,
+    /// Page size (default 1000, at most 5000).
+    pub limit: Option<u32>,
+}
+
+/// The evidence manifest of a call.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct Manifest {
+    /// The call.
+    pub call_id: String,
+    /// The SIP Call-ID.
+    pub sip_call_id: Option<String>,
+    /// The script it ran.
+    pub script_id: Option<String>,
+    /// That script's version.
+    pub script_version: Option<i64>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// µs.
+    pub created_at_us: i64,
+    /// RFC 3339.
+    pub started_at: Option<String>,
+    /// µs.
+    pub started_at_us: Option<i64>,
+    /// RFC 3339.
+    pub answered_at: Option<String>,
+    /// µs.
+    pub answered_at_us: Option<i64>,
+    /// RFC 3339.
+    pub ended_at: Option<String>,
+    /// µs.
+    pub ended_at_us: Option<i64>,
+    /// How it ended.
+    pub outcome: Option<String>,
+    /// The recordings announced in the timeline (up to the final event).
+    pub recordings: Vec<ManifestRecording>,
+    /// A digest of the timeline.
+    pub timeline: TimelineDigest,
+    /// Whether the call has ended: a final manifest never changes.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+}
+
+/// One recording in a manifest.
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct ManifestRecording {
+    /// `rec_` + 24 hex digits.
+    pub id: String,
+    /// Lowercase hex SHA-256 of the WAV file.
+    pub sha256: String,
+    /// Size of the file.
+    pub bytes: i64,
+    /// Length.
+    pub duration_ms: i64,
+}
+
+/// The digest of a call's timeline (docs/api.md "Evidence manifest").
+#[derive(Debug, Serialize, PartialEq, utoipa::ToSchema)]
+pub struct TimelineDigest {
+    /// How many events it covers.
+    pub events: usize,
+    /// The id of the last one covered.
+    pub last_event_id: Option<i64>,
+    /// Lowercase hex SHA-256 of the canonical serialisation of those events.
+    pub sha256: String,
+}
+
+fn bad_field(message: impl Into<String>) -> ApiError {
+    ApiError::unprocessable("invalid_field", message)
+}
+
+/// A number or user part to put before `@` in a trunk call (RFC 3261 §25.1 `user`,
+/// conservatively: no escapes, no `;`).
+fn valid_user(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-_.!~*'()&=$,?/".contains(&b))
+}
+
+fn parse_uri(field: &str, text: &str) -> Result<Uri, ApiError> {
+    Uri::parse(text.as_bytes()).map_err(|_| bad_field(format!("{field}: {text:?} is not a URI")))
+}
+
+/// Everything a call needs, resolved and checked before its row is written.
+struct Plan {
+    to: Uri,
+    destination: SocketAddr,
+    transport: Transport,
+    from: Option<Uri>,
+    from_uri: String,
+    trunk_id: Option<String>,
+    script: Option<Arc<crate::script::Script>>,
+    script_id: Option<String>,
+    script_version: Option<i64>,
+    ring_timeout: Duration,
+    hangup_after: Option<Duration>,
+}
+
+async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, ApiError> {
+    let (to, destination, transport, trunk_from) = match &req.trunk_id {
+        Some(trunk_id) => {
+            let trunk = match s.store.get_trunk(&caller.tenant_id, trunk_id).await {
+                Ok(t) => t,
+                Err(StoreError::NotFound) => {
+                    return Err(bad_field(format!("trunk_id: no trunk {trunk_id:?}")));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !valid_user(&req.to) {
+                return Err(ApiError::unprocessable(
+                    "invalid_destination",
+                    "to: with trunk_id, `to` is a number or user part (letters, digits, + - _ . and the like)",
+                ));
+            }
+            let destination: SocketAddr = trunk.address.parse().map_err(|_| {
+                ApiError::unprocessable(
+                    "invalid_destination",
+                    format!("the trunk's address {:?} is not ip:port", trunk.address),
+                )
+            })?;
+            let transport = if trunk.transport == "tcp" {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            };
+            let suffix = if transport == Transport::Tcp {
+                ";transport=tcp"
+            } else {
+                ""
+            };
+            let host = match destination.ip() {
+                IpAddr::V4(ip) => ip.to_string(),
+                IpAddr::V6(ip) => format!("[{ip}]"),
+            };
+            let to = parse_uri(
+                "to",
+                &format!("sip:{}@{host}:{}{suffix}", req.to, destination.port()),
+            )?;
+            let from = match &trunk.from_user {
+                Some(u) if u.contains(':') => Some(parse_uri("trunk from_user", u)?),
+                Some(u) => Some(parse_uri("trunk from_user", &format!("sip:{u}@{host}"))?),
+                None => None,
+            };
+            (to, destination, transport, from)
+        }
+        None => {
+            let to = parse_uri("to", &req.to)?;
+            let (destination, transport) = crate::engine::target::resolve(&to).map_err(|e| {
+                ApiError::unprocessable(
+                    "invalid_destination",
+                    format!("to: {e} (or give trunk_id)"),
+                )
+            })?;
+            (to, destination, transport, None)
+        }
+    };
+    let from = match &req.from {
+        Some(f) => Some(parse_uri("from", f)?),
+        None => trunk_from,
+    };
+    let from_uri = match &from {
+        Some(f) => f.to_string(),
+        // The engine's default From (`sip:callplane@<advertise ip>`).
+        None => match s.engine.advertise_ip() {
+            IpAddr::V4(ip) => format!("sip:callplane@{ip}"),
+            IpAddr::V6(ip) => format!("sip:callplane@[{ip}]"),
+        },
+    };
+    let (script, script_id, script_version) = match (&req.script_id, &req.script) {
+        (Some(_), Some(_)) => {
+            return Err(bad_field("give script_id or script, not both"));
+        }
+        (Some(id), None) => {
+            let record = match s.store.get_script(&caller.tenant_id, id, None).await {
+                Ok(r) => r,
+                Err(StoreError::NotFound) => {
+                    return Err(bad_field(format!("script_id: no script {id:?}")));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let script = super::scripts::check_script(&record.body)?;
+            (
+                Some(Arc::new(script)),
+                Some(record.id),
+                Some(record.version),
+            )
+        }
+        (None, Some(body)) => {
+            let script = super::scripts::check_script(body)?;
+            (Some(Arc::new(script)), None, None)
+        }
+        (None, None) => (None, None, None),
+    };
+    let ring_s = req.ring_timeout_s.unwrap_or(DEFAULT_RING_TIMEOUT_S);
+    if !(1..=MAX_RING_TIMEOUT_S).contains(&ring_s) {
+        return Err(bad_field(format!(
+            "ring_timeout_s: must be 1 to {MAX_RING_TIMEOUT_S}"
+        )));
+    }
+    if let Some(h) = req.hangup_after_s
+        && !(1..=MAX_HANGUP_AFTER_S).contains(&h)
+    {
+        return Err(bad_field(format!(
+            "hangup_after_s: must be 1 to {MAX_HANGUP_AFTER_S}"
+        )));
+    }
+    Ok(Plan {
+        to,
+        destination,
+        transport,
+        from,
+        from_uri,
+        trunk_id: req.trunk_id.clone(),
+        script,
+        script_id,
+        script_version,
+        ring_timeout: Duration::from_secs(u64::from(ring_s)),
+        hangup_after: req
+            .hangup_after_s
+            .map(|h| Duration::from_secs(u64::from(h))),
+    })
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = v
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_header",
+                format!("Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+            )
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+/// Places a call: 201 with the call at once (status `queued`/`dialing`); its progress is in
+/// its timeline. The same `Idempotency-Key` with the same body returns the same call (200,
+/// `Idempotent-Replayed: true`) and dials nothing.
+#[utoipa::path(post, path = "/calls", tag = "calls", request_body = CreateCall,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the same call")),
+    responses(
+        (status = 201, body = CallView, description = "placed"),
+        (status = 200, body = CallView, description = "an idempotent replay (header `Idempotent-Replayed: true`)"),
+        (status = 422, body = ErrorBody, description = "invalid_field, invalid_destination, invalid_script, idempotency_key_reused"),
+        (status = 503, body = ErrorBody, description = "capacity_exceeded or draining")))]
+async fn create_call(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateCall>,
+) -> ApiResult<Response> {
+    caller.require(Permission::CallsWrite)?;
+    let key = idempotency_key(&headers)?;
+    let plan = plan(&s, &caller, &req).await?;
+    // The request as given (normalised by serde), to compare idempotent replays with.
+    let request = serde_json::to_value(&req)
+        .map_err(|e| ApiError::internal(format!("request not serialisable: {e}")))?;
+    let created = s
+        .store
+        .create_call(&NewCall {
+            tenant_id: caller.tenant_id.clone(),
+            direction: Direction::Outbound,
+            to_uri: plan.to.to_string(),
+            from_uri: plan.from_uri.clone(),
+            trunk_id: plan.trunk_id.clone(),
+            script_id: plan.script_id.clone(),
+            script_version: plan.script_version,
+            campaign_id: None,
+            idempotency_key: key,
+            request: request.clone(),
+            created_at_us: crate::clock::unix_us(),
+        })
+        .await?;
+    let call = match created {
+        Created::Existing(existing) => {
+            if existing.request != request {
+                return Err(ApiError::unprocessable(
+                    "idempotency_key_reused",
+                    format!(
+                        "this Idempotency-Key was used for call {} with a different request",
+                        existing.id
+                    ),
+                ));
+            }
+            let mut response = Json(CallView::new(existing, None)).into_response();
+            response.headers_mut().insert(
+                HeaderName::from_static("idempotent-replayed"),
+                HeaderValue::from_static("true"),
+            );
+            return Ok(response);
+        }
+        Created::New(call) => call,
+    };
+    let data_dir = &s.config.data_dir;
+    let record = if req.record == Some(true) {
+        let dir = data_dir.join("recordings");
+        let ensure = dir.clone();
+        tokio::task::spawn_blocking(move || crate::files::ensure_dir(&ensure))
+            .await
+            .map_err(|e| ApiError::internal(format!("recordings dir task: {e}")))?
+            .map_err(|e| ApiError::internal(format!("recordings dir {}: {e}", dir.display())))?;
+        Some(dir.join(format!("{}.wav", call.id)))
+    } else {
+        None
+    };
+    let originate = OriginateRequest {
+        to: plan.to,
+        destination: plan.destination,
+        from: plan.from,
+        play: None,
+        gather_digits: 0,
+        record,
+        ring_timeout: plan.ring_timeout,
+        transport: plan.transport,
+        hangup_after: plan.hangup_after,
+        send_dtmf: Vec::new(),
+        dtmf_after: Duration::ZERO,
+        script: plan.script,
+        prompts: Some(data_dir.join("prompts")),
+        tag: Some(Arc::from(call.id.as_str())),
+    };
+    match s.engine.originate(originate).await {
+        Ok(engine_id) => s.bus.register_live(&call.id, engine_id),
+        Err(e) => {
+            let (error, reason) = match &e {
+                EngineError::AtCapacity(n) => (
+                    ApiError::unavailable(
+                        "capacity_exceeded",
+                        format!("this node is at capacity ({n} calls); retry later"),
+                    )
+                    .with_retry_after(5),
+                    "capacity_exceeded",
+                ),
+                EngineError::Draining => (
+                    ApiError::unavailable("draining", "this node is draining; retry elsewhere")
+                        .with_retry_after(5),
+                    "draining",
+                ),
+                other => (
+                    ApiError::unavailable("engine_unavailable", other.to_string()),
+                    "engine_unavailable",
+                ),
+            };
+            // The row exists: end its timeline so it does not stay `queued` forever.
+            let now = crate::clock::unix_us();
+            if let Err(store_error) = s
+                .bus
+                .append(NewEvent {
+                    call_id: call.id.clone(),
+                    kind: "call.failed".to_owned(),
+                    at_unix_us: now,
+                    offset_us: (now - call.created_at_us).max(0),
+                    details: json!({"outcome": "failed", "reason": reason, "end_reason": reason}),
+                })
+                .await
+            {
+                tracing::error!(call_id = %call.id, error = %store_error, "could not store call.failed");
+            }
+            return Err(error);
+        }
+    }
+    // Re-read: the engine may already have reported `call.created`.
+    let call = match s.store.get_call(&caller.tenant_id, &call.id).await {
+        Ok(fresh) => fresh,
+        Err(_) => call,
+    };
+    Ok((StatusCode::CREATED, Json(CallView::new(call, None))).into_response())
+}
+
+fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
+    if let Ok(us) = text.parse::<i64>() {
+        return Ok(us);
+    }
+    text.parse::<jiff::Timestamp>()
+        .map(|t| t.as_microsecond())
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!("{field}: {text:?} is neither RFC 3339 nor µs since the epoch"),
+            )
+        })
+}
+
+/// Lists the tenant's calls, newest first.
+#[utoipa::path(get, path = "/calls", tag = "calls", params(ListQuery),
+    responses((status = 200, body = CallList), (status = 400, body = ErrorBody)))]
+async fn list_calls(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<CallList>> {
+    caller.require(Permission::CallsRead)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|st| {
+            CallStatus::parse(st).ok_or_else(|| {
+                ApiError::bad_request("invalid_query", format!("status: unknown status {st:?}"))
+            })
+        })
+        .transpose()?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit: must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let filter = CallFilter {
+        status,
+        outcome: q.outcome,
+        campaign_id: q.campaign_id,
+        created_from_us: q
+            .created_from
+            .as_deref()
+            .map(|t| parse_time("created_from", t))
+            .transpose()?,
+        created_to_us: q
+            .created_to
+            .as_deref()
+            .map(|t| parse_time("created_to", t))
+            .transpose()?,
+        cursor: q.cursor,
+        limit,
+    };
+    let page = match s.store.list_calls(&caller.tenant_id, &filter).await {
+        Ok(p) => p,
+        // The store answers a cursor it cannot read with NotFound or Corrupt.
+        Err(StoreError::NotFound | StoreError::Corrupt(_)) if filter.cursor.is_some() => {
+            return Err(ApiError::bad_request(
+                "invalid_cursor",
+                "cursor: not a cursor of this listing",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(CallList {
+        items: page
+            .items
+            .into_iter()
+            .map(|c| CallView::new(c, None))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// A call: status, outcome, SIP status and reason, times, real durations, result, recordings.
+#[utoipa::path(get, path = "/calls/{id}", tag = "calls",
+    params(("id" = String, Path, description = "call id")),
+    responses((status = 200, body = CallView), (status = 404, body = ErrorBody)))]
+async fn get_call(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<CallView>> {
+    caller.require(Permission::CallsRead)?;
+    let call = s.store.get_call(&caller.tenant_id, &id).await?;
+    let recordings = s.store.list_recordings(&caller.tenant_id, &id).await?;
+    Ok(Json(CallView::new(call, Some(&recordings))))
+}
+
+/// A call's timeline, oldest first.
+#[utoipa::path(get, path = "/calls/{id}/events", tag = "calls",
+    params(("id" = String, Path, description = "call id"), EventsQuery),
+    responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
+async fn call_events(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> ApiResult<Json<EventList>> {
+    caller.require(Permission::EventsRead)?;
+    // 404 for another tenant's call (rather than an empty list).
+    s.store.get_call(&caller.tenant_id, &id).await?;
+    let after = match q.cursor.as_deref() {
+        None => 0,
+        Some(c) => c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("invalid_cursor", "cursor: not a cursor of this listing")
+        })?,
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
+    if !(1..=MAX_EVENTS_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("limit: must be 1 to {MAX_EVENTS_LIMIT}"),
+        ));
+    }
+    let filter = EventFilter {
+        call_id: Some(id),
+        ..EventFilter::default()
+    };
+    let events = s
+        .store
+        .events_after(&caller.tenant_id, after, &filter, limit)
+        .await?;
+    let next_cursor = if events.len() == limit as usize {
+        events.last().map(|e| e.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(EventList {
+        items: events.into_iter().map(EventView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Hangs a live call up (BYE once answered, CANCEL while ringing). 409 `call_ended` when it
+/// has ended or is not live on this node.
+#[utoipa::path(post, path = "/calls/{id}/hangup", tag = "calls",
+    params(("id" = String, Path, description = "call id")),
+    responses((status = 202, body = CallView, description = "hangup requested; the timeline shows the end"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn hangup_call(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<CallView>)> {
+    caller.require(Permission::CallsWrite)?;
+    let call = s.store.get_call(&caller.tenant_id, &id).await?;
+    if call.status.is_final() {
+        return Err(ApiError::conflict(
+            "call_ended",
+            "the call has already ended",
+        ));
+    }
+    let Some(engine_id) = s.bus.engine_id(&id) else {
+        return Err(ApiError::conflict(
+            "call_ended",
+            "the call is not live on this node",
+        ));
+    };
+    s.engine
+        .hangup(engine_id)
+        .await
+        .map_err(|e| ApiError::unavailable("engine_unavailable", e.to_string()))?;
+    Ok((StatusCode::ACCEPTED, Json(CallView::new(call, None))))
+}
+
+/// Appends the canonical JSON of `v` to `out`: object keys in byte order, no whitespace,
+/// strings and numbers as serde_json prints them.
+fn canonical_json(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let sorted: BTreeMap<&String, &Value> = map.iter().collect();
+            out.push('{');
+            for (i, (k, v)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical_json(v, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// The canonical serialisation of one timeline event (docs/api.md "Evidence manifest"): the
+/// canonical JSON of `{id, call_id, kind, at_unix_us, offset_us, details}` and a `\n`.
+pub fn canonical_event(e: &StoredEvent) -> String {
+    let mut out = String::new();
+    canonical_json(
+        &json!({
+            "id": e.id,
+            "call_id": e.call_id,
+            "kind": e.kind,
+            "at_unix_us": e.at_unix_us,
+            "offset_us": e.offset_us,
+            "details": e.details,
+        }),
+        &mut out,
+    );
+    out.push('\n');
+    out
+}
+
+/// A call's events up to and including its first final event (all of them while it is live).
+async fn bounded_timeline(
+    s: &AppState,
+    tenant: &str,
+    call_id: &str,
+) -> Result<(Vec<StoredEvent>, bool), ApiError> {
+    let filter = EventFilter {
+        call_id: Some(call_id.to_owned()),
+        ..EventFilter::default()
+    };
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s
+            .store
+            .events_after(tenant, after, &filter, MAX_EVENTS_LIMIT)
+            .await?;
+        let full = page.len() == MAX_EVENTS_LIMIT as usize;
+        for e in page {
+            after = e.id;
+            let is_final = e.kind == "call.completed" || e.kind == "call.failed";
+            events.push(e);
+            // Nothing after the final event is evidence: the manifest stops here, so a late
+            // append cannot change it.
+            if is_final {
+                return Ok((events, true));
+            }
+        }
+        if !full {
+            return Ok((events, false));
+        }
+    }
+}
+
+/// The evidence manifest: recording digests, a digest of the timeline, script id and version,
+/// the SIP Call-ID and timestamps. Once the call has ended (`final: true`) it never changes.
+#[utoipa::path(get, path = "/calls/{id}/manifest", tag = "calls",
+    params(("id" = String, Path, description = "call id")),
+    responses((status = 200, body = Manifest), (status = 404, body = ErrorBody)))]
+async fn call_manifest(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Manifest>> {
+    caller.require(Permission::CallsRead)?;
+    let call = s.store.get_call(&caller.tenant_id, &id).await?;
+    let (events, ended) = bounded_timeline(&s, &caller.tenant_id, &id).await?;
+    let mut hasher = Sha256::new();
+    for e in &events {
+        hasher.update(canonical_event(e).as_bytes());
+    }
+    // Only recordings the bounded timeline announced belong to the evidence.
+    let announced: BTreeSet<&str> = events
+        .iter()
+        .filter(|e| e.kind == "recording.ready")
+        .filter_map(|e| e.details.get("path").and_then(Value::as_str))
+        .collect();
+    let recordings = s
+        .store
+        .list_recordings(&caller.tenant_id, &id)
+        .await?
+        .into_iter()
+        .filter(|r| announced.contains(r.path.as_str()))
+        .map(|r| ManifestRecording {
+            id: r.id,
+            sha256: r.sha256,
+            bytes: r.bytes,
+            duration_ms: r.duration_ms,
+        })
+        .collect();
+    Ok(Json(Manifest {
+        call_id: call.id,
+        sip_call_id: call.sip_call_id,
+        script_id: call.script_id,
+        script_version: call.script_version,
+        created_at: rfc3339(call.created_at_us),
+        created_at_us: call.created_at_us,
+        started_at: call.started_at_us.map(rfc3339),
+        started_at_us: call.started_at_us,
+        answered_at: call.answered_at_us.map(rfc3339),
+        answered_at_us: call.answered_at_us,
+        ended_at: call.ended_at_us.map(rfc3339),
+        ended_at_us: call.ended_at_us,
+        outcome: call.outcome,
+        recordings,
+        timeline: TimelineDigest {
+            events: events.len(),
+            last_event_id: events.last().map(|e| e.id),
+            sha256: hex::encode(hasher.finalize()),
+        },
+        is_final: ended && call.status.is_final(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level_and_has_no_whitespace() {
+        let mut out = String::new();
+        canonical_json(
+            &json!({"b": 1, "a": {"z": [1, {"y": "x", "c": null}], "é": "\"q\""}}),
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            r#"{"a":{"z":[1,{"c":null,"y":"x"}],"é":"\"q\""},"b":1}"#
+        );
+    }
+
+    #[test]
+    fn trunk_users_refuse_uri_metacharacters() {
+        assert!(valid_user("+15551234567"));
+        assert!(valid_user("alice.smith"));
+        assert!(!valid_user(""));
+        assert!(!valid_user("a@b"));
+        assert!(!valid_user("a;transport=tcp"));
+        assert!(!valid_user("a b"));
+    }
+}

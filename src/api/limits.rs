@@ -1,0 +1,115 @@
+//! The per-key rate limit: a token bucket per API key id, in memory (per process).
+//!
+//! Each key holds up to `burst` tokens and earns `rate_per_s` per second; a request spends
+//! one. An empty bucket answers 429 `rate_limited` with `Retry-After` = the whole seconds until
+//! the next token. Buckets live in one mutex-guarded map: the critical section is a few
+//! arithmetic operations with no await inside.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// Buckets idle this long are dropped (they are full again by then anyway).
+const IDLE: Duration = Duration::from_secs(600);
+/// Prune idle buckets when the map grows past this.
+const PRUNE_AT: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets keyed by API key id.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate_per_s: u32,
+    burst: u32,
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl RateLimiter {
+    /// `rate_per_s` tokens a second, up to `burst` (at least 1); `rate_per_s == 0` disables it.
+    pub fn new(rate_per_s: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            rate_per_s,
+            burst: burst.max(1),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Spends a token of `key` now: `Err(seconds)` to wait when there is none.
+    pub fn check(&self, key: &str) -> Result<(), u64> {
+        self.check_at(key, crate::clock::now())
+    }
+
+    /// [`RateLimiter::check`] at a given time.
+    pub fn check_at(&self, key: &str, now: Instant) -> Result<(), u64> {
+        if self.rate_per_s == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.rate_per_s);
+        let burst = f64::from(self.burst);
+        // A poisoned map still holds valid buckets (no invariant spans two entries).
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.len() > PRUNE_AT {
+            buckets.retain(|_, b| now.saturating_duration_since(b.at) < IDLE);
+        }
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let earned = now.saturating_duration_since(bucket.at).as_secs_f64() * rate;
+        bucket.tokens = (bucket.tokens + earned).min(burst);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = (1.0 - bucket.tokens) / rate;
+            // Retry-After is whole seconds (RFC 9110 §10.2.3); round up so a client that
+            // obeys it finds a token.
+            Err((wait.ceil() as u64).max(1))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refuses_until_refilled() {
+        let l = RateLimiter::new(2, 3);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(l.check_at("k", t0), Ok(()));
+        }
+        assert_eq!(l.check_at("k", t0), Err(1));
+        // Another key has its own bucket.
+        assert_eq!(l.check_at("other", t0), Ok(()));
+        // Half a second at 2/s earns one token.
+        assert_eq!(l.check_at("k", t0 + Duration::from_millis(500)), Ok(()));
+        assert!(l.check_at("k", t0 + Duration::from_millis(500)).is_err());
+    }
+
+    #[test]
+    fn a_zero_rate_disables_the_limit() {
+        let l = RateLimiter::new(0, 0);
+        let t0 = Instant::now();
+        for _ in 0..1000 {
+            assert_eq!(l.check_at("k", t0), Ok(()));
+        }
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        let l = RateLimiter::new(1, 1);
+        let t0 = Instant::now();
+        assert_eq!(l.check_at("k", t0), Ok(()));
+        assert_eq!(l.check_at("k", t0 + Duration::from_millis(100)), Err(1));
+        let slow = RateLimiter::new(1, 1);
+        assert_eq!(slow.check_at("k", t0), Ok(()));
+        assert_eq!(slow.check_at("k", t0), Err(1));
+    }
+}

@@ -1,0 +1,211 @@
+//! `/v1/trunks`: SIP trunks (where calls to numbers go). The password is write-only: responses
+//! say only `has_password`.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::auth::{Caller, Permission};
+use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::{AppState, rfc3339};
+use crate::store::{Trunk, TrunkInput};
+
+/// This area's routes.
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_trunks, create_trunk))
+        .routes(routes!(get_trunk, replace_trunk, delete_trunk))
+}
+
+/// A trunk as shown (no password).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TrunkView {
+    /// `trk_` + 24 hex digits.
+    pub id: String,
+    /// Unique per tenant.
+    pub name: String,
+    /// `ip:port` of the carrier's SIP server.
+    pub address: String,
+    /// `udp` or `tcp`.
+    pub transport: String,
+    /// Digest user name.
+    pub username: Option<String>,
+    /// Whether a digest password is stored (it is never shown).
+    pub has_password: bool,
+    /// The user part of our From on calls through this trunk.
+    pub from_user: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// µs since the epoch.
+    pub created_at_us: i64,
+    /// RFC 3339.
+    pub updated_at: String,
+    /// µs since the epoch.
+    pub updated_at_us: i64,
+}
+
+impl From<Trunk> for TrunkView {
+    fn from(t: Trunk) -> TrunkView {
+        TrunkView {
+            id: t.id,
+            name: t.name,
+            address: t.address,
+            transport: t.transport,
+            username: t.username,
+            has_password: t.password.is_some(),
+            from_user: t.from_user,
+            created_at: rfc3339(t.created_at_us),
+            created_at_us: t.created_at_us,
+            updated_at: rfc3339(t.updated_at_us),
+            updated_at_us: t.updated_at_us,
+        }
+    }
+}
+
+/// `{"items": [...]}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TrunkList {
+    /// The tenant's trunks by name.
+    pub items: Vec<TrunkView>,
+}
+
+/// What `POST /v1/trunks` and `PUT /v1/trunks/{id}` take.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkRequest {
+    /// Unique per tenant.
+    pub name: String,
+    /// `ip:port` (an IP literal: this version does no DNS).
+    #[schema(example = "192.0.2.10:5060")]
+    pub address: String,
+    /// `udp` (default) or `tcp`.
+    pub transport: Option<String>,
+    /// Digest user name.
+    pub username: Option<String>,
+    /// Digest password (write-only; on PUT, omit it to keep the stored one).
+    pub password: Option<String>,
+    /// The user part of our From.
+    pub from_user: Option<String>,
+}
+
+impl TrunkRequest {
+    fn into_input(self) -> Result<TrunkInput, ApiError> {
+        let name = self.name.trim().to_owned();
+        if name.is_empty() || name.len() > 200 {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                "name: must be 1 to 200 characters",
+            ));
+        }
+        if self.address.parse::<SocketAddr>().is_err() {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                format!(
+                    "address: {:?} is not ip:port (an IP literal; this version does no DNS)",
+                    self.address
+                ),
+            ));
+        }
+        let transport = self
+            .transport
+            .unwrap_or_else(|| "udp".to_owned())
+            .to_ascii_lowercase();
+        if transport != "udp" && transport != "tcp" {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                "transport: must be udp or tcp",
+            ));
+        }
+        Ok(TrunkInput {
+            name,
+            address: self.address,
+            transport,
+            username: self.username,
+            password: self.password,
+            from_user: self.from_user,
+        })
+    }
+}
+
+/// Lists the tenant's trunks.
+#[utoipa::path(get, path = "/trunks", tag = "trunks",
+    responses((status = 200, body = TrunkList), (status = 403, body = ErrorBody)))]
+async fn list_trunks(State(s): State<AppState>, caller: Caller) -> ApiResult<Json<TrunkList>> {
+    caller.require(Permission::TrunksRead)?;
+    let items = s.store.list_trunks(&caller.tenant_id).await?;
+    Ok(Json(TrunkList {
+        items: items.into_iter().map(TrunkView::from).collect(),
+    }))
+}
+
+/// Creates a trunk.
+#[utoipa::path(post, path = "/trunks", tag = "trunks", request_body = TrunkRequest,
+    responses((status = 201, body = TrunkView), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn create_trunk(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiJson(req): ApiJson<TrunkRequest>,
+) -> ApiResult<(StatusCode, Json<TrunkView>)> {
+    caller.require(Permission::TrunksWrite)?;
+    let input = req.into_input()?;
+    let trunk = s
+        .store
+        .create_trunk(&caller.tenant_id, &input, crate::clock::unix_us())
+        .await?;
+    Ok((StatusCode::CREATED, Json(trunk.into())))
+}
+
+/// A trunk.
+#[utoipa::path(get, path = "/trunks/{id}", tag = "trunks",
+    params(("id" = String, Path, description = "trunk id")),
+    responses((status = 200, body = TrunkView), (status = 404, body = ErrorBody)))]
+async fn get_trunk(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TrunkView>> {
+    caller.require(Permission::TrunksRead)?;
+    Ok(Json(
+        s.store.get_trunk(&caller.tenant_id, &id).await?.into(),
+    ))
+}
+
+/// Replaces a trunk's fields (omit `password` to keep the stored one).
+#[utoipa::path(put, path = "/trunks/{id}", tag = "trunks", request_body = TrunkRequest,
+    params(("id" = String, Path, description = "trunk id")),
+    responses((status = 200, body = TrunkView), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn replace_trunk(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<TrunkRequest>,
+) -> ApiResult<Json<TrunkView>> {
+    caller.require(Permission::TrunksWrite)?;
+    let input = req.into_input()?;
+    let trunk = s
+        .store
+        .update_trunk(&caller.tenant_id, &id, &input, crate::clock::unix_us())
+        .await?;
+    Ok(Json(trunk.into()))
+}
+
+/// Deletes a trunk.
+#[utoipa::path(delete, path = "/trunks/{id}", tag = "trunks",
+    params(("id" = String, Path, description = "trunk id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+async fn delete_trunk(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(Permission::TrunksWrite)?;
+    s.store.delete_trunk(&caller.tenant_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
