@@ -11,6 +11,7 @@
 //! line would be merged with it and make rustdoc resolve its links in this scope.)
 
 pub mod api;
+pub mod app;
 pub mod clock;
 pub mod engine;
 pub mod events;

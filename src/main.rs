@@ -6,14 +6,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use callplane::app::{self, ServeConfig};
 use callplane::engine::{
     CallEvent, Engine, EngineConfig, InboundConfig, OriginateRequest, Outcome,
 };
-use callplane::files::recover_partials;
+use callplane::events::outbox::OutboxConfig;
 use callplane::script::Script;
+use callplane::store::Role;
 use clap::{Parser, Subcommand};
-use sip::message::{Host, Uri};
+use sip::message::Uri;
 use sip::transaction::Transport;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::broadcast::error::RecvError;
@@ -76,8 +78,33 @@ enum Cmd {
         #[arg(long, default_value_t = 0.5, requires = "send_dtmf")]
         dtmf_after: f64,
     },
-    /// Answer inbound calls until SIGINT/SIGTERM, then drain.
+    /// Run the softswitch: SIP, the REST API and the store, until SIGINT/SIGTERM, then drain.
+    ///
+    /// With no arguments: SIP on 0.0.0.0:5060, the API on 127.0.0.1:8080, SQLite in
+    /// ./callplane-data. The first start on an empty database prints the owner key of a default
+    /// tenant (once).
     Serve {
+        /// The data directory: the SQLite database, recordings, prompts.
+        #[arg(long, default_value = "callplane-data")]
+        data_dir: PathBuf,
+        /// A PostgreSQL URL (postgres://user:password@host/db) instead of the embedded SQLite.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        /// Where the REST API listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api: SocketAddr,
+        /// Webhook delivery attempts before a delivery is dead-lettered.
+        #[arg(long, default_value_t = 10)]
+        webhook_max_attempts: u32,
+        /// The first webhook retry delay in milliseconds (doubling, with jitter, up to 10 min).
+        #[arg(long, default_value_t = 1000)]
+        webhook_retry_base_ms: u64,
+        /// The largest API request body in bytes (413 above).
+        #[arg(long, default_value_t = 1 << 20)]
+        max_body_bytes: usize,
+        /// API requests per second per key (429 above; 0: unlimited).
+        #[arg(long, default_value_t = 50)]
+        rate_limit: u32,
         /// SIP UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:5060")]
         sip: SocketAddr,
@@ -96,8 +123,8 @@ enum Cmd {
         /// script's directory).
         #[arg(long, requires = "script")]
         prompts: Option<PathBuf>,
-        /// Record calls into this directory (the whole call without a script, the script's
-        /// `record` segments with one).
+        /// Record inbound calls into this directory (the whole call without a script, the
+        /// script's `record` segments with one); default: `<data-dir>/recordings`.
         #[arg(long)]
         recordings: Option<PathBuf>,
         /// Report `gather.completed` after this many DTMF digits (without a script).
@@ -110,6 +137,46 @@ enum Cmd {
         #[arg(long, default_value_t = 10.0)]
         drain_timeout: f64,
     },
+    /// GET a URL and exit 0 on a 2xx answer, 1 otherwise (the Docker health check: the image
+    /// has no curl).
+    Probe {
+        /// For example http://127.0.0.1:8080/readyz.
+        url: String,
+    },
+    /// Administer the store: tenants and keys (prints a new key once).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCmd,
+        /// The data directory of the embedded SQLite database.
+        #[arg(long, default_value = "callplane-data", global = true)]
+        data_dir: PathBuf,
+        /// A PostgreSQL URL instead of the embedded SQLite.
+        #[arg(long, env = "DATABASE_URL", global = true)]
+        database_url: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCmd {
+    /// Create a tenant and print its id and owner key.
+    CreateTenant {
+        /// The tenant's name (unique).
+        name: String,
+    },
+    /// Create an API key for a tenant and print it.
+    CreateKey {
+        /// The tenant id (`ten_…`).
+        #[arg(long)]
+        tenant: String,
+        /// owner, admin, operator, analyst or viewer.
+        #[arg(long)]
+        role: String,
+        /// A label for the key.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List the tenants.
+    ListTenants,
 }
 
 fn main() -> ExitCode {
@@ -171,8 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             dtmf_after,
         } => {
             let to = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
-            let destination = ip_destination(&to)?;
-            let transport = uri_transport(&to)?;
+            let (destination, transport) = callplane::engine::target::resolve(&to)?;
             let from = match from {
                 Some(f) => {
                     Some(Uri::parse(f.as_bytes()).with_context(|| format!("bad --from {f:?}"))?)
@@ -216,7 +282,20 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             call(config, request).await
         }
+        Cmd::Probe { url } => Ok(app::probe(&url).await),
+        Cmd::Admin {
+            command,
+            data_dir,
+            database_url,
+        } => admin(command, &data_dir, database_url.as_deref()).await,
         Cmd::Serve {
+            data_dir,
+            database_url,
+            api,
+            webhook_max_attempts,
+            webhook_retry_base_ms,
+            max_body_bytes,
+            rate_limit,
             sip,
             sip_tcp,
             advertise,
@@ -228,7 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             drain_timeout,
         } => {
             if let Some(dir) = &recordings {
-                std::fs::create_dir_all(dir)
+                callplane::files::ensure_dir(dir)
                     .with_context(|| format!("--recordings {}: cannot create", dir.display()))?;
             }
             let mut config = EngineConfig::new(sip);
@@ -243,7 +322,22 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 recordings,
                 gather_digits: gather,
             };
-            serve(config, seconds("--drain-timeout", drain_timeout)?).await
+            let outbox = OutboxConfig {
+                max_attempts: webhook_max_attempts.max(1),
+                retry_base: Duration::from_millis(webhook_retry_base_ms),
+                ..OutboxConfig::default()
+            };
+            let serve_config = ServeConfig {
+                data_dir,
+                database_url,
+                api,
+                engine: config,
+                outbox,
+                max_body_bytes,
+                rate_limit_per_s: rate_limit,
+                rate_limit_burst: rate_limit.saturating_mul(2),
+            };
+            app::serve(serve_config, seconds("--drain-timeout", drain_timeout)?).await
         }
     }
 }
@@ -265,34 +359,6 @@ fn prompts_dir(prompts: Option<PathBuf>, script: Option<&Path>) -> Option<PathBu
 fn seconds(flag: &str, s: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(s)
         .with_context(|| format!("{flag}: {s} is not a duration in seconds"))
-}
-
-/// The destination of an IP-literal sip: URI (port 5060 when none).
-fn ip_destination(uri: &Uri) -> anyhow::Result<SocketAddr> {
-    let Some(sip) = uri.as_sip() else {
-        bail!("only sip: URIs can be called, not {}", uri.scheme());
-    };
-    let port = sip.port.unwrap_or(5060);
-    match &sip.host {
-        Host::Ipv4(ip) => Ok(SocketAddr::new(IpAddr::V4(*ip), port)),
-        Host::Ipv6(text) => Ok(SocketAddr::new(
-            IpAddr::V6(text.parse().context("bad IPv6 host")?),
-            port,
-        )),
-        Host::Domain(d) => {
-            bail!("host {d:?} needs DNS, which this version does not do: use an IP address")
-        }
-    }
-}
-
-/// The transport a URI's `transport` parameter asks for (UDP when none).
-fn uri_transport(uri: &Uri) -> anyhow::Result<Transport> {
-    match uri.as_sip().and_then(|s| s.transport()) {
-        None => Ok(Transport::Udp),
-        Some(t) if t.eq_ignore_ascii_case("udp") => Ok(Transport::Udp),
-        Some(t) if t.eq_ignore_ascii_case("tcp") => Ok(Transport::Tcp),
-        Some(t) => bail!("transport={t} is not supported (udp, tcp)"),
-    }
 }
 
 /// The local IP the OS would use to reach `destination` (connecting a UDP socket sends nothing).
@@ -350,93 +416,38 @@ async fn call(config: EngineConfig, request: OriginateRequest) -> anyhow::Result
     Ok(code)
 }
 
-async fn serve(config: EngineConfig, drain: Duration) -> anyhow::Result<u8> {
-    // Recordings a crash (kill -9, power loss) left as `.wav.part` become playable `.wav`s
-    // now, before any call can start a writer in that directory.
-    if let Some(dir) = config.inbound.recordings.clone() {
-        let results = tokio::task::spawn_blocking(move || recover_partials(dir)).await?;
-        for r in results {
-            let line = match r {
-                Ok(done) => serde_json::json!({
-                    "kind": "recording.recovered",
-                    "path": done.path.display().to_string(),
-                    "duration_ms": done.duration.as_millis() as u64,
-                    "sha256": done.sha256,
-                }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "recording not recovered");
-                    serde_json::json!({"kind": "recording.recovery_failed", "error": e.to_string()})
-                }
-            };
-            println!("{line}");
+async fn admin(command: AdminCmd, data_dir: &Path, url: Option<&str>) -> anyhow::Result<u8> {
+    let store = app::open_store(data_dir, url).await?;
+    match command {
+        AdminCmd::CreateTenant { name } => {
+            let (tenant, key) = app::create_tenant(store.as_ref(), &name).await?;
+            println!(
+                "{}",
+                serde_json::json!({"tenant_id": tenant.id, "name": tenant.name, "role": "owner", "key": key})
+            );
+        }
+        AdminCmd::CreateKey { tenant, role, name } => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("--role {role:?}: one of owner, admin, operator, analyst, viewer")
+            })?;
+            let tenant = store
+                .get_tenant(&tenant)
+                .await
+                .with_context(|| format!("tenant {tenant:?}"))?;
+            let (secret, key) = app::new_key(&tenant.id, role, &name)?;
+            let stored = store
+                .create_api_key(&key, callplane::clock::unix_us())
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({"tenant_id": tenant.id, "key_id": stored.id, "role": role, "key": secret})
+            );
+        }
+        AdminCmd::ListTenants => {
+            for t in store.list_tenants().await? {
+                println!("{}", serde_json::json!(t));
+            }
         }
     }
-    let engine = Engine::start(config).await?;
-    let handle = engine.handle.clone();
-    tracing::info!(sip = %handle.sip_local_addr(), "serving");
-    // One line before any call event, so a supervisor (or a test) knows the port is open.
-    println!(
-        "{}",
-        serde_json::json!({
-            "kind": "serve.listening",
-            "sip": handle.sip_local_addr().to_string(),
-            "sip_tcp": handle.sip_local_tcp_addr().map(|a| a.to_string()),
-        })
-    );
-    let mut events = handle.subscribe();
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    loop {
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Ok(ev) => print_event(&ev),
-                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "events lost"),
-                Err(RecvError::Closed) => return Ok(1),
-            },
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-        }
-    }
-    tracing::info!(grace = ?drain, "draining");
-    println!("{}", serde_json::json!({"kind": "serve.draining"}));
-    let drained = handle.drain(drain);
-    tokio::pin!(drained);
-    loop {
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Ok(ev) => print_event(&ev),
-                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "events lost"),
-                Err(RecvError::Closed) => break,
-            },
-            r = &mut drained => { r?; break; }
-        }
-    }
-    // The last calls' final events were sent before they reported their end.
-    while let Ok(ev) = events.try_recv() {
-        print_event(&ev);
-    }
-    handle.shutdown().await?;
-    engine.join().await;
-    tracing::info!("stopped");
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_uri_transport_parameter_picks_udp_or_tcp_and_rejects_others() {
-        let t = |s: &str| uri_transport(&Uri::parse(s.as_bytes()).expect("uri"));
-        assert_eq!(t("sip:a@127.0.0.1:5060").expect("udp"), Transport::Udp);
-        assert_eq!(
-            t("sip:a@127.0.0.1:5060;transport=TCP").expect("tcp"),
-            Transport::Tcp
-        );
-        assert_eq!(
-            t("sip:a@127.0.0.1;transport=udp").expect("udp"),
-            Transport::Udp
-        );
-        assert!(t("sip:a@127.0.0.1;transport=sctp").is_err());
-    }
 }

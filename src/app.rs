@@ -1,0 +1,371 @@
+//! `callplane serve` assembled: the store, the engine, the event bus, the webhook outbox and the
+//! API, started in the order that loses nothing.
+//!
+//! Start-up order and why:
+//! 1. Recordings a crash left as `.wav.part` are recovered before any call can write there.
+//! 2. The store opens (migrations run). On an empty database a default tenant and its owner
+//!    key are created; the key is shown once.
+//! 3. Calls the store still shows as live were live in a process that died (kill -9, power
+//!    loss): each gets a `call.failed` event saying so, so no call stays "answered" forever.
+//! 4. The engine starts with its lossless event sink, the pump stores every event, the outbox
+//!    dispatcher starts (sending what a previous run left pending), then the API listens.
+//!
+//! Shutdown drains the engine (live calls get the grace period), lets the pump store the last
+//! events, then stops.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::api::{ApiConfig, AppState};
+use crate::clock;
+use crate::engine::{Engine, EngineConfig, EngineHandle};
+use crate::events::outbox::{OutboxConfig, spawn_dispatcher};
+use crate::events::pump::spawn_pump;
+use crate::events::{Bus, Metrics};
+use crate::files::recover_partials;
+use crate::store::{NewApiKey, NewEvent, Node, Role, SqlStore, Store, Tenant};
+
+/// Everything `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The data directory (SQLite file, recordings, prompts).
+    pub data_dir: PathBuf,
+    /// A database URL (`postgres://…`, `sqlite://…`); `None`: SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Where the API listens.
+    pub api: SocketAddr,
+    /// The engine's settings (its `event_sink` is set here).
+    pub engine: EngineConfig,
+    /// The webhook dispatcher's settings.
+    pub outbox: OutboxConfig,
+    /// The API's limits.
+    pub max_body_bytes: usize,
+    /// Requests per second per key (0: unlimited).
+    pub rate_limit_per_s: u32,
+    /// Burst of the rate limit.
+    pub rate_limit_burst: u32,
+}
+
+/// A line `serve` prints on stdout (JSON).
+fn say(value: serde_json::Value) {
+    println!("{value}");
+}
+
+/// The recordings directory of a data directory.
+pub fn recordings_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("recordings")
+}
+
+/// Opens the store named by `database_url`, or SQLite in `data_dir`.
+pub async fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let store = match database_url {
+        Some(url) => SqlStore::connect(url)
+            .await
+            .with_context(|| format!("database {}", redact(url)))?,
+        None => {
+            crate::files::ensure_dir(data_dir)
+                .with_context(|| format!("data directory {}", data_dir.display()))?;
+            let path = data_dir.join("callplane.db");
+            SqlStore::open_sqlite(&path)
+                .await
+                .with_context(|| format!("database {}", path.display()))?
+        }
+    };
+    Ok(Arc::new(store))
+}
+
+/// A URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// A new API key: the secret (shown once) and what the store keeps.
+pub fn new_key(tenant_id: &str, role: Role, name: &str) -> anyhow::Result<(String, NewApiKey)> {
+    let generated = crate::api::auth::generate_key()
+        .map_err(|e| anyhow::anyhow!("no OS randomness for a key: {e}"))?;
+    let key = NewApiKey {
+        tenant_id: tenant_id.to_owned(),
+        role,
+        name: name.to_owned(),
+        prefix: generated.prefix,
+        secret_sha256: generated.secret_sha256,
+    };
+    Ok((generated.secret, key))
+}
+
+/// Creates a tenant and its owner key; returns the tenant and the key's secret.
+pub async fn create_tenant(store: &dyn Store, name: &str) -> anyhow::Result<(Tenant, String)> {
+    let now = clock::unix_us();
+    let tenant = store.create_tenant(name, now).await?;
+    let (secret, key) = new_key(&tenant.id, Role::Owner, "owner")?;
+    store.create_api_key(&key, now).await?;
+    Ok((tenant, secret))
+}
+
+/// The tenant inbound calls belong to (the oldest), creating the default tenant and printing
+/// its owner key once when the database is empty.
+async fn bootstrap(store: &dyn Store) -> anyhow::Result<Tenant> {
+    if let Some(first) = store.list_tenants().await?.into_iter().next() {
+        return Ok(first);
+    }
+    let (tenant, secret) = create_tenant(store, "default").await?;
+    say(json!({
+        "kind": "serve.bootstrap",
+        "tenant_id": tenant.id,
+        "key": secret,
+        "note": "the owner key of the default tenant; it is shown only this once",
+    }));
+    Ok(tenant)
+}
+
+/// Ends the calls a previous process left live: it died with them.
+async fn close_orphans(bus: &Bus) -> anyhow::Result<()> {
+    for call in bus.store().open_calls().await? {
+        tracing::warn!(call = %call.id, "call was live when the previous process stopped");
+        bus.append(NewEvent {
+            call_id: call.id.clone(),
+            kind: "call.failed".to_owned(),
+            at_unix_us: clock::unix_us(),
+            offset_us: clock::unix_us().saturating_sub(call.created_at_us).max(0),
+            details: json!({
+                "outcome": "failed",
+                "reason": "the callplane process stopped during the call",
+                "end_reason": "process_restart",
+            }),
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+/// Runs `serve` until SIGINT/SIGTERM, then drains for `drain`.
+pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    // API calls record into the data directory; inbound calls there too unless --recordings
+    // names another directory. Both are repaired before anything can write into them.
+    let recordings = recordings_dir(&config.data_dir);
+    let inbound = config
+        .engine
+        .inbound
+        .recordings
+        .get_or_insert_with(|| recordings.clone())
+        .clone();
+    let mut dirs = vec![recordings];
+    if inbound != dirs[0] {
+        dirs.push(inbound);
+    }
+    for dir in dirs {
+        crate::files::ensure_dir(&dir)
+            .with_context(|| format!("recordings directory {}", dir.display()))?;
+        for r in tokio::task::spawn_blocking(move || recover_partials(dir)).await? {
+            match r {
+                Ok(done) => say(json!({
+                    "kind": "recording.recovered",
+                    "path": done.path.display().to_string(),
+                    "duration_ms": done.duration.as_millis() as u64,
+                    "sha256": done.sha256,
+                })),
+                Err(e) => {
+                    tracing::warn!(error = %e, "recording not recovered");
+                    say(json!({"kind": "recording.recovery_failed", "error": e.to_string()}));
+                }
+            }
+        }
+    }
+
+    let store = open_store(&config.data_dir, config.database_url.as_deref()).await?;
+    let inbound_tenant = bootstrap(store.as_ref()).await?;
+    let metrics = Arc::new(Metrics::default());
+    let bus = Bus::new(store.clone(), metrics.clone());
+    close_orphans(&bus).await?;
+    let heartbeat = spawn_heartbeat(store.clone(), config.engine.max_calls);
+
+    let (sink, sink_rx) = mpsc::unbounded_channel();
+    let mut running = {
+        // The engine owns the only sender: once it stops, the pump sees the channel close
+        // after the last event and ends.
+        let mut engine_config = config.engine.clone();
+        engine_config.event_sink = Some(sink);
+        let engine = Engine::start(engine_config).await?;
+        let events = engine.handle.subscribe();
+        let pump = spawn_pump(bus.clone(), sink_rx, inbound_tenant.id.clone());
+        let outbox = spawn_dispatcher(bus.clone(), config.outbox.clone());
+        let state = AppState::new(
+            store.clone(),
+            engine.handle.clone(),
+            bus.clone(),
+            metrics,
+            ApiConfig {
+                data_dir: config.data_dir.clone(),
+                max_body_bytes: config.max_body_bytes,
+                rate_limit_per_s: config.rate_limit_per_s,
+                rate_limit_burst: config.rate_limit_burst,
+            },
+        );
+        let (api_addr, api_task) =
+            crate::net::http::serve(config.api, crate::api::router(state)).await?;
+        let handle = engine.handle.clone();
+        say(json!({
+            "kind": "serve.listening",
+            "sip": handle.sip_local_addr().to_string(),
+            "sip_tcp": handle.sip_local_tcp_addr().map(|a| a.to_string()),
+            "api": api_addr.to_string(),
+            "database": match store.backend() {
+                crate::store::Backend::Sqlite => "sqlite",
+                crate::store::Backend::Postgres => "postgres",
+            },
+            "data_dir": config.data_dir.display().to_string(),
+        }));
+        tracing::info!(sip = %handle.sip_local_addr(), api = %api_addr, "serving");
+        Running {
+            engine,
+            pump,
+            outbox,
+            api_task,
+            events,
+        }
+    };
+
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            ev = running.events.recv() => if !print_received(ev) { return Ok(1) },
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+        }
+    }
+    tracing::info!(grace = ?drain, "draining");
+    say(json!({"kind": "serve.draining"}));
+    let handle: EngineHandle = running.engine.handle.clone();
+    let drained = handle.drain(drain);
+    tokio::pin!(drained);
+    loop {
+        tokio::select! {
+            ev = running.events.recv() => if !print_received(ev) { break },
+            r = &mut drained => { r?; break; }
+        }
+    }
+    while let Ok(ev) = running.events.try_recv() {
+        print_event(&ev);
+    }
+    handle.shutdown().await?;
+    let Running {
+        engine,
+        pump,
+        outbox,
+        api_task,
+        ..
+    } = running;
+    engine.join().await;
+    // The engine (and with it every sender of the sink) is gone: the pump ends once it has
+    // stored the last events.
+    if tokio::time::timeout(Duration::from_secs(10), pump)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the event pump did not finish storing within 10 s");
+    }
+    outbox.abort();
+    api_task.abort();
+    heartbeat.abort();
+    tracing::info!("stopped");
+    Ok(0)
+}
+
+/// How often a node refreshes its row in `node`.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Writes this node's row now and every [`HEARTBEAT`] (several nodes may share PostgreSQL).
+fn spawn_heartbeat(store: Arc<dyn Store>, capacity: usize) -> tokio::task::JoinHandle<()> {
+    let node = Node {
+        id: crate::store::new_id("node"),
+        name: std::env::var("HOSTNAME").unwrap_or_else(|_| "callplane".to_owned()),
+        capacity: i64::try_from(capacity).unwrap_or(i64::MAX),
+        started_at_us: clock::unix_us(),
+        heartbeat_at_us: clock::unix_us(),
+    };
+    tokio::spawn(async move {
+        let mut node = node;
+        loop {
+            node.heartbeat_at_us = clock::unix_us();
+            if let Err(e) = store.heartbeat(&node).await {
+                tracing::warn!(error = %e, "node heartbeat not written");
+            }
+            tokio::time::sleep(HEARTBEAT).await;
+        }
+    })
+}
+
+/// What runs while serving.
+struct Running {
+    engine: Engine,
+    pump: tokio::task::JoinHandle<()>,
+    outbox: tokio::task::JoinHandle<()>,
+    api_task: tokio::task::JoinHandle<()>,
+    events: tokio::sync::broadcast::Receiver<crate::engine::CallEvent>,
+}
+
+/// Prints one received event; `false` when the engine is gone.
+fn print_received(
+    ev: Result<crate::engine::CallEvent, tokio::sync::broadcast::error::RecvError>,
+) -> bool {
+    use tokio::sync::broadcast::error::RecvError;
+    match ev {
+        Ok(ev) => print_event(&ev),
+        // Printing is a convenience; the store has every event (the sink is lossless).
+        Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "events not printed"),
+        Err(RecvError::Closed) => return false,
+    }
+    true
+}
+
+/// Prints a call event as a JSON line.
+pub fn print_event(ev: &crate::engine::CallEvent) {
+    match serde_json::to_string(ev) {
+        Ok(line) => println!("{line}"),
+        Err(e) => tracing::error!(error = %e, "event not printable"),
+    }
+}
+
+/// `callplane probe`: 0 when `url` answers 2xx within 3 s, 1 otherwise (reason on stderr).
+pub async fn probe(url: &str) -> u8 {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("probe: {e}");
+            return 1;
+        }
+    };
+    match client.get(url).send().await {
+        Ok(r) if r.status().is_success() => 0,
+        Ok(r) => {
+            eprintln!("probe: {url} answered {}", r.status());
+            1
+        }
+        Err(e) => {
+            eprintln!("probe: {url}: {e}");
+            1
+        }
+    }
+}
