@@ -160,6 +160,9 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
 
     // API calls record into the data directory; inbound calls there too unless --recordings
     // names another directory. Both are repaired before anything can write into them.
+    // Recording rows keep absolute paths: a later start from another directory still finds them.
+    config.data_dir = std::path::absolute(&config.data_dir)
+        .with_context(|| format!("data directory {}", config.data_dir.display()))?;
     let recordings = recordings_dir(&config.data_dir);
     let inbound = config
         .engine

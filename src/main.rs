@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use callplane::app::{self, ServeConfig};
 use callplane::engine::{
     CallEvent, Engine, EngineConfig, InboundConfig, OriginateRequest, Outcome,
@@ -99,6 +99,14 @@ enum Cmd {
         /// The first webhook retry delay in milliseconds (doubling, with jitter, up to 10 min).
         #[arg(long, default_value_t = 1000)]
         webhook_retry_base_ms: u64,
+        /// Seconds a webhook receiver gets to answer one delivery.
+        #[arg(long, default_value_t = 10)]
+        webhook_timeout_s: u64,
+        /// Seconds a claimed delivery is reserved for its sender (longer than
+        /// --webhook-timeout-s). A delivery in flight when the process was killed is sent
+        /// again when its reservation ends.
+        #[arg(long, default_value_t = 60)]
+        webhook_lease_s: u64,
         /// The largest API request body in bytes (413 above).
         #[arg(long, default_value_t = 1 << 20)]
         max_body_bytes: usize,
@@ -294,6 +302,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             api,
             webhook_max_attempts,
             webhook_retry_base_ms,
+            webhook_timeout_s,
+            webhook_lease_s,
             max_body_bytes,
             rate_limit,
             sip,
@@ -322,9 +332,17 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 recordings,
                 gather_digits: gather,
             };
+            if webhook_lease_s <= webhook_timeout_s {
+                bail!(
+                    "--webhook-lease-s ({webhook_lease_s}) must be longer than \
+                     --webhook-timeout-s ({webhook_timeout_s}): a slow delivery would be sent twice at once"
+                );
+            }
             let outbox = OutboxConfig {
                 max_attempts: webhook_max_attempts.max(1),
                 retry_base: Duration::from_millis(webhook_retry_base_ms),
+                request_timeout: Duration::from_secs(webhook_timeout_s.max(1)),
+                lease: Duration::from_secs(webhook_lease_s),
                 ..OutboxConfig::default()
             };
             let serve_config = ServeConfig {

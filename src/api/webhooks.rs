@@ -2,7 +2,7 @@
 //!
 //! The signing secret is write-only: it is shown once, in the answer to the `POST` that created
 //! the webhook (generated as `whsec_` + 32 hex digits when the request has none), and never
-//! again. docs/webhooks.md describes the payload, the headers and how to verify a signature.
+//! again. docs/api.md ("Webhooks") describes the payload, the headers and how to verify a signature.
 
 use axum::Json;
 use axum::extract::{Path, State};
