@@ -649,10 +649,7 @@ fn the_documented_sample_is_what_the_dispatcher_signs() {
         SAMPLE_SIGNATURE
     );
     let docs = docs();
-    assert!(
-        docs.contains(&body),
-        "docs/api.md shows the exact body"
-    );
+    assert!(docs.contains(&body), "docs/api.md shows the exact body");
     assert!(docs.contains(&format!("body ({} bytes)", body.len())));
     assert!(docs.contains(SAMPLE_SIGNATURE));
     assert!(docs.contains(SAMPLE_SECRET));
