@@ -281,6 +281,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 prompts: prompts_dir(prompts, script.as_deref()),
                 script: script.as_deref().map(load_script).transpose()?,
                 tag: None,
+                variables: Default::default(),
             };
             let mut config = EngineConfig::new(bind);
             if transport == Transport::Tcp {

@@ -139,7 +139,7 @@ async fn api_call_round_trip(database_url: Option<&str>) {
             "-p",
             &port.to_string(),
             "-m",
-            "1",
+            "2",
             "-timeout",
             "30s",
         ]
@@ -284,8 +284,53 @@ async fn api_call_round_trip(database_url: Option<&str>) {
     let again: Value = again.json().await.expect("JSON");
     assert_eq!(again["id"], id.as_str());
 
+    // An inline script steered by the call's variables; its result lands on the call row.
+    let resp = http
+        .post(format!("{}/v1/calls", serve.api))
+        .header("Authorization", &auth)
+        .json(&json!({
+            "to": format!("sip:service@{LOCALHOST}:{port}"),
+            "variables": {"lang": "fr"},
+            "script": {"version": 1, "steps": [
+                {"pause": {"ms": 300}},
+                {"branch": {"on": "lang",
+                            "cases": {"fr": [{"hangup": {"reason": "bonjour"}}]},
+                            "default": [{"hangup": {"reason": "hello"}}]}}]},
+        }))
+        .send()
+        .await
+        .expect("POST a scripted call");
+    assert_eq!(resp.status(), 201);
+    let scripted: Value = resp.json().await.expect("JSON");
+    let scripted_id = scripted["id"].as_str().expect("id").to_owned();
+    let mut done = Value::Null;
+    for _ in 0..100 {
+        done = http
+            .get(format!("{}/v1/calls/{scripted_id}", serve.api))
+            .header("Authorization", &auth)
+            .send()
+            .await
+            .expect("GET call")
+            .json()
+            .await
+            .expect("JSON");
+        if done["status"] == "completed" || done["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["outcome"], "answered", "{done:#}");
+    assert_eq!(
+        done["result"]["script"]["outcome"]["reason"], "bonjour",
+        "{done:#}"
+    );
+    assert_eq!(
+        done["result"]["script"]["variables"]["lang"], "fr",
+        "{done:#}"
+    );
+
     let (status, err) = wait_child(sipp, "sipp").await;
-    assert!(status.success(), "sipp UAS saw one complete call: {err}");
+    assert!(status.success(), "sipp UAS saw two complete calls: {err}");
     let mut child = serve.child;
     let _ = child.start_kill();
     let _ = child.wait().await;

@@ -157,6 +157,7 @@ async fn two_calls_playing_the_same_prompt_decode_it_once() {
             script: None,
             prompts: None,
             tag: None,
+            variables: Default::default(),
         };
         calls.push(caller.handle.originate(request).await.expect("originate"));
     }

@@ -591,3 +591,20 @@ fn validation_paths_reach_into_nested_steps_and_types() {
     );
     assert_eq!(error("[1").path, "script");
 }
+
+#[test]
+fn preset_variables_steer_a_branch_from_the_first_step() {
+    let s = script(
+        r#"{"version": 1, "steps": [
+            {"branch": {"on": "lang", "cases": {"fr": [{"hangup": {"reason": "bonjour"}}]},
+                        "default": [{"hangup": {"reason": "hello"}}]}}]}"#,
+    );
+    let t0 = Instant::now();
+    let vars = [("lang".to_owned(), "fr".to_owned())].into_iter().collect();
+    let mut r = ScriptRunner::new_answered_with(&s, t0, vars);
+    let result = finished(&mut r, &[hangup("bonjour")]);
+    assert_eq!(result.variables.get("lang").map(String::as_str), Some("fr"));
+    // Without the variable the same script takes the default.
+    let mut r = ScriptRunner::new_answered(&s, t0);
+    finished(&mut r, &[hangup("hello")]);
+}

@@ -751,6 +751,7 @@ async fn the_pump_stores_every_engine_event_of_outbound_and_inbound_calls_in_ord
                 script: None,
                 prompts: None,
                 tag: Some(call.id.as_str().into()),
+                variables: Default::default(),
             })
             .await
             .expect("originate");

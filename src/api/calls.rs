@@ -415,6 +415,7 @@ struct Plan {
     script_version: Option<i64>,
     ring_timeout: Duration,
     hangup_after: Option<Duration>,
+    variables: std::collections::BTreeMap<String, String>,
 }
 
 async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, ApiError> {
@@ -525,7 +526,30 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
             "hangup_after_s: must be 1 to {MAX_HANGUP_AFTER_S}"
         )));
     }
+    let mut variables = std::collections::BTreeMap::new();
+    for (name, value) in req.variables.iter().flatten() {
+        let valid_name = name.len() <= 64
+            && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(bad_field(format!(
+                "variables: {name:?} is not a variable name (a letter or _, then letters, digits, _)"
+            )));
+        }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            _ => {
+                return Err(bad_field(format!(
+                    "variables.{name}: a string, number or boolean"
+                )));
+            }
+        };
+        variables.insert(name.clone(), text);
+    }
     Ok(Plan {
+        variables,
         to,
         destination,
         transport,
@@ -645,6 +669,7 @@ async fn create_call(
         script: plan.script,
         prompts: Some(data_dir.join("prompts")),
         tag: Some(Arc::from(call.id.as_str())),
+        variables: plan.variables,
     };
     match s.engine.originate(originate).await {
         Ok(engine_id) => s.bus.register_live(&call.id, engine_id),

@@ -183,6 +183,8 @@ struct Call {
     /// The codec's sample rate once media runs (prompts are decoded to it).
     media_rate: Option<u32>,
     script: Option<Arc<Script>>,
+    /// Variables an outbound call's script starts with (the API's `variables`).
+    preset_variables: BTreeMap<String, String>,
     prompts: Option<PathBuf>,
     runner: Option<ScriptRunner>,
     script_inputs: VecDeque<ScriptInput>,
@@ -322,6 +324,7 @@ impl Call {
                 call.dtmf_after = req.dtmf_after;
                 if let Some(script) = &req.script {
                     call.script = Some(script.clone());
+                    call.preset_variables = req.variables.clone();
                     call.prompts = req.prompts.clone();
                     // A script records when its steps say so, not from the first frame.
                     call.record_active = false;
@@ -488,6 +491,7 @@ impl Call {
             runner: None,
             script_inputs: VecDeque::new(),
             script_variables: BTreeMap::new(),
+            preset_variables: BTreeMap::new(),
             script_result: None,
             hangup_reason: None,
             pending_offer: None,
@@ -1070,7 +1074,11 @@ impl Call {
                 } else if self.outbound
                     && let Some(script) = self.script.clone()
                 {
-                    self.runner = Some(ScriptRunner::new_answered(&script, now));
+                    self.runner = Some(ScriptRunner::new_answered_with(
+                        &script,
+                        now,
+                        std::mem::take(&mut self.preset_variables),
+                    ));
                 }
             }
             DialogEvent::ReInvite { offer } => {

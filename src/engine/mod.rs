@@ -161,6 +161,8 @@ pub struct OriginateRequest {
     pub prompts: Option<PathBuf>,
     /// A label copied into every [`CallEvent::tag`] of this call (the control plane's call id).
     pub tag: Option<Arc<str>>,
+    /// Variables the script starts with (a `branch` can go on them).
+    pub variables: std::collections::BTreeMap<String, String>,
 }
 
 /// Counters of the engine's prompt cache ([`EngineHandle::prompt_stats`]).

@@ -43,6 +43,7 @@ fn request_to(target: &Engine) -> OriginateRequest {
         script: None,
         prompts: None,
         tag: None,
+        variables: Default::default(),
     }
 }
 

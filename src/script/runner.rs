@@ -204,7 +204,26 @@ impl ScriptRunner {
         ScriptRunner::start(script, now, true)
     }
 
+    /// [`ScriptRunner::new_answered`] with variables set before the first step runs (the
+    /// `variables` of an API call: a `branch` can go on them; a `gather` overwrites its own).
+    pub fn new_answered_with(
+        script: &Script,
+        now: Instant,
+        variables: BTreeMap<String, String>,
+    ) -> ScriptRunner {
+        ScriptRunner::start_with(script, now, true, variables)
+    }
+
     fn start(script: &Script, now: Instant, answered: bool) -> ScriptRunner {
+        ScriptRunner::start_with(script, now, answered, BTreeMap::new())
+    }
+
+    fn start_with(
+        script: &Script,
+        now: Instant,
+        answered: bool,
+        variables: BTreeMap<String, String>,
+    ) -> ScriptRunner {
         let mut ops = Vec::new();
         let mut labels = HashMap::new();
         compile(&script.steps, "steps", &mut ops, &mut labels);
@@ -215,7 +234,7 @@ impl ScriptRunner {
             state: State::Running,
             deadline: None,
             actions: VecDeque::new(),
-            variables: BTreeMap::new(),
+            variables,
             path: Vec::new(),
             answered,
             recording: false,
