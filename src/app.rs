@@ -28,7 +28,7 @@ use crate::engine::{Engine, EngineConfig, EngineHandle};
 use crate::events::outbox::{OutboxConfig, spawn_dispatcher};
 use crate::events::pump::spawn_pump;
 use crate::events::{Bus, Metrics};
-use crate::files::recover_partials;
+use crate::files::{FinishedRecording, recover_partials};
 use crate::store::{NewApiKey, NewEvent, Node, Role, SqlStore, Store, Tenant};
 
 /// Everything `serve` needs.
@@ -134,19 +134,63 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<Tenant> {
     Ok(tenant)
 }
 
-/// Ends the calls a previous process left live: it died with them.
-async fn close_orphans(bus: &Bus) -> anyhow::Result<()> {
-    for call in bus.store().open_calls().await? {
-        tracing::warn!(call = %call.id, "call was live when the previous process stopped");
+/// A node whose heartbeat is older than this is taken for dead: its live calls are ended.
+const NODE_DEAD_AFTER: Duration = Duration::from_secs(60);
+
+/// Ends the calls whose node is gone: this node's own from before a restart (it died with
+/// them), and those of a node sharing the database that stopped heartbeating. A recording such
+/// a call left (repaired at start, `recovered`) is attached to it first.
+async fn close_orphans(
+    bus: &Bus,
+    node_id: &str,
+    recovered: &[FinishedRecording],
+) -> anyhow::Result<()> {
+    let stale_before = clock::unix_us() - NODE_DEAD_AFTER.as_micros() as i64;
+    for call in bus.store().orphaned_calls(node_id, stale_before).await? {
+        let own = call.node_id.as_deref() == Some(node_id);
+        tracing::warn!(call = %call.id, node = ?call.node_id, "ending a call its stopped node left live");
+        let offset = |at: i64| {
+            at.saturating_sub(call.started_at_us.unwrap_or(call.created_at_us))
+                .max(0)
+        };
+        // `<call id>.wav`, `<call id>-2.wav`, ... (script segments).
+        for rec in recovered.iter().filter(|r| {
+            r.path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|stem| stem == call.id || stem.starts_with(&format!("{}-", call.id)))
+        }) {
+            let at = clock::unix_us();
+            bus.append(NewEvent {
+                call_id: call.id.clone(),
+                kind: "recording.ready".to_owned(),
+                at_unix_us: at,
+                offset_us: offset(at),
+                details: json!({
+                    "path": rec.path.display().to_string(),
+                    "duration_ms": rec.duration.as_millis() as u64,
+                    "channels": rec.channels,
+                    "sha256": rec.sha256,
+                    "bytes": rec.bytes,
+                    "recovered": true,
+                }),
+            })
+            .await?;
+        }
+        let at = clock::unix_us();
         bus.append(NewEvent {
             call_id: call.id.clone(),
             kind: "call.failed".to_owned(),
-            at_unix_us: clock::unix_us(),
-            offset_us: clock::unix_us().saturating_sub(call.created_at_us).max(0),
+            at_unix_us: at,
+            offset_us: offset(at),
             details: json!({
                 "outcome": "failed",
-                "reason": "the callplane process stopped during the call",
-                "end_reason": "process_restart",
+                "reason": if own {
+                    "the callplane process stopped during the call"
+                } else {
+                    "the node running the call stopped heartbeating"
+                },
+                "end_reason": if own { "process_restart" } else { "node_lost" },
             }),
         })
         .await?;
@@ -158,33 +202,32 @@ async fn close_orphans(bus: &Bus) -> anyhow::Result<()> {
 pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u8> {
     use tokio::signal::unix::{SignalKind, signal};
 
-    // API calls record into the data directory; inbound calls there too unless --recordings
-    // names another directory. Both are repaired before anything can write into them.
+    // API calls record into the data directory (when asked to); inbound calls only with
+    // --recordings. Both directories are repaired before anything can write into them.
     // Recording rows keep absolute paths: a later start from another directory still finds them.
     config.data_dir = std::path::absolute(&config.data_dir)
         .with_context(|| format!("data directory {}", config.data_dir.display()))?;
-    let recordings = recordings_dir(&config.data_dir);
-    let inbound = config
-        .engine
-        .inbound
-        .recordings
-        .get_or_insert_with(|| recordings.clone())
-        .clone();
-    let mut dirs = vec![recordings];
-    if inbound != dirs[0] {
-        dirs.push(inbound);
+    let mut dirs = vec![recordings_dir(&config.data_dir)];
+    if let Some(inbound) = &config.engine.inbound.recordings
+        && *inbound != dirs[0]
+    {
+        dirs.push(inbound.clone());
     }
+    let mut recovered = Vec::new();
     for dir in dirs {
         crate::files::ensure_dir(&dir)
             .with_context(|| format!("recordings directory {}", dir.display()))?;
         for r in tokio::task::spawn_blocking(move || recover_partials(dir)).await? {
             match r {
-                Ok(done) => say(json!({
-                    "kind": "recording.recovered",
-                    "path": done.path.display().to_string(),
-                    "duration_ms": done.duration.as_millis() as u64,
-                    "sha256": done.sha256,
-                })),
+                Ok(done) => {
+                    say(json!({
+                        "kind": "recording.recovered",
+                        "path": done.path.display().to_string(),
+                        "duration_ms": done.duration.as_millis() as u64,
+                        "sha256": done.sha256,
+                    }));
+                    recovered.push(done);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "recording not recovered");
                     say(json!({"kind": "recording.recovery_failed", "error": e.to_string()}));
@@ -193,12 +236,18 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
         }
     }
 
+    // This node's id, stable across restarts of the same data directory: after a crash the
+    // next start knows which live calls were its own.
+    let node_path = config.data_dir.join("node-id");
+    let node_id = crate::files::read_or_create(&node_path, || crate::store::new_id("node"))
+        .with_context(|| format!("node id file {}", node_path.display()))?;
+
     let store = open_store(&config.data_dir, config.database_url.as_deref()).await?;
     let inbound_tenant = bootstrap(store.as_ref()).await?;
     let metrics = Arc::new(Metrics::default());
     let bus = Bus::new(store.clone(), metrics.clone());
-    close_orphans(&bus).await?;
-    let heartbeat = spawn_heartbeat(store.clone(), config.engine.max_calls);
+    close_orphans(&bus, &node_id, &recovered).await?;
+    let heartbeat = spawn_heartbeat(bus.clone(), node_id.clone(), config.engine.max_calls);
 
     let (sink, sink_rx) = mpsc::unbounded_channel();
     let mut running = {
@@ -208,7 +257,12 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
         engine_config.event_sink = Some(sink);
         let engine = Engine::start(engine_config).await?;
         let events = engine.handle.subscribe();
-        let pump = spawn_pump(bus.clone(), sink_rx, inbound_tenant.id.clone());
+        let pump = spawn_pump(
+            bus.clone(),
+            sink_rx,
+            inbound_tenant.id.clone(),
+            node_id.clone(),
+        );
         let outbox = spawn_dispatcher(bus.clone(), config.outbox.clone());
         let state = AppState::new(
             store.clone(),
@@ -220,6 +274,7 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
                 max_body_bytes: config.max_body_bytes,
                 rate_limit_per_s: config.rate_limit_per_s,
                 rate_limit_burst: config.rate_limit_burst,
+                node_id: node_id.clone(),
             },
         );
         let (api_addr, api_task) =
@@ -296,21 +351,26 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
 /// How often a node refreshes its row in `node`.
 const HEARTBEAT: Duration = Duration::from_secs(10);
 
-/// Writes this node's row now and every [`HEARTBEAT`] (several nodes may share PostgreSQL).
-fn spawn_heartbeat(store: Arc<dyn Store>, capacity: usize) -> tokio::task::JoinHandle<()> {
-    let node = Node {
-        id: crate::store::new_id("node"),
+/// Writes this node's row now and every [`HEARTBEAT`] (several nodes may share PostgreSQL),
+/// and ends the live calls of nodes that stopped heartbeating.
+fn spawn_heartbeat(bus: Bus, node_id: String, capacity: usize) -> tokio::task::JoinHandle<()> {
+    let mut node = Node {
+        id: node_id,
         name: std::env::var("HOSTNAME").unwrap_or_else(|_| "callplane".to_owned()),
         capacity: i64::try_from(capacity).unwrap_or(i64::MAX),
         started_at_us: clock::unix_us(),
         heartbeat_at_us: clock::unix_us(),
     };
     tokio::spawn(async move {
-        let mut node = node;
         loop {
             node.heartbeat_at_us = clock::unix_us();
-            if let Err(e) = store.heartbeat(&node).await {
+            if let Err(e) = bus.store().heartbeat(&node).await {
                 tracing::warn!(error = %e, "node heartbeat not written");
+            }
+            // Only other nodes' calls can be orphans now: this node's are live, and its
+            // heartbeat was just written, so it is not stale ("" names no node of its own).
+            if let Err(e) = close_orphans(&bus, "", &[]).await {
+                tracing::warn!(error = %e, "calls of stopped nodes not ended");
             }
             tokio::time::sleep(HEARTBEAT).await;
         }

@@ -88,7 +88,7 @@ enum Cmd {
         #[arg(long, default_value = "callplane-data")]
         data_dir: PathBuf,
         /// A PostgreSQL URL (postgres://user:password@host/db) instead of the embedded SQLite.
-        #[arg(long, env = "DATABASE_URL")]
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: Option<String>,
         /// Where the REST API listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -159,7 +159,7 @@ enum Cmd {
         #[arg(long, default_value = "callplane-data", global = true)]
         data_dir: PathBuf,
         /// A PostgreSQL URL instead of the embedded SQLite.
-        #[arg(long, env = "DATABASE_URL", global = true)]
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true, global = true)]
         database_url: Option<String>,
     },
 }

@@ -61,6 +61,7 @@ async fn insert_call(store: &Arc<dyn Store>, tenant: &str, created_at_us: i64) -
             idempotency_key: None,
             request: json!({}),
             created_at_us,
+            node_id: None,
         })
         .await
         .expect("create call")

@@ -43,6 +43,7 @@ fn new_call(tenant: &str, key: Option<&str>, created: i64) -> NewCall {
         idempotency_key: key.map(str::to_owned),
         request: json!({"record": true, "variables": {"a": 1}}),
         created_at_us: created,
+        node_id: Some("node_a".into()),
     }
 }
 
@@ -523,18 +524,37 @@ async fn append_event_derives_the_call_from_its_timeline(s: Arc<dyn Store>) {
         "tenant B gets 404 for A's recording"
     );
 
-    let opened: Vec<String> = s
-        .open_calls()
-        .await
-        .expect("open")
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    let orphans = |node: &'static str, stale_before: i64| {
+        let s = s.clone();
+        async move {
+            s.orphaned_calls(node, stale_before)
+                .await
+                .expect("orphans")
+                .into_iter()
+                .map(|c| c.id)
+                .collect::<Vec<String>>()
+        }
+    };
+    // node_a restarting: its call without a final event is an orphan, its ended ones are not.
     assert_eq!(
-        opened,
+        orphans("node_a", 0).await,
         vec![open.id.clone()],
         "only the call without a final event is open"
     );
+    // Another node sees node_a's live call as an orphan only once node_a's heartbeat is stale.
+    let node_a = |beat: i64| Node {
+        id: "node_a".into(),
+        name: "a".into(),
+        capacity: 10,
+        started_at_us: 1,
+        heartbeat_at_us: beat,
+    };
+    s.heartbeat(&node_a(50_000)).await.expect("heartbeat");
+    assert!(
+        orphans("node_b", 40_000).await.is_empty(),
+        "node_a is alive"
+    );
+    assert_eq!(orphans("node_b", 60_000).await, vec![open.id.clone()]);
     assert!(is_not_found(
         s.append_event(&event("call_nope", "sip.ringing", 1, json!({})))
             .await

@@ -233,6 +233,7 @@ impl World {
                 idempotency_key: None,
                 request: json!({}),
                 created_at_us: callplane::clock::unix_us(),
+                node_id: None,
             })
             .await
             .expect("create call");
@@ -721,7 +722,12 @@ async fn the_pump_stores_every_engine_event_of_outbound_and_inbound_calls_in_ord
         // Two real engines on loopback: A calls B; B answers (no script: at once) and waits for
         // A's BYE. Both feed the pump, as `serve` wires its one engine.
         let (sink, sink_rx) = mpsc::unbounded_channel();
-        let pump = spawn_pump(w.bus.clone(), sink_rx, w.tenant.clone());
+        let pump = spawn_pump(
+            w.bus.clone(),
+            sink_rx,
+            w.tenant.clone(),
+            "node_test".to_owned(),
+        );
         let mut config_b = EngineConfig::new("127.0.0.1:0".parse().expect("addr"));
         config_b.event_sink = Some(sink.clone());
         let b = Engine::start(config_b).await.expect("engine B");

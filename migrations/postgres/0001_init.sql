@@ -96,10 +96,14 @@ CREATE TABLE call (
     talk_ms         BIGINT,
     result          TEXT,
     end_reason      TEXT,
+    -- The node running the call (NULL for rows no node ran); its live calls end with it.
+    node_id         TEXT,
     -- NULL keys never collide: only calls created with an Idempotency-Key are deduplicated.
     UNIQUE (tenant_id, idempotency_key)
 );
 -- GET /v1/calls: newest first, keyset pagination on (created_at_us, id).
+-- Start-up and heartbeats look for live calls of stopped nodes.
+CREATE INDEX call_open_by_node ON call (node_id, status);
 CREATE INDEX call_by_tenant_created ON call (tenant_id, created_at_us DESC, id DESC);
 CREATE INDEX call_by_tenant_campaign ON call (tenant_id, campaign_id, created_at_us DESC);
 -- open_calls() at start (calls a crash left without a final event).

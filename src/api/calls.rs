@@ -620,6 +620,7 @@ async fn create_call(
             idempotency_key: key,
             request: request.clone(),
             created_at_us: crate::clock::unix_us(),
+            node_id: Some(s.config.node_id.clone()),
         })
         .await?;
     let call = match created {

@@ -187,6 +187,11 @@ impl From<StoreError> for ApiError {
                 ApiError::unavailable("database_unavailable", "the database is unavailable")
                     .with_detail(m)
             }
+            StoreError::Invalid(m) => ApiError::unprocessable(
+                "invalid_field",
+                "a value was refused by the database (a NUL character, or a number out of range)",
+            )
+            .with_detail(m),
             StoreError::Corrupt(m) | StoreError::Migration(m) => ApiError::internal(m),
         }
     }

@@ -297,6 +297,7 @@ mod feed_tests {
                 idempotency_key: None,
                 request: json!({}),
                 created_at_us: 1,
+                node_id: None,
             })
             .await
             .expect("call")

@@ -47,6 +47,8 @@ pub struct ApiConfig {
     pub rate_limit_per_s: u32,
     /// Burst allowance of the rate limit.
     pub rate_limit_burst: u32,
+    /// This node's id: the calls it places carry it (their row ends if the node stops).
+    pub node_id: String,
 }
 
 impl ApiConfig {
@@ -57,6 +59,7 @@ impl ApiConfig {
             max_body_bytes: 1 << 20,
             rate_limit_per_s: 50,
             rate_limit_burst: 100,
+            node_id: crate::store::new_id("node"),
         }
     }
 }

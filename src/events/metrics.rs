@@ -494,6 +494,7 @@ mod tests {
             talk_ms: None,
             result: None,
             end_reason: None,
+            node_id: None,
         };
         Appended {
             event,

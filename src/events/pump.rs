@@ -40,11 +40,13 @@ pub fn spawn_pump(
     bus: Bus,
     mut rx: mpsc::UnboundedReceiver<CallEvent>,
     inbound_tenant: String,
+    node_id: String,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut pump = Pump {
             bus,
             inbound_tenant,
+            node_id,
             untagged: HashMap::new(),
         };
         while let Some(event) = rx.recv().await {
@@ -57,6 +59,8 @@ pub fn spawn_pump(
 struct Pump {
     bus: Bus,
     inbound_tenant: String,
+    /// This node: inbound calls' rows carry it.
+    node_id: String,
     /// Engine id → store call id of the untagged (inbound) calls, until their final event.
     untagged: HashMap<CallId, String>,
 }
@@ -143,6 +147,7 @@ impl Pump {
             idempotency_key: None,
             request,
             created_at_us: event.at_unix_us,
+            node_id: Some(self.node_id.clone()),
         };
         let store = self.bus.store().clone();
         let what = format!("create the row of inbound call {}", event.call_id);
@@ -229,7 +234,7 @@ mod tests {
     async fn an_untagged_call_gets_an_inbound_row_and_its_events_in_order() {
         let (bus, tenant, _dir) = bus().await;
         let (tx, rx) = mpsc::unbounded_channel();
-        let pump = spawn_pump(bus.clone(), rx, tenant.clone());
+        let pump = spawn_pump(bus.clone(), rx, tenant.clone(), "node_test".to_owned());
         let created = json!({"direction": "inbound", "from": "sip:alice@192.0.2.1",
             "to": "sip:100@127.0.0.1", "sip_call_id": "x@y", "source": "192.0.2.1:5060"});
         for ev in [
@@ -299,6 +304,7 @@ mod tests {
                 idempotency_key: None,
                 request: json!({}),
                 created_at_us: 1,
+                node_id: None,
             })
             .await
             .expect("call")
@@ -308,6 +314,7 @@ mod tests {
         let mut pump = Pump {
             bus: bus.clone(),
             inbound_tenant: tenant.clone(),
+            node_id: "node_test".to_owned(),
             untagged: HashMap::new(),
         };
         pump.handle(event(3, "call.created", Some(&row.id), json!({})))
@@ -332,6 +339,7 @@ mod tests {
         let mut pump = Pump {
             bus: bus.clone(),
             inbound_tenant: tenant,
+            node_id: "node_test".to_owned(),
             untagged: HashMap::new(),
         };
         pump.handle(event(

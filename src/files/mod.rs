@@ -24,3 +24,20 @@ pub use recording::{
 pub fn ensure_dir(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)
 }
+
+/// The text of a small file, created with `make()` when it is missing or empty (this node's id
+/// in the data directory, stable across restarts).
+pub fn read_or_create(
+    path: &std::path::Path,
+    make: impl FnOnce() -> String,
+) -> std::io::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let value = make();
+    std::fs::write(path, format!("{value}\n"))?;
+    Ok(value)
+}

@@ -16,7 +16,14 @@ pub fn apply(call: &mut CallRecord, kind: &str, at_unix_us: i64, details: &Value
         return;
     }
     let int = |key: &str| details.get(key).and_then(Value::as_i64);
-    let text = |key: &str| details.get(key).and_then(Value::as_str).map(str::to_owned);
+    // Text copied into columns comes from peers (a reason phrase): NUL is dropped, since
+    // PostgreSQL refuses it in TEXT and one refused event would stall the timeline behind it.
+    let text = |key: &str| {
+        details
+            .get(key)
+            .and_then(Value::as_str)
+            .map(|s| s.replace('\0', ""))
+    };
     match kind {
         "call.created" => {
             call.status = CallStatus::Dialing;
@@ -124,6 +131,7 @@ mod tests {
             talk_ms: None,
             result: None,
             end_reason: None,
+            node_id: None,
         }
     }
 
@@ -173,6 +181,18 @@ mod tests {
         assert_eq!(c.sip_reason.as_deref(), Some("Busy Here"));
         assert_eq!(c.q850_cause, Some(17));
         assert_eq!(c.answered_at_us, None);
+    }
+
+    #[test]
+    fn nul_characters_from_a_peer_do_not_reach_the_call_row() {
+        let mut c = call();
+        apply(
+            &mut c,
+            "call.failed",
+            20,
+            &json!({"outcome": "busy", "sip_status": 486, "reason": "Bu\u{0}sy"}),
+        );
+        assert_eq!(c.sip_reason.as_deref(), Some("Busy"));
     }
 
     #[test]

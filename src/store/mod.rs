@@ -70,6 +70,10 @@ pub enum StoreError {
     /// A migration failed or the database has migrations this build does not know.
     #[error("migration: {0}")]
     Migration(String),
+    /// The database refused a value (PostgreSQL: SQLSTATE class 22, e.g. a NUL byte in text):
+    /// retrying the same write cannot succeed.
+    #[error("invalid value: {0}")]
+    Invalid(String),
     /// The database refused or is unreachable.
     #[error("database: {0}")]
     Database(String),
@@ -355,6 +359,8 @@ pub struct CallRecord {
     pub result: Option<Value>,
     /// Derived: the engine's end reason and other final details.
     pub end_reason: Option<String>,
+    /// The node that runs (or ran) the call: when that node stops, its live calls are ended.
+    pub node_id: Option<String>,
 }
 
 /// A new call row ([`Store::create_call`]).
@@ -382,6 +388,8 @@ pub struct NewCall {
     pub request: Value,
     /// Creation time.
     pub created_at_us: i64,
+    /// The node that runs the call.
+    pub node_id: Option<String>,
 }
 
 /// Whether [`Store::create_call`] made a row or found the one with the same idempotency key.
@@ -758,8 +766,14 @@ pub trait Store: Send + Sync + fmt::Debug {
         filter: &'a EventFilter,
         limit: u32,
     ) -> StoreFuture<'a, Vec<StoredEvent>>;
-    /// The calls not ended (for marking them at start after a crash).
-    fn open_calls(&self) -> StoreFuture<'_, Vec<CallRecord>>;
+    /// The calls not ended whose node is gone: run by `node_id` (this node, in a previous
+    /// process: it is starting again), or by a node whose last heartbeat is older than
+    /// `stale_before_us`. Calls of live nodes sharing the database are not listed.
+    fn orphaned_calls<'a>(
+        &'a self,
+        node_id: &'a str,
+        stale_before_us: i64,
+    ) -> StoreFuture<'a, Vec<CallRecord>>;
 
     // Recordings.
     /// A call's recordings, oldest first ([`StoreError::NotFound`] for another tenant's call).

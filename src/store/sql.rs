@@ -216,6 +216,11 @@ impl From<sqlx::Error> for StoreError {
                 ErrorKind::UniqueViolation => StoreError::Conflict(db.message().to_owned()),
                 // A row that names a missing parent (a tenant that does not exist).
                 ErrorKind::ForeignKeyViolation => StoreError::NotFound,
+                // SQLSTATE class 22, "data exception" (a NUL byte in text, a bad encoding, a
+                // number out of range): the same value fails again, so it is not retried.
+                _ if db.code().is_some_and(|c| c.starts_with("22")) => {
+                    StoreError::Invalid(db.message().to_owned())
+                }
                 _ => StoreError::Database(e.to_string()),
             },
             sqlx::Error::ColumnDecode { .. }
@@ -406,8 +411,12 @@ impl Store for SqlStore {
         Box::pin(calls::events_after(self, tenant, after, filter, limit))
     }
 
-    fn open_calls(&self) -> StoreFuture<'_, Vec<CallRecord>> {
-        Box::pin(calls::open_calls(self))
+    fn orphaned_calls<'a>(
+        &'a self,
+        node_id: &'a str,
+        stale_before_us: i64,
+    ) -> StoreFuture<'a, Vec<CallRecord>> {
+        Box::pin(calls::orphaned_calls(self, node_id, stale_before_us))
     }
 
     fn list_recordings<'a>(

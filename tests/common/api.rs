@@ -147,9 +147,14 @@ impl TestApi {
         engine_config.event_sink = Some(sink);
         tune_engine(&mut engine_config);
         let engine = Engine::start(engine_config).await.expect("engine starts");
-        // Inbound calls (none in these tests) would land in tenant A.
-        spawn_pump(bus.clone(), events, a.tenant_id.clone());
         let mut config = ApiConfig::new(data_dir.path().to_path_buf());
+        // Inbound calls (none in these tests) would land in tenant A.
+        spawn_pump(
+            bus.clone(),
+            events,
+            a.tenant_id.clone(),
+            config.node_id.clone(),
+        );
         config.rate_limit_per_s = 0;
         tune(&mut config);
         let state = AppState::new(store, engine.handle.clone(), bus, metrics, config);

@@ -23,8 +23,8 @@ pub(super) async fn create_call(s: &SqlStore, c: &NewCall) -> Result<Created> {
     // (a fresh snapshot under READ COMMITTED) sees the winner's row.
     let inserted = sqlx::query(&format!(
         "INSERT INTO call (id, tenant_id, direction, to_uri, from_uri, trunk_id, script_id, \
-         script_version, campaign_id, idempotency_key, request, created_at_us, status) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+         script_version, campaign_id, idempotency_key, request, created_at_us, status, node_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {CALL_COLS}"
     ))
     .bind(id.as_str())
@@ -40,6 +40,7 @@ pub(super) async fn create_call(s: &SqlStore, c: &NewCall) -> Result<Created> {
     .bind(rows::json_text(&c.request))
     .bind(c.created_at_us)
     .bind(CallStatus::Queued.as_str())
+    .bind(c.node_id.as_deref())
     .fetch_optional(&mut *tx)
     .await?;
     let created = match inserted {
@@ -339,11 +340,19 @@ pub(super) async fn events_after(
         .collect()
 }
 
-pub(super) async fn open_calls(s: &SqlStore) -> Result<Vec<CallRecord>> {
+pub(super) async fn orphaned_calls(
+    s: &SqlStore,
+    node_id: &str,
+    stale_before_us: i64,
+) -> Result<Vec<CallRecord>> {
     sqlx::query(&format!(
         "SELECT {CALL_COLS} FROM call WHERE status NOT IN ('completed', 'failed') \
+         AND (node_id = $1 OR node_id IN \
+              (SELECT id FROM node WHERE id <> $1 AND heartbeat_at_us < $2)) \
          ORDER BY created_at_us, id"
     ))
+    .bind(node_id)
+    .bind(stale_before_us)
     .fetch_all(&s.pool)
     .await?
     .iter()

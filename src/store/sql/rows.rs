@@ -23,7 +23,7 @@ pub(super) const SCRIPT_COLS: &str = "s.id AS id, s.tenant_id AS tenant_id, v.na
 pub(super) const CALL_COLS: &str = "id, tenant_id, direction, to_uri, from_uri, trunk_id, \
      script_id, script_version, campaign_id, idempotency_key, request, created_at_us, status, \
      outcome, sip_status, sip_reason, q850_cause, sip_call_id, started_at_us, ringing_at_us, \
-     answered_at_us, ended_at_us, talk_ms, result, end_reason";
+     answered_at_us, ended_at_us, talk_ms, result, end_reason, node_id";
 pub(super) const EVENT_COLS: &str =
     "id, tenant_id, call_id, campaign_id, kind, at_unix_us, offset_us, details";
 pub(super) const RECORDING_COLS: &str = "id, tenant_id, call_id, path, format, channels, \
@@ -151,6 +151,7 @@ pub(super) fn call(row: &Row) -> Result<CallRecord> {
         talk_ms: opt_int(row, "talk_ms")?,
         result: opt_json(row, "result")?,
         end_reason: opt_text(row, "end_reason")?,
+        node_id: opt_text(row, "node_id")?,
     })
 }
 
