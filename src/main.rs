@@ -279,6 +279,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     .map(|s| seconds("--hangup-after", s))
                     .transpose()?,
                 prompts: prompts_dir(prompts, script.as_deref()),
+                // The local operator's script: its prompts may be any readable file.
+                prompt_scope: callplane::engine::PromptScope::Local,
                 script: script.as_deref().map(load_script).transpose()?,
                 tag: None,
                 variables: Default::default(),

@@ -1682,3 +1682,221 @@ async fn openapi_json_lists_every_route_and_swagger_ui_is_served() {
     );
     api.stop().await;
 }
+
+/// Scripts naming a file rather than a prompt, each with the path of the offending field.
+fn scripts_naming_files() -> Vec<(Value, String)> {
+    let mut out = Vec::new();
+    for name in ["/etc/passwd", "../x", "a/b", ".."] {
+        out.push((
+            json!({"version": 1, "steps": [{"answer": {}}, {"play": {"file": name}}]}),
+            "steps[1].play.file: ".to_owned(),
+        ));
+        out.push((
+            json!({"version": 1, "steps": [{"pause": {"ms": 10}}, {"pause": {"ms": 10}},
+                {"gather": {"prompt": name}}]}),
+            "steps[2].gather.prompt: ".to_owned(),
+        ));
+        out.push((
+            json!({"version": 1, "steps": [{"gather": {"prompt": "menu", "reprompt": name}}]}),
+            "steps[0].gather.reprompt: ".to_owned(),
+        ));
+        out.push((
+            json!({"version": 1, "steps": [{"gather": {}}, {"branch": {"on": "digits",
+                "cases": {"1": [{"play": {"file": name}}]}}}]}),
+            "steps[1].branch.cases[\"1\"][0].play.file: ".to_owned(),
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_scripts_naming_files_instead_of_prompts_get_422_and_nothing_is_stored() {
+    for (db, store) in stores().await {
+        let api = TestApi::start(store.clone()).await;
+        let op = api.a.key(Role::Operator).to_owned();
+        let admin = api.a.key(Role::Admin).to_owned();
+        let expect_422 = |r: &common::api::Reply, path: &str, what: &str| {
+            assert_eq!(
+                (r.status, r.code().as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid_script"),
+                "{db}: {what}"
+            );
+            let msg = r.json()["error"]["message"]
+                .as_str()
+                .expect("message")
+                .to_owned();
+            assert!(msg.starts_with(path), "{db}: {what}: {msg}");
+            assert!(msg.contains("not a prompt name"), "{db}: {what}: {msg}");
+        };
+        // Inline in POST /v1/calls.
+        for (script, path) in scripts_naming_files() {
+            let r = api
+                .post(
+                    "/v1/calls",
+                    &op,
+                    &json!({"to": closed_destination(), "script": script}),
+                )
+                .await;
+            expect_422(&r, &path, &format!("inline {script}"));
+        }
+        // Stored with POST /v1/scripts.
+        for (script, path) in scripts_naming_files() {
+            let r = api
+                .post(
+                    "/v1/scripts",
+                    &admin,
+                    &json!({"name": "files", "body": script}),
+                )
+                .await;
+            expect_422(&r, &path, &format!("create {script}"));
+        }
+        // Replaced with PUT /v1/scripts/{id}: refused, and the script stays at version 1.
+        let good =
+            json!({"version": 1, "steps": [{"play": {"file": "hello.wav"}}, {"hangup": {}}]});
+        let r = api
+            .post(
+                "/v1/scripts",
+                &admin,
+                &json!({"name": "good", "body": good}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{db}");
+        let sid = r.json()["id"].as_str().expect("id").to_owned();
+        for (script, path) in scripts_naming_files() {
+            let r = api
+                .send(
+                    Method::PUT,
+                    &format!("/v1/scripts/{sid}"),
+                    Some(&admin),
+                    Some(&json!({"body": script})),
+                )
+                .await;
+            expect_422(&r, &path, &format!("update {script}"));
+        }
+        let got = api.get(&format!("/v1/scripts/{sid}"), &admin).await.json();
+        assert_eq!(got["version"], 1, "{db}: {got}");
+        assert_eq!(got["body"], good, "{db}");
+        // A stored row that predates the rule is checked again when a call would run it.
+        let old = store
+            .create_script(
+                &api.a.tenant_id,
+                "predates the rule",
+                &json!({"version": 1, "steps": [{"play": {"file": "../../x.wav"}}]}),
+                callplane::clock::unix_us(),
+            )
+            .await
+            .expect("stored directly");
+        let r = api
+            .post(
+                "/v1/calls",
+                &op,
+                &json!({"to": closed_destination(), "script_id": old.id}),
+            )
+            .await;
+        expect_422(&r, "steps[0].play.file: ", "stored row at call time");
+        // No call row was created by any of the refusals.
+        let list = api.get("/v1/calls", &op).await.json();
+        assert_eq!(
+            list["items"].as_array().map(Vec::len),
+            Some(0),
+            "{db}: nothing stored: {list}"
+        );
+        api.stop().await;
+    }
+}
+
+/// Places an API call with `script` from `key` to a callee engine that answers at once, and
+/// returns the call's stored timeline once it ended.
+async fn answered_call_timeline(
+    api: &TestApi,
+    key: &str,
+    callee: std::net::SocketAddr,
+    script: Value,
+) -> Vec<Value> {
+    let mut rx = api.state.bus.subscribe();
+    let r = api
+        .post(
+            "/v1/calls",
+            key,
+            &json!({"to": format!("sip:bob@{callee}"), "script": script}),
+        )
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let fin = wait_final(&mut rx, &id).await;
+    assert_eq!(fin.kind, "call.completed", "{:?}", fin.details);
+    let events = api.get(&format!("/v1/calls/{id}/events"), key).await.json();
+    events["items"].as_array().expect("items").clone()
+}
+
+fn prompt_event<'a>(events: &'a [Value], file: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| {
+            matches!(
+                e["kind"].as_str(),
+                Some("prompt.started" | "prompt.finished")
+            ) && e["details"]["file"] == file
+        })
+        .unwrap_or_else(|| panic!("no prompt event for {file}: {events:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_calls_play_prompts_from_their_own_tenants_directory_only() {
+    on_every_store(|db, store| async move {
+        let api = TestApi::start(store.clone()).await;
+        // A real callee: an engine that answers every call at once.
+        let callee = callplane::engine::Engine::start(callplane::engine::EngineConfig::new(
+            "127.0.0.1:0".parse().expect("addr"),
+        ))
+        .await
+        .expect("callee starts");
+        let dest = callee.handle.sip_local_addr();
+        let prompts = api.data_dir.path().join("prompts");
+        let a_dir = prompts.join(&api.a.tenant_id);
+        std::fs::create_dir_all(&a_dir).expect("mkdir");
+        common::write_tone(&a_dir.join("hello.wav"), 200);
+        // Only tenant A's directory holds `secret`; the shared root holds `shared`.
+        common::write_tone(&a_dir.join("secret.wav"), 200);
+        common::write_tone(&prompts.join("shared.wav"), 200);
+        let script = json!({"version": 1, "steps": [
+            {"play": {"file": "hello"}}, {"play": {"file": "shared"}}, {"hangup": {}}]});
+
+        let a_events =
+            answered_call_timeline(&api, api.a.key(Role::Operator), dest, script.clone()).await;
+        let started = prompt_event(&a_events, "hello");
+        assert_eq!(started["kind"], "prompt.started", "{db}: {started}");
+        let path = std::path::PathBuf::from(started["details"]["path"].as_str().expect("path"));
+        let a_real = std::fs::canonicalize(&a_dir).expect("canonical");
+        assert_eq!(
+            path,
+            a_real.join("hello.wav"),
+            "{db}: tenant A's own prompt"
+        );
+        // The shared root is not a tenant's prompts directory.
+        let shared = prompt_event(&a_events, "shared");
+        assert_eq!(shared["kind"], "prompt.finished", "{db}: {shared}");
+        assert!(shared["details"]["error"].is_string(), "{db}: {shared}");
+
+        // Tenant B asking for A's prompt by name gets its own (empty) directory.
+        let script_b =
+            json!({"version": 1, "steps": [{"play": {"file": "secret"}}, {"hangup": {}}]});
+        let b_events =
+            answered_call_timeline(&api, api.b.key(Role::Operator), dest, script_b).await;
+        let secret = prompt_event(&b_events, "secret");
+        assert_eq!(secret["kind"], "prompt.finished", "{db}: {secret}");
+        assert!(secret["details"]["error"].is_string(), "{db}: {secret}");
+        let b_path = secret["details"]["path"].as_str().expect("path");
+        assert!(!b_path.contains(&api.a.tenant_id), "{db}: {b_path}");
+
+        callee.handle.shutdown().await.expect("shutdown");
+        callee.join().await;
+        api.stop().await;
+    })
+    .await;
+}

@@ -156,6 +156,7 @@ async fn two_calls_playing_the_same_prompt_decode_it_once() {
             hangup_after: Some(Duration::from_millis(600)),
             script: None,
             prompts: None,
+            prompt_scope: callplane::engine::PromptScope::Local,
             tag: None,
             variables: Default::default(),
         };

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use callplane::store::{
     AttemptResult, CallFilter, CallRecord, CallStatus, Created, DeliveryStatus, Direction,
-    EventFilter, NewApiKey, NewCall, NewEvent, Node, Role, SqlStore, Store, StoreError, TrunkInput,
-    WebhookInput, derive,
+    EventFilter, NewApiKey, NewCall, NewEvent, Node, PerWebhook, Role, SqlStore, Store, StoreError,
+    TrunkInput, WebhookInput, derive,
 };
 use common::db::{pg_url_for_tests, sqlite_path_for_tests, test_stores, with_database};
 use serde_json::{Value, json};
@@ -576,6 +576,12 @@ async fn events_after_filters_and_orders(s: Arc<dyn Store>) {
         "call.failed",
     ];
     let mut ids = Vec::new();
+    let mut last_b = 0;
+    assert_eq!(
+        s.last_event_id(&a).await.expect("last id"),
+        0,
+        "no events yet"
+    );
     for (i, k) in kinds.iter().enumerate() {
         for call in [&plain, &camp, &other] {
             let ap = s
@@ -584,9 +590,19 @@ async fn events_after_filters_and_orders(s: Arc<dyn Store>) {
                 .expect("append");
             if call != &other {
                 ids.push(ap.event.id);
+            } else {
+                last_b = ap.event.id;
             }
         }
     }
+    // The newest id is per tenant: B's later events do not move A's.
+    assert_eq!(
+        s.last_event_id(&a).await.expect("last id"),
+        ids[ids.len() - 1]
+    );
+    assert_eq!(s.last_event_id(&b).await.expect("last id"), last_b);
+    assert!(last_b > ids[ids.len() - 1]);
+    assert_eq!(s.last_event_id("ten_nope").await.expect("last id"), 0);
     let all = s
         .events_after(&a, 0, &EventFilter::default(), 0)
         .await
@@ -895,14 +911,14 @@ async fn claims_lease_retry_dead_letter_and_redeliver(s: Arc<dyn Store>) {
     let (d1, d2) = (e1.deliveries[0].clone(), e2.deliveries[0].clone());
 
     assert!(
-        s.claim_due_deliveries(500, 10_000, 10)
+        s.claim_due_deliveries(500, 10_000, 10, &PerWebhook::unbounded())
             .await
             .expect("claim")
             .is_empty(),
         "not due yet"
     );
     let got = s
-        .claim_due_deliveries(1_500, 10_000, 10)
+        .claim_due_deliveries(1_500, 10_000, 10, &PerWebhook::unbounded())
         .await
         .expect("claim");
     assert_eq!(got.len(), 1);
@@ -913,7 +929,7 @@ async fn claims_lease_retry_dead_letter_and_redeliver(s: Arc<dyn Store>) {
         (w.id.as_str(), "s3cret")
     );
     let got = s
-        .claim_due_deliveries(5_000, 10_000, 10)
+        .claim_due_deliveries(5_000, 10_000, 10, &PerWebhook::unbounded())
         .await
         .expect("claim");
     assert_eq!(
@@ -922,14 +938,14 @@ async fn claims_lease_retry_dead_letter_and_redeliver(s: Arc<dyn Store>) {
         "d1 is leased"
     );
     assert!(
-        s.claim_due_deliveries(9_999, 20_000, 10)
+        s.claim_due_deliveries(9_999, 20_000, 10, &PerWebhook::unbounded())
             .await
             .expect("claim")
             .is_empty(),
         "both leased"
     );
     let got = s
-        .claim_due_deliveries(10_000, 20_000, 1)
+        .claim_due_deliveries(10_000, 20_000, 1, &PerWebhook::unbounded())
         .await
         .expect("claim");
     assert_eq!(
@@ -987,13 +1003,13 @@ async fn claims_lease_retry_dead_letter_and_redeliver(s: Arc<dyn Store>) {
     );
     assert_eq!(s.pending_deliveries().await.expect("count"), 1);
     assert!(
-        s.claim_due_deliveries(29_999, 40_000, 10)
+        s.claim_due_deliveries(29_999, 40_000, 10, &PerWebhook::unbounded())
             .await
             .expect("claim")
             .is_empty()
     );
     assert_eq!(
-        s.claim_due_deliveries(30_000, 40_000, 10)
+        s.claim_due_deliveries(30_000, 40_000, 10, &PerWebhook::unbounded())
             .await
             .expect("claim")
             .len(),
@@ -1023,7 +1039,7 @@ async fn claims_lease_retry_dead_letter_and_redeliver(s: Arc<dyn Store>) {
     );
     assert_eq!(s.pending_deliveries().await.expect("count"), 0);
     assert!(
-        s.claim_due_deliveries(i64::MAX, i64::MAX, 10)
+        s.claim_due_deliveries(i64::MAX, i64::MAX, 10, &PerWebhook::unbounded())
             .await
             .expect("claim")
             .is_empty(),
@@ -1059,13 +1075,87 @@ async fn claims_lease_retry_dead_letter_and_redeliver(s: Arc<dyn Store>) {
     );
     assert_eq!(s.pending_deliveries().await.expect("count"), 2);
     let got = s
-        .claim_due_deliveries(50_000, 60_000, 10)
+        .claim_due_deliveries(50_000, 60_000, 10, &PerWebhook::unbounded())
         .await
         .expect("claim");
     assert_eq!(got.len(), 2);
     assert_eq!(
         got[0].0.event_id, e1.event.id,
         "oldest due first, with the same event id as before"
+    );
+}
+
+async fn claims_are_bounded_per_webhook(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let slow = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/slow", &[], true), 1)
+        .await
+        .expect("hook");
+    let call = created(s.create_call(&new_call(&a, None, 1)).await.expect("call")).id;
+    let mut slow_events = Vec::new();
+    for at in [1_000, 2_000, 3_000] {
+        let ap = s
+            .append_event(&event(&call, "media.quality", at, json!({})))
+            .await
+            .expect("append");
+        slow_events.push(ap.event.id);
+    }
+    let other = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/other", &[], true), 1)
+        .await
+        .expect("hook");
+    let ap = s
+        .append_event(&event(&call, "call.completed", 4_000, json!({})))
+        .await
+        .expect("append");
+    assert_eq!(ap.deliveries.len(), 2);
+    let ids = |got: Vec<(callplane::store::Delivery, callplane::store::Webhook)>| {
+        got.into_iter()
+            .map(|(d, h)| (h.id, d.event_id))
+            .collect::<Vec<_>>()
+    };
+    let bound = |in_flight: &[(&str, u32)]| PerWebhook {
+        max: 2,
+        in_flight: in_flight
+            .iter()
+            .map(|(h, n)| ((*h).to_owned(), *n))
+            .collect(),
+    };
+    // The slow webhook has 4 due rows, the other 1: two of the slow one's (oldest first),
+    // then the other's, although the slow one's later rows are older than it.
+    let got = ids(s
+        .claim_due_deliveries(10_000, 20_000, 10, &bound(&[]))
+        .await
+        .expect("claim"));
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(
+        got,
+        [
+            (slow.id.clone(), slow_events[0]),
+            (slow.id.clone(), slow_events[1]),
+            (other.id.clone(), ap.event.id),
+        ]
+    );
+    // Both of the slow webhook's slots are taken: nothing more of it, though 2 rows are due.
+    assert!(
+        s.claim_due_deliveries(10_000, 20_000, 10, &bound(&[(&slow.id, 2), (&other.id, 1)]))
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    // One of its deliveries ended: one more (the next oldest), not two.
+    let got = ids(s
+        .claim_due_deliveries(10_000, 20_000, 10, &bound(&[(&slow.id, 1), (&other.id, 1)]))
+        .await
+        .expect("claim"));
+    assert_eq!(got, [(slow.id.clone(), slow_events[2])]);
+    // Unbounded, the last due row comes too.
+    assert_eq!(
+        s.claim_due_deliveries(10_000, 20_000, 10, &PerWebhook::unbounded())
+            .await
+            .expect("claim")
+            .len(),
+        1
     );
 }
 
@@ -1158,6 +1248,11 @@ async fn webhooks_crud_and_delete_cascades() {
 #[tokio::test]
 async fn outbox_claim_lease_retry_dead_redeliver() {
     for_each_store!(claims_lease_retry_dead_letter_and_redeliver);
+}
+
+#[tokio::test]
+async fn outbox_claims_at_most_two_per_webhook() {
+    for_each_store!(claims_are_bounded_per_webhook);
 }
 
 #[tokio::test]

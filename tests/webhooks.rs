@@ -193,6 +193,7 @@ fn fast_outbox(max_attempts: u32) -> OutboxConfig {
         request_timeout: Duration::from_secs(5),
         lease: Duration::from_secs(30),
         concurrency: 4,
+        per_webhook: 2,
     }
 }
 
@@ -385,6 +386,84 @@ async fn deliveries_arrive_signed_and_only_for_the_kinds_asked() {
             rx.hits.try_recv().is_err(),
             "[{name}] nothing else was sent"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_does_not_delay_another_tenants_webhooks() {
+    // Tenant B's receiver accepts TCP connections and never answers; B has 48 deliveries
+    // pending. Every attempt to B holds a slot for the whole request timeout (2 s here).
+    //
+    // Before the fix the claim was global oldest-first with 8 slots: A's delivery, queued
+    // after B's 48, got a slot only once all 48 first attempts to B had started, each holding
+    // its slot 2 s: 48 / 8 = 6 rounds, so A went out after about 6 x 2 s = 12 s (> 10 s; B's
+    // retries are due after A, so they do not add to that). With at most 2 deliveries of one
+    // webhook in flight, B holds 2 of the 8 slots and A's is claimed at once.
+    const B_PENDING: usize = 48;
+    const TIMEOUT: Duration = Duration::from_secs(2);
+    for (name, store) in common::db::test_stores().await {
+        let hang = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let hang_url = format!("http://{}/hook", hang.local_addr().expect("addr"));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let holder = tokio::spawn(async move {
+            // Keep every connection open, read nothing, answer nothing.
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = hang.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        let w = world(name, store, None).await;
+        let b_key = w.api.b.key(Role::Owner).to_owned();
+        let (code, body) = api_with(
+            &w.app,
+            &b_key,
+            "POST",
+            "/v1/webhooks",
+            Some(json!({"url": hang_url, "events": []})),
+        )
+        .await;
+        assert_eq!(code, StatusCode::CREATED, "[{name}] {body}");
+        let b_call = w.call(&w.api.b.tenant_id).await;
+        for i in 0..B_PENDING {
+            w.append(&b_call.id, "media.quality", json!({"i": i})).await;
+        }
+        let mut rx = Receiver::start(&[], 200).await;
+        let (a_hook, _) = w.webhook(&rx.url(), json!([])).await;
+        let a_call = w.call(&w.tenant).await;
+        let dispatcher = spawn_dispatcher(
+            w.bus.clone(),
+            OutboxConfig {
+                request_timeout: TIMEOUT,
+                // Longer than the timeout: a hanging attempt is not sent twice at once.
+                lease: Duration::from_secs(30),
+                ..OutboxConfig::default()
+            },
+        );
+        let config = OutboxConfig::default();
+        assert_eq!((config.concurrency, config.per_webhook), (8, 2));
+        // B's attempts are under way before A's event exists.
+        while accepted.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        let started = tokio::time::Instant::now();
+        let event = w.append(&a_call.id, "call.created", json!({})).await;
+        let hit = timeout(Duration::from_secs(5), rx.next())
+            .await
+            .unwrap_or_else(|_| panic!("[{name}] A's webhook delayed by B's hanging receiver"));
+        let took = started.elapsed();
+        assert_eq!(hit.event_id(), event.id);
+        assert!(took < Duration::from_secs(5), "[{name}] took {took:?}");
+        assert!(
+            accepted.load(Ordering::SeqCst) <= 2,
+            "[{name}] at most 2 attempts to B at once"
+        );
+        w.deliveries(&a_hook, "delivered", 1).await;
+        dispatcher.abort();
+        holder.abort();
     }
 }
 
@@ -756,6 +835,7 @@ async fn the_pump_stores_every_engine_event_of_outbound_and_inbound_calls_in_ord
                 hangup_after: Some(Duration::from_millis(300)),
                 script: None,
                 prompts: None,
+                prompt_scope: callplane::engine::PromptScope::Local,
                 tag: Some(call.id.as_str().into()),
                 variables: Default::default(),
             })
@@ -1069,6 +1149,90 @@ async fn a_resume_pages_through_a_backlog_longer_than_one_page() {
     for id in &ids {
         assert_eq!(sse.next().await.id, *id);
     }
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_on_one_node_streams_live_events_another_node_stores_in_the_shared_database() {
+    // Two nodes: each its own pool, bus and API, on ONE fresh PostgreSQL database (what
+    // several `serve` processes with the same --database-url are).
+    let Some(url) = common::db::pg_url_for_tests() else {
+        eprintln!(
+            "SKIPPED: SSE across nodes needs PostgreSQL ({})",
+            common::db::PG_ENV
+        );
+        return;
+    };
+    let pool = |url: String| async move {
+        let s: Arc<dyn Store> = Arc::new(
+            callplane::store::SqlStore::connect(&url)
+                .await
+                .expect("connect"),
+        );
+        s
+    };
+    let node_c = world("postgres", pool(url.clone()).await, None).await;
+    // Node D: its own pool, bus and API over the same database (the engine handle is only
+    // there to satisfy the API state: D places no calls here).
+    let store_d = pool(url).await;
+    let metrics_d = Arc::new(Metrics::default());
+    let bus_d = Bus::new(store_d.clone(), metrics_d.clone());
+    let mut config_d = callplane::api::ApiConfig::new(node_c.api.data_dir.path().to_path_buf());
+    config_d.rate_limit_per_s = 0;
+    let state_d = callplane::api::AppState::new(
+        store_d,
+        node_c.api.state.engine.clone(),
+        bus_d.clone(),
+        metrics_d,
+        config_d,
+    );
+    let (addr_d, server) = serve(callplane::api::router(state_d)).await;
+    // Tenant A of node C (the key works on every node: keys live in the database).
+    let call = node_c.call(&node_c.tenant).await;
+    node_c.append(&call.id, "call.created", json!({})).await;
+
+    // A live-only stream on node D: nothing from before the connection.
+    let mut sse = SseStream::open(addr_d, &node_c.key, "", None).await;
+    // An event of a call running on node C: only C's bus publishes it. D's stream must still
+    // deliver it live (its quiet-time read of the store runs every second): well within 5 s.
+    let on_c = node_c.append(&call.id, "sip.invite_sent", json!({})).await;
+    let got = timeout(Duration::from_secs(5), sse.next())
+        .await
+        .expect("node C's event reached node D's stream within 5 s");
+    assert_eq!((got.id, got.event.as_str()), (on_c.id, "sip.invite_sent"));
+    // C, then D's own bus, then C again: each once, in id order.
+    let mut want = vec![node_c.append(&call.id, "sip.ringing", json!({})).await.id];
+    want.push(
+        bus_d
+            .append(NewEvent {
+                call_id: call.id.clone(),
+                kind: "sip.answered".into(),
+                at_unix_us: callplane::clock::unix_us(),
+                offset_us: 1000,
+                details: json!({}),
+            })
+            .await
+            .expect("append on D")
+            .event
+            .id,
+    );
+    want.push(
+        node_c
+            .append(&call.id, "call.completed", json!({}))
+            .await
+            .id,
+    );
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        let e = timeout(Duration::from_secs(5), sse.next())
+            .await
+            .expect("the next event within 5 s");
+        got.push(e.id);
+    }
+    assert_eq!(
+        got, want,
+        "every event once, in id order, whichever node stored it"
+    );
     server.abort();
 }
 

@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 use super::auth::{Caller, Permission};
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
 use super::{AppState, rfc3339};
-use crate::engine::{EngineError, OriginateRequest};
+use crate::engine::{EngineError, OriginateRequest, PromptScope};
 use crate::store::{
     CallFilter, CallRecord, CallStatus, Created, Direction, EventFilter, NewCall, NewEvent,
     RecordingRecord, StoreError, StoredEvent,
@@ -385,6 +385,25 @@ pub struct TimelineDigest {
     pub sha256: String,
 }
 
+/// Where a tenant's prompts live: `<data-dir>/prompts/<tenant_id>/`. Tenant ids are generated
+/// (`ten_` + hex), but the id becomes a path component, so anything but a plain name is refused
+/// rather than trusted.
+pub(crate) fn tenant_prompts_dir(
+    data_dir: &std::path::Path,
+    tenant_id: &str,
+) -> Result<std::path::PathBuf, ApiError> {
+    let plain = !tenant_id.is_empty()
+        && tenant_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !plain {
+        return Err(ApiError::internal(format!(
+            "tenant id {tenant_id:?} cannot name a prompts directory"
+        )));
+    }
+    Ok(data_dir.join("prompts").join(tenant_id))
+}
+
 fn bad_field(message: impl Into<String>) -> ApiError {
     ApiError::unprocessable("invalid_field", message)
 }
@@ -603,6 +622,8 @@ async fn create_call(
     caller.require(Permission::CallsWrite)?;
     let key = idempotency_key(&headers)?;
     let plan = plan(&s, &caller, &req).await?;
+    // Before the call row exists, so that a refusal leaves nothing behind.
+    let prompts = tenant_prompts_dir(&s.config.data_dir, &caller.tenant_id)?;
     // The request as given (normalised by serde), to compare idempotent replays with.
     let request = serde_json::to_value(&req)
         .map_err(|e| ApiError::internal(format!("request not serialisable: {e}")))?;
@@ -668,7 +689,10 @@ async fn create_call(
         send_dtmf: Vec::new(),
         dtmf_after: Duration::ZERO,
         script: plan.script,
-        prompts: Some(data_dir.join("prompts")),
+        // Each tenant's prompts live in their own directory, and the engine refuses any name
+        // that resolves outside it (the script's names were checked to be plain names above).
+        prompts: Some(prompts),
+        prompt_scope: PromptScope::Confined,
         tag: Some(Arc::from(call.id.as_str())),
         variables: plan.variables,
     };
@@ -1048,6 +1072,18 @@ mod tests {
             out,
             r#"{"a":{"z":[1,{"c":null,"y":"x"}],"é":"\"q\""},"b":1}"#
         );
+    }
+
+    #[test]
+    fn each_tenant_has_its_own_prompts_directory_and_odd_ids_are_refused() {
+        let data = std::path::Path::new("/srv/cp");
+        assert_eq!(
+            tenant_prompts_dir(data, "ten_0123abcd").expect("plain id"),
+            std::path::PathBuf::from("/srv/cp/prompts/ten_0123abcd")
+        );
+        for bad in ["", "..", "../x", "a/b", "/abs"] {
+            assert!(tenant_prompts_dir(data, bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

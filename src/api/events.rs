@@ -1,18 +1,31 @@
 //! `GET /v1/events`: the tenant's timeline events as Server-Sent Events.
 //!
 //! Each SSE event is `id: <event id>`, `event: <kind>`, `data: <the stored event as JSON>`.
-//! Event ids are global and increasing, so the id a client saw last is a complete resume point:
+//! Event ids are global and increase in commit order (on both databases; see
+//! [`crate::store::Store::events_after`]), so the id a client saw last is a complete resume
+//! point:
 //!
 //! - With `Last-Event-ID` (what browsers send on reconnect) or `?after=<id>`, the stream first
 //!   sends every stored event after that id (paged from the store), then live events.
-//! - Without either, it sends live events only, from the moment of the connection.
+//! - Without either, it sends live events only: its cursor starts at the tenant's newest stored
+//!   event ([`crate::store::Store::last_event_id`]), so nothing older is ever sent, not even
+//!   when the stream lags and catches up from the store before it has sent anything.
 //!
 //! The order of operations is what makes the resume lossless: the handler subscribes to the bus
 //! *before* it reads the store, so an event stored while the backlog is paged through is either
 //! in a page or in the live queue (or both: live events with an id already sent are skipped).
 //! A client so slow that the live queue overflows (`Lagged`) is switched back to paging from the
-//! store after the last id it was sent. The bus stores and publishes events in id order, so
-//! skipping ids at or below the last one sent never skips an event that was not sent.
+//! store after the last id it was sent.
+//!
+//! Several nodes may share one database, and the bus only carries this process's events. While
+//! live, the stream therefore also reads the store: at least every [`POLL`] when the bus is
+//! quiet, and whenever the bus shows a gap in the ids (an id that is not the one after the last
+//! id it accounted for: another node committed the ids in between, or an append rolled back).
+//! Because ids follow commit order, a committed event proves every smaller id is committed (or
+//! will never be), so one store read after the cursor fetches all of them and the bus event
+//! itself, in id order; bus events at or below what a read covered are skipped. A bus event
+//! that follows the last accounted-for id directly is sent at once (the single-node case costs
+//! no store reads but the quiet-time poll). No id is sent twice or out of order.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -39,6 +52,9 @@ use crate::store::{EventFilter, Store, StoredEvent};
 const PAGE: u32 = 500;
 /// How often an idle stream sends a comment (keeps proxies from closing it).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How long a live stream goes without reading the store (events committed by other nodes
+/// sharing the database reach its clients within about this long).
+pub const POLL: Duration = Duration::from_secs(1);
 
 /// This area's routes.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -141,19 +157,12 @@ async fn stream_events(
     }
     // Subscribe first, then read the store: nothing stored in between can be missed.
     let rx = s.bus.subscribe();
-    let feed = Feed {
-        store: s.store.clone(),
-        tenant: caller.tenant_id,
-        filter: EventFilter {
-            call_id: q.call_id,
-            campaign_id: q.campaign_id,
-            kinds,
-        },
-        rx,
-        cursor: resume.unwrap_or(0),
-        catching_up: resume.is_some(),
-        buffer: VecDeque::new(),
+    let filter = EventFilter {
+        call_id: q.call_id,
+        campaign_id: q.campaign_id,
+        kinds,
     };
+    let feed = Feed::start(s.store.clone(), caller.tenant_id, filter, rx, resume).await?;
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
         Some((Ok(sse_event(&event)), feed))
@@ -169,7 +178,8 @@ fn sse_event(e: &StoredEvent) -> Event {
         .data(data)
 }
 
-/// One subscriber's position: the backlog from the store, then the live queue.
+/// One subscriber's position: the backlog from the store, then the live queue merged with
+/// reads of the store (other nodes' events).
 struct Feed {
     store: Arc<dyn Store>,
     tenant: String,
@@ -177,12 +187,51 @@ struct Feed {
     rx: broadcast::Receiver<StoredEvent>,
     /// The highest id sent or queued in `buffer`.
     cursor: i64,
-    /// Reading pages from the store (at the start of a resume, and after `Lagged`).
+    /// Every event with an id up to this one (of any tenant) is accounted for: sent, queued,
+    /// or not wanted. A bus event with the id right after it can be sent without a store read.
+    seen: i64,
+    /// Reading pages from the store (at the start of a resume, after `Lagged`, after a gap in
+    /// the bus's ids, and when the bus was quiet for [`POLL`]).
     catching_up: bool,
     buffer: VecDeque<StoredEvent>,
+    /// When the live phase reads the store next if the bus stays quiet.
+    next_poll: tokio::time::Instant,
+    /// [`POLL`] (shorter in tests).
+    poll: Duration,
 }
 
 impl Feed {
+    /// A feed after `resume` (send the stored backlog first), or live only: from the tenant's
+    /// newest stored event on.
+    async fn start(
+        store: Arc<dyn Store>,
+        tenant: String,
+        filter: EventFilter,
+        rx: broadcast::Receiver<StoredEvent>,
+        resume: Option<i64>,
+    ) -> Result<Feed, ApiError> {
+        let cursor = match resume {
+            Some(after) => after,
+            // Not 0: a live-only stream that lags before sending anything catches up from
+            // here, not from the start of the tenant's history (docs/api.md).
+            None => store.last_event_id(&tenant).await?,
+        };
+        Ok(Feed {
+            store,
+            tenant,
+            filter,
+            rx,
+            cursor,
+            // The tenant's events up to the cursor are the client's (or older than the stream);
+            // other tenants' events are never wanted.
+            seen: cursor,
+            catching_up: resume.is_some(),
+            buffer: VecDeque::new(),
+            next_poll: poll_deadline(POLL),
+            poll: POLL,
+        })
+    }
+
     /// The next event to send; `None` ends the stream (the client reconnects and resumes).
     async fn next(&mut self) -> Option<StoredEvent> {
         loop {
@@ -202,21 +251,43 @@ impl Feed {
                         if let Some(last) = page.last() {
                             self.cursor = last.id;
                         }
+                        // Ids follow commit order: every id below the newest one read was
+                        // committed before it and so was visible to this read.
+                        self.seen = self.seen.max(self.cursor);
+                        self.next_poll = poll_deadline(self.poll);
                         self.buffer.extend(page);
                         continue;
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "SSE: reading the backlog failed; closing the stream");
+                        tracing::warn!(%error, "SSE: reading the store failed; closing the stream");
                         return None;
                     }
                 }
             }
-            match self.rx.recv().await {
-                Ok(e) if e.id > self.cursor && self.wants(&e) => {
-                    self.cursor = e.id;
-                    return Some(e);
+            let received = tokio::select! {
+                r = self.rx.recv() => r,
+                () = tokio::time::sleep_until(self.next_poll) => {
+                    // The bus was quiet: another node sharing the database may not have been.
+                    self.catching_up = true;
+                    continue;
                 }
-                Ok(_) => {}
+            };
+            match received {
+                Ok(e) if e.id <= self.seen => {}
+                Ok(e) if e.id == self.seen + 1 => {
+                    self.seen = e.id;
+                    if e.id > self.cursor && self.wants(&e) {
+                        self.cursor = e.id;
+                        return Some(e);
+                    }
+                }
+                Ok(e) => {
+                    // A gap: ids between `seen` and this one were committed by another node
+                    // (or rolled back). This one is committed, so they are all settled: one
+                    // read after the cursor returns the wanted ones and this one, in order.
+                    self.seen = e.id;
+                    self.catching_up = true;
+                }
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "SSE subscriber lagged; re-reading from the store");
                     self.catching_up = true;
@@ -236,6 +307,11 @@ impl Feed {
                 .is_none_or(|c| e.campaign_id.as_ref() == Some(c))
             && webhook_wants(&self.filter.kinds, &e.kind)
     }
+}
+
+/// `poll` from now, on tokio's clock (read through [`crate::clock`]).
+fn poll_deadline(poll: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(crate::clock::now() + poll)
 }
 
 #[cfg(test)]
@@ -275,8 +351,8 @@ mod feed_tests {
     use super::*;
     use crate::store::{Created, Direction, NewCall, NewEvent, SqlStore};
 
-    #[tokio::test]
-    async fn a_lagging_subscriber_is_caught_up_from_the_store_without_a_gap() {
+    /// A SQLite store with a tenant and one of its calls.
+    async fn setup() -> (tempfile::TempDir, Arc<dyn Store>, String, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store: Arc<dyn Store> = Arc::new(
             SqlStore::open_sqlite(&dir.path().join("cp.db"))
@@ -304,49 +380,123 @@ mod feed_tests {
         {
             Created::New(c) | Created::Existing(c) => c,
         };
+        (dir, store, tenant, call.id)
+    }
+
+    /// Stores an event without publishing it (what another node's append looks like here).
+    async fn store_event(store: &Arc<dyn Store>, call: &str, i: i64) -> StoredEvent {
+        store
+            .append_event(&NewEvent {
+                call_id: call.to_owned(),
+                kind: "media.quality".into(),
+                at_unix_us: i,
+                offset_us: i,
+                details: json!({"i": i}),
+            })
+            .await
+            .expect("append")
+            .event
+    }
+
+    /// The id of the feed's next event (a panic when none comes within 10 s).
+    async fn next_id(feed: &mut Feed) -> i64 {
+        tokio::time::timeout(Duration::from_secs(10), feed.next())
+            .await
+            .expect("an event in time")
+            .expect("an event")
+            .id
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_is_caught_up_from_the_store_without_a_gap() {
+        let (_dir, store, tenant, call) = setup().await;
         // A live queue of 4: the 10 events below overflow it before the feed reads.
         let (live, rx) = broadcast::channel(4);
-        let mut feed = Feed {
-            store: store.clone(),
-            tenant: tenant.clone(),
-            filter: EventFilter::default(),
-            rx,
-            cursor: 0,
-            catching_up: false,
-            buffer: VecDeque::new(),
-        };
+        let mut feed = Feed::start(store.clone(), tenant, EventFilter::default(), rx, None)
+            .await
+            .expect("feed");
         let mut ids = Vec::new();
         for i in 0..10 {
-            let appended = store
-                .append_event(&NewEvent {
-                    call_id: call.id.clone(),
-                    kind: "media.quality".into(),
-                    at_unix_us: i,
-                    offset_us: i,
-                    details: json!({"i": i}),
-                })
-                .await
-                .expect("append");
-            ids.push(appended.event.id);
-            let _ = live.send(appended.event);
+            let e = store_event(&store, &call, i).await;
+            ids.push(e.id);
+            let _ = live.send(e);
         }
         let mut got = Vec::new();
         for _ in 0..10 {
-            got.push(feed.next().await.expect("an event").id);
+            got.push(next_id(&mut feed).await);
         }
         assert_eq!(got, ids, "every event once, in order, despite the lag");
         // The events still queued live (ids already sent) are skipped, new ones come through.
-        let appended = store
-            .append_event(&NewEvent {
-                call_id: call.id.clone(),
-                kind: "call.completed".into(),
-                at_unix_us: 99,
-                offset_us: 99,
-                details: json!({}),
-            })
+        let e = store_event(&store, &call, 99).await;
+        let _ = live.send(e.clone());
+        assert_eq!(next_id(&mut feed).await, e.id);
+    }
+
+    #[tokio::test]
+    async fn a_live_only_stream_that_lags_before_sending_anything_does_not_replay_history() {
+        let (_dir, store, tenant, call) = setup().await;
+        for i in 0..3 {
+            store_event(&store, &call, i).await;
+        }
+        let (live, rx) = broadcast::channel(4);
+        // No Last-Event-ID, no `after`: live only.
+        let mut feed = Feed::start(store.clone(), tenant, EventFilter::default(), rx, None)
             .await
-            .expect("append");
-        let _ = live.send(appended.event.clone());
-        assert_eq!(feed.next().await.expect("live").id, appended.event.id);
+            .expect("feed");
+        let mut ids = Vec::new();
+        for i in 10..20 {
+            let e = store_event(&store, &call, i).await;
+            ids.push(e.id);
+            let _ = live.send(e);
+        }
+        // The queue of 4 overflowed before the first read: the feed catches up from the store,
+        // from the tenant's newest event at the connection, not from the start (the 3 above).
+        let mut got = Vec::new();
+        for _ in 0..10 {
+            got.push(next_id(&mut feed).await);
+        }
+        assert_eq!(got, ids, "only events stored after the connection");
+    }
+
+    #[tokio::test]
+    async fn events_of_other_nodes_merge_with_the_bus_by_id_once_and_in_order() {
+        let (_dir, store, tenant, call) = setup().await;
+        let (live, rx) = broadcast::channel(64);
+        let mut feed = Feed::start(store.clone(), tenant, EventFilter::default(), rx, None)
+            .await
+            .expect("feed");
+        // No quiet-time poll for now: the gap in the bus's ids alone must bring F1 in.
+        feed.poll = Duration::from_secs(3600);
+        feed.next_poll = poll_deadline(feed.poll);
+        let f1 = store_event(&store, &call, 1).await; // another node's: never on this bus
+        let l2 = store_event(&store, &call, 2).await;
+        let _ = live.send(l2.clone());
+        assert_eq!(
+            next_id(&mut feed).await,
+            f1.id,
+            "the gap before L2 is read first"
+        );
+        assert_eq!(next_id(&mut feed).await, l2.id);
+        // The next local id follows directly: sent from the bus.
+        let l3 = store_event(&store, &call, 3).await;
+        let _ = live.send(l3.clone());
+        assert_eq!(next_id(&mut feed).await, l3.id);
+        // Another node's event while this bus is quiet: the poll brings it.
+        let f4 = store_event(&store, &call, 4).await;
+        feed.poll = Duration::from_millis(50);
+        feed.next_poll = poll_deadline(feed.poll);
+        assert_eq!(
+            next_id(&mut feed).await,
+            f4.id,
+            "read on the quiet-time poll"
+        );
+        // Ids already sent are never sent again; the next one is.
+        let l5 = store_event(&store, &call, 5).await;
+        for e in [&l2, &l3, &l5] {
+            let _ = live.send(e.clone());
+        }
+        assert_eq!(next_id(&mut feed).await, l5.id);
+        let f6 = store_event(&store, &call, 6).await;
+        assert_eq!(next_id(&mut feed).await, f6.id);
     }
 }

@@ -1,6 +1,7 @@
 //! `/v1/scripts`: versioned call scripts (docs/scripts.md). Every write is validated with the
 //! crate's script validator; a failure is 422 `invalid_script` whose message starts with the
-//! failing step's path (`steps[2].gather.max_digits: ...`).
+//! failing step's path (`steps[2].gather.max_digits: ...`). Prompts are plain names looked up
+//! in the tenant's prompts directory (`steps[0].play.file: "/etc/passwd" is not a prompt name`).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -97,10 +98,17 @@ pub struct VersionQuery {
     pub version: Option<i64>,
 }
 
-/// 422 `invalid_script` naming the failing step, or `Ok`.
+/// 422 `invalid_script` naming the failing step, or `Ok`. Besides the validator's checks, an
+/// API script may name prompts only by a plain name (`check_prompt_names`): the server is
+/// shared, and a path would let a tenant play (or probe for) any file on it, including other
+/// tenants' recordings. Used for stored scripts at write time and again at call time (rows
+/// written before the rule existed are not trusted), and for inline scripts.
 pub(crate) fn check_script(body: &Value) -> Result<crate::script::Script, ApiError> {
-    crate::script::parse_value(body)
-        .map_err(|e| ApiError::unprocessable("invalid_script", e.to_string()))
+    let invalid =
+        |e: crate::script::ScriptError| ApiError::unprocessable("invalid_script", e.to_string());
+    let script = crate::script::parse_value(body).map_err(invalid)?;
+    crate::script::check_prompt_names(&script).map_err(invalid)?;
+    Ok(script)
 }
 
 fn check_name(name: &str) -> Result<&str, ApiError> {

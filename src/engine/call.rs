@@ -24,7 +24,7 @@ use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc};
 
 use super::events::{CallEvent, CallId, Outcome};
-use super::{Command, InboundConfig, OriginateRequest, random_u64};
+use super::{Command, InboundConfig, OriginateRequest, PromptScope, random_u64};
 use crate::clock;
 use crate::files::{Prompt, PromptCache, RecordingWriter};
 use crate::net::rtp_ports::{RtpPortPool, RtpSocketPair};
@@ -186,6 +186,8 @@ struct Call {
     /// Variables an outbound call's script starts with (the API's `variables`).
     preset_variables: BTreeMap<String, String>,
     prompts: Option<PathBuf>,
+    /// Which files `prompts`-relative names may reach ([`resolve_prompt`]).
+    prompt_scope: PromptScope,
     runner: Option<ScriptRunner>,
     script_inputs: VecDeque<ScriptInput>,
     script_variables: BTreeMap<String, String>,
@@ -326,6 +328,7 @@ impl Call {
                     call.script = Some(script.clone());
                     call.preset_variables = req.variables.clone();
                     call.prompts = req.prompts.clone();
+                    call.prompt_scope = req.prompt_scope;
                     // A script records when its steps say so, not from the first frame.
                     call.record_active = false;
                 }
@@ -488,6 +491,7 @@ impl Call {
             media_rate: None,
             script: None,
             prompts: None,
+            prompt_scope: PromptScope::Local,
             runner: None,
             script_inputs: VecDeque::new(),
             script_variables: BTreeMap::new(),
@@ -565,10 +569,30 @@ impl Call {
         let mut progressed = false;
         while let Some(file) = self.pending_plays.pop_front() {
             progressed = true;
-            let path = resolve_prompt(&file, self.prompts.as_deref());
-            let loaded = match self.media_rate {
-                Some(rate) => load_cached(&self.shared.prompts, path.clone(), rate).await,
-                None => Err("no media session".to_owned()),
+            let resolved = match self.prompt_scope {
+                PromptScope::Local => {
+                    resolve_prompt(&file, self.prompts.as_deref(), PromptScope::Local)
+                }
+                // Confinement follows symlinks on disk, so it runs on a blocking thread.
+                PromptScope::Confined => {
+                    let (name, dir) = (file.clone(), self.prompts.clone());
+                    tokio::task::spawn_blocking(move || {
+                        resolve_prompt(&name, dir.as_deref(), PromptScope::Confined)
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(format!("prompt resolver failed: {e}")))
+                }
+            };
+            let (path, loaded) = match resolved {
+                Ok(path) => {
+                    let loaded = match self.media_rate {
+                        Some(rate) => load_cached(&self.shared.prompts, path.clone(), rate).await,
+                        None => Err("no media session".to_owned()),
+                    };
+                    (path, loaded)
+                }
+                // Refused: the timeline shows the name as given, never where it would lead.
+                Err(e) => (PathBuf::from(&file), Err(e)),
             };
             self.start_prompt(&file, &path, loaded);
         }
@@ -1362,19 +1386,52 @@ fn segment_path(base: &Path, n: u32) -> PathBuf {
 
 /// Where a prompt file is: a bare name is `<prompts>/<name>.wav`; a relative path is taken
 /// under `prompts` when set; an absolute path as is.
-pub(crate) fn resolve_prompt(file: &str, prompts: Option<&Path>) -> PathBuf {
+///
+/// [`PromptScope::Confined`] (a script from the API) refuses, with one message whether or not
+/// the file exists (so the refusal is no existence oracle), every name that is absolute or has
+/// a component other than a plain name (`..`, `.`), and a call without a prompts directory.
+/// What is left names something inside the directory; it is then canonicalised (following
+/// symlinks) and refused unless it still lies inside the canonical directory. The canonical
+/// path is returned so that the file loaded is the one checked. `Confined` touches the disk:
+/// call it on a blocking thread (`Local` does not).
+pub(crate) fn resolve_prompt(
+    file: &str,
+    prompts: Option<&Path>,
+    scope: PromptScope,
+) -> Result<PathBuf, String> {
     let path = Path::new(file);
+    if scope == PromptScope::Confined {
+        let plain = path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if file.is_empty() || !plain || file.contains('\\') {
+            return Err("refused: not a prompt name inside the tenant's prompts directory".into());
+        }
+    }
     if path.is_absolute() {
-        return path.to_path_buf();
+        return Ok(path.to_path_buf());
     }
     let relative = if path.extension().is_none() && !file.contains('/') {
         PathBuf::from(format!("{file}.wav"))
     } else {
         path.to_path_buf()
     };
-    match prompts {
-        Some(dir) => dir.join(relative),
-        None => relative,
+    let Some(dir) = prompts else {
+        return match scope {
+            PromptScope::Local => Ok(relative),
+            PromptScope::Confined => Err("refused: this call has no prompts directory".into()),
+        };
+    };
+    let joined = dir.join(relative);
+    if scope == PromptScope::Local {
+        return Ok(joined);
+    }
+    match crate::files::resolve_inside(dir, &joined) {
+        Ok(Some(real)) => Ok(real),
+        Ok(None) => {
+            Err("refused: the prompt resolves outside the tenant's prompts directory".into())
+        }
+        Err(e) => Err(format!("prompt {file:?} not found: {e}")),
     }
 }
 
@@ -1452,21 +1509,69 @@ mod tests {
     #[test]
     fn prompt_names_resolve_under_the_prompts_directory() {
         let dir = Path::new("/srv/prompts");
+        let local = |file: &str, dir: Option<&Path>| {
+            resolve_prompt(file, dir, PromptScope::Local).expect("local paths are allowed")
+        };
         assert_eq!(
-            resolve_prompt("welcome", Some(dir)),
+            local("welcome", Some(dir)),
             PathBuf::from("/srv/prompts/welcome.wav")
         );
         assert_eq!(
-            resolve_prompt("fr/welcome.wav", Some(dir)),
+            local("fr/welcome.wav", Some(dir)),
             PathBuf::from("/srv/prompts/fr/welcome.wav")
         );
-        assert_eq!(
-            resolve_prompt("/abs/x.wav", Some(dir)),
-            PathBuf::from("/abs/x.wav")
+        assert_eq!(local("/abs/x.wav", Some(dir)), PathBuf::from("/abs/x.wav"));
+        assert_eq!(local("welcome", None), PathBuf::from("welcome.wav"));
+    }
+
+    #[test]
+    fn confined_prompts_resolve_only_inside_the_prompts_directory() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let tenant = data.path().join("prompts").join("ten_a");
+        let other = data.path().join("prompts").join("ten_b");
+        std::fs::create_dir_all(&tenant).expect("mkdir");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        std::fs::write(tenant.join("hello.wav"), b"x").expect("write");
+        std::fs::write(other.join("secret.wav"), b"x").expect("write");
+        let confined = |file: &str| resolve_prompt(file, Some(&tenant), PromptScope::Confined);
+
+        let real_tenant = std::fs::canonicalize(&tenant).expect("canonical");
+        assert_eq!(confined("hello"), Ok(real_tenant.join("hello.wav")));
+        assert_eq!(confined("hello.wav"), Ok(real_tenant.join("hello.wav")));
+
+        // Refused before the disk is looked at: one message whether the target exists or not.
+        let secret = other.join("secret.wav").display().to_string();
+        let refusals = [
+            confined("../ten_b/secret.wav"),
+            confined("../ten_b/missing.wav"),
+            confined(&secret),
+            confined("/etc/passwd"),
+            confined("/no/such/file.wav"),
+            confined(".."),
+            confined("./hello.wav"),
+            confined(""),
+        ];
+        for refused in &refusals {
+            assert_eq!(refused, &refusals[0]);
+        }
+        assert!(
+            refusals[0]
+                .as_ref()
+                .is_err_and(|e| e.starts_with("refused"))
         );
-        assert_eq!(
-            resolve_prompt("welcome", None),
-            PathBuf::from("welcome.wav")
+
+        // A symlink inside the directory that leads out of it is refused too.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(other.join("secret.wav"), tenant.join("link.wav"))
+                .expect("symlink");
+            let linked = confined("link").expect_err("a link out is refused");
+            assert!(linked.contains("outside"), "{linked}");
+        }
+        assert!(confined("missing").is_err_and(|e| e.contains("not found")));
+        assert!(
+            resolve_prompt("hello", None, PromptScope::Confined).is_err(),
+            "a confined call without a prompts directory plays nothing"
         );
     }
 

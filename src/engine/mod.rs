@@ -159,10 +159,29 @@ pub struct OriginateRequest {
     pub script: Option<Arc<Script>>,
     /// Where the script's prompt names and relative prompt paths resolve.
     pub prompts: Option<PathBuf>,
+    /// Which files the script's prompts may name: any (a local operator's script) or only
+    /// those inside `prompts` (a script that came through the API).
+    pub prompt_scope: PromptScope,
     /// A label copied into every [`CallEvent::tag`] of this call (the control plane's call id).
     pub tag: Option<Arc<str>>,
     /// Variables the script starts with (a `branch` can go on them).
     pub variables: std::collections::BTreeMap<String, String>,
+}
+
+/// Which files a call's prompts may name.
+///
+/// A script from the local operator (the CLI's `--script`) may play any file the process can
+/// read. A script from the API comes from a tenant of a shared server: its prompts are plain
+/// names (checked by `script::check_prompt_names` before the call), and as defence in depth the
+/// engine refuses any prompt that does not resolve, after following symlinks, to a file inside
+/// the call's prompts directory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PromptScope {
+    /// Paths as given: absolute, relative to the prompts directory, `..` allowed.
+    #[default]
+    Local,
+    /// Only files inside the call's prompts directory (without one, nothing plays).
+    Confined,
 }
 
 /// Counters of the engine's prompt cache ([`EngineHandle::prompt_stats`]).

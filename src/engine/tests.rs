@@ -42,6 +42,7 @@ fn request_to(target: &Engine) -> OriginateRequest {
         hangup_after: None,
         script: None,
         prompts: None,
+        prompt_scope: crate::engine::PromptScope::Local,
         tag: None,
         variables: Default::default(),
     }

@@ -11,6 +11,10 @@
 //! Appends are serialised by the bus: the store hands out event ids in commit order and the
 //! live channel publishes them in that same order, so a subscriber that skips ids it already
 //! sent (the SSE resume rule) can never skip one that commits later with a smaller id.
+//!
+//! The bus carries this process's events only. Nodes sharing one database see each other's
+//! events through the store: the SSE stream reads it while live ([`crate::api`]'s events
+//! module), and the outbox dispatcher claims every node's due deliveries.
 
 pub mod metrics;
 pub mod outbox;

@@ -10,8 +10,16 @@
 //! start sends it: delivery is at least once, and receivers dedupe by `Callplane-Event-Id`.
 //!
 //! The dispatcher wakes when the bus says new rows exist ([`crate::events::Bus::wake_outbox`]),
-//! when a retry it scheduled falls due, and at least every [`POLL`] (rows left by a previous
-//! process or another node).
+//! when a retry it scheduled falls due, when one of its deliveries ends (a slot is free: it
+//! claims again at once, without waiting for the others of its batch), and at least every
+//! [`POLL`] (rows left by a previous process or another node).
+//!
+//! Fairness: at most [`OutboxConfig::concurrency`] deliveries are in flight, and at most
+//! [`OutboxConfig::per_webhook`] of one webhook ([`crate::store::PerWebhook`] in the claim),
+//! so a receiver that accepts connections and never answers delays only its own deliveries
+//! (each waits out `request_timeout`), not other webhooks'. The per-webhook bound is per
+//! dispatcher: with several nodes sharing a database, one webhook may have that many in flight
+//! on each node.
 //!
 //! Each request carries:
 //! - `Content-Type: application/json`, the body fixed at enqueue time
@@ -24,6 +32,7 @@
 //! retried after a random delay in `[0, min(retry_max, retry_base · 2^(n−1))]` after the n-th
 //! failed attempt ("full jitter"), and dead-lettered when attempt `max_attempts` fails.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +43,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::Bus;
 use super::metrics::DeliveryResult;
 use crate::clock;
-use crate::store::{AttemptResult, Delivery, Webhook};
+use crate::store::{AttemptResult, Delivery, PerWebhook, Webhook};
 
 /// The longest the dispatcher sleeps without looking for due rows.
 pub const POLL: Duration = Duration::from_secs(1);
@@ -58,6 +67,10 @@ pub struct OutboxConfig {
     pub lease: Duration,
     /// Deliveries in flight at once (at least 1).
     pub concurrency: usize,
+    /// Deliveries of one webhook in flight at once (at least 1): a receiver that accepts
+    /// connections and never answers holds at most this many of the `concurrency` slots, so
+    /// the other webhooks' deliveries go out beside it.
+    pub per_webhook: usize,
 }
 
 impl Default for OutboxConfig {
@@ -69,6 +82,7 @@ impl Default for OutboxConfig {
             request_timeout: Duration::from_secs(10),
             lease: Duration::from_secs(60),
             concurrency: 8,
+            per_webhook: 2,
         }
     }
 }
@@ -134,6 +148,7 @@ pub fn spawn_dispatcher(bus: Bus, config: OutboxConfig) -> JoinHandle<()> {
             config: Arc::new(OutboxConfig {
                 max_attempts: config.max_attempts.max(1),
                 concurrency: config.concurrency.max(1),
+                per_webhook: config.per_webhook.max(1),
                 ..config
             }),
         };
@@ -151,7 +166,11 @@ impl Dispatcher {
     async fn run(self) {
         let notify = self.bus.outbox_notify();
         let lease_us = i64::try_from(self.config.lease.as_micros()).unwrap_or(i64::MAX);
+        let per_webhook_max = u32::try_from(self.config.per_webhook).unwrap_or(u32::MAX);
         let mut inflight: JoinSet<Option<i64>> = JoinSet::new();
+        // Each task's webhook, and how many deliveries each webhook has in flight here.
+        let mut task_hooks: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut per_hook: HashMap<String, u32> = HashMap::new();
         // The earliest retry this dispatcher scheduled (rows it knows will fall due).
         let mut next_due: Option<i64> = None;
         let mut last_backlog = None;
@@ -165,23 +184,30 @@ impl Dispatcher {
             let mut more = false;
             if free > 0 {
                 let limit = u32::try_from(free).unwrap_or(u32::MAX);
+                let per_webhook = PerWebhook {
+                    max: per_webhook_max,
+                    in_flight: per_hook.iter().map(|(h, n)| (h.clone(), *n)).collect(),
+                };
                 match self
                     .bus
                     .store()
-                    .claim_due_deliveries(now, now.saturating_add(lease_us), limit)
+                    .claim_due_deliveries(now, now.saturating_add(lease_us), limit, &per_webhook)
                     .await
                 {
                     Ok(batch) => {
                         claim_errors = 0;
                         more = batch.len() == free;
                         for (delivery, webhook) in batch {
-                            inflight.spawn(attempt(
+                            *per_hook.entry(webhook.id.clone()).or_default() += 1;
+                            let hook_id = webhook.id.clone();
+                            let task = inflight.spawn(attempt(
                                 self.client.clone(),
                                 self.bus.clone(),
                                 self.config.clone(),
                                 delivery,
                                 webhook,
                             ));
+                            task_hooks.insert(task.id(), hook_id);
                         }
                     }
                     Err(error) => {
@@ -212,10 +238,23 @@ impl Dispatcher {
             tokio::select! {
                 () = notify.notified() => {}
                 () = tokio::time::sleep(wait) => {}
-                Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                // One delivery ended: its slot (and its webhook's) is free, claim again now.
+                Some(done) = inflight.join_next_with_id(), if !inflight.is_empty() => {
+                    let task = match &done {
+                        Ok((id, _)) => *id,
+                        Err(error) => error.id(),
+                    };
+                    if let Some(hook) = task_hooks.remove(&task)
+                        && let Some(n) = per_hook.get_mut(&hook)
+                    {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            per_hook.remove(&hook);
+                        }
+                    }
                     match done {
-                        Ok(Some(t)) => next_due = Some(next_due.map_or(t, |n| n.min(t))),
-                        Ok(None) => {}
+                        Ok((_, Some(t))) => next_due = Some(next_due.map_or(t, |n| n.min(t))),
+                        Ok((_, None)) => {}
                         Err(error) => tracing::error!(%error, "webhook delivery task failed"),
                     }
                 }

@@ -41,3 +41,14 @@ pub fn read_or_create(
     std::fs::write(path, format!("{value}\n"))?;
     Ok(value)
 }
+
+/// `path` with symlinks and `..` resolved, when it lies inside `dir` (also resolved); `None`
+/// when it resolves outside (a symlink out of a tenant's prompts directory).
+pub fn resolve_inside(
+    dir: &std::path::Path,
+    path: &std::path::Path,
+) -> std::io::Result<Option<std::path::PathBuf>> {
+    let root = std::fs::canonicalize(dir)?;
+    let real = std::fs::canonicalize(path)?;
+    Ok(real.starts_with(&root).then_some(real))
+}

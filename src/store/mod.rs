@@ -614,6 +614,26 @@ pub struct Delivery {
     pub delivered_at_us: Option<i64>,
 }
 
+/// The per-webhook bound of a claim ([`Store::claim_due_deliveries`]): one receiver that is
+/// slow or hangs must not take every delivery slot and delay every other tenant's webhooks.
+#[derive(Debug, Clone, Default)]
+pub struct PerWebhook {
+    /// Deliveries of one webhook in flight at most, counting `in_flight`.
+    pub max: u32,
+    /// The claiming dispatcher's deliveries in flight, by webhook id.
+    pub in_flight: Vec<(String, u32)>,
+}
+
+impl PerWebhook {
+    /// No per-webhook bound.
+    pub fn unbounded() -> PerWebhook {
+        PerWebhook {
+            max: u32::MAX,
+            in_flight: Vec::new(),
+        }
+    }
+}
+
 /// The result of one delivery attempt ([`Store::finish_attempt`]).
 #[derive(Debug, Clone)]
 pub enum AttemptResult {
@@ -766,6 +786,9 @@ pub trait Store: Send + Sync + fmt::Debug {
         filter: &'a EventFilter,
         limit: u32,
     ) -> StoreFuture<'a, Vec<StoredEvent>>;
+    /// The id of the tenant's newest stored event (0 when it has none): where a live-only
+    /// event stream starts, so that catching up after a lag never replays older history.
+    fn last_event_id<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, i64>;
     /// The calls not ended whose node is gone: run by `node_id` (this node, in a previous
     /// process: it is starting again), or by a node whose last heartbeat is older than
     /// `stale_before_us`. Calls of live nodes sharing the database are not listed.
@@ -822,13 +845,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> StoreFuture<'a, Vec<Delivery>>;
     /// Pending deliveries due at `now_us`, oldest due first, with their webhook's url and
     /// secret; each claimed one gets `next_attempt_at_us = lease_until_us` so that a second
-    /// dispatcher (or node) does not send it at the same time.
-    fn claim_due_deliveries(
-        &self,
+    /// dispatcher (or node) does not send it at the same time. At most `limit` rows, and per
+    /// webhook at most `per_webhook.max` minus what `per_webhook.in_flight` lists for it (the
+    /// oldest due of each webhook first).
+    fn claim_due_deliveries<'a>(
+        &'a self,
         now_us: i64,
         lease_until_us: i64,
         limit: u32,
-    ) -> StoreFuture<'_, Vec<(Delivery, Webhook)>>;
+        per_webhook: &'a PerWebhook,
+    ) -> StoreFuture<'a, Vec<(Delivery, Webhook)>>;
     /// Records an attempt: increments `attempts`, then delivered, rescheduled or dead.
     fn finish_attempt<'a>(&'a self, id: &'a str, result: &'a AttemptResult) -> StoreFuture<'a, ()>;
     /// Puts a delivery (delivered or dead) back to pending, due at `now_us`, attempts reset.

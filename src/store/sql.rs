@@ -40,8 +40,9 @@ use sqlx::{Any, AnyPool, Transaction};
 
 use super::{
     ApiKey, Appended, AttemptResult, CallFilter, CallRecord, Created, Delivery, DeliveryStatus,
-    EventFilter, NewApiKey, NewCall, NewEvent, Node, Page, RecordingRecord, Result, ScriptRecord,
-    Store, StoreError, StoreFuture, StoredEvent, Tenant, Trunk, TrunkInput, Webhook, WebhookInput,
+    EventFilter, NewApiKey, NewCall, NewEvent, Node, Page, PerWebhook, RecordingRecord, Result,
+    ScriptRecord, Store, StoreError, StoreFuture, StoredEvent, Tenant, Trunk, TrunkInput, Webhook,
+    WebhookInput,
 };
 
 /// Which database a [`SqlStore`] talks to.
@@ -411,6 +412,10 @@ impl Store for SqlStore {
         Box::pin(calls::events_after(self, tenant, after, filter, limit))
     }
 
+    fn last_event_id<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, i64> {
+        Box::pin(calls::last_event_id(self, tenant))
+    }
+
     fn orphaned_calls<'a>(
         &'a self,
         node_id: &'a str,
@@ -478,17 +483,19 @@ impl Store for SqlStore {
         ))
     }
 
-    fn claim_due_deliveries(
-        &self,
+    fn claim_due_deliveries<'a>(
+        &'a self,
         now_us: i64,
         lease_until_us: i64,
         limit: u32,
-    ) -> StoreFuture<'_, Vec<(Delivery, Webhook)>> {
+        per_webhook: &'a PerWebhook,
+    ) -> StoreFuture<'a, Vec<(Delivery, Webhook)>> {
         Box::pin(outbox::claim_due_deliveries(
             self,
             now_us,
             lease_until_us,
             limit,
+            per_webhook,
         ))
     }
 

@@ -340,6 +340,19 @@ pub(super) async fn events_after(
         .collect()
 }
 
+pub(super) async fn last_event_id(s: &SqlStore, tenant: &str) -> Result<i64> {
+    use sqlx::Row as _;
+    // One text for both databases: MAX over the (tenant_id, id) index is one index probe;
+    // COALESCE gives 0 for a tenant without events, the CAST one integer type on both.
+    let row = sqlx::query(
+        "SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) AS n FROM call_event WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&s.pool)
+    .await?;
+    Ok(row.try_get::<i64, _>("n")?)
+}
+
 pub(super) async fn orphaned_calls(
     s: &SqlStore,
     node_id: &str,

@@ -3,7 +3,8 @@
 use super::rows::{self, DELIVERY_COLS, WEBHOOK_COLS};
 use super::{Arg, Backend, SqlStore, bind_all, clamp_limit};
 use crate::store::{
-    AttemptResult, Delivery, DeliveryStatus, Result, StoreError, Webhook, WebhookInput, new_id,
+    AttemptResult, Delivery, DeliveryStatus, PerWebhook, Result, StoreError, Webhook, WebhookInput,
+    new_id,
 };
 
 /// Default and largest page of [`list_deliveries`].
@@ -167,26 +168,60 @@ pub(super) async fn claim_due_deliveries(
     now_us: i64,
     lease_until_us: i64,
     limit: u32,
+    per_webhook: &PerWebhook,
 ) -> Result<Vec<(Delivery, Webhook)>> {
     let limit = clamp_limit(limit, CLAIM_MAX, CLAIM_MAX);
     // PostgreSQL: several dispatchers (nodes) may claim at once; FOR UPDATE SKIP LOCKED makes
     // each take rows the others are not taking, instead of queueing on their locks and then
     // claiming the same rows. SQLite: BEGIN IMMEDIATE made this transaction the only writer,
-    // so a plain SELECT is already exclusive (and SQLite has no FOR UPDATE).
+    // so a plain SELECT is already exclusive (and SQLite has no FOR UPDATE). This is the one
+    // dialect difference of the claim.
     let lock = match s.backend {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    let mut tx = s.begin().await?;
-    let rows_due = sqlx::query(&format!(
+    // Fairness: each webhook's due rows are ranked oldest first (ROW_NUMBER, a window function:
+    // SQLite >= 3.25 and PostgreSQL), and only the first `max - in flight` of each are
+    // eligible, so one receiver that hangs holds at most `max` of the dispatcher's slots and
+    // the other webhooks' rows are claimed beside it instead of queueing behind its backlog.
+    // The window sits in a sub-select: PostgreSQL refuses FOR UPDATE in a query level that has
+    // window functions, not in one whose WHERE uses such a sub-select. The outer WHERE repeats
+    // the due condition so that a row another node leased meanwhile (PostgreSQL re-checks a
+    // row's WHERE when it locks it) is not taken.
+    let mut args = vec![
+        Arg::Int(now_us),
+        Arg::Int(limit),
+        Arg::Int(i64::from(per_webhook.max)),
+    ];
+    let mut budget = "$3".to_owned();
+    let busy: Vec<&(String, u32)> = per_webhook
+        .in_flight
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    if !busy.is_empty() {
+        budget.push_str(" - CASE webhook_id");
+        for (hook, n) in busy {
+            args.push(Arg::Text(hook.clone()));
+            args.push(Arg::Int(i64::from(*n)));
+            budget.push_str(&format!(" WHEN ${} THEN ${}", args.len() - 1, args.len()));
+        }
+        budget.push_str(" ELSE 0 END");
+    }
+    let sql = format!(
         "SELECT {DELIVERY_COLS} FROM webhook_delivery \
-         WHERE status = 'pending' AND next_attempt_at_us <= $1 \
+         WHERE status = 'pending' AND next_attempt_at_us <= $1 AND id IN ( \
+           SELECT id FROM ( \
+             SELECT id, webhook_id, ROW_NUMBER() OVER ( \
+               PARTITION BY webhook_id ORDER BY next_attempt_at_us, created_at_us, id) AS rn \
+             FROM webhook_delivery WHERE status = 'pending' AND next_attempt_at_us <= $1 \
+           ) ranked WHERE rn <= {budget}) \
          ORDER BY next_attempt_at_us, created_at_us, id LIMIT $2{lock}"
-    ))
-    .bind(now_us)
-    .bind(limit)
-    .fetch_all(&mut *tx)
-    .await?;
+    );
+    let mut tx = s.begin().await?;
+    let rows_due = bind_all(sqlx::query(&sql), &args)
+        .fetch_all(&mut *tx)
+        .await?;
     if rows_due.is_empty() {
         tx.rollback().await?;
         return Ok(Vec::new());
