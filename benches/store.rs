@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callplane::store::{Direction, NewCall, NewEvent, SqlStore, Store, WebhookInput};
+use callplane::store::{NewCall, NewEvent, SqlStore, Store, WebhookInput};
 use serde_json::json;
 
 /// Appends per run.
@@ -35,25 +35,15 @@ async fn setup(store: &Arc<dyn Store>, calls: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for n in 0..calls {
         let call = store
-            .create_call(&NewCall {
-                tenant_id: tenant.id.clone(),
-                direction: Direction::Outbound,
-                to_uri: format!("sip:{n}@127.0.0.1"),
-                from_uri: "sip:bench@127.0.0.1".into(),
-                trunk_id: None,
-                script_id: None,
-                script_version: None,
-                campaign_id: None,
-                idempotency_key: None,
-                request: json!({}),
-                created_at_us: 1,
-                node_id: None,
-            })
+            .create_call(&NewCall::outbound(
+                tenant.id.clone(),
+                format!("sip:{n}@127.0.0.1"),
+                "sip:bench@127.0.0.1",
+                1,
+            ))
             .await
             .expect("call");
-        ids.push(match call {
-            callplane::store::Created::New(c) | callplane::store::Created::Existing(c) => c.id,
-        });
+        ids.push(call.into_call().id);
     }
     ids
 }

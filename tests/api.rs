@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use callplane::api::Permission;
 use callplane::api::auth::allows;
-use callplane::store::{Direction, NewCall, NewEvent, Role, Store, StoredEvent};
+use callplane::store::{NewCall, NewEvent, Role, Store, StoredEvent};
 use common::api::TestApi;
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -48,26 +48,17 @@ fn closed_destination() -> String {
 
 /// A call row made through the store (no engine), as a fixture.
 async fn insert_call(store: &Arc<dyn Store>, tenant: &str, created_at_us: i64) -> String {
-    match store
-        .create_call(&NewCall {
-            tenant_id: tenant.to_owned(),
-            direction: Direction::Outbound,
-            to_uri: "sip:fixture@127.0.0.1:9".into(),
-            from_uri: "sip:callplane@127.0.0.1".into(),
-            trunk_id: None,
-            script_id: None,
-            script_version: None,
-            campaign_id: None,
-            idempotency_key: None,
-            request: json!({}),
+    store
+        .create_call(&NewCall::outbound(
+            tenant,
+            "sip:fixture@127.0.0.1:9",
+            "sip:callplane@127.0.0.1",
             created_at_us,
-            node_id: None,
-        })
+        ))
         .await
         .expect("create call")
-    {
-        callplane::store::Created::New(c) | callplane::store::Created::Existing(c) => c.id,
-    }
+        .into_call()
+        .id
 }
 
 async fn append(store: &Arc<dyn Store>, call: &str, kind: &str, at: i64, details: Value) {

@@ -158,16 +158,17 @@ async fn api_call_round_trip(database_url: Option<&str>) {
         .expect("GET /v1/events");
     assert_eq!(stream.status(), 200);
 
+    let first = json!({
+        "to": format!("sip:service@{LOCALHOST}:{port}"),
+        "hangup_after_s": 1,
+        "ring_timeout_s": 10,
+        "record": true,
+    });
     let resp = http
         .post(format!("{}/v1/calls", serve.api))
         .header("Authorization", &auth)
         .header("Idempotency-Key", "e2e-1")
-        .json(&json!({
-            "to": format!("sip:service@{LOCALHOST}:{port}"),
-            "hangup_after_s": 1,
-            "ring_timeout_s": 10,
-            "record": true,
-        }))
+        .json(&first)
         .send()
         .await
         .expect("POST /v1/calls");
@@ -271,12 +272,7 @@ async fn api_call_round_trip(database_url: Option<&str>) {
         .post(format!("{}/v1/calls", serve.api))
         .header("Authorization", &auth)
         .header("Idempotency-Key", "e2e-1")
-        .json(&json!({
-            "to": format!("sip:service@{LOCALHOST}:{port}"),
-            "hangup_after_s": 1,
-            "ring_timeout_s": 10,
-            "record": true,
-        }))
+        .json(&first)
         .send()
         .await
         .expect("POST again");

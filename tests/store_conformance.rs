@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use callplane::store::{
-    AttemptResult, CallFilter, CallRecord, CallStatus, Created, DeliveryStatus, Direction,
-    EventFilter, NewApiKey, NewCall, NewEvent, Node, PerWebhook, Role, SqlStore, Store, StoreError,
-    TrunkInput, WebhookInput, derive,
+    AttemptResult, CallFilter, CallRecord, CallStatus, Created, DeliveryStatus, EventFilter,
+    NewApiKey, NewCall, NewEvent, Node, PerWebhook, Role, SqlStore, Store, StoreError, TrunkInput,
+    WebhookInput, derive,
 };
 use common::db::{pg_url_for_tests, sqlite_path_for_tests, test_stores, with_database};
 use serde_json::{Value, json};
@@ -32,18 +32,15 @@ macro_rules! for_each_store {
 
 fn new_call(tenant: &str, key: Option<&str>, created: i64) -> NewCall {
     NewCall {
-        tenant_id: tenant.into(),
-        direction: Direction::Outbound,
-        to_uri: "sip:100@127.0.0.1:5070".into(),
-        from_uri: "sip:cp@127.0.0.1".into(),
-        trunk_id: None,
-        script_id: None,
-        script_version: None,
-        campaign_id: None,
         idempotency_key: key.map(str::to_owned),
         request: json!({"record": true, "variables": {"a": 1}}),
-        created_at_us: created,
         node_id: Some("node_a".into()),
+        ..NewCall::outbound(
+            tenant,
+            "sip:100@127.0.0.1:5070",
+            "sip:cp@127.0.0.1",
+            created,
+        )
     }
 }
 

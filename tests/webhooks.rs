@@ -19,7 +19,7 @@ use callplane::engine::{Engine, EngineConfig, OriginateRequest};
 use callplane::events::outbox::sign;
 use callplane::events::{Bus, Metrics, OutboxConfig, spawn_dispatcher, spawn_pump};
 use callplane::store::{
-    CallRecord, Created, Direction, EventFilter, NewCall, NewEvent, Role, Store, StoredEvent,
+    CallRecord, Direction, EventFilter, NewCall, NewEvent, Role, Store, StoredEvent,
 };
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
@@ -222,25 +222,15 @@ impl World {
     async fn call(&self, tenant: &str) -> CallRecord {
         let created = self
             .store
-            .create_call(&NewCall {
-                tenant_id: tenant.to_owned(),
-                direction: Direction::Outbound,
-                to_uri: "sip:bob@127.0.0.1:9".into(),
-                from_uri: "sip:callplane@127.0.0.1".into(),
-                trunk_id: None,
-                script_id: None,
-                script_version: None,
-                campaign_id: None,
-                idempotency_key: None,
-                request: json!({}),
-                created_at_us: callplane::clock::unix_us(),
-                node_id: None,
-            })
+            .create_call(&NewCall::outbound(
+                tenant.to_owned(),
+                "sip:bob@127.0.0.1:9",
+                "sip:callplane@127.0.0.1",
+                callplane::clock::unix_us(),
+            ))
             .await
             .expect("create call");
-        match created {
-            Created::New(c) | Created::Existing(c) => c,
-        }
+        created.into_call()
     }
 
     async fn append(&self, call: &str, kind: &str, details: Value) -> StoredEvent {

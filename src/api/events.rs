@@ -349,7 +349,7 @@ mod feed_tests {
     use serde_json::json;
 
     use super::*;
-    use crate::store::{Created, Direction, NewCall, NewEvent, SqlStore};
+    use crate::store::{NewCall, NewEvent, SqlStore};
 
     /// A SQLite store with a tenant and one of its calls.
     async fn setup() -> (tempfile::TempDir, Arc<dyn Store>, String, String) {
@@ -360,26 +360,16 @@ mod feed_tests {
                 .expect("sqlite store"),
         );
         let tenant = store.create_tenant("t", 1).await.expect("tenant").id;
-        let call = match store
-            .create_call(&NewCall {
-                tenant_id: tenant.clone(),
-                direction: Direction::Outbound,
-                to_uri: "sip:b@127.0.0.1".into(),
-                from_uri: "sip:a@127.0.0.1".into(),
-                trunk_id: None,
-                script_id: None,
-                script_version: None,
-                campaign_id: None,
-                idempotency_key: None,
-                request: json!({}),
-                created_at_us: 1,
-                node_id: None,
-            })
+        let call = store
+            .create_call(&NewCall::outbound(
+                tenant.clone(),
+                "sip:b@127.0.0.1",
+                "sip:a@127.0.0.1",
+                1,
+            ))
             .await
             .expect("call")
-        {
-            Created::New(c) | Created::Existing(c) => c,
-        };
+            .into_call();
         (dir, store, tenant, call.id)
     }
 

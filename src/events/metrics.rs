@@ -454,7 +454,7 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{CallRecord, CallStatus, Direction, StoredEvent};
+    use crate::store::{CallRecord, CallStatus, NewCall, StoredEvent};
     use serde_json::json;
 
     fn appended(kind: &str, details: Value) -> Appended {
@@ -468,34 +468,11 @@ mod tests {
             offset_us: 0,
             details,
         };
-        let call = CallRecord {
-            id: "call_1".into(),
-            tenant_id: "ten_1".into(),
-            direction: Direction::Outbound,
-            to_uri: String::new(),
-            from_uri: String::new(),
-            trunk_id: None,
-            script_id: None,
-            script_version: None,
-            campaign_id: None,
-            idempotency_key: None,
-            request: json!({}),
-            created_at_us: 1,
-            status: CallStatus::Completed,
-            outcome: None,
-            sip_status: None,
-            sip_reason: None,
-            q850_cause: None,
-            sip_call_id: None,
-            started_at_us: None,
-            ringing_at_us: None,
-            answered_at_us: None,
-            ended_at_us: None,
-            talk_ms: None,
-            result: None,
-            end_reason: None,
-            node_id: None,
-        };
+        let mut call = CallRecord::queued(
+            "call_1",
+            NewCall::outbound("ten_1", String::new(), String::new(), 1),
+        );
+        call.status = CallStatus::Completed;
         Appended {
             event,
             call,

@@ -290,27 +290,17 @@ mod tests {
     #[tokio::test]
     async fn tagged_events_go_to_their_call_and_register_it_live_until_the_end() {
         let (bus, tenant, _dir) = bus().await;
-        let row = match bus
+        let row = bus
             .store()
-            .create_call(&NewCall {
-                tenant_id: tenant.clone(),
-                direction: Direction::Outbound,
-                to_uri: "sip:b@127.0.0.1".into(),
-                from_uri: "sip:a@127.0.0.1".into(),
-                trunk_id: None,
-                script_id: None,
-                script_version: None,
-                campaign_id: None,
-                idempotency_key: None,
-                request: json!({}),
-                created_at_us: 1,
-                node_id: None,
-            })
+            .create_call(&NewCall::outbound(
+                tenant.clone(),
+                "sip:b@127.0.0.1",
+                "sip:a@127.0.0.1",
+                1,
+            ))
             .await
             .expect("call")
-        {
-            Created::New(c) | Created::Existing(c) => c,
-        };
+            .into_call();
         let mut pump = Pump {
             bus: bus.clone(),
             inbound_tenant: tenant.clone(),

@@ -102,37 +102,13 @@ pub fn webhook_wants(kinds: &[String], kind: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Direction;
+    use crate::store::NewCall;
 
     fn call() -> CallRecord {
-        CallRecord {
-            id: "call_1".into(),
-            tenant_id: "ten_1".into(),
-            direction: Direction::Outbound,
-            to_uri: "sip:1@127.0.0.1".into(),
-            from_uri: "sip:cp@127.0.0.1".into(),
-            trunk_id: None,
-            script_id: None,
-            script_version: None,
-            campaign_id: None,
-            idempotency_key: None,
-            request: json!({}),
-            created_at_us: 1,
-            status: CallStatus::Queued,
-            outcome: None,
-            sip_status: None,
-            sip_reason: None,
-            q850_cause: None,
-            sip_call_id: None,
-            started_at_us: None,
-            ringing_at_us: None,
-            answered_at_us: None,
-            ended_at_us: None,
-            talk_ms: None,
-            result: None,
-            end_reason: None,
-            node_id: None,
-        }
+        CallRecord::queued(
+            "call_1",
+            NewCall::outbound("ten_1", "sip:1@127.0.0.1", "sip:cp@127.0.0.1", 1),
+        )
     }
 
     #[test]

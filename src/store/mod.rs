@@ -392,6 +392,66 @@ pub struct NewCall {
     pub node_id: Option<String>,
 }
 
+impl NewCall {
+    /// An outbound call of `tenant_id` from `from_uri` to `to_uri`, with no trunk, script,
+    /// campaign, idempotency key or node, and an empty request.
+    pub fn outbound(
+        tenant_id: impl Into<String>,
+        to_uri: impl Into<String>,
+        from_uri: impl Into<String>,
+        created_at_us: i64,
+    ) -> NewCall {
+        NewCall {
+            tenant_id: tenant_id.into(),
+            direction: Direction::Outbound,
+            to_uri: to_uri.into(),
+            from_uri: from_uri.into(),
+            trunk_id: None,
+            script_id: None,
+            script_version: None,
+            campaign_id: None,
+            idempotency_key: None,
+            request: Value::Object(serde_json::Map::new()),
+            created_at_us,
+            node_id: None,
+        }
+    }
+}
+
+impl CallRecord {
+    /// The row of a call just created with id `id`: queued, nothing derived yet.
+    pub fn queued(id: impl Into<String>, call: NewCall) -> CallRecord {
+        CallRecord {
+            id: id.into(),
+            tenant_id: call.tenant_id,
+            direction: call.direction,
+            to_uri: call.to_uri,
+            from_uri: call.from_uri,
+            trunk_id: call.trunk_id,
+            script_id: call.script_id,
+            script_version: call.script_version,
+            campaign_id: call.campaign_id,
+            idempotency_key: call.idempotency_key,
+            request: call.request,
+            created_at_us: call.created_at_us,
+            status: CallStatus::Queued,
+            outcome: None,
+            sip_status: None,
+            sip_reason: None,
+            q850_cause: None,
+            sip_call_id: None,
+            started_at_us: None,
+            ringing_at_us: None,
+            answered_at_us: None,
+            ended_at_us: None,
+            talk_ms: None,
+            result: None,
+            end_reason: None,
+            node_id: call.node_id,
+        }
+    }
+}
+
 /// Whether [`Store::create_call`] made a row or found the one with the same idempotency key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Created {
@@ -399,6 +459,15 @@ pub enum Created {
     New(CallRecord),
     /// The row created earlier with this idempotency key.
     Existing(CallRecord),
+}
+
+impl Created {
+    /// The row, new or existing.
+    pub fn into_call(self) -> CallRecord {
+        match self {
+            Created::New(c) | Created::Existing(c) => c,
+        }
+    }
 }
 
 /// Filters of [`Store::list_calls`].
