@@ -1062,6 +1062,40 @@ async fn the_same_idempotency_key_returns_the_same_call_and_dials_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hangup_for_a_call_another_node_runs_says_so() {
+    on_every_store(|db, store| async move {
+        let api = TestApi::start(store.clone()).await;
+        let op = api.a.key(Role::Operator).to_owned();
+        let id = store
+            .create_call(&NewCall {
+                node_id: Some("node_elsewhere".into()),
+                ..NewCall::outbound(
+                    api.a.tenant_id.as_str(),
+                    "sip:bob@127.0.0.1:9",
+                    "sip:callplane@127.0.0.1",
+                    1,
+                )
+            })
+            .await
+            .expect("call")
+            .into_call()
+            .id;
+        let r = api
+            .send(
+                Method::POST,
+                &format!("/v1/calls/{id}/hangup"),
+                Some(&op),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{db}");
+        assert_eq!(r.json()["error"]["code"], "call_on_another_node", "{db}");
+        api.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_call_can_be_hung_up() {
     on_every_store(|db, store| async move {
         let api = TestApi::start(store.clone()).await;

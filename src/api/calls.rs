@@ -901,6 +901,13 @@ async fn hangup_call(
         ));
     }
     let Some(engine_id) = s.bus.engine_id(&id) else {
+        // Several nodes may share the database: a call another node runs is hung up there.
+        if let Some(node) = call.node_id.as_deref().filter(|n| *n != s.config.node_id) {
+            return Err(ApiError::conflict(
+                "call_on_another_node",
+                format!("the call runs on node {node}: send the hangup to that node's API"),
+            ));
+        }
         return Err(ApiError::conflict(
             "call_ended",
             "the call is not live on this node",
