@@ -124,7 +124,22 @@ async fn bootstrap(store: &dyn Store) -> anyhow::Result<Tenant> {
     if let Some(first) = store.list_tenants().await?.into_iter().next() {
         return Ok(first);
     }
-    let (tenant, secret) = create_tenant(store, "default").await?;
+    let (tenant, secret) = match create_tenant(store, "default").await {
+        Ok(created) => created,
+        // Another node sharing the database bootstrapped it a moment ago: use its tenant.
+        Err(e)
+            if matches!(
+                e.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::Conflict(_))
+            ) =>
+        {
+            if let Some(first) = store.list_tenants().await?.into_iter().next() {
+                return Ok(first);
+            }
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     say(json!({
         "kind": "serve.bootstrap",
         "tenant_id": tenant.id,
