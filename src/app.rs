@@ -70,7 +70,7 @@ pub async fn open_store(
     let store = match database_url {
         Some(url) => SqlStore::connect(url)
             .await
-            .with_context(|| format!("database {}", redact(url)))?,
+            .with_context(|| format!("database {}", crate::store::redact(url)))?,
         None => {
             crate::files::ensure_dir(data_dir)
                 .with_context(|| format!("data directory {}", data_dir.display()))?;
@@ -81,18 +81,6 @@ pub async fn open_store(
         }
     };
     Ok(Arc::new(store))
-}
-
-/// A URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// A new API key: the secret (shown once) and what the store keeps.

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use callplane::app::{self, ServeConfig};
-use callplane::engine::{
-    CallEvent, Engine, EngineConfig, InboundConfig, OriginateRequest, Outcome,
-};
+use callplane::engine::{Engine, EngineConfig, InboundConfig, OriginateRequest, Outcome};
 use callplane::events::outbox::OutboxConfig;
 use callplane::script::Script;
 use callplane::store::Role;
@@ -396,13 +394,6 @@ fn route_ip(destination: SocketAddr) -> anyhow::Result<IpAddr> {
     Ok(socket.local_addr()?.ip())
 }
 
-fn print_event(ev: &CallEvent) {
-    match serde_json::to_string(ev) {
-        Ok(line) => println!("{line}"),
-        Err(e) => tracing::error!(error = %e, "event not printable"),
-    }
-}
-
 async fn call(config: EngineConfig, request: OriginateRequest) -> anyhow::Result<u8> {
     // Signals are caught before the INVITE leaves: from then on, SIGINT/SIGTERM hang the call
     // up properly (CANCEL while ringing, BYE once answered) instead of killing the process
@@ -417,7 +408,7 @@ async fn call(config: EngineConfig, request: OriginateRequest) -> anyhow::Result
         tokio::select! {
             ev = events.recv() => match ev {
                 Ok(ev) if ev.call_id == id => {
-                    print_event(&ev);
+                    app::print_event(&ev);
                     if ev.is_final() {
                         let outcome: Option<Outcome> =
                             serde_json::from_value(ev.details["outcome"].clone()).ok();

@@ -232,38 +232,26 @@ async fn every_role_gets_exactly_the_permissions_of_the_table() {
         let owner = api.a.key(Role::Owner).to_owned();
         let t = &api.a.tenant_id;
         let trunk = api
-            .post(
+            .create(
                 "/v1/trunks",
                 &owner,
                 &json!({"name": "main", "address": "127.0.0.1:5060"}),
             )
-            .await
-            .json()["id"]
-            .as_str()
-            .expect("trunk")
-            .to_owned();
+            .await;
         let script = api
-            .post(
+            .create(
                 "/v1/scripts",
                 &owner,
                 &json!({"name": "s", "body": valid_script()}),
             )
-            .await
-            .json()["id"]
-            .as_str()
-            .expect("script")
-            .to_owned();
+            .await;
         let webhook = api
-            .post(
+            .create(
                 "/v1/webhooks",
                 &owner,
                 &json!({"url": "http://127.0.0.1:9/hook"}),
             )
-            .await
-            .json()["id"]
-            .as_str()
-            .expect("webhook")
-            .to_owned();
+            .await;
         let call = insert_call(&store, t, callplane::clock::unix_us()).await;
         let (rec, _) = add_recording(&api, t, &call, callplane::clock::unix_us()).await;
         let victim = common::api::make_key(&store, t, Role::Viewer).await;
@@ -413,27 +401,19 @@ async fn every_role_gets_exactly_the_permissions_of_the_table() {
             ));
         }
         let del_trunk = api
-            .post(
+            .create(
                 "/v1/trunks",
                 &owner,
                 &json!({"name": "del", "address": "127.0.0.1:5060"}),
             )
-            .await
-            .json()["id"]
-            .as_str()
-            .expect("trunk")
-            .to_owned();
+            .await;
         let del_script = api
-            .post(
+            .create(
                 "/v1/scripts",
                 &owner,
                 &json!({"name": "del", "body": valid_script()}),
             )
-            .await
-            .json()["id"]
-            .as_str()
-            .expect("script")
-            .to_owned();
+            .await;
         cases.push(case(
             Method::DELETE,
             format!("/v1/trunks/{del_trunk}"),
@@ -567,38 +547,26 @@ async fn tenant_a_gets_404_for_everything_of_tenant_b() {
         let b_owner = api.b.key(Role::Owner).to_owned();
         let a_owner = api.a.key(Role::Owner).to_owned();
         let trunk = api
-            .post(
+            .create(
                 "/v1/trunks",
                 &b_owner,
                 &json!({"name": "b", "address": "127.0.0.1:5060"}),
             )
-            .await
-            .json()["id"]
-            .as_str()
-            .expect("trunk")
-            .to_owned();
+            .await;
         let script = api
-            .post(
+            .create(
                 "/v1/scripts",
                 &b_owner,
                 &json!({"name": "b", "body": valid_script()}),
             )
-            .await
-            .json()["id"]
-            .as_str()
-            .expect("script")
-            .to_owned();
+            .await;
         let webhook = api
-            .post(
+            .create(
                 "/v1/webhooks",
                 &b_owner,
                 &json!({"url": "http://127.0.0.1:9/b"}),
             )
-            .await
-            .json()["id"]
-            .as_str()
-            .expect("webhook")
-            .to_owned();
+            .await;
         let call = insert_call(&store, &api.b.tenant_id, callplane::clock::unix_us()).await;
         let (rec, _) =
             add_recording(&api, &api.b.tenant_id, &call, callplane::clock::unix_us()).await;

@@ -6,9 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    LOCALHOST, free_udp_port, sipp_available, spawn_callplane, spawn_sipp, wait_child, wait_line,
-};
+use common::{LOCALHOST, free_udp_port, sipp_available, spawn_callplane, spawn_sipp, wait_child};
 use serde_json::{Value, json};
 use tokio::process::Child;
 use tokio::sync::mpsc;
@@ -39,14 +37,12 @@ async fn start_serve(dir: &std::path::Path, database_url: Option<&str>) -> Serve
         args.extend(["--database-url", url]);
     }
     let (child, mut rx) = spawn_callplane(dir, &args);
-    let mut seen = Vec::new();
-    let boot = wait_line(&mut rx, &mut seen, |v| v["kind"] == "serve.bootstrap").await;
-    let listening = wait_line(&mut rx, &mut seen, |v| v["kind"] == "serve.listening").await;
+    let (api, key, seen) = common::serve_started(&mut rx).await;
     Serve {
         child,
         _rx: rx,
-        api: format!("http://{}", listening["api"].as_str().expect("api address")),
-        key: boot["key"].as_str().expect("bootstrap key").to_owned(),
+        api,
+        key: key.unwrap_or_else(|| panic!("a bootstrap key on an empty database: {seen:?}")),
     }
 }
 

@@ -1372,17 +1372,6 @@ impl Remote {
     }
 }
 
-/// Waits for `serve.listening` (collecting what came before it); the API address and lines.
-async fn listening(lines: &mut mpsc::Receiver<String>) -> (String, Vec<Value>) {
-    let mut seen = Vec::new();
-    let line = common::wait_line(lines, &mut seen, |v| v["kind"] == "serve.listening").await;
-    let api = line["api"]
-        .as_str()
-        .unwrap_or_else(|| panic!("serve.listening names the API address: {line}"))
-        .to_owned();
-    (format!("http://{api}"), seen)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_deliveries_survive_kill_9_and_all_arrive_after_the_restart() {
     // The embedded SQLite default, then PostgreSQL by URL when one is available.
@@ -1424,12 +1413,8 @@ async fn kill_9_and_restart(database_url: Option<&str>) {
         args.extend(["--database-url", url]);
     }
     let (mut child, mut lines) = common::spawn_callplane(dir.path(), &args);
-    let (base, seen) = listening(&mut lines).await;
-    let boot = seen
-        .iter()
-        .find(|v| v["kind"] == "serve.bootstrap")
-        .unwrap_or_else(|| panic!("a bootstrap key on an empty database: {seen:?}"));
-    let key = boot["key"].as_str().expect("key").to_owned();
+    let (base, key, seen) = common::serve_started(&mut lines).await;
+    let key = key.unwrap_or_else(|| panic!("a bootstrap key on an empty database: {seen:?}"));
     let remote = Remote {
         base,
         key: key.clone(),
@@ -1495,9 +1480,9 @@ async fn kill_9_and_restart(database_url: Option<&str>) {
         .expect("bind the receiver's port");
     let mut rx = Receiver::on(listener, &[], 200);
     let (mut child, mut lines) = common::spawn_callplane(dir.path(), &args);
-    let (base, seen) = listening(&mut lines).await;
+    let (base, key_again, seen) = common::serve_started(&mut lines).await;
     assert!(
-        !seen.iter().any(|v| v["kind"] == "serve.bootstrap"),
+        key_again.is_none(),
         "no second bootstrap on a used database: {seen:?}"
     );
     let remote = Remote {

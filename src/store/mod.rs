@@ -25,7 +25,7 @@ use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use sql::{Backend, SqlStore};
+pub use sql::{Backend, SqlStore, redact};
 
 /// A new row id: `<prefix>_` + 24 lowercase hex digits (96 random bits from the OS), e.g.
 /// `new_id("call")` → `call_3f9a…`. 96 bits make a collision between two ids of one kind

@@ -199,8 +199,8 @@ fn install_drivers() {
     ONCE.call_once(sqlx::any::install_default_drivers);
 }
 
-/// A URL without its password, for error messages.
-fn redact(url: &str) -> String {
+/// A database URL without its credentials, for messages.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             format!("{}://…@{}", &url[..scheme_end], &url[at + 1..])
@@ -543,6 +543,19 @@ impl Store for SqlStore {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn redact_drops_the_credentials_of_a_url() {
+        assert_eq!(
+            redact("postgres://cp:TopSecret@db:5432/callplane"),
+            "postgres://…@db:5432/callplane"
+        );
+        assert_eq!(
+            redact("sqlite:data/callplane.db"),
+            "sqlite:data/callplane.db"
+        );
+    }
+
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {

@@ -241,6 +241,21 @@ impl TestApi {
         self.send(Method::POST, uri, Some(key), Some(body)).await
     }
 
+    /// POSTs `body` to `uri`, expects 201 and returns the new resource's `id`.
+    pub(crate) async fn create(&self, uri: &str, key: &str, body: &Value) -> String {
+        let r = self.post(uri, key, body).await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "POST {uri}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("POST {uri} answered an id"))
+            .to_owned()
+    }
+
     /// Stops the engine.
     pub(crate) async fn stop(mut self) {
         if let Some(engine) = self.engine.take() {

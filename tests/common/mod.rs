@@ -148,6 +148,24 @@ pub(crate) async fn wait_line(
     }
 }
 
+/// What `serve` printed up to `serve.listening`: the API's base URL (`http://ip:port`), the
+/// bootstrap key when the database was empty, and every line seen.
+pub(crate) async fn serve_started(
+    rx: &mut mpsc::Receiver<String>,
+) -> (String, Option<String>, Vec<Value>) {
+    let mut seen = Vec::new();
+    let listening = wait_line(rx, &mut seen, |v| v["kind"] == "serve.listening").await;
+    let api = listening["api"]
+        .as_str()
+        .unwrap_or_else(|| panic!("serve.listening names the API address: {listening}"));
+    let key = seen
+        .iter()
+        .find(|v| v["kind"] == "serve.bootstrap")
+        .and_then(|v| v["key"].as_str())
+        .map(str::to_owned);
+    (format!("http://{api}"), key, seen)
+}
+
 /// The `kind` of every event, in order.
 pub(crate) fn kinds(events: &[Value]) -> Vec<&str> {
     events.iter().filter_map(|e| e["kind"].as_str()).collect()
