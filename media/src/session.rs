@@ -30,6 +30,19 @@
 //! telephone-event nor comfort noise), source (after symmetric-RTP latching, only the latched
 //! address), sequence (RFC 3550 A.1 jump detection). A new SSRC is a new stream: sequence
 //! state, statistics, jitter buffer and decoder restart.
+//!
+//! Latching (symmetric RTP) decides whose packets count. The address the SDP named latches at
+//! its first valid packet. Any other source (the peer behind a NAT, or someone spraying
+//! packets at a guessed port) is only a candidate until it has sent [`LATCH_PROBATION`]
+//! packets in sequence under one SSRC; and should the named address speak after a candidate
+//! latched, it takes over, and what the candidate had delivered is recounted as stray. Once
+//! latched, packets from any other address are dropped and counted
+//! ([`SessionStats::stray_source`]), whatever their SSRC; only the latched source may change
+//! SSRC, which RFC 3550 §8.2 makes a new stream. RTCP is accepted from the latched peer only.
+//!
+//! The RTP timeout ([`MediaEvent::RtpTimeout`]) measures silence from the peer: neither RTP
+//! nor RTCP from it. It is suspended while the peer is not expected to send (it holds us, or
+//! the stream is sendonly/inactive from its side, [`MediaSession::set_direction`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -84,8 +97,12 @@ pub struct SessionConfig {
     /// Symmetric RTP (RFC 4961 / NAT traversal): send to wherever the first valid packet came
     /// from and drop packets from anywhere else afterwards.
     pub symmetric_rtp: bool,
-    /// Silence after which [`MediaEvent::RtpTimeout`] fires.
+    /// Silence (no RTP, no RTCP from the peer) after which [`MediaEvent::RtpTimeout`] fires;
+    /// `Duration::MAX` never.
     pub rtp_timeout: Duration,
+    /// Whether the peer is expected to send (false while it holds us or only receives): the
+    /// RTP timeout runs only while it is.
+    pub expect_inbound: bool,
     /// Interval between RTCP reports (RFC 3550's 5 s minimum by default; not randomized).
     pub rtcp_interval: Duration,
     /// Interval between [`MediaEvent::Quality`] reports.
@@ -126,6 +143,7 @@ impl SessionConfig {
             send: true,
             symmetric_rtp: true,
             rtp_timeout: Duration::from_secs(30),
+            expect_inbound: true,
             rtcp_interval: Duration::from_secs(5),
             quality_interval: Duration::from_secs(5),
             ssrc,
@@ -149,6 +167,7 @@ impl SessionConfig {
             rtcp_mux: neg.rtcp_mux,
             ptime_ms: neg.ptime,
             send: neg.direction.sends(),
+            expect_inbound: neg.direction.receives() && !neg.remote_hold,
             ..SessionConfig::new(neg.codec.into(), neg.payload_type, ssrc)
         }
     }
@@ -304,10 +323,39 @@ pub struct SessionStats {
     pub stray_garbage: u64,
     /// RTP with a payload type we did not negotiate.
     pub stray_payload_type: u64,
-    /// Packets from a source other than the latched one.
+    /// Packets from a source other than the latched one: other addresses once latched, a
+    /// candidate's packets before it passed its probation, and a learned source's packets
+    /// once the address signalling named displaced it.
     pub stray_source: u64,
     /// RTP dropped by the sequence checks (probation, large jumps).
     pub stray_sequence: u64,
+    /// Times the latched source started a new stream (a new SSRC after the first).
+    pub ssrc_changes: u64,
+}
+
+/// Packets in sequence, under one SSRC, that a source the SDP did not name must send before
+/// symmetric RTP latches onto it (as Asterisk's `strictrtp` learning does): a single forged
+/// packet aimed at a guessed port cannot take the call's media over.
+pub const LATCH_PROBATION: u8 = 4;
+
+/// A source that is not latched yet, and how far its probation has gone.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    source: SocketAddr,
+    ssrc: Ssrc,
+    next_seq: u16,
+    count: u8,
+}
+
+/// What latching made of an RTP packet's source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// Not the peer (or not yet): drop it.
+    Drop,
+    /// The latched source.
+    Keep,
+    /// A source latched just now in place of another: its packets start a new stream.
+    Relatched,
 }
 
 /// Why a command failed.
@@ -336,7 +384,12 @@ pub struct MediaSession {
     stopped: bool,
     remote_rtp: Option<SocketAddr>,
     remote_rtcp: Option<SocketAddr>,
+    /// Where the SDP said the peer's RTP is (`None` on hold or without an address).
+    signalled_rtp: Option<SocketAddr>,
     latched: Option<SocketAddr>,
+    /// Packets accepted from the latched source (recounted as stray if it is displaced).
+    latched_accepted: u64,
+    candidate: Option<Candidate>,
     rtcp_latched: bool,
     remote_ssrc: Option<Ssrc>,
     rx_stats: ReceiverStats,
@@ -391,7 +444,10 @@ impl MediaSession {
             stopped: false,
             remote_rtp: cfg.remote_rtp,
             remote_rtcp: cfg.remote_rtcp,
+            signalled_rtp: cfg.remote_rtp,
             latched: None,
+            latched_accepted: 0,
+            candidate: None,
             rtcp_latched: false,
             remote_ssrc: None,
             rx_stats: ReceiverStats::new(codec.clock_rate(), 0),
@@ -453,12 +509,37 @@ impl MediaSession {
         self.remote_rtp
     }
 
-    /// Changes the remote addresses (a re-INVITE moved the media).
+    /// Changes the remote addresses (a re-INVITE moved the media; `None`: hold, send
+    /// nothing). The same RTP address again (a session refresh) keeps the latch.
     pub fn set_remote(&mut self, rtp: Option<SocketAddr>, rtcp: Option<SocketAddr>) {
+        if rtp == self.signalled_rtp && rtp.is_some() {
+            return;
+        }
+        self.signalled_rtp = rtp;
         self.remote_rtp = rtp;
         self.remote_rtcp = if self.cfg.rtcp_mux { rtp } else { rtcp };
         self.latched = None;
+        self.latched_accepted = 0;
+        self.candidate = None;
         self.rtcp_latched = false;
+    }
+
+    /// Changes the direction after a re-offer: whether we send, and whether the peer is
+    /// expected to (it is not while it holds us). When it is expected again, its silence is
+    /// counted from `now`.
+    pub fn set_direction(&mut self, send: bool, expect_inbound: bool, now: Instant) {
+        self.cfg.send = send;
+        if expect_inbound && !self.cfg.expect_inbound {
+            self.rearm_rtp_timeout(now);
+        }
+        self.cfg.expect_inbound = expect_inbound;
+    }
+
+    /// Counts the peer's silence from `now` (the call was just answered: early media may have
+    /// run for a while without packets).
+    pub fn rearm_rtp_timeout(&mut self, now: Instant) {
+        self.last_rx = now;
+        self.timeout_fired = false;
     }
 
     /// Feeds one input.
@@ -521,9 +602,10 @@ impl MediaSession {
         Some(t)
     }
 
-    /// When RtpTimeout fires, unless it already has (re-armed by the next packet).
+    /// When RtpTimeout fires, unless it already has (re-armed by the next packet) or the peer
+    /// is not expected to send.
     fn rtp_deadline(&self) -> Option<Instant> {
-        if self.timeout_fired {
+        if self.timeout_fired || !self.cfg.expect_inbound {
             None
         } else {
             self.last_rx.checked_add(self.cfg.rtp_timeout)
@@ -553,34 +635,23 @@ impl MediaSession {
             self.stats.stray_payload_type += 1;
             return;
         }
-        if self.cfg.symmetric_rtp {
-            match self.latched {
-                None => {
-                    self.latched = Some(source);
-                    if self.remote_rtp != Some(source) {
-                        self.remote_rtp = Some(source);
-                        self.event(MediaEvent::Latched(source));
-                    }
-                    if self.cfg.rtcp_mux {
-                        self.remote_rtcp = Some(source);
-                    } else if !self.rtcp_latched {
-                        // Until RTCP itself arrives, guess the RFC 3550 convention: port + 1.
-                        let mut rtcp = source;
-                        rtcp.set_port(source.port().wrapping_add(1));
-                        self.remote_rtcp = Some(rtcp);
-                    }
-                }
-                Some(l) if l != source => {
-                    self.stats.stray_source += 1;
-                    return;
-                }
-                Some(_) => {}
-            }
+        let admit = if self.cfg.symmetric_rtp {
+            self.admit(source, packet.ssrc, packet.sequence)
+        } else {
+            Admit::Keep
+        };
+        if admit == Admit::Drop {
+            return;
         }
-        if self.remote_ssrc != Some(packet.ssrc) {
+        if self.remote_ssrc != Some(packet.ssrc) || admit == Admit::Relatched {
             match self.remote_ssrc {
                 None => self.event(MediaEvent::FirstPacketIn { source }),
-                Some(_) => self.event(MediaEvent::NewSsrc(packet.ssrc)),
+                Some(_) => {
+                    if admit != Admit::Relatched {
+                        self.stats.ssrc_changes += 1;
+                    }
+                    self.event(MediaEvent::NewSsrc(packet.ssrc));
+                }
             }
             // A new SSRC is a new stream (RFC 3550 §8.2: the sender restarted or changed):
             // fresh sequence state, statistics, playout and decoder.
@@ -607,6 +678,7 @@ impl MediaSession {
             }
         };
         self.stats.packets_received += 1;
+        self.latched_accepted += 1;
         self.last_rx = now;
         self.timeout_fired = false;
         if is_audio {
@@ -623,6 +695,96 @@ impl MediaSession {
                 }
                 self.drain_dtmf();
             }
+        }
+    }
+
+    /// Symmetric RTP: whether a valid RTP packet from `source` is the peer's (see the module
+    /// documentation).
+    fn admit(&mut self, source: SocketAddr, ssrc: Ssrc, seq: u16) -> Admit {
+        if self.latched == Some(source) {
+            return Admit::Keep;
+        }
+        let signalled = self.signalled_rtp == Some(source);
+        let admit = match self.latched {
+            // Signalling beats learning: the address the SDP named displaces a source that
+            // was learned while the named one was silent, and what that source delivered was
+            // not the peer's.
+            Some(_) if signalled => {
+                let displaced = std::mem::take(&mut self.latched_accepted);
+                self.stats.packets_received = self.stats.packets_received.saturating_sub(displaced);
+                self.stats.stray_source += displaced;
+                Admit::Relatched
+            }
+            Some(_) => {
+                self.stats.stray_source += 1;
+                return Admit::Drop;
+            }
+            None if signalled => Admit::Keep,
+            None => {
+                let count = match &mut self.candidate {
+                    Some(c) if c.source == source && c.ssrc == ssrc && c.next_seq == seq => {
+                        c.count = c.count.saturating_add(1);
+                        c.next_seq = seq.wrapping_add(1);
+                        c.count
+                    }
+                    // A newer source replaces the candidate: one table entry bounds the state
+                    // a flood of sources can make us keep.
+                    _ => {
+                        self.candidate = Some(Candidate {
+                            source,
+                            ssrc,
+                            next_seq: seq.wrapping_add(1),
+                            count: 1,
+                        });
+                        1
+                    }
+                };
+                if count < LATCH_PROBATION {
+                    self.stats.stray_source += 1;
+                    return Admit::Drop;
+                }
+                Admit::Keep
+            }
+        };
+        self.latch(source, admit == Admit::Relatched);
+        admit
+    }
+
+    fn latch(&mut self, source: SocketAddr, relatched: bool) {
+        self.latched = Some(source);
+        self.latched_accepted = 0;
+        self.candidate = None;
+        if self.remote_rtp != Some(source) {
+            self.remote_rtp = Some(source);
+            self.event(MediaEvent::Latched(source));
+        }
+        if self.cfg.rtcp_mux {
+            self.remote_rtcp = Some(source);
+        } else if !self.rtcp_latched || relatched {
+            // Until RTCP itself arrives, guess the RFC 3550 convention: port + 1.
+            let mut rtcp = source;
+            rtcp.set_port(source.port().wrapping_add(1));
+            self.remote_rtcp = Some(rtcp);
+            self.rtcp_latched = false;
+        }
+    }
+
+    /// Whether RTCP from `source` comes from the peer: the address RTCP latched to, else the
+    /// latched (or, before latching, the signalled) RTP address's host; with rtcp-mux, that
+    /// RTP address itself.
+    fn rtcp_from_peer(&self, source: SocketAddr) -> bool {
+        if !self.cfg.symmetric_rtp {
+            return true;
+        }
+        let Some(peer) = self.latched.or(self.signalled_rtp) else {
+            return false;
+        };
+        if self.cfg.rtcp_mux {
+            peer == source
+        } else if self.rtcp_latched {
+            self.remote_rtcp == Some(source)
+        } else {
+            peer.ip() == source.ip()
         }
     }
 
@@ -644,9 +806,7 @@ impl MediaSession {
     }
 
     fn on_rtcp(&mut self, now: Instant, source: SocketAddr, bytes: Bytes) {
-        if let Some(l) = self.latched
-            && l.ip() != source.ip()
-        {
+        if !self.rtcp_from_peer(source) {
             self.stats.stray_source += 1;
             return;
         }
@@ -655,6 +815,9 @@ impl MediaSession {
             return;
         };
         self.stats.rtcp_received += 1;
+        // RTCP from the peer is a sign of life too (it keeps sending reports on hold).
+        self.last_rx = now;
+        self.timeout_fired = false;
         if self.cfg.symmetric_rtp && !self.cfg.rtcp_mux && !self.rtcp_latched {
             // Symmetric RTCP: answer where the peer's RTCP comes from.
             self.remote_rtcp = Some(source);

@@ -483,13 +483,14 @@ fn symmetric_rtp_latches_to_the_first_source_and_drops_others() {
         .to_vec(&[0xff; 160])
         .unwrap();
     let before = b.receiver_stats().received();
+    let strays = b.stats().stray_source;
     b.handle_input(Input::Receive {
         now,
         source: addr("198.51.100.9:7000"),
         bytes: p.into(),
     })
     .unwrap();
-    assert_eq!(b.stats().stray_source, 1);
+    assert_eq!(b.stats().stray_source, strays + 1);
     assert_eq!(b.receiver_stats().received(), before);
 }
 
@@ -843,4 +844,288 @@ fn g722_runs_at_16_khz_with_an_8_khz_rtp_clock() {
         1,
     );
     assert!(ev.b_nonsilent_records > 20, "{}", ev.b_nonsilent_records);
+}
+
+// ---- latching against off-path packets (issue #9) -----------------------------------------
+
+/// A PCMU packet.
+fn pcmu(seq: u16, ssrc: u32) -> Bytes {
+    RtpHeader::new(PayloadType::PCMU, seq, 160 * u32::from(seq), Ssrc(ssrc))
+        .to_vec(&[0xff; 160])
+        .unwrap()
+        .into()
+}
+
+fn receive(s: &mut MediaSession, now: Instant, source: &str, bytes: Bytes) {
+    s.handle_input(Input::Receive {
+        now,
+        source: addr(source),
+        bytes,
+    })
+    .unwrap();
+}
+
+/// Every event queued now (up to the next timeout).
+fn events_now(s: &mut MediaSession) -> Vec<MediaEvent> {
+    let mut out = vec![];
+    loop {
+        match s.poll_output() {
+            Some(Output::Event(e)) => out.push(e),
+            Some(Output::Timeout(_)) | None => return out,
+            _ => {}
+        }
+    }
+}
+
+const INTRUDER: &str = "10.0.0.1:4444";
+
+#[test]
+fn packets_from_an_unnamed_source_do_not_latch_before_the_peer_speaks() {
+    // B's SDP says A is at A_ADDR. Before A's first packet, someone on A's host (another port)
+    // sprays packets with a foreign SSRC and random sequence numbers at B's port.
+    let start = t0();
+    let (_, mut b) = pair(false, start);
+    let mut rng = Rng(7);
+    for i in 0..100u32 {
+        receive(
+            &mut b,
+            start + MS * i,
+            INTRUDER,
+            pcmu(rng.next() as u16, 0xbad),
+        );
+    }
+    assert_eq!(b.stats().packets_received, 0);
+    assert_eq!(b.stats().stray_source, 100);
+    assert_eq!(
+        b.remote_rtp(),
+        Some(addr(A_ADDR)),
+        "not latched to the intruder"
+    );
+    assert!(events_now(&mut b).is_empty());
+    // Then the peer: 50 packets in sequence, all counted, none lost.
+    for i in 0..50u16 {
+        receive(
+            &mut b,
+            start + 100 * MS + MS * 20 * u32::from(i),
+            A_ADDR,
+            pcmu(1000 + i, 0xa),
+        );
+    }
+    let stats = b.stats();
+    assert_eq!((stats.packets_received, stats.stray_source), (50, 100));
+    assert_eq!(b.receiver_stats().received(), 50);
+    assert_eq!(b.receiver_stats().cumulative_lost(), 0);
+    assert_eq!(
+        events_now(&mut b),
+        vec![MediaEvent::FirstPacketIn {
+            source: addr(A_ADDR)
+        }]
+    );
+}
+
+#[test]
+fn the_signalled_address_displaces_a_learned_source_and_its_packets_become_strays() {
+    // An intruder sends a well-formed stream first: after its probation it is learned (it
+    // could have been the peer behind a NAT). Then the address the SDP named speaks: it takes
+    // over, and the intruder's packets are recounted as strays.
+    let start = t0();
+    let (_, mut b) = pair(false, start);
+    for i in 0..10u16 {
+        receive(
+            &mut b,
+            start + MS * 20 * u32::from(i),
+            INTRUDER,
+            pcmu(500 + i, 0xbad),
+        );
+    }
+    assert_eq!(
+        b.remote_rtp(),
+        Some(addr(INTRUDER)),
+        "learned after its probation"
+    );
+    let learned = b.stats().packets_received;
+    assert_eq!(learned, 10 - u64::from(media::session::LATCH_PROBATION) + 1);
+    let t = start + 200 * MS;
+    for i in 0..20u16 {
+        receive(
+            &mut b,
+            t + MS * 20 * u32::from(i),
+            A_ADDR,
+            pcmu(40_000 + i, 0xa),
+        );
+        // The intruder keeps going: from now on it is only stray.
+        receive(
+            &mut b,
+            t + MS * 20 * u32::from(i),
+            INTRUDER,
+            pcmu(510 + i, 0xbad),
+        );
+    }
+    assert_eq!(b.remote_rtp(), Some(addr(A_ADDR)));
+    let stats = b.stats();
+    assert_eq!(stats.packets_received, 20, "{stats:?}");
+    assert_eq!(stats.stray_source, 10 + 20, "{stats:?}");
+    assert_eq!(
+        stats.ssrc_changes, 0,
+        "a displaced source is no SSRC change of the peer"
+    );
+    assert_eq!(b.receiver_stats().received(), 20);
+    assert_eq!(b.receiver_stats().cumulative_lost(), 0);
+    let events = events_now(&mut b);
+    assert!(
+        events.contains(&MediaEvent::Latched(addr(A_ADDR))),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn once_latched_a_foreign_ssrc_from_another_source_changes_nothing_but_a_new_ssrc_from_the_peer_starts_a_stream()
+ {
+    let start = t0();
+    let (_, mut b) = pair(false, start);
+    let mut seq = 100u16;
+    let mut now = start;
+    for round in 0..50u32 {
+        receive(&mut b, now, A_ADDR, pcmu(seq, 0xa));
+        seq += 1;
+        // Two foreign packets per peer packet, the second one with the peer's own SSRC.
+        receive(&mut b, now, INTRUDER, pcmu(round as u16 * 7, 0xbad));
+        receive(&mut b, now, "192.0.2.66:4000", pcmu(seq, 0xa));
+        now += 20 * MS;
+    }
+    let stats = b.stats();
+    assert_eq!((stats.packets_received, stats.stray_source), (50, 100));
+    assert_eq!(b.receiver_stats().received(), 50);
+    assert_eq!(b.receiver_stats().cumulative_lost(), 0);
+    assert!(
+        !events_now(&mut b)
+            .iter()
+            .any(|e| matches!(e, MediaEvent::NewSsrc(_))),
+        "no foreign SSRC became a stream"
+    );
+    // The peer restarts its stream under a new SSRC (RFC 3550 §8.2): a new stream.
+    for i in 0..10u16 {
+        receive(
+            &mut b,
+            now + MS * 20 * u32::from(i),
+            A_ADDR,
+            pcmu(7 + i, 0xa2),
+        );
+    }
+    assert_eq!(b.stats().ssrc_changes, 1);
+    assert_eq!(b.stats().packets_received, 60);
+    assert_eq!(b.receiver_stats().received(), 10);
+    assert!(events_now(&mut b).contains(&MediaEvent::NewSsrc(Ssrc(0xa2))));
+}
+
+#[test]
+fn a_session_refresh_with_the_same_address_keeps_the_latch() {
+    let start = t0();
+    let (_, mut b) = pair(false, start);
+    let nat = "203.0.113.5:6000";
+    for i in 0..10u16 {
+        receive(&mut b, start + MS * 20 * u32::from(i), nat, pcmu(i, 0xa));
+    }
+    assert_eq!(b.remote_rtp(), Some(addr(nat)));
+    // A re-INVITE that repeats the SDP (a refresh) must not reopen latching to the intruder.
+    b.set_remote(Some(addr(A_ADDR)), None);
+    assert_eq!(b.remote_rtp(), Some(addr(nat)));
+    let strays = b.stats().stray_source;
+    for i in 0..10u16 {
+        receive(
+            &mut b,
+            start + 200 * MS + MS * u32::from(i),
+            INTRUDER,
+            pcmu(300 + i, 0xbad),
+        );
+    }
+    assert_eq!(b.stats().stray_source, strays + 10);
+    assert_eq!(b.remote_rtp(), Some(addr(nat)));
+}
+
+fn rtcp_rr(ssrc: u32) -> Bytes {
+    use media::rtp::{ReceiverReport, RtcpPacket};
+    RtcpPacket::write_compound(&[RtcpPacket::ReceiverReport(ReceiverReport {
+        ssrc: Ssrc(ssrc),
+        reports: vec![],
+    })])
+    .unwrap()
+    .into()
+}
+
+/// Steps `s` through its timeouts until `until`; the instants RtpTimeout fired at.
+fn timeouts_until(s: &mut MediaSession, from: Instant, until: Instant) -> Vec<Instant> {
+    let mut fired = vec![];
+    let mut now = from;
+    while now < until {
+        s.handle_input(Input::Timeout(now)).unwrap();
+        loop {
+            match s.poll_output() {
+                Some(Output::Event(MediaEvent::RtpTimeout)) => fired.push(now),
+                Some(Output::Timeout(at)) => {
+                    now = at;
+                    break;
+                }
+                None => return fired,
+                _ => {}
+            }
+        }
+    }
+    fired
+}
+
+#[test]
+fn rtcp_from_the_peer_counts_as_life_and_rtcp_from_elsewhere_does_not() {
+    let start = t0();
+    let mut c = config(0xb, A_ADDR, false);
+    c.rtp_timeout = Duration::from_secs(3);
+    let mut b = MediaSession::new(c, start);
+    receive(&mut b, start, A_ADDR, pcmu(1, 0xa));
+    // The peer's RTCP (its RTP port + 1) at 2 s: the silence is counted from there.
+    receive(&mut b, start + 2000 * MS, "10.0.0.1:4001", rtcp_rr(0xa));
+    // An intruder's RTCP at 4 s, from another host, then from another port of the peer's host
+    // once RTCP latched: neither is the peer.
+    receive(&mut b, start + 4000 * MS, "192.0.2.66:4001", rtcp_rr(0xa));
+    receive(&mut b, start + 4000 * MS, INTRUDER, rtcp_rr(0xa));
+    assert_eq!(b.stats().rtcp_received, 1);
+    assert_eq!(b.stats().stray_source, 2);
+    let fired = timeouts_until(&mut b, start, start + 10_000 * MS);
+    assert_eq!(fired, vec![start + 5000 * MS]);
+}
+
+#[test]
+fn the_rtp_timeout_is_suspended_while_the_peer_holds_us() {
+    let start = t0();
+    let mut c = config(0xb, A_ADDR, false);
+    c.rtp_timeout = Duration::from_secs(3);
+    let mut b = MediaSession::new(c, start);
+    receive(&mut b, start, A_ADDR, pcmu(1, 0xa));
+    // At 1 s the peer puts us on hold (a=inactive): no RTP expected, nothing sent.
+    let hold = start + 1000 * MS;
+    b.set_direction(false, false, hold);
+    let fired = timeouts_until(&mut b, start, start + 60_000 * MS);
+    assert!(fired.is_empty(), "no timeout on hold: {fired:?}");
+    // Resumed at 60 s: the silence counts from the resume.
+    let resume = start + 60_000 * MS;
+    b.set_direction(true, true, resume);
+    let fired = timeouts_until(&mut b, resume, resume + 10_000 * MS);
+    assert_eq!(fired, vec![resume + 3000 * MS]);
+}
+
+#[test]
+fn a_session_from_an_sdp_on_hold_expects_no_rtp() {
+    use media::sdp::{Negotiator, Sdp, SdpConfig};
+    let offer = "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/AVP 0\r\na=sendonly\r\n";
+    let mut n = Negotiator::new(SdpConfig::new(addr(B_ADDR).ip(), 5000, 1));
+    let (_, neg) = n
+        .receive_offer(&Sdp::parse(offer.as_bytes()).unwrap())
+        .unwrap();
+    let c = SessionConfig::from_negotiated(&neg, Ssrc(0xb));
+    assert!(!c.expect_inbound, "a sendonly offerer holds us");
+    let mut c = c;
+    c.rtp_timeout = Duration::from_secs(3);
+    let start = t0();
+    let mut b = MediaSession::new(c, start);
+    assert!(timeouts_until(&mut b, start, start + 20_000 * MS).is_empty());
 }
