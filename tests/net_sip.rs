@@ -563,6 +563,31 @@ async fn rtp_pool_hands_out_even_odd_pairs_until_exhausted_and_reuses_freed_ones
 }
 
 #[tokio::test]
+async fn rtp_pool_hands_out_pairs_at_random_not_in_sequence() {
+    // 200 pairs; 20 calls in a row must not get predictable (consecutive) ports.
+    let pool = RtpPortPool::new(LOCALHOST, 23300..=23699).expect("pool");
+    let mut pairs = Vec::new();
+    for _ in 0..20 {
+        pairs.push(pool.allocate().await.expect("a free pair"));
+    }
+    let ports: Vec<u16> = pairs.iter().map(|p| p.rtp_port()).collect();
+    for p in &ports {
+        assert!((23300..=23698).contains(p) && p % 2 == 0, "{ports:?}");
+    }
+    let mut distinct = ports.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 20, "all distinct: {ports:?}");
+    let steps_of_one_pair = ports.windows(2).filter(|w| w[1] == w[0] + 2).count();
+    assert!(steps_of_one_pair < 5, "sequential allocation: {ports:?}");
+    // Still freed on drop, and a freed pair is not handed out again at once.
+    let freed = pairs.pop().expect("a pair").rtp_port();
+    assert_eq!(pool.stats().used, 19);
+    let next = pool.allocate().await.expect("a free pair");
+    assert_ne!(next.rtp_port(), freed, "a just-freed pair is reused last");
+}
+
+#[tokio::test]
 async fn rtp_pool_skips_ports_held_by_other_programs() {
     // Pairs 23102/3 and 23104/5; somebody else holds 23103 (the RTCP port of the first).
     let _other = std::net::UdpSocket::bind((LOCALHOST, 23103)).expect("bind 23103");

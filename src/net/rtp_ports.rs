@@ -8,6 +8,11 @@
 //! somebody outside the pool holds (the bind fails with "address in use") is skipped and stays in
 //! the pool, to be tried again later.
 //!
+//! Pairs are handed out at random, not in order: a call's RTP port is not predictable from the
+//! previous call's, so packets aimed at a guessed port rarely find a call (RFC 3550 §9.1 and
+//! RFC 6056 argue the same for SSRCs and source ports). The pick is uniform over the older half
+//! of the free list; freed pairs join its end, so a pair is not reused right after its call.
+//!
 //! The pool is shared by every call, which allocate and release from their own tasks, so its
 //! free list sits behind a mutex; the lock is held only to pop or push one number, never across
 //! an `.await`.
@@ -189,15 +194,18 @@ impl RtpPortPool {
         }
     }
 
-    /// Lease a pair and bind both sockets. Pairs held by other programs are skipped (each free
-    /// pair is tried at most once per call).
+    /// Lease a random pair and bind both sockets. Pairs held by other programs are skipped
+    /// (each free pair is tried at most once per call).
     pub async fn allocate(&self) -> Result<RtpSocketPair, PortPoolError> {
         let candidates = lock(&self.inner).free.len();
         if candidates == 0 {
             return Err(self.exhausted());
         }
+        // Pairs found busy stay leased (out of the free list) until this call is over, so that
+        // the random picks never try one twice; dropping them puts them back.
+        let mut busy: Vec<PortLease> = Vec::new();
         for _ in 0..candidates {
-            let Some(port) = lock(&self.inner).free.pop_front() else {
+            let Some(port) = take_random(&mut lock(&self.inner).free) else {
                 break;
             };
             // From here the port is ours: the lease puts it back on every path.
@@ -207,7 +215,7 @@ impl RtpPortPool {
             };
             match self.bind_pair(port).await {
                 Ok((rtp, rtcp)) => return Ok(RtpSocketPair { rtp, rtcp, lease }),
-                Err((_, e)) if e.kind() == io::ErrorKind::AddrInUse => continue,
+                Err((_, e)) if e.kind() == io::ErrorKind::AddrInUse => busy.push(lease),
                 Err((port, source)) => {
                     return Err(PortPoolError::Bind {
                         ip: self.ip,
@@ -217,14 +225,16 @@ impl RtpPortPool {
                 }
             }
         }
-        if lock(&self.inner).free.len() < candidates {
+        let tried = busy.len();
+        drop(busy);
+        if tried < candidates || lock(&self.inner).free.len() < candidates {
             // Others took pairs while we were trying: the range may be truly exhausted now.
             Err(self.exhausted())
         } else {
             Err(PortPoolError::AllBusy {
                 start: self.start,
                 end: self.end,
-                tried: candidates,
+                tried,
             })
         }
     }
@@ -246,4 +256,27 @@ impl RtpPortPool {
             .map_err(|e| (port + 1, e))?;
         Ok((rtp, rtcp))
     }
+}
+
+/// Removes and returns a random entry of the older half of `free` (the front; at least the
+/// first entry).
+fn take_random(free: &mut VecDeque<u16>) -> Option<u16> {
+    let window = (free.len() / 2).max(1).min(free.len());
+    if window == 0 {
+        return None;
+    }
+    let index = usize::try_from(random_u64() % window as u64).unwrap_or(0);
+    free.remove(index)
+}
+
+/// 64 random bits from the OS; should it fail, from the standard library's randomly keyed
+/// hasher (still unpredictable from outside the process).
+fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    getrandom::u64().unwrap_or_else(|_| {
+        std::collections::hash_map::RandomState::new()
+            .hash_one(COUNTER.fetch_add(1, Ordering::Relaxed))
+    })
 }
