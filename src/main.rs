@@ -75,6 +75,8 @@ enum Cmd {
         /// Seconds after the answer to send --send-dtmf.
         #[arg(long, default_value_t = 0.5, requires = "send_dtmf")]
         dtmf_after: f64,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Run the softswitch: SIP, the REST API and the store, until SIGINT/SIGTERM, then drain.
     ///
@@ -121,6 +123,8 @@ enum Cmd {
         /// 127.0.0.1 when that is 0.0.0.0).
         #[arg(long)]
         advertise: Option<IpAddr>,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// A call script (JSON, see docs/scripts.md) to run on every call. Without one, calls
         /// are answered at once, hear nothing, and end with the caller's BYE.
         #[arg(long)]
@@ -242,6 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             hangup_after,
             send_dtmf,
             dtmf_after,
+            limits,
         } => {
             let to = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
             let (destination, transport) = callplane::engine::target::resolve(&to)?;
@@ -282,8 +287,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 script: script.as_deref().map(load_script).transpose()?,
                 tag: None,
                 variables: Default::default(),
+                max_duration: None,
             };
             let mut config = EngineConfig::new(bind);
+            config.limits = limits.limits()?;
             if transport == Transport::Tcp {
                 // Our Contact must be reachable over TCP for the callee's BYE: listen on the
                 // --bind IP (same port when one was given, else any).
@@ -310,6 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             sip,
             sip_tcp,
             advertise,
+            limits,
             script,
             prompts,
             recordings,
@@ -327,6 +335,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 config.advertise_ip = ip;
             }
             config.max_calls = max_calls;
+            config.limits = limits.limits()?;
             config.inbound = InboundConfig {
                 prompts: prompts_dir(prompts, script.as_deref()),
                 script: script.as_deref().map(load_script).transpose()?,
@@ -462,4 +471,76 @@ async fn admin(command: AdminCmd, data_dir: &Path, url: Option<&str>) -> anyhow:
         }
     }
     Ok(0)
+}
+
+/// The limits on every call, for `call` and `serve` (docs/operations.md, "Call limits").
+#[derive(Debug, clap::Args)]
+struct LimitArgs {
+    /// End an answered call after this many seconds without RTP or RTCP from the peer (not
+    /// counted while the peer holds the call); 0: never.
+    #[arg(long, default_value_t = 30)]
+    rtp_timeout_s: u64,
+    /// The RFC 4028 session interval to ask for as caller and callee, seconds: the refresher
+    /// refreshes at half of it, and a session nobody refreshed ends with BYE. 0: no session
+    /// timer unless the peer asks for one.
+    #[arg(long, default_value_t = 1800)]
+    session_expires_s: u32,
+    /// The smallest session interval accepted (RFC 4028 Min-SE, seconds; at least 90).
+    #[arg(long, default_value_t = 90)]
+    min_se_s: u32,
+    /// End a call this many seconds after its answer (an unanswered one this long after it
+    /// started); 0: never.
+    #[arg(long, default_value_t = 14_400)]
+    max_duration_s: u64,
+    /// Allow SDP media addresses in this range (CIDR, or one address; repeatable) although
+    /// they are multicast, broadcast, link-local, unspecified, reserved or the cloud metadata
+    /// service, which are refused by default (488 to an offer; BYE/CANCEL after an answer).
+    #[arg(long = "allow-media-address", value_name = "CIDR")]
+    allow_media_address: Vec<callplane::engine::limits::IpNet>,
+}
+
+impl LimitArgs {
+    /// The engine's limits, validated (the message names the flag and the fix).
+    fn limits(self) -> anyhow::Result<callplane::engine::limits::CallLimits> {
+        use callplane::engine::limits::{CallLimits, MediaAddressPolicy};
+        const DAY: u64 = 86_400;
+        if self.rtp_timeout_s > DAY {
+            bail!(
+                "--rtp-timeout-s {}: at most {DAY} (0 disables)",
+                self.rtp_timeout_s
+            );
+        }
+        if self.max_duration_s > 7 * DAY {
+            bail!(
+                "--max-duration-s {}: at most {} (0 disables)",
+                self.max_duration_s,
+                7 * DAY
+            );
+        }
+        if !(90..=DAY as u32).contains(&self.min_se_s) {
+            bail!(
+                "--min-se-s {}: 90 (RFC 4028's floor) to {DAY}",
+                self.min_se_s
+            );
+        }
+        if self.session_expires_s != 0
+            && !(self.min_se_s..=DAY as u32).contains(&self.session_expires_s)
+        {
+            bail!(
+                "--session-expires-s {}: from --min-se-s ({}) to {DAY}, or 0 to ask for no session timer",
+                self.session_expires_s,
+                self.min_se_s
+            );
+        }
+        let secs = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        Ok(CallLimits {
+            rtp_timeout: secs(self.rtp_timeout_s),
+            session_expires: (self.session_expires_s > 0).then_some(self.session_expires_s),
+            min_se: self.min_se_s,
+            max_duration: secs(self.max_duration_s),
+            media_addresses: MediaAddressPolicy {
+                allow: self.allow_media_address,
+            },
+        })
+    }
 }

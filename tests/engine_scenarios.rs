@@ -159,6 +159,7 @@ async fn two_calls_playing_the_same_prompt_decode_it_once() {
             prompt_scope: callplane::engine::PromptScope::Local,
             tag: None,
             variables: Default::default(),
+            max_duration: None,
         };
         calls.push(caller.handle.originate(request).await.expect("originate"));
     }

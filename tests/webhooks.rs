@@ -828,6 +828,7 @@ async fn the_pump_stores_every_engine_event_of_outbound_and_inbound_calls_in_ord
                 prompt_scope: callplane::engine::PromptScope::Local,
                 tag: Some(call.id.as_str().into()),
                 variables: Default::default(),
+                max_duration: None,
             })
             .await
             .expect("originate");

@@ -84,6 +84,10 @@ pub struct CreateCall {
     /// Send BYE this many seconds after the answer (default: wait for the callee or the
     /// script).
     pub hangup_after_s: Option<u32>,
+    /// End the call (BYE, `end_reason` `max_duration`) this many seconds after the answer,
+    /// 1 to 86400 (default: the server's `--max-duration-s`, 4 hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_s: Option<u32>,
 }
 
 /// A link to a recording of a call.
@@ -622,6 +626,12 @@ async fn create_call(
     caller.require(Permission::CallsWrite)?;
     let key = idempotency_key(&headers)?;
     let plan = plan(&s, &caller, &req).await?;
+    if req
+        .max_duration_s
+        .is_some_and(|m| !(1..=86_400).contains(&m))
+    {
+        return Err(bad_field("max_duration_s: must be 1 to 86400"));
+    }
     // Before the call row exists, so that a refusal leaves nothing behind.
     let prompts = tenant_prompts_dir(&s.config.data_dir, &caller.tenant_id)?;
     // The request as given (normalised by serde), to compare idempotent replays with.
@@ -695,6 +705,9 @@ async fn create_call(
         prompt_scope: PromptScope::Confined,
         tag: Some(Arc::from(call.id.as_str())),
         variables: plan.variables,
+        max_duration: req
+            .max_duration_s
+            .map(|m| Duration::from_secs(u64::from(m))),
     };
     match s.engine.originate(originate).await {
         Ok(engine_id) => s.bus.register_live(&call.id, engine_id),

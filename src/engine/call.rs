@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     /// Decoded prompts, shared by every call: a prompt is decoded once, not once per call.
     /// A std mutex, locked only inside a blocking task for one `get` (never across an await).
     pub(crate) prompts: Arc<std::sync::Mutex<PromptCache>>,
+    /// RTP timeout, session timers, longest call, refused media addresses.
+    pub(crate) limits: super::limits::CallLimits,
 }
 
 /// An input from the dispatcher.
@@ -209,6 +211,13 @@ struct Call {
     answered_after_cancel: bool,
     /// Prompts asked for and not yet loaded (loading awaits the shared cache in `flush`).
     pending_plays: VecDeque<String>,
+    /// Why we ended the call ourselves when no SIP reason says it (`rtp_timeout`,
+    /// `max_duration`, `media_address_refused`): the final event's `end_reason`, and a detail.
+    end_cause: Option<(&'static str, Option<String>)>,
+    /// The longest this call may last from its answer, and when that is reached (before the
+    /// answer: counted from the start).
+    max_duration: Option<Duration>,
+    max_at: Option<Instant>,
 }
 
 fn advertise_uri(user: Option<&str>, at: SocketAddr) -> Uri {
@@ -263,6 +272,8 @@ impl Call {
             },
             via_port: Some(advertise.port()),
             seed: random_u64(),
+            session_expires: shared.limits.session_expires,
+            min_se: shared.limits.min_se,
             ..DialogConfig::default()
         };
         let mut contact_uri = advertise_uri(Some("callplane"), advertise);
@@ -322,6 +333,10 @@ impl Call {
                     req.record.clone(),
                 );
                 call.transport = transport;
+                if let Some(max) = req.max_duration {
+                    call.max_duration = Some(max);
+                    call.max_at = now.checked_add(max);
+                }
                 call.send_dtmf = req.send_dtmf.clone();
                 call.dtmf_after = req.dtmf_after;
                 if let Some(script) = &req.script {
@@ -412,6 +427,13 @@ impl Call {
                     record,
                 );
                 call.transport = transport;
+                if let Ok(sdp) = Sdp::parse(&offer)
+                    && let Some(refused) = call.refused_media(&sdp, true)
+                {
+                    call.end_cause = Some(("media_address_refused", Some(refused.to_string())));
+                    let _ = call.session.reject(at, StatusCode::new(488).expect("488"));
+                    return Some(call);
+                }
                 match config.script {
                     Some(script) => {
                         // The script decides when to answer (its `answer` step); until then the
@@ -452,6 +474,7 @@ impl Call {
         gather_digits: usize,
         record: Option<PathBuf>,
     ) -> Call {
+        let max_duration = shared.limits.max_duration;
         Call {
             shared,
             timeline,
@@ -507,7 +530,36 @@ impl Call {
             telephone_event: false,
             cancel_sent: false,
             answered_after_cancel: false,
+            end_cause: None,
+            max_duration,
+            max_at: max_duration.and_then(|d| clock::now().checked_add(d)),
         }
+    }
+
+    /// The media address of `sdp` that the policy refuses, if any (`initial`: the call's first
+    /// offer/answer, where `0.0.0.0` is no hold).
+    fn refused_media(
+        &self,
+        sdp: &Sdp,
+        initial: bool,
+    ) -> Option<super::limits::MediaAddressRefused> {
+        let refused = self
+            .shared
+            .limits
+            .media_addresses
+            .check(sdp, initial)
+            .err()?;
+        tracing::info!(%refused, "SDP refused (--allow-media-address allows a range)");
+        Some(refused)
+    }
+
+    /// We end the call for `cause` (the first cause stays).
+    fn end_for(&mut self, now: Instant, cause: &'static str, detail: Option<String>) {
+        if self.session.is_terminated() {
+            return;
+        }
+        self.end_cause.get_or_insert((cause, detail));
+        self.hang_up(now);
     }
 
     /// UAS: answer the INVITE with our SDP answer (or an offer, for an offerless INVITE).
@@ -543,6 +595,7 @@ impl Call {
             return;
         }
         let mut cfg = SessionConfig::from_negotiated(negotiated, Ssrc(random_u64() as u32));
+        cfg.rtp_timeout = self.shared.limits.rtp_timeout.unwrap_or(Duration::MAX);
         // Recording frames are produced only when someone may want them; a script may start
         // recording at any time, so a scripted call with a destination always asks.
         cfg.record = self.record.is_some();
@@ -769,6 +822,7 @@ impl Call {
                 self.hangup_at,
                 self.dtmf_at,
                 self.drain_at,
+                self.max_at,
                 self.runner.as_ref().and_then(ScriptRunner::poll_timeout),
             ]
             .into_iter()
@@ -847,6 +901,11 @@ impl Call {
         if self.drain_at.is_some_and(|t| t <= now) {
             self.drain_at = None;
             self.hang_up(now);
+        }
+        if self.max_at.is_some_and(|t| t <= now) {
+            self.max_at = None;
+            tracing::info!("maximum call duration reached");
+            self.end_for(now, "max_duration", None);
         }
         if self
             .runner
@@ -1063,9 +1122,13 @@ impl Call {
                 } else {
                     self.timeline
                         .emit("sip.early_media", json!({"sip_status": status}));
-                    if self.media.is_none()
-                        && let Ok(neg) =
-                            Sdp::parse(&body).and_then(|s| self.negotiator.receive_answer(&s))
+                    let sdp = Sdp::parse(&body);
+                    if let Some(refused) =
+                        sdp.as_ref().ok().and_then(|s| self.refused_media(s, true))
+                    {
+                        self.end_for(now, "media_address_refused", Some(refused.to_string()));
+                    } else if self.media.is_none()
+                        && let Ok(neg) = sdp.and_then(|s| self.negotiator.receive_answer(&s))
                     {
                         self.start_media(now, &neg);
                     }
@@ -1076,7 +1139,19 @@ impl Call {
                 self.ring_deadline = None;
                 self.timeline
                     .emit("sip.answered", json!({"sip_status": 200}));
-                if self.media.is_none() && !body.is_empty() {
+                if let Some(max) = self.max_duration {
+                    self.max_at = now.checked_add(max);
+                }
+                if let Some(media) = self.media.as_mut() {
+                    // Early media may have been silent for long: the answer starts the count.
+                    media.rearm_rtp_timeout(now);
+                }
+                let refused = Sdp::parse(&body)
+                    .ok()
+                    .and_then(|s| self.refused_media(&s, true));
+                if let Some(refused) = refused {
+                    self.end_for(now, "media_address_refused", Some(refused.to_string()));
+                } else if self.media.is_none() && !body.is_empty() {
                     match Sdp::parse(&body).and_then(|s| self.negotiator.receive_answer(&s)) {
                         Ok(neg) => self.start_media(now, &neg),
                         Err(e) => tracing::warn!(error = %e, "unusable SDP answer"),
@@ -1106,11 +1181,26 @@ impl Call {
                 }
             }
             DialogEvent::ReInvite { offer } => {
-                let answered = Sdp::parse(&offer).and_then(|s| self.negotiator.receive_offer(&s));
+                let sdp = Sdp::parse(&offer);
+                if let Some(refused) = sdp.as_ref().ok().and_then(|s| self.refused_media(s, false))
+                {
+                    tracing::info!(%refused, "re-INVITE refused with 488");
+                    let status = StatusCode::new(488).expect("488");
+                    let _ = self.session.answer_reinvite(now, status, Bytes::new());
+                    return;
+                }
+                let answered = sdp.and_then(|s| self.negotiator.receive_offer(&s));
                 match answered {
                     Ok((answer, neg)) => {
                         if let Some(media) = self.media.as_mut() {
                             media.set_remote(neg.remote_rtp, neg.remote_rtcp);
+                            // Hold (sendonly, inactive, c=0.0.0.0) is no silence to end the
+                            // call for; and c=0.0.0.0 means: send nothing.
+                            media.set_direction(
+                                neg.direction.sends() && neg.remote_rtp.is_some(),
+                                neg.direction.receives() && !neg.remote_hold,
+                                now,
+                            );
                         }
                         let _ = self.session.answer_reinvite(
                             now,
@@ -1212,6 +1302,10 @@ impl Call {
                     }
                 }
             }
+            MediaEvent::RtpTimeout if self.answered_at.is_some() => {
+                tracing::info!("no RTP or RTCP from the peer: ending the call");
+                self.end_for(clock::now(), "rtp_timeout", None);
+            }
             MediaEvent::Quality(q) => self.timeline.emit(
                 "media.quality",
                 json!({"loss_percent": q.loss_percent, "jitter_us": q.jitter.as_micros() as u64, "mos": q.mos}),
@@ -1293,12 +1387,16 @@ impl Call {
         let duration_ms = self
             .answered_at
             .map(|a| ended_at.saturating_duration_since(a).as_millis() as u64);
+        let end_reason = match &self.end_cause {
+            Some((cause, _)) => (*cause).to_owned(),
+            None => format!("{reason:?}"),
+        };
         let mut details = json!({
             "outcome": outcome,
             "sip_status": status,
             "reason": phrase,
             "q850_cause": q850,
-            "end_reason": format!("{reason:?}"),
+            "end_reason": end_reason,
             "duration_ms": duration_ms,
             "recording": recording,
         });
@@ -1310,7 +1408,17 @@ impl Call {
                 "packets_out": sent.packets_sent,
                 "expected_in": rx.expected(),
                 "lost_in": rx.cumulative_lost().max(0),
+                // Dropped, not counted above: other sources than the peer's, payload types not
+                // negotiated, datagrams that were not RTP/RTCP, out-of-sequence packets.
+                "stray_source": sent.stray_source,
+                "stray_payload_type": sent.stray_payload_type,
+                "stray_garbage": sent.stray_garbage,
+                "stray_sequence": sent.stray_sequence,
+                "ssrc_changes": sent.ssrc_changes,
             });
+        }
+        if let Some((_, Some(detail))) = &self.end_cause {
+            details["end_detail"] = json!(detail);
         }
         if self.gather_digits > 0 || !self.digits.is_empty() {
             details["digits"] = json!(self.digits);

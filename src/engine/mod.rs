@@ -28,6 +28,7 @@
 
 mod call;
 pub mod events;
+pub mod limits;
 pub mod target;
 #[cfg(test)]
 mod tests;
@@ -89,6 +90,8 @@ pub struct EngineConfig {
     /// drops the oldest events of a lagging subscriber; this channel never drops one). The
     /// control plane's event bus reads it and stores each event.
     pub event_sink: Option<mpsc::UnboundedSender<CallEvent>>,
+    /// RTP timeout, session timers, longest call, refused media addresses.
+    pub limits: limits::CallLimits,
 }
 
 impl EngineConfig {
@@ -108,6 +111,7 @@ impl EngineConfig {
             retry_after_s: 5,
             inbound: InboundConfig::default(),
             event_sink: None,
+            limits: limits::CallLimits::default(),
         }
     }
 }
@@ -166,6 +170,9 @@ pub struct OriginateRequest {
     pub tag: Option<Arc<str>>,
     /// Variables the script starts with (a `branch` can go on them).
     pub variables: std::collections::BTreeMap<String, String>,
+    /// End the call this long after the answer (`None`: the engine's
+    /// [`limits::CallLimits::max_duration`]).
+    pub max_duration: Option<Duration>,
 }
 
 /// Which files a call's prompts may name.
@@ -385,6 +392,7 @@ impl Engine {
             advertise: SocketAddr::new(config.advertise_ip, sip_local.port()),
             advertise_tcp: sip_local_tcp.map(|a| SocketAddr::new(config.advertise_ip, a.port())),
             prompts: prompts.clone(),
+            limits: config.limits.clone(),
         });
         let dispatcher = Dispatcher {
             sip_events,

@@ -45,6 +45,7 @@ fn request_to(target: &Engine) -> OriginateRequest {
         prompt_scope: crate::engine::PromptScope::Local,
         tag: None,
         variables: Default::default(),
+        max_duration: None,
     }
 }
 

@@ -21,6 +21,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use crate::rtp::PayloadType;
 
+pub mod address;
+
+pub use address::{AddressClass, classify};
+
 /// An audio codec this crate can negotiate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AudioCodec {
