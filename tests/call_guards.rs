@@ -269,6 +269,51 @@ impl Peer {
         self.send(d.remote, &msg).await;
     }
 
+    /// Sends a re-INVITE with `sdp` in `dialog`; its final status (a 2xx is ACKed).
+    async fn reinvite(&mut self, d: &mut Dialog, sdp: &str) -> u16 {
+        d.cseq += 1;
+        let branch = random_hex();
+        let msg = format!(
+            "INVITE sip:callplane@{remote} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {id}\r\nCSeq: {cseq} INVITE\r\n\
+             Contact: <sip:uac@{local}>\r\nContent-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n{sdp}",
+            remote = d.remote,
+            local = self.local,
+            from = d.from,
+            to = d.to,
+            id = d.call_id,
+            cseq = d.cseq,
+            len = sdp.len(),
+        );
+        self.send(d.remote, &msg).await;
+        let cseq = format!("{} INVITE", d.cseq);
+        let (resp, _) = self
+            .recv_until(RUN_WAIT, "final response to the re-INVITE", |m| {
+                status(m).is_some_and(|s| s >= 200)
+                    && header(m, "CSeq", "").as_deref() == Some(cseq.as_str())
+            })
+            .await;
+        let code = status(&resp).expect("a status");
+        if code < 300 {
+            self.request(d, "ACK", d.cseq).await;
+        } else {
+            // The ACK of a non-2xx belongs to the INVITE's transaction (its branch).
+            let ack = format!(
+                "ACK sip:callplane@{remote} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bK{branch};rport\r\n\
+                 Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {id}\r\nCSeq: {cseq} ACK\r\n\
+                 Content-Length: 0\r\n\r\n",
+                remote = d.remote,
+                local = self.local,
+                from = d.from,
+                to = d.to,
+                id = d.call_id,
+                cseq = d.cseq,
+            );
+            self.send(d.remote, &ack).await;
+        }
+        code
+    }
+
     /// Waits up to `wait` for callplane's BYE in `dialog` and answers it 200.
     async fn expect_bye(&mut self, d: &Dialog, wait: Duration) -> Instant {
         let id = d.call_id.clone();
@@ -592,4 +637,44 @@ async fn an_api_call_ends_at_its_max_duration_s() {
     assert!(bye_at - answered >= Duration::from_millis(1900));
     let done = serve.final_event().await;
     assert_eq!(done["details"]["end_reason"], "max_duration", "{done}");
+}
+
+#[tokio::test]
+async fn hold_is_no_silence_but_silence_after_resuming_ends_the_call() {
+    let mut serve = serve(&["--rtp-timeout-s", "2"]).await;
+    let mut peer = Peer::bind().await;
+    let media = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let port = media.local_addr().expect("addr").port();
+    let mut dialog = peer
+        .invite(serve.sip, &offer("127.0.0.1", port))
+        .await
+        .expect("answered");
+    // The peer holds the call (a=inactive): it sends nothing, and that is not a dead call.
+    let hold = offer("127.0.0.1", port).replace("a=ptime:20", "a=ptime:20\r\na=inactive");
+    let held = Instant::now();
+    assert_eq!(peer.reinvite(&mut dialog, &hold).await, 200);
+    // A re-INVITE naming the metadata address is refused; the call goes on.
+    let metadata = offer("169.254.169.254", port).replace("o=- 1 1", "o=- 1 2");
+    assert_eq!(peer.reinvite(&mut dialog, &metadata).await, 488);
+    // Three times the timeout on hold: no BYE (retransmissions may come; they are no BYE).
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut buf = vec![0u8; 65_536];
+    while let Ok(got) = tokio::time::timeout_at(quiet_until, peer.sock.recv_from(&mut buf)).await {
+        let (n, _) = got.expect("recv");
+        let msg = String::from_utf8_lossy(&buf[..n]);
+        assert!(!msg.starts_with("BYE "), "BYE while on hold: {msg}");
+    }
+    // Resumed (sendrecv), and then silent: now the timeout ends it.
+    let resume = offer("127.0.0.1", port).replace("o=- 1 1", "o=- 1 3");
+    assert_eq!(peer.reinvite(&mut dialog, &resume).await, 200);
+    let resumed = Instant::now();
+    let bye_at = peer.expect_bye(&dialog, Duration::from_secs(20)).await;
+    assert!(
+        bye_at - resumed >= Duration::from_millis(1900),
+        "{:?}",
+        bye_at - resumed
+    );
+    let done = serve.final_event().await;
+    assert_eq!(done["details"]["end_reason"], "rtp_timeout", "{done}");
+    assert!(bye_at - held >= Duration::from_secs(8));
 }
