@@ -205,6 +205,26 @@ impl Peer {
         self.send(to, &out).await;
     }
 
+    /// Answers `invite` with `status_line` and an SDP body, under To tag `uas1`.
+    async fn reply_sdp(&self, invite: &str, to: SocketAddr, status_line: &str, sdp: &str) {
+        let to_hdr = format!("{};tag=uas1", header(invite, "To", "t").expect("To"));
+        let mut out = format!("SIP/2.0 {status_line}\r\n");
+        for via in header_lines(invite, "Via", "v") {
+            out.push_str(via);
+            out.push_str("\r\n");
+        }
+        out.push_str(&format!(
+            "From: {}\r\nTo: {to_hdr}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:bob@{}>\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            header(invite, "From", "f").expect("From"),
+            header(invite, "Call-ID", "i").expect("Call-ID"),
+            header(invite, "CSeq", "").expect("CSeq"),
+            self.local,
+            sdp.len()
+        ));
+        self.send(to, &out).await;
+    }
+
     /// Sends an INVITE with `sdp` to `server`; the final response, ACKed when it is not a 2xx.
     async fn invite(&mut self, server: SocketAddr, sdp: &str) -> Result<Dialog, String> {
         let call_id = format!("{}@test", random_hex());
@@ -604,23 +624,8 @@ async fn an_api_call_ends_at_its_max_duration_s() {
     let (invite, from) = uas
         .recv_until(RUN_WAIT, "INVITE", |m| m.starts_with("INVITE "))
         .await;
-    let sdp = offer("127.0.0.1", 40_002);
-    let to_hdr = format!("{};tag=uas1", header(&invite, "To", "t").expect("To"));
-    let mut ok = String::from("SIP/2.0 200 OK\r\n");
-    for via in header_lines(&invite, "Via", "v") {
-        ok.push_str(via);
-        ok.push_str("\r\n");
-    }
-    ok.push_str(&format!(
-        "From: {}\r\nTo: {to_hdr}\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: <sip:bob@{}>\r\n\
-         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-        header(&invite, "From", "f").expect("From"),
-        header(&invite, "Call-ID", "i").expect("Call-ID"),
-        header(&invite, "CSeq", "").expect("CSeq"),
-        uas.local,
-        sdp.len()
-    ));
-    uas.send(from, &ok).await;
+    uas.reply_sdp(&invite, from, "200 OK", &offer("127.0.0.1", 40_002))
+        .await;
     uas.recv_until(RUN_WAIT, "ACK", |m| m.starts_with("ACK "))
         .await;
     let answered = Instant::now();
@@ -677,4 +682,100 @@ async fn hold_is_no_silence_but_silence_after_resuming_ends_the_call() {
     let done = serve.final_event().await;
     assert_eq!(done["details"]["end_reason"], "rtp_timeout", "{done}");
     assert!(bye_at - held >= Duration::from_secs(8));
+}
+
+/// The final event among the lines of a finished `callplane call`.
+fn final_of(events: &[Value]) -> &Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "call.completed" || e["kind"] == "call.failed")
+        .unwrap_or_else(|| panic!("no final event in {:?}", kinds(events)))
+}
+
+#[tokio::test]
+async fn an_answer_naming_the_metadata_address_is_acked_then_byed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut uas = Peer::bind().await;
+    let target = format!("sip:bob@{}", uas.local);
+    let (child, mut rx) = spawn_callplane(dir.path(), &["call", &target, "--ring-timeout", "20"]);
+    let (invite, from) = uas
+        .recv_until(RUN_WAIT, "INVITE", |m| m.starts_with("INVITE "))
+        .await;
+    uas.reply_sdp(&invite, from, "200 OK", &offer("169.254.169.254", 40_000))
+        .await;
+    uas.recv_until(RUN_WAIT, "ACK", |m| m.starts_with("ACK "))
+        .await;
+    let (bye, from) = uas
+        .recv_until(RUN_WAIT, "BYE", |m| m.starts_with("BYE "))
+        .await;
+    uas.reply(&bye, from, "200 OK", "").await;
+    let (_, stderr) = common::wait_child(child, "callplane call").await;
+    let events = common::collect_lines(&mut rx).await;
+    let done = final_of(&events);
+    assert_eq!(
+        done["details"]["end_reason"], "media_address_refused",
+        "{done} {stderr}"
+    );
+    assert!(
+        done["details"]["end_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("169.254.169.254") && d.contains("metadata")),
+        "{done}"
+    );
+    assert!(
+        !kinds(&events).contains(&"media.first_packet_out"),
+        "no RTP was sent: {:?}",
+        kinds(&events)
+    );
+}
+
+#[tokio::test]
+async fn early_media_naming_a_multicast_address_is_cancelled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut uas = Peer::bind().await;
+    let target = format!("sip:bob@{}", uas.local);
+    let (child, mut rx) = spawn_callplane(dir.path(), &["call", &target, "--ring-timeout", "20"]);
+    let (invite, from) = uas
+        .recv_until(RUN_WAIT, "INVITE", |m| m.starts_with("INVITE "))
+        .await;
+    uas.reply_sdp(
+        &invite,
+        from,
+        "183 Session Progress",
+        &offer("224.0.0.1", 40_000),
+    )
+    .await;
+    let (cancel, from) = uas
+        .recv_until(RUN_WAIT, "CANCEL", |m| m.starts_with("CANCEL "))
+        .await;
+    uas.reply(&cancel, from, "200 OK", "").await;
+    // §9.2: the INVITE is then answered 487 (with the 183's To tag).
+    let mut terminated = String::from("SIP/2.0 487 Request Terminated\r\n");
+    for via in header_lines(&invite, "Via", "v") {
+        terminated.push_str(via);
+        terminated.push_str("\r\n");
+    }
+    terminated.push_str(&format!(
+        "From: {}\r\nTo: {};tag=uas1\r\nCall-ID: {}\r\nCSeq: {}\r\nContent-Length: 0\r\n\r\n",
+        header(&invite, "From", "f").expect("From"),
+        header(&invite, "To", "t").expect("To"),
+        header(&invite, "Call-ID", "i").expect("Call-ID"),
+        header(&invite, "CSeq", "").expect("CSeq"),
+    ));
+    uas.send(from, &terminated).await;
+    uas.recv_until(RUN_WAIT, "ACK", |m| m.starts_with("ACK "))
+        .await;
+    let (_, stderr) = common::wait_child(child, "callplane call").await;
+    let events = common::collect_lines(&mut rx).await;
+    let done = final_of(&events);
+    assert_eq!(
+        done["details"]["end_reason"], "media_address_refused",
+        "{done} {stderr}"
+    );
+    assert!(
+        !kinds(&events).contains(&"media.first_packet_out"),
+        "no RTP was sent: {:?}",
+        kinds(&events)
+    );
 }
