@@ -221,6 +221,31 @@ async fn call_listings_leave_out_the_request_and_the_single_read_has_it() {
         assert!(list.body.len() < 4096, "{db}: {} bytes", list.body.len());
         let one = api.get(&format!("/v1/calls/{id}"), &op).await.json();
         assert_eq!(one["request"]["variables"]["blob"], blob.as_str(), "{db}");
+        // A full page of calls that each carry the largest request the limits allow
+        // (~80 KiB) stays small: 500 × 80 KiB was 40 MB before.
+        let t = api.a.tenant_id.clone();
+        let big = json!({"to": "sip:x@127.0.0.1", "variables": {"v": "x".repeat(16_000)},
+                         "script": {"version": 1, "steps": (0..3000)
+                             .map(|_| json!({"pause": {"ms": 100}})).collect::<Vec<_>>()}});
+        for i in 0..500 {
+            let mut call = NewCall::outbound(&t, "sip:x@127.0.0.1", "sip:cp@127.0.0.1", 10 + i);
+            call.request = big.clone();
+            store.create_call(&call).await.expect("create call");
+        }
+        let started = Instant::now();
+        let page = api.get("/v1/calls?limit=500", &op).await;
+        let took = started.elapsed();
+        assert_eq!(items(&page.json()).len(), 500, "{db}");
+        eprintln!(
+            "{db}: GET /v1/calls?limit=500 over 500 calls of {} bytes of request each: {} bytes in {took:?}",
+            big.to_string().len(),
+            page.body.len()
+        );
+        assert!(
+            page.body.len() < 1_000_000,
+            "{db}: {} bytes",
+            page.body.len()
+        );
         api.stop().await;
     }
 }

@@ -864,6 +864,8 @@ async fn list_calls(
             .transpose()?,
         cursor: None,
         limit,
+        // The listing does not show it (docs/api.md "Listing calls").
+        without_request: true,
     };
     // A cursor is good for this tenant and these filters only (`api::cursor`).
     let scope = json!([
