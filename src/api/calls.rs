@@ -607,7 +607,7 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
     }
     let mut variables = std::collections::BTreeMap::new();
     for (name, value) in req.variables.iter().flatten() {
-        let valid_name = name.len() <= 64
+        let valid_name = name.len() <= super::fields::MAX_VARIABLE_NAME
             && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {

@@ -123,11 +123,16 @@ fn redact_path(
     }
 }
 
-/// `text` with every whitespace-separated word that starts with `/` replaced by `<path>`.
+/// `text` with every space-separated word that starts with `/` (after an opening quote or
+/// bracket) replaced by `<path>`.
 fn hide_paths(text: &str) -> String {
     text.split(' ')
         .map(|word| {
-            if word.starts_with('/') {
+            // A path may be quoted (`"/srv/x.wav"`, a Debug-printed path) or parenthesised.
+            if word
+                .trim_start_matches(['"', '\'', '(', '<', '['])
+                .starts_with('/')
+            {
                 // Keep the punctuation an error message puts after a path (`/x.wav:`).
                 match word.strip_suffix(':') {
                     Some(_) => "<path>:",
@@ -190,6 +195,11 @@ mod tests {
         );
         assert_eq!(shown["recordings"][1], json!({}));
         assert_eq!(shown["error"], "prompt <path>: file not found");
+        let quoted = public_details(
+            &json!({"error": "cannot open \"/srv/a b.wav\": gone"}),
+            &known,
+        );
+        assert!(!quoted.to_string().contains("/srv"), "{quoted}");
         // A script's step path is not a file path.
         assert_eq!(shown["script"], details["script"]);
         assert_eq!(shown["sha256"], "ab");
