@@ -133,7 +133,11 @@ impl AuthFailures {
             return Ok(());
         }
         if buckets.len() > PRUNE_AT {
-            buckets.retain(|_, b| now.saturating_duration_since(b.at) < IDLE);
+            // A bucket that has refilled is the same as none: the map holds only addresses
+            // that failed within about the last minute.
+            buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
+            });
         }
         let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: burst,
@@ -179,6 +183,21 @@ mod tests {
         );
         // 3 s at 20/min earn one failure back.
         assert_eq!(l.check_at(ip, t0 + Duration::from_secs(3)), Ok(()));
+    }
+
+    #[test]
+    fn addresses_whose_failures_are_forgiven_are_forgotten() {
+        let l = AuthFailures::new(20);
+        let t0 = Instant::now();
+        for i in 0..=PRUNE_AT as u32 {
+            l.fail_at(std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes()), t0);
+        }
+        l.fail_at(
+            "192.0.2.1".parse().expect("ip"),
+            t0 + Duration::from_secs(61),
+        );
+        let left = l.buckets.lock().expect("lock").len();
+        assert_eq!(left, 1);
     }
 
     #[test]
