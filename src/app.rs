@@ -99,6 +99,7 @@ pub fn new_key(tenant_id: &str, role: Role, name: &str) -> anyhow::Result<(Strin
 
 /// Creates a tenant and its owner key; returns the tenant and the key's secret.
 pub async fn create_tenant(store: &dyn Store, name: &str) -> anyhow::Result<(Tenant, String)> {
+    let name = crate::api::fields::check_name("tenant name", name).map_err(anyhow::Error::msg)?;
     let now = clock::unix_us();
     let tenant = store.create_tenant(name, now).await?;
     let (secret, key) = new_key(&tenant.id, Role::Owner, "owner")?;

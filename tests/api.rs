@@ -1798,10 +1798,12 @@ async fn api_scripts_naming_files_instead_of_prompts_get_422_and_nothing_is_stor
     }
 }
 
-/// Places an API call with `script` from `key` to a callee engine that answers at once, and
-/// returns the call's stored timeline once it ended.
+/// Places an API call with `script` from `key` (of `tenant`) to a callee engine that answers at
+/// once, and returns the call's stored timeline once it ended, as the store holds it (with the
+/// server paths the API does not show: checked here).
 async fn answered_call_timeline(
     api: &TestApi,
+    tenant: &str,
     key: &str,
     callee: std::net::SocketAddr,
     script: Value,
@@ -1823,8 +1825,27 @@ async fn answered_call_timeline(
     let id = r.json()["id"].as_str().expect("id").to_owned();
     let fin = wait_final(&mut rx, &id).await;
     assert_eq!(fin.kind, "call.completed", "{:?}", fin.details);
-    let events = api.get(&format!("/v1/calls/{id}/events"), key).await.json();
-    events["items"].as_array().expect("items").clone()
+    let shown = api.get(&format!("/v1/calls/{id}/events"), key).await.json();
+    for e in shown["items"].as_array().expect("items") {
+        assert!(
+            e["details"].get("path").is_none(),
+            "the API shows a path: {e}"
+        );
+    }
+    let filter = callplane::store::EventFilter {
+        call_id: Some(id),
+        ..Default::default()
+    };
+    let stored = api
+        .state
+        .store
+        .events_after(tenant, 0, &filter, 1000)
+        .await
+        .expect("events");
+    stored
+        .iter()
+        .map(|e| serde_json::to_value(e).expect("json"))
+        .collect()
 }
 
 fn prompt_event<'a>(events: &'a [Value], file: &str) -> &'a Value {
@@ -1860,8 +1881,14 @@ async fn api_calls_play_prompts_from_their_own_tenants_directory_only() {
         let script = json!({"version": 1, "steps": [
             {"play": {"file": "hello"}}, {"play": {"file": "shared"}}, {"hangup": {}}]});
 
-        let a_events =
-            answered_call_timeline(&api, api.a.key(Role::Operator), dest, script.clone()).await;
+        let a_events = answered_call_timeline(
+            &api,
+            &api.a.tenant_id,
+            api.a.key(Role::Operator),
+            dest,
+            script.clone(),
+        )
+        .await;
         let started = prompt_event(&a_events, "hello");
         assert_eq!(started["kind"], "prompt.started", "{db}: {started}");
         let path = std::path::PathBuf::from(started["details"]["path"].as_str().expect("path"));
@@ -1879,8 +1906,14 @@ async fn api_calls_play_prompts_from_their_own_tenants_directory_only() {
         // Tenant B asking for A's prompt by name gets its own (empty) directory.
         let script_b =
             json!({"version": 1, "steps": [{"play": {"file": "secret"}}, {"hangup": {}}]});
-        let b_events =
-            answered_call_timeline(&api, api.b.key(Role::Operator), dest, script_b).await;
+        let b_events = answered_call_timeline(
+            &api,
+            &api.b.tenant_id,
+            api.b.key(Role::Operator),
+            dest,
+            script_b,
+        )
+        .await;
         let secret = prompt_event(&b_events, "secret");
         assert_eq!(secret["kind"], "prompt.finished", "{db}: {secret}");
         assert!(secret["details"]["error"].is_string(), "{db}: {secret}");

@@ -196,41 +196,70 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <key>`"))?;
-        let value = value
-            .to_str()
-            .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
-        let secret = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::unauthorized("the Authorization scheme must be Bearer"))?;
-        let key = match state.store.find_api_key(&hash_key(secret)).await {
-            Ok(key) => key,
-            // Unknown and revoked keys look the same to the client.
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::unauthorized("unknown or revoked API key"));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        if let Err(retry_after_s) = state.limiter.check(&key.id) {
+        // The peer address (the API listener adds it; a router called without one, as in
+        // tests, is not limited per address).
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(ip) = peer
+            && let Err(retry_after_s) = state.auth_failures.check_at(ip, crate::clock::now())
+        {
             return Err(ApiError::new(
                 axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests for this key; retry in {retry_after_s} s"),
+                "auth_rate_limited",
+                format!(
+                    "too many failed authentications from this address; retry in {retry_after_s} s"
+                ),
             )
             .with_retry_after(retry_after_s));
         }
-        Ok(Caller {
-            tenant_id: key.tenant_id,
-            key_id: key.id,
-            role: key.role,
-        })
+        let result = authenticate(parts, state).await;
+        if let (Some(ip), Err(e)) = (peer, &result)
+            && e.status == axum::http::StatusCode::UNAUTHORIZED
+        {
+            state.auth_failures.fail_at(ip, crate::clock::now());
+        }
+        result
     }
+}
+
+/// The key of a request, checked against the store and its rate limit.
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <key>`"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not text"))?;
+    let secret = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::unauthorized("the Authorization scheme must be Bearer"))?;
+    let key = match state.store.find_api_key(&hash_key(secret)).await {
+        Ok(key) => key,
+        // Unknown and revoked keys look the same to the client.
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::unauthorized("unknown or revoked API key"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if let Err(retry_after_s) = state.limiter.check(&key.id) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests for this key; retry in {retry_after_s} s"),
+        )
+        .with_retry_after(retry_after_s));
+    }
+    Ok(Caller {
+        tenant_id: key.tenant_id,
+        key_id: key.id,
+        role: key.role,
+    })
 }
 
 #[cfg(test)]

@@ -171,9 +171,11 @@ pub struct CallView {
     /// What the call collected (digits, script variables).
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
-    /// What was asked.
-    #[schema(value_type = Object)]
-    pub request: Value,
+    /// What was asked: on `GET /v1/calls/{id}` (and the answers of `POST /v1/calls`) only;
+    /// `GET /v1/calls` leaves it out.
+    #[schema(value_type = Option<Object>)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
     /// Its recordings (on `GET /v1/calls/{id}` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recordings: Option<Vec<RecordingLink>>,
@@ -225,7 +227,7 @@ impl CallView {
                 total_ms,
             },
             result: c.result,
-            request: c.request,
+            request: Some(c.request),
             recordings: recordings.map(|rs| {
                 rs.iter()
                     .map(|r| RecordingLink {
@@ -284,6 +286,19 @@ impl From<StoredEvent> for EventView {
             details: e.details,
         }
     }
+}
+
+/// `e` as tenants see it: [`crate::store::derive::public_details`] with the recording rows of
+/// its call (`recordings`), so a recording is named by id and URL, never by server path.
+pub fn public_event(mut e: StoredEvent, recordings: &[RecordingRecord]) -> StoredEvent {
+    let id_of = |path: &str| {
+        recordings
+            .iter()
+            .find(|r| r.path == path)
+            .map(|r| r.id.clone())
+    };
+    e.details = crate::store::derive::public_details(&e.details, &id_of);
+    e
 }
 
 /// `{"items": [...], "next_cursor": ...}`.
@@ -414,7 +429,7 @@ fn bad_field(message: impl Into<String>) -> ApiError {
 
 /// A number or user part to put before `@` in a trunk call (RFC 3261 §25.1 `user`,
 /// conservatively: no escapes, no `;`).
-fn valid_user(s: &str) -> bool {
+pub(crate) fn valid_user(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
         && s.bytes()
@@ -441,7 +456,48 @@ struct Plan {
     variables: std::collections::BTreeMap<String, String>,
 }
 
+/// The size limits of a call request (docs/api.md "Field limits"), before anything is parsed.
+fn check_sizes(req: &CreateCall) -> Result<(), ApiError> {
+    use super::fields::{self, MAX_URI_BYTES, MAX_VARIABLES, MAX_VARIABLES_BYTES};
+    for (field, value) in [("to", Some(&req.to)), ("from", req.from.as_ref())] {
+        if value.is_some_and(|v| v.len() > MAX_URI_BYTES) {
+            return Err(bad_field(format!("{field}: at most {MAX_URI_BYTES} bytes")));
+        }
+    }
+    if let Some(id) = &req.trunk_id {
+        fields::id("trunk_id", id)?;
+    }
+    if let Some(id) = &req.script_id {
+        fields::id("script_id", id)?;
+    }
+    if let Some(script) = &req.script {
+        fields::script_body("script", script)?;
+    }
+    if let Some(vars) = &req.variables {
+        if vars.len() > MAX_VARIABLES {
+            return Err(bad_field(format!(
+                "variables: at most {MAX_VARIABLES} entries"
+            )));
+        }
+        let bytes = fields::json_len(&Value::Object(vars.clone()));
+        if bytes > MAX_VARIABLES_BYTES {
+            return Err(bad_field(format!(
+                "variables: at most {MAX_VARIABLES_BYTES} bytes of JSON ({bytes} given)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A URI with a headers component or a routing parameter is refused (`?X-Injected=yes`,
+/// `;maddr=`): 422 `invalid_destination` naming the field.
+fn check_routing(field: &str, uri: &Uri) -> Result<(), ApiError> {
+    crate::engine::target::check_routing(uri)
+        .map_err(|e| ApiError::unprocessable("invalid_destination", format!("{field}: {e}")))
+}
+
 async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, ApiError> {
+    check_sizes(req)?;
     let (to, destination, transport, trunk_from) = match &req.trunk_id {
         Some(trunk_id) => {
             let trunk = match s.store.get_trunk(&caller.tenant_id, trunk_id).await {
@@ -481,6 +537,7 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
                 "to",
                 &format!("sip:{}@{host}:{}{suffix}", req.to, destination.port()),
             )?;
+            check_routing("to", &to)?;
             let from = match &trunk.from_user {
                 Some(u) if u.contains(':') => Some(parse_uri("trunk from_user", u)?),
                 Some(u) => Some(parse_uri("trunk from_user", &format!("sip:{u}@{host}"))?),
@@ -503,6 +560,9 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
         Some(f) => Some(parse_uri("from", f)?),
         None => trunk_from,
     };
+    if let Some(from) = &from {
+        check_routing("from", from)?;
+    }
     let from_uri = match &from {
         Some(f) => f.to_string(),
         // The engine's default From (`sip:callplane@<advertise ip>`).
@@ -551,7 +611,7 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
     }
     let mut variables = std::collections::BTreeMap::new();
     for (name, value) in req.variables.iter().flatten() {
-        let valid_name = name.len() <= 64
+        let valid_name = name.len() <= super::fields::MAX_VARIABLE_NAME
             && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
@@ -746,7 +806,12 @@ async fn create_call(
             {
                 tracing::error!(call_id = %call.id, error = %store_error, "could not store call.failed");
             }
-            return Err(error);
+            // The row exists and holds the Idempotency-Key: name it, so a client can read it.
+            let message = format!("{}; call {} was recorded as failed", error.message, call.id);
+            return Err(ApiError {
+                message,
+                ..error.with_call_id(call.id.clone())
+            });
         }
     }
     // Re-read: the engine may already have reported `call.created`.
@@ -796,7 +861,7 @@ async fn list_calls(
             format!("limit: must be 1 to {MAX_LIMIT}"),
         ));
     }
-    let filter = CallFilter {
+    let mut filter = CallFilter {
         status,
         outcome: q.outcome,
         campaign_id: q.campaign_id,
@@ -810,9 +875,26 @@ async fn list_calls(
             .as_deref()
             .map(|t| parse_time("created_to", t))
             .transpose()?,
-        cursor: q.cursor,
+        cursor: None,
         limit,
+        // The listing does not show it (docs/api.md "Listing calls").
+        without_request: true,
     };
+    // A cursor is good for this tenant and these filters only (`api::cursor`).
+    let scope = json!([
+        caller.tenant_id,
+        filter.status.map(CallStatus::as_str),
+        filter.outcome,
+        filter.campaign_id,
+        filter.created_from_us,
+        filter.created_to_us
+    ])
+    .to_string();
+    filter.cursor = q
+        .cursor
+        .as_deref()
+        .map(|c| super::cursor::open("calls", &scope, c))
+        .transpose()?;
     let page = match s.store.list_calls(&caller.tenant_id, &filter).await {
         Ok(p) => p,
         // The store answers a cursor it cannot read with NotFound or Corrupt.
@@ -828,9 +910,15 @@ async fn list_calls(
         items: page
             .items
             .into_iter()
-            .map(|c| CallView::new(c, None))
+            .map(|c| CallView {
+                // A listing never embeds request blobs (docs/api.md "Field limits").
+                request: None,
+                ..CallView::new(c, None)
+            })
             .collect(),
-        next_cursor: page.next_cursor,
+        next_cursor: page
+            .next_cursor
+            .map(|c| super::cursor::seal("calls", &scope, &c)),
     }))
 }
 
@@ -862,11 +950,15 @@ async fn call_events(
     caller.require(Permission::EventsRead)?;
     // 404 for another tenant's call (rather than an empty list).
     s.store.get_call(&caller.tenant_id, &id).await?;
+    // A cursor of this call's timeline only (`api::cursor`).
+    let scope = json!([caller.tenant_id, id]).to_string();
     let after = match q.cursor.as_deref() {
         None => 0,
-        Some(c) => c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("invalid_cursor", "cursor: not a cursor of this listing")
-        })?,
+        Some(c) => super::cursor::open("call_events", &scope, c)?
+            .parse::<i64>()
+            .map_err(|_| {
+                ApiError::bad_request("invalid_cursor", "cursor: not a cursor of this listing")
+            })?,
     };
     let limit = q.limit.unwrap_or(DEFAULT_EVENTS_LIMIT);
     if !(1..=MAX_EVENTS_LIMIT).contains(&limit) {
@@ -875,6 +967,7 @@ async fn call_events(
             format!("limit: must be 1 to {MAX_EVENTS_LIMIT}"),
         ));
     }
+    let id_for_recordings = id.clone();
     let filter = EventFilter {
         call_id: Some(id),
         ..EventFilter::default()
@@ -884,12 +977,21 @@ async fn call_events(
         .events_after(&caller.tenant_id, after, &filter, limit)
         .await?;
     let next_cursor = if events.len() == limit as usize {
-        events.last().map(|e| e.id.to_string())
+        events
+            .last()
+            .map(|e| super::cursor::seal("call_events", &scope, &e.id.to_string()))
     } else {
         None
     };
+    let recordings = s
+        .store
+        .list_recordings(&caller.tenant_id, &id_for_recordings)
+        .await?;
     Ok(Json(EventList {
-        items: events.into_iter().map(EventView::from).collect(),
+        items: events
+            .into_iter()
+            .map(|e| EventView::from(public_event(e, &recordings)))
+            .collect(),
         next_cursor,
     }))
 }
@@ -1030,9 +1132,13 @@ async fn call_manifest(
     caller.require(Permission::CallsRead)?;
     let call = s.store.get_call(&caller.tenant_id, &id).await?;
     let (events, ended) = bounded_timeline(&s, &caller.tenant_id, &id).await?;
+    let stored_recordings = s.store.list_recordings(&caller.tenant_id, &id).await?;
+    // The digest covers the events as `GET /v1/calls/{id}/events` shows them (no server
+    // paths), so a client can recompute it.
     let mut hasher = Sha256::new();
     for e in &events {
-        hasher.update(canonical_event(e).as_bytes());
+        let shown = public_event(e.clone(), &stored_recordings);
+        hasher.update(canonical_event(&shown).as_bytes());
     }
     // Only recordings the bounded timeline announced belong to the evidence.
     let announced: BTreeSet<&str> = events
@@ -1040,10 +1146,7 @@ async fn call_manifest(
         .filter(|e| e.kind == "recording.ready")
         .filter_map(|e| e.details.get("path").and_then(Value::as_str))
         .collect();
-    let recordings = s
-        .store
-        .list_recordings(&caller.tenant_id, &id)
-        .await?
+    let recordings = stored_recordings
         .into_iter()
         .filter(|r| announced.contains(r.path.as_str()))
         .map(|r| ManifestRecording {

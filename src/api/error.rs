@@ -28,6 +28,8 @@ pub struct ApiError {
     /// What the log line adds and the client never sees (a database message may quote SQL,
     /// constraint names or a connection string).
     pub detail: Option<String>,
+    /// The call this error left behind (a 503 after the call's row was written).
+    pub call_id: Option<String>,
 }
 
 /// The body of every error response (for OpenAPI).
@@ -46,6 +48,10 @@ pub struct ErrorDetail {
     pub message: String,
     /// `err_` + 16 hex digits; the same id is in the server's log line.
     pub id: String,
+    /// The call row the refused request created (`503 capacity_exceeded` / `draining` of
+    /// `POST /v1/calls`): it is ended as `failed`, and its timeline says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_id: Option<String>,
 }
 
 impl ApiError {
@@ -57,6 +63,7 @@ impl ApiError {
             message: message.into(),
             retry_after_s: None,
             detail: None,
+            call_id: None,
         }
     }
 
@@ -112,6 +119,12 @@ impl ApiError {
         self
     }
 
+    /// Names the call row the refused request created (`error.call_id`).
+    pub fn with_call_id(mut self, call_id: impl Into<String>) -> ApiError {
+        self.call_id = Some(call_id.into());
+        self
+    }
+
     /// Adds a `Retry-After` header.
     pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
         self.retry_after_s = Some(seconds);
@@ -162,6 +175,7 @@ impl IntoResponse for ApiError {
                 code: self.code.to_owned(),
                 message: shown,
                 id,
+                call_id: self.call_id,
             },
         };
         let mut response = (self.status, axum::Json(body)).into_response();

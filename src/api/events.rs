@@ -165,6 +165,7 @@ async fn stream_events(
     let feed = Feed::start(s.store.clone(), caller.tenant_id, filter, rx, resume).await?;
     let stream = futures_util::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
+        let event = feed.public(event).await;
         Some((Ok(sse_event(&event)), feed))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive")))
@@ -295,6 +296,24 @@ impl Feed {
                 Err(RecvError::Closed) => return None,
             }
         }
+    }
+
+    /// The event as tenants see it (no server paths): the recording rows of its call are read
+    /// only for the events that name a file.
+    async fn public(&self, e: StoredEvent) -> StoredEvent {
+        let names_a_file = e.details.get("path").is_some()
+            || e.details.get("recording").is_some_and(|r| !r.is_null())
+            || e.details.get("recordings").is_some();
+        let recordings = if names_a_file {
+            // A failed read only costs the recording id: the path is removed regardless.
+            self.store
+                .list_recordings(&self.tenant, &e.call_id)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        super::calls::public_event(e, &recordings)
     }
 
     fn wants(&self, e: &StoredEvent) -> bool {

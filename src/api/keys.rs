@@ -110,13 +110,7 @@ async fn create_key(
             caller.role, req.role
         )));
     }
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "name: must be 1 to 200 characters",
-        ));
-    }
+    let name = super::fields::name("name", &req.name)?;
     let generated = auth::generate_key()
         .map_err(|e| ApiError::internal(format!("no entropy for a key: {e}")))?;
     let key = s

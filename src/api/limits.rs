@@ -74,9 +74,131 @@ impl RateLimiter {
     }
 }
 
+/// Failed authentications an address may make per minute (and in a burst) before its
+/// requests are refused with 429 `auth_rate_limited`.
+pub const AUTH_FAILURES_PER_MIN: u32 = 20;
+
+/// Failed authentications per source address: a token bucket of [`AUTH_FAILURES_PER_MIN`]
+/// tokens that refills at that rate per minute; each 401 spends one. While the bucket of an
+/// address is empty, every request from it that needs a key is refused *before* the key is
+/// looked up (429 with `Retry-After`), a valid key included: otherwise a client guessing keys
+/// would still learn which guess is right. IPv6 addresses count per /64 (one host usually
+/// holds a whole /64).
+#[derive(Debug)]
+pub struct AuthFailures {
+    per_min: u32,
+    buckets: Mutex<HashMap<std::net::IpAddr, Bucket>>,
+}
+
+impl AuthFailures {
+    /// `per_min` failures a minute per address; 0 disables the limit.
+    pub fn new(per_min: u32) -> AuthFailures {
+        AuthFailures {
+            per_min,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn key(ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                std::net::IpAddr::from(octets)
+            }
+            std::net::IpAddr::V6(v6) => std::net::IpAddr::V4(v6.to_ipv4_mapped().expect("mapped")),
+            v4 => v4,
+        }
+    }
+
+    /// `Err(seconds)` while `ip` has no failure left at `now`.
+    pub fn check_at(&self, ip: std::net::IpAddr, now: Instant) -> Result<(), u64> {
+        self.update(ip, now, false)
+    }
+
+    /// Counts a failed authentication of `ip` at `now`.
+    pub fn fail_at(&self, ip: std::net::IpAddr, now: Instant) {
+        let _ = self.update(ip, now, true);
+    }
+
+    fn update(&self, ip: std::net::IpAddr, now: Instant, spend: bool) -> Result<(), u64> {
+        if self.per_min == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(self.per_min) / 60.0;
+        let burst = f64::from(self.per_min);
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = AuthFailures::key(ip);
+        if !spend && !buckets.contains_key(&key) {
+            return Ok(());
+        }
+        if buckets.len() > PRUNE_AT {
+            // A bucket that has refilled is the same as none: the map holds only addresses
+            // that failed within about the last minute.
+            buckets.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * rate < burst
+            });
+        }
+        let bucket = buckets.entry(key).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let earned = now.saturating_duration_since(bucket.at).as_secs_f64() * rate;
+        bucket.tokens = (bucket.tokens + earned).min(burst);
+        bucket.at = now;
+        if spend {
+            bucket.tokens = (bucket.tokens - 1.0).max(0.0);
+            return Ok(());
+        }
+        if bucket.tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err((((1.0 - bucket.tokens) / rate).ceil() as u64).max(1))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_is_refused_after_its_failures_and_forgiven_with_time() {
+        let l = AuthFailures::new(20);
+        let t0 = Instant::now();
+        let ip: std::net::IpAddr = "192.0.2.1".parse().expect("ip");
+        for _ in 0..20 {
+            assert_eq!(l.check_at(ip, t0), Ok(()));
+            l.fail_at(ip, t0);
+        }
+        assert_eq!(l.check_at(ip, t0), Err(3));
+        // Another address is not affected; the same /64 is.
+        assert_eq!(l.check_at("192.0.2.2".parse().expect("ip"), t0), Ok(()));
+        let v6 = AuthFailures::new(1);
+        v6.fail_at("2001:db8::1".parse().expect("ip"), t0);
+        assert!(v6.check_at("2001:db8::2".parse().expect("ip"), t0).is_err());
+        assert!(
+            v6.check_at("2001:db8:0:1::2".parse().expect("ip"), t0)
+                .is_ok()
+        );
+        // 3 s at 20/min earn one failure back.
+        assert_eq!(l.check_at(ip, t0 + Duration::from_secs(3)), Ok(()));
+    }
+
+    #[test]
+    fn addresses_whose_failures_are_forgiven_are_forgotten() {
+        let l = AuthFailures::new(20);
+        let t0 = Instant::now();
+        for i in 0..=PRUNE_AT as u32 {
+            l.fail_at(std::net::IpAddr::from((0x0a00_0000 + i).to_be_bytes()), t0);
+        }
+        l.fail_at(
+            "192.0.2.1".parse().expect("ip"),
+            t0 + Duration::from_secs(61),
+        );
+        let left = l.buckets.lock().expect("lock").len();
+        assert_eq!(left, 1);
+    }
 
     #[test]
     fn a_bucket_allows_its_burst_then_refuses_until_refilled() {

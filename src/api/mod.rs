@@ -11,8 +11,10 @@
 
 pub mod auth;
 pub mod calls;
+pub mod cursor;
 pub mod error;
 pub mod events;
+pub mod fields;
 pub mod health;
 pub mod keys;
 pub mod limits;
@@ -79,6 +81,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     /// The per-key rate limit (built from `config` by [`AppState::new`]).
     pub limiter: Arc<limits::RateLimiter>,
+    /// Failed authentications per source address ([`limits::AUTH_FAILURES_PER_MIN`]).
+    pub auth_failures: Arc<limits::AuthFailures>,
 }
 
 impl AppState {
@@ -101,6 +105,7 @@ impl AppState {
             metrics,
             config: Arc::new(config),
             limiter,
+            auth_failures: Arc::new(limits::AuthFailures::new(limits::AUTH_FAILURES_PER_MIN)),
         }
     }
 }

@@ -106,20 +106,15 @@ pub struct VersionQuery {
 pub(crate) fn check_script(body: &Value) -> Result<crate::script::Script, ApiError> {
     let invalid =
         |e: crate::script::ScriptError| ApiError::unprocessable("invalid_script", e.to_string());
+    // What bounds a script: this size (the body limit is far larger), then the validator.
+    super::fields::script_body("body", body)?;
     let script = crate::script::parse_value(body).map_err(invalid)?;
     crate::script::check_prompt_names(&script).map_err(invalid)?;
     Ok(script)
 }
 
 fn check_name(name: &str) -> Result<&str, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 200 {
-        return Err(ApiError::unprocessable(
-            "invalid_field",
-            "name: must be 1 to 200 characters",
-        ));
-    }
-    Ok(name)
+    super::fields::name("name", name)
 }
 
 /// Lists the tenant's scripts (current versions).

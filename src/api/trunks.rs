@@ -95,21 +95,27 @@ pub struct TrunkRequest {
 
 impl TrunkRequest {
     fn into_input(self) -> Result<TrunkInput, ApiError> {
-        let name = self.name.trim().to_owned();
-        if name.is_empty() || name.len() > 200 {
+        use super::fields::{self, MAX_CREDENTIAL_BYTES};
+        // Every field is checked when stored (CR/LF and other controls would otherwise reach a
+        // SIP header at call time): docs/api.md "Field limits".
+        let name = fields::name("name", &self.name)?.to_owned();
+        if self.address.len() > 64 || self.address.parse::<SocketAddr>().is_err() {
             return Err(ApiError::unprocessable(
                 "invalid_field",
-                "name: must be 1 to 200 characters",
+                "address: not ip:port (an IP literal; this version does no DNS)",
             ));
         }
-        if self.address.parse::<SocketAddr>().is_err() {
-            return Err(ApiError::unprocessable(
-                "invalid_field",
-                format!(
-                    "address: {:?} is not ip:port (an IP literal; this version does no DNS)",
-                    self.address
-                ),
-            ));
+        for (field, value) in [
+            ("username", &self.username),
+            ("password", &self.password),
+            ("from_user", &self.from_user),
+        ] {
+            if let Some(v) = value {
+                fields::text(field, v, MAX_CREDENTIAL_BYTES)?;
+            }
+        }
+        if let Some(from) = &self.from_user {
+            check_from_user(from)?;
         }
         let transport = self
             .transport
@@ -129,6 +135,22 @@ impl TrunkRequest {
             password: self.password,
             from_user: self.from_user,
         })
+    }
+}
+
+/// `from_user` is a user part (`4420`) or a whole `sip:` URI; either must make a From URI
+/// without headers or routing parameters.
+fn check_from_user(from: &str) -> Result<(), ApiError> {
+    let invalid = |why: &str| ApiError::unprocessable("invalid_field", format!("from_user: {why}"));
+    if from.contains(':') {
+        let uri = sip::message::Uri::parse(from.as_bytes()).map_err(|_| invalid("not a URI"))?;
+        crate::engine::target::check_routing(&uri).map_err(|e| invalid(&e.to_string()))
+    } else if super::calls::valid_user(from) && !from.contains('?') {
+        Ok(())
+    } else {
+        Err(invalid(
+            "a user part (letters, digits, + - _ . and the like) or a sip: URI",
+        ))
     }
 }
 

@@ -24,6 +24,37 @@ pub enum TargetError {
     /// `transport=` names something we do not speak.
     #[error("transport={0} is not supported (udp, tcp)")]
     Transport(String),
+    /// The URI has a headers component (`?X-Injected=yes`): headers of the request are ours.
+    #[error("URI headers (`?name=value`) are not accepted in a destination")]
+    Headers,
+    /// A uri-parameter other than `transport` and `user` (`maddr`, `ttl`, `method`, `lr`...
+    /// change where or how the request goes).
+    #[error("the URI parameter {0:?} is not accepted in a destination (only transport and user)")]
+    Param(String),
+}
+
+/// The uri-parameters a destination may carry: `transport` (checked by [`resolve`]) and `user`
+/// (`user=phone`). Any other (`maddr` sends the request elsewhere, `ttl` and `method` change
+/// how, `lr` makes it a route) is refused rather than half-honoured.
+const ALLOWED_PARAMS: [&str; 2] = ["transport", "user"];
+
+/// Refuses a URI with a headers component or a uri-parameter outside [`ALLOWED_PARAMS`].
+/// [`resolve`] applies it; callers that build a URI another way (a trunk call) apply it too.
+pub fn check_routing(uri: &Uri) -> Result<(), TargetError> {
+    let Some(sip) = uri.as_sip() else {
+        return Ok(());
+    };
+    if !sip.headers.is_empty() {
+        return Err(TargetError::Headers);
+    }
+    if let Some((name, _)) = sip
+        .params
+        .iter()
+        .find(|(n, _)| !ALLOWED_PARAMS.iter().any(|a| a.eq_ignore_ascii_case(n)))
+    {
+        return Err(TargetError::Param(name.to_owned()));
+    }
+    Ok(())
 }
 
 /// The destination (port 5060 when none) and transport (`;transport=`, UDP when none) of `uri`.
@@ -34,6 +65,7 @@ pub fn resolve(uri: &Uri) -> Result<(SocketAddr, Transport), TargetError> {
     if sip.secure {
         return Err(TargetError::Sips);
     }
+    check_routing(uri)?;
     let port = sip.port.unwrap_or(5060);
     let ip = match &sip.host {
         Host::Ipv4(ip) => IpAddr::V4(*ip),
@@ -87,5 +119,32 @@ mod tests {
             resolve(&uri("sip:1000@127.0.0.1;transport=sctp")),
             Err(TargetError::Transport(_))
         ));
+    }
+
+    #[test]
+    fn uri_headers_and_routing_parameters_are_refused() {
+        assert_eq!(
+            resolve(&uri("sip:x@127.0.0.1?X-Injected=yes")),
+            Err(TargetError::Headers)
+        );
+        assert_eq!(
+            resolve(&uri(
+                "sip:x@127.0.0.1:5060;transport=udp?Route=%3Csip:evil%3E"
+            )),
+            Err(TargetError::Headers)
+        );
+        for (text, param) in [
+            ("sip:x@127.0.0.1;maddr=192.0.2.1", "maddr"),
+            ("sip:x@127.0.0.1;lr", "lr"),
+            ("sip:x@127.0.0.1;ttl=5", "ttl"),
+            ("sip:x@127.0.0.1;method=REGISTER", "method"),
+        ] {
+            assert_eq!(
+                resolve(&uri(text)),
+                Err(TargetError::Param(param.to_owned())),
+                "{text}"
+            );
+        }
+        assert!(resolve(&uri("sip:+15551234567@127.0.0.1;user=phone;transport=tcp")).is_ok());
     }
 }

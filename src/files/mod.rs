@@ -20,9 +20,32 @@ pub use recording::{
     sha256_file,
 };
 
-/// Creates a directory and its parents (nothing when it exists).
+/// Creates a directory and its parents (nothing when it exists). Directories it creates are
+/// private to the server's user (0700: recordings, prompts and the database are tenants' data);
+/// an existing directory keeps the mode its operator gave it.
 pub fn ensure_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Creates `path` empty with mode 0600 when it does not exist (the SQLite database, before
+/// SQLite opens it: its `-wal` and `-shm` files take the same mode). An existing file is left
+/// as it is.
+pub fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// The text of a small file, created with `make()` when it is missing or empty (this node's id

@@ -75,7 +75,79 @@ pub fn apply(call: &mut CallRecord, kind: &str, at_unix_us: i64, details: &Value
     }
 }
 
-/// The JSON body of a webhook delivery for a stored event (fixed at enqueue time).
+/// Event details as a tenant sees them (API, SSE, manifests, webhooks): no filesystem path of
+/// the server. A string `path` is removed from the details, from `details.recording` and from
+/// each of `details.recordings` (recording and prompt events, the final event); where
+/// `recording_id(path)` names the recording row, `recording_id`, `url` and `audio_url` take its
+/// place. In `error` and `recording_error` texts, every word that starts with `/` becomes
+/// `<path>`. The stored event keeps the path (the recording rows and the operator need it);
+/// this is applied on the way out (docs/api.md "Recording paths").
+pub fn public_details(details: &Value, recording_id: &dyn Fn(&str) -> Option<String>) -> Value {
+    let mut out = details.clone();
+    let Some(map) = out.as_object_mut() else {
+        return out;
+    };
+    redact_path(map, recording_id);
+    if let Some(Value::Object(rec)) = map.get_mut("recording") {
+        redact_path(rec, recording_id);
+    }
+    if let Some(Value::Array(recs)) = map.get_mut("recordings") {
+        for rec in recs.iter_mut().filter_map(Value::as_object_mut) {
+            redact_path(rec, recording_id);
+        }
+    }
+    for key in ["error", "recording_error"] {
+        if let Some(Value::String(text)) = map.get_mut(key) {
+            *text = hide_paths(text);
+        }
+    }
+    out
+}
+
+fn redact_path(
+    map: &mut serde_json::Map<String, Value>,
+    recording_id: &dyn Fn(&str) -> Option<String>,
+) {
+    let Some(Value::String(path)) = map.get("path") else {
+        return;
+    };
+    let id = recording_id(path);
+    map.remove("path");
+    if let Some(id) = id {
+        map.insert("url".to_owned(), json!(format!("/v1/recordings/{id}")));
+        map.insert(
+            "audio_url".to_owned(),
+            json!(format!("/v1/recordings/{id}/audio")),
+        );
+        map.insert("recording_id".to_owned(), json!(id));
+    }
+}
+
+/// `text` with every space-separated word that starts with `/` (after an opening quote or
+/// bracket) replaced by `<path>`.
+fn hide_paths(text: &str) -> String {
+    text.split(' ')
+        .map(|word| {
+            // A path may be quoted (`"/srv/x.wav"`, a Debug-printed path) or parenthesised.
+            if word
+                .trim_start_matches(['"', '\'', '(', '<', '['])
+                .starts_with('/')
+            {
+                // Keep the punctuation an error message puts after a path (`/x.wav:`).
+                match word.strip_suffix(':') {
+                    Some(_) => "<path>:",
+                    None => "<path>",
+                }
+            } else {
+                word
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The JSON body of a webhook delivery for a stored event (fixed at enqueue time); its `data`
+/// is [`public_details`] (no server paths; a webhook names no recording id yet).
 pub fn webhook_body(event: &StoredEvent) -> String {
     json!({
         "id": event.id,
@@ -85,7 +157,7 @@ pub fn webhook_body(event: &StoredEvent) -> String {
         "tenant_id": event.tenant_id,
         "at_unix_us": event.at_unix_us,
         "offset_us": event.offset_us,
-        "data": event.details,
+        "data": public_details(&event.details, &|_| None),
     })
     .to_string()
 }
@@ -102,6 +174,36 @@ pub fn webhook_wants(kinds: &[String], kind: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_details_carry_no_server_paths() {
+        let details = json!({
+            "path": "/srv/cp/recordings/call_1.wav", "sha256": "ab",
+            "recording": {"path": "/srv/cp/recordings/call_1.wav", "bytes": 44},
+            "recordings": [{"path": "/srv/cp/recordings/call_1.wav"}, {"path": "/elsewhere.wav"}],
+            "error": "prompt /srv/cp/prompts/ten_1/x.wav: file not found",
+            "script": {"path": ["steps[0]"]},
+        });
+        let known = |p: &str| (p == "/srv/cp/recordings/call_1.wav").then(|| "rec_1".to_owned());
+        let shown = public_details(&details, &known);
+        assert!(!shown.to_string().contains("/srv"), "{shown}");
+        assert_eq!(shown["recording_id"], "rec_1");
+        assert_eq!(shown["url"], "/v1/recordings/rec_1");
+        assert_eq!(
+            shown["recording"]["audio_url"],
+            "/v1/recordings/rec_1/audio"
+        );
+        assert_eq!(shown["recordings"][1], json!({}));
+        assert_eq!(shown["error"], "prompt <path>: file not found");
+        let quoted = public_details(
+            &json!({"error": "cannot open \"/srv/a b.wav\": gone"}),
+            &known,
+        );
+        assert!(!quoted.to_string().contains("/srv"), "{quoted}");
+        // A script's step path is not a file path.
+        assert_eq!(shown["script"], details["script"]);
+        assert_eq!(shown["sha256"], "ab");
+    }
     use crate::store::NewCall;
 
     fn call() -> CallRecord {

@@ -487,6 +487,9 @@ pub struct CallFilter {
     pub cursor: Option<String>,
     /// At most this many (the store caps it at 500).
     pub limit: u32,
+    /// Do not read the `request` column (the items' `request` is `{}`): a listing that does
+    /// not show it should not load up to a page × 80 KiB of it from the database.
+    pub without_request: bool,
 }
 
 /// One page of a listing, newest first.

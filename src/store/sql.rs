@@ -116,6 +116,13 @@ impl SqlStore {
     /// database (tests).
     pub async fn open_sqlite(path: &Path) -> Result<SqlStore> {
         install_drivers();
+        // A new database file is the server's alone (0600; SQLite gives its -wal and -shm
+        // files the same mode). Tests' `:memory:` is not a file.
+        if path != Path::new(":memory:") {
+            crate::files::create_private_file(path).map_err(|e| {
+                StoreError::Database(format!("creating the SQLite file {}: {e}", path.display()))
+            })?;
+        }
         let path = path.to_str().ok_or_else(|| {
             StoreError::Database(format!("the SQLite path {path:?} is not UTF-8"))
         })?;

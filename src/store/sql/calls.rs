@@ -91,7 +91,12 @@ pub(super) async fn list_calls(
 ) -> Result<Page<CallRecord>> {
     let limit = clamp_limit(f.limit, CALLS_PAGE.0, CALLS_PAGE.1);
     let mut args = vec![Arg::Text(tenant.to_owned())];
-    let mut sql = format!("SELECT {CALL_COLS} FROM call WHERE tenant_id = $1");
+    let mut sql = if f.without_request {
+        let cols = CALL_COLS.replacen("request,", "'{}' AS request,", 1);
+        format!("SELECT {cols} FROM call WHERE tenant_id = $1")
+    } else {
+        format!("SELECT {CALL_COLS} FROM call WHERE tenant_id = $1")
+    };
     let mut push = |cond: &str, arg: Arg, sql: &mut String| {
         args.push(arg);
         // `$?` in `cond` is this argument's number.
