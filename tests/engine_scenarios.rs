@@ -196,8 +196,10 @@ async fn a_200_crossing_our_cancel_is_acked_then_byed_and_reported_as_no_answer(
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(dir.path(), &sipp_args("cancel_race_uas.xml", port, &[]));
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        sipp_args("cancel_race_uas.xml", port, &[])
+    })
+    .await;
     let uri = format!("sip:race@127.0.0.1:{port}");
     let (status, events, stderr) =
         run_call(dir.path(), &["call", &uri, "--ring-timeout", "1"]).await;
@@ -237,8 +239,10 @@ async fn early_media_from_a_183_is_heard_and_recorded_before_the_answer() {
     }
     assert!(Path::new(G711A_PCAP).exists(), "{G711A_PCAP} is missing");
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(dir.path(), &sipp_args("early_media_uas.xml", port, &[]));
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        sipp_args("early_media_uas.xml", port, &[])
+    })
+    .await;
     let uri = format!("sip:early@127.0.0.1:{port}");
     let wav = dir.path().join("early.wav");
     let wav_arg = wav.to_str().expect("utf-8 path");
@@ -433,9 +437,9 @@ async fn recording_puts_our_prompt_on_the_right_and_the_callee_on_the_left() {
     let dir = tempfile::tempdir().expect("tempdir");
     let prompt = dir.path().join("prompt.wav");
     write_wav(&prompt, &tone_1k(1500));
-    let port = free_udp_port();
     // pcap_uas.xml plays g711a.pcap after the ACK and hangs up 3 s later.
-    let sipp = spawn_sipp(dir.path(), &sipp_args("pcap_uas.xml", port, &[]));
+    let (sipp, port) =
+        spawn_sipp_on_free_port(dir.path(), |port| sipp_args("pcap_uas.xml", port, &[])).await;
     let uri = format!("sip:play@127.0.0.1:{port}");
     let wav = dir.path().join("out.wav");
     let (status, events, stderr) = run_call(
@@ -504,8 +508,8 @@ async fn sigint_while_ringing_cancels_and_exits_with_the_cancelled_code() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(dir.path(), &sipp_args("noanswer_uas.xml", port, &[]));
+    let (sipp, port) =
+        spawn_sipp_on_free_port(dir.path(), |port| sipp_args("noanswer_uas.xml", port, &[])).await;
     let uri = format!("sip:ring@127.0.0.1:{port}");
     let (call, mut rx) = spawn_callplane(dir.path(), &["call", &uri, "--ring-timeout", "30"]);
     let mut seen = Vec::new();
@@ -527,10 +531,8 @@ async fn sigterm_when_answered_sends_bye_and_exits_zero() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(
-        dir.path(),
-        &[
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
             "-sn",
             "uas",
             "-i",
@@ -543,8 +545,10 @@ async fn sigterm_when_answered_sends_bye_and_exits_zero() {
             "30s",
             "-trace_err",
         ]
-        .map(String::from),
-    );
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
     let uri = format!("sip:answer@127.0.0.1:{port}");
     let (call, mut rx) = spawn_callplane(dir.path(), &["call", &uri, "--ring-timeout", "10"]);
     let mut seen = Vec::new();
