@@ -292,6 +292,9 @@ async fn last_known<'r>(
     Ok((known, recs))
 }
 
+#[cfg(test)]
+mod orphan_tests;
+
 /// Runs `serve` until SIGINT/SIGTERM, then drains for `drain`.
 pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u8> {
     use tokio::signal::unix::{SignalKind, signal};
