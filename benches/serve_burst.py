@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,12 +29,6 @@ import time
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Failing(http.server.BaseHTTPRequestHandler):
@@ -194,7 +187,7 @@ def run(args, webhook, work):
         before = serve.metrics()
         stat = os.path.join(work, f"sipp-{'hook' if webhook else 'plain'}.csv")
         sipp = [
-            "sipp", "-sn", "uac", "-i", "127.0.0.1", "-p", str(free_udp_port()),
+            "sipp", "-sn", "uac", "-i", "127.0.0.1",  # no -p: sipp takes a free port from 5060 up
             "-r", str(args.rate), "-rp", "1000", "-m", str(calls), "-l", str(args.limit),
             "-d", str(args.hold_ms), "-timeout", f"{int(args.seconds) + 120}s", "-nostdin",
             "-trace_stat", "-stf", stat, "-fd", "1", "-trace_err", serve.sip,

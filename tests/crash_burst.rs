@@ -178,10 +178,9 @@ async fn kill_9_mid_burst_with_a_failing_webhook_loses_no_answered_call() {
     let sipp_args: Vec<String> = [
         "-sn",
         "uac",
+        // No -p: sipp takes the first free port from 5060 up.
         "-i",
         "127.0.0.1",
-        "-p",
-        &free_udp_port().to_string(),
         "-r",
         &RATE.to_string(),
         "-m",

@@ -122,10 +122,10 @@ async fn sipp_uac_places_five_calls_that_the_driver_answers() {
     .expect("bind");
     let ours = uas.local_addrs().udp.expect("udp");
     let dir = tempfile::tempdir().expect("tempdir");
-    let args: Vec<String> = ["-sn", "uac", "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p"]
+    // No -p: sipp takes the first free port from 5060 up (nobody calls it back).
+    let args: Vec<String> = ["-sn", "uac", "-i", "127.0.0.1", "-mi", "127.0.0.1"]
         .iter()
         .map(|s| s.to_string())
-        .chain([free_udp_port().to_string()])
         .chain(
             [
                 "-m",
