@@ -34,10 +34,21 @@ async fn after_kill_9_a_live_call_ends_at_the_last_thing_known_and_says_it_was_e
     if !sipp_available() {
         return;
     }
+    // The embedded SQLite, then PostgreSQL (a fresh database) when one is available.
+    kill_9_mid_call(None).await;
+    if let Some(url) = common::db::pg_url_for_tests() {
+        kill_9_mid_call(Some(&url)).await;
+    }
+}
+
+async fn kill_9_mid_call(database_url: Option<&str>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let data = data.to_str().expect("UTF-8 path").to_owned();
-    let serve_args = ["serve", "--sip", "127.0.0.1:0", "--data-dir", &data];
+    let mut serve_args = vec!["serve", "--sip", "127.0.0.1:0", "--data-dir", &data];
+    if let Some(url) = database_url {
+        serve_args.extend(["--database-url", url]);
+    }
 
     let (mut serve, mut lines) = spawn_callplane(dir.path(), &serve_args);
     let (base, key, seen) = serve_started(&mut lines).await;
@@ -98,8 +109,13 @@ async fn after_kill_9_a_live_call_ends_at_the_last_thing_known_and_says_it_was_e
     let talk_ms = ended["durations"]["talk_ms"].as_i64().expect("talk_ms");
     let real_ms = (kill_us - answered_at) / 1000;
     eprintln!(
-        "answered {answered_at}, killed {kill_us} (real talk {real_ms} ms), restarted {restart_us}, \
-         ended_at {ended_at} (talk_ms {talk_ms})"
+        "{}: answered {answered_at}, killed {kill_us} (real talk {real_ms} ms), restarted {restart_us}, \
+         ended_at {ended_at} (talk_ms {talk_ms})",
+        if database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
     );
     assert!(
         (answered_at..=kill_us).contains(&ended_at),
