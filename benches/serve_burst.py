@@ -176,7 +176,8 @@ def run(args, webhook, work):
     data_dir = os.path.join(work, f"data-{'hook' if webhook else 'plain'}")
     serve = Serve(args.bin, data_dir, args.database_url,
                   max_calls=max(100, int(args.rate * (args.hold_ms / 1000 + 2) * 2)),
-                  extra_args=shlex.split(os.environ.get("CALLPLANE_BENCH_SERVE_ARGS", "")),
+                  extra_args=shlex.split(os.environ.get("CALLPLANE_BENCH_SERVE_ARGS", ""))
+                  + args.serve_arg,
                   log_path=os.path.join(work, f"serve-{'hook' if webhook else 'plain'}.log"))
     receiver = None
     try:
@@ -210,7 +211,8 @@ def run(args, webhook, work):
         t_end = time.monotonic()
         at_end = serve.metrics()
         ok, failed = sipp_stats(stat)
-        made = (ok or 0) + (failed or 0)
+        # sipp's count of the calls it made; all of them when its statistics are missing.
+        made = (ok or 0) + (failed or 0) if ok is not None or failed is not None else calls
         # Until every call sipp made has its final event stored (bounded).
         target = before["calls"] + made
         done_at, m = None, at_end
@@ -259,6 +261,8 @@ def main():
     p.add_argument("--bin", default=os.path.join(REPO, "target", "release", "callplane"))
     p.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     p.add_argument("--json", action="store_true", help="print JSON lines, not a table")
+    p.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                   help="an extra argument for serve (repeat it; e.g. a webhook allow flag)")
     args = p.parse_args()
     if args.rate * args.seconds > 20000 or args.seconds > 120:
         sys.exit("refusing more than 20000 calls or 120 s in one run")
