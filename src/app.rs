@@ -7,6 +7,9 @@
 //!    key are created; the key is shown once.
 //! 3. Calls the store still shows as live were live in a process that died (kill -9, power
 //!    loss): each gets a `call.failed` event saying so, so no call stays "answered" forever.
+//!    Its end was not seen: the event is dated at the last thing known of the call (its last
+//!    event, the node's last heartbeat, its recovered recording's last frame) and says
+//!    `"estimated_end": true`, so the downtime is never billed.
 //! 4. The engine starts with its lossless event sink, the pump stores every event, the outbox
 //!    dispatcher starts (sending what a previous run left pending), then the API listens.
 //!
@@ -150,26 +153,34 @@ async fn close_orphans(
     recovered: &[FinishedRecording],
 ) -> anyhow::Result<()> {
     let stale_before = clock::unix_us() - NODE_DEAD_AFTER.as_micros() as i64;
-    for call in bus.store().orphaned_calls(node_id, stale_before).await? {
+    let orphans = bus.store().orphaned_calls(node_id, stale_before).await?;
+    if orphans.is_empty() {
+        return Ok(());
+    }
+    let nodes = bus.store().list_nodes().await?;
+    for call in orphans {
         let own = call.node_id.as_deref() == Some(node_id);
         tracing::warn!(call = %call.id, node = ?call.node_id, "ending a call its stopped node left live");
         let offset = |at: i64| {
             at.saturating_sub(call.started_at_us.unwrap_or(call.created_at_us))
                 .max(0)
         };
-        // `<call id>.wav`, `<call id>-2.wav`, ... (script segments).
-        for rec in recovered.iter().filter(|r| {
-            r.path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .is_some_and(|stem| stem == call.id || stem.starts_with(&format!("{}-", call.id)))
-        }) {
-            let at = clock::unix_us();
+        // The process died with the call: its end was not seen. It is bounded by the last
+        // thing known of it, never the restart (that would bill the downtime).
+        let (mut known, recs) = last_known(bus, &call, recovered).await?;
+        known.heartbeat_us = call
+            .node_id
+            .as_deref()
+            .and_then(|n| nodes.iter().find(|node| node.id == n))
+            .map(|node| node.heartbeat_at_us);
+        let now = clock::unix_us();
+        let (end, estimated_from) = crate::store::derive::estimated_end(&call, &known, now);
+        for rec in recs {
             bus.append(NewEvent {
                 call_id: call.id.clone(),
                 kind: "recording.ready".to_owned(),
-                at_unix_us: at,
-                offset_us: offset(at),
+                at_unix_us: end,
+                offset_us: offset(end),
                 details: json!({
                     "path": rec.path.display().to_string(),
                     "duration_ms": rec.duration.as_millis() as u64,
@@ -177,30 +188,113 @@ async fn close_orphans(
                     "sha256": rec.sha256,
                     "bytes": rec.bytes,
                     "recovered": true,
+                    "recovered_at_unix_us": now,
                 }),
             })
             .await?;
         }
-        let at = clock::unix_us();
+        let mut details = json!({
+            "outcome": "failed",
+            "reason": if own {
+                "the callplane process stopped during the call"
+            } else {
+                "the node running the call stopped heartbeating"
+            },
+            "end_reason": if own { "process_restart" } else { "node_lost" },
+            "estimated_end": true,
+            "estimated_from": estimated_from,
+            "closed_at_unix_us": now,
+        });
+        if let Some(answered) = call.answered_at_us {
+            details["duration_ms"] = json!(end.saturating_sub(answered).max(0) / 1000);
+        }
         bus.append(NewEvent {
             call_id: call.id.clone(),
             kind: "call.failed".to_owned(),
-            at_unix_us: at,
-            offset_us: offset(at),
-            details: json!({
-                "outcome": "failed",
-                "reason": if own {
-                    "the callplane process stopped during the call"
-                } else {
-                    "the node running the call stopped heartbeating"
-                },
-                "end_reason": if own { "process_restart" } else { "node_lost" },
-            }),
+            at_unix_us: end,
+            offset_us: offset(end),
+            details,
         })
         .await?;
     }
     Ok(())
 }
+
+/// Pages of a dead call's timeline read to find what it did last (bounded: a call has far
+/// fewer events than this allows).
+const LAST_KNOWN_PAGES: usize = 20;
+
+/// The last stored event of a call a dead process left live, its recordings among those
+/// recovered at start (`<call id>.wav`, `<call id>-2.wav`... for API calls; any file its
+/// timeline's `recording.started` names, as inbound recordings are named by the engine), and the
+/// end of their last frame (each recording's start is its `recording.started` event, or the
+/// answer when that event was not stored: the recording cannot have started before it).
+async fn last_known<'r>(
+    bus: &Bus,
+    call: &crate::store::CallRecord,
+    recovered: &'r [FinishedRecording],
+) -> anyhow::Result<(crate::store::derive::LastKnown, Vec<&'r FinishedRecording>)> {
+    let filter = crate::store::EventFilter {
+        call_id: Some(call.id.clone()),
+        ..Default::default()
+    };
+    let mut known = crate::store::derive::LastKnown::default();
+    let mut started: Vec<(String, i64)> = Vec::new();
+    let mut after = 0;
+    for _ in 0..LAST_KNOWN_PAGES {
+        let page = bus
+            .store()
+            .events_after(&call.tenant_id, after, &filter, 5000)
+            .await?;
+        for e in &page {
+            after = e.id;
+            known.last_event_us = known.last_event_us.max(Some(e.at_unix_us));
+            if e.kind == "recording.started"
+                && let Some(name) = e
+                    .details
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .and_then(|p| Path::new(p).file_name())
+                    .and_then(|n| n.to_str())
+            {
+                started.push((name.to_owned(), e.at_unix_us));
+            }
+        }
+        if page.len() < 5000 {
+            break;
+        }
+    }
+    let recs: Vec<&FinishedRecording> = recovered
+        .iter()
+        .filter(|r| {
+            let name = r.path.file_name().and_then(|n| n.to_str());
+            let named_after_call = r
+                .path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .is_some_and(|stem| stem == call.id || stem.starts_with(&format!("{}-", call.id)));
+            named_after_call || started.iter().any(|(n, _)| Some(n.as_str()) == name)
+        })
+        .collect();
+    let fallback = call
+        .answered_at_us
+        .or(call.started_at_us)
+        .unwrap_or(call.created_at_us);
+    for rec in &recs {
+        let name = rec.path.file_name().and_then(|n| n.to_str());
+        let start = started
+            .iter()
+            .rev()
+            .find(|(n, _)| Some(n.as_str()) == name)
+            .map_or(fallback, |(_, at)| *at);
+        let end = start.saturating_add(rec.duration.as_micros() as i64);
+        known.recording_end_us = known.recording_end_us.max(Some(end));
+    }
+    Ok((known, recs))
+}
+
+#[cfg(test)]
+mod orphan_tests;
 
 /// Runs `serve` until SIGINT/SIGTERM, then drains for `drain`.
 pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u8> {

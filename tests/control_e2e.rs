@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{LOCALHOST, free_udp_port, sipp_available, spawn_callplane, spawn_sipp, wait_child};
+use common::{LOCALHOST, sipp_available, spawn_callplane, spawn_sipp_on_free_port, wait_child};
 use serde_json::{Value, json};
 use tokio::process::Child;
 use tokio::sync::mpsc;
@@ -124,10 +124,8 @@ async fn api_call_to_a_sipp_uas_is_answered_with_real_durations_and_streams_its_
 
 async fn api_call_round_trip(database_url: Option<&str>) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(
-        dir.path(),
-        &[
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
             "-sn",
             "uas",
             "-i",
@@ -139,8 +137,10 @@ async fn api_call_round_trip(database_url: Option<&str>) {
             "-timeout",
             "30s",
         ]
-        .map(String::from),
-    );
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
     let serve = start_serve(dir.path(), database_url).await;
     let http = reqwest::Client::new();
     let auth = format!("Bearer {}", serve.key);

@@ -87,6 +87,9 @@ async fn start_serve(
             "serve",
             "--sip",
             &sip,
+            // A free port: the default 8080 collides with anything else on the machine.
+            "--api",
+            "127.0.0.1:0",
             "--recordings",
             recordings.to_str().expect("utf-8 path"),
         ],
@@ -138,17 +141,19 @@ async fn kill_9_of_serve_mid_call_keeps_the_recording_up_to_a_second_before_the_
             "10",
         ],
     );
-    let started = wait_line(&mut serve_rx, &mut seen, |v| {
-        is_kind(v, "recording.started")
-    })
+    // Both come, in no promised order: the first packet can arrive before the recording has
+    // started (and the other way round).
+    let both = wait_for_all(
+        &mut serve_rx,
+        &mut seen,
+        &["recording.started", "media.first_packet_in"],
+        WAIT,
+    )
     .await;
+    let started = &both[0];
     let rate = started["details"]["rate"].as_u64().expect("rate");
     let channels = started["details"]["channels"].as_u64().expect("channels");
     let rec_start_us = started["at_unix_us"].as_u64().expect("at_unix_us");
-    wait_line(&mut serve_rx, &mut seen, |v| {
-        is_kind(v, "media.first_packet_in")
-    })
-    .await;
 
     // Poll the .part until more than RECORDED_BEFORE_KILL of audio is durably on disk, and kill
     // late in the next second of audio: the worst case, where most of a second is only in memory.
@@ -192,6 +197,8 @@ async fn kill_9_of_serve_mid_call_keeps_the_recording_up_to_a_second_before_the_
                 "serve",
                 "--sip",
                 &sip,
+                "--api",
+                "127.0.0.1:0",
                 "--recordings",
                 recordings.to_str().expect("utf-8 path"),
             ],
@@ -231,6 +238,38 @@ async fn kill_9_of_serve_mid_call_keeps_the_recording_up_to_a_second_before_the_
     assert!(
         recovered_len <= audio_at_kill + Duration::from_millis(500),
         "recovered {recovered_len:?}, more than the {audio_at_kill:?} recorded"
+    );
+
+    // The call the kill left live is ended at its recording's last frame, not at this restart
+    // (docs/api.md "Estimated ends"), and says its end is estimated.
+    let listening = wait_line(&mut rx2, &mut seen, |v| is_kind(v, "serve.listening")).await;
+    let key = seen
+        .iter()
+        .find(|v| is_kind(v, "serve.bootstrap"))
+        .and_then(|v| v["key"].as_str())
+        .expect("the first start printed the bootstrap key")
+        .to_owned();
+    let api = ServeClient::new(
+        format!("http://{}", listening["api"].as_str().expect("api address")),
+        key,
+    );
+    // The only call: the inbound one (its recording is named by the engine, not by the row).
+    let list = api.get("/v1/calls").await;
+    let call_id = list["items"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the call is listed: {list:#}"));
+    let call = api.get(&format!("/v1/calls/{call_id}")).await;
+    // Its recovered recording is attached to it, found through its `recording.started`.
+    assert_eq!(
+        call["recordings"].as_array().map(Vec::len),
+        Some(1),
+        "{call:#}"
+    );
+    let ended_at = call["ended_at_us"].as_u64().expect("ended_at_us");
+    assert_eq!(call["estimated_end"], true, "{call:#}");
+    assert!(
+        ended_at <= kill_us && ended_at + 1_500_000 >= kill_us,
+        "ended_at {ended_at} is not within 1.5 s before the kill at {kill_us}: {call:#}"
     );
     serve2.start_kill().expect("stop the second serve");
     let _ = timeout(WAIT, serve2.wait()).await;

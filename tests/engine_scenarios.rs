@@ -16,20 +16,18 @@ use tokio::time::timeout;
 mod common;
 use common::*;
 
-/// Arguments to run sipp with scenario `xml` on `port`, with RTP on loopback.
-fn sipp_args(xml: &str, port: u16, extra: &[&str]) -> Vec<String> {
+/// Arguments to run sipp with scenario `xml` on `port` (`None`: sipp takes the first free port
+/// from 5060 up, fine for a caller nobody calls back), with RTP on loopback (sipp takes the first
+/// free media port from 6000 up and puts it in its SDP).
+fn sipp_args(xml: &str, port: Option<u16>, extra: &[&str]) -> Vec<String> {
     let scenario = fixture(xml);
     let mut args: Vec<String> = [
         "-sf",
         scenario.to_str().expect("utf-8 path"),
         "-i",
         "127.0.0.1",
-        "-p",
-        &port.to_string(),
         "-mi",
         "127.0.0.1",
-        "-mp",
-        &free_udp_port().to_string(),
         "-m",
         "1",
         "-timeout",
@@ -38,6 +36,9 @@ fn sipp_args(xml: &str, port: u16, extra: &[&str]) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec();
+    if let Some(port) = port {
+        args.extend(["-p".to_owned(), port.to_string()]);
+    }
     args.extend(extra.iter().map(|s| s.to_string()));
     args
 }
@@ -197,8 +198,10 @@ async fn a_200_crossing_our_cancel_is_acked_then_byed_and_reported_as_no_answer(
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(dir.path(), &sipp_args("cancel_race_uas.xml", port, &[]));
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        sipp_args("cancel_race_uas.xml", Some(port), &[])
+    })
+    .await;
     let uri = format!("sip:race@127.0.0.1:{port}");
     let (status, events, stderr) =
         run_call(dir.path(), &["call", &uri, "--ring-timeout", "1"]).await;
@@ -238,8 +241,10 @@ async fn early_media_from_a_183_is_heard_and_recorded_before_the_answer() {
     }
     assert!(Path::new(G711A_PCAP).exists(), "{G711A_PCAP} is missing");
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(dir.path(), &sipp_args("early_media_uas.xml", port, &[]));
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        sipp_args("early_media_uas.xml", Some(port), &[])
+    })
+    .await;
     let uri = format!("sip:early@127.0.0.1:{port}");
     let wav = dir.path().join("early.wav");
     let wav_arg = wav.to_str().expect("utf-8 path");
@@ -403,7 +408,7 @@ async fn serve_detects_inband_dtmf_when_telephone_event_is_not_offered() {
     let sip_addr = listening["sip"].as_str().expect("sip address").to_owned();
     let sipp = spawn_sipp(
         dir.path(),
-        &sipp_args("inband_dtmf_uac.xml", free_udp_port(), &[&sip_addr]),
+        &sipp_args("inband_dtmf_uac.xml", None, &[&sip_addr]),
     );
     assert_sipp_ok(sipp).await;
     let done = wait_line(&mut rx, &mut seen, |v| {
@@ -434,9 +439,11 @@ async fn recording_puts_our_prompt_on_the_right_and_the_callee_on_the_left() {
     let dir = tempfile::tempdir().expect("tempdir");
     let prompt = dir.path().join("prompt.wav");
     write_wav(&prompt, &tone_1k(1500));
-    let port = free_udp_port();
     // pcap_uas.xml plays g711a.pcap after the ACK and hangs up 3 s later.
-    let sipp = spawn_sipp(dir.path(), &sipp_args("pcap_uas.xml", port, &[]));
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        sipp_args("pcap_uas.xml", Some(port), &[])
+    })
+    .await;
     let uri = format!("sip:play@127.0.0.1:{port}");
     let wav = dir.path().join("out.wav");
     let (status, events, stderr) = run_call(
@@ -505,8 +512,10 @@ async fn sigint_while_ringing_cancels_and_exits_with_the_cancelled_code() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(dir.path(), &sipp_args("noanswer_uas.xml", port, &[]));
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        sipp_args("noanswer_uas.xml", Some(port), &[])
+    })
+    .await;
     let uri = format!("sip:ring@127.0.0.1:{port}");
     let (call, mut rx) = spawn_callplane(dir.path(), &["call", &uri, "--ring-timeout", "30"]);
     let mut seen = Vec::new();
@@ -528,10 +537,8 @@ async fn sigterm_when_answered_sends_bye_and_exits_zero() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(
-        dir.path(),
-        &[
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
             "-sn",
             "uas",
             "-i",
@@ -544,8 +551,10 @@ async fn sigterm_when_answered_sends_bye_and_exits_zero() {
             "30s",
             "-trace_err",
         ]
-        .map(String::from),
-    );
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
     let uri = format!("sip:answer@127.0.0.1:{port}");
     let (call, mut rx) = spawn_callplane(dir.path(), &["call", &uri, "--ring-timeout", "10"]);
     let mut seen = Vec::new();

@@ -15,10 +15,8 @@ async fn call_to_sipp_uas_is_answered_and_completes_after_hangup_after() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
-    let sipp = spawn_sipp(
-        dir.path(),
-        &[
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
             "-sn",
             "uas",
             "-i",
@@ -31,10 +29,11 @@ async fn call_to_sipp_uas_is_answered_and_completes_after_hangup_after() {
             "30s",
             "-trace_err",
         ]
-        .map(String::from),
-    );
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
     let uri = format!("sip:service@127.0.0.1:{port}");
-    // sipp needs a moment to bind; the INVITE is retransmitted (Timer A) if it was not ready.
     let (status, events, stderr) = run_call(
         dir.path(),
         &["call", &uri, "--hangup-after", "1", "--ring-timeout", "10"],
@@ -86,11 +85,9 @@ async fn call_to_busy_uas_exits_with_busy_code_and_reports_486_with_q850_cause()
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
     let scenario = fixture("busy_uas.xml");
-    let sipp = spawn_sipp(
-        dir.path(),
-        &[
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
             "-sf",
             scenario.to_str().expect("utf-8 path"),
             "-i",
@@ -103,8 +100,10 @@ async fn call_to_busy_uas_exits_with_busy_code_and_reports_486_with_q850_cause()
             "30s",
             "-trace_err",
         ]
-        .map(String::from),
-    );
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
     let uri = format!("sip:busy@127.0.0.1:{port}");
     let (status, events, stderr) =
         run_call(dir.path(), &["call", &uri, "--ring-timeout", "10"]).await;
@@ -150,8 +149,6 @@ async fn serve_answers_sipp_uac_calls_and_exits_zero_on_sigterm() {
             &sip_addr,
             "-i",
             "127.0.0.1",
-            "-p",
-            &free_udp_port().to_string(),
             "-m",
             &calls.to_string(),
             "-r",
@@ -220,11 +217,9 @@ async fn call_records_the_audio_a_sipp_uas_plays_on_the_left_channel() {
         "{G711A_PCAP} is missing (it ships with the sip-tester package)"
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
     let scenario = fixture("pcap_uas.xml");
-    let sipp = spawn_sipp(
-        dir.path(),
-        &[
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
             "-sf",
             scenario.to_str().expect("utf-8 path"),
             "-i",
@@ -233,16 +228,16 @@ async fn call_records_the_audio_a_sipp_uas_plays_on_the_left_channel() {
             &port.to_string(),
             "-mi",
             "127.0.0.1",
-            "-mp",
-            &free_udp_port().to_string(),
             "-m",
             "1",
             "-timeout",
             "30s",
             "-trace_err",
         ]
-        .map(String::from),
-    );
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
     let uri = format!("sip:play@127.0.0.1:{port}");
     let wav = dir.path().join("out.wav");
     let wav_arg = wav.to_str().expect("utf-8 path");
@@ -313,12 +308,8 @@ async fn serve_gathers_rfc4733_digits_a_sipp_uac_sends() {
             &sip_addr,
             "-i",
             "127.0.0.1",
-            "-p",
-            &free_udp_port().to_string(),
             "-mi",
             "127.0.0.1",
-            "-mp",
-            &free_udp_port().to_string(),
             "-m",
             "1",
             "-timeout",
@@ -403,12 +394,8 @@ async fn serve_runs_a_script_that_answers_records_and_gathers_digits() {
             &sip_addr,
             "-i",
             "127.0.0.1",
-            "-p",
-            &free_udp_port().to_string(),
             "-mi",
             "127.0.0.1",
-            "-mp",
-            &free_udp_port().to_string(),
             "-m",
             "1",
             "-timeout",
@@ -480,11 +467,9 @@ async fn call_cancels_after_ring_timeout_and_exits_with_no_answer_code() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_udp_port();
     let scenario = fixture("noanswer_uas.xml");
-    let sipp = spawn_sipp(
-        dir.path(),
-        &[
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
             "-sf",
             scenario.to_str().expect("utf-8 path"),
             "-i",
@@ -497,8 +482,10 @@ async fn call_cancels_after_ring_timeout_and_exits_with_no_answer_code() {
             "30s",
             "-trace_err",
         ]
-        .map(String::from),
-    );
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
     let uri = format!("sip:nobody@127.0.0.1:{port}");
     let (status, events, stderr) =
         run_call(dir.path(), &["call", &uri, "--ring-timeout", "1"]).await;
@@ -547,8 +534,6 @@ async fn serve_drains_on_sigterm_refusing_new_calls_with_503_and_hanging_up_live
             &sip_addr,
             "-i",
             "127.0.0.1",
-            "-p",
-            &free_udp_port().to_string(),
             "-m",
             "1",
             "-timeout",
@@ -568,8 +553,6 @@ async fn serve_drains_on_sigterm_refusing_new_calls_with_503_and_hanging_up_live
             &sip_addr,
             "-i",
             "127.0.0.1",
-            "-p",
-            &free_udp_port().to_string(),
             "-m",
             "1",
             "-timeout",

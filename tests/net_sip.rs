@@ -522,13 +522,41 @@ async fn sending_over_an_unbound_transport_is_refused() {
     t.shutdown().await;
 }
 
-// RTP port pool. The ranges sit below Linux's ephemeral range (32768-60999), so only these
-// tests bind there, each in its own range.
+// RTP port pool. Each test takes a window of ports that were all free a moment ago (a fixed
+// range can be held by anything else on the machine: an engine's RTP, another test run).
+
+/// The first port of `len` consecutive UDP ports, all free a moment ago, the first one odd
+/// when `odd` (else even). Bounded: at most 50 tries.
+fn free_udp_window(len: u16, odd: bool) -> u16 {
+    for _ in 0..50 {
+        let seed = std::net::UdpSocket::bind((LOCALHOST, 0))
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let base = if (seed % 2 == 1) == odd {
+            seed
+        } else {
+            seed - 1
+        };
+        let Some(end) = base.checked_add(len) else {
+            continue;
+        };
+        let held: Vec<_> = (base..end)
+            .map_while(|p| std::net::UdpSocket::bind((LOCALHOST, p)).ok())
+            .collect();
+        if held.len() == usize::from(len) {
+            return base;
+        }
+    }
+    panic!("no window of {len} free UDP ports in 50 tries");
+}
 
 #[tokio::test]
 async fn rtp_pool_hands_out_even_odd_pairs_until_exhausted_and_reuses_freed_ones() {
-    // 23001..=23007 holds the pairs 23002/3, 23004/5, 23006/7.
-    let pool = RtpPortPool::new(LOCALHOST, 23001..=23007).expect("pool");
+    // b..=b+6 (b odd) holds the pairs b+1/b+2, b+3/b+4, b+5/b+6.
+    let b = free_udp_window(7, true);
+    let pool = RtpPortPool::new(LOCALHOST, b..=b + 6).expect("pool");
     assert_eq!(pool.stats().total, 3);
     let mut pairs = Vec::new();
     for _ in 0..3 {
@@ -543,7 +571,7 @@ async fn rtp_pool_hands_out_even_odd_pairs_until_exhausted_and_reuses_freed_ones
     }
     let mut ports: Vec<u16> = pairs.iter().map(|p| p.rtp_port()).collect();
     ports.sort_unstable();
-    assert_eq!(ports, [23002, 23004, 23006]);
+    assert_eq!(ports, [b + 1, b + 3, b + 5]);
     let s = pool.stats();
     assert_eq!((s.free, s.used), (0, 3));
 
@@ -589,11 +617,12 @@ async fn rtp_pool_hands_out_pairs_at_random_not_in_sequence() {
 
 #[tokio::test]
 async fn rtp_pool_skips_ports_held_by_other_programs() {
-    // Pairs 23102/3 and 23104/5; somebody else holds 23103 (the RTCP port of the first).
-    let _other = std::net::UdpSocket::bind((LOCALHOST, 23103)).expect("bind 23103");
-    let pool = RtpPortPool::new(LOCALHOST, 23102..=23105).expect("pool");
+    // Pairs b/b+1 and b+2/b+3 (b even); somebody else holds b+1 (the RTCP port of the first).
+    let b = free_udp_window(4, false);
+    let _other = std::net::UdpSocket::bind((LOCALHOST, b + 1)).expect("bind b+1");
+    let pool = RtpPortPool::new(LOCALHOST, b..=b + 3).expect("pool");
     let pair = pool.allocate().await.expect("the pair nobody holds");
-    assert_eq!(pair.rtp_port(), 23104);
+    assert_eq!(pair.rtp_port(), b + 2);
     // The busy pair is not leased: it stays in the pool, but cannot be bound now.
     assert_eq!(pool.stats().free, 1);
     let err = pool.allocate().await.expect_err("only a busy pair is left");

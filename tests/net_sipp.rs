@@ -122,10 +122,10 @@ async fn sipp_uac_places_five_calls_that_the_driver_answers() {
     .expect("bind");
     let ours = uas.local_addrs().udp.expect("udp");
     let dir = tempfile::tempdir().expect("tempdir");
-    let args: Vec<String> = ["-sn", "uac", "-i", "127.0.0.1", "-mi", "127.0.0.1", "-p"]
+    // No -p: sipp takes the first free port from 5060 up (nobody calls it back).
+    let args: Vec<String> = ["-sn", "uac", "-i", "127.0.0.1", "-mi", "127.0.0.1"]
         .iter()
         .map(|s| s.to_string())
-        .chain([free_udp_port().to_string()])
         .chain(
             [
                 "-m",
@@ -186,28 +186,27 @@ async fn driver_options_is_answered_by_a_sipp_uas() {
     .await
     .expect("bind");
     let ours = uac.local_addrs().udp.expect("udp");
-    let port = free_udp_port();
     let dir = tempfile::tempdir().expect("tempdir");
     let scenario = fixture("options_uas.xml");
-    let args: Vec<String> = vec![
-        "-sf".into(),
-        scenario.display().to_string(),
-        "-i".into(),
-        "127.0.0.1".into(),
-        "-p".into(),
-        port.to_string(),
-        "-m".into(),
-        "1".into(),
-        "-timeout".into(),
-        "30s".into(),
-        "-timeout_error".into(),
-        "-nostdin".into(),
-        "-trace_err".into(),
-    ];
-    let sipp = spawn_sipp(dir.path(), &args);
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        vec![
+            "-sf".into(),
+            scenario.display().to_string(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-m".into(),
+            "1".into(),
+            "-timeout".into(),
+            "30s".into(),
+            "-timeout_error".into(),
+            "-nostdin".into(),
+            "-trace_err".into(),
+        ]
+    })
+    .await;
 
-    // sipp may not listen yet when the first OPTIONS leaves: the UDP retransmissions of the
-    // client transaction (Timer E, from T1 = 500 ms) carry it once sipp is up.
     let sipp_addr = SocketAddr::new(LOCALHOST, port);
     let text = format!(
         "OPTIONS sip:sipp@{sipp_addr} SIP/2.0\r\n\

@@ -1386,14 +1386,17 @@ async fn kill_9_and_restart(database_url: Option<&str>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let data = data.to_str().expect("UTF-8 path");
-    // The receiver's port, with nothing listening on it until after the kill.
-    let hook_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    // The receiver's port, held (bound, so nobody else can take it) but not listening until
+    // after the kill: connections to it are refused.
+    let hook_socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    hook_socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let hook_port = hook_socket.local_addr().expect("addr").port();
     // A UDP port nobody answers: the call stays in Timer B, its first events stored.
-    let silent = common::free_udp_port();
+    // Held for the whole test (bound, never read), so nothing else can take it and answer.
+    let silent_socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let silent = silent_socket.local_addr().expect("addr").port();
     let mut args = vec![
         "serve",
         "--sip",
@@ -1476,9 +1479,9 @@ async fn kill_9_and_restart(database_url: Option<&str>) {
         .expect("wait");
 
     // The receiver comes up; the server restarts on the same data directory.
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", hook_port))
-        .await
-        .expect("bind the receiver's port");
+    let listener = hook_socket
+        .listen(64)
+        .expect("listen on the receiver's port");
     let mut rx = Receiver::on(listener, &[], 200);
     let (mut child, mut lines) = common::spawn_callplane(dir.path(), &args);
     let (base, key_again, seen) = common::serve_started(&mut lines).await;

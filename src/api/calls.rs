@@ -166,6 +166,10 @@ pub struct CallView {
     pub ended_at: Option<String>,
     /// µs.
     pub ended_at_us: Option<i64>,
+    /// The end was not seen but estimated: the process running the call died, and the end is
+    /// the last thing known of it (its last event, the node's last heartbeat or its recovered
+    /// recording's last frame). `end_reason` is `process_restart` or `node_lost`.
+    pub estimated_end: bool,
     /// Durations.
     pub durations: Durations,
     /// What the call collected (digits, script variables).
@@ -196,6 +200,7 @@ impl CallView {
             .talk_ms
             .or_else(|| diff_ms(c.answered_at_us, c.ended_at_us));
         let total_ms = diff_ms(c.started_at_us.or(Some(c.created_at_us)), c.ended_at_us);
+        let estimated_end = crate::store::derive::end_is_estimated(c.end_reason.as_deref());
         CallView {
             direction: c.direction.as_str().to_owned(),
             status: c.status.as_str().to_owned(),
@@ -221,6 +226,7 @@ impl CallView {
             answered_at_us: c.answered_at_us,
             ended_at: c.ended_at_us.map(rfc3339),
             ended_at_us: c.ended_at_us,
+            estimated_end,
             durations: Durations {
                 ring_ms,
                 talk_ms,
@@ -369,6 +375,8 @@ pub struct Manifest {
     pub ended_at: Option<String>,
     /// µs.
     pub ended_at_us: Option<i64>,
+    /// The end was estimated, not seen (the final event says `"estimated_end": true`).
+    pub estimated_end: bool,
     /// How it ended.
     pub outcome: Option<String>,
     /// The recordings announced in the timeline (up to the final event).
@@ -1169,6 +1177,10 @@ async fn call_manifest(
         answered_at_us: call.answered_at_us,
         ended_at: call.ended_at_us.map(rfc3339),
         ended_at_us: call.ended_at_us,
+        estimated_end: ended
+            && events.last().is_some_and(|e| {
+                e.details.get("estimated_end").and_then(Value::as_bool) == Some(true)
+            }),
         outcome: call.outcome,
         recordings,
         timeline: TimelineDigest {

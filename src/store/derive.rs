@@ -146,6 +146,50 @@ fn hide_paths(text: &str) -> String {
         .join(" ")
 }
 
+/// The `end_reason`s of calls a stopped process left live, ended at the next start (or by
+/// another node): their end time was not observed but estimated ([`estimated_end`]).
+pub const ESTIMATED_END_REASONS: [&str; 2] = ["process_restart", "node_lost"];
+
+/// Whether a call's end time is an estimate (it was ended for a process that died).
+pub fn end_is_estimated(end_reason: Option<&str>) -> bool {
+    end_reason.is_some_and(|r| ESTIMATED_END_REASONS.contains(&r))
+}
+
+/// What is known of a call whose process died during it: each a time it was still live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LastKnown {
+    /// Its last stored event.
+    pub last_event_us: Option<i64>,
+    /// The last heartbeat of the node that ran it.
+    pub heartbeat_us: Option<i64>,
+    /// The last frame of its recovered recording(s): start + duration.
+    pub recording_end_us: Option<i64>,
+}
+
+/// The end of a call whose process died: the latest thing known about it (never the time of
+/// the restart, which would bill the downtime), at least its start and at most `now_us`; and
+/// which evidence gave it (`last_event`, `heartbeat`, `recording`, else `answered`, `started`
+/// or `created`).
+pub fn estimated_end(call: &CallRecord, known: &LastKnown, now_us: i64) -> (i64, &'static str) {
+    let mut best = match (call.answered_at_us, call.started_at_us) {
+        (Some(at), _) => (at, "answered"),
+        (None, Some(at)) => (at, "started"),
+        (None, None) => (call.created_at_us, "created"),
+    };
+    for (at, source) in [
+        (known.last_event_us, "last_event"),
+        (known.heartbeat_us, "heartbeat"),
+        (known.recording_end_us, "recording"),
+    ] {
+        if let Some(at) = at
+            && at > best.0
+        {
+            best = (at, source);
+        }
+    }
+    (best.0.min(now_us), best.1)
+}
+
 /// The JSON body of a webhook delivery for a stored event (fixed at enqueue time); its `data`
 /// is [`public_details`] (no server paths; a webhook names no recording id yet).
 pub fn webhook_body(event: &StoredEvent) -> String {
@@ -286,6 +330,53 @@ mod tests {
             &json!({"outcome": "answered"}),
         );
         assert_eq!(c, before);
+    }
+
+    #[test]
+    fn a_crashed_call_ends_at_the_latest_thing_known_never_at_the_restart() {
+        let mut c = call();
+        apply(&mut c, "call.created", 1_000_000, &json!({}));
+        apply(&mut c, "sip.answered", 2_000_000, &json!({}));
+        let known = LastKnown {
+            last_event_us: Some(2_100_000),
+            heartbeat_us: Some(5_000_000),
+            recording_end_us: Some(7_700_000),
+        };
+        assert_eq!(
+            estimated_end(&c, &known, 20_000_000),
+            (7_700_000, "recording")
+        );
+        let known = LastKnown {
+            recording_end_us: None,
+            ..known
+        };
+        assert_eq!(
+            estimated_end(&c, &known, 20_000_000),
+            (5_000_000, "heartbeat")
+        );
+        // A heartbeat from before the answer says nothing: the answer is the floor.
+        let known = LastKnown {
+            last_event_us: None,
+            heartbeat_us: Some(500_000),
+            recording_end_us: None,
+        };
+        assert_eq!(
+            estimated_end(&c, &known, 20_000_000),
+            (2_000_000, "answered")
+        );
+        // Nothing later than now, whatever a skewed clock wrote.
+        let known = LastKnown {
+            heartbeat_us: Some(99_000_000),
+            ..LastKnown::default()
+        };
+        assert_eq!(
+            estimated_end(&c, &known, 20_000_000),
+            (20_000_000, "heartbeat")
+        );
+        assert!(end_is_estimated(Some("process_restart")));
+        assert!(end_is_estimated(Some("node_lost")));
+        assert!(!end_is_estimated(Some("RemoteBye")));
+        assert!(!end_is_estimated(None));
     }
 
     #[test]

@@ -56,6 +56,127 @@ pub(crate) fn free_udp_port() -> u16 {
     s.local_addr().expect("addr").port()
 }
 
+/// A TCP port that was free a moment ago (for peers that must be told a concrete port).
+pub(crate) fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind((LOCALHOST, 0)).expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// Starts a long-running sipp (a UAS, or a UAC that waits) on a UDP port that was free: sipp
+/// must be given a concrete port, and one taken by bind-and-release can be taken by another
+/// program before sipp binds it. Then sipp exits at once; this notices and tries another port
+/// (at most 5). `args(port)` gives sipp's arguments for `-p port`. Returns sipp and its port
+/// once it holds the port.
+pub(crate) async fn spawn_sipp_on_free_port(
+    dir: &Path,
+    args: impl Fn(u16) -> Vec<String>,
+) -> (Child, u16) {
+    let mut failures = Vec::new();
+    for _ in 0..5 {
+        let port = free_udp_port();
+        let mut child = spawn_sipp(dir, &args(port));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("poll sipp") {
+                failures.push(format!("port {port}: sipp exited {status}"));
+                break;
+            }
+            // Our own bind fails once somebody (sipp: it is running) holds the port.
+            if std::net::UdpSocket::bind((LOCALHOST, port)).is_err() {
+                return (child, port);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "sipp did not bind 127.0.0.1:{port} within 10 s"
+            );
+            // Polling a socket state nothing notifies of: bounded by the deadline above.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    panic!("sipp did not start on a free port: {failures:?}");
+}
+
+/// A small HTTP client for a running `callplane serve` (base URL and bearer key).
+#[derive(Debug, Clone)]
+pub(crate) struct ServeClient {
+    /// `http://ip:port`.
+    pub(crate) base: String,
+    /// The bearer key.
+    pub(crate) key: String,
+    http: reqwest::Client,
+}
+
+impl ServeClient {
+    /// A client for `base` with `key`.
+    pub(crate) fn new(base: impl Into<String>, key: impl Into<String>) -> ServeClient {
+        ServeClient {
+            base: base.into(),
+            key: key.into(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("HTTP client"),
+        }
+    }
+
+    /// Sends `method path` with an optional JSON body: the status and the JSON (or text) body.
+    pub(crate) async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// GET `path`, expecting 200.
+    pub(crate) async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.send(reqwest::Method::GET, path, None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// Polls GET `path` until `done` holds of the body (bounded by `limit`; the API has no push
+    /// for a row's state, so this polls), panicking with the last body seen.
+    pub(crate) async fn poll(
+        &self,
+        path: &str,
+        limit: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let body = self.get(path).await;
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "GET {path} did not reach the expected state within {limit:?}: {body:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// The path of the sipp scenario `name` under `tests/fixtures/sipp`.
 pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -137,7 +258,9 @@ pub(crate) async fn wait_line(
     loop {
         let line = timeout(RUN_WAIT, rx.recv())
             .await
-            .expect("the expected line came in time")
+            .unwrap_or_else(|_| {
+                panic!("the expected line did not come within {RUN_WAIT:?}; saw {seen:#?}")
+            })
             .unwrap_or_else(|| panic!("stdout closed before the expected line; saw {seen:#?}"));
         let v: Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
@@ -146,6 +269,61 @@ pub(crate) async fn wait_line(
             return v;
         }
     }
+}
+
+/// Waits until a line of each of `kinds` has come, in any order (the code promises a set of
+/// events, not their order: a packet can arrive before the recording has started). Only lines
+/// still to come count, not those already in `seen`. Returns the first line of each kind, in
+/// the order of `kinds`; panics after `limit`, naming what is missing and what was seen.
+pub(crate) async fn wait_for_all(
+    rx: &mut mpsc::Receiver<String>,
+    seen: &mut Vec<Value>,
+    kinds: &[&str],
+    limit: Duration,
+) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut found: Vec<Option<Value>> = vec![None; kinds.len()];
+    while found.iter().any(Option::is_none) {
+        let missing = || -> Vec<&str> {
+            kinds
+                .iter()
+                .zip(&found)
+                .filter(|(_, f)| f.is_none())
+                .map(|(k, _)| *k)
+                .collect()
+        };
+        let line = tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{:?} did not come within {limit:?}; saw {:?}",
+                    missing(),
+                    kinds_of(seen)
+                )
+            })
+            .unwrap_or_else(|| {
+                panic!(
+                    "stdout closed before {:?}; saw {:?}",
+                    missing(),
+                    kinds_of(seen)
+                )
+            });
+        let v: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        seen.push(v.clone());
+        if let Some(i) = kinds.iter().position(|k| v["kind"] == *k)
+            && found[i].is_none()
+        {
+            found[i] = Some(v);
+        }
+    }
+    found.into_iter().flatten().collect()
+}
+
+fn kinds_of(seen: &[Value]) -> Vec<String> {
+    seen.iter()
+        .map(|v| v["kind"].as_str().unwrap_or("?").to_owned())
+        .collect()
 }
 
 /// What `serve` printed up to `serve.listening`: the API's base URL (`http://ip:port`), the
