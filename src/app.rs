@@ -373,6 +373,7 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
                 rate_limit_per_s: config.rate_limit_per_s,
                 rate_limit_burst: config.rate_limit_burst,
                 node_id: node_id.clone(),
+                webhook_egress: config.outbox.egress.clone(),
             },
         );
         let (api_addr, api_task) =

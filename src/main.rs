@@ -107,6 +107,11 @@ enum Cmd {
         /// again when its reservation ends.
         #[arg(long, default_value_t = 60)]
         webhook_lease_s: u64,
+        /// Let webhooks reach this address range although it is internal (loopback, private,
+        /// link-local...), e.g. 10.1.0.0/16 for receivers inside a private deployment.
+        /// Repeatable. Without it such targets are refused when stored and at connect time.
+        #[arg(long = "webhook-allow-cidr", value_name = "CIDR")]
+        webhook_allow_cidr: Vec<callplane::net::egress::Cidr>,
         /// The largest API request body in bytes (413 above).
         #[arg(long, default_value_t = 1 << 20)]
         max_body_bytes: usize,
@@ -312,6 +317,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             webhook_retry_base_ms,
             webhook_timeout_s,
             webhook_lease_s,
+            webhook_allow_cidr,
             max_body_bytes,
             rate_limit,
             sip,
@@ -353,6 +359,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 retry_base: Duration::from_millis(webhook_retry_base_ms),
                 request_timeout: Duration::from_secs(webhook_timeout_s.max(1)),
                 lease: Duration::from_secs(webhook_lease_s),
+                egress: Arc::new(callplane::net::egress::EgressPolicy::new(
+                    webhook_allow_cidr,
+                )),
                 ..OutboxConfig::default()
             };
             let serve_config = ServeConfig {

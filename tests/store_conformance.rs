@@ -11,7 +11,7 @@ use std::sync::Arc;
 use callplane::store::{
     AttemptResult, CallFilter, CallRecord, CallStatus, Created, DeliveryStatus, EventFilter,
     NewApiKey, NewCall, NewEvent, Node, PerWebhook, Role, SqlStore, Store, StoreError, TrunkInput,
-    WebhookInput, derive,
+    WebhookBackoff, WebhookInput, derive,
 };
 use common::db::{pg_url_for_tests, sqlite_path_for_tests, test_stores, with_database};
 use serde_json::{Value, json};
@@ -957,6 +957,7 @@ async fn claims_lease_retry_dead_letter_and_redeliver(s: Arc<dyn Store>) {
             status: Some(500),
             error: "HTTP 500".into(),
             next_attempt_at_us: Some(30_000),
+            webhook_backoff: None,
         },
     )
     .await
@@ -1020,6 +1021,7 @@ async fn claims_lease_retry_dead_letter_and_redeliver(s: Arc<dyn Store>) {
             status: None,
             error: "connect refused".into(),
             next_attempt_at_us: None,
+            webhook_backoff: None,
         },
     )
     .await
@@ -1156,6 +1158,124 @@ async fn claims_are_bounded_per_webhook(s: Arc<dyn Store>) {
     );
 }
 
+async fn a_failed_attempt_rests_its_webhook_until_a_success(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let w = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/down", &[], true), 1)
+        .await
+        .expect("hook");
+    let other = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/up", &["call.*"], true), 1)
+        .await
+        .expect("hook");
+    let call = created(s.create_call(&new_call(&a, None, 1)).await.expect("call")).id;
+    let e1 = s
+        .append_event(&event(&call, "media.quality", 1_000, json!({})))
+        .await
+        .expect("append");
+    let e2 = s
+        .append_event(&event(&call, "media.quality", 2_000, json!({})))
+        .await
+        .expect("append");
+    let (d1, d2) = (e1.deliveries[0].clone(), e2.deliveries[0].clone());
+    let claim = |now: i64| {
+        let s = s.clone();
+        async move {
+            s.claim_due_deliveries(now, 1_000_000, 10, &PerWebhook::unbounded())
+                .await
+                .expect("claim")
+                .into_iter()
+                .map(|(d, _)| d.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(claim(5_000).await, [d1.clone(), d2.clone()]);
+    let failed = |next: i64, now: i64| AttemptResult::Failed {
+        status: Some(503),
+        error: "HTTP 503 Service Unavailable".into(),
+        next_attempt_at_us: Some(next),
+        webhook_backoff: Some(WebhookBackoff {
+            now_us: now,
+            base_us: 10_000,
+            max_us: 100_000,
+        }),
+    };
+    // d1 fails at 5 000 and may be retried from 6 000, but its webhook rests until 15 000.
+    s.finish_attempt(&d1, &failed(6_000, 5_000))
+        .await
+        .expect("failed");
+    assert!(claim(14_999).await.is_empty(), "resting");
+    assert_eq!(claim(15_000).await, std::slice::from_ref(&d1));
+    // Second failure in a row: 20 000 of rest.
+    s.finish_attempt(&d1, &failed(16_000, 15_000))
+        .await
+        .expect("failed");
+    assert!(claim(34_999).await.is_empty(), "resting twice as long");
+    // An event queued meanwhile waits for the end of the rest too, but not another
+    // webhook's delivery of the same event.
+    let e3 = s
+        .append_event(&event(&call, "call.completed", 20_000, json!({})))
+        .await
+        .expect("append");
+    let (mine, theirs) = match s
+        .list_deliveries(&a, &other.id, None, 0)
+        .await
+        .expect("list")
+        .as_slice()
+    {
+        [d] => (
+            e3.deliveries
+                .iter()
+                .find(|x| **x != d.id)
+                .expect("one per webhook")
+                .clone(),
+            d.id.clone(),
+        ),
+        other => panic!("one delivery of the other webhook: {other:?}"),
+    };
+    assert_eq!(claim(21_000).await, [theirs]);
+    let mut got = claim(35_000).await;
+    got.sort();
+    let mut want = vec![d1.clone(), mine];
+    want.sort();
+    assert_eq!(got, want, "both due when the rest ends");
+    // A success ends the rest: a retry due now goes at once.
+    s.finish_attempt(
+        &d2,
+        &AttemptResult::Delivered {
+            status: 200,
+            at_us: 36_000,
+        },
+    )
+    .await
+    .expect("delivered");
+    s.finish_attempt(
+        &d1,
+        &AttemptResult::Failed {
+            status: Some(503),
+            error: "HTTP 503 Service Unavailable".into(),
+            next_attempt_at_us: Some(36_500),
+            webhook_backoff: None,
+        },
+    )
+    .await
+    .expect("failed without rest");
+    assert_eq!(claim(36_500).await, std::slice::from_ref(&d1));
+    // A redelivery while resting is due when the rest ends (first failure in a row again:
+    // 10 000 of rest).
+    s.finish_attempt(&d1, &failed(38_000, 38_000))
+        .await
+        .expect("failed");
+    s.redeliver(&a, &d2, 39_000).await.expect("redeliver");
+    assert!(claim(47_999).await.is_empty(), "resting");
+    let mut got = claim(48_000).await;
+    got.sort();
+    let mut want = vec![d1, d2];
+    want.sort();
+    assert_eq!(got, want);
+    assert_ne!(w.id, other.id);
+}
+
 async fn suppression_and_nodes(s: Arc<dyn Store>) {
     let a = s.create_tenant("a", 1).await.expect("tenant").id;
     let b = s.create_tenant("b", 1).await.expect("tenant").id;
@@ -1250,6 +1370,11 @@ async fn outbox_claim_lease_retry_dead_redeliver() {
 #[tokio::test]
 async fn outbox_claims_at_most_two_per_webhook() {
     for_each_store!(claims_are_bounded_per_webhook);
+}
+
+#[tokio::test]
+async fn outbox_rests_a_failing_webhook_until_a_success() {
+    for_each_store!(a_failed_attempt_rests_its_webhook_until_a_success);
 }
 
 #[tokio::test]

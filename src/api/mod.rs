@@ -51,6 +51,8 @@ pub struct ApiConfig {
     pub rate_limit_burst: u32,
     /// This node's id: the calls it places carry it (their row ends if the node stops).
     pub node_id: String,
+    /// Where webhooks may point (checked when one is stored; the dispatcher checks again).
+    pub webhook_egress: Arc<crate::net::egress::EgressPolicy>,
 }
 
 impl ApiConfig {
@@ -62,6 +64,7 @@ impl ApiConfig {
             rate_limit_per_s: 50,
             rate_limit_burst: 100,
             node_id: crate::store::new_id("node"),
+            webhook_egress: Arc::default(),
         }
     }
 }

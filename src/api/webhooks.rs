@@ -15,6 +15,7 @@ use utoipa_axum::routes;
 use super::auth::{Caller, Permission};
 use super::error::{ApiError, ApiJson, ApiQuery, ApiResult, ErrorBody};
 use super::{AppState, rfc3339};
+use crate::net::egress::EgressPolicy;
 use crate::store::{Delivery, DeliveryStatus, Webhook, WebhookInput};
 
 /// Most event kinds one webhook may list.
@@ -99,8 +100,14 @@ pub struct WebhookRequest {
 }
 
 impl WebhookRequest {
-    fn into_input(self) -> Result<WebhookInput, ApiError> {
+    fn into_input(self, egress: &EgressPolicy) -> Result<WebhookInput, ApiError> {
         let invalid = |m: String| ApiError::unprocessable("invalid_field", m);
+        // Before parsing: the URL parser drops tabs and newlines silently.
+        if let Some(bad) = self.url.chars().find(|c| unprintable(*c)) {
+            return Err(invalid(format!(
+                "url: contains the control character {bad:?}"
+            )));
+        }
         let url = self.url.trim().to_owned();
         let parsed = reqwest::Url::parse(&url)
             .map_err(|e| invalid(format!("url: {url:?} is not a URL ({e})")))?;
@@ -112,6 +119,9 @@ impl WebhookRequest {
         if url.len() > 2000 {
             return Err(invalid("url: at most 2000 characters".to_owned()));
         }
+        egress
+            .check_url(&parsed)
+            .map_err(|why| invalid(format!("url: {why}")))?;
         if let Some(secret) = &self.secret {
             let printable = secret.chars().all(|c| c.is_ascii_graphic());
             if !(16..=256).contains(&secret.len()) || !printable {
@@ -142,6 +152,15 @@ impl WebhookRequest {
         if self.description.as_ref().is_some_and(|d| d.len() > 500) {
             return Err(invalid("description: at most 500 characters".to_owned()));
         }
+        if let Some(bad) = self
+            .description
+            .as_deref()
+            .and_then(|d| d.chars().find(|c| unprintable(*c)))
+        {
+            return Err(invalid(format!(
+                "description: contains the control character {bad:?}"
+            )));
+        }
         Ok(WebhookInput {
             url,
             secret: self.secret,
@@ -150,6 +169,12 @@ impl WebhookRequest {
             description: self.description,
         })
     }
+}
+
+/// A control character (CR, LF, NUL, DEL, C1...) or a bidirectional override/isolate: nothing
+/// a URL or a label needs, and what makes a stored value rewrite a log line or a header.
+fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A new signing secret: `whsec_` + 32 hex digits from the OS's random source.
@@ -244,7 +269,7 @@ async fn create_webhook(
     ApiJson(req): ApiJson<WebhookRequest>,
 ) -> ApiResult<(StatusCode, Json<WebhookView>)> {
     caller.require(Permission::WebhooksWrite)?;
-    let mut input = req.into_input()?;
+    let mut input = req.into_input(&s.config.webhook_egress)?;
     let secret = match input.secret.take() {
         Some(secret) => secret,
         None => generate_secret()
@@ -287,7 +312,7 @@ async fn replace_webhook(
     ApiJson(req): ApiJson<WebhookRequest>,
 ) -> ApiResult<Json<WebhookView>> {
     caller.require(Permission::WebhooksWrite)?;
-    let input = req.into_input()?;
+    let input = req.into_input(&s.config.webhook_egress)?;
     let webhook = s
         .store
         .update_webhook(&caller.tenant_id, &id, &input, crate::clock::unix_us())
@@ -381,6 +406,10 @@ async fn redeliver(
 mod tests {
     use super::*;
 
+    fn loopback() -> EgressPolicy {
+        EgressPolicy::new(vec!["127.0.0.0/8".parse().expect("cidr")])
+    }
+
     fn req(url: &str) -> WebhookRequest {
         WebhookRequest {
             url: url.to_owned(),
@@ -393,15 +422,22 @@ mod tests {
 
     #[test]
     fn only_http_and_https_urls_with_a_host_are_accepted() {
-        assert!(req("http://127.0.0.1:9/hook").into_input().is_ok());
-        assert!(req("https://example.com/x").into_input().is_ok());
+        assert!(
+            req("http://127.0.0.1:9/hook")
+                .into_input(&loopback())
+                .is_ok()
+        );
+        assert!(req("https://example.com/x").into_input(&loopback()).is_ok());
         for bad in [
             "ftp://example.com/",
             "file:///etc/passwd",
             "example.com",
             "http://",
+            "http://exa\r\nmple.com/",
+            "http://example.com/\n",
+            "http://example.com/\t",
         ] {
-            let e = req(bad).into_input().expect_err(bad);
+            let e = req(bad).into_input(&loopback()).expect_err(bad);
             assert_eq!(e.code, "invalid_field", "{bad}");
         }
     }
@@ -410,15 +446,15 @@ mod tests {
     fn event_kinds_and_secrets_are_validated() {
         let mut r = req("http://127.0.0.1/h");
         r.events = Some(vec!["call.*".into(), "sip.answered".into()]);
-        let input = r.into_input().expect("valid");
+        let input = r.into_input(&loopback()).expect("valid");
         assert_eq!(input.events, ["call.*", "sip.answered"]);
         assert!(input.active);
         let mut r = req("http://127.0.0.1/h");
         r.events = Some(vec!["Call.*x".into()]);
-        assert!(r.into_input().is_err());
+        assert!(r.into_input(&loopback()).is_err());
         let mut r = req("http://127.0.0.1/h");
         r.secret = Some("short".into());
-        assert!(r.into_input().is_err());
+        assert!(r.into_input(&loopback()).is_err());
     }
 
     #[test]

@@ -30,7 +30,17 @@
 //!
 //! A 2xx answer is delivered; anything else (another status, a connect error, a timeout) is
 //! retried after a random delay in `[0, min(retry_max, retry_base · 2^(n−1))]` after the n-th
-//! failed attempt ("full jitter"), and dead-lettered when attempt `max_attempts` fails.
+//! failed attempt ("full jitter"), and dead-lettered when attempt `max_attempts` fails. A failed
+//! attempt also rests its webhook: none of its deliveries is claimed for
+//! `min(retry_max, retry_base · 2^(k−1))` after its k-th failure in a row (a success ends the
+//! pause), so a receiver that is down gets one attempt per pause instead of its whole backlog,
+//! and costs the database nothing meanwhile ([`crate::store::WebhookBackoff`]).
+//!
+//! `last_error` says what happened in a few words (`HTTP 500 Internal Server Error`,
+//! `connect: Connection refused`, `refused: … loopback`), never what the receiver answered:
+//! its body is neither read nor logged. Targets are checked against the
+//! [`EgressPolicy`] at connect time, after DNS resolution ([`crate::net::egress`]). Routine
+//! failures log at DEBUG; a dead letter at WARN.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,13 +53,14 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::Bus;
 use super::metrics::DeliveryResult;
 use crate::clock;
-use crate::store::{AttemptResult, Delivery, PerWebhook, Webhook};
+use crate::net::egress::{self, EgressPolicy};
+use crate::store::{AttemptResult, Delivery, PerWebhook, Webhook, WebhookBackoff};
 
 /// The longest the dispatcher sleeps without looking for due rows.
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// How much of a non-2xx answer's body goes into the delivery's `last_error`.
-const ERROR_BODY_BYTES: usize = 256;
+/// The longest `last_error`, in characters.
+const ERROR_CHARS: usize = 200;
 
 /// Settings of the dispatcher.
 #[derive(Debug, Clone)]
@@ -71,6 +82,8 @@ pub struct OutboxConfig {
     /// connections and never answers holds at most this many of the `concurrency` slots, so
     /// the other webhooks' deliveries go out beside it.
     pub per_webhook: usize,
+    /// Where deliveries may connect (checked after DNS resolution).
+    pub egress: Arc<EgressPolicy>,
 }
 
 impl Default for OutboxConfig {
@@ -83,6 +96,7 @@ impl Default for OutboxConfig {
             lease: Duration::from_secs(60),
             concurrency: 8,
             per_webhook: 2,
+            egress: Arc::new(EgressPolicy::default()),
         }
     }
 }
@@ -127,15 +141,11 @@ fn jitter(ceiling: Duration) -> Duration {
 /// is aborted).
 pub fn spawn_dispatcher(bus: Bus, config: OutboxConfig) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let client = match reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            // A receiver's redirect is not followed: the signed body goes only where the
-            // webhook says, and a 3xx is a failed attempt the operator can see.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("callplane-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-        {
+        let client = match egress::webhook_client(
+            config.request_timeout,
+            config.egress.clone(),
+            concat!("callplane-webhooks/", env!("CARGO_PKG_VERSION")),
+        ) {
             Ok(c) => c,
             Err(error) => {
                 tracing::error!(%error, "webhook dispatcher: no HTTP client; webhooks stay queued");
@@ -271,42 +281,12 @@ async fn attempt(
     delivery: Delivery,
     webhook: Webhook,
 ) -> Option<i64> {
-    let timestamp = clock::unix_us() / 1_000_000;
-    let signature = sign(&webhook.secret, timestamp, &delivery.body);
-    let sent = client
-        .post(&webhook.url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header("Callplane-Event-Id", delivery.event_id.to_string())
-        .header("Callplane-Delivery-Id", &delivery.id)
-        .header("Callplane-Timestamp", timestamp.to_string())
-        .header("Callplane-Signature", signature)
-        .body(delivery.body.clone())
-        .send()
-        .await;
-    let answer = match sent {
-        Ok(response) if response.status().is_success() => Ok(i64::from(response.status().as_u16())),
-        Ok(mut response) => {
-            let status = response.status();
-            // A little of the answer helps the operator see why (bounded: a hostile receiver
-            // could stream without end).
-            let mut text = Vec::new();
-            while text.len() < ERROR_BODY_BYTES {
-                match response.chunk().await {
-                    Ok(Some(chunk)) => text.extend_from_slice(&chunk),
-                    _ => break,
-                }
-            }
-            text.truncate(ERROR_BODY_BYTES);
-            let text = String::from_utf8_lossy(&text);
-            let text = text.trim();
-            let error = if text.is_empty() {
-                format!("HTTP {status}")
-            } else {
-                format!("HTTP {status}: {text}")
-            };
-            Err((Some(i64::from(status.as_u16())), error))
-        }
-        Err(error) => Err((None, describe(&error))),
+    let answer = match post(&client, &config.egress, &delivery, &webhook).await {
+        // Only the status is kept: the receiver's body is not read (it could echo what an
+        // internal service said, and it is the receiver's to log, not ours).
+        Ok(status) if status.is_success() => Ok(i64::from(status.as_u16())),
+        Ok(status) => Err((Some(i64::from(status.as_u16())), format!("HTTP {status}"))),
+        Err(error) => Err((None, error)),
     };
     let attempt_no = u32::try_from(delivery.attempts.saturating_add(1)).unwrap_or(u32::MAX);
     let (result, outcome, retry_at) = match answer {
@@ -323,6 +303,7 @@ async fn attempt(
                 status,
                 error,
                 next_attempt_at_us: None,
+                webhook_backoff: Some(backoff(&config)),
             },
             DeliveryResult::Dead,
             None,
@@ -336,6 +317,7 @@ async fn attempt(
                     status,
                     error,
                     next_attempt_at_us: Some(at),
+                    webhook_backoff: Some(backoff(&config)),
                 },
                 DeliveryResult::Failed,
                 Some(at),
@@ -351,7 +333,7 @@ async fn attempt(
             error,
             next_attempt_at_us: Some(_),
             ..
-        } => tracing::info!(
+        } => tracing::debug!(
             delivery = %delivery.id, event = delivery.event_id, webhook = %webhook.id,
             attempt = attempt_no, %error, "webhook attempt failed; will retry"
         ),
@@ -381,8 +363,57 @@ async fn attempt(
     None
 }
 
-/// A short description of a transport failure (connect refused, timeout...).
+/// The pause of a webhook after a failed attempt: the retry ceilings of one delivery.
+fn backoff(config: &OutboxConfig) -> WebhookBackoff {
+    let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    WebhookBackoff {
+        now_us: clock::unix_us(),
+        base_us: us(config.retry_base),
+        max_us: us(config.retry_max),
+    }
+}
+
+/// One signed POST; the answer's status, or a short reason it got none.
+async fn post(
+    client: &reqwest::Client,
+    egress: &EgressPolicy,
+    delivery: &Delivery,
+    webhook: &Webhook,
+) -> Result<reqwest::StatusCode, String> {
+    let url = reqwest::Url::parse(&webhook.url).map_err(|e| format!("url: {e}"))?;
+    // An IP-literal URL never reaches the client's resolver: check it here. A name is checked
+    // by the resolver, after resolution, on every connection.
+    egress
+        .check_target(&url)
+        .map_err(|why| format!("refused: {why}, not a webhook target"))?;
+    let timestamp = clock::unix_us() / 1_000_000;
+    let signature = sign(&webhook.secret, timestamp, &delivery.body);
+    let response = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("Callplane-Event-Id", delivery.event_id.to_string())
+        .header("Callplane-Delivery-Id", &delivery.id)
+        .header("Callplane-Timestamp", timestamp.to_string())
+        .header("Callplane-Signature", signature)
+        .body(delivery.body.clone())
+        .send()
+        .await
+        .map_err(|e| describe(&e))?;
+    // Dropping the response unread closes the connection: nothing of the body is kept.
+    Ok(response.status())
+}
+
+/// A short description of a transport failure: its kind and its root cause (`connect:
+/// Connection refused (os error 111)`, `timeout: …`, or the egress guard's refusal), without
+/// the URL or anything the receiver sent.
 fn describe(error: &reqwest::Error) -> String {
+    let mut root: &dyn std::error::Error = error;
+    while let Some(next) = root.source() {
+        if let Some(refused) = next.downcast_ref::<egress::Refused>() {
+            return refused.to_string().chars().take(ERROR_CHARS).collect();
+        }
+        root = next;
+    }
     let kind = if error.is_timeout() {
         "timeout"
     } else if error.is_connect() {
@@ -392,14 +423,12 @@ fn describe(error: &reqwest::Error) -> String {
     } else {
         "request"
     };
-    let mut text = format!("{kind}: {error}");
-    let mut source = std::error::Error::source(error);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text.chars().take(300).collect()
+    let text = if std::ptr::addr_eq(root, error as &dyn std::error::Error) {
+        kind.to_owned()
+    } else {
+        format!("{kind}: {root}")
+    };
+    text.chars().take(ERROR_CHARS).collect()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //!   next transaction deadline), feed it to the endpoint, send what it asks to send, hand its
 //!   events to the application, sleep.
 //! - [`http`]: the API's TCP listener (axum serves the router the `api` module builds).
+//! - [`egress`]: where webhooks may connect (the SSRF guard) and the dispatcher's HTTP client.
 //! - [`rtp_ports`]: the pool of even/odd RTP/RTCP port pairs that calls bind their media
 //!   sockets from.
 //!
@@ -13,6 +14,7 @@
 //! `std::time::Instant` that the protocol crates take as an argument): the protocol crates never
 //! read it themselves.
 
+pub mod egress;
 pub mod http;
 pub mod rtp_ports;
 pub mod sip;

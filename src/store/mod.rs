@@ -724,7 +724,37 @@ pub enum AttemptResult {
         error: String,
         /// The next attempt, or `None` to dead-letter.
         next_attempt_at_us: Option<i64>,
+        /// How long the webhook rests: none of its deliveries is claimed before the end of
+        /// the pause (a receiver that is down is not sent its backlog meanwhile). `None`
+        /// leaves the webhook as it is.
+        webhook_backoff: Option<WebhookBackoff>,
     },
+}
+
+/// The pause of a webhook after a failed attempt: `base_us · 2^(n−1)` from `now_us` after its
+/// n-th failure in a row, at most `max_us`; a delivered attempt ends the pause and the count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebhookBackoff {
+    /// When the attempt failed.
+    pub now_us: i64,
+    /// The pause after the first failure.
+    pub base_us: i64,
+    /// The longest pause.
+    pub max_us: i64,
+}
+
+impl WebhookBackoff {
+    /// The end of the pause after the `failures`-th failure in a row (1-based).
+    pub fn pause_until(&self, failures: i64) -> i64 {
+        let exp = u32::try_from(failures.saturating_sub(1).clamp(0, 40)).unwrap_or(40);
+        let pause = self
+            .base_us
+            .max(0)
+            .checked_mul(1i64 << exp)
+            .unwrap_or(i64::MAX)
+            .min(self.max_us.max(0));
+        self.now_us.saturating_add(pause)
+    }
 }
 
 /// A callplane node sharing this database.

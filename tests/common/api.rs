@@ -16,6 +16,14 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
+/// The egress policy of the tests: the default one plus loopback (127.0.0.0/8), where their
+/// webhook receivers listen.
+pub(crate) fn loopback_egress() -> Arc<callplane::net::egress::EgressPolicy> {
+    Arc::new(callplane::net::egress::EgressPolicy::new(vec![
+        "127.0.0.0/8".parse().expect("a CIDR"),
+    ]))
+}
+
 /// One tenant's keys, one per role.
 #[derive(Debug, Clone)]
 pub(crate) struct TenantKeys {
@@ -156,6 +164,9 @@ impl TestApi {
             config.node_id.clone(),
         );
         config.rate_limit_per_s = 0;
+        // The receivers of these tests listen on loopback, which webhooks may not reach
+        // unless allowed (as `serve --webhook-allow-cidr 127.0.0.0/8` does).
+        config.webhook_egress = loopback_egress();
         tune(&mut config);
         let state = AppState::new(store, engine.handle.clone(), bus, metrics, config);
         TestApi {

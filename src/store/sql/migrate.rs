@@ -24,18 +24,32 @@ pub(super) struct Migration {
 }
 
 /// The SQLite migrations, in order.
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init",
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_outbox",
+        sql: include_str!("../../../migrations/sqlite/0002_outbox.sql"),
+    },
+];
 
 /// The PostgreSQL migrations, in order (the same versions as [`SQLITE`]).
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_init",
-    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_init",
+        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_outbox",
+        sql: include_str!("../../../migrations/postgres/0002_outbox.sql"),
+    },
+];
 
 /// The migrations of a backend.
 pub(super) fn migrations(backend: Backend) -> &'static [Migration] {

@@ -163,6 +163,16 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `CASE WHEN a > b THEN a ELSE b END`: the larger of two non-NULL SQL expressions (SQLite's
+/// `max(a, b)` is PostgreSQL's `GREATEST(a, b)`; a CASE is the same text on both).
+fn greater(a: &str, b: &str) -> String {
+    format!("CASE WHEN {a} > {b} THEN {a} ELSE {b} END")
+}
+
+/// Rounds of webhook probes in one claim: a webhook whose bound was stale (nothing due after
+/// all) gives no row, so a claim that came up short looks at the next few before it returns.
+const CLAIM_ROUNDS: usize = 3;
+
 pub(super) async fn claim_due_deliveries(
     s: &SqlStore,
     now_us: i64,
@@ -171,106 +181,153 @@ pub(super) async fn claim_due_deliveries(
     per_webhook: &PerWebhook,
 ) -> Result<Vec<(Delivery, Webhook)>> {
     let limit = clamp_limit(limit, CLAIM_MAX, CLAIM_MAX);
+    // The claim costs O(batch), whatever the backlog: it walks `webhook_claimable` to the few
+    // webhooks that have something due (a webhook that is resting after a failure is not
+    // among them), then `webhook_delivery_pending` to the oldest due rows of each, at most its
+    // per-webhook budget (`max` minus what this dispatcher has in flight), so one receiver's
+    // backlog neither slows the claim nor takes the slots of another tenant's webhooks.
+    let budget = |hook: &str| -> i64 {
+        let busy = per_webhook
+            .in_flight
+            .iter()
+            .filter(|(h, _)| h == hook)
+            .map(|(_, n)| *n)
+            .sum::<u32>();
+        i64::from(per_webhook.max.saturating_sub(busy))
+    };
+    let saturated: Vec<Arg> = per_webhook
+        .in_flight
+        .iter()
+        .filter(|(h, _)| budget(h) == 0)
+        .map(|(h, _)| Arg::Text(h.clone()))
+        .collect();
     // PostgreSQL: several dispatchers (nodes) may claim at once; FOR UPDATE SKIP LOCKED makes
-    // each take rows the others are not taking, instead of queueing on their locks and then
-    // claiming the same rows. SQLite: BEGIN IMMEDIATE made this transaction the only writer,
-    // so a plain SELECT is already exclusive (and SQLite has no FOR UPDATE). This is the one
-    // dialect difference of the claim.
+    // each take webhooks (and rows) the others are not taking, instead of queueing on their
+    // locks. The webhook lock also excludes the event append's queuing of a delivery of that
+    // webhook (migrations/postgres/0002_outbox.sql). SQLite: BEGIN IMMEDIATE made this
+    // transaction the only writer, so plain SELECTs are already exclusive.
     let lock = match s.backend {
         Backend::Postgres => " FOR UPDATE SKIP LOCKED",
         Backend::Sqlite => "",
     };
-    // Fairness: each webhook's due rows are ranked oldest first (ROW_NUMBER, a window function:
-    // SQLite >= 3.25 and PostgreSQL), and only the first `max - in flight` of each are
-    // eligible, so one receiver that hangs holds at most `max` of the dispatcher's slots and
-    // the other webhooks' rows are claimed beside it instead of queueing behind its backlog.
-    // The window sits in a sub-select: PostgreSQL refuses FOR UPDATE in a query level that has
-    // window functions, not in one whose WHERE uses such a sub-select. The outer WHERE repeats
-    // the due condition so that a row another node leased meanwhile (PostgreSQL re-checks a
-    // row's WHERE when it locks it) is not taken.
-    let mut args = vec![
-        Arg::Int(now_us),
-        Arg::Int(limit),
-        Arg::Int(i64::from(per_webhook.max)),
-    ];
-    let mut budget = "$3".to_owned();
-    let busy: Vec<&(String, u32)> = per_webhook
-        .in_flight
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .collect();
-    if !busy.is_empty() {
-        budget.push_str(" - CASE webhook_id");
-        for (hook, n) in busy {
-            args.push(Arg::Text(hook.clone()));
-            args.push(Arg::Int(i64::from(*n)));
-            budget.push_str(&format!(" WHEN ${} THEN ${}", args.len() - 1, args.len()));
+    let hooks_sql = |skip: usize, lock: &str| {
+        let mut sql = format!("SELECT {WEBHOOK_COLS} FROM webhook WHERE claimable_at_us <= $1");
+        if skip > 0 {
+            sql.push_str(&format!(" AND id NOT IN ({})", placeholders(3, skip)));
         }
-        budget.push_str(" ELSE 0 END");
-    }
-    let sql = format!(
-        "SELECT {DELIVERY_COLS} FROM webhook_delivery \
-         WHERE status = 'pending' AND next_attempt_at_us <= $1 AND id IN ( \
-           SELECT id FROM ( \
-             SELECT id, webhook_id, ROW_NUMBER() OVER ( \
-               PARTITION BY webhook_id ORDER BY next_attempt_at_us, created_at_us, id) AS rn \
-             FROM webhook_delivery WHERE status = 'pending' AND next_attempt_at_us <= $1 \
-           ) ranked WHERE rn <= {budget}) \
-         ORDER BY next_attempt_at_us, created_at_us, id LIMIT $2{lock}"
-    );
-    let mut tx = s.begin().await?;
-    let rows_due = bind_all(sqlx::query(&sql), &args)
-        .fetch_all(&mut *tx)
-        .await?;
-    if rows_due.is_empty() {
-        tx.rollback().await?;
+        sql.push_str(&format!(" ORDER BY claimable_at_us LIMIT $2{lock}"));
+        sql
+    };
+    let hooks_args = |skip: &[Arg], n: i64| {
+        let mut args = vec![Arg::Int(now_us), Arg::Int(n)];
+        args.extend(skip.iter().cloned());
+        args
+    };
+    // Nothing claimable (the common case when idle or when every receiver with a backlog is
+    // resting): one indexed read, and the writer is not taken at all.
+    let any = bind_all(
+        sqlx::query(&hooks_sql(saturated.len(), "")),
+        &hooks_args(&saturated, 1),
+    )
+    .fetch_optional(&s.pool)
+    .await?;
+    if any.is_none() {
         return Ok(Vec::new());
     }
-    let mut due = rows_due
+
+    let mut tx = s.begin().await?;
+    let mut skip = saturated;
+    let mut probed: Vec<Arg> = Vec::new();
+    let mut hooks: Vec<Webhook> = Vec::new();
+    let mut due: Vec<Delivery> = Vec::new();
+    for _ in 0..CLAIM_ROUNDS {
+        let room = limit - due.len() as i64;
+        if room <= 0 {
+            break;
+        }
+        let found = bind_all(
+            sqlx::query(&hooks_sql(skip.len(), lock)),
+            &hooks_args(&skip, room),
+        )
+        .fetch_all(&mut *tx)
+        .await?
         .iter()
-        .map(rows::delivery)
+        .map(rows::webhook)
         .collect::<Result<Vec<_>>>()?;
-    let ids: Vec<Arg> = due.iter().map(|d| Arg::Text(d.id.clone())).collect();
-    // The lease: not due again until lease_until_us, so a dispatcher that dies mid-send has its
-    // rows picked up again after the lease (at least once), and no one else sends them before.
-    let mut args = vec![Arg::Int(lease_until_us)];
-    args.extend(ids.iter().cloned());
-    bind_all(
-        sqlx::query(&format!(
-            "UPDATE webhook_delivery SET next_attempt_at_us = $1 WHERE id IN ({})",
-            placeholders(2, ids.len())
-        )),
-        &args,
-    )
-    .execute(&mut *tx)
-    .await?;
-    let mut hook_ids: Vec<Arg> = Vec::new();
-    for d in &due {
-        if !hook_ids
-            .iter()
-            .any(|h| matches!(h, Arg::Text(id) if *id == d.webhook_id))
-        {
-            hook_ids.push(Arg::Text(d.webhook_id.clone()));
+        let short = (found.len() as i64) < room;
+        for hook in found {
+            skip.push(Arg::Text(hook.id.clone()));
+            probed.push(Arg::Text(hook.id.clone()));
+            let take = budget(&hook.id).min(limit - due.len() as i64);
+            if take > 0 {
+                // Ordered by the indexed column alone: a tie-breaker would sort every due row
+                // of this webhook (its whole backlog) to return `take` of them.
+                let rows_due = sqlx::query(&format!(
+                    "SELECT {DELIVERY_COLS} FROM webhook_delivery \
+                     WHERE webhook_id = $1 AND status = 'pending' AND next_attempt_at_us <= $2 \
+                     ORDER BY next_attempt_at_us LIMIT $3{lock}"
+                ))
+                .bind(hook.id.as_str())
+                .bind(now_us)
+                .bind(take)
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in &rows_due {
+                    due.push(rows::delivery(row)?);
+                }
+            }
+            hooks.push(hook);
+        }
+        if short {
+            break;
         }
     }
-    let hooks = bind_all(
-        sqlx::query(&format!(
-            "SELECT {WEBHOOK_COLS} FROM webhook WHERE id IN ({})",
-            placeholders(1, hook_ids.len())
-        )),
-        &hook_ids,
-    )
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(rows::webhook)
-    .collect::<Result<Vec<_>>>()?;
+    if !due.is_empty() {
+        // The lease: not due again until lease_until_us, so a dispatcher that dies mid-send
+        // has its rows picked up again after the lease (at least once), and no one else sends
+        // them before.
+        let mut args = vec![Arg::Int(lease_until_us)];
+        args.extend(due.iter().map(|d| Arg::Text(d.id.clone())));
+        bind_all(
+            sqlx::query(&format!(
+                "UPDATE webhook_delivery SET next_attempt_at_us = $1 WHERE id IN ({})",
+                placeholders(2, due.len())
+            )),
+            &args,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !probed.is_empty() {
+        // The exact bound of every webhook looked at: its earliest pending row (leased ones
+        // included: they are due again when their lease ends), or the end of its pause, or
+        // NULL when nothing is pending. One indexed lookup each.
+        let earliest = "(SELECT d.next_attempt_at_us FROM webhook_delivery d \
+                        WHERE d.webhook_id = webhook.id AND d.status = 'pending' \
+                        ORDER BY d.next_attempt_at_us LIMIT 1)";
+        bind_all(
+            sqlx::query(&format!(
+                "UPDATE webhook SET claimable_at_us = {} WHERE id IN ({})",
+                greater("webhook.paused_until_us", earliest),
+                placeholders(1, probed.len())
+            )),
+            &probed,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
+    // Oldest due first across webhooks (the order the rows were due in).
+    due.sort_by(|a, b| {
+        (a.next_attempt_at_us, a.created_at_us, &a.id).cmp(&(
+            b.next_attempt_at_us,
+            b.created_at_us,
+            &b.id,
+        ))
+    });
     let mut out = Vec::with_capacity(due.len());
-    for mut d in due.drain(..) {
+    for mut d in due {
         d.next_attempt_at_us = lease_until_us;
-        // Deleting a webhook deletes its deliveries in the same transaction, so every claimed
-        // row has its webhook; a row without one would be skipped rather than sent anywhere.
         if let Some(h) = hooks.iter().find(|h| h.id == d.webhook_id) {
             out.push((d, h.clone()));
         }
@@ -279,10 +336,13 @@ pub(super) async fn claim_due_deliveries(
 }
 
 pub(super) async fn finish_attempt(s: &SqlStore, id: &str, result: &AttemptResult) -> Result<()> {
+    use sqlx::Row as _;
+    let mut tx = s.begin().await?;
     let q = match result {
         AttemptResult::Delivered { status, at_us } => sqlx::query(
             "UPDATE webhook_delivery SET status = 'delivered', attempts = attempts + 1, \
-             last_status = $2, last_error = NULL, delivered_at_us = $3 WHERE id = $1",
+             last_status = $2, last_error = NULL, delivered_at_us = $3 WHERE id = $1 \
+             RETURNING webhook_id",
         )
         .bind(id)
         .bind(*status)
@@ -291,9 +351,11 @@ pub(super) async fn finish_attempt(s: &SqlStore, id: &str, result: &AttemptResul
             status,
             error,
             next_attempt_at_us: Some(next),
+            ..
         } => sqlx::query(
             "UPDATE webhook_delivery SET status = 'pending', attempts = attempts + 1, \
-             last_status = $2, last_error = $3, next_attempt_at_us = $4 WHERE id = $1",
+             last_status = $2, last_error = $3, next_attempt_at_us = $4 WHERE id = $1 \
+             RETURNING webhook_id",
         )
         .bind(id)
         .bind(*status)
@@ -303,17 +365,80 @@ pub(super) async fn finish_attempt(s: &SqlStore, id: &str, result: &AttemptResul
             status,
             error,
             next_attempt_at_us: None,
+            ..
         } => sqlx::query(
             "UPDATE webhook_delivery SET status = 'dead', attempts = attempts + 1, \
-             last_status = $2, last_error = $3 WHERE id = $1",
+             last_status = $2, last_error = $3 WHERE id = $1 RETURNING webhook_id",
         )
         .bind(id)
         .bind(*status)
         .bind(error.as_str()),
     };
-    if q.execute(&s.pool).await?.rows_affected() == 0 {
+    let Some(row) = q.fetch_optional(&mut *tx).await? else {
+        tx.rollback().await?;
         return Err(StoreError::NotFound);
+    };
+    let hook: String = row.try_get("webhook_id")?;
+    match result {
+        AttemptResult::Delivered { at_us, .. } => {
+            // A success ends the webhook's pause and its run of failures; its bound may now
+            // be as early as now (a bound too early costs one probe).
+            sqlx::query(
+                "UPDATE webhook SET failures = 0, paused_until_us = 0, claimable_at_us = \
+                 CASE WHEN claimable_at_us > $2 THEN $2 ELSE claimable_at_us END \
+                 WHERE id = $1 AND (failures <> 0 OR paused_until_us <> 0)",
+            )
+            .bind(hook.as_str())
+            .bind(*at_us)
+            .execute(&mut *tx)
+            .await?;
+        }
+        AttemptResult::Failed {
+            next_attempt_at_us,
+            webhook_backoff,
+            ..
+        } => {
+            // Counts the failure (when it rests the webhook) and row-locks the webhook
+            // (PostgreSQL) for the rest of this transaction.
+            let Some(w) = sqlx::query(
+                "UPDATE webhook SET failures = failures + $2 WHERE id = $1 \
+                 RETURNING failures, paused_until_us",
+            )
+            .bind(hook.as_str())
+            .bind(i64::from(webhook_backoff.is_some()))
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                tx.rollback().await?;
+                return Err(StoreError::NotFound);
+            };
+            let failures: i64 = w.try_get("failures")?;
+            let paused: i64 = w.try_get("paused_until_us")?;
+            let pause = webhook_backoff.map_or(paused, |b| b.pause_until(failures).max(paused));
+            // The bound only goes down to what this row now needs (its retry, not before the
+            // pause) and up to the pause: the webhook cannot be claimed before either.
+            let q = match next_attempt_at_us {
+                Some(next) => sqlx::query(
+                    "UPDATE webhook SET paused_until_us = $2, claimable_at_us = CASE \
+                     WHEN claimable_at_us IS NULL OR claimable_at_us >= $3 THEN $4 \
+                     WHEN claimable_at_us > $2 THEN claimable_at_us ELSE $2 END WHERE id = $1",
+                )
+                .bind(hook.as_str())
+                .bind(pause)
+                .bind(*next)
+                .bind((*next).max(pause)),
+                None => sqlx::query(
+                    "UPDATE webhook SET paused_until_us = $2, claimable_at_us = CASE \
+                     WHEN claimable_at_us IS NULL THEN NULL \
+                     WHEN claimable_at_us > $2 THEN claimable_at_us ELSE $2 END WHERE id = $1",
+                )
+                .bind(hook.as_str())
+                .bind(pause),
+            };
+            q.execute(&mut *tx).await?;
+        }
     }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -323,17 +448,33 @@ pub(super) async fn redeliver(
     delivery_id: &str,
     now_us: i64,
 ) -> Result<Delivery> {
-    let row = sqlx::query(&format!(
+    let mut tx = s.begin().await?;
+    let Some(row) = sqlx::query(&format!(
         "UPDATE webhook_delivery SET status = 'pending', attempts = 0, next_attempt_at_us = $3, \
          delivered_at_us = NULL WHERE tenant_id = $1 AND id = $2 RETURNING {DELIVERY_COLS}"
     ))
     .bind(tenant)
     .bind(delivery_id)
     .bind(now_us)
-    .fetch_optional(&s.pool)
+    .fetch_optional(&mut *tx)
     .await?
-    .ok_or(StoreError::NotFound)?;
-    rows::delivery(&row)
+    else {
+        tx.rollback().await?;
+        return Err(StoreError::NotFound);
+    };
+    let delivery = rows::delivery(&row)?;
+    // Due now (or when the webhook's pause ends): lower the webhook's bound to that.
+    let due = greater("paused_until_us", "$2");
+    sqlx::query(&format!(
+        "UPDATE webhook SET claimable_at_us = CASE WHEN claimable_at_us IS NULL \
+         OR claimable_at_us > {due} THEN {due} ELSE claimable_at_us END WHERE id = $1"
+    ))
+    .bind(delivery.webhook_id.as_str())
+    .bind(now_us)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(delivery)
 }
 
 pub(super) async fn pending_deliveries(s: &SqlStore) -> Result<i64> {
