@@ -176,7 +176,9 @@ def run(args, webhook, work):
     data_dir = os.path.join(work, f"data-{'hook' if webhook else 'plain'}")
     serve = Serve(args.bin, data_dir, args.database_url,
                   max_calls=max(100, int(args.rate * (args.hold_ms / 1000 + 2) * 2)),
-                  extra_args=shlex.split(os.environ.get("CALLPLANE_BENCH_SERVE_ARGS", ""))
+                  # The failing receiver listens on loopback, which webhooks reach only when allowed.
+                  extra_args=["--webhook-allow-cidr", "127.0.0.0/8"]
+                  + shlex.split(os.environ.get("CALLPLANE_BENCH_SERVE_ARGS", ""))
                   + args.serve_arg,
                   log_path=os.path.join(work, f"serve-{'hook' if webhook else 'plain'}.log"))
     receiver = None

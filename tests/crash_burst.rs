@@ -29,8 +29,8 @@ const HOLD_MS: u32 = 2000;
 const KILL_AT_ACTIVE: f64 = 60.0;
 /// Upper bound for any one wait.
 const WAIT: Duration = Duration::from_secs(60);
-/// Extra `serve` flags. When webhooks to loopback need an allow flag (#9 point 4), it goes here.
-const SERVE_EXTRA: &[&str] = &[];
+/// Extra `serve` flags: the failing receiver is on loopback, which webhooks may reach only when allowed.
+const SERVE_EXTRA: &[&str] = &["--webhook-allow-cidr", "127.0.0.0/8"];
 
 /// Starts `serve` quietly: its stdout is drained by a task that forwards only `serve.*` lines
 /// (serve prints every call event, and an unread pipe would block it mid-burst), stderr goes to
