@@ -255,7 +255,7 @@ fn raw_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_fails_at_once_ends_the_call_as_network_error() {
-    let e = engine(|_| {}).await;
+    let e = engine(|c| c.max_calls = BURST).await;
     let mut rx = e.handle.subscribe();
     // Nothing must be sent to it; it only gives the 1 MB INVITE a reachable address.
     let silent = Peer::bind().await;
@@ -294,10 +294,48 @@ async fn a_send_that_fails_at_once_ends_the_call_as_network_error() {
             Err(e) => failures.push(format!("{what}: {e}")),
         }
     }
+    // The failure races the call's own progress: many at once must all end too.
+    let mut calls = std::collections::BTreeSet::new();
+    for _ in 0..BURST {
+        let call = e
+            .handle
+            .originate(originate_to(
+                "sip:x@127.0.0.1:0",
+                "127.0.0.1:0".parse().expect("addr"),
+            ))
+            .await
+            .expect("originate");
+        calls.insert(call);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ended = 0;
+    while !calls.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match timeout(left, rx.recv()).await {
+            Ok(Ok(ev)) if ev.is_final() && calls.remove(&ev.call_id) => {
+                ended += 1;
+                if ev.details["outcome"] != "network_error" {
+                    failures.push(format!("burst call {}: {}", ev.call_id, ev.details));
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("event stream: {e}"),
+            Err(_) => {
+                failures.push(format!(
+                    "burst: {ended} of {BURST} calls to port 0 ended; {} never did",
+                    calls.len()
+                ));
+                break;
+            }
+        }
+    }
     assert!(failures.is_empty(), "{failures:#?}");
     slots_freed(&e.handle).await;
     e.handle.shutdown().await.expect("shutdown");
 }
+
+/// How many calls the burst places at once.
+const BURST: usize = 200;
 
 // ---- point 2: hangup in any state ----------------------------------------------------------
 
