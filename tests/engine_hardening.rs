@@ -348,6 +348,8 @@ enum Reached {
     Ringing,
     /// 183 with SDP; CANCEL is ignored.
     EarlyMedia,
+    /// 180 Ringing; the CANCEL is answered 200 and the INVITE 487 (the normal case).
+    RingingThenCancelled,
     /// 200 with SDP, ACKed.
     Answered,
 }
@@ -363,6 +365,7 @@ async fn hangup_ends_an_outbound_call_in_every_state_even_when_the_peer_never_co
         Reached::Dialing,
         Reached::Ringing,
         Reached::EarlyMedia,
+        Reached::RingingThenCancelled,
         Reached::Answered,
     ] {
         let peer = Peer::bind().await;
@@ -375,7 +378,7 @@ async fn hangup_ends_an_outbound_call_in_every_state_even_when_the_peer_never_co
         let (invite, from) = peer.request("INVITE", Duration::from_secs(5)).await;
         let wait_for = match reached {
             Reached::Dialing => "sip.invite_sent",
-            Reached::Ringing => {
+            Reached::Ringing | Reached::RingingThenCancelled => {
                 peer.answer(&invite, from, 180, None).await;
                 "sip.ringing"
             }
@@ -394,6 +397,11 @@ async fn hangup_ends_an_outbound_call_in_every_state_even_when_the_peer_never_co
         .await;
         let hung_up = Instant::now();
         e.handle.hangup(call).await.expect("hangup");
+        if let Reached::RingingThenCancelled = reached {
+            let (cancel, from) = peer.request("CANCEL", Duration::from_secs(5)).await;
+            peer.answer(&cancel, from, 200, None).await;
+            peer.answer(&invite, from, 487, None).await;
+        }
         let end = match try_wait_event(&mut rx, call, HANGUP_BOUND, CallEvent::is_final).await {
             Ok(end) => end,
             Err(e) => {
@@ -408,6 +416,8 @@ async fn hangup_ends_an_outbound_call_in_every_state_even_when_the_peer_never_co
         );
         let expected = match reached {
             Reached::Answered => ("answered", "LocalBye", Value::Null),
+            // Ended by the protocol: no teardown, and at once.
+            Reached::RingingThenCancelled => ("cancelled", "Cancelled", Value::Null),
             _ => ("cancelled", "TornDown", json!("hangup")),
         };
         let got = (
@@ -418,6 +428,11 @@ async fn hangup_ends_an_outbound_call_in_every_state_even_when_the_peer_never_co
         if got != expected {
             failures.push(format!("{reached:?}: {}", end.details));
         }
+        if matches!(reached, Reached::Answered | Reached::RingingThenCancelled)
+            && hung_up.elapsed() > Duration::from_secs(2)
+        {
+            failures.push(format!("{reached:?}: took {:?}", hung_up.elapsed()));
+        }
         match reached {
             Reached::Answered => {
                 peer.request("BYE", Duration::from_secs(5)).await;
@@ -426,7 +441,7 @@ async fn hangup_ends_an_outbound_call_in_every_state_even_when_the_peer_never_co
             Reached::Ringing | Reached::EarlyMedia => {
                 peer.request("CANCEL", Duration::from_secs(5)).await;
             }
-            Reached::Dialing => {}
+            Reached::Dialing | Reached::RingingThenCancelled => {}
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");

@@ -238,8 +238,10 @@ struct Call {
     drain_at: Option<Instant>,
     /// When a hangup that has not ended the call by the protocol tears it down.
     teardown_at: Option<Instant>,
-    /// Why the call was torn down (`hangup`, `drain`), once it was.
+    /// Why a teardown is pending (`hangup`, `drain`).
     teardown: Option<&'static str>,
+    /// Why the call was torn down, once it was (it did not end by the protocol in time).
+    torn_down: Option<&'static str>,
     hangup_pending: bool,
     answered_at: Option<Instant>,
     /// Final status of our INVITE: code, reason phrase, Q.850 cause.
@@ -554,6 +556,7 @@ impl Call {
             drain_at: None,
             teardown_at: None,
             teardown: None,
+            torn_down: None,
             hangup_pending: false,
             answered_at: None,
             final_status: None,
@@ -948,9 +951,8 @@ impl Call {
                 } else {
                     EndReason::Cancelled
                 };
+                self.torn_down = self.teardown;
                 self.end = Some((reason, now));
-            } else {
-                self.teardown = None;
             }
         }
         if self
@@ -1396,7 +1398,7 @@ impl Call {
         self.flush_media().await;
         self.close_recording();
         let recording = self.recordings.last().cloned().unwrap_or(Value::Null);
-        let outcome = match self.teardown {
+        let outcome = match self.torn_down {
             // Torn down after a hangup the peer never completed.
             Some(_) if self.answered_at.is_some() => Outcome::Answered,
             Some(_) if self.outbound => Outcome::Cancelled,
@@ -1419,7 +1421,7 @@ impl Call {
             "sip_status": status,
             "reason": phrase,
             "q850_cause": q850,
-            "end_reason": match self.teardown {
+            "end_reason": match self.torn_down {
                 Some(_) => "TornDown".to_owned(),
                 None => format!("{reason:?}"),
             },
@@ -1448,7 +1450,7 @@ impl Call {
         if let Some(reason) = &self.hangup_reason {
             details["hangup_reason"] = json!(reason);
         }
-        if let Some(why) = self.teardown {
+        if let Some(why) = self.torn_down {
             details["teardown"] = json!(why);
         }
         if let Some(e) = &self.record_error {

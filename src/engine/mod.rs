@@ -29,8 +29,9 @@
 //! broadcast channel.
 //!
 //! # Backpressure
-//! The dispatcher never awaits a call: it `try_send`s into the call's channel and drops the
-//! input (logged) when that channel is full. SIP retransmissions recover a dropped request or
+//! The dispatcher never awaits a call: it `try_send`s into the call's channel and drops a SIP
+//! input (logged) when that channel is full (a hangup or drain input waits for room in a task
+//! of its own instead: those are never dropped). SIP retransmissions recover a dropped request or
 //! response, and a call that cannot keep up with 64 queued SIP inputs is stuck anyway. Calls
 //! await their sends to the dispatcher, which is safe because the dispatcher never blocks on
 //! them. Event subscribers that lag lose the oldest events (tokio broadcast semantics) and are
