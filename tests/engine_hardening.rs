@@ -493,6 +493,55 @@ async fn hangup_ends_an_inbound_call_whose_200_is_never_acked() {
     e.handle.shutdown().await.expect("shutdown");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_ends_even_a_call_whose_task_is_stuck_on_io() {
+    // The call's prompt is a FIFO nobody writes: loading it blocks the call task for ever, so
+    // the call never sees the drain. The dispatcher's last resort must end it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("stuck.wav");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo");
+    let e = engine(|_| {}).await;
+    let mut rx = e.handle.subscribe();
+    let rtp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let peer = Peer::bind().await;
+    let mut request = originate_to(&format!("sip:x@{}", peer.addr()), peer.addr());
+    request.play = Some(fifo.clone());
+    let call = e.handle.originate(request).await.expect("originate");
+    let (invite, from) = peer.request("INVITE", Duration::from_secs(5)).await;
+    let port = rtp.local_addr().expect("addr").port();
+    peer.answer(&invite, from, 200, Some(&sdp(port))).await;
+    wait_event(&mut rx, call, Duration::from_secs(5), |ev| {
+        ev.kind == "sip.answered"
+    })
+    .await;
+    let asked = Instant::now();
+    let drained = timeout(
+        Duration::from_secs(10),
+        e.handle.drain(Duration::from_millis(500)),
+    )
+    .await;
+    let took = asked.elapsed();
+    let end = try_wait_event(&mut rx, call, Duration::from_secs(1), CallEvent::is_final).await;
+    // Unblock the loader (a writer opens the FIFO, then closes it: the read sees EOF), or the
+    // runtime would wait for that blocking thread for ever.
+    let unblock = tokio::task::spawn_blocking(move || {
+        let _ = std::fs::OpenOptions::new().write(true).open(&fifo);
+    });
+    let _ = timeout(Duration::from_secs(5), unblock).await;
+    eprintln!("drain returned after {took:?}: {end:?}");
+    assert!(drained.is_ok(), "the drain did not return within 10 s");
+    assert!(took < Duration::from_secs(4), "the drain took {took:?}");
+    let end = end.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(end.kind, "call.failed", "{:?}", end.details);
+    assert_eq!(end.details["end_reason"], "Aborted", "{:?}", end.details);
+    assert_eq!(e.handle.active_calls(), 0);
+    e.handle.shutdown().await.expect("shutdown");
+}
+
 // ---- point 8: SIP answers -------------------------------------------------------------------
 
 /// Sends one INVITE, never ACKs, and counts the 503s that arrive within Timer G's span.
