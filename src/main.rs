@@ -148,7 +148,8 @@ enum Cmd {
         /// The most calls at once (more get 503).
         #[arg(long, default_value_t = 100)]
         max_calls: usize,
-        /// Seconds live calls get to end after SIGINT/SIGTERM before we hang them up.
+        /// Seconds live calls get to end after SIGINT/SIGTERM before we hang them up (a call the
+        /// hangup does not end within 1 s more is torn down; the drain ends at most 2 s later).
         #[arg(long, default_value_t = 10.0)]
         drain_timeout: f64,
     },

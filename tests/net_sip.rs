@@ -380,7 +380,8 @@ async fn request_to_a_closed_udp_port_ends_in_timeout_or_transport_error() {
     // Linux does not report ICMP port unreachable on an unconnected UDP socket, so this is
     // normally Timer F (64*T1 = 640 ms here); a transport error is as good.
     let ended = expect(&mut a.events, "the failure", |e| match e {
-        EndpointEvent::TransactionTimeout { key: k } | EndpointEvent::TransportError { key: k }
+        EndpointEvent::TransactionTimeout { key: k, .. }
+        | EndpointEvent::TransportError { key: k, .. }
             if k == key =>
         {
             Some(())
@@ -420,7 +421,7 @@ async fn tcp_request_to_a_closed_port_is_a_transport_error() {
     // The connect is refused: the transaction hears of it at once (RFC 3261 §8.1.3.1: treated
     // as a 503), long before Timer F.
     expect(&mut a.events, "the transport error", |e| match e {
-        EndpointEvent::TransportError { key: k } if k == key => Some(()),
+        EndpointEvent::TransportError { key: k, .. } if k == key => Some(()),
         _ => None,
     })
     .await;

@@ -233,8 +233,8 @@ async fn driver_options_is_answered_by_a_sipp_uas() {
                 {
                     return response;
                 }
-                EndpointEvent::TransactionTimeout { key: k }
-                | EndpointEvent::TransportError { key: k }
+                EndpointEvent::TransactionTimeout { key: k, .. }
+                | EndpointEvent::TransportError { key: k, .. }
                     if k == key =>
                 {
                     panic!("OPTIONS to sipp failed: {}", sipp_logs(dir.path()))

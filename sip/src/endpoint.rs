@@ -138,17 +138,25 @@ pub enum EndpointEvent {
     TransactionTimeout {
         /// The transaction.
         key: TransactionKey,
+        /// The Call-ID of the request that created it: the owner, so that a TU can route
+        /// the event without having learnt `key` first (it may come before the TU has).
+        call_id: String,
     },
     /// A transaction reported a transport failure; for a client transaction "the condition MUST
-    /// be treated as a 503 (Service Unavailable) status code" (§8.1.3.1).
+    /// be treated as a 503 (Service Unavailable) status code" (§8.1.3.1). A send that fails at
+    /// once reports this right after [`Endpoint::send_request`] returned the key.
     TransportError {
         /// The transaction.
         key: TransactionKey,
+        /// The Call-ID of the request that created it (see `TransactionTimeout`).
+        call_id: String,
     },
     /// A transaction ended and was removed.
     TransactionTerminated {
         /// The transaction.
         key: TransactionKey,
+        /// The Call-ID of the request that created it (see `TransactionTimeout`).
+        call_id: String,
         /// Why.
         reason: Terminated,
     },
@@ -269,6 +277,8 @@ impl ServerTxn {
 #[derive(Debug)]
 struct ClientEntry {
     txn: ClientTxn,
+    /// The Call-ID of the request: every event that names only this transaction names it too.
+    call_id: String,
     destination: SocketAddr,
     transport: Transport,
     /// The deadline last pushed on the timer heap (older heap entries are stale).
@@ -280,6 +290,8 @@ struct ClientEntry {
 #[derive(Debug)]
 struct ServerEntry {
     txn: ServerTxn,
+    /// The Call-ID of the request (see [`ClientEntry::call_id`]).
+    call_id: String,
     reply_to: SocketAddr,
     transport: Transport,
     deadline: Option<Instant>,
@@ -535,6 +547,12 @@ impl Endpoint {
         if self.clients.contains_key(&key) {
             return Err(EndpointError::DuplicateTransaction);
         }
+        // The owner of every event of this transaction (§8.1.1.4: every request has one).
+        let call_id = request
+            .headers
+            .call_id()
+            .map_err(KeyError::from)?
+            .to_owned();
         let txn = if request.method == Method::Invite {
             ClientTxn::Invite(ClientInvite::new(
                 now,
@@ -554,6 +572,7 @@ impl Endpoint {
             key.clone(),
             ClientEntry {
                 txn,
+                call_id,
                 destination,
                 transport,
                 deadline: None,
@@ -581,6 +600,42 @@ impl Endpoint {
         let result = entry.txn.send_response(now, response);
         self.pump_server(k);
         Ok(result?)
+    }
+
+    /// Answer the request of the server transaction `key` with a final `response` sent once,
+    /// statelessly, and forget the transaction: the response is not retransmitted (no Timer G)
+    /// and no ACK is awaited (the ACK for it is absorbed, as for the endpoint's own stateless
+    /// rejections, whose To tag it gets when it has none). A retransmitted request then makes a
+    /// new transaction and is answered again. This is how an overloaded element refuses work
+    /// (RFC 3261 §21.5.4 503, RFC 7339): keeping a transaction per refused request is the
+    /// state it has no room for.
+    pub fn send_response_stateless(
+        &mut self,
+        key: &TransactionKey,
+        mut response: Response,
+    ) -> Result<(), EndpointError> {
+        let TransactionKey::Server(k) = key else {
+            return Err(EndpointError::UnknownTransaction);
+        };
+        if !response.status.is_final() {
+            return Err(EndpointError::Transaction(TransactionError::InvalidState {
+                status: response.status.as_u16(),
+                state: "stateless (a final response is needed)",
+            }));
+        }
+        let entry = self
+            .servers
+            .remove(k)
+            .ok_or(EndpointError::UnknownTransaction)?;
+        // Its heap timers die with it: `deadline_matches` finds no transaction.
+        if let Some(mk) = entry.merge_key
+            && self.merge_index.get(&mk) == Some(k)
+        {
+            self.merge_index.remove(&mk);
+        }
+        response.add_to_tag(&self.stateless_tag);
+        self.send_stateless_response(entry.reply_to, entry.transport, response);
+        Ok(())
     }
 
     /// Send a message outside any transaction: the ACK for a 2xx (§13.2.2.4) or a 2xx
@@ -792,6 +847,7 @@ impl Endpoint {
             key.clone(),
             ServerEntry {
                 txn,
+                call_id: req.headers.call_id().map(str::to_owned).unwrap_or_default(),
                 reply_to,
                 transport,
                 deadline: None,
@@ -975,15 +1031,22 @@ impl Endpoint {
                     response,
                 }),
                 Output::Event(TransactionEvent::Timeout(_)) => {
-                    EndpointOutput::Event(EndpointEvent::TransactionTimeout { key: tkey() })
+                    EndpointOutput::Event(EndpointEvent::TransactionTimeout {
+                        key: tkey(),
+                        call_id: entry.call_id.clone(),
+                    })
                 }
                 Output::Event(TransactionEvent::TransportError) => {
-                    EndpointOutput::Event(EndpointEvent::TransportError { key: tkey() })
+                    EndpointOutput::Event(EndpointEvent::TransportError {
+                        key: tkey(),
+                        call_id: entry.call_id.clone(),
+                    })
                 }
                 Output::Event(TransactionEvent::Terminated(reason)) => {
                     ended = Some(reason);
                     EndpointOutput::Event(EndpointEvent::TransactionTerminated {
                         key: tkey(),
+                        call_id: entry.call_id.clone(),
                         reason,
                     })
                 }
@@ -1039,15 +1102,22 @@ impl Endpoint {
                     }
                 }
                 Output::Event(TransactionEvent::Timeout(_)) => {
-                    EndpointOutput::Event(EndpointEvent::TransactionTimeout { key: tkey() })
+                    EndpointOutput::Event(EndpointEvent::TransactionTimeout {
+                        key: tkey(),
+                        call_id: entry.call_id.clone(),
+                    })
                 }
                 Output::Event(TransactionEvent::TransportError) => {
-                    EndpointOutput::Event(EndpointEvent::TransportError { key: tkey() })
+                    EndpointOutput::Event(EndpointEvent::TransportError {
+                        key: tkey(),
+                        call_id: entry.call_id.clone(),
+                    })
                 }
                 Output::Event(TransactionEvent::Terminated(reason)) => {
                     ended = Some(reason);
                     EndpointOutput::Event(EndpointEvent::TransactionTerminated {
                         key: tkey(),
+                        call_id: entry.call_id.clone(),
                         reason,
                     })
                 }

@@ -164,6 +164,95 @@ fn retransmitted_invite_is_absorbed_and_the_last_provisional_resent() {
 }
 
 #[test]
+fn a_stateless_final_response_is_sent_once_and_forgets_the_transaction() {
+    let start = t0();
+    let mut ep = endpoint();
+    ep.handle_datagram(start, peer(), Transport::Udp, invite());
+    let (_, ev) = drain(&mut ep);
+    let key = new_request_key(&ev);
+    let EndpointEvent::NewRequest { request, .. } = &ev[0] else {
+        unreachable!("checked")
+    };
+    let busy = sip::message::response_to(request, StatusCode::SERVICE_UNAVAILABLE, None);
+    ep.send_response_stateless(&key, busy).expect("sent");
+    let (tx, ev) = drain(&mut ep);
+    assert_eq!(tx.len(), 1, "one 503");
+    assert!(ev.is_empty(), "{ev:?}");
+    assert_eq!(tx[0].destination, peer());
+    assert_eq!(tx[0].key, None, "no transaction sent it");
+    let sent = parse_response(&tx[0]);
+    assert_eq!(sent.status, StatusCode::SERVICE_UNAVAILABLE);
+    let tag = sent
+        .headers
+        .to()
+        .expect("To")
+        .tag()
+        .expect("a To tag")
+        .to_owned();
+    assert_eq!(ep.transaction_count(), (0, 0), "no transaction is kept");
+    assert_eq!(ep.stats().stateless_replies.get(&503), Some(&1));
+    // No Timer G: nothing is retransmitted, and nothing times out.
+    let (tx, ev) = run_timers(&mut ep, start + Duration::from_secs(60));
+    assert!(tx.is_empty() && ev.is_empty(), "{tx:?} {ev:?}");
+    // Its ACK is absorbed; a retransmitted INVITE is a new request, answered again.
+    let to = format!("{BOB};tag={tag}");
+    let ack = raw("ACK", "sip:bob@example.net", VIA, &to, "1 ACK", "");
+    ep.handle_datagram(start + Duration::from_secs(1), peer(), Transport::Udp, ack);
+    let (tx, ev) = drain(&mut ep);
+    assert!(tx.is_empty() && ev.is_empty(), "{tx:?} {ev:?}");
+    ep.handle_datagram(
+        start + Duration::from_secs(2),
+        peer(),
+        Transport::Udp,
+        invite(),
+    );
+    let (_, ev) = drain(&mut ep);
+    assert!(
+        matches!(ev[..], [EndpointEvent::NewRequest { .. }]),
+        "{ev:?}"
+    );
+    // A provisional cannot be sent this way, and a client key is no server transaction.
+    let key = new_request_key(&ev);
+    let ringing = sip::message::response_to(
+        match &ev[0] {
+            EndpointEvent::NewRequest { request, .. } => request,
+            _ => unreachable!("checked"),
+        },
+        StatusCode::RINGING,
+        None,
+    );
+    assert!(ep.send_response_stateless(&key, ringing).is_err());
+    assert_eq!(ep.transaction_count(), (0, 1));
+}
+
+#[test]
+fn a_transport_error_names_the_call_id_of_its_transaction() {
+    let start = t0();
+    let mut ep = endpoint();
+    let dest: SocketAddr = "203.0.113.7:5060".parse().expect("addr");
+    let key = ep
+        .send_request(start, our_invite(Some("z9hG4bKfail")), dest, Transport::Udp)
+        .expect("sent");
+    drain(&mut ep);
+    ep.handle_transport_error(start, &key);
+    let (_, ev) = drain(&mut ep);
+    assert_eq!(
+        ev,
+        vec![
+            EndpointEvent::TransportError {
+                key: key.clone(),
+                call_id: "out1@192.0.2.1".to_owned()
+            },
+            EndpointEvent::TransactionTerminated {
+                key,
+                call_id: "out1@192.0.2.1".to_owned(),
+                reason: Terminated::TransportError
+            },
+        ]
+    );
+}
+
+#[test]
 fn ack_for_a_non_2xx_is_matched_to_the_invite_transaction_and_stops_timer_g() {
     let start = t0();
     let mut ep = endpoint();
@@ -201,6 +290,7 @@ fn ack_for_a_non_2xx_is_matched_to_the_invite_transaction_and_stops_timer_g() {
             start + Duration::from_millis(5700),
             EndpointEvent::TransactionTerminated {
                 key,
+                call_id: "a84b4c76e66710@pc33.example.com".to_owned(),
                 reason: Terminated::Completed
             }
         )],
@@ -401,6 +491,7 @@ fn rfc2543_request_without_magic_cookie_is_matched_by_the_fallback_key() {
             now + Duration::from_millis(5600),
             EndpointEvent::TransactionTerminated {
                 key,
+                call_id: "a84b4c76e66710@pc33.example.com".to_owned(),
                 reason: Terminated::Completed
             }
         )]
@@ -764,12 +855,16 @@ fn client_invite_through_the_endpoint_retransmits_and_times_out() {
         vec![
             (
                 start + Duration::from_secs(32),
-                EndpointEvent::TransactionTimeout { key: key.clone() }
+                EndpointEvent::TransactionTimeout {
+                    key: key.clone(),
+                    call_id: "out1@192.0.2.1".to_owned()
+                }
             ),
             (
                 start + Duration::from_secs(32),
                 EndpointEvent::TransactionTerminated {
                     key,
+                    call_id: "out1@192.0.2.1".to_owned(),
                     reason: Terminated::Timeout
                 }
             ),

@@ -427,7 +427,7 @@ fn invite_client_transaction_is_destroyed_64t1_after_cancel() {
         let (_, ev) = drain(&mut ep);
         timed_out |= ev
             .iter()
-            .any(|e| matches!(e, EndpointEvent::TransactionTimeout { key: k } if *k == key));
+            .any(|e| matches!(e, EndpointEvent::TransactionTimeout { key: k, .. } if *k == key));
     }
     assert!(timed_out, "the TU hears of the timeout");
     assert_eq!(ep.transaction_count().0, 0, "{:?}", ep.transaction_count());

@@ -5,7 +5,9 @@
 //! - database: a round trip; down or slower than [`CHECK_TIMEOUT`] → critical (503);
 //! - sip: the SIP transport answers → ok, else critical (no calls can be made or taken);
 //! - disk: free space where recordings go; under 1 GiB degraded, under 100 MiB critical;
-//! - webhooks: the outbox backlog; over 1000 pending deliveries → degraded.
+//! - webhooks: the outbox backlog; over 1000 pending deliveries → degraded;
+//! - engine: draining (after SIGTERM: new calls are refused) → critical, so that a load
+//!   balancer stops sending calls to a node that is going away.
 //!
 //! Degraded answers 200 (keep routing traffic, alert someone); critical answers 503.
 
@@ -111,6 +113,17 @@ pub struct WebhooksCheck {
     pub backlog: Option<i64>,
 }
 
+/// The call engine check.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EngineCheck {
+    /// Its state: critical while draining.
+    pub status: Level,
+    /// Whether the node drains (refuses new calls before it stops).
+    pub draining: bool,
+    /// Calls live now.
+    pub active_calls: usize,
+}
+
 /// Each component.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Components {
@@ -122,6 +135,8 @@ pub struct Components {
     pub disk: DiskCheck,
     /// The webhook outbox.
     pub webhooks: WebhooksCheck,
+    /// The call engine.
+    pub engine: EngineCheck,
 }
 
 /// The readiness report.
@@ -160,7 +175,7 @@ async fn healthz() -> Json<Live> {
     Json(Live { status: "live" })
 }
 
-/// Readiness: database, SIP listener, free disk and webhook backlog.
+/// Readiness: database, SIP listener, free disk, webhook backlog and whether the node drains.
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, description = "healthy or degraded", body = Readiness),
         (status = 503, description = "critical", body = Readiness)))]
@@ -250,10 +265,26 @@ async fn readyz(State(s): State<AppState>) -> Response {
             error: Some(e.to_string()),
         },
     };
-    let status = [database.status, sip.status, disk.status, webhooks.status]
-        .into_iter()
-        .max()
-        .unwrap_or(Level::Healthy);
+    let draining = s.engine.is_draining();
+    let engine = EngineCheck {
+        status: if draining {
+            Level::Critical
+        } else {
+            Level::Healthy
+        },
+        draining,
+        active_calls: s.engine.active_calls(),
+    };
+    let status = [
+        database.status,
+        sip.status,
+        disk.status,
+        webhooks.status,
+        engine.status,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or(Level::Healthy);
     let code = if status == Level::Critical {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -266,6 +297,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
             sip,
             disk,
             webhooks,
+            engine,
         },
     };
     (code, Json(body)).into_response()

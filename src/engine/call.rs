@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use sip::endpoint::EndpointEvent;
 use sip::message::{Host, Message, Method, NameAddr, Request, Response, SipUri, StatusCode, Uri};
 use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc};
+use tracing::Instrument;
 
 use super::events::{CallEvent, CallId, Outcome};
 use super::{Command, InboundConfig, OriginateRequest, PromptScope, random_u64};
@@ -30,6 +32,14 @@ use crate::files::{Prompt, PromptCache, RecordingWriter};
 use crate::net::rtp_ports::{RtpPortPool, RtpSocketPair};
 use crate::net::sip::SipHandle;
 use crate::script::{Action, RecordMode, Script, ScriptInput, ScriptRunner};
+
+/// How long after a hangup a call that has not ended by the protocol (no 487 to our CANCEL,
+/// no provisional response to send the CANCEL after, no ACK for our 2xx before a BYE may go)
+/// is torn down: it ends in our books and its slot is freed. (Eight T1: a CANCEL or a 2xx has
+/// been sent four times by then.)
+pub(crate) const HANGUP_TEARDOWN: Duration = Duration::from_secs(4);
+/// The same at a drain's end: the drain must return soon after its grace.
+pub(crate) const DRAIN_TEARDOWN: Duration = Duration::from_secs(1);
 
 /// What every call shares.
 #[derive(Debug)]
@@ -91,10 +101,18 @@ struct Timeline {
     events: broadcast::Sender<CallEvent>,
     sink: Option<mpsc::UnboundedSender<CallEvent>>,
     tag: Option<Arc<str>>,
+    /// Set by whoever emits the call's final event: the call, or the dispatcher aborting it
+    /// ([`Abort`]); there is exactly one.
+    final_sent: Arc<AtomicBool>,
 }
 
 impl Timeline {
     fn emit(&self, kind: &'static str, details: Value) {
+        if (kind == "call.completed" || kind == "call.failed")
+            && self.final_sent.swap(true, Ordering::SeqCst)
+        {
+            return;
+        }
         let offset = clock::now().saturating_duration_since(self.started);
         let ev = CallEvent {
             call_id: self.id,
@@ -114,25 +132,86 @@ impl Timeline {
     }
 }
 
-/// The call task.
-pub(crate) async fn run(
+/// What the dispatcher keeps to end a call whose task does not end by itself (a drain's last
+/// resort): the task to abort and what its final event needs.
+#[derive(Debug)]
+pub(crate) struct Abort {
+    task: tokio::task::AbortHandle,
+    id: CallId,
+    tag: Option<Arc<str>>,
+    started: Instant,
+    final_sent: Arc<AtomicBool>,
+}
+
+impl Abort {
+    /// Abort the task (its RTP ports and files are released as it is dropped) and record the
+    /// end, unless the call already had.
+    pub(crate) fn abort(self, shared: &Shared) {
+        self.task.abort();
+        let timeline = Timeline {
+            id: self.id,
+            started: self.started,
+            events: shared.events.clone(),
+            sink: shared.event_sink.clone(),
+            tag: self.tag,
+            final_sent: self.final_sent,
+        };
+        timeline.emit(
+            "call.failed",
+            json!({
+                "outcome": Outcome::Failed,
+                "reason": "the call did not end within the drain",
+                "end_reason": "Aborted",
+                "teardown": "drain",
+            }),
+        );
+    }
+}
+
+/// Spawn the call task.
+pub(crate) fn spawn(
     shared: Arc<Shared>,
     id: CallId,
     call_ident: String,
     setup: CallSetup,
     rx: mpsc::Receiver<CallInput>,
-) {
+) -> Abort {
     let tag = match &setup {
         CallSetup::Outbound(req) => req.tag.clone(),
         CallSetup::Inbound(_) => None,
     };
+    let final_sent = Arc::new(AtomicBool::new(false));
+    let started = clock::now();
     let timeline = Timeline {
         id,
-        started: clock::now(),
+        started,
         events: shared.events.clone(),
         sink: shared.event_sink.clone(),
-        tag,
+        tag: tag.clone(),
+        final_sent: final_sent.clone(),
     };
+    let task = tokio::spawn(
+        run(shared, timeline, call_ident, setup, rx)
+            .instrument(tracing::info_span!("call", call = %id)),
+    );
+    Abort {
+        task: task.abort_handle(),
+        id,
+        tag,
+        started,
+        final_sent,
+    }
+}
+
+/// The call task.
+async fn run(
+    shared: Arc<Shared>,
+    timeline: Timeline,
+    call_ident: String,
+    setup: CallSetup,
+    rx: mpsc::Receiver<CallInput>,
+) {
+    let id = timeline.id;
     match Call::start(shared.clone(), timeline, &call_ident, setup).await {
         Some(mut call) => call.run(rx).await,
         None => tracing::warn!(call = %id, "call could not start"),
@@ -159,6 +238,12 @@ struct Call {
     hangup_after: Option<Duration>,
     hangup_at: Option<Instant>,
     drain_at: Option<Instant>,
+    /// When a hangup that has not ended the call by the protocol tears it down.
+    teardown_at: Option<Instant>,
+    /// Why a teardown is pending (`hangup`, `drain`).
+    teardown: Option<&'static str>,
+    /// Why the call was torn down, once it was (it did not end by the protocol in time).
+    torn_down: Option<&'static str>,
     hangup_pending: bool,
     answered_at: Option<Instant>,
     /// Final status of our INVITE: code, reason phrase, Q.850 cause.
@@ -492,6 +577,9 @@ impl Call {
             hangup_after,
             hangup_at: None,
             drain_at: None,
+            teardown_at: None,
+            teardown: None,
+            torn_down: None,
             hangup_pending: false,
             answered_at: None,
             final_status: None,
@@ -823,6 +911,7 @@ impl Call {
                 self.dtmf_at,
                 self.drain_at,
                 self.max_at,
+                self.teardown_at,
                 self.runner.as_ref().and_then(ScriptRunner::poll_timeout),
             ]
             .into_iter()
@@ -901,6 +990,24 @@ impl Call {
         if self.drain_at.is_some_and(|t| t <= now) {
             self.drain_at = None;
             self.hang_up(now);
+            self.tear_down_by(now + DRAIN_TEARDOWN, "drain");
+        }
+        if self.teardown_at.is_some_and(|t| t <= now) {
+            self.teardown_at = None;
+            if self.end.is_none() && !self.session.is_terminated() {
+                tracing::warn!(
+                    why = ?self.teardown,
+                    sip_call_id = %self.call_ident,
+                    "the call did not end after its hangup: torn down"
+                );
+                let reason = if self.answered_at.is_some() {
+                    EndReason::LocalBye
+                } else {
+                    EndReason::Cancelled
+                };
+                self.torn_down = self.teardown;
+                self.end = Some((reason, now));
+            }
         }
         if self.max_at.is_some_and(|t| t <= now) {
             self.max_at = None;
@@ -938,8 +1045,25 @@ impl Call {
         }
     }
 
-    /// End the call from our side, whatever its state.
+    /// Tear the call down at `at` (or earlier, when already due) unless it ends before.
+    fn tear_down_by(&mut self, at: Instant, why: &'static str) {
+        if self.session.is_terminated() || self.end.is_some() {
+            return;
+        }
+        if self.teardown_at.is_none_or(|t| at < t) {
+            self.teardown_at = Some(at);
+            self.teardown = Some(why);
+        }
+    }
+
+    /// End the call from our side, whatever its state: by the protocol, and by tearing it
+    /// down [`HANGUP_TEARDOWN`] later when the protocol has not ended it by then.
     fn hang_up(&mut self, now: Instant) {
+        self.protocol_hang_up(now);
+        self.tear_down_by(now + HANGUP_TEARDOWN, "hangup");
+    }
+
+    fn protocol_hang_up(&mut self, now: Instant) {
         if self.session.is_terminated() {
             return;
         }
@@ -983,8 +1107,14 @@ impl Call {
                 self.session.handle_request(now, request, key);
             }
             EndpointEvent::CancelReceived { .. } => self.session.handle_cancel(now),
-            EndpointEvent::TransactionTimeout { key } | EndpointEvent::TransportError { key } => {
-                if matches!(key, TransactionKey::Client(_)) && key.method() == &Method::Invite {
+            EndpointEvent::TransactionTimeout { key, .. }
+            | EndpointEvent::TransportError { key, .. } => {
+                // Only our requests' transactions concern the session (a server transaction
+                // that timed out has nothing more to tell it).
+                if !matches!(key, TransactionKey::Client(_)) {
+                    return;
+                }
+                if key.method() == &Method::Invite {
                     self.local_failure = true;
                 }
                 self.session.handle_transaction_timeout(now, key.method());
@@ -1058,7 +1188,6 @@ impl Call {
                         if method == Method::Bye {
                             self.timeline.emit("sip.bye_sent", json!({}));
                         }
-                        self.register(key).await;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, %method, "request not sent");
@@ -1088,10 +1217,9 @@ impl Call {
             Output::CancelInvite => {
                 if let Some(key) = self.invite_key.clone() {
                     match sip.cancel(key).await {
-                        Ok(cancel_key) => {
+                        Ok(_) => {
                             self.cancel_sent = true;
                             self.timeline.emit("sip.cancel_sent", json!({}));
-                            self.register(cancel_key).await;
                         }
                         Err(e) => tracing::warn!(error = %e, "CANCEL not sent"),
                     }
@@ -1099,17 +1227,6 @@ impl Call {
             }
             Output::Event(event) => self.dialog_event(event),
         }
-    }
-
-    async fn register(&self, key: TransactionKey) {
-        let _ = self
-            .shared
-            .engine
-            .send(Command::RegisterKey {
-                key,
-                call_ident: self.call_ident.clone(),
-            })
-            .await;
     }
 
     fn dialog_event(&mut self, event: DialogEvent) {
@@ -1375,7 +1492,13 @@ impl Call {
         self.flush_media().await;
         self.close_recording();
         let recording = self.recordings.last().cloned().unwrap_or(Value::Null);
-        let outcome = self.outcome(reason);
+        let outcome = match self.torn_down {
+            // Torn down after a hangup the peer never completed.
+            Some(_) if self.answered_at.is_some() => Outcome::Answered,
+            Some(_) if self.outbound => Outcome::Cancelled,
+            Some(_) => Outcome::Failed,
+            None => self.outcome(reason),
+        };
         let (status, phrase, q850) = match (&self.final_status, self.answered_at) {
             (Some((s, r, q)), _) => (Some(*s), Some(r.clone()), *q),
             (None, Some(_)) => (Some(200), Some("OK".to_owned()), None),
@@ -1387,9 +1510,12 @@ impl Call {
         let duration_ms = self
             .answered_at
             .map(|a| ended_at.saturating_duration_since(a).as_millis() as u64);
-        let end_reason = match &self.end_cause {
-            Some((cause, _)) => (*cause).to_owned(),
-            None => format!("{reason:?}"),
+        // Why we ended it ourselves first; then a teardown (the peer never completed our
+        // hangup); else the SIP reason.
+        let end_reason = match (&self.end_cause, self.torn_down) {
+            (Some((cause, _)), _) => (*cause).to_owned(),
+            (None, Some(_)) => "TornDown".to_owned(),
+            (None, None) => format!("{reason:?}"),
         };
         let mut details = json!({
             "outcome": outcome,
@@ -1431,6 +1557,9 @@ impl Call {
         }
         if let Some(reason) = &self.hangup_reason {
             details["hangup_reason"] = json!(reason);
+        }
+        if let Some(why) = self.torn_down {
+            details["teardown"] = json!(why);
         }
         if let Some(e) = &self.record_error {
             details["recording_error"] = json!(e);

@@ -3,15 +3,25 @@
 //! # Shape
 //! [`Engine::start`] binds the SIP transport ([`crate::net::sip::SipTransport`]) and spawns the
 //! dispatcher task. The dispatcher owns the transport's event receiver and a routing table:
-//! - the SIP Call-ID of every live call → that call's bounded input channel. Responses,
-//!   in-dialog requests and CANCELs all carry the Call-ID, and a route is in the table before
-//!   the call's first message leaves, so nothing can arrive for a call the dispatcher does not
-//!   know yet;
-//! - the client transaction keys a call registered → its Call-ID, for the events that carry
-//!   only a key (transaction timeout, transport error).
+//! - the SIP Call-ID of every live call → that call's bounded input channel. Every SIP event
+//!   names its call: responses, in-dialog requests and CANCELs carry the Call-ID in the
+//!   message, and the events that name only a client transaction (timeout, transport error)
+//!   carry the Call-ID of the request that created it. A route is in the table before the
+//!   call's first message leaves, so nothing can arrive for a call the dispatcher does not know
+//!   yet, however soon after the send it comes (a send that fails at once reports its error
+//!   before the call has even seen the transaction's key).
 //!
 //! A new INVITE creates an inbound call when the engine is under its capacity and not
-//! draining; otherwise it is answered 503 with Retry-After (RFC 3261 §21.5.4).
+//! draining; otherwise it is answered 503 with Retry-After (RFC 3261 §21.5.4), once and
+//! statelessly (no transaction is kept for a refused call, nothing is retransmitted).
+//!
+//! # Ending
+//! A call always ends: a hangup in any state makes the call send what the protocol asks (BYE,
+//! CANCEL, 480) and, when that does not end it within [`call::HANGUP_TEARDOWN`] (no 487 to a
+//! CANCEL, no provisional response to send a CANCEL after, no ACK before a BYE may go), tears
+//! it down and records so (`end_reason: "TornDown"`). A drain hangs the calls left at its
+//! grace up the same way with a shorter bound, and the dispatcher itself aborts and records
+//! any call still live [`DRAIN_ABORT_AFTER`] after the grace, so a drain always returns.
 //!
 //! Each call (the private `call` module) is a tokio task that owns its `InviteSession`, `MediaSession`, RTP
 //! socket pair and recording writer. The rest of the application talks to the engine only
@@ -19,8 +29,9 @@
 //! broadcast channel.
 //!
 //! # Backpressure
-//! The dispatcher never awaits a call: it `try_send`s into the call's channel and drops the
-//! input (logged) when that channel is full. SIP retransmissions recover a dropped request or
+//! The dispatcher never awaits a call: it `try_send`s into the call's channel and drops a SIP
+//! input (logged) when that channel is full (a hangup or drain input waits for room in a task
+//! of its own instead: those are never dropped). SIP retransmissions recover a dropped request or
 //! response, and a call that cannot keep up with 64 queued SIP inputs is stuck anyway. Calls
 //! await their sends to the dispatcher, which is safe because the dispatcher never blocks on
 //! them. Event subscribers that lag lose the oldest events (tokio broadcast semantics) and are
@@ -49,7 +60,6 @@ use sip::message::{HeaderName, Method, Request, StatusCode, Uri, response_to};
 use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tracing::Instrument;
 
 use crate::files::PromptCache;
 use crate::net::rtp_ports::{PortPoolError, RtpPortPool};
@@ -66,6 +76,10 @@ const CALL_QUEUE: usize = 64;
 const COMMAND_QUEUE: usize = 256;
 /// Capacity of the event broadcast (per subscriber backlog).
 const EVENT_QUEUE: usize = 4096;
+/// How long after a drain's grace the dispatcher aborts a call that is still live (the call
+/// itself tears down [`call::DRAIN_TEARDOWN`] after the grace; this is the bound when it
+/// cannot, e.g. a task stuck on I/O).
+pub const DRAIN_ABORT_AFTER: Duration = Duration::from_secs(2);
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -235,11 +249,6 @@ enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
-    /// From a call: route events of this client transaction to me.
-    RegisterKey {
-        key: TransactionKey,
-        call_ident: String,
-    },
     /// From a call: I have ended.
     Ended {
         call_ident: String,
@@ -255,6 +264,7 @@ pub struct EngineHandle {
     sip_local_tcp: Option<SocketAddr>,
     prompts: Arc<std::sync::Mutex<PromptCache>>,
     active: Arc<std::sync::atomic::AtomicUsize>,
+    draining: Arc<std::sync::atomic::AtomicBool>,
     sip: SipHandle,
     advertise_ip: IpAddr,
 }
@@ -322,6 +332,11 @@ impl EngineHandle {
         self.active.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether the engine drains (takes no new calls): from [`EngineHandle::drain`] on.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Where SIP listens (UDP).
     pub fn sip_local_addr(&self) -> SocketAddr {
         self.sip_local
@@ -333,7 +348,8 @@ impl EngineHandle {
     }
 
     /// Stop taking calls (new INVITEs get 503 with Retry-After), give live calls `grace` to
-    /// end, then hang them up. Returns when no call is left.
+    /// end, then hang them up. Returns when no call is left: at most [`DRAIN_ABORT_AFTER`]
+    /// after `grace`, as calls that do not end are torn down.
     pub async fn drain(&self, grace: Duration) -> Result<(), EngineError> {
         self.command(|reply| Command::Drain { grace, reply }).await
     }
@@ -383,6 +399,7 @@ impl Engine {
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let prompts = Arc::new(std::sync::Mutex::new(PromptCache::default()));
         let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let shared = Arc::new(call::Shared {
             sip: sip_handle.clone(),
             pool,
@@ -402,9 +419,10 @@ impl Engine {
             config,
             calls: HashMap::new(),
             by_id: HashMap::new(),
-            keys: HashMap::new(),
             next_id: 1,
             draining: None,
+            drain_abort_at: None,
+            draining_flag: draining.clone(),
             active: active.clone(),
         };
         let task = tokio::spawn(dispatcher.run());
@@ -416,6 +434,7 @@ impl Engine {
                 sip_local_tcp,
                 prompts,
                 active: active.clone(),
+                draining,
                 sip: sip_for_handle,
                 advertise_ip,
             },
@@ -436,6 +455,9 @@ impl Engine {
 struct Route {
     id: CallId,
     tx: mpsc::Sender<CallInput>,
+    /// What the dispatcher needs to end the call itself when its task does not
+    /// ([`DRAIN_ABORT_AFTER`]).
+    abort: Option<call::Abort>,
 }
 
 struct Dispatcher {
@@ -447,11 +469,13 @@ struct Dispatcher {
     /// SIP Call-ID → call.
     calls: HashMap<String, Route>,
     by_id: HashMap<CallId, String>,
-    /// Client transaction → SIP Call-ID.
-    keys: HashMap<TransactionKey, String>,
     next_id: u64,
     /// Set once draining: who waits for the last call to end.
     draining: Option<Vec<oneshot::Sender<()>>>,
+    /// When the calls still live after a drain's grace are aborted.
+    drain_abort_at: Option<tokio::time::Instant>,
+    /// `draining.is_some()`, published for [`EngineHandle::is_draining`].
+    draining_flag: Arc<std::sync::atomic::AtomicBool>,
     /// `calls.len()`, published for [`EngineHandle::active_calls`].
     active: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -459,9 +483,15 @@ struct Dispatcher {
 impl Dispatcher {
     async fn run(mut self) {
         loop {
+            let abort_at = self.drain_abort_at;
+            let abort = async {
+                match abort_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                // Commands first: a call's RegisterKey must be seen before the events of
-                // that transaction, which can only come later over the network.
+                // Commands first: they end calls and free slots.
                 biased;
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
@@ -480,8 +510,23 @@ impl Dispatcher {
                         return;
                     }
                 },
+                () = abort => self.abort_calls(),
             }
         }
+    }
+
+    /// The drain's last resort: end every call still live, whatever its task is doing.
+    fn abort_calls(&mut self) {
+        self.drain_abort_at = None;
+        for (ident, route) in std::mem::take(&mut self.calls) {
+            self.by_id.remove(&route.id);
+            tracing::warn!(call = %route.id, sip_call_id = %ident, "call still live after the drain: aborted");
+            if let Some(abort) = route.abort {
+                abort.abort(&self.shared);
+            }
+        }
+        self.active.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.check_drained();
     }
 
     fn handle_command(&mut self, cmd: Command) {
@@ -491,21 +536,21 @@ impl Dispatcher {
             }
             Command::Hangup(id) => {
                 if let Some(route) = self.by_id.get(&id).and_then(|i| self.calls.get(i)) {
-                    deliver(route, CallInput::Hangup);
+                    deliver_control(route, CallInput::Hangup);
                 }
             }
             Command::Drain { grace, reply } => {
                 let waiters = self.draining.get_or_insert_with(Vec::new);
                 waiters.push(reply);
+                self.draining_flag
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                let abort_at = tokio::time::Instant::now() + grace + DRAIN_ABORT_AFTER;
+                self.drain_abort_at =
+                    Some(self.drain_abort_at.map_or(abort_at, |a| a.min(abort_at)));
                 for route in self.calls.values() {
-                    deliver(route, CallInput::Drain { grace });
+                    deliver_control(route, CallInput::Drain { grace });
                 }
                 self.check_drained();
-            }
-            Command::RegisterKey { key, call_ident } => {
-                if self.calls.contains_key(&call_ident) {
-                    self.keys.insert(key, call_ident);
-                }
             }
             Command::Ended { call_ident } => {
                 if let Some(route) = self.calls.remove(&call_ident) {
@@ -513,7 +558,6 @@ impl Dispatcher {
                 }
                 self.active
                     .store(self.calls.len(), std::sync::atomic::Ordering::Relaxed);
-                self.keys.retain(|_, v| *v != call_ident);
                 self.check_drained();
             }
             Command::Shutdown { .. } => {}
@@ -524,6 +568,7 @@ impl Dispatcher {
         if self.calls.is_empty()
             && let Some(waiters) = self.draining.as_mut()
         {
+            self.drain_abort_at = None;
             for w in waiters.drain(..) {
                 let _ = w.send(());
             }
@@ -535,10 +580,23 @@ impl Dispatcher {
         self.next_id += 1;
         let (tx, rx) = mpsc::channel(CALL_QUEUE);
         self.by_id.insert(id, call_ident.clone());
-        self.calls.insert(call_ident, Route { id, tx });
+        self.calls.insert(
+            call_ident,
+            Route {
+                id,
+                tx,
+                abort: None,
+            },
+        );
         self.active
             .store(self.calls.len(), std::sync::atomic::Ordering::Relaxed);
         (id, rx)
+    }
+
+    fn set_abort(&mut self, call_ident: &str, abort: call::Abort) {
+        if let Some(route) = self.calls.get_mut(call_ident) {
+            route.abort = Some(abort);
+        }
     }
 
     fn originate(&mut self, request: OriginateRequest) -> Result<CallId, EngineError> {
@@ -550,16 +608,14 @@ impl Dispatcher {
         }
         let call_ident = format!("{:016x}@callplane", random_u64());
         let (id, rx) = self.new_route(call_ident.clone());
-        tokio::spawn(
-            call::run(
-                self.shared.clone(),
-                id,
-                call_ident,
-                CallSetup::Outbound(Box::new(request)),
-                rx,
-            )
-            .instrument(tracing::info_span!("call", call = %id)),
+        let abort = call::spawn(
+            self.shared.clone(),
+            id,
+            call_ident.clone(),
+            CallSetup::Outbound(Box::new(request)),
+            rx,
         );
+        self.set_abort(&call_ident, abort);
         Ok(id)
     }
 
@@ -610,20 +666,32 @@ impl Dispatcher {
                     None => tracing::debug!(?ident, "SIP event for no live call"),
                 }
             }
-            event @ (EndpointEvent::TransactionTimeout { .. }
-            | EndpointEvent::TransportError { .. }) => {
-                let key = match &event {
-                    EndpointEvent::TransactionTimeout { key }
-                    | EndpointEvent::TransportError { key } => key,
-                    _ => return,
+            // These name a transaction and its owner: routed by the owner, which is known
+            // from the call's creation on, never by a key the call would have to register
+            // first (an immediate send failure reports before the call has its key).
+            event @ (EndpointEvent::TransactionTimeout {
+                key: TransactionKey::Client(_),
+                ..
+            }
+            | EndpointEvent::TransportError {
+                key: TransactionKey::Client(_),
+                ..
+            }) => {
+                let (EndpointEvent::TransactionTimeout { call_id, .. }
+                | EndpointEvent::TransportError { call_id, .. }) = &event
+                else {
+                    return;
                 };
-                if let Some(route) = self.keys.get(key).and_then(|i| self.calls.get(i)) {
-                    deliver(route, CallInput::Sip { at, event });
+                match self.calls.get(call_id) {
+                    Some(route) => deliver(route, CallInput::Sip { at, event }),
+                    None => tracing::debug!(%call_id, "transaction failure for no live call"),
                 }
             }
-            EndpointEvent::TransactionTerminated { key, .. } => {
-                self.keys.remove(&key);
-            }
+            // A server transaction's failure (no ACK for a non-2xx, a response that could not
+            // be sent) needs nothing from a call; a terminated transaction neither.
+            EndpointEvent::TransactionTimeout { .. }
+            | EndpointEvent::TransportError { .. }
+            | EndpointEvent::TransactionTerminated { .. } => {}
         }
     }
 
@@ -633,6 +701,16 @@ impl Dispatcher {
         tokio::spawn(async move {
             if let Err(e) = sip.send_response(key, response).await {
                 tracing::warn!(error = %e, "could not send a response");
+            }
+        });
+    }
+
+    /// Answer once, without keeping the transaction (overload replies).
+    fn respond_stateless(&self, key: TransactionKey, response: sip::message::Response) {
+        let sip = self.sip.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sip.send_response_stateless(key, response).await {
+                tracing::warn!(error = %e, "could not send a stateless response");
             }
         });
     }
@@ -666,34 +744,38 @@ impl Dispatcher {
                 };
                 if let Some(why) = unavailable {
                     tracing::info!(why, "INVITE refused with 503");
+                    // Sent once and statelessly (the endpoint adds its stateless To tag and
+                    // absorbs the ACK): an overloaded node keeps no transaction per refusal
+                    // and does not retransmit; a retransmitted INVITE is refused again.
                     let mut resp = response_to(&request, StatusCode::SERVICE_UNAVAILABLE, None);
-                    resp.add_to_tag(&format!("{:08x}", random_u64() as u32));
                     // §21.5.4: "The server MAY include a Retry-After header field".
                     resp.headers.push(
                         HeaderName::RetryAfter,
                         self.config.retry_after_s.to_string(),
                     );
+                    self.respond_stateless(key, resp);
+                    return;
+                }
+                if let Some(resp) = unsupported_body(&request) {
                     self.respond(key, resp);
                     return;
                 }
                 let (id, rx) = self.new_route(ident.clone());
-                tokio::spawn(
-                    call::run(
-                        self.shared.clone(),
-                        id,
-                        ident,
-                        CallSetup::Inbound(Box::new(InboundCall {
-                            at,
-                            invite: request,
-                            key,
-                            source,
-                            transport,
-                            config: self.config.inbound.clone(),
-                        })),
-                        rx,
-                    )
-                    .instrument(tracing::info_span!("call", call = %id)),
+                let abort = call::spawn(
+                    self.shared.clone(),
+                    id,
+                    ident.clone(),
+                    CallSetup::Inbound(Box::new(InboundCall {
+                        at,
+                        invite: request,
+                        key,
+                        source,
+                        transport,
+                        config: self.config.inbound.clone(),
+                    })),
+                    rx,
                 );
+                self.set_abort(&ident, abort);
             }
             Method::Options => {
                 let tag = format!("{:08x}", random_u64() as u32);
@@ -708,6 +790,16 @@ impl Dispatcher {
             }
             // An ACK without a transaction is never answered (§17.2.3).
             Method::Ack => {}
+            // Requests that only exist inside a dialog, without a To tag: no dialog matches.
+            // §15.1.2: "If the BYE does not match an existing dialog, the UAS core SHOULD
+            // generate a 481 (Call/Transaction Does Not Exist) response"; RFC 3311 §5.2 and
+            // RFC 3262 §3 (via §12.2.2) say the same of UPDATE and PRACK.
+            Method::Bye | Method::Update | Method::Prack => {
+                let mut resp =
+                    response_to(&request, StatusCode::CALL_TRANSACTION_DOES_NOT_EXIST, None);
+                resp.add_to_tag(&format!("{:08x}", random_u64() as u32));
+                self.respond(key, resp);
+            }
             _ => {
                 let mut resp = response_to(&request, StatusCode::new(405).expect("405"), None);
                 // §21.4.6: "The response MUST include an Allow header field".
@@ -720,6 +812,44 @@ impl Dispatcher {
                 self.respond(key, resp);
             }
         }
+    }
+}
+
+/// The 415 for an INVITE whose body is not a session description we can answer (RFC 3261
+/// §8.2.3: "If a UAS does not understand the type ... of the body, it MUST reject the request
+/// with a 415 (Unsupported Media Type) response" with an Accept header listing what it takes).
+/// An INVITE without a body is a late offer (RFC 3264 §5) and goes through.
+fn unsupported_body(request: &Request) -> Option<sip::message::Response> {
+    if request.body.is_empty() {
+        return None;
+    }
+    let is_sdp = matches!(
+        request.headers.content_type(),
+        Ok(Some(t)) if t.mtype.eq_ignore_ascii_case("application")
+            && t.subtype.eq_ignore_ascii_case("sdp")
+    );
+    if is_sdp {
+        return None;
+    }
+    let mut resp = response_to(
+        request,
+        StatusCode::new(415).expect("415 is a status"),
+        None,
+    );
+    resp.add_to_tag(&format!("{:08x}", random_u64() as u32));
+    resp.headers.push(HeaderName::Accept, "application/sdp");
+    Some(resp)
+}
+
+/// Hand a control input (hangup, drain) to a call: never dropped. When the call's queue is
+/// full it waits for room in a task of its own (the dispatcher never waits), which ends with
+/// the call at the latest.
+fn deliver_control(route: &Route, input: CallInput) {
+    if let Err(mpsc::error::TrySendError::Full(input)) = route.tx.try_send(input) {
+        let tx = route.tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(input).await;
+        });
     }
 }
 

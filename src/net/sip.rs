@@ -201,6 +201,11 @@ enum Command {
         response: Response,
         reply: oneshot::Sender<Result<(), NetError>>,
     },
+    SendResponseStateless {
+        key: TransactionKey,
+        response: Response,
+        reply: oneshot::Sender<Result<(), NetError>>,
+    },
     SendStateless {
         message: Box<Message>,
         destination: SocketAddr,
@@ -269,6 +274,22 @@ impl SipHandle {
         response: Response,
     ) -> Result<(), NetError> {
         self.call(|reply| Command::SendResponse {
+            key,
+            response,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answer the server transaction `key` with a final response sent once and forget the
+    /// transaction ([`Endpoint::send_response_stateless`]): for overload replies, which must
+    /// cost no state and are not retransmitted.
+    pub async fn send_response_stateless(
+        &self,
+        key: TransactionKey,
+        response: Response,
+    ) -> Result<(), NetError> {
+        self.call(|reply| Command::SendResponseStateless {
             key,
             response,
             reply,
@@ -575,6 +596,21 @@ impl Driver {
                 let result = self
                     .endpoint
                     .send_response(now(), &key, response)
+                    .map_err(NetError::from);
+                if result.is_ok() {
+                    *self.stats.responses_out.entry(status).or_insert(0) += 1;
+                }
+                let _ = reply.send(result);
+            }
+            Command::SendResponseStateless {
+                key,
+                response,
+                reply,
+            } => {
+                let status = response.status.as_u16();
+                let result = self
+                    .endpoint
+                    .send_response_stateless(&key, response)
                     .map_err(NetError::from);
                 if result.is_ok() {
                     *self.stats.responses_out.entry(status).or_insert(0) += 1;

@@ -497,7 +497,8 @@ impl Net {
                     node.sessions[idx].handle_response(now, response);
                 }
             }
-            EndpointEvent::TransactionTimeout { key } | EndpointEvent::TransportError { key } => {
+            EndpointEvent::TransactionTimeout { key, .. }
+            | EndpointEvent::TransportError { key, .. } => {
                 if let (Some(&idx), TransactionKey::Client(k)) = (node.req_keys.get(&key), &key) {
                     node.sessions[idx].handle_transaction_timeout(now, &k.method);
                 }
