@@ -567,8 +567,25 @@ async fn count_503s(target: SocketAddr, call_id: &str) -> Vec<Response> {
         .collect()
 }
 
+/// Two sockets holding an even port and the odd one above it (an RTP/RTCP pair nobody else
+/// can take while they live).
+fn held_port_pair() -> [std::net::UdpSocket; 2] {
+    for _ in 0..200 {
+        let even = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = even.local_addr().expect("addr").port();
+        if port % 2 != 0 || port == u16::MAX {
+            continue;
+        }
+        if let Ok(odd) = std::net::UdpSocket::bind(("127.0.0.1", port + 1)) {
+            return [even, odd];
+        }
+    }
+    panic!("no free even/odd port pair in 200 tries");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_503s_are_sent_once_statelessly_at_capacity_and_while_draining() {
+async fn overload_503s_are_sent_once_statelessly_at_capacity_while_draining_and_without_rtp_ports()
+{
     let full = engine(|c| c.max_calls = 0).await;
     let draining = engine(|_| {}).await;
     draining
@@ -577,10 +594,27 @@ async fn overload_503s_are_sent_once_statelessly_at_capacity_and_while_draining(
         .await
         .expect("drain");
     assert!(draining.handle.is_draining());
-    let (at_capacity, at_drain) = tokio::join!(
+    // No RTP port: the engine's only pair is held by another socket.
+    let held = held_port_pair();
+    let first = held[0].local_addr().expect("addr").port();
+    let no_ports = engine(|c| c.rtp_ports = first..=first + 1).await;
+    let (at_capacity, at_drain, at_no_port) = tokio::join!(
         count_503s(full.handle.sip_local_addr(), "full1"),
         count_503s(draining.handle.sip_local_addr(), "drain1"),
+        count_503s(no_ports.handle.sip_local_addr(), "noport1"),
     );
+    let no_port = at_no_port.first().cloned();
+    assert_eq!(
+        at_no_port.len(),
+        1,
+        "no RTP port: {} 503s",
+        at_no_port.len()
+    );
+    assert!(
+        no_port.is_some_and(|r| r.headers.to().expect("To").tag().is_some()),
+        "no RTP port: a final response carries a To tag"
+    );
+    no_ports.handle.shutdown().await.expect("shutdown");
     for (what, got) in [("at capacity", at_capacity), ("draining", at_drain)] {
         assert_eq!(got.len(), 1, "{what}: {} 503s", got.len());
         assert!(

@@ -1710,10 +1710,12 @@ fn transport_name(t: Transport) -> String {
 }
 
 /// Send what a session rejected before the call existed (no RTP port).
+/// Send the 503 of an inbound call refused for want of an RTP port: an overload reply, so sent
+/// once and statelessly, like the dispatcher's capacity 503 (no retransmission to keep going).
 async fn flush_rejection(session: &mut InviteSession, sip: &mut SipHandle) {
     while let Some(out) = session.poll_output() {
         if let Output::SendResponse { to, response } = out
-            && let Err(e) = sip.send_response(to, response).await
+            && let Err(e) = sip.send_response_stateless(to, response).await
         {
             tracing::warn!(error = %e, "503 not sent");
         }
