@@ -573,7 +573,7 @@ fn held_port_pair() -> [std::net::UdpSocket; 2] {
     for _ in 0..200 {
         let even = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let port = even.local_addr().expect("addr").port();
-        if port % 2 != 0 || port == u16::MAX {
+        if !port.is_multiple_of(2) || port == u16::MAX {
             continue;
         }
         if let Ok(odd) = std::net::UdpSocket::bind(("127.0.0.1", port + 1)) {
