@@ -1,12 +1,14 @@
 //! Calls, their timeline (with the outbox rows each event queues) and recordings.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::rows::{self, CALL_COLS, EVENT_COLS, RECORDING_COLS, WEBHOOK_COLS};
 use super::{Arg, Backend, SqlStore, bind_all, clamp_limit};
 use crate::store::{
-    Appended, CallFilter, CallRecord, CallStatus, Created, EventFilter, NewCall, NewEvent, Page,
-    RecordingRecord, Result, StoreError, StoredEvent, derive, new_id,
+    Appended, BatchItem, CallFilter, CallRecord, CallStatus, Created, EventFilter, NewCall,
+    NewEvent, Page, RecordingRecord, Result, StoreError, StoredEvent, Webhook, derive, new_id,
 };
 
 /// Default and largest page of [`list_calls`].
@@ -159,13 +161,29 @@ fn recording_of(details: &Value) -> Option<(String, i64, i64, String, i64)> {
 }
 
 pub(super) async fn append_event(s: &SqlStore, e: &NewEvent) -> Result<Appended> {
+    let item = BatchItem::event(e.clone());
+    append_batch(s, std::slice::from_ref(&item))
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Database("a batch of one appended nothing".into()))
+}
+
+/// Group commit ([`crate::store::Store::append_batch`]): every item's call row (when it
+/// creates one), event, call fold, recording row and outbox rows in one transaction. A call's
+/// row is read once per batch and written once at the end (the fold of all its events in the
+/// batch); each tenant's webhooks are read once per batch.
+pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Vec<Appended>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut tx = s.begin().await?;
     if s.backend == Backend::Postgres {
         // PostgreSQL: identity values are handed out at INSERT, commits happen later and in
         // any order, so without this lock a reader could see event 8 before 7 commits and
         // resume past 7 for ever (SSE Last-Event-ID). SHARE ROW EXCLUSIVE conflicts with itself
-        // (and with plain INSERTs) but not with readers: appends take turns, each one's id is
-        // drawn after the previous append committed, so ids increase in commit order.
+        // (and with plain INSERTs) but not with readers: appends take turns, each one's ids are
+        // drawn after the previous append committed, so ids increase in commit order (and,
+        // inside a batch, in item order: one transaction inserts them one after another).
         // SQLite: BEGIN IMMEDIATE already made this the only writer.
         sqlx::Executor::execute(
             &mut *tx,
@@ -173,113 +191,171 @@ pub(super) async fn append_event(s: &SqlStore, e: &NewEvent) -> Result<Appended>
         )
         .await?;
     }
-    let row = sqlx::query(&format!("SELECT {CALL_COLS} FROM call WHERE id = $1"))
-        .bind(e.call_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    let mut call = rows::call(&row)?;
+    // The batch's call rows as folded so far, and the order they were first touched in (the
+    // order of the final UPDATEs).
+    let mut calls: HashMap<String, CallRecord> = HashMap::new();
+    let mut touched: Vec<String> = Vec::new();
+    // Each tenant's active webhooks, read once per batch.
+    let mut hooks_of: HashMap<String, Vec<Webhook>> = HashMap::new();
+    let mut out = Vec::with_capacity(batch.len());
+    for item in batch {
+        let e = &item.event;
+        if let Some(c) = &item.new_call {
+            let row = sqlx::query(&format!(
+                "INSERT INTO call (id, tenant_id, direction, to_uri, from_uri, trunk_id, \
+                 script_id, script_version, campaign_id, idempotency_key, request, \
+                 created_at_us, status, node_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 RETURNING {CALL_COLS}"
+            ))
+            .bind(e.call_id.as_str())
+            .bind(c.tenant_id.as_str())
+            .bind(c.direction.as_str())
+            .bind(c.to_uri.as_str())
+            .bind(c.from_uri.as_str())
+            .bind(c.trunk_id.as_deref())
+            .bind(c.script_id.as_deref())
+            .bind(c.script_version)
+            .bind(c.campaign_id.as_deref())
+            .bind(c.idempotency_key.as_deref())
+            .bind(rows::json_text(&c.request))
+            .bind(c.created_at_us)
+            .bind(CallStatus::Queued.as_str())
+            .bind(c.node_id.as_deref())
+            .fetch_one(&mut *tx)
+            .await?;
+            if calls.insert(e.call_id.clone(), rows::call(&row)?).is_none() {
+                touched.push(e.call_id.clone());
+            }
+        }
+        if !calls.contains_key(&e.call_id) {
+            let row = sqlx::query(&format!("SELECT {CALL_COLS} FROM call WHERE id = $1"))
+                .bind(e.call_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            calls.insert(e.call_id.clone(), rows::call(&row)?);
+            touched.push(e.call_id.clone());
+        }
+        let call = calls
+            .get_mut(&e.call_id)
+            .expect("the call row was inserted or read just above");
 
-    let row = sqlx::query(&format!(
-        "INSERT INTO call_event (tenant_id, call_id, campaign_id, kind, at_unix_us, offset_us, \
-         details) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {EVENT_COLS}"
-    ))
-    .bind(call.tenant_id.as_str())
-    .bind(call.id.as_str())
-    .bind(call.campaign_id.as_deref())
-    .bind(e.kind.as_str())
-    .bind(e.at_unix_us)
-    .bind(e.offset_us)
-    .bind(rows::json_text(&e.details))
-    .fetch_one(&mut *tx)
-    .await?;
-    let event = rows::event(&row)?;
-
-    derive::apply(&mut call, &event.kind, event.at_unix_us, &event.details);
-    sqlx::query(
-        "UPDATE call SET status = $2, outcome = $3, sip_status = $4, sip_reason = $5, \
-         q850_cause = $6, sip_call_id = $7, started_at_us = $8, ringing_at_us = $9, \
-         answered_at_us = $10, ended_at_us = $11, talk_ms = $12, result = $13, end_reason = $14 \
-         WHERE id = $1",
-    )
-    .bind(call.id.as_str())
-    .bind(call.status.as_str())
-    .bind(call.outcome.as_deref())
-    .bind(call.sip_status)
-    .bind(call.sip_reason.as_deref())
-    .bind(call.q850_cause)
-    .bind(call.sip_call_id.as_deref())
-    .bind(call.started_at_us)
-    .bind(call.ringing_at_us)
-    .bind(call.answered_at_us)
-    .bind(call.ended_at_us)
-    .bind(call.talk_ms)
-    .bind(call.result.as_ref().map(rows::json_text))
-    .bind(call.end_reason.as_deref())
-    .execute(&mut *tx)
-    .await?;
-
-    if event.kind == "recording.ready"
-        && let Some((path, duration_ms, channels, sha256, bytes)) = recording_of(&event.details)
-    {
-        sqlx::query(
-            "INSERT INTO recording (id, tenant_id, call_id, event_id, path, format, channels, \
-             duration_ms, bytes, sha256, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5, 'wav', $6, $7, $8, $9, $10)",
-        )
-        .bind(new_id("rec"))
+        let row = sqlx::query(&format!(
+            "INSERT INTO call_event (tenant_id, call_id, campaign_id, kind, at_unix_us, \
+             offset_us, details) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {EVENT_COLS}"
+        ))
         .bind(call.tenant_id.as_str())
         .bind(call.id.as_str())
-        .bind(event.id)
-        .bind(path)
-        .bind(channels)
-        .bind(duration_ms)
-        .bind(bytes)
-        .bind(sha256)
-        .bind(event.at_unix_us)
-        .execute(&mut *tx)
+        .bind(call.campaign_id.as_deref())
+        .bind(e.kind.as_str())
+        .bind(e.at_unix_us)
+        .bind(e.offset_us)
+        .bind(rows::json_text(&e.details))
+        .fetch_one(&mut *tx)
         .await?;
-    }
+        let event = rows::event(&row)?;
+        derive::apply(call, &event.kind, event.at_unix_us, &event.details);
 
-    // The outbox, in this same transaction: the event is stored if and only if its
-    // deliveries are queued. Matching is done here (webhook_wants) rather than in SQL so the
-    // `call.*` prefix rule lives in one place.
-    let hooks = sqlx::query(&format!(
-        "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = $1 AND active = 1 \
-         ORDER BY created_at_us, id"
-    ))
-    .bind(call.tenant_id.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
-    let body = derive::webhook_body(&event);
-    let mut deliveries = Vec::new();
-    for hook in &hooks {
-        let hook = rows::webhook(hook)?;
-        if !derive::webhook_wants(&hook.events, &event.kind) {
-            continue;
+        if event.kind == "recording.ready"
+            && let Some((path, duration_ms, channels, sha256, bytes)) = recording_of(&event.details)
+        {
+            sqlx::query(
+                "INSERT INTO recording (id, tenant_id, call_id, event_id, path, format, \
+                 channels, duration_ms, bytes, sha256, created_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, 'wav', $6, $7, $8, $9, $10)",
+            )
+            .bind(new_id("rec"))
+            .bind(call.tenant_id.as_str())
+            .bind(call.id.as_str())
+            .bind(event.id)
+            .bind(path)
+            .bind(channels)
+            .bind(duration_ms)
+            .bind(bytes)
+            .bind(sha256)
+            .bind(event.at_unix_us)
+            .execute(&mut *tx)
+            .await?;
         }
-        let id = new_id("dlv");
+
+        // The outbox, in this same transaction: the event is stored if and only if its
+        // deliveries are queued. Matching is done here (webhook_wants) rather than in SQL so
+        // the `call.*` prefix rule lives in one place.
+        if !hooks_of.contains_key(&call.tenant_id) {
+            let hooks = sqlx::query(&format!(
+                "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = $1 AND active = 1 \
+                 ORDER BY created_at_us, id"
+            ))
+            .bind(call.tenant_id.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(rows::webhook)
+            .collect::<Result<Vec<_>>>()?;
+            hooks_of.insert(call.tenant_id.clone(), hooks);
+        }
+        let hooks = &hooks_of[&call.tenant_id];
+        let mut deliveries = Vec::new();
+        if hooks
+            .iter()
+            .any(|h| derive::webhook_wants(&h.events, &event.kind))
+        {
+            let body = derive::webhook_body(&event);
+            for hook in hooks {
+                if !derive::webhook_wants(&hook.events, &event.kind) {
+                    continue;
+                }
+                let id = new_id("dlv");
+                sqlx::query(
+                    "INSERT INTO webhook_delivery (id, webhook_id, tenant_id, event_id, body, \
+                     status, attempts, next_attempt_at_us, created_at_us) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
+                )
+                .bind(id.as_str())
+                .bind(hook.id.as_str())
+                .bind(call.tenant_id.as_str())
+                .bind(event.id)
+                .bind(body.as_str())
+                .bind(event.at_unix_us)
+                .execute(&mut *tx)
+                .await?;
+                deliveries.push(id);
+            }
+        }
+        out.push(Appended {
+            event,
+            call: call.clone(),
+            deliveries,
+        });
+    }
+    for id in &touched {
+        let call = &calls[id];
         sqlx::query(
-            "INSERT INTO webhook_delivery (id, webhook_id, tenant_id, event_id, body, status, \
-             attempts, next_attempt_at_us, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
+            "UPDATE call SET status = $2, outcome = $3, sip_status = $4, sip_reason = $5, \
+             q850_cause = $6, sip_call_id = $7, started_at_us = $8, ringing_at_us = $9, \
+             answered_at_us = $10, ended_at_us = $11, talk_ms = $12, result = $13, \
+             end_reason = $14 WHERE id = $1",
         )
-        .bind(id.as_str())
-        .bind(hook.id.as_str())
-        .bind(call.tenant_id.as_str())
-        .bind(event.id)
-        .bind(body.as_str())
-        .bind(event.at_unix_us)
+        .bind(call.id.as_str())
+        .bind(call.status.as_str())
+        .bind(call.outcome.as_deref())
+        .bind(call.sip_status)
+        .bind(call.sip_reason.as_deref())
+        .bind(call.q850_cause)
+        .bind(call.sip_call_id.as_deref())
+        .bind(call.started_at_us)
+        .bind(call.ringing_at_us)
+        .bind(call.answered_at_us)
+        .bind(call.ended_at_us)
+        .bind(call.talk_ms)
+        .bind(call.result.as_ref().map(rows::json_text))
+        .bind(call.end_reason.as_deref())
         .execute(&mut *tx)
         .await?;
-        deliveries.push(id);
     }
     tx.commit().await?;
-    Ok(Appended {
-        event,
-        call,
-        deliveries,
-    })
+    Ok(out)
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
