@@ -142,6 +142,11 @@ enum Cmd {
         /// Seconds live calls get to end after SIGINT/SIGTERM before we hang them up.
         #[arg(long, default_value_t = 10.0)]
         drain_timeout: f64,
+        /// Capacity of the engine-to-store event queue (events). Calls wait for room when it is
+        /// full and never lose an event; from half full on, new calls are refused (503 to an
+        /// INVITE, 503 `store_backlog` in the API) until the store catches up.
+        #[arg(long, default_value_t = 65536)]
+        event_queue: usize,
     },
     /// GET a URL and exit 0 on a 2xx answer, 1 otherwise (the Docker health check: the image
     /// has no curl).
@@ -316,6 +321,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             gather,
             max_calls,
             drain_timeout,
+            event_queue,
         } => {
             if let Some(dir) = &recordings {
                 callplane::files::ensure_dir(dir)
@@ -346,6 +352,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 lease: Duration::from_secs(webhook_lease_s),
                 ..OutboxConfig::default()
             };
+            if event_queue < callplane::engine::sink::MIN_EVENT_QUEUE {
+                bail!(
+                    "--event-queue ({event_queue}) must be at least {}: new calls are refused \
+                     at half of it",
+                    callplane::engine::sink::MIN_EVENT_QUEUE
+                );
+            }
             let serve_config = ServeConfig {
                 data_dir,
                 database_url,
@@ -355,6 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_body_bytes,
                 rate_limit_per_s: rate_limit,
                 rate_limit_burst: rate_limit.saturating_mul(2),
+                event_queue,
             };
             app::serve(serve_config, seconds("--drain-timeout", drain_timeout)?).await
         }

@@ -24,6 +24,7 @@ use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc};
 
 use super::events::{CallEvent, CallId, Outcome};
+use super::sink::{Committed, EventSink, SinkItem};
 use super::{Command, InboundConfig, OriginateRequest, PromptScope, random_u64};
 use crate::clock;
 use crate::files::{Prompt, PromptCache, RecordingWriter};
@@ -38,7 +39,7 @@ pub(crate) struct Shared {
     pub(crate) pool: Arc<RtpPortPool>,
     pub(crate) events: broadcast::Sender<CallEvent>,
     /// The lossless copy of every event ([`crate::engine::EngineConfig::event_sink`]).
-    pub(crate) event_sink: Option<mpsc::UnboundedSender<CallEvent>>,
+    pub(crate) event_sink: Option<EventSink>,
     pub(crate) engine: mpsc::Sender<Command>,
     /// Our SIP address as peers should see it (Via, Contact).
     pub(crate) advertise: SocketAddr,
@@ -82,17 +83,54 @@ pub(crate) struct InboundCall {
     pub(crate) config: InboundConfig,
 }
 
+/// How long an inbound call waits for its `call.created` to be committed before it answers;
+/// past it the INVITE gets 503 (an answered call must have a row, even after a kill -9).
+const CREATED_COMMIT_WAIT: Duration = Duration::from_secs(2);
+
 /// Emits timeline events for one call.
 struct Timeline {
     id: CallId,
     started: Instant,
     events: broadcast::Sender<CallEvent>,
-    sink: Option<mpsc::UnboundedSender<CallEvent>>,
+    sink: Option<EventSink>,
     tag: Option<Arc<str>>,
+    /// Shared with the call task's end ([`settle_sink`]), which outlives a `Call` that never
+    /// started.
+    pending: Arc<std::sync::Mutex<PendingSink>>,
+}
+
+/// What a call's timeline still owes the sink.
+#[derive(Debug, Default)]
+struct PendingSink {
+    /// Events the full queue had no room for, in order: sent (awaiting room) by
+    /// [`Timeline::flush_sink`] at the call loop's next turn; until then later events queue
+    /// behind them, so the order holds and nothing is dropped.
+    backlog: VecDeque<SinkItem>,
+    /// Fires once the call's final event is committed.
+    final_committed: Option<tokio::sync::oneshot::Receiver<Committed>>,
 }
 
 impl Timeline {
     fn emit(&self, kind: &'static str, details: Value) {
+        let _ = self.emit_inner(kind, details, false);
+    }
+
+    /// Emits an event and returns what fires once the store has committed it (`None` without
+    /// a sink: nothing to wait for).
+    fn emit_committed(
+        &self,
+        kind: &'static str,
+        details: Value,
+    ) -> Option<tokio::sync::oneshot::Receiver<Committed>> {
+        self.emit_inner(kind, details, true)
+    }
+
+    fn emit_inner(
+        &self,
+        kind: &'static str,
+        details: Value,
+        want_commit: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<Committed>> {
         let offset = clock::now().saturating_duration_since(self.started);
         let ev = CallEvent {
             call_id: self.id,
@@ -103,12 +141,90 @@ impl Timeline {
             tag: self.tag.clone(),
         };
         tracing::debug!(call = %self.id, kind, "call event");
+        let mut wait = None;
         if let Some(sink) = &self.sink {
-            // Err only when the store's pump has stopped (at shutdown).
-            let _ = sink.send(ev.clone());
+            let is_final = ev.is_final();
+            let committed = if want_commit || is_final {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                wait = Some(rx);
+                Some(tx)
+            } else {
+                None
+            };
+            let item = SinkItem {
+                event: ev.clone(),
+                committed,
+            };
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if is_final {
+                // The slot is freed once this one is committed ([`settle_sink`]).
+                pending.final_committed = if want_commit { None } else { wait.take() };
+            }
+            if !pending.backlog.is_empty() {
+                pending.backlog.push_back(item);
+            } else if let Err(item) = sink.try_send(item) {
+                // Full: the call awaits room at its next turn (backpressure), in order.
+                pending.backlog.push_back(item);
+            }
         }
         // Err only means nobody subscribes right now: events are not kept for later.
         let _ = self.events.send(ev);
+        wait
+    }
+
+    /// Sends what a full queue held back, waiting for room (cancel-safe: an item leaves the
+    /// backlog only into reserved room).
+    async fn flush_sink(&self) {
+        let Some(sink) = &self.sink else { return };
+        loop {
+            let empty = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .backlog
+                .is_empty();
+            if empty {
+                return;
+            }
+            let Some(permit) = sink.reserve().await else {
+                // The pump has stopped (shutdown): nothing will store them.
+                self.pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .backlog
+                    .clear();
+                return;
+            };
+            let next = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .backlog
+                .pop_front();
+            if let Some(item) = next {
+                permit.send(item);
+            }
+        }
+    }
+}
+
+/// The end of a call task: sends what the queue held back, then waits (unbounded: a store
+/// that is down keeps the slot, and the node refuses new calls, which is right) until the
+/// final event is committed. Only then may the engine free the call's slot.
+async fn settle_sink(timeline: &Timeline) {
+    timeline.flush_sink().await;
+    let final_committed = timeline
+        .pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .final_committed
+        .take();
+    if let Some(rx) = final_committed {
+        // Err: the pump stopped without storing it (shutdown); nothing more to wait for.
+        let _ = rx.await;
     }
 }
 
@@ -124,17 +240,34 @@ pub(crate) async fn run(
         CallSetup::Outbound(req) => req.tag.clone(),
         CallSetup::Inbound(_) => None,
     };
+    let pending = Arc::new(std::sync::Mutex::new(PendingSink::default()));
     let timeline = Timeline {
         id,
         started: clock::now(),
         events: shared.events.clone(),
         sink: shared.event_sink.clone(),
-        tag,
+        tag: tag.clone(),
+        pending: pending.clone(),
     };
     match Call::start(shared.clone(), timeline, &call_ident, setup).await {
-        Some(mut call) => call.run(rx).await,
-        None => tracing::warn!(call = %id, "call could not start"),
+        Some(mut call) => {
+            call.run(rx).await;
+            settle_sink(&call.timeline).await;
+        }
+        None => {
+            tracing::warn!(call = %id, "call could not start");
+            let timeline = Timeline {
+                id,
+                started: clock::now(),
+                events: shared.events.clone(),
+                sink: shared.event_sink.clone(),
+                tag,
+                pending,
+            };
+            settle_sink(&timeline).await;
+        }
     }
+    // The slot is freed only now: the final event is committed (or there is no store).
     // The dispatcher may be gone at shutdown; nothing left to tell then.
     let _ = shared.engine.send(Command::Ended { call_ident }).await;
 }
@@ -348,7 +481,7 @@ impl Call {
                     .from()
                     .map(|f| f.uri.to_string())
                     .unwrap_or_default();
-                timeline.emit(
+                let created = timeline.emit_committed(
                     "call.created",
                     json!({
                         "direction": "inbound",
@@ -372,6 +505,30 @@ impl Call {
                             return None;
                         }
                     };
+                // An answered call must have a row: answer only once `call.created` is
+                // committed (bounded; 503 past it, the store is too far behind).
+                if let Some(created) = created {
+                    let committed = tokio::time::timeout(CREATED_COMMIT_WAIT, async {
+                        timeline.flush_sink().await;
+                        created.await
+                    })
+                    .await;
+                    if !matches!(committed, Ok(Ok(Committed::Stored))) {
+                        tracing::warn!(
+                            stored = ?committed.ok().and_then(Result::ok),
+                            "call.created not committed in time; refusing the INVITE with 503"
+                        );
+                        let _ = session.reject(clock::now(), StatusCode::SERVICE_UNAVAILABLE);
+                        let mut sip = shared.sip.clone();
+                        flush_rejection(&mut session, &mut sip).await;
+                        timeline.emit(
+                            "call.failed",
+                            json!({"outcome": Outcome::Failed, "sip_status": 503,
+                                "reason": "the store is behind", "end_reason": "store_backlog"}),
+                        );
+                        return None;
+                    }
+                }
                 let rtp = match shared.pool.allocate().await {
                     Ok(r) => r,
                     Err(e) => {
@@ -751,6 +908,8 @@ impl Call {
         loop {
             self.drive_script(clock::now());
             self.flush().await;
+            // Events a full store queue held back: wait for room (backpressure), in order.
+            self.timeline.flush_sink().await;
             // Flushing may have queued script inputs (a prompt ended, the peer hung up):
             // let the script react before sleeping or finishing.
             if !self.script_inputs.is_empty()
