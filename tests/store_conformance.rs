@@ -1018,17 +1018,20 @@ async fn concurrent_batches_get_ids_in_commit_order(s: Arc<dyn Store>) {
         tasks.push(tokio::spawn(async move {
             let mut batches = Vec::new();
             for b in 0..5 {
-                let items: Vec<BatchItem> = (0..20)
-                    .map(|i| BatchItem::event(event(&call, "sip.trying", b * 100 + i, json!({}))))
+                // More than one multi-row INSERT's worth (128) per batch.
+                let items: Vec<BatchItem> = (0..150)
+                    .map(|i| BatchItem::event(event(&call, "sip.trying", b * 1000 + i, json!({}))))
                     .collect();
-                let ids: Vec<i64> = s
-                    .append_batch(&items)
-                    .await
-                    .expect("batch")
-                    .iter()
-                    .map(|a| a.event.id)
-                    .collect();
-                batches.push(ids);
+                let appended = s.append_batch(&items).await.expect("batch");
+                // Each Appended is its own item's event.
+                assert_eq!(
+                    appended
+                        .iter()
+                        .map(|a| a.event.at_unix_us)
+                        .collect::<Vec<_>>(),
+                    items.iter().map(|i| i.event.at_unix_us).collect::<Vec<_>>()
+                );
+                batches.push(appended.iter().map(|a| a.event.id).collect::<Vec<i64>>());
             }
             batches
         }));
@@ -1043,6 +1046,7 @@ async fn concurrent_batches_get_ids_in_commit_order(s: Arc<dyn Store>) {
     }
     all.sort();
     let flat: Vec<i64> = all.concat();
+    assert_eq!(flat.len(), 4 * 5 * 150);
     for pair in all.windows(2) {
         assert!(
             pair[0].last() < pair[1].first(),
@@ -1050,7 +1054,7 @@ async fn concurrent_batches_get_ids_in_commit_order(s: Arc<dyn Store>) {
         );
     }
     let stored = s
-        .events_after(&a, 0, &EventFilter::default(), 0)
+        .events_after(&a, 0, &EventFilter::default(), 5000)
         .await
         .expect("all");
     assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), flat);

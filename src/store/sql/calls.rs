@@ -168,10 +168,44 @@ pub(super) async fn append_event(s: &SqlStore, e: &NewEvent) -> Result<Appended>
         .ok_or_else(|| StoreError::Database("a batch of one appended nothing".into()))
 }
 
+/// Events (and outbox rows) per multi-row INSERT: 7 parameters each, far below both
+/// databases' limits (SQLite 32766, PostgreSQL 65535).
+const INSERT_CHUNK: usize = 128;
+
+/// `($1, $2, …), ($8, …)`: `rows` groups of `width` numbered parameters.
+fn values_list(rows: usize, width: usize) -> String {
+    let mut sql = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * width + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// One outbox row to insert.
+struct NewDelivery {
+    id: String,
+    webhook_id: String,
+    tenant_id: String,
+    event_id: i64,
+    body: String,
+    at_us: i64,
+}
+
 /// Group commit ([`crate::store::Store::append_batch`]): every item's call row (when it
 /// creates one), event, call fold, recording row and outbox rows in one transaction. A call's
 /// row is read once per batch and written once at the end (the fold of all its events in the
-/// batch); each tenant's webhooks are read once per batch.
+/// batch); each tenant's webhooks are read once per batch; events and outbox rows go in
+/// multi-row INSERTs.
 pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Vec<Appended>> {
     if batch.is_empty() {
         return Ok(Vec::new());
@@ -182,8 +216,7 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
         // any order, so without this lock a reader could see event 8 before 7 commits and
         // resume past 7 for ever (SSE Last-Event-ID). SHARE ROW EXCLUSIVE conflicts with itself
         // (and with plain INSERTs) but not with readers: appends take turns, each one's ids are
-        // drawn after the previous append committed, so ids increase in commit order (and,
-        // inside a batch, in item order: one transaction inserts them one after another).
+        // drawn after the previous append committed, so ids increase in commit order.
         // SQLite: BEGIN IMMEDIATE already made this the only writer.
         sqlx::Executor::execute(
             &mut *tx,
@@ -191,15 +224,12 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
         )
         .await?;
     }
-    // The batch's call rows as folded so far, and the order they were first touched in (the
-    // order of the final UPDATEs).
+    // 1. The batch's call rows: created (inbound calls) or read, in item order, so an event
+    //    of a call created later in the batch is refused as it would be alone.
     let mut calls: HashMap<String, CallRecord> = HashMap::new();
     let mut touched: Vec<String> = Vec::new();
-    // Each tenant's active webhooks, read once per batch.
-    let mut hooks_of: HashMap<String, Vec<Webhook>> = HashMap::new();
-    let mut out = Vec::with_capacity(batch.len());
     for item in batch {
-        let e = &item.event;
+        let id = &item.event.call_id;
         if let Some(c) = &item.new_call {
             let row = sqlx::query(&format!(
                 "INSERT INTO call (id, tenant_id, direction, to_uri, from_uri, trunk_id, \
@@ -208,7 +238,7 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
                  RETURNING {CALL_COLS}"
             ))
-            .bind(e.call_id.as_str())
+            .bind(id.as_str())
             .bind(c.tenant_id.as_str())
             .bind(c.direction.as_str())
             .bind(c.to_uri.as_str())
@@ -224,37 +254,74 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
             .bind(c.node_id.as_deref())
             .fetch_one(&mut *tx)
             .await?;
-            if calls.insert(e.call_id.clone(), rows::call(&row)?).is_none() {
-                touched.push(e.call_id.clone());
+            if calls.insert(id.clone(), rows::call(&row)?).is_none() {
+                touched.push(id.clone());
             }
-        }
-        if !calls.contains_key(&e.call_id) {
+        } else if !calls.contains_key(id) {
             let row = sqlx::query(&format!("SELECT {CALL_COLS} FROM call WHERE id = $1"))
-                .bind(e.call_id.as_str())
+                .bind(id.as_str())
                 .fetch_optional(&mut *tx)
                 .await?
                 .ok_or(StoreError::NotFound)?;
-            calls.insert(e.call_id.clone(), rows::call(&row)?);
-            touched.push(e.call_id.clone());
+            calls.insert(id.clone(), rows::call(&row)?);
+            touched.push(id.clone());
         }
-        let call = calls
-            .get_mut(&e.call_id)
-            .expect("the call row was inserted or read just above");
+    }
 
-        let row = sqlx::query(&format!(
+    // 2. The events, many rows per INSERT. Under this transaction's write lock nobody else
+    //    inserts events, and both databases number the rows of one INSERT in VALUES order;
+    //    each returned row is checked against its item anyway, and a mismatch fails the batch
+    //    (the caller then stores it one event at a time).
+    let mut events = Vec::with_capacity(batch.len());
+    for chunk in batch.chunks(INSERT_CHUNK) {
+        let sql = format!(
             "INSERT INTO call_event (tenant_id, call_id, campaign_id, kind, at_unix_us, \
-             offset_us, details) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {EVENT_COLS}"
-        ))
-        .bind(call.tenant_id.as_str())
-        .bind(call.id.as_str())
-        .bind(call.campaign_id.as_deref())
-        .bind(e.kind.as_str())
-        .bind(e.at_unix_us)
-        .bind(e.offset_us)
-        .bind(rows::json_text(&e.details))
-        .fetch_one(&mut *tx)
-        .await?;
-        let event = rows::event(&row)?;
+             offset_us, details) VALUES {} RETURNING {EVENT_COLS}",
+            values_list(chunk.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for item in chunk {
+            let e = &item.event;
+            let call = &calls[&e.call_id];
+            q = q
+                .bind(call.tenant_id.as_str())
+                .bind(call.id.as_str())
+                .bind(call.campaign_id.as_deref())
+                .bind(e.kind.as_str())
+                .bind(e.at_unix_us)
+                .bind(e.offset_us)
+                .bind(rows::json_text(&e.details));
+        }
+        let mut stored = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(rows::event)
+            .collect::<Result<Vec<_>>>()?;
+        stored.sort_by_key(|e| e.id);
+        if stored.len() != chunk.len()
+            || stored.iter().zip(chunk).any(|(row, item)| {
+                row.call_id != item.event.call_id
+                    || row.kind != item.event.kind
+                    || row.at_unix_us != item.event.at_unix_us
+                    || row.offset_us != item.event.offset_us
+            })
+        {
+            return Err(StoreError::Corrupt(
+                "a multi-row event insert did not number its rows in order".into(),
+            ));
+        }
+        events.extend(stored);
+    }
+
+    // 3. Folds, recordings and the outbox rows, event by event in id order.
+    let mut hooks_of: HashMap<String, Vec<Webhook>> = HashMap::new();
+    let mut new_deliveries: Vec<NewDelivery> = Vec::new();
+    let mut out = Vec::with_capacity(batch.len());
+    for event in events {
+        let call = calls
+            .get_mut(&event.call_id)
+            .expect("every event's call row was created or read in step 1");
         derive::apply(call, &event.kind, event.at_unix_us, &event.details);
 
         if event.kind == "recording.ready"
@@ -295,31 +362,23 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
             .collect::<Result<Vec<_>>>()?;
             hooks_of.insert(call.tenant_id.clone(), hooks);
         }
-        let hooks = &hooks_of[&call.tenant_id];
         let mut deliveries = Vec::new();
-        if hooks
+        let wanted: Vec<&Webhook> = hooks_of[&call.tenant_id]
             .iter()
-            .any(|h| derive::webhook_wants(&h.events, &event.kind))
-        {
+            .filter(|h| derive::webhook_wants(&h.events, &event.kind))
+            .collect();
+        if !wanted.is_empty() {
             let body = derive::webhook_body(&event);
-            for hook in hooks {
-                if !derive::webhook_wants(&hook.events, &event.kind) {
-                    continue;
-                }
+            for hook in wanted {
                 let id = new_id("dlv");
-                sqlx::query(
-                    "INSERT INTO webhook_delivery (id, webhook_id, tenant_id, event_id, body, \
-                     status, attempts, next_attempt_at_us, created_at_us) \
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
-                )
-                .bind(id.as_str())
-                .bind(hook.id.as_str())
-                .bind(call.tenant_id.as_str())
-                .bind(event.id)
-                .bind(body.as_str())
-                .bind(event.at_unix_us)
-                .execute(&mut *tx)
-                .await?;
+                new_deliveries.push(NewDelivery {
+                    id: id.clone(),
+                    webhook_id: hook.id.clone(),
+                    tenant_id: call.tenant_id.clone(),
+                    event_id: event.id,
+                    body: body.clone(),
+                    at_us: event.at_unix_us,
+                });
                 deliveries.push(id);
             }
         }
@@ -329,6 +388,42 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
             deliveries,
         });
     }
+    for chunk in new_deliveries.chunks(INSERT_CHUNK) {
+        let mut values = String::new();
+        for r in 0..chunk.len() {
+            if r > 0 {
+                values.push_str(", ");
+            }
+            let p = r * 6;
+            values.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 6
+            ));
+        }
+        let sql = format!(
+            "INSERT INTO webhook_delivery (id, webhook_id, tenant_id, event_id, body, status, \
+             attempts, next_attempt_at_us, created_at_us) VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            q = q
+                .bind(d.id.as_str())
+                .bind(d.webhook_id.as_str())
+                .bind(d.tenant_id.as_str())
+                .bind(d.event_id)
+                .bind(d.body.as_str())
+                .bind(d.at_us);
+        }
+        q.execute(&mut *tx).await?;
+    }
+
+    // 4. Each call row once, as folded by all its events in the batch.
     for id in &touched {
         let call = &calls[id];
         sqlx::query(
@@ -487,6 +582,12 @@ pub(super) async fn get_recording(s: &SqlStore, tenant: &str, id: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_lists_number_their_parameters_row_by_row() {
+        assert_eq!(values_list(1, 2), "($1, $2)");
+        assert_eq!(values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
 
     #[test]
     fn like_prefixes_escape_wildcards() {
