@@ -86,6 +86,8 @@ struct Pump {
 /// One event ready for the store.
 struct Prepared {
     item: BatchItem,
+    /// The engine call whose row this item creates (an untagged `call.created`).
+    creates_for: Option<CallId>,
     is_final: bool,
     committed: Option<oneshot::Sender<Committed>>,
 }
@@ -123,8 +125,10 @@ impl Pump {
         let mut done = Done::new();
         let mut batch = Vec::with_capacity(items.len());
         for SinkItem { event, committed } in items {
+            let engine_id = event.call_id;
             match self.prepare(event) {
                 Some((item, is_final)) => batch.push(Prepared {
+                    creates_for: item.new_call.as_ref().map(|_| engine_id),
                     item,
                     is_final,
                     committed,
@@ -194,7 +198,9 @@ impl Pump {
                 fire(&mut done, p.committed, Committed::Stored);
             } else {
                 self.bus.metrics().on_pump_drop();
-                if p.item.new_call.is_some() {
+                if let Some(engine_id) = p.creates_for {
+                    // Later events of this call have no row to attach to (logged as such).
+                    self.untagged.remove(&engine_id);
                     not_created.insert(call_id);
                 }
                 if p.is_final {
