@@ -24,7 +24,7 @@ use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc};
 
 use super::events::{CallEvent, CallId, Outcome};
-use super::sink::{Committed, EventSink, SinkItem};
+use super::sink::{CallSink, Committed, EventSink};
 use super::{Command, InboundConfig, OriginateRequest, PromptScope, random_u64};
 use crate::clock;
 use crate::files::{Prompt, PromptCache, RecordingWriter};
@@ -92,22 +92,8 @@ struct Timeline {
     id: CallId,
     started: Instant,
     events: broadcast::Sender<CallEvent>,
-    sink: Option<EventSink>,
+    sink: Option<CallSink>,
     tag: Option<Arc<str>>,
-    /// Shared with the call task's end ([`settle_sink`]), which outlives a `Call` that never
-    /// started.
-    pending: Arc<std::sync::Mutex<PendingSink>>,
-}
-
-/// What a call's timeline still owes the sink.
-#[derive(Debug, Default)]
-struct PendingSink {
-    /// Events the full queue had no room for, in order: sent (awaiting room) by
-    /// [`Timeline::flush_sink`] at the call loop's next turn; until then later events queue
-    /// behind them, so the order holds and nothing is dropped.
-    backlog: VecDeque<SinkItem>,
-    /// Fires once the call's final event is committed.
-    final_committed: Option<tokio::sync::oneshot::Receiver<Committed>>,
 }
 
 impl Timeline {
@@ -141,90 +127,20 @@ impl Timeline {
             tag: self.tag.clone(),
         };
         tracing::debug!(call = %self.id, kind, "call event");
-        let mut wait = None;
-        if let Some(sink) = &self.sink {
-            let is_final = ev.is_final();
-            let committed = if want_commit || is_final {
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                wait = Some(rx);
-                Some(tx)
-            } else {
-                None
-            };
-            let item = SinkItem {
-                event: ev.clone(),
-                committed,
-            };
-            let mut pending = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if is_final {
-                // The slot is freed once this one is committed ([`settle_sink`]).
-                pending.final_committed = if want_commit { None } else { wait.take() };
-            }
-            if !pending.backlog.is_empty() {
-                pending.backlog.push_back(item);
-            } else if let Err(item) = sink.try_send(item) {
-                // Full: the call awaits room at its next turn (backpressure), in order.
-                pending.backlog.push_back(item);
-            }
-        }
+        let wait = match &self.sink {
+            Some(sink) => sink.push(ev.clone(), want_commit),
+            None => None,
+        };
         // Err only means nobody subscribes right now: events are not kept for later.
         let _ = self.events.send(ev);
         wait
     }
 
-    /// Sends what a full queue held back, waiting for room (cancel-safe: an item leaves the
-    /// backlog only into reserved room).
+    /// Sends what a full store queue held back, waiting for room.
     async fn flush_sink(&self) {
-        let Some(sink) = &self.sink else { return };
-        loop {
-            let empty = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .backlog
-                .is_empty();
-            if empty {
-                return;
-            }
-            let Some(permit) = sink.reserve().await else {
-                // The pump has stopped (shutdown): nothing will store them.
-                self.pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .backlog
-                    .clear();
-                return;
-            };
-            let next = self
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .backlog
-                .pop_front();
-            if let Some(item) = next {
-                permit.send(item);
-            }
+        if let Some(sink) = &self.sink {
+            sink.flush().await;
         }
-    }
-}
-
-/// The end of a call task: sends what the queue held back, then waits (unbounded: a store
-/// that is down keeps the slot, and the node refuses new calls, which is right) until the
-/// final event is committed. Only then may the engine free the call's slot.
-async fn settle_sink(timeline: &Timeline) {
-    timeline.flush_sink().await;
-    let final_committed = timeline
-        .pending
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .final_committed
-        .take();
-    if let Some(rx) = final_committed {
-        // Err: the pump stopped without storing it (shutdown); nothing more to wait for.
-        let _ = rx.await;
     }
 }
 
@@ -240,34 +156,22 @@ pub(crate) async fn run(
         CallSetup::Outbound(req) => req.tag.clone(),
         CallSetup::Inbound(_) => None,
     };
-    let pending = Arc::new(std::sync::Mutex::new(PendingSink::default()));
+    let sink = shared.event_sink.clone().map(CallSink::new);
     let timeline = Timeline {
         id,
         started: clock::now(),
         events: shared.events.clone(),
-        sink: shared.event_sink.clone(),
-        tag: tag.clone(),
-        pending: pending.clone(),
+        sink: sink.clone(),
+        tag,
     };
     match Call::start(shared.clone(), timeline, &call_ident, setup).await {
-        Some(mut call) => {
-            call.run(rx).await;
-            settle_sink(&call.timeline).await;
-        }
-        None => {
-            tracing::warn!(call = %id, "call could not start");
-            let timeline = Timeline {
-                id,
-                started: clock::now(),
-                events: shared.events.clone(),
-                sink: shared.event_sink.clone(),
-                tag,
-                pending,
-            };
-            settle_sink(&timeline).await;
-        }
+        Some(mut call) => call.run(rx).await,
+        None => tracing::warn!(call = %id, "call could not start"),
     }
-    // The slot is freed only now: the final event is committed (or there is no store).
+    // The slot is freed only once the final event is committed (without a store: now).
+    if let Some(sink) = sink {
+        sink.settle().await;
+    }
     // The dispatcher may be gone at shutdown; nothing left to tell then.
     let _ = shared.engine.send(Command::Ended { call_ident }).await;
 }

@@ -10,8 +10,9 @@
 //! - the client transaction keys a call registered → its Call-ID, for the events that carry
 //!   only a key (transaction timeout, transport error).
 //!
-//! A new INVITE creates an inbound call when the engine is under its capacity and not
-//! draining; otherwise it is answered 503 with Retry-After (RFC 3261 §21.5.4).
+//! A new INVITE creates an inbound call when the engine is under its capacity, not draining
+//! and its store keeps up ([`sink`]); otherwise it is answered 503 with Retry-After (RFC 3261
+//! §21.5.4).
 //!
 //! Each call (the private `call` module) is a tokio task that owns its `InviteSession`, `MediaSession`, RTP
 //! socket pair and recording writer. The rest of the application talks to the engine only

@@ -166,6 +166,96 @@ impl SinkPermit<'_> {
     }
 }
 
+/// One call's end of the sink: keeps the call's events in order when the queue is full (they
+/// wait in the call, which awaits room at its next turn: backpressure, never a drop) and
+/// remembers what fires once the call's final event is committed. Clones share that state.
+#[derive(Debug, Clone)]
+pub(crate) struct CallSink {
+    sink: EventSink,
+    pending: Arc<std::sync::Mutex<PendingSink>>,
+}
+
+/// What a call still owes the sink.
+#[derive(Debug, Default)]
+struct PendingSink {
+    /// Events the full queue had no room for, in order; later events queue behind them.
+    backlog: std::collections::VecDeque<SinkItem>,
+    /// Fires once the call's final event is committed.
+    final_committed: Option<oneshot::Receiver<Committed>>,
+}
+
+impl CallSink {
+    pub(crate) fn new(sink: EventSink) -> CallSink {
+        CallSink {
+            sink,
+            pending: Arc::default(),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, PendingSink> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues an event without waiting. A final event, or one with `want_commit`, carries a
+    /// oneshot; `want_commit` returns its receiver (a final event's is kept for
+    /// [`CallSink::settle`]).
+    pub(crate) fn push(
+        &self,
+        event: CallEvent,
+        want_commit: bool,
+    ) -> Option<oneshot::Receiver<Committed>> {
+        let is_final = event.is_final();
+        let (committed, mut wait) = if want_commit || is_final {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let mut pending = self.pending();
+        if is_final && !want_commit {
+            pending.final_committed = wait.take();
+        }
+        let item = SinkItem { event, committed };
+        if !pending.backlog.is_empty() {
+            pending.backlog.push_back(item);
+        } else if let Err(item) = self.sink.try_send(item) {
+            // Full: the call awaits room at its next turn (flush), in order.
+            pending.backlog.push_back(item);
+        }
+        wait
+    }
+
+    /// Sends what a full queue held back, waiting for room (cancel-safe: an item leaves the
+    /// backlog only into reserved room).
+    pub(crate) async fn flush(&self) {
+        while !self.pending().backlog.is_empty() {
+            let Some(permit) = self.sink.reserve().await else {
+                // The pump has stopped (shutdown): nothing will store them.
+                self.pending().backlog.clear();
+                return;
+            };
+            let next = self.pending().backlog.pop_front();
+            if let Some(item) = next {
+                permit.send(item);
+            }
+        }
+    }
+
+    /// The end of a call: sends what the queue held back, then waits (unbounded: a store that
+    /// is down keeps the call's slot, and the node refuses new calls, which is right) until the
+    /// final event is committed. Only then may the engine free the call's slot.
+    pub(crate) async fn settle(&self) {
+        self.flush().await;
+        let final_committed = self.pending().final_committed.take();
+        if let Some(rx) = final_committed {
+            // Err: the pump stopped without storing it (shutdown); nothing more to wait for.
+            let _ = rx.await;
+        }
+    }
+}
+
 impl EventQueue {
     /// Waits for at least one item, then takes up to `limit` (appended to `buf`); 0 once every
     /// sender is gone and the queue is empty.
@@ -225,6 +315,45 @@ mod tests {
         queue.committed(2);
         assert_eq!(sink.depth(), 0);
         assert!(!sink.is_backlogged());
+    }
+
+    #[tokio::test]
+    async fn a_call_keeps_its_events_in_order_behind_a_full_queue_and_settles_after_commit() {
+        let (sink, mut queue) = EventSink::channel(2);
+        let call = CallSink::new(sink.clone());
+        for n in 1..=3 {
+            assert!(call.push(item(n).event, false).is_none());
+        }
+        let mut last = item(4).event;
+        last.kind = "call.completed";
+        assert!(
+            call.push(last, false).is_none(),
+            "a final event's wait is kept"
+        );
+        assert_eq!(sink.depth(), 2, "two fit; two wait in the call");
+        let settle = tokio::spawn({
+            let call = call.clone();
+            async move { call.settle().await }
+        });
+        let mut got = Vec::new();
+        let mut buf = Vec::new();
+        while got.len() < 4 {
+            buf.clear();
+            queue.recv_many(&mut buf, 512).await;
+            queue.committed(buf.len());
+            for it in buf.drain(..) {
+                got.push(it.event.call_id.0);
+                assert!(!settle.is_finished(), "settled before the final commit");
+                if let Some(tx) = it.committed {
+                    let _ = tx.send(Committed::Stored);
+                }
+            }
+        }
+        assert_eq!(got, [1, 2, 3, 4]);
+        tokio::time::timeout(std::time::Duration::from_secs(5), settle)
+            .await
+            .expect("settles once the final event is committed")
+            .expect("task");
     }
 
     #[tokio::test]
