@@ -1,20 +1,27 @@
 //! Store and event-bus throughput: how fast call events are made durable (event row + call row
-//! fold + one webhook outbox row, one transaction each), on SQLite and on PostgreSQL.
+//! fold + one webhook outbox row), on SQLite and on PostgreSQL: one transaction per event
+//! (`append_event`, what the pump did before group commit), then group commits
+//! (`append_batch`, what the pump does now: everything queued, up to 512 events, per
+//! transaction) at several batch sizes.
 //!
 //! `cargo bench --bench store` (PostgreSQL too when `CALLPLANE_TEST_PG` names a server: a fresh
-//! database is created and dropped). Prints appends per second and latency percentiles for one
-//! writer and for eight concurrent calls. A benchmark, not a test: nothing here asserts a time.
+//! database is created and dropped). Prints events per second and latency percentiles (per
+//! append, or per batch commit). A benchmark, not a test: nothing here asserts a time.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use callplane::store::{NewCall, NewEvent, SqlStore, Store, WebhookInput};
+use callplane::store::{BatchItem, NewCall, NewEvent, SqlStore, Store, WebhookInput};
 use serde_json::json;
 
 /// Appends per run.
 const EVENTS: usize = 4000;
 /// Concurrent writers in the second run.
 const WRITERS: usize = 8;
+/// Batch sizes of the group-commit runs (512 is the pump's cap).
+const BATCHES: [usize; 4] = [1, 16, 64, 512];
+/// Events per group-commit run.
+const BATCH_EVENTS: usize = 20_480;
 
 async fn setup(store: &Arc<dyn Store>, calls: usize) -> Vec<String> {
     let tenant = store.create_tenant("bench", 1).await.expect("tenant");
@@ -59,12 +66,18 @@ fn event(call: &str, n: usize) -> NewEvent {
     }
 }
 
-fn report(label: &str, mut lat: Vec<Duration>, wall: Duration) {
+fn report(label: &str, lat: Vec<Duration>, wall: Duration) {
+    let n = lat.len();
+    report_events(label, lat, n, wall);
+}
+
+/// `lat`: one latency per transaction; `events`: how many events they stored.
+fn report_events(label: &str, mut lat: Vec<Duration>, events: usize, wall: Duration) {
     lat.sort();
     let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
     println!(
-        "{label:<28} {:>8.0} appends/s   p50 {:>7.1} µs   p99 {:>8.1} µs   max {:>8.1} µs",
-        lat.len() as f64 / wall.as_secs_f64(),
+        "{label:<34} {:>8.0} events/s   commit p50 {:>8.1} µs   p99 {:>9.1} µs   max {:>9.1} µs",
+        events as f64 / wall.as_secs_f64(),
         p(0.50).as_secs_f64() * 1e6,
         p(0.99).as_secs_f64() * 1e6,
         lat[lat.len() - 1].as_secs_f64() * 1e6,
@@ -73,6 +86,7 @@ fn report(label: &str, mut lat: Vec<Duration>, wall: Duration) {
 
 async fn run(name: &str, store: Arc<dyn Store>) {
     let calls = setup(&store, WRITERS).await;
+    let writers = calls.clone();
     // One writer.
     let mut lat = Vec::with_capacity(EVENTS);
     let t0 = Instant::now();
@@ -88,7 +102,7 @@ async fn run(name: &str, store: Arc<dyn Store>) {
     // Eight calls appending at once (the shape of eight live calls' timelines).
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for call in calls {
+    for call in writers {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(EVENTS / WRITERS);
@@ -109,6 +123,26 @@ async fn run(name: &str, store: Arc<dyn Store>) {
         "{name}: outbox rows pending {}",
         store.pending_deliveries().await.expect("count")
     );
+    // Group commits: the events of eight live calls, interleaved as the pump sees them.
+    for size in BATCHES {
+        let events = if size == 1 { EVENTS } else { BATCH_EVENTS };
+        let items: Vec<BatchItem> = (0..events)
+            .map(|n| BatchItem::event(event(&calls[n % calls.len()], n)))
+            .collect();
+        let mut lat = Vec::with_capacity(events / size + 1);
+        let t0 = Instant::now();
+        for chunk in items.chunks(size) {
+            let t = Instant::now();
+            store.append_batch(chunk).await.expect("append_batch");
+            lat.push(t.elapsed());
+        }
+        report_events(
+            &format!("{name}: batches of {size}"),
+            lat,
+            events,
+            t0.elapsed(),
+        );
+    }
 }
 
 fn main() {

@@ -23,11 +23,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde_json::json;
-use tokio::sync::mpsc;
 
 use crate::api::{ApiConfig, AppState};
 use crate::clock;
-use crate::engine::{Engine, EngineConfig, EngineHandle};
+use crate::engine::{Engine, EngineConfig, EngineHandle, EventSink};
 use crate::events::outbox::{OutboxConfig, spawn_dispatcher};
 use crate::events::pump::spawn_pump;
 use crate::events::{Bus, Metrics};
@@ -53,6 +52,9 @@ pub struct ServeConfig {
     pub rate_limit_per_s: u32,
     /// Burst of the rate limit.
     pub rate_limit_burst: u32,
+    /// Capacity of the engine-to-store event queue (`--event-queue`; new calls are refused
+    /// from half of it).
+    pub event_queue: usize,
 }
 
 /// A line `serve` prints on stdout (JSON).
@@ -347,7 +349,7 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
     close_orphans(&bus, &node_id, &recovered).await?;
     let heartbeat = spawn_heartbeat(bus.clone(), node_id.clone(), config.engine.max_calls);
 
-    let (sink, sink_rx) = mpsc::unbounded_channel();
+    let (sink, sink_rx) = EventSink::channel(config.event_queue);
     let mut running = {
         // The engine owns the only sender: once it stops, the pump sees the channel close
         // after the last event and ends.

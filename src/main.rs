@@ -152,6 +152,11 @@ enum Cmd {
         /// hangup does not end within 1 s more is torn down; the drain ends at most 2 s later).
         #[arg(long, default_value_t = 10.0)]
         drain_timeout: f64,
+        /// Capacity of the engine-to-store event queue (events). Calls wait for room when it is
+        /// full and never lose an event; from half full on, new calls are refused (503 to an
+        /// INVITE, 503 `store_backlog` in the API) until the store catches up.
+        #[arg(long, default_value_t = 65536)]
+        event_queue: usize,
     },
     /// GET a URL and exit 0 on a 2xx answer, 1 otherwise (the Docker health check: the image
     /// has no curl).
@@ -331,6 +336,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             gather,
             max_calls,
             drain_timeout,
+            event_queue,
         } => {
             if let Some(dir) = &recordings {
                 callplane::files::ensure_dir(dir)
@@ -365,6 +371,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 )),
                 ..OutboxConfig::default()
             };
+            if event_queue < callplane::engine::sink::MIN_EVENT_QUEUE {
+                bail!(
+                    "--event-queue ({event_queue}) must be at least {}: new calls are refused \
+                     at half of it",
+                    callplane::engine::sink::MIN_EVENT_QUEUE
+                );
+            }
             let serve_config = ServeConfig {
                 data_dir,
                 database_url,
@@ -374,6 +387,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 max_body_bytes,
                 rate_limit_per_s: rate_limit,
                 rate_limit_burst: rate_limit.saturating_mul(2),
+                event_queue,
             };
             app::serve(serve_config, seconds("--drain-timeout", drain_timeout)?).await
         }

@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use callplane::store::{
-    AttemptResult, CallFilter, CallRecord, CallStatus, Created, DeliveryStatus, EventFilter,
-    NewApiKey, NewCall, NewEvent, Node, PerWebhook, Role, SqlStore, Store, StoreError, TrunkInput,
-    WebhookBackoff, WebhookInput, derive,
+    AttemptResult, BatchItem, CallFilter, CallRecord, CallStatus, Created, DeliveryStatus,
+    EventFilter, NewApiKey, NewCall, NewEvent, Node, PerWebhook, Role, SqlStore, Store, StoreError,
+    TrunkInput, WebhookBackoff, WebhookInput, derive,
 };
 use common::db::{pg_url_for_tests, sqlite_path_for_tests, test_stores, with_database};
 use serde_json::{Value, json};
@@ -824,6 +824,242 @@ async fn outbox_rows_follow_active_matching_webhooks(s: Arc<dyn Store>) {
     assert_eq!(s.pending_deliveries().await.expect("count"), 3);
 }
 
+async fn batch_appends_store_rows_events_folds_and_outbox_in_order(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let all = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/all", &[], true), 5)
+        .await
+        .expect("hook");
+    let finals = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/c", &["call.*"], true), 6)
+        .await
+        .expect("hook");
+    // An event before the batch: the batch's ids come after it.
+    let before_call = created(s.create_call(&new_call(&a, None, 1)).await.expect("call")).id;
+    let before = s
+        .append_event(&event(&before_call, "sip.trying", 50, json!({})))
+        .await
+        .expect("append")
+        .event
+        .id;
+    let outbound = created(s.create_call(&new_call(&a, None, 2)).await.expect("call")).id;
+    // An inbound call whose row the batch itself creates (the pump picks its id).
+    let inbound = callplane::store::new_id("call");
+    let inbound_row = NewCall {
+        direction: callplane::store::Direction::Inbound,
+        request: json!({"source": "192.0.2.1:5060"}),
+        ..NewCall::outbound(&a, "sip:100@127.0.0.1", "sip:alice@192.0.2.1", 100)
+    };
+    let batch = vec![
+        BatchItem {
+            new_call: Some(inbound_row),
+            event: event(&inbound, "call.created", 100, json!({"sip_call_id": "x@y"})),
+        },
+        BatchItem::event(event(&outbound, "sip.ringing", 110, json!({}))),
+        BatchItem::event(event(
+            &inbound,
+            "sip.answered",
+            120,
+            json!({"sip_status": 200}),
+        )),
+        BatchItem::event(event(&outbound, "sip.answered", 130, json!({}))),
+        BatchItem::event(event(
+            &inbound,
+            "call.completed",
+            900,
+            json!({"outcome": "answered", "duration_ms": 780}),
+        )),
+    ];
+    let appended = s.append_batch(&batch).await.expect("batch");
+    assert_eq!(appended.len(), batch.len());
+    let ids: Vec<i64> = appended.iter().map(|a| a.event.id).collect();
+    assert!(ids[0] > before, "{ids:?} after {before}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids rise in item order: {ids:?}"
+    );
+    // Each Appended carries the row right after its event.
+    assert_eq!(appended[0].call.status, CallStatus::Dialing);
+    assert_eq!(appended[2].call.status, CallStatus::Answered);
+    assert_eq!(appended[4].call.status, CallStatus::Completed);
+    assert_eq!(appended[1].call.status, CallStatus::Ringing);
+    // Outbox: the all-kinds hook wants every event, the call.* one only the completion.
+    assert_eq!(
+        appended
+            .iter()
+            .map(|a| a.deliveries.len())
+            .collect::<Vec<_>>(),
+        [2, 1, 1, 1, 2]
+    );
+    assert_eq!(
+        s.list_deliveries(&a, &all.id, None, 0)
+            .await
+            .expect("list")
+            .len(),
+        6
+    );
+    let f = s
+        .list_deliveries(&a, &finals.id, None, 0)
+        .await
+        .expect("list");
+    assert_eq!(f.len(), 2);
+    assert!(f.iter().any(|d| d.event_id == ids[4]));
+
+    // The stored rows are the folds of their events.
+    let row = s.get_call(&a, &inbound).await.expect("inbound row");
+    assert_eq!(row.direction, callplane::store::Direction::Inbound);
+    assert_eq!(row.from_uri, "sip:alice@192.0.2.1");
+    assert_eq!(row.request["source"], "192.0.2.1:5060");
+    assert_eq!(row.status, CallStatus::Completed);
+    assert_eq!(row.sip_call_id.as_deref(), Some("x@y"));
+    assert_eq!(
+        (row.answered_at_us, row.ended_at_us, row.talk_ms),
+        (Some(120), Some(900), Some(780))
+    );
+    assert_eq!(row, appended[4].call);
+    let out = s.get_call(&a, &outbound).await.expect("outbound row");
+    assert_eq!(out.status, CallStatus::Answered);
+    assert_eq!(
+        (out.ringing_at_us, out.answered_at_us),
+        (Some(110), Some(130))
+    );
+    // And the timeline reads back in batch order.
+    let stored = s
+        .events_after(&a, before, &EventFilter::default(), 0)
+        .await
+        .expect("events");
+    assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        stored.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        [
+            "call.created",
+            "sip.ringing",
+            "sip.answered",
+            "sip.answered",
+            "call.completed"
+        ]
+    );
+    // An empty batch writes nothing.
+    assert!(s.append_batch(&[]).await.expect("empty").is_empty());
+}
+
+async fn a_batch_with_a_bad_row_stores_nothing(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    s.create_webhook(&a, &hook("http://127.0.0.1:9/all", &[], true), 5)
+        .await
+        .expect("hook");
+    let call = created(s.create_call(&new_call(&a, None, 1)).await.expect("call")).id;
+    let inbound = callplane::store::new_id("call");
+    let batch = vec![
+        BatchItem {
+            new_call: Some(NewCall::outbound(
+                &a,
+                "sip:1@127.0.0.1",
+                "sip:2@127.0.0.1",
+                5,
+            )),
+            event: event(&inbound, "call.created", 100, json!({})),
+        },
+        BatchItem::event(event(&call, "sip.answered", 110, json!({}))),
+        // A bad row: its call does not exist.
+        BatchItem::event(event(
+            "call_000000000000000000000000",
+            "sip.trying",
+            120,
+            json!({}),
+        )),
+        BatchItem::event(event(
+            &call,
+            "call.completed",
+            130,
+            json!({"outcome": "answered"}),
+        )),
+    ];
+    assert!(
+        is_not_found(s.append_batch(&batch).await),
+        "a missing call row is a permanent error"
+    );
+    // All or nothing: no event, no fold, no created row, no delivery.
+    assert!(
+        s.events_after(&a, 0, &EventFilter::default(), 0)
+            .await
+            .expect("events")
+            .is_empty()
+    );
+    assert_eq!(
+        s.get_call(&a, &call).await.expect("row").status,
+        CallStatus::Queued
+    );
+    assert!(is_not_found(s.get_call(&a, &inbound).await));
+    assert_eq!(s.pending_deliveries().await.expect("count"), 0);
+    // The good items alone go through (what the pump's one-by-one fallback does).
+    for (i, item) in batch.iter().enumerate().filter(|(i, _)| *i != 2) {
+        s.append_batch(std::slice::from_ref(item))
+            .await
+            .unwrap_or_else(|e| panic!("item {i}: {e}"));
+    }
+    assert_eq!(
+        s.get_call(&a, &call).await.expect("row").status,
+        CallStatus::Completed
+    );
+    assert_eq!(
+        s.get_call(&a, &inbound).await.expect("row").status,
+        CallStatus::Dialing
+    );
+    assert_eq!(s.pending_deliveries().await.expect("count"), 3);
+}
+
+async fn concurrent_batches_get_ids_in_commit_order(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let call = created(s.create_call(&new_call(&a, None, t)).await.expect("call")).id;
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut batches = Vec::new();
+            for b in 0..5 {
+                // More than one multi-row INSERT's worth (128) per batch.
+                let items: Vec<BatchItem> = (0..150)
+                    .map(|i| BatchItem::event(event(&call, "sip.trying", b * 1000 + i, json!({}))))
+                    .collect();
+                let appended = s.append_batch(&items).await.expect("batch");
+                // Each Appended is its own item's event.
+                assert_eq!(
+                    appended
+                        .iter()
+                        .map(|a| a.event.at_unix_us)
+                        .collect::<Vec<_>>(),
+                    items.iter().map(|i| i.event.at_unix_us).collect::<Vec<_>>()
+                );
+                batches.push(appended.iter().map(|a| a.event.id).collect::<Vec<i64>>());
+            }
+            batches
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        for ids in t.await.expect("task") {
+            // One transaction's ids are contiguous: no other batch interleaves (commit order).
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+            all.push(ids);
+        }
+    }
+    all.sort();
+    let flat: Vec<i64> = all.concat();
+    assert_eq!(flat.len(), 4 * 5 * 150);
+    for pair in all.windows(2) {
+        assert!(
+            pair[0].last() < pair[1].first(),
+            "two batches interleaved: {pair:?}"
+        );
+    }
+    let stored = s
+        .events_after(&a, 0, &EventFilter::default(), 5000)
+        .await
+        .expect("all");
+    assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), flat);
+}
+
 async fn webhooks_crud(s: Arc<dyn Store>) {
     let a = s.create_tenant("a", 1).await.expect("tenant").id;
     let b = s.create_tenant("b", 1).await.expect("tenant").id;
@@ -1355,6 +1591,21 @@ async fn concurrent_appends() {
 #[tokio::test]
 async fn outbox_is_written_with_the_event() {
     for_each_store!(outbox_rows_follow_active_matching_webhooks);
+}
+
+#[tokio::test]
+async fn append_batch_writes_rows_events_folds_and_outbox_in_one_order() {
+    for_each_store!(batch_appends_store_rows_events_folds_and_outbox_in_order);
+}
+
+#[tokio::test]
+async fn append_batch_with_a_bad_row_is_all_or_nothing() {
+    for_each_store!(a_batch_with_a_bad_row_stores_nothing);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_batch_ids_follow_commit_order_across_writers() {
+    for_each_store!(concurrent_batches_get_ids_in_commit_order);
 }
 
 #[tokio::test]

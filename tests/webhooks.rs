@@ -792,7 +792,7 @@ async fn the_pump_stores_every_engine_event_of_outbound_and_inbound_calls_in_ord
         let w = world(name, store, None).await;
         // Two real engines on loopback: A calls B; B answers (no script: at once) and waits for
         // A's BYE. Both feed the pump, as `serve` wires its one engine.
-        let (sink, sink_rx) = mpsc::unbounded_channel();
+        let (sink, sink_rx) = callplane::engine::EventSink::channel(65536);
         let pump = spawn_pump(
             w.bus.clone(),
             sink_rx,

@@ -684,7 +684,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
         (status = 201, body = CallView, description = "placed"),
         (status = 200, body = CallView, description = "an idempotent replay (header `Idempotent-Replayed: true`)"),
         (status = 422, body = ErrorBody, description = "invalid_field, invalid_destination, invalid_script, idempotency_key_reused"),
-        (status = 503, body = ErrorBody, description = "capacity_exceeded or draining")))]
+        (status = 503, body = ErrorBody, description = "capacity_exceeded, draining or store_backlog")))]
 async fn create_call(
     State(s): State<AppState>,
     caller: Caller,
@@ -693,6 +693,11 @@ async fn create_call(
 ) -> ApiResult<Response> {
     caller.require(Permission::CallsWrite)?;
     let key = idempotency_key(&headers)?;
+    // Before anything is written: while the store is behind, a new call would only add to
+    // what it owes (and the engine would refuse it anyway).
+    if s.engine.refuse_for_store_backlog() {
+        return Err(ApiError::store_backlog());
+    }
     let plan = plan(&s, &caller, &req).await?;
     if req
         .max_duration_s
@@ -789,6 +794,7 @@ async fn create_call(
                     .with_retry_after(5),
                     "capacity_exceeded",
                 ),
+                EngineError::StoreBacklog => (ApiError::store_backlog(), "store_backlog"),
                 EngineError::Draining => (
                     ApiError::unavailable("draining", "this node is draining; retry elsewhere")
                         .with_retry_after(5),

@@ -107,6 +107,17 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
+    /// 503 `store_backlog` with `Retry-After`: the node's engine-to-store event queue is over
+    /// its high-water mark (`--event-queue`), so it takes no new calls until the store catches
+    /// up.
+    pub fn store_backlog() -> ApiError {
+        ApiError::unavailable(
+            "store_backlog",
+            "the store is behind on this node's call events; retry later",
+        )
+        .with_retry_after(5)
+    }
+
     /// The same error with another stable code.
     pub fn with_code(mut self, code: &'static str) -> ApiError {
         self.code = code;

@@ -315,6 +315,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
         active_calls: Some(s.engine.active_calls()),
         sip: sip.ok().and_then(Result::ok),
         webhook_backlog: backlog.ok().and_then(Result::ok),
+        event_queue: s.engine.event_queue(),
+        store_backlog_refusals: s.engine.store_backlog_refusals(),
     };
     (
         [(header::CONTENT_TYPE, PROMETHEUS)],

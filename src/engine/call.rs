@@ -26,6 +26,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
 use super::events::{CallEvent, CallId, Outcome};
+use super::sink::{CallSink, Committed, EventSink};
 use super::{Command, InboundConfig, OriginateRequest, PromptScope, random_u64};
 use crate::clock;
 use crate::files::{Prompt, PromptCache, RecordingWriter};
@@ -48,7 +49,7 @@ pub(crate) struct Shared {
     pub(crate) pool: Arc<RtpPortPool>,
     pub(crate) events: broadcast::Sender<CallEvent>,
     /// The lossless copy of every event ([`crate::engine::EngineConfig::event_sink`]).
-    pub(crate) event_sink: Option<mpsc::UnboundedSender<CallEvent>>,
+    pub(crate) event_sink: Option<EventSink>,
     pub(crate) engine: mpsc::Sender<Command>,
     /// Our SIP address as peers should see it (Via, Contact).
     pub(crate) advertise: SocketAddr,
@@ -94,12 +95,16 @@ pub(crate) struct InboundCall {
     pub(crate) config: InboundConfig,
 }
 
+/// How long an inbound call waits for its `call.created` to be committed before it answers;
+/// past it the INVITE gets 503 (an answered call must have a row, even after a kill -9).
+const CREATED_COMMIT_WAIT: Duration = Duration::from_secs(2);
+
 /// Emits timeline events for one call.
 struct Timeline {
     id: CallId,
     started: Instant,
     events: broadcast::Sender<CallEvent>,
-    sink: Option<mpsc::UnboundedSender<CallEvent>>,
+    sink: Option<CallSink>,
     tag: Option<Arc<str>>,
     /// Set by whoever emits the call's final event: the call, or the dispatcher aborting it
     /// ([`Abort`]); there is exactly one.
@@ -108,10 +113,29 @@ struct Timeline {
 
 impl Timeline {
     fn emit(&self, kind: &'static str, details: Value) {
+        let _ = self.emit_inner(kind, details, false);
+    }
+
+    /// Emits an event and returns what fires once the store has committed it (`None` without
+    /// a sink: nothing to wait for).
+    fn emit_committed(
+        &self,
+        kind: &'static str,
+        details: Value,
+    ) -> Option<tokio::sync::oneshot::Receiver<Committed>> {
+        self.emit_inner(kind, details, true)
+    }
+
+    fn emit_inner(
+        &self,
+        kind: &'static str,
+        details: Value,
+        want_commit: bool,
+    ) -> Option<tokio::sync::oneshot::Receiver<Committed>> {
         if (kind == "call.completed" || kind == "call.failed")
             && self.final_sent.swap(true, Ordering::SeqCst)
         {
-            return;
+            return None;
         }
         let offset = clock::now().saturating_duration_since(self.started);
         let ev = CallEvent {
@@ -123,12 +147,20 @@ impl Timeline {
             tag: self.tag.clone(),
         };
         tracing::debug!(call = %self.id, kind, "call event");
-        if let Some(sink) = &self.sink {
-            // Err only when the store's pump has stopped (at shutdown).
-            let _ = sink.send(ev.clone());
-        }
+        let wait = match &self.sink {
+            Some(sink) => sink.push(ev.clone(), want_commit),
+            None => None,
+        };
         // Err only means nobody subscribes right now: events are not kept for later.
         let _ = self.events.send(ev);
+        wait
+    }
+
+    /// Sends what a full store queue held back, waiting for room.
+    async fn flush_sink(&self) {
+        if let Some(sink) = &self.sink {
+            sink.flush().await;
+        }
     }
 }
 
@@ -141,6 +173,9 @@ pub(crate) struct Abort {
     tag: Option<Arc<str>>,
     started: Instant,
     final_sent: Arc<AtomicBool>,
+    /// The call's end of the store queue (shared with the task: what it held back stays in
+    /// order before the final event).
+    sink: Option<CallSink>,
 }
 
 impl Abort {
@@ -152,7 +187,7 @@ impl Abort {
             id: self.id,
             started: self.started,
             events: shared.events.clone(),
-            sink: shared.event_sink.clone(),
+            sink: self.sink.clone(),
             tag: self.tag,
             final_sent: self.final_sent,
         };
@@ -165,6 +200,11 @@ impl Abort {
                 "teardown": "drain",
             }),
         );
+        // The aborted task no longer sends what a full queue held back: send it (and the final
+        // event) from here, in order, as room comes.
+        if let Some(sink) = self.sink {
+            tokio::spawn(async move { sink.flush().await });
+        }
     }
 }
 
@@ -182,11 +222,12 @@ pub(crate) fn spawn(
     };
     let final_sent = Arc::new(AtomicBool::new(false));
     let started = clock::now();
+    let sink = shared.event_sink.clone().map(CallSink::new);
     let timeline = Timeline {
         id,
         started,
         events: shared.events.clone(),
-        sink: shared.event_sink.clone(),
+        sink: sink.clone(),
         tag: tag.clone(),
         final_sent: final_sent.clone(),
     };
@@ -200,6 +241,7 @@ pub(crate) fn spawn(
         tag,
         started,
         final_sent,
+        sink,
     }
 }
 
@@ -212,9 +254,14 @@ async fn run(
     rx: mpsc::Receiver<CallInput>,
 ) {
     let id = timeline.id;
+    let sink = timeline.sink.clone();
     match Call::start(shared.clone(), timeline, &call_ident, setup).await {
         Some(mut call) => call.run(rx).await,
         None => tracing::warn!(call = %id, "call could not start"),
+    }
+    // The slot is freed only once the final event is committed (without a store: now).
+    if let Some(sink) = sink {
+        sink.settle().await;
     }
     // The dispatcher may be gone at shutdown; nothing left to tell then.
     let _ = shared.engine.send(Command::Ended { call_ident }).await;
@@ -448,7 +495,7 @@ impl Call {
                     .from()
                     .map(|f| f.uri.to_string())
                     .unwrap_or_default();
-                timeline.emit(
+                let created = timeline.emit_committed(
                     "call.created",
                     json!({
                         "direction": "inbound",
@@ -472,6 +519,30 @@ impl Call {
                             return None;
                         }
                     };
+                // An answered call must have a row: answer only once `call.created` is
+                // committed (bounded; 503 past it, the store is too far behind).
+                if let Some(created) = created {
+                    let committed = tokio::time::timeout(CREATED_COMMIT_WAIT, async {
+                        timeline.flush_sink().await;
+                        created.await
+                    })
+                    .await;
+                    if !matches!(committed, Ok(Ok(Committed::Stored))) {
+                        tracing::warn!(
+                            stored = ?committed.ok().and_then(Result::ok),
+                            "call.created not committed in time; refusing the INVITE with 503"
+                        );
+                        let _ = session.reject(clock::now(), StatusCode::SERVICE_UNAVAILABLE);
+                        let mut sip = shared.sip.clone();
+                        flush_rejection(&mut session, &mut sip).await;
+                        timeline.emit(
+                            "call.failed",
+                            json!({"outcome": Outcome::Failed, "sip_status": 503,
+                                "reason": "the store is behind", "end_reason": "store_backlog"}),
+                        );
+                        return None;
+                    }
+                }
                 let rtp = match shared.pool.allocate().await {
                     Ok(r) => r,
                     Err(e) => {
@@ -892,6 +963,8 @@ impl Call {
         loop {
             self.drive_script(clock::now());
             self.flush().await;
+            // Events a full store queue held back: wait for room (backpressure), in order.
+            self.timeline.flush_sink().await;
             // Flushing may have queued script inputs (a prompt ended, the peer hung up):
             // let the script react before sleeping or finishing.
             if !self.script_inputs.is_empty()

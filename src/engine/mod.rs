@@ -11,9 +11,10 @@
 //!   yet, however soon after the send it comes (a send that fails at once reports its error
 //!   before the call has even seen the transaction's key).
 //!
-//! A new INVITE creates an inbound call when the engine is under its capacity and not
-//! draining; otherwise it is answered 503 with Retry-After (RFC 3261 §21.5.4), once and
-//! statelessly (no transaction is kept for a refused call, nothing is retransmitted).
+//! A new INVITE creates an inbound call when the engine is under its capacity, not draining
+//! and its store keeps up ([`sink`]); otherwise it is answered 503 with Retry-After (RFC 3261
+//! §21.5.4), once and statelessly (no transaction is kept for a refused call, nothing is
+//! retransmitted).
 //!
 //! # Ending
 //! A call always ends: a hangup in any state makes the call send what the protocol asks (BYE,
@@ -21,7 +22,8 @@
 //! CANCEL, no provisional response to send a CANCEL after, no ACK before a BYE may go), tears
 //! it down and records so (`end_reason: "TornDown"`). A drain hangs the calls left at its
 //! grace up the same way with a shorter bound, and the dispatcher itself aborts and records
-//! any call still live [`DRAIN_ABORT_AFTER`] after the grace, so a drain always returns.
+//! any call still live [`DRAIN_ABORT_AFTER`] after the grace (a call waiting for a store that
+//! is down to commit its final event included), so a drain always returns.
 //!
 //! Each call (the private `call` module) is a tokio task that owns its `InviteSession`, `MediaSession`, RTP
 //! socket pair and recording writer. The rest of the application talks to the engine only
@@ -40,6 +42,7 @@
 mod call;
 pub mod events;
 pub mod limits;
+pub mod sink;
 pub mod target;
 #[cfg(test)]
 mod tests;
@@ -67,6 +70,7 @@ use crate::net::sip::{NetError, SipConfig, SipEvent, SipHandle, SipTransport};
 use crate::script::Script;
 
 pub use events::{CallEvent, CallId, Outcome};
+pub use sink::{Committed, EventQueue, EventSink, SinkItem};
 
 use call::{CallInput, CallSetup, InboundCall};
 
@@ -101,9 +105,13 @@ pub struct EngineConfig {
     /// What inbound calls do.
     pub inbound: InboundConfig,
     /// Where every event also goes, losslessly (the broadcast of [`EngineHandle::subscribe`]
-    /// drops the oldest events of a lagging subscriber; this channel never drops one). The
-    /// control plane's event bus reads it and stores each event.
-    pub event_sink: Option<mpsc::UnboundedSender<CallEvent>>,
+    /// drops the oldest events of a lagging subscriber; this queue never drops one). The
+    /// control plane's event pump reads it and stores each event. It is bounded: a call waits
+    /// for room (backpressure), and over its high-water mark new calls are refused (503,
+    /// [`EngineError::StoreBacklog`]). With a sink, a call's slot is freed only once its final
+    /// event is committed, and an inbound call is answered only once its `call.created` is
+    /// (see [`sink`]); without one (the `call` command) nothing waits.
+    pub event_sink: Option<EventSink>,
     /// RTP timeout, session timers, longest call, refused media addresses.
     pub limits: limits::CallLimits,
 }
@@ -232,6 +240,9 @@ pub enum EngineError {
     /// The engine is at `max_calls`.
     #[error("at capacity ({0} calls)")]
     AtCapacity(usize),
+    /// The store is behind: the event queue is over its high-water mark.
+    #[error("the store is behind (event queue over its high-water mark)")]
+    StoreBacklog,
 }
 
 /// A command to the dispatcher.
@@ -267,6 +278,7 @@ pub struct EngineHandle {
     draining: Arc<std::sync::atomic::AtomicBool>,
     sip: SipHandle,
     advertise_ip: IpAddr,
+    sink: Option<EventSink>,
 }
 
 impl EngineHandle {
@@ -337,6 +349,34 @@ impl EngineHandle {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether new calls are refused because the store is behind ([`EngineConfig::event_sink`]
+    /// over its high-water mark); always `false` without a sink.
+    pub fn store_backlogged(&self) -> bool {
+        self.sink.as_ref().is_some_and(EventSink::is_backlogged)
+    }
+
+    /// [`EngineHandle::store_backlogged`], counting a refusal when it is (for a caller that
+    /// refuses a new call on it, as the API does before writing the call's row).
+    pub fn refuse_for_store_backlog(&self) -> bool {
+        match &self.sink {
+            Some(sink) if sink.is_backlogged() => {
+                sink.on_refused();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The event queue's (depth, capacity), when there is a sink: events not yet committed.
+    pub fn event_queue(&self) -> Option<(usize, usize)> {
+        self.sink.as_ref().map(|s| (s.depth(), s.capacity()))
+    }
+
+    /// New calls refused so far because the store was behind (when there is a sink).
+    pub fn store_backlog_refusals(&self) -> Option<u64> {
+        self.sink.as_ref().map(EventSink::refusals)
+    }
+
     /// Where SIP listens (UDP).
     pub fn sip_local_addr(&self) -> SocketAddr {
         self.sip_local
@@ -395,6 +435,7 @@ impl Engine {
         let sip_local_tcp = sip_handle.local_addrs().tcp;
         let sip_for_handle = sip_handle.clone();
         let advertise_ip = config.advertise_ip;
+        let sink = config.event_sink.clone();
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let prompts = Arc::new(std::sync::Mutex::new(PromptCache::default()));
@@ -437,6 +478,7 @@ impl Engine {
                 draining,
                 sip: sip_for_handle,
                 advertise_ip,
+                sink,
             },
             task,
         })
@@ -606,6 +648,15 @@ impl Dispatcher {
         if self.calls.len() >= self.config.max_calls {
             return Err(EngineError::AtCapacity(self.config.max_calls));
         }
+        if let Some(sink) = self
+            .config
+            .event_sink
+            .as_ref()
+            .filter(|s| s.is_backlogged())
+        {
+            sink.on_refused();
+            return Err(EngineError::StoreBacklog);
+        }
         let call_ident = format!("{:016x}@callplane", random_u64());
         let (id, rx) = self.new_route(call_ident.clone());
         let abort = call::spawn(
@@ -739,6 +790,15 @@ impl Dispatcher {
                     Some("draining")
                 } else if self.calls.len() >= self.config.max_calls {
                     Some("at capacity")
+                } else if let Some(sink) = self
+                    .config
+                    .event_sink
+                    .as_ref()
+                    .filter(|s| s.is_backlogged())
+                {
+                    // What was accepted is never lost: while the store is behind, take no more.
+                    sink.on_refused();
+                    Some("store backlog")
                 } else {
                     None
                 };

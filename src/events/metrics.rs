@@ -39,6 +39,9 @@ const APPEND_BUCKETS: [f64; 11] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Upper bounds (events) of the pump's batch size histogram (`+Inf` is implied).
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 /// How many distinct event kinds get their own `callplane_events_total` series.
 pub const MAX_KINDS: usize = 64;
 
@@ -89,6 +92,59 @@ pub struct Metrics {
     append_sum_us: AtomicU64,
     append_errors: AtomicU64,
     pump_errors: AtomicU64,
+    /// Group commits of the pump: latency (seconds) and size (events).
+    commit_seconds: Histogram,
+    batch_events: Histogram,
+    pump_dropped: AtomicU64,
+}
+
+/// A cumulative histogram over fixed bounds (the sum is kept in millionths of the unit).
+#[derive(Debug)]
+struct Histogram {
+    bounds: &'static [f64],
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_millionths: AtomicU64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_millionths: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, value: f64) {
+        for (bucket, bound) in self.buckets.iter().zip(self.bounds) {
+            if value <= *bound {
+                add(bucket, 1);
+            }
+        }
+        add(&self.count, 1);
+        add(&self.sum_millionths, (value * 1e6) as u64);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, "histogram", help);
+        for (bound, c) in self.bounds.iter().zip(&self.buckets) {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{bound}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_millionths.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count {count}");
+    }
 }
 
 impl Default for Metrics {
@@ -108,6 +164,9 @@ impl Default for Metrics {
             append_sum_us: AtomicU64::new(0),
             append_errors: AtomicU64::new(0),
             pump_errors: AtomicU64::new(0),
+            commit_seconds: Histogram::new(&APPEND_BUCKETS),
+            batch_events: Histogram::new(&BATCH_BUCKETS),
+            pump_dropped: AtomicU64::new(0),
         }
     }
 }
@@ -122,6 +181,11 @@ pub struct Gauges {
     /// Pending deliveries ([`crate::store::Store::pending_deliveries`]); falls back to the
     /// dispatcher's last count.
     pub webhook_backlog: Option<i64>,
+    /// The engine → store queue: events accepted and not yet committed, and the queue's
+    /// capacity ([`crate::engine::EventSink`]).
+    pub event_queue: Option<(usize, usize)>,
+    /// New calls refused because the queue was over its high-water mark.
+    pub store_backlog_refusals: Option<u64>,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -183,6 +247,28 @@ impl Metrics {
     /// Counts a failed store append.
     pub fn on_append_error(&self) {
         add(&self.append_errors, 1);
+    }
+
+    /// Records one group commit of the pump: how long the transaction took and how many
+    /// events it stored.
+    pub fn observe_commit(&self, took: Duration, events: usize) {
+        self.commit_seconds.observe(took.as_secs_f64());
+        self.batch_events.observe(events as f64);
+    }
+
+    /// Group commits so far (`callplane_store_commits_total`).
+    pub fn store_commits(&self) -> u64 {
+        self.commit_seconds.count.load(Ordering::Relaxed)
+    }
+
+    /// Counts an engine event the pump gave up on (logged at ERROR where it happened).
+    pub fn on_pump_drop(&self) {
+        add(&self.pump_dropped, 1);
+    }
+
+    /// Engine events the pump gave up on.
+    pub fn pump_dropped(&self) -> u64 {
+        self.pump_dropped.load(Ordering::Relaxed)
     }
 
     /// Counts an engine event the pump could not store at the first try (or at all).
@@ -434,6 +520,63 @@ impl Metrics {
             "callplane_pump_errors_total {}",
             load(&self.pump_errors)
         );
+        header(
+            &mut out,
+            "callplane_pump_dropped_events_total",
+            "counter",
+            "Engine events the pump gave up on (a bad row; logged at ERROR).",
+        );
+        let _ = writeln!(
+            out,
+            "callplane_pump_dropped_events_total {}",
+            load(&self.pump_dropped)
+        );
+        header(
+            &mut out,
+            "callplane_store_commits_total",
+            "counter",
+            "Group commits of the event pump (one transaction each).",
+        );
+        let _ = writeln!(
+            out,
+            "callplane_store_commits_total {}",
+            self.store_commits()
+        );
+        self.commit_seconds.render(
+            &mut out,
+            "callplane_store_commit_seconds",
+            "Time to commit one batch of timeline events (rows, folds, outbox) in one transaction.",
+        );
+        self.batch_events.render(
+            &mut out,
+            "callplane_pump_batch_events",
+            "Timeline events per group commit.",
+        );
+        if let Some((depth, capacity)) = gauges.event_queue {
+            header(
+                &mut out,
+                "callplane_event_queue_depth",
+                "gauge",
+                "Engine events accepted and not yet committed to the store.",
+            );
+            let _ = writeln!(out, "callplane_event_queue_depth {depth}");
+            header(
+                &mut out,
+                "callplane_event_queue_capacity",
+                "gauge",
+                "Capacity of the engine-to-store event queue (--event-queue).",
+            );
+            let _ = writeln!(out, "callplane_event_queue_capacity {capacity}");
+        }
+        if let Some(n) = gauges.store_backlog_refusals {
+            header(
+                &mut out,
+                "callplane_store_backlog_refusals_total",
+                "counter",
+                "New calls refused (503) because the event queue was over its high-water mark.",
+            );
+            let _ = writeln!(out, "callplane_store_backlog_refusals_total {n}");
+        }
         out
     }
 }
@@ -572,6 +715,43 @@ mod tests {
         );
         assert_eq!(value(&text, "callplane_store_append_seconds_count"), 2.0);
         assert!((value(&text, "callplane_store_append_seconds_sum") - 0.0308).abs() < 1e-9);
+    }
+
+    #[test]
+    fn group_commits_render_their_count_latency_batch_size_and_the_queue() {
+        let m = Metrics::default();
+        m.observe_commit(Duration::from_millis(3), 1);
+        m.observe_commit(Duration::from_millis(20), 300);
+        m.on_pump_drop();
+        let text = m.render(&Gauges {
+            event_queue: Some((7, 64)),
+            store_backlog_refusals: Some(2),
+            ..Gauges::default()
+        });
+        assert_eq!(m.store_commits(), 2);
+        assert_eq!(value(&text, "callplane_store_commits_total"), 2.0);
+        assert_eq!(value(&text, "callplane_store_commit_seconds_count"), 2.0);
+        assert_eq!(
+            value(&text, "callplane_store_commit_seconds_bucket{le=\"0.005\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "callplane_pump_batch_events_bucket{le=\"1\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "callplane_pump_batch_events_bucket{le=\"256\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "callplane_pump_batch_events_bucket{le=\"512\"}"),
+            2.0
+        );
+        assert_eq!(value(&text, "callplane_pump_batch_events_sum"), 301.0);
+        assert_eq!(value(&text, "callplane_pump_dropped_events_total"), 1.0);
+        assert_eq!(value(&text, "callplane_event_queue_depth"), 7.0);
+        assert_eq!(value(&text, "callplane_event_queue_capacity"), 64.0);
+        assert_eq!(value(&text, "callplane_store_backlog_refusals_total"), 2.0);
     }
 
     #[test]

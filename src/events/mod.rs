@@ -27,7 +27,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::{Notify, broadcast};
 
 use crate::engine::CallId;
-use crate::store::{Appended, NewEvent, Store, StoredEvent};
+use crate::store::{Appended, BatchItem, NewEvent, Store, StoredEvent};
 
 pub use metrics::{Gauges, Metrics};
 pub use outbox::{OutboxConfig, spawn_dispatcher};
@@ -119,21 +119,42 @@ impl Bus {
     /// Stores an event (folding it into its call and queueing its webhook deliveries), then
     /// publishes it and wakes the outbox dispatcher.
     pub async fn append(&self, event: NewEvent) -> crate::store::Result<Appended> {
+        let started = crate::clock::now();
+        let mut appended = self.append_batch(&[BatchItem::event(event)]).await?;
+        self.metrics
+            .observe_append(crate::clock::now().saturating_duration_since(started));
+        appended.pop().ok_or_else(|| {
+            crate::store::StoreError::Database("a batch of one stored nothing".into())
+        })
+    }
+
+    /// Stores a batch in one transaction ([`Store::append_batch`]: all or nothing), then
+    /// publishes its events in id order and wakes the outbox dispatcher once.
+    pub async fn append_batch(&self, batch: &[BatchItem]) -> crate::store::Result<Vec<Appended>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let _order = self.append_lock.lock().await;
         let started = crate::clock::now();
-        let appended = match self.store.append_event(&event).await {
+        let appended = match self.store.append_batch(batch).await {
             Ok(a) => a,
             Err(e) => {
                 self.metrics.on_append_error();
                 return Err(e);
             }
         };
-        self.metrics
-            .observe_append(crate::clock::now().saturating_duration_since(started));
-        self.metrics.on_event(&appended);
-        // Err only means nobody listens live right now; the store has it.
-        let _ = self.live.send(appended.event.clone());
-        if !appended.deliveries.is_empty() {
+        self.metrics.observe_commit(
+            crate::clock::now().saturating_duration_since(started),
+            appended.len(),
+        );
+        let mut wake = false;
+        for a in &appended {
+            self.metrics.on_event(a);
+            // Err only means nobody listens live right now; the store has it.
+            let _ = self.live.send(a.event.clone());
+            wake |= !a.deliveries.is_empty();
+        }
+        if wake {
             self.outbox.notify_one();
         }
         Ok(appended)

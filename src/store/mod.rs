@@ -537,6 +537,27 @@ pub struct NewEvent {
     pub details: Value,
 }
 
+/// One item of [`Store::append_batch`]: an event, and the row of its call when the event
+/// creates it (an inbound call's untagged `call.created`).
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    /// Insert this call row first, with id `event.call_id` (no idempotency key). `None`: the
+    /// row must already exist (or be created by an earlier item of the same batch).
+    pub new_call: Option<NewCall>,
+    /// The event.
+    pub event: NewEvent,
+}
+
+impl BatchItem {
+    /// An event of an existing call.
+    pub fn event(event: NewEvent) -> BatchItem {
+        BatchItem {
+            new_call: None,
+            event,
+        }
+    }
+}
+
 /// What [`Store::append_event`] wrote in its one transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Appended {
@@ -877,6 +898,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// webhook of the tenant whose `events` match (the body is
     /// [`derive::webhook_body`] of the stored event).
     fn append_event<'a>(&'a self, event: &'a NewEvent) -> StoreFuture<'a, Appended>;
+    /// Group commit: what [`Store::append_event`] does for each item, in ONE transaction for
+    /// the whole batch, in order (an item's `new_call` row is inserted before its event). Event
+    /// ids increase in item order and in commit order, as single appends' do. Atomic: any
+    /// error (a missing call row, a refused value, the database) rolls the whole batch back and
+    /// stores nothing; the caller can then retry the items one by one to find the bad one.
+    /// `Ok` holds one [`Appended`] per item, in order (its `call` is the row right after that
+    /// event). An empty batch writes nothing.
+    fn append_batch<'a>(&'a self, batch: &'a [BatchItem]) -> StoreFuture<'a, Vec<Appended>>;
     /// A tenant's events with `id > after`, oldest first, at most `limit` (0 → 500, at most
     /// 5000). `kinds` match exactly, or by prefix when they end in `*` (`call.*`), as webhook
     /// filters do. Ids increase in commit order on both databases, so `after` = the last id seen

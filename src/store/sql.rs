@@ -39,10 +39,10 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyPool, Transaction};
 
 use super::{
-    ApiKey, Appended, AttemptResult, CallFilter, CallRecord, Created, Delivery, DeliveryStatus,
-    EventFilter, NewApiKey, NewCall, NewEvent, Node, Page, PerWebhook, RecordingRecord, Result,
-    ScriptRecord, Store, StoreError, StoreFuture, StoredEvent, Tenant, Trunk, TrunkInput, Webhook,
-    WebhookInput,
+    ApiKey, Appended, AttemptResult, BatchItem, CallFilter, CallRecord, Created, Delivery,
+    DeliveryStatus, EventFilter, NewApiKey, NewCall, NewEvent, Node, Page, PerWebhook,
+    RecordingRecord, Result, ScriptRecord, Store, StoreError, StoreFuture, StoredEvent, Tenant,
+    Trunk, TrunkInput, Webhook, WebhookInput,
 };
 
 /// Which database a [`SqlStore`] talks to.
@@ -407,6 +407,10 @@ impl Store for SqlStore {
 
     fn append_event<'a>(&'a self, event: &'a NewEvent) -> StoreFuture<'a, Appended> {
         Box::pin(calls::append_event(self, event))
+    }
+
+    fn append_batch<'a>(&'a self, batch: &'a [BatchItem]) -> StoreFuture<'a, Vec<Appended>> {
+        Box::pin(calls::append_batch(self, batch))
     }
 
     fn events_after<'a>(

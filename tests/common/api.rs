@@ -150,7 +150,7 @@ impl TestApi {
         let bus = Bus::new(store.clone(), metrics.clone());
         let a = tenant(&store, "tenant-a").await;
         let b = tenant(&store, "tenant-b").await;
-        let (sink, events) = tokio::sync::mpsc::unbounded_channel();
+        let (sink, events) = callplane::engine::EventSink::channel(65536);
         let mut engine_config = EngineConfig::new("127.0.0.1:0".parse().expect("addr"));
         engine_config.event_sink = Some(sink);
         tune_engine(&mut engine_config);

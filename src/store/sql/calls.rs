@@ -1,12 +1,14 @@
 //! Calls, their timeline (with the outbox rows each event queues) and recordings.
 
+use std::collections::HashMap;
+
 use serde_json::Value;
 
 use super::rows::{self, CALL_COLS, EVENT_COLS, RECORDING_COLS, WEBHOOK_COLS};
 use super::{Arg, Backend, SqlStore, bind_all, clamp_limit};
 use crate::store::{
-    Appended, CallFilter, CallRecord, CallStatus, Created, EventFilter, NewCall, NewEvent, Page,
-    RecordingRecord, Result, StoreError, StoredEvent, derive, new_id,
+    Appended, BatchItem, CallFilter, CallRecord, CallStatus, Created, EventFilter, NewCall,
+    NewEvent, Page, RecordingRecord, Result, StoreError, StoredEvent, Webhook, derive, new_id,
 };
 
 /// Default and largest page of [`list_calls`].
@@ -164,12 +166,61 @@ fn recording_of(details: &Value) -> Option<(String, i64, i64, String, i64)> {
 }
 
 pub(super) async fn append_event(s: &SqlStore, e: &NewEvent) -> Result<Appended> {
+    let item = BatchItem::event(e.clone());
+    append_batch(s, std::slice::from_ref(&item))
+        .await?
+        .pop()
+        .ok_or_else(|| StoreError::Database("a batch of one appended nothing".into()))
+}
+
+/// Events (and outbox rows) per multi-row INSERT: 7 parameters each, far below both
+/// databases' limits (SQLite 32766, PostgreSQL 65535).
+const INSERT_CHUNK: usize = 128;
+
+/// `($1, $2, …), ($8, …)`: `rows` groups of `width` numbered parameters.
+fn values_list(rows: usize, width: usize) -> String {
+    let mut sql = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * width + c + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// One outbox row to insert.
+struct NewDelivery {
+    id: String,
+    webhook_id: String,
+    tenant_id: String,
+    event_id: i64,
+    body: String,
+    at_us: i64,
+}
+
+/// Group commit ([`crate::store::Store::append_batch`]): every item's call row (when it
+/// creates one), event, call fold, recording row and outbox rows in one transaction. A call's
+/// row is read once per batch and written once at the end (the fold of all its events in the
+/// batch); each tenant's webhooks are read once per batch; events and outbox rows go in
+/// multi-row INSERTs.
+pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Vec<Appended>> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut tx = s.begin().await?;
     if s.backend == Backend::Postgres {
         // PostgreSQL: identity values are handed out at INSERT, commits happen later and in
         // any order, so without this lock a reader could see event 8 before 7 commits and
         // resume past 7 for ever (SSE Last-Event-ID). SHARE ROW EXCLUSIVE conflicts with itself
-        // (and with plain INSERTs) but not with readers: appends take turns, each one's id is
+        // (and with plain INSERTs) but not with readers: appends take turns, each one's ids are
         // drawn after the previous append committed, so ids increase in commit order.
         // SQLite: BEGIN IMMEDIATE already made this the only writer.
         sqlx::Executor::execute(
@@ -178,113 +229,233 @@ pub(super) async fn append_event(s: &SqlStore, e: &NewEvent) -> Result<Appended>
         )
         .await?;
     }
-    let row = sqlx::query(&format!("SELECT {CALL_COLS} FROM call WHERE id = $1"))
-        .bind(e.call_id.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-    let mut call = rows::call(&row)?;
-
-    let row = sqlx::query(&format!(
-        "INSERT INTO call_event (tenant_id, call_id, campaign_id, kind, at_unix_us, offset_us, \
-         details) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {EVENT_COLS}"
-    ))
-    .bind(call.tenant_id.as_str())
-    .bind(call.id.as_str())
-    .bind(call.campaign_id.as_deref())
-    .bind(e.kind.as_str())
-    .bind(e.at_unix_us)
-    .bind(e.offset_us)
-    .bind(rows::json_text(&e.details))
-    .fetch_one(&mut *tx)
-    .await?;
-    let event = rows::event(&row)?;
-
-    derive::apply(&mut call, &event.kind, event.at_unix_us, &event.details);
-    sqlx::query(
-        "UPDATE call SET status = $2, outcome = $3, sip_status = $4, sip_reason = $5, \
-         q850_cause = $6, sip_call_id = $7, started_at_us = $8, ringing_at_us = $9, \
-         answered_at_us = $10, ended_at_us = $11, talk_ms = $12, result = $13, end_reason = $14 \
-         WHERE id = $1",
-    )
-    .bind(call.id.as_str())
-    .bind(call.status.as_str())
-    .bind(call.outcome.as_deref())
-    .bind(call.sip_status)
-    .bind(call.sip_reason.as_deref())
-    .bind(call.q850_cause)
-    .bind(call.sip_call_id.as_deref())
-    .bind(call.started_at_us)
-    .bind(call.ringing_at_us)
-    .bind(call.answered_at_us)
-    .bind(call.ended_at_us)
-    .bind(call.talk_ms)
-    .bind(call.result.as_ref().map(rows::json_text))
-    .bind(call.end_reason.as_deref())
-    .execute(&mut *tx)
-    .await?;
-
-    if event.kind == "recording.ready"
-        && let Some((path, duration_ms, channels, sha256, bytes)) = recording_of(&event.details)
-    {
-        sqlx::query(
-            "INSERT INTO recording (id, tenant_id, call_id, event_id, path, format, channels, \
-             duration_ms, bytes, sha256, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5, 'wav', $6, $7, $8, $9, $10)",
-        )
-        .bind(new_id("rec"))
-        .bind(call.tenant_id.as_str())
-        .bind(call.id.as_str())
-        .bind(event.id)
-        .bind(path)
-        .bind(channels)
-        .bind(duration_ms)
-        .bind(bytes)
-        .bind(sha256)
-        .bind(event.at_unix_us)
-        .execute(&mut *tx)
-        .await?;
+    // 1. The batch's call rows: created (inbound calls) or read, in item order, so an event
+    //    of a call created later in the batch is refused as it would be alone.
+    let mut calls: HashMap<String, CallRecord> = HashMap::new();
+    let mut touched: Vec<String> = Vec::new();
+    for item in batch {
+        let id = &item.event.call_id;
+        if let Some(c) = &item.new_call {
+            let row = sqlx::query(&format!(
+                "INSERT INTO call (id, tenant_id, direction, to_uri, from_uri, trunk_id, \
+                 script_id, script_version, campaign_id, idempotency_key, request, \
+                 created_at_us, status, node_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+                 RETURNING {CALL_COLS}"
+            ))
+            .bind(id.as_str())
+            .bind(c.tenant_id.as_str())
+            .bind(c.direction.as_str())
+            .bind(c.to_uri.as_str())
+            .bind(c.from_uri.as_str())
+            .bind(c.trunk_id.as_deref())
+            .bind(c.script_id.as_deref())
+            .bind(c.script_version)
+            .bind(c.campaign_id.as_deref())
+            .bind(c.idempotency_key.as_deref())
+            .bind(rows::json_text(&c.request))
+            .bind(c.created_at_us)
+            .bind(CallStatus::Queued.as_str())
+            .bind(c.node_id.as_deref())
+            .fetch_one(&mut *tx)
+            .await?;
+            if calls.insert(id.clone(), rows::call(&row)?).is_none() {
+                touched.push(id.clone());
+            }
+        } else if !calls.contains_key(id) {
+            let row = sqlx::query(&format!("SELECT {CALL_COLS} FROM call WHERE id = $1"))
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            calls.insert(id.clone(), rows::call(&row)?);
+            touched.push(id.clone());
+        }
     }
 
-    // The outbox, in this same transaction: the event is stored if and only if its
-    // deliveries are queued. Matching is done here (webhook_wants) rather than in SQL so the
-    // `call.*` prefix rule lives in one place.
-    let hooks = sqlx::query(&format!(
-        "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = $1 AND active = 1 \
-         ORDER BY created_at_us, id"
-    ))
-    .bind(call.tenant_id.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
-    let body = derive::webhook_body(&event);
-    let mut deliveries = Vec::new();
-    for hook in &hooks {
-        let hook = rows::webhook(hook)?;
-        if !derive::webhook_wants(&hook.events, &event.kind) {
-            continue;
+    // 2. The events, many rows per INSERT. Under this transaction's write lock nobody else
+    //    inserts events, and both databases number the rows of one INSERT in VALUES order;
+    //    each returned row is checked against its item anyway, and a mismatch fails the batch
+    //    (the caller then stores it one event at a time).
+    let mut events = Vec::with_capacity(batch.len());
+    for chunk in batch.chunks(INSERT_CHUNK) {
+        let sql = format!(
+            "INSERT INTO call_event (tenant_id, call_id, campaign_id, kind, at_unix_us, \
+             offset_us, details) VALUES {} RETURNING {EVENT_COLS}",
+            values_list(chunk.len(), 7)
+        );
+        let mut q = sqlx::query(&sql);
+        for item in chunk {
+            let e = &item.event;
+            let call = &calls[&e.call_id];
+            q = q
+                .bind(call.tenant_id.as_str())
+                .bind(call.id.as_str())
+                .bind(call.campaign_id.as_deref())
+                .bind(e.kind.as_str())
+                .bind(e.at_unix_us)
+                .bind(e.offset_us)
+                .bind(rows::json_text(&e.details));
         }
-        let id = new_id("dlv");
-        sqlx::query(
+        let mut stored = q
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(rows::event)
+            .collect::<Result<Vec<_>>>()?;
+        stored.sort_by_key(|e| e.id);
+        if stored.len() != chunk.len()
+            || stored.iter().zip(chunk).any(|(row, item)| {
+                row.call_id != item.event.call_id
+                    || row.kind != item.event.kind
+                    || row.at_unix_us != item.event.at_unix_us
+                    || row.offset_us != item.event.offset_us
+            })
+        {
+            return Err(StoreError::Corrupt(
+                "a multi-row event insert did not number its rows in order".into(),
+            ));
+        }
+        events.extend(stored);
+    }
+
+    // 3. Folds, recordings and the outbox rows, event by event in id order.
+    let mut hooks_of: HashMap<String, Vec<Webhook>> = HashMap::new();
+    let mut new_deliveries: Vec<NewDelivery> = Vec::new();
+    let mut out = Vec::with_capacity(batch.len());
+    for event in events {
+        let call = calls
+            .get_mut(&event.call_id)
+            .expect("every event's call row was created or read in step 1");
+        derive::apply(call, &event.kind, event.at_unix_us, &event.details);
+
+        if event.kind == "recording.ready"
+            && let Some((path, duration_ms, channels, sha256, bytes)) = recording_of(&event.details)
+        {
+            sqlx::query(
+                "INSERT INTO recording (id, tenant_id, call_id, event_id, path, format, \
+                 channels, duration_ms, bytes, sha256, created_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, 'wav', $6, $7, $8, $9, $10)",
+            )
+            .bind(new_id("rec"))
+            .bind(call.tenant_id.as_str())
+            .bind(call.id.as_str())
+            .bind(event.id)
+            .bind(path)
+            .bind(channels)
+            .bind(duration_ms)
+            .bind(bytes)
+            .bind(sha256)
+            .bind(event.at_unix_us)
+            .execute(&mut *tx)
+            .await?;
+        }
+
+        // The outbox, in this same transaction: the event is stored if and only if its
+        // deliveries are queued. Matching is done here (webhook_wants) rather than in SQL so
+        // the `call.*` prefix rule lives in one place.
+        if !hooks_of.contains_key(&call.tenant_id) {
+            let hooks = sqlx::query(&format!(
+                "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = $1 AND active = 1 \
+                 ORDER BY created_at_us, id"
+            ))
+            .bind(call.tenant_id.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(rows::webhook)
+            .collect::<Result<Vec<_>>>()?;
+            hooks_of.insert(call.tenant_id.clone(), hooks);
+        }
+        let mut deliveries = Vec::new();
+        let wanted: Vec<&Webhook> = hooks_of[&call.tenant_id]
+            .iter()
+            .filter(|h| derive::webhook_wants(&h.events, &event.kind))
+            .collect();
+        if !wanted.is_empty() {
+            let body = derive::webhook_body(&event);
+            for hook in wanted {
+                let id = new_id("dlv");
+                new_deliveries.push(NewDelivery {
+                    id: id.clone(),
+                    webhook_id: hook.id.clone(),
+                    tenant_id: call.tenant_id.clone(),
+                    event_id: event.id,
+                    body: body.clone(),
+                    at_us: event.at_unix_us,
+                });
+                deliveries.push(id);
+            }
+        }
+        out.push(Appended {
+            event,
+            call: call.clone(),
+            deliveries,
+        });
+    }
+    for chunk in new_deliveries.chunks(INSERT_CHUNK) {
+        let mut values = String::new();
+        for r in 0..chunk.len() {
+            if r > 0 {
+                values.push_str(", ");
+            }
+            let p = r * 6;
+            values.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 6
+            ));
+        }
+        let sql = format!(
             "INSERT INTO webhook_delivery (id, webhook_id, tenant_id, event_id, body, status, \
-             attempts, next_attempt_at_us, created_at_us) \
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6)",
+             attempts, next_attempt_at_us, created_at_us) VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            q = q
+                .bind(d.id.as_str())
+                .bind(d.webhook_id.as_str())
+                .bind(d.tenant_id.as_str())
+                .bind(d.event_id)
+                .bind(d.body.as_str())
+                .bind(d.at_us);
+        }
+        q.execute(&mut *tx).await?;
+    }
+
+    // 4. Each call row once, as folded by all its events in the batch.
+    for id in &touched {
+        let call = &calls[id];
+        sqlx::query(
+            "UPDATE call SET status = $2, outcome = $3, sip_status = $4, sip_reason = $5, \
+             q850_cause = $6, sip_call_id = $7, started_at_us = $8, ringing_at_us = $9, \
+             answered_at_us = $10, ended_at_us = $11, talk_ms = $12, result = $13, \
+             end_reason = $14 WHERE id = $1",
         )
-        .bind(id.as_str())
-        .bind(hook.id.as_str())
-        .bind(call.tenant_id.as_str())
-        .bind(event.id)
-        .bind(body.as_str())
-        .bind(event.at_unix_us)
+        .bind(call.id.as_str())
+        .bind(call.status.as_str())
+        .bind(call.outcome.as_deref())
+        .bind(call.sip_status)
+        .bind(call.sip_reason.as_deref())
+        .bind(call.q850_cause)
+        .bind(call.sip_call_id.as_deref())
+        .bind(call.started_at_us)
+        .bind(call.ringing_at_us)
+        .bind(call.answered_at_us)
+        .bind(call.ended_at_us)
+        .bind(call.talk_ms)
+        .bind(call.result.as_ref().map(rows::json_text))
+        .bind(call.end_reason.as_deref())
         .execute(&mut *tx)
         .await?;
-        deliveries.push(id);
     }
     tx.commit().await?;
-    Ok(Appended {
-        event,
-        call,
-        deliveries,
-    })
+    Ok(out)
 }
 
 /// Escapes `%`, `_` and `\` for a `LIKE … ESCAPE '\'` pattern.
@@ -416,6 +587,12 @@ pub(super) async fn get_recording(s: &SqlStore, tenant: &str, id: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_lists_number_their_parameters_row_by_row() {
+        assert_eq!(values_list(1, 2), "($1, $2)");
+        assert_eq!(values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    }
 
     #[test]
     fn like_prefixes_escape_wildcards() {
