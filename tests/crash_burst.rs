@@ -127,7 +127,6 @@ fn answered_call_ids(log: &str) -> BTreeSet<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs #9 point 3: the bounded, acknowledged event pipeline (branch h-pipe)"]
 async fn kill_9_mid_burst_with_a_failing_webhook_loses_no_answered_call() {
     if !sipp_available() {
         return;
