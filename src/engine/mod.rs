@@ -18,7 +18,7 @@
 //!
 //! # Ending
 //! A call always ends: a hangup in any state makes the call send what the protocol asks (BYE,
-//! CANCEL, 480) and, when that does not end it within [`call::HANGUP_TEARDOWN`] (no 487 to a
+//! CANCEL, 480) and, when that does not end it within 4 s (`call::HANGUP_TEARDOWN`; no 487 to a
 //! CANCEL, no provisional response to send a CANCEL after, no ACK before a BYE may go), tears
 //! it down and records so (`end_reason: "TornDown"`). A drain hangs the calls left at its
 //! grace up the same way with a shorter bound, and the dispatcher itself aborts and records
@@ -81,7 +81,7 @@ const COMMAND_QUEUE: usize = 256;
 /// Capacity of the event broadcast (per subscriber backlog).
 const EVENT_QUEUE: usize = 4096;
 /// How long after a drain's grace the dispatcher aborts a call that is still live (the call
-/// itself tears down [`call::DRAIN_TEARDOWN`] after the grace; this is the bound when it
+/// itself tears down 1 s (`call::DRAIN_TEARDOWN`) after the grace; this is the bound when it
 /// cannot, e.g. a task stuck on I/O).
 pub const DRAIN_ABORT_AFTER: Duration = Duration::from_secs(2);
 

@@ -38,7 +38,8 @@ pub enum TargetError {
 /// how, `lr` makes it a route) is refused rather than half-honoured.
 const ALLOWED_PARAMS: [&str; 2] = ["transport", "user"];
 
-/// Refuses a URI with a headers component or a uri-parameter outside [`ALLOWED_PARAMS`].
+/// Refuses a URI with a headers component or a uri-parameter outside `ALLOWED_PARAMS`
+/// (`transport`, `user`).
 /// [`resolve`] applies it; callers that build a URI another way (a trunk call) apply it too.
 pub fn check_routing(uri: &Uri) -> Result<(), TargetError> {
     let Some(sip) = uri.as_sip() else {
