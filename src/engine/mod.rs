@@ -70,7 +70,7 @@ use crate::net::sip::{NetError, SipConfig, SipEvent, SipHandle, SipTransport};
 use crate::script::Script;
 
 pub use events::{CallEvent, CallId, Outcome};
-pub use sink::{Committed, EventQueue, EventSink, SinkItem};
+pub use sink::{Committed, EventQueue, EventSink, SinkGauge, SinkItem};
 
 use call::{CallInput, CallSetup, InboundCall};
 
@@ -278,7 +278,8 @@ pub struct EngineHandle {
     draining: Arc<std::sync::atomic::AtomicBool>,
     sip: SipHandle,
     advertise_ip: IpAddr,
-    sink: Option<EventSink>,
+    /// The store queue's counters (never a sender: see [`SinkGauge`]).
+    sink: Option<SinkGauge>,
 }
 
 impl EngineHandle {
@@ -352,7 +353,7 @@ impl EngineHandle {
     /// Whether new calls are refused because the store is behind ([`EngineConfig::event_sink`]
     /// over its high-water mark); always `false` without a sink.
     pub fn store_backlogged(&self) -> bool {
-        self.sink.as_ref().is_some_and(EventSink::is_backlogged)
+        self.sink.as_ref().is_some_and(SinkGauge::is_backlogged)
     }
 
     /// [`EngineHandle::store_backlogged`], counting a refusal when it is (for a caller that
@@ -374,7 +375,7 @@ impl EngineHandle {
 
     /// New calls refused so far because the store was behind (when there is a sink).
     pub fn store_backlog_refusals(&self) -> Option<u64> {
-        self.sink.as_ref().map(EventSink::refusals)
+        self.sink.as_ref().map(SinkGauge::refusals)
     }
 
     /// Where SIP listens (UDP).
@@ -435,7 +436,7 @@ impl Engine {
         let sip_local_tcp = sip_handle.local_addrs().tcp;
         let sip_for_handle = sip_handle.clone();
         let advertise_ip = config.advertise_ip;
-        let sink = config.event_sink.clone();
+        let sink = config.event_sink.as_ref().map(EventSink::gauge);
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let prompts = Arc::new(std::sync::Mutex::new(PromptCache::default()));

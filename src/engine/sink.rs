@@ -149,6 +149,49 @@ impl EventSink {
     pub fn refusals(&self) -> u64 {
         self.shared.refusals.load(Ordering::Relaxed)
     }
+
+    /// The counters, without a sender ([`SinkGauge`]).
+    pub fn gauge(&self) -> SinkGauge {
+        SinkGauge {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A view of the queue's counters that holds no sender, for the engine's handle: the API and
+/// `/metrics` read the depth and refuse new calls on it, while only the engine (its dispatcher
+/// and its calls) holds [`EventSink`]s, so the pump sees the queue close once the engine has
+/// stopped, however long other holders of the handle live.
+#[derive(Debug, Clone)]
+pub struct SinkGauge {
+    shared: Arc<Shared>,
+}
+
+impl SinkGauge {
+    /// Events sent and not yet committed.
+    pub fn depth(&self) -> usize {
+        self.shared.uncommitted.load(Ordering::Relaxed)
+    }
+
+    /// The queue's capacity.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// [`EventSink::is_backlogged`].
+    pub fn is_backlogged(&self) -> bool {
+        self.depth() >= self.shared.high_water
+    }
+
+    /// Counts a new call refused because of the backlog.
+    pub fn on_refused(&self) {
+        self.shared.refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// New calls refused because of the backlog so far.
+    pub fn refusals(&self) -> u64 {
+        self.shared.refusals.load(Ordering::Relaxed)
+    }
 }
 
 /// Room for one item in the queue ([`EventSink::reserve`]).
