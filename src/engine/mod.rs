@@ -436,7 +436,7 @@ impl Engine {
         let sip_local_tcp = sip_handle.local_addrs().tcp;
         let sip_for_handle = sip_handle.clone();
         let advertise_ip = config.advertise_ip;
-        let sink = config.event_sink.as_ref().map(EventSink::gauge);
+        let sink = config.event_sink.as_ref().map(|s| s.gauge().clone());
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (events, _) = broadcast::channel(EVENT_QUEUE);
         let prompts = Arc::new(std::sync::Mutex::new(PromptCache::default()));
@@ -653,6 +653,7 @@ impl Dispatcher {
             .config
             .event_sink
             .as_ref()
+            .map(EventSink::gauge)
             .filter(|s| s.is_backlogged())
         {
             sink.on_refused();
@@ -795,6 +796,7 @@ impl Dispatcher {
                     .config
                     .event_sink
                     .as_ref()
+                    .map(EventSink::gauge)
                     .filter(|s| s.is_backlogged())
                 {
                     // What was accepted is never lost: while the store is behind, take no more.

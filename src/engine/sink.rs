@@ -56,7 +56,7 @@ struct Shared {
 #[derive(Debug, Clone)]
 pub struct EventSink {
     tx: mpsc::Sender<SinkItem>,
-    shared: Arc<Shared>,
+    gauge: SinkGauge,
 }
 
 /// The receiving end, read by the pump.
@@ -81,7 +81,9 @@ impl EventSink {
         (
             EventSink {
                 tx,
-                shared: shared.clone(),
+                gauge: SinkGauge {
+                    shared: shared.clone(),
+                },
             },
             EventQueue { rx, shared },
         )
@@ -92,7 +94,10 @@ impl EventSink {
     pub async fn send(&self, item: SinkItem) -> bool {
         match self.tx.reserve().await {
             Ok(permit) => {
-                self.shared.uncommitted.fetch_add(1, Ordering::Relaxed);
+                self.gauge
+                    .shared
+                    .uncommitted
+                    .fetch_add(1, Ordering::Relaxed);
                 permit.send(item);
                 true
             }
@@ -105,7 +110,10 @@ impl EventSink {
     pub fn try_send(&self, item: SinkItem) -> Result<(), SinkItem> {
         match self.tx.try_reserve() {
             Ok(permit) => {
-                self.shared.uncommitted.fetch_add(1, Ordering::Relaxed);
+                self.gauge
+                    .shared
+                    .uncommitted
+                    .fetch_add(1, Ordering::Relaxed);
                 permit.send(item);
                 Ok(())
             }
@@ -120,41 +128,14 @@ impl EventSink {
         let permit = self.tx.reserve().await.ok()?;
         Some(SinkPermit {
             permit,
-            shared: &self.shared,
+            shared: &self.gauge.shared,
         })
     }
 
-    /// Events sent and not yet committed.
-    pub fn depth(&self) -> usize {
-        self.shared.uncommitted.load(Ordering::Relaxed)
-    }
-
-    /// The queue's capacity.
-    pub fn capacity(&self) -> usize {
-        self.shared.capacity
-    }
-
-    /// Whether the store is so far behind that new calls must be refused (at or over half the
-    /// capacity uncommitted).
-    pub fn is_backlogged(&self) -> bool {
-        self.depth() >= self.shared.high_water
-    }
-
-    /// Counts a new call refused because of the backlog.
-    pub fn on_refused(&self) {
-        self.shared.refusals.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// New calls refused because of the backlog so far.
-    pub fn refusals(&self) -> u64 {
-        self.shared.refusals.load(Ordering::Relaxed)
-    }
-
-    /// The counters, without a sender ([`SinkGauge`]).
-    pub fn gauge(&self) -> SinkGauge {
-        SinkGauge {
-            shared: self.shared.clone(),
-        }
+    /// The queue's counters: depth, capacity, backlog, refusals ([`SinkGauge`]; clone it for
+    /// a holder that must not keep the queue open).
+    pub fn gauge(&self) -> &SinkGauge {
+        &self.gauge
     }
 }
 
@@ -178,7 +159,8 @@ impl SinkGauge {
         self.shared.capacity
     }
 
-    /// [`EventSink::is_backlogged`].
+    /// Whether the store is so far behind that new calls must be refused (at or over half the
+    /// capacity uncommitted).
     pub fn is_backlogged(&self) -> bool {
         self.depth() >= self.shared.high_water
     }
@@ -345,19 +327,22 @@ mod tests {
     #[tokio::test]
     async fn depth_counts_until_committed_and_backlog_starts_at_half_the_capacity() {
         let (sink, mut queue) = EventSink::channel(4);
-        assert!(!sink.is_backlogged());
+        assert!(!sink.gauge().is_backlogged());
         assert!(sink.try_send(item(1)).is_ok());
-        assert!(!sink.is_backlogged());
+        assert!(!sink.gauge().is_backlogged());
         assert!(sink.send(item(2)).await);
-        assert!(sink.is_backlogged(), "2 of 4 is the high-water mark");
+        assert!(
+            sink.gauge().is_backlogged(),
+            "2 of 4 is the high-water mark"
+        );
         let mut buf = Vec::new();
         assert_eq!(queue.recv_many(&mut buf, 512).await, 2);
         // Taken by the pump but not committed: still counted.
-        assert_eq!(sink.depth(), 2);
-        assert!(sink.is_backlogged());
+        assert_eq!(sink.gauge().depth(), 2);
+        assert!(sink.gauge().is_backlogged());
         queue.committed(2);
-        assert_eq!(sink.depth(), 0);
-        assert!(!sink.is_backlogged());
+        assert_eq!(sink.gauge().depth(), 0);
+        assert!(!sink.gauge().is_backlogged());
     }
 
     #[tokio::test]
@@ -373,7 +358,7 @@ mod tests {
             call.push(last, false).is_none(),
             "a final event's wait is kept"
         );
-        assert_eq!(sink.depth(), 2, "two fit; two wait in the call");
+        assert_eq!(sink.gauge().depth(), 2, "two fit; two wait in the call");
         let settle = tokio::spawn({
             let call = call.clone();
             async move { call.settle().await }

@@ -529,13 +529,13 @@ mod tests {
                 assert!(tx.try_send(it).is_ok(), "room for the whole burst");
             }
         }
-        assert_eq!(tx.depth(), CALLS * PER_CALL);
+        assert_eq!(tx.gauge().depth(), CALLS * PER_CALL);
         let pump = spawn_pump(bus.clone(), rx, tenant.clone(), "node_test".to_owned());
         let last = tokio::time::timeout(Duration::from_secs(60), last.expect("sent"))
             .await
             .expect("the pump stores 3000 events within 60 s");
         assert_eq!(last, Ok(Committed::Stored));
-        assert_eq!(tx.depth(), 0, "every event left the queue's depth");
+        assert_eq!(tx.gauge().depth(), 0, "every event left the queue's depth");
         drop(tx);
         pump.await.expect("pump task");
 
