@@ -23,28 +23,10 @@ pub(super) async fn create_call(s: &SqlStore, c: &NewCall) -> Result<Created> {
     // nothing and returns no row; NULL keys never conflict. On PostgreSQL a concurrent insert of
     // the same key waits for the other transaction, then does nothing, and the SELECT below
     // (a fresh snapshot under READ COMMITTED) sees the winner's row.
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO call (id, tenant_id, direction, to_uri, from_uri, trunk_id, script_id, \
-         script_version, campaign_id, idempotency_key, request, created_at_us, status, node_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING {CALL_COLS}"
-    ))
-    .bind(id.as_str())
-    .bind(c.tenant_id.as_str())
-    .bind(c.direction.as_str())
-    .bind(c.to_uri.as_str())
-    .bind(c.from_uri.as_str())
-    .bind(c.trunk_id.as_deref())
-    .bind(c.script_id.as_deref())
-    .bind(c.script_version)
-    .bind(c.campaign_id.as_deref())
-    .bind(c.idempotency_key.as_deref())
-    .bind(rows::json_text(&c.request))
-    .bind(c.created_at_us)
-    .bind(CallStatus::Queued.as_str())
-    .bind(c.node_id.as_deref())
-    .fetch_optional(&mut *tx)
-    .await?;
+    let sql = insert_call_sql("ON CONFLICT (tenant_id, idempotency_key) DO NOTHING");
+    let inserted = bind_new_call(sqlx::query(&sql), &id, c)
+        .fetch_optional(&mut *tx)
+        .await?;
     let created = match inserted {
         Some(row) => Created::New(rows::call(&row)?),
         None => {
@@ -236,29 +218,10 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
     for item in batch {
         let id = &item.event.call_id;
         if let Some(c) = &item.new_call {
-            let row = sqlx::query(&format!(
-                "INSERT INTO call (id, tenant_id, direction, to_uri, from_uri, trunk_id, \
-                 script_id, script_version, campaign_id, idempotency_key, request, \
-                 created_at_us, status, node_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-                 RETURNING {CALL_COLS}"
-            ))
-            .bind(id.as_str())
-            .bind(c.tenant_id.as_str())
-            .bind(c.direction.as_str())
-            .bind(c.to_uri.as_str())
-            .bind(c.from_uri.as_str())
-            .bind(c.trunk_id.as_deref())
-            .bind(c.script_id.as_deref())
-            .bind(c.script_version)
-            .bind(c.campaign_id.as_deref())
-            .bind(c.idempotency_key.as_deref())
-            .bind(rows::json_text(&c.request))
-            .bind(c.created_at_us)
-            .bind(CallStatus::Queued.as_str())
-            .bind(c.node_id.as_deref())
-            .fetch_one(&mut *tx)
-            .await?;
+            let sql = insert_call_sql("");
+            let row = bind_new_call(sqlx::query(&sql), id, c)
+                .fetch_one(&mut *tx)
+                .await?;
             if calls.insert(id.clone(), rows::call(&row)?).is_none() {
                 touched.push(id.clone());
             }
@@ -582,6 +545,38 @@ pub(super) async fn get_recording(s: &SqlStore, tenant: &str, id: &str) -> Resul
     .await?
     .ok_or(StoreError::NotFound)?;
     rows::recording(&row)
+}
+
+/// The INSERT of a new call row (`queued`), with `conflict` (an `ON CONFLICT` clause or
+/// nothing) before its `RETURNING`; [`bind_new_call`] binds its parameters.
+fn insert_call_sql(conflict: &str) -> String {
+    format!(
+        "INSERT INTO call (id, tenant_id, direction, to_uri, from_uri, trunk_id, script_id, \
+         script_version, campaign_id, idempotency_key, request, created_at_us, status, node_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+         {conflict} RETURNING {CALL_COLS}"
+    )
+}
+
+fn bind_new_call<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    id: &'q str,
+    c: &'q NewCall,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    q.bind(id)
+        .bind(c.tenant_id.as_str())
+        .bind(c.direction.as_str())
+        .bind(c.to_uri.as_str())
+        .bind(c.from_uri.as_str())
+        .bind(c.trunk_id.as_deref())
+        .bind(c.script_id.as_deref())
+        .bind(c.script_version)
+        .bind(c.campaign_id.as_deref())
+        .bind(c.idempotency_key.as_deref())
+        .bind(rows::json_text(&c.request))
+        .bind(c.created_at_us)
+        .bind(CallStatus::Queued.as_str())
+        .bind(c.node_id.as_deref())
 }
 
 #[cfg(test)]
