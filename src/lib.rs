@@ -4,6 +4,7 @@
 //! - [`files`]: audio files on disk: prompt loading and caching, the crash-safe recorder.
 //! - [`script`]: the call script language: JSON model, validation with step paths, the runner.
 //! - [`engine`]: the call engine: call actors, the SIP dispatcher, the timeline events.
+//! - [`campaign`]: campaigns: dial lists, calling windows, pacing, retries, the worker.
 //! - [`store`]: the control plane's database (SQLite embedded, PostgreSQL by URL): the only SQL.
 //! - [`clock`]: the application's clock (wall and monotonic), read nowhere else outside `net`.
 //!
@@ -12,6 +13,7 @@
 
 pub mod api;
 pub mod app;
+pub mod campaign;
 pub mod clock;
 pub mod engine;
 pub mod events;

@@ -16,6 +16,7 @@
 //! event into the call row with [`derive::apply`] in the transaction that stores the event and
 //! queues its webhook deliveries (the outbox).
 
+pub mod campaign;
 pub mod derive;
 mod sql;
 
@@ -797,7 +798,7 @@ pub struct Node {
 ///
 /// Every tenant-scoped read takes the tenant and answers [`StoreError::NotFound`] for another
 /// tenant's row: isolation is enforced here, not only in the API.
-pub trait Store: Send + Sync + fmt::Debug {
+pub trait Store: campaign::CampaignStore + Send + Sync + fmt::Debug {
     /// Which database this is.
     fn backend(&self) -> Backend;
     /// A trivial round trip (readiness).

@@ -25,6 +25,8 @@
 //! (or one statement) from start to end.
 
 mod calls;
+mod campaign;
+mod dial;
 mod directory;
 mod migrate;
 mod outbox;
@@ -635,5 +637,265 @@ mod tests {
         assert_eq!(clamp_limit(0, 50, 500), 50);
         assert_eq!(clamp_limit(7, 50, 500), 7);
         assert_eq!(clamp_limit(100_000, 50, 500), 500);
+    }
+}
+
+// The campaign methods: sql/campaign.rs and sql/dial.rs.
+use crate::campaign::model::{CampaignSettings, CampaignStatus, ContactStatus};
+use crate::store::campaign::{
+    Attempt, AttemptEnd, Campaign, CampaignCounts, CampaignStore, Claim, ClaimRequest, Contact,
+    Inserted, NewCampaign, NewContact, ResultRow, Suppression, TenantLimits,
+};
+
+impl CampaignStore for SqlStore {
+    fn create_campaign<'a>(&'a self, c: &'a NewCampaign) -> StoreFuture<'a, Campaign> {
+        Box::pin(campaign::create_campaign(self, c))
+    }
+
+    fn get_campaign<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, Campaign> {
+        Box::pin(campaign::get_campaign(self, tenant, id))
+    }
+
+    fn get_campaign_any_tenant<'a>(&'a self, id: &'a str) -> StoreFuture<'a, Campaign> {
+        Box::pin(campaign::get_campaign_any_tenant(self, id))
+    }
+
+    fn list_campaigns<'a>(
+        &'a self,
+        tenant: &'a str,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Page<Campaign>> {
+        Box::pin(campaign::list_campaigns(self, tenant, cursor, limit))
+    }
+
+    fn campaigns_in<'a>(
+        &'a self,
+        statuses: &'a [CampaignStatus],
+    ) -> StoreFuture<'a, Vec<Campaign>> {
+        Box::pin(campaign::campaigns_in(self, statuses))
+    }
+
+    fn update_campaign<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+        settings: &'a CampaignSettings,
+        script_version: Option<i64>,
+        at_us: i64,
+    ) -> StoreFuture<'a, Campaign> {
+        Box::pin(campaign::update_campaign(
+            self,
+            tenant,
+            id,
+            settings,
+            script_version,
+            at_us,
+        ))
+    }
+
+    fn delete_campaign<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(campaign::delete_campaign(self, tenant, id))
+    }
+
+    fn set_campaign_status<'a>(
+        &'a self,
+        tenant: &'a str,
+        id: &'a str,
+        from: &'a [CampaignStatus],
+        to: CampaignStatus,
+        at_us: i64,
+    ) -> StoreFuture<'a, Campaign> {
+        Box::pin(campaign::set_campaign_status(
+            self, tenant, id, from, to, at_us,
+        ))
+    }
+
+    fn insert_contacts<'a>(
+        &'a self,
+        tenant: &'a str,
+        campaign_id: &'a str,
+        contacts: &'a [NewContact],
+        at_us: i64,
+    ) -> StoreFuture<'a, Vec<Inserted>> {
+        Box::pin(campaign::insert_contacts(
+            self,
+            tenant,
+            campaign_id,
+            contacts,
+            at_us,
+        ))
+    }
+
+    fn list_contacts<'a>(
+        &'a self,
+        campaign_id: &'a str,
+        status: Option<ContactStatus>,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Page<Contact>> {
+        Box::pin(campaign::list_contacts(
+            self,
+            campaign_id,
+            status,
+            cursor,
+            limit,
+        ))
+    }
+
+    fn get_contact<'a>(
+        &'a self,
+        campaign_id: &'a str,
+        id: &'a str,
+    ) -> StoreFuture<'a, (Contact, Vec<Attempt>)> {
+        Box::pin(campaign::get_contact(self, campaign_id, id))
+    }
+
+    fn due_contacts<'a>(
+        &'a self,
+        campaign_id: &'a str,
+        until_us: i64,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<Contact>> {
+        Box::pin(campaign::due_contacts(
+            self,
+            campaign_id,
+            until_us,
+            after,
+            limit,
+        ))
+    }
+
+    fn claim_contacts<'a>(&'a self, req: &'a ClaimRequest) -> StoreFuture<'a, Claim> {
+        Box::pin(dial::claim_contacts(self, req))
+    }
+
+    fn abandon_attempt<'a>(
+        &'a self,
+        contact_id: &'a str,
+        attempt: u32,
+        next_attempt_at_us: i64,
+        reason_code: &'a str,
+        reason: &'a str,
+        at_us: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(dial::abandon_attempt(
+            self,
+            contact_id,
+            attempt,
+            next_attempt_at_us,
+            reason_code,
+            reason,
+            at_us,
+        ))
+    }
+
+    fn set_attempt_call<'a>(
+        &'a self,
+        contact_id: &'a str,
+        attempt: u32,
+        call_id: &'a str,
+        trunk_id: Option<&'a str>,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(dial::set_attempt_call(
+            self, contact_id, attempt, call_id, trunk_id,
+        ))
+    }
+
+    fn end_attempt<'a>(&'a self, end: &'a AttemptEnd) -> StoreFuture<'a, bool> {
+        Box::pin(dial::end_attempt(self, end))
+    }
+
+    fn renew_leases<'a>(
+        &'a self,
+        node: &'a str,
+        contact_ids: &'a [String],
+        until_us: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(dial::renew_leases(self, node, contact_ids, until_us))
+    }
+
+    fn expired_leases<'a>(
+        &'a self,
+        now_us: i64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<(Contact, Attempt)>> {
+        Box::pin(dial::expired_leases(self, now_us, limit))
+    }
+
+    fn attempt_by_call<'a>(
+        &'a self,
+        call_id: &'a str,
+    ) -> StoreFuture<'a, Option<(Contact, Attempt)>> {
+        Box::pin(dial::attempt_by_call(self, call_id))
+    }
+
+    fn campaign_counts<'a>(
+        &'a self,
+        campaign_id: &'a str,
+        now_us: i64,
+    ) -> StoreFuture<'a, CampaignCounts> {
+        Box::pin(campaign::campaign_counts(self, campaign_id, now_us))
+    }
+
+    fn campaign_results<'a>(
+        &'a self,
+        campaign_id: &'a str,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Page<ResultRow>> {
+        Box::pin(campaign::campaign_results(self, campaign_id, cursor, limit))
+    }
+
+    fn list_suppressions<'a>(
+        &'a self,
+        tenant: &'a str,
+        cursor: Option<&'a str>,
+        limit: u32,
+    ) -> StoreFuture<'a, Page<Suppression>> {
+        Box::pin(campaign::list_suppressions(self, tenant, cursor, limit))
+    }
+
+    fn delete_suppression<'a>(&'a self, tenant: &'a str, number: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(campaign::delete_suppression(self, tenant, number))
+    }
+
+    fn suppressed_among<'a>(
+        &'a self,
+        tenant: &'a str,
+        numbers: &'a [String],
+    ) -> StoreFuture<'a, Vec<String>> {
+        Box::pin(campaign::suppressed_among(self, tenant, numbers))
+    }
+
+    fn tenant_limits<'a>(&'a self, tenant: &'a str) -> StoreFuture<'a, TenantLimits> {
+        Box::pin(campaign::tenant_limits(self, tenant))
+    }
+
+    fn set_tenant_limits<'a>(
+        &'a self,
+        tenant: &'a str,
+        limits: &'a TenantLimits,
+        at_us: i64,
+    ) -> StoreFuture<'a, TenantLimits> {
+        Box::pin(campaign::set_tenant_limits(self, tenant, limits, at_us))
+    }
+    fn defer_contacts<'a>(
+        &'a self,
+        deferrals: &'a [(String, i64, String, String)],
+        at_us: i64,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(campaign::defer_contacts(self, deferrals, at_us))
+    }
+
+    fn suppress<'a>(
+        &'a self,
+        tenant: &'a str,
+        entries: &'a [(String, Option<String>)],
+        source: &'a str,
+        at_us: i64,
+    ) -> StoreFuture<'a, i64> {
+        Box::pin(campaign::suppress(self, tenant, entries, source, at_us))
     }
 }

@@ -35,6 +35,11 @@ const SQLITE: &[Migration] = &[
         name: "0002_outbox",
         sql: include_str!("../../../migrations/sqlite/0002_outbox.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_campaigns",
+        sql: include_str!("../../../migrations/sqlite/0003_campaigns.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order (the same versions as [`SQLITE`]).
@@ -48,6 +53,11 @@ const POSTGRES: &[Migration] = &[
         version: 2,
         name: "0002_outbox",
         sql: include_str!("../../../migrations/postgres/0002_outbox.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "0003_campaigns",
+        sql: include_str!("../../../migrations/postgres/0003_campaigns.sql"),
     },
 ];
 
