@@ -554,92 +554,6 @@ impl Store for SqlStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-
-    #[test]
-    fn redact_drops_the_credentials_of_a_url() {
-        assert_eq!(
-            redact("postgres://cp:TopSecret@db:5432/callplane"),
-            "postgres://…@db:5432/callplane"
-        );
-        assert_eq!(
-            redact("sqlite:data/callplane.db"),
-            "sqlite:data/callplane.db"
-        );
-    }
-
-    use super::*;
-
-    fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime")
-    }
-
-    #[test]
-    fn new_id_is_the_prefix_and_24_lowercase_hex_digits_and_differs_each_time() {
-        let a = crate::store::new_id("call");
-        let b = crate::store::new_id("call");
-        assert_eq!(a.len(), "call_".len() + 24);
-        assert!(a.starts_with("call_"));
-        assert!(
-            a["call_".len()..]
-                .chars()
-                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
-        );
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn sqlite_binds_numbered_parameters_by_number_not_by_position() {
-        // The whole store relies on `$n` meaning the n-th argument on SQLite too, including a
-        // parameter used twice and parameters that appear out of order.
-        rt().block_on(async {
-            let store = SqlStore::open_sqlite(Path::new(":memory:"))
-                .await
-                .expect("open");
-            let row = sqlx::query("SELECT $2 AS b, $1 AS a, $2 || $1 AS ba")
-                .bind("one")
-                .bind("two")
-                .fetch_one(&store.pool)
-                .await
-                .expect("query");
-            use sqlx::Row as _;
-            assert_eq!(row.get::<String, _>("b"), "two");
-            assert_eq!(row.get::<String, _>("a"), "one");
-            assert_eq!(row.get::<String, _>("ba"), "twoone");
-        });
-    }
-
-    #[test]
-    fn an_in_memory_sqlite_store_migrates_and_answers_a_ping() {
-        rt().block_on(async {
-            let store = SqlStore::connect("sqlite::memory:").await.expect("open");
-            assert_eq!(store.backend(), Backend::Sqlite);
-            Store::ping(&store).await.expect("ping");
-        });
-    }
-
-    #[test]
-    fn a_url_of_another_database_is_refused_without_echoing_its_password() {
-        let err = rt()
-            .block_on(SqlStore::connect("mysql://u:secret@host/db"))
-            .expect_err("mysql is not supported");
-        let text = err.to_string();
-        assert!(text.contains("unsupported"), "{text}");
-        assert!(!text.contains("secret"), "{text}");
-    }
-
-    #[test]
-    fn limits_default_when_zero_and_are_capped() {
-        assert_eq!(clamp_limit(0, 50, 500), 50);
-        assert_eq!(clamp_limit(7, 50, 500), 7);
-        assert_eq!(clamp_limit(100_000, 50, 500), 500);
-    }
-}
-
 // The campaign methods: sql/campaign.rs and sql/dial.rs.
 use crate::campaign::model::{CampaignSettings, CampaignStatus, ContactStatus};
 use crate::store::campaign::{
@@ -897,5 +811,91 @@ impl CampaignStore for SqlStore {
         at_us: i64,
     ) -> StoreFuture<'a, i64> {
         Box::pin(campaign::suppress(self, tenant, entries, source, at_us))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn redact_drops_the_credentials_of_a_url() {
+        assert_eq!(
+            redact("postgres://cp:TopSecret@db:5432/callplane"),
+            "postgres://…@db:5432/callplane"
+        );
+        assert_eq!(
+            redact("sqlite:data/callplane.db"),
+            "sqlite:data/callplane.db"
+        );
+    }
+
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn new_id_is_the_prefix_and_24_lowercase_hex_digits_and_differs_each_time() {
+        let a = crate::store::new_id("call");
+        let b = crate::store::new_id("call");
+        assert_eq!(a.len(), "call_".len() + 24);
+        assert!(a.starts_with("call_"));
+        assert!(
+            a["call_".len()..]
+                .chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+        );
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn sqlite_binds_numbered_parameters_by_number_not_by_position() {
+        // The whole store relies on `$n` meaning the n-th argument on SQLite too, including a
+        // parameter used twice and parameters that appear out of order.
+        rt().block_on(async {
+            let store = SqlStore::open_sqlite(Path::new(":memory:"))
+                .await
+                .expect("open");
+            let row = sqlx::query("SELECT $2 AS b, $1 AS a, $2 || $1 AS ba")
+                .bind("one")
+                .bind("two")
+                .fetch_one(&store.pool)
+                .await
+                .expect("query");
+            use sqlx::Row as _;
+            assert_eq!(row.get::<String, _>("b"), "two");
+            assert_eq!(row.get::<String, _>("a"), "one");
+            assert_eq!(row.get::<String, _>("ba"), "twoone");
+        });
+    }
+
+    #[test]
+    fn an_in_memory_sqlite_store_migrates_and_answers_a_ping() {
+        rt().block_on(async {
+            let store = SqlStore::connect("sqlite::memory:").await.expect("open");
+            assert_eq!(store.backend(), Backend::Sqlite);
+            Store::ping(&store).await.expect("ping");
+        });
+    }
+
+    #[test]
+    fn a_url_of_another_database_is_refused_without_echoing_its_password() {
+        let err = rt()
+            .block_on(SqlStore::connect("mysql://u:secret@host/db"))
+            .expect_err("mysql is not supported");
+        let text = err.to_string();
+        assert!(text.contains("unsupported"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn limits_default_when_zero_and_are_capped() {
+        assert_eq!(clamp_limit(0, 50, 500), 50);
+        assert_eq!(clamp_limit(7, 50, 500), 7);
+        assert_eq!(clamp_limit(100_000, 50, 500), 500);
     }
 }
