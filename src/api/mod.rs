@@ -86,6 +86,8 @@ pub struct AppState {
     pub limiter: Arc<limits::RateLimiter>,
     /// Failed authentications per source address ([`limits::AUTH_FAILURES_PER_MIN`]).
     pub auth_failures: Arc<limits::AuthFailures>,
+    /// Wakes the campaign worker (a campaign started, resumed, got contacts or changed).
+    pub campaign_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -109,6 +111,7 @@ impl AppState {
             config: Arc::new(config),
             limiter,
             auth_failures: Arc::new(limits::AuthFailures::new(limits::AUTH_FAILURES_PER_MIN)),
+            campaign_wake: Arc::default(),
         }
     }
 }
