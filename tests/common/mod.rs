@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod api;
+pub(crate) mod campaign;
 pub(crate) mod db;
 
 use std::net::{IpAddr, Ipv4Addr};
