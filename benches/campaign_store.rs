@@ -113,7 +113,7 @@ async fn run(name: &str, store: Arc<dyn Store>) {
             .map(|i| {
                 let n = batch * INSERT_BATCH + i;
                 NewContact {
-                    phone: format!("+3314000{n:04}"),
+                    phone: format!("+3364000{n:04}"),
                     name: None,
                     timezone: None,
                     resolved_tz: "Europe/Paris".to_owned(),

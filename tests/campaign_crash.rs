@@ -123,7 +123,7 @@ async fn kill_9_mid_campaign(database: &str, url: Option<String>) {
         "{database}: {} INVITEs at the callee in all, {} contacts, counts {}",
         peer.calls.len(),
         contacts.len(),
-        done["counts"]["by_status"]
+        done["progress"]["contacts"]
     );
     assert!(missing.is_empty(), "{database}: contacts gone: {missing:?}");
     assert!(

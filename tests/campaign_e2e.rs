@@ -172,7 +172,7 @@ async fn campaign_of_200_holds_max_concurrent_at_the_peer_and_ends_every_contact
         wrong.join("\n")
     );
     assert!(duplicates.is_empty(), "{}", duplicates.join("\n"));
-    let by_status = &done["counts"]["by_status"];
+    let by_status = &done["progress"]["contacts"];
     assert_eq!(by_status["completed"], 150, "counts: {done}");
     assert_eq!(by_status["exhausted"], 50, "counts: {done}");
 
@@ -295,20 +295,20 @@ async fn slot_to_invite_latency_at_saturation() {
 #[test]
 fn peer_record_reads_sipp_traces() {
     let msgs = "\
-d\tt\t10.0\tR\tA\tCSeq:1 INVITE\tINVITE sip:+33140000001@127.0.0.1:5 SIP/2.0
+d\tt\t10.0\tR\tA\tCSeq:1 INVITE\tINVITE sip:+33640000001@127.0.0.1:5 SIP/2.0
 d\tt\t10.1\tS\tA\tCSeq:1 INVITE\tSIP/2.0 200 OK
 d\tt\t10.2\tR\tA\tCSeq:1 ACK\tACK sip:x SIP/2.0
-d\tt\t10.5\tR\tB\tCSeq:1 INVITE\tINVITE sip:+33141000001@127.0.0.1:5 SIP/2.0
+d\tt\t10.5\tR\tB\tCSeq:1 INVITE\tINVITE sip:+33641000001@127.0.0.1:5 SIP/2.0
 d\tt\t10.6\tS\tB\tCSeq:1 INVITE\tSIP/2.0 486 Busy Here
 d\tt\t10.7\tR\tB\tCSeq:1 ACK\tACK sip:x SIP/2.0
 d\tt\t11.0\tR\tA\tCSeq:2 BYE\tBYE sip:x SIP/2.0
 d\tt\t11.0\tS\tA\tCSeq:2 BYE\tSIP/2.0 200 OK
-d\tt\t11.1\tR\tC\tCSeq:1 INVITE\tINVITE sip:+33140000002@127.0.0.1:5 SIP/2.0
+d\tt\t11.1\tR\tC\tCSeq:1 INVITE\tINVITE sip:+33640000002@127.0.0.1:5 SIP/2.0
 ";
     let stats = "a;CurrentCall;b\nx;1;y\nx;2;y\n";
     let r = PeerRecord::parse(msgs, stats);
     assert_eq!(r.calls.len(), 3);
-    assert_eq!(r.calls[0].number, "+33140000001");
+    assert_eq!(r.calls[0].number, "+33640000001");
     assert!(r.calls[0].ended && r.calls[1].ended && !r.calls[2].ended);
     assert_eq!(r.calls[1].final_status, Some(486));
     assert_eq!(r.max_live(), (2, 10.5));
@@ -318,10 +318,10 @@ d\tt\t11.1\tR\tC\tCSeq:1 INVITE\tINVITE sip:+33140000002@127.0.0.1:5 SIP/2.0
     let lat = r.slot_latencies(2);
     assert_eq!(lat.len(), 1);
     assert!((lat[0] - 0.5).abs() < 1e-9, "{lat:?}");
-    assert_eq!(Behaviour::of("+33141000001"), Behaviour::Busy);
-    assert_eq!(Behaviour::NoAnswer.number(7), "+33142000007");
+    assert_eq!(Behaviour::of("+33641000001"), Behaviour::Busy);
+    assert_eq!(Behaviour::NoAnswer.number(7), "+33642000007");
     assert_eq!(
         numbers(&[(Behaviour::Answer, 2), (Behaviour::Busy, 1)]),
-        ["+33140000000", "+33141000000", "+33140000001"]
+        ["+33640000000", "+33641000000", "+33640000001"]
     );
 }

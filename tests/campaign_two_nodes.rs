@@ -98,7 +98,7 @@ async fn two_nodes_on_one_postgres_share_a_campaign_within_its_limit_without_dup
         peer.max_current_call(),
         created(&a),
         created(&b),
-        done["counts"]["by_status"]
+        done["progress"]["contacts"]
     );
     assert!(
         duplicates.is_empty(),

@@ -33,13 +33,13 @@ pub(crate) enum Behaviour {
 }
 
 impl Behaviour {
-    /// The number prefix the callee scenario branches on (`campaign_uas.xml`): Paris numbers
-    /// `+33 1 4k 00 nn nn`, a single-zone country so every contact is in one known zone.
+    /// The number prefix the callee scenario branches on (`campaign_uas.xml`): French mobile numbers
+    /// `+33 6 4k 00 nn nn`, a single-zone country so every contact is in one known zone.
     fn prefix(self) -> &'static str {
         match self {
-            Behaviour::Answer => "+3314000",
-            Behaviour::Busy => "+3314100",
-            Behaviour::NoAnswer => "+3314200",
+            Behaviour::Answer => "+3364000",
+            Behaviour::Busy => "+3364100",
+            Behaviour::NoAnswer => "+3364200",
         }
     }
 
@@ -617,47 +617,44 @@ impl ContactResult {
     }
 }
 
-/// Every contact of the campaign with its attempts (`GET /v1/campaigns/{id}/results`, all
-/// pages; bounded at 100 pages).
+/// Every contact of the campaign with its attempts: `GET /v1/campaigns/{id}/contacts` (all
+/// pages, at most 100), then `GET /v1/campaigns/{id}/contacts/{contact_id}` for each (its
+/// `attempt_history`).
 pub(crate) async fn results(api: &ServeClient, campaign: &str) -> Vec<ContactResult> {
-    let mut out = Vec::new();
+    let mut ids = Vec::new();
     let mut cursor: Option<String> = None;
-    for _ in 0..100 {
+    for page_no in 0.. {
+        assert!(page_no < 100, "more than 100 pages of contacts");
         let path = match &cursor {
-            Some(c) => format!("/v1/campaigns/{campaign}/results?limit=500&cursor={c}"),
-            None => format!("/v1/campaigns/{campaign}/results?limit=500"),
+            Some(c) => format!("/v1/campaigns/{campaign}/contacts?limit=500&cursor={c}"),
+            None => format!("/v1/campaigns/{campaign}/contacts?limit=500"),
         };
         let page = api.get(&path).await;
         let items = page["items"]
             .as_array()
-            .unwrap_or_else(|| panic!("results have items: {page}"));
-        for row in items {
-            let contact = if row["contact"].is_object() {
-                row["contact"].clone()
-            } else {
-                row.clone()
-            };
-            let attempts = row["attempts"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|a| {
-                    if a["attempt"].is_object() {
-                        a["attempt"].clone()
-                    } else {
-                        a
-                    }
-                })
-                .collect();
-            out.push(ContactResult { contact, attempts });
-        }
+            .unwrap_or_else(|| panic!("contacts have items: {page}"));
+        ids.extend(
+            items
+                .iter()
+                .filter_map(|c| c["id"].as_str().map(str::to_owned)),
+        );
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
+            None => break,
         }
     }
-    panic!("more than 100 pages of results");
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let contact = api
+            .get(&format!("/v1/campaigns/{campaign}/contacts/{id}"))
+            .await;
+        let attempts = contact["attempt_history"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        out.push(ContactResult { contact, attempts });
+    }
+    out
 }
 
 /// The SIP Call-ID of each of our call ids (`GET /v1/calls/{id}`).
