@@ -364,7 +364,7 @@ impl Worker {
         let first = contact.trunk_index as usize % count;
         let pick = (0..count)
             .map(|k| (first + k) % count)
-            .find(|&i| self.pacer.trunk_allows(&running.trunks[i].id, now));
+            .find(|&i| self.pacer.can_start(campaign_id, &running.trunks[i].id, now));
         let Some(index) = pick else {
             // Every trunk is full: give the attempt back, due at once.
             let _ = self
