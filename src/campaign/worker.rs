@@ -867,6 +867,15 @@ impl Worker {
                     trunks.push(t);
                 }
             }
+            for t in &trunks {
+                self.pacer.set_trunk(
+                    &t.id,
+                    pacing::TrunkLimits {
+                        max_concurrent: t.max_concurrent,
+                        max_cps: t.max_cps_milli.map(|m| f64::from(m) / 1000.0),
+                    },
+                );
+            }
             self.pacer.set_tenant(
                 &campaign.tenant_id,
                 pacing::TenantLimits {
@@ -1254,6 +1263,8 @@ mod tests {
             username: None,
             password: None,
             from_user: from_user.map(str::to_owned),
+            max_concurrent: None,
+            max_cps_milli: None,
             created_at_us: 0,
             updated_at_us: 0,
         }
