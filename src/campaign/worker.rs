@@ -362,9 +362,10 @@ impl Worker {
         }
         let now = clock::now();
         let first = contact.trunk_index as usize % count;
-        let pick = (0..count)
-            .map(|k| (first + k) % count)
-            .find(|&i| self.pacer.can_start(campaign_id, &running.trunks[i].id, now));
+        let pick = (0..count).map(|k| (first + k) % count).find(|&i| {
+            self.pacer
+                .can_start(campaign_id, &running.trunks[i].id, now)
+        });
         let Some(index) = pick else {
             // Every trunk is full: give the attempt back, due at once.
             let _ = self
