@@ -127,7 +127,9 @@ struct Running {
 #[derive(Debug, Clone)]
 struct LiveCall {
     campaign_id: String,
-    contact_id: String,
+    /// The contact as claimed, and its attempt number.
+    contact: Contact,
+    attempt: u32,
     trunk_id: Option<String>,
 }
 
@@ -493,13 +495,6 @@ impl Worker {
                 return false;
             }
         };
-        if let Err(e) = self
-            .store
-            .set_attempt_call(&contact.id, n, &call.id, Some(&trunk.id))
-            .await
-        {
-            tracing::warn!(contact = %contact.id, call = %call.id, error = %e, "attempt not linked to its call");
-        }
         let record = campaign.settings.record.then(|| {
             self.config
                 .data_dir
@@ -535,13 +530,25 @@ impl Worker {
             call.id.clone(),
             LiveCall {
                 campaign_id: campaign.id.clone(),
-                contact_id: contact.id.clone(),
+                contact: contact.clone(),
+                attempt: n,
                 trunk_id: Some(trunk.id.clone()),
             },
         );
         self.pacer
             .started(campaign_id, Some(&trunk.id), clock::now());
-        match self.engine.originate(originate).await {
+        let originated = self.engine.originate(originate).await;
+        // Linked after the INVITE is out, off the slot-to-INVITE path: this node settles its
+        // own calls from `live`, and a crash before this line leaves an attempt without a
+        // call, which the settle pass gives back and the next claim replays by its key.
+        if let Err(e) = self
+            .store
+            .set_attempt_call(&contact.id, n, &call.id, Some(&trunk.id))
+            .await
+        {
+            tracing::warn!(contact = %contact.id, call = %call.id, error = %e, "attempt not linked to its call");
+        }
+        match originated {
             Ok(engine_id) => {
                 self.bus.register_live(&call.id, engine_id);
                 true
@@ -637,22 +644,27 @@ impl Worker {
     /// Ends the open attempt of call `call_id` with `outcome` and frees its slot. The loop
     /// dispatches right after handling events: the next call starts at once, not at a tick.
     async fn settle_attempt(&mut self, call_id: &str, outcome: String, at_us: i64) {
-        if let Some(live) = self.live.remove(call_id) {
+        let local = self.live.remove(call_id).map(|live| {
             self.pacer
                 .ended(&live.campaign_id, live.trunk_id.as_deref());
             if let Some(r) = self.campaigns.get_mut(&live.campaign_id) {
                 r.idle = false;
                 self.pacer.set_ready(&live.campaign_id, true);
             }
-            let _ = live.contact_id;
-        }
-        let (contact, attempt) = match self.store.attempt_by_call(call_id).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(call = call_id, error = %e, "attempt of an ended call not read; the settle pass retries");
-                return;
-            }
+            (live.contact, live.attempt)
+        });
+        // A call of this node: its attempt is known (no read on the way to the next call);
+        // end_attempt still changes nothing unless it is the contact's open attempt.
+        let (contact, attempt) = match local {
+            Some(found) => found,
+            None => match self.store.attempt_by_call(call_id).await {
+                Ok(Some((contact, attempt))) => (contact, attempt.attempt),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(call = call_id, error = %e, "attempt of an ended call not read; the settle pass retries");
+                    return;
+                }
+            },
         };
         let campaign = match self.campaigns.get(&contact.campaign_id) {
             Some(r) => r.campaign.clone(),
@@ -668,17 +680,22 @@ impl Worker {
                 }
             },
         };
-        let history: Vec<String> = match self
-            .store
-            .get_contact(&contact.campaign_id, &contact.id)
-            .await
-        {
-            Ok((_, attempts)) => attempts
-                .into_iter()
-                .filter(|a| a.attempt < attempt.attempt)
-                .filter_map(|a| a.outcome)
-                .collect(),
-            Err(_) => Vec::new(),
+        let history: Vec<String> = if outcome == "answered" || outcome == "interrupted" {
+            // Neither needs the earlier outcomes.
+            Vec::new()
+        } else {
+            match self
+                .store
+                .get_contact(&contact.campaign_id, &contact.id)
+                .await
+            {
+                Ok((_, attempts)) => attempts
+                    .into_iter()
+                    .filter(|a| a.attempt < attempt)
+                    .filter_map(|a| a.outcome)
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
         };
         let history: Vec<&str> = history.iter().map(String::as_str).collect();
         let trunk_count = u32::try_from(campaign.settings.trunk_ids.len()).unwrap_or(u32::MAX);
@@ -686,7 +703,7 @@ impl Worker {
             // The node running it stopped before an answer: due again at once.
             AttemptEnd {
                 contact_id: contact.id.clone(),
-                attempt: attempt.attempt,
+                attempt,
                 outcome: outcome.clone(),
                 rule: "interrupted: the node placing the call stopped before an answer; requeued at once".to_owned(),
                 status: ContactStatus::Queued,
@@ -708,7 +725,7 @@ impl Worker {
             );
             let mut end = AttemptEnd {
                 contact_id: contact.id.clone(),
-                attempt: attempt.attempt,
+                attempt,
                 outcome: outcome.clone(),
                 reason_code: reason_code_of(d.status, &outcome),
                 rule: d.rule,
@@ -760,12 +777,16 @@ impl Worker {
 
     /// `script.opt_out`: the callee goes on the tenant's do-not-call list at once.
     async fn opt_out(&mut self, ev: &StoredEvent) {
-        let phone = match self.store.attempt_by_call(&ev.call_id).await {
-            Ok(Some((contact, _))) => Some(contact.phone),
-            _ => match self.store.get_call_any_tenant(&ev.call_id).await {
-                // A call outside campaigns: its number is the To user when it is E.164.
-                Ok(call) => user_of(&call.to_uri).filter(|u| u.starts_with('+')),
-                Err(_) => None,
+        let local = self.live.get(&ev.call_id).map(|l| l.contact.phone.clone());
+        let phone = match local {
+            Some(phone) => Some(phone),
+            None => match self.store.attempt_by_call(&ev.call_id).await {
+                Ok(Some((contact, _))) => Some(contact.phone),
+                _ => match self.store.get_call_any_tenant(&ev.call_id).await {
+                    // A call outside campaigns: its number is the To user when it is E.164.
+                    Ok(call) => user_of(&call.to_uri).filter(|u| u.starts_with('+')),
+                    Err(_) => None,
+                },
             },
         };
         let Some(phone) = phone else {
@@ -1080,7 +1101,7 @@ impl Worker {
         if self.live.is_empty() {
             return;
         }
-        let ids: Vec<String> = self.live.values().map(|l| l.contact_id.clone()).collect();
+        let ids: Vec<String> = self.live.values().map(|l| l.contact.id.clone()).collect();
         let until = clock::unix_us() + self.config.lease.as_micros() as i64;
         if let Err(e) = self
             .store
