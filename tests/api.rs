@@ -118,7 +118,7 @@ async fn wait_final(rx: &mut broadcast::Receiver<StoredEvent>, call: &str) -> St
         loop {
             match rx.recv().await {
                 Ok(e)
-                    if e.call_id == call
+                    if e.call_id.as_deref() == Some(call)
                         && (e.kind == "call.completed" || e.kind == "call.failed") =>
                 {
                     return e;
