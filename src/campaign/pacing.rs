@@ -1264,6 +1264,28 @@ mod tests {
     }
 
     #[test]
+    fn a_campaign_moved_to_another_tenant_takes_its_live_calls_along() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(10);
+        let one = TenantLimits {
+            max_concurrent: Some(1),
+            max_cps: None,
+        };
+        p.set_tenant("A", one);
+        p.set_tenant("B", one);
+        p.set_campaign("a", campaign("A", 1, 10, f64::INFINITY));
+        assert_eq!(dial(p.next(t0)), "a");
+        p.started("a", None, t0);
+        p.set_campaign("a", campaign("B", 1, 10, f64::INFINITY));
+        assert_eq!((p.tenant_live("A"), p.tenant_live("B")), (0, 1));
+        assert_eq!(p.next(t0), Next::Idle, "B is at its limit now");
+        p.set_campaign("other", campaign("A", 1, 10, f64::INFINITY));
+        assert_eq!(dial(p.next(t0)), "other", "A has room again");
+        p.ended("a", None);
+        assert_eq!((p.tenant_live("A"), p.tenant_live("B")), (1, 0));
+    }
+
+    #[test]
     fn misuse_never_panics_and_counts_stay_balanced() {
         let t0 = Instant::now();
         let mut p = Pacer::new(1);
@@ -1367,6 +1389,16 @@ mod tests {
         Remove {
             c: usize,
         },
+        /// The campaign moves to another tenant.
+        Move {
+            c: usize,
+            t: usize,
+        },
+        /// The campaign's trunks change.
+        Trunks {
+            c: usize,
+            trunks: Vec<usize>,
+        },
         Ready {
             c: usize,
             ready: bool,
@@ -1388,6 +1420,9 @@ mod tests {
             1 => (0..5usize, 0u32..5, 0..RATES.len(), 0u32..4)
                 .prop_map(|(c, conc, cps, priority)| Op::Campaign { c, conc, cps, priority }),
             1 => (0..5usize).prop_map(|c| Op::Remove { c }),
+            1 => (0..5usize, 0..3usize).prop_map(|(c, t)| Op::Move { c, t }),
+            1 => (0..5usize, proptest::collection::vec(0..3usize, 0..3))
+                .prop_map(|(c, trunks)| Op::Trunks { c, trunks }),
             1 => (0..5usize, any::<bool>()).prop_map(|(c, ready)| Op::Ready { c, ready }),
         ]
     }
@@ -1457,9 +1492,13 @@ mod tests {
                 .is_none_or(|m| self.trunk_live(k) < *m)
         }
         /// Whether nothing but waiting for a token stands between `c` and a start.
-        fn could_start(&self, c: &str, system: u32) -> bool {
+        /// With `now`: whether `c` could start now whatever the buckets' state, because every
+        /// calls/s limit on its way is unlimited.
+        fn could_start(&self, c: &str, system: u32, now: bool) -> bool {
             let l = &self.campaign[c];
-            let never = |r: Option<&f64>| r.is_some_and(|r| r.is_nan() || *r <= 0.0);
+            let never = |r: Option<&f64>| {
+                r.is_some_and(|r| r.is_nan() || *r <= 0.0 || (now && r.is_finite()))
+            };
             self.active[c]
                 && self.ready[c]
                 && self.system_live() < system
@@ -1559,11 +1598,17 @@ mod tests {
                         Next::Wait(at) => {
                             prop_assert!(at > now);
                             last_wait = Some(at);
+                            for c in CAMPAIGNS {
+                                prop_assert!(
+                                    !m.could_start(c, setup.system, true),
+                                    "Wait though {c} could start now: {m:?}"
+                                );
+                            }
                         }
                         Next::Idle => {
                             for c in CAMPAIGNS {
                                 prop_assert!(
-                                    !m.could_start(c, setup.system),
+                                    !m.could_start(c, setup.system, false),
                                     "Idle though {c} could start once a token refills: {m:?}"
                                 );
                             }
@@ -1582,11 +1627,16 @@ mod tests {
                         let wanted = trunks[trunk % trunks.len()].clone();
                         if p.can_start(&c, &wanted, now) {
                             Some(wanted)
+                        } else if let Some(held) = p.reserved_trunk(&c).map(str::to_owned) {
+                            prop_assert!(p.can_start(&c, &held, now), "{c} holds {held}");
+                            Some(held)
                         } else {
-                            let held = p.reserved_trunk(&c).map(str::to_owned);
-                            prop_assert!(held.is_some(), "{c} has a reservation on a trunk");
-                            prop_assert!(p.can_start(&c, held.as_deref().unwrap_or(""), now));
-                            held
+                            // Reserved before the campaign had trunks, and the wanted one is
+                            // full: the worker gives the slot back.
+                            let newest = m.reserved.iter().rposition(|(x, _)| *x == c);
+                            m.reserved.remove(newest.expect("c has a reservation"));
+                            p.release(&c);
+                            continue;
                         }
                     };
                     // The pacer uses the reservation holding `on`, else the oldest.
@@ -1689,6 +1739,32 @@ mod tests {
                         l.max_cps = RATES[cps];
                     }
                     l.priority = priority;
+                    p.set_campaign(name, l.clone());
+                    m.campaign.insert(name.to_owned(), l);
+                    if !m.active[name] {
+                        m.ready.insert(name.to_owned(), true);
+                    }
+                    m.active.insert(name.to_owned(), true);
+                }
+                Op::Move { c, t } => {
+                    // Only between reservations (a reservation holds its tenant's bucket).
+                    if !rates_may_change {
+                        continue;
+                    }
+                    let name = CAMPAIGNS[c];
+                    let mut l = m.campaign[name].clone();
+                    l.tenant = TENANTS[t].to_owned();
+                    p.set_campaign(name, l.clone());
+                    m.campaign.insert(name.to_owned(), l);
+                    if !m.active[name] {
+                        m.ready.insert(name.to_owned(), true);
+                    }
+                    m.active.insert(name.to_owned(), true);
+                }
+                Op::Trunks { c, trunks } => {
+                    let name = CAMPAIGNS[c];
+                    let mut l = m.campaign[name].clone();
+                    l.trunks = trunks.iter().map(|k| TRUNKS[*k].to_owned()).collect();
                     p.set_campaign(name, l.clone());
                     m.campaign.insert(name.to_owned(), l);
                     if !m.active[name] {
