@@ -55,6 +55,10 @@ pub struct ServeConfig {
     /// Capacity of the engine-to-store event queue (`--event-queue`; new calls are refused
     /// from half of it).
     pub event_queue: usize,
+    /// Live campaign calls on this node at most (`--campaign-max-calls`).
+    pub campaign_max_calls: u32,
+    /// A contact lease (`--campaign-lease-s`).
+    pub campaign_lease: Duration,
 }
 
 /// A line `serve` prints on stdout (JSON).
@@ -414,8 +418,25 @@ pub async fn serve_with(
                 webhook_egress: config.outbox.egress.clone(),
             },
         );
+        let campaign_wake = state.campaign_wake.clone();
         let (api_addr, api_task) =
             crate::net::http::serve(config.api, crate::api::router(state)).await?;
+        // After the API listens (and after the orphans above were closed, so that their
+        // attempts settle from their final rows).
+        let mut worker_config = crate::campaign::worker::WorkerConfig::new(
+            node_id.clone(),
+            config.data_dir.clone(),
+            config.campaign_max_calls,
+        );
+        worker_config.lease = config.campaign_lease;
+        worker_config.settle = worker_config.settle.min(config.campaign_lease);
+        let worker = crate::campaign::worker::spawn_worker(
+            worker_config,
+            store.clone(),
+            engine.handle.clone(),
+            bus.clone(),
+            campaign_wake,
+        );
         let handle = engine.handle.clone();
         say(json!({
             "kind": "serve.listening",
@@ -441,6 +462,7 @@ pub async fn serve_with(
             outbox,
             api_task,
             events,
+            worker,
         }
     };
 
@@ -471,6 +493,10 @@ pub async fn serve_with(
             print_event(&ev);
         }
     }
+    // The worker started no call while draining (the engine refuses them) and settled those
+    // that ended; what it did not settle, the next start's (or another node's) settle pass
+    // reads from the calls' rows.
+    running.worker.abort();
     handle.shutdown().await?;
     let Running {
         engine,
@@ -531,6 +557,7 @@ struct Running {
     outbox: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
     events: tokio::sync::broadcast::Receiver<crate::engine::CallEvent>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
 /// Prints one received event (unless `quiet`); `false` when the engine is gone.

@@ -157,6 +157,14 @@ enum Cmd {
         /// INVITE, 503 `store_backlog` in the API) until the store catches up.
         #[arg(long, default_value_t = 65536)]
         event_queue: usize,
+        /// The most campaign calls live at once on this node (0: `--max-calls`). Campaign and
+        /// tenant limits hold across nodes on top of this.
+        #[arg(long, default_value_t = 0)]
+        campaign_max_calls: u32,
+        /// Seconds a node's lease on a contact it dials lasts without renewal (renewed every
+        /// third of it): after a crash, its contacts return to the queue this long after.
+        #[arg(long, default_value_t = 30)]
+        campaign_lease_s: u64,
     },
     /// A survey campaign end to end on loopback, with no set-up: starts the softswitch (as
     /// `serve`, on a new data directory) and a built-in answerer (callees who answer and press
@@ -392,6 +400,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             max_calls,
             drain_timeout,
             event_queue,
+            campaign_max_calls,
+            campaign_lease_s,
         } => {
             if let Some(dir) = &recordings {
                 callplane::files::ensure_dir(dir)
@@ -434,7 +444,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     callplane::engine::sink::MIN_EVENT_QUEUE
                 );
             }
+            if !(2..=3600).contains(&campaign_lease_s) {
+                bail!("--campaign-lease-s ({campaign_lease_s}) must be 2 to 3600 seconds");
+            }
+            let campaign_max_calls = match campaign_max_calls {
+                0 => u32::try_from(max_calls).unwrap_or(u32::MAX),
+                n => n,
+            };
             let serve_config = ServeConfig {
+                campaign_max_calls,
+                campaign_lease: Duration::from_secs(campaign_lease_s),
                 data_dir,
                 database_url,
                 api,

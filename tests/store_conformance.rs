@@ -147,6 +147,8 @@ async fn trunks(s: Arc<dyn Store>) {
         username: Some("u".into()),
         password: Some("pw".into()),
         from_user: None,
+        max_concurrent: None,
+        max_cps_milli: None,
     };
     let t = s.create_trunk(&a, &input, 5).await.expect("trunk");
     assert_eq!(t.password.as_deref(), Some("pw"));

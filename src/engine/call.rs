@@ -959,6 +959,11 @@ impl Call {
                 self.hangup_reason = Some(reason);
                 self.hang_up(now);
             }
+            Action::OptOut { reason } => {
+                // The control plane (the campaign worker) suppresses the number on this event.
+                self.timeline
+                    .emit("script.opt_out", json!({"reason": reason}));
+            }
             Action::Finished { result } => {
                 self.script_result = serde_json::to_value(&result).ok();
             }

@@ -194,6 +194,11 @@ pub struct Trunk {
     pub password: Option<String>,
     /// The user part (or whole URI) of our From on calls through this trunk.
     pub from_user: Option<String>,
+    /// Live campaign calls through this trunk at most (None: unlimited).
+    pub max_concurrent: Option<u32>,
+    /// New campaign calls per second through this trunk at most, in thousandths (None:
+    /// unlimited).
+    pub max_cps_milli: Option<u32>,
     /// When it was created.
     pub created_at_us: i64,
     /// When it last changed.
@@ -215,6 +220,10 @@ pub struct TrunkInput {
     pub password: Option<String>,
     /// From user.
     pub from_user: Option<String>,
+    /// Live campaign calls at most (None: unlimited).
+    pub max_concurrent: Option<u32>,
+    /// New campaign calls per second at most, in thousandths (None: unlimited).
+    pub max_cps_milli: Option<u32>,
 }
 
 /// A call script: its current version (older versions stay readable by number).
