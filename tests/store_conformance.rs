@@ -642,7 +642,8 @@ async fn events_after_filters_and_orders(s: Arc<dyn Store>) {
     assert_eq!(got.len(), 4);
     assert!(
         got.iter()
-            .all(|e| e.call_id == camp && e.campaign_id.as_deref() == Some("cmp_7"))
+            .all(|e| e.call_id.as_deref() == Some(camp.as_str())
+                && e.campaign_id.as_deref() == Some("cmp_7"))
     );
     let by_kind = EventFilter {
         kinds: vec!["call.*".into(), "sip.ringing".into()],

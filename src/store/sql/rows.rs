@@ -168,7 +168,7 @@ pub(super) fn event(row: &Row) -> Result<StoredEvent> {
     Ok(StoredEvent {
         id: int(row, "id")?,
         tenant_id: text(row, "tenant_id")?,
-        call_id: text(row, "call_id")?,
+        call_id: opt_text(row, "call_id")?,
         campaign_id: opt_text(row, "campaign_id")?,
         kind: text(row, "kind")?,
         at_unix_us: int(row, "at_unix_us")?,
