@@ -343,6 +343,8 @@ pub async fn run(config: DemoConfig, json_summary: bool) -> anyhow::Result<DemoS
         rate_limit_per_s: 0,
         rate_limit_burst: 0,
         event_queue: 65_536,
+        campaign_max_calls: 100,
+        campaign_lease: Duration::from_secs(30),
     };
     let control = ServeControl {
         stop: Some(stop.clone()),

@@ -105,6 +105,7 @@ pub fn spawn_worker(
             next_settle: now,
             next_renew: now,
             wait_until: None,
+            pending: std::sync::Mutex::new(Vec::new()),
         };
         worker.run(events, wake).await;
     })
@@ -148,6 +149,8 @@ struct Worker {
     next_renew: Instant,
     /// The pacer's or a claim's next calls/s token.
     wait_until: Option<Instant>,
+    /// Campaign and contact events to store after this turn's calls started.
+    pending: std::sync::Mutex<Vec<(String, String, String, Value)>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -188,6 +191,7 @@ impl Worker {
                 self.next_renew = clock::now() + self.config.lease / 3;
             }
             self.dispatch().await;
+            self.flush_events().await;
             let mut deadline = self.next_refresh.min(self.next_settle).min(self.next_renew);
             if let Some(w) = self.wait_until {
                 deadline = deadline.min(w);
@@ -604,14 +608,18 @@ impl Worker {
 
     /// One stored event from the bus.
     async fn handle_event(&mut self, ev: StoredEvent) {
+        // Campaign events have no call.
+        let Some(call_id) = ev.call_id.clone() else {
+            return;
+        };
         if ev.kind == "script.opt_out" {
-            self.opt_out(&ev).await;
+            self.opt_out(&call_id, &ev).await;
             return;
         }
         if ev.kind != "call.completed" && ev.kind != "call.failed" {
             return;
         }
-        if ev.campaign_id.is_none() && !self.live.contains_key(&ev.call_id) {
+        if ev.campaign_id.is_none() && !self.live.contains_key(&call_id) {
             return;
         }
         let outcome = ev
@@ -637,8 +645,7 @@ impl Worker {
         } else {
             outcome
         };
-        self.settle_attempt(&ev.call_id, outcome, ev.at_unix_us)
-            .await;
+        self.settle_attempt(&call_id, outcome, ev.at_unix_us).await;
     }
 
     /// Ends the open attempt of call `call_id` with `outcome` and frees its slot. The loop
@@ -776,13 +783,13 @@ impl Worker {
     }
 
     /// `script.opt_out`: the callee goes on the tenant's do-not-call list at once.
-    async fn opt_out(&mut self, ev: &StoredEvent) {
-        let local = self.live.get(&ev.call_id).map(|l| l.contact.phone.clone());
+    async fn opt_out(&mut self, call_id: &str, ev: &StoredEvent) {
+        let local = self.live.get(call_id).map(|l| l.contact.phone.clone());
         let phone = match local {
             Some(phone) => Some(phone),
-            None => match self.store.attempt_by_call(&ev.call_id).await {
+            None => match self.store.attempt_by_call(call_id).await {
                 Ok(Some((contact, _))) => Some(contact.phone),
-                _ => match self.store.get_call_any_tenant(&ev.call_id).await {
+                _ => match self.store.get_call_any_tenant(call_id).await {
                     // A call outside campaigns: its number is the To user when it is E.164.
                     Ok(call) => user_of(&call.to_uri).filter(|u| u.starts_with('+')),
                     Err(_) => None,
@@ -790,7 +797,7 @@ impl Worker {
             },
         };
         let Some(phone) = phone else {
-            tracing::warn!(call = %ev.call_id, "opt-out of a call whose number is unknown");
+            tracing::warn!(call = %call_id, "opt-out of a call whose number is unknown");
             return;
         };
         let reason = ev
@@ -798,7 +805,7 @@ impl Worker {
             .get("reason")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .or_else(|| Some(format!("opted out on call {}", ev.call_id)));
+            .or_else(|| Some(format!("opted out on call {}", call_id)));
         if let Err(e) = self
             .store
             .suppress(
@@ -809,7 +816,7 @@ impl Worker {
             )
             .await
         {
-            tracing::error!(call = %ev.call_id, error = %e, "opt-out not stored");
+            tracing::error!(call = %call_id, error = %e, "opt-out not stored");
         }
     }
 
@@ -1112,24 +1119,80 @@ impl Worker {
         }
     }
 
-    /// A `contact.*` event.
-    // h-events: this is the one call site to switch to the events helper's campaign-event
-    // method on `Bus` once it lands (SSE and webhooks, with progress counts).
-    async fn contact_event(&self, kind: &str, contact: &Contact, details: Value) {
-        tracing::info!(
+    /// Queues a `contact.*` event; [`Worker::flush_events`] stores it (after the calls this
+    /// turn starts: events never delay an INVITE).
+    async fn contact_event(&self, kind: &str, contact: &Contact, mut details: Value) {
+        details["contact_id"] = json!(contact.id);
+        details["phone"] = json!(contact.phone);
+        details["status"] = json!(contact.status.as_str());
+        details["attempts"] = json!(contact.attempts);
+        self.queue_event(&contact.tenant_id, &contact.campaign_id, kind, details);
+    }
+
+    /// Queues a `campaign.*` event (see [`Worker::contact_event`]).
+    async fn campaign_event(&self, kind: &str, campaign: &Campaign) {
+        self.queue_event(
+            &campaign.tenant_id,
+            &campaign.id,
             kind,
-            campaign = %contact.campaign_id,
-            contact = %contact.id,
-            details = %details,
-            "campaign contact event"
+            json!({"status": campaign.status.as_str()}),
         );
     }
 
-    /// A `campaign.*` event (see [`Worker::contact_event`]).
-    async fn campaign_event(&self, kind: &str, campaign: &Campaign) {
-        tracing::info!(kind, campaign = %campaign.id, "campaign event");
+    fn queue_event(&self, tenant: &str, campaign: &str, kind: &str, details: Value) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.len() >= MAX_PENDING_EVENTS {
+            tracing::warn!(kind, campaign, "campaign event dropped: too many queued");
+            return;
+        }
+        pending.push((
+            tenant.to_owned(),
+            campaign.to_owned(),
+            kind.to_owned(),
+            details,
+        ));
+    }
+
+    /// Stores the queued campaign and contact events through the bus (SSE and webhooks), each
+    /// with its campaign's progress counts (read once per campaign per flush).
+    async fn flush_events(&self) {
+        let events = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if events.is_empty() {
+            return;
+        }
+        let now_us = clock::unix_us();
+        let mut progress: HashMap<String, Value> = HashMap::new();
+        for (tenant, campaign, kind, mut details) in events {
+            if !progress.contains_key(&campaign) {
+                let counts = match self.store.campaign_counts(&campaign, now_us).await {
+                    Ok(c) => json!(c.by_status),
+                    Err(_) => Value::Null,
+                };
+                progress.insert(campaign.clone(), counts);
+            }
+            details["progress"] = progress.get(&campaign).cloned().unwrap_or(Value::Null);
+            if let Err(e) = self
+                .bus
+                .append_campaign_event(&tenant, &campaign, &kind, details)
+                .await
+            {
+                tracing::warn!(kind, campaign, error = %e, "campaign event not stored");
+            }
+        }
     }
 }
+
+/// Campaign events waiting for [`Worker::flush_events`] at most (a sweep of a large list
+/// defers many contacts at once; more are logged and dropped, their state is in the store).
+const MAX_PENDING_EVENTS: usize = 10_000;
 
 /// Where a contact's call goes.
 #[derive(Debug)]
