@@ -197,6 +197,10 @@ pub struct Claim {
     /// Due contacts over the per-number cap: deferred (queued, `reason_code` `number_cap`)
     /// until the oldest counted attempt leaves the window.
     pub capped: Vec<Contact>,
+    /// Nothing was claimed because a calls/s limit (campaign or tenant, across nodes) has no
+    /// token now: the earliest time one comes (Unix µs). None otherwise, or when a limit of 0
+    /// calls/s means never.
+    pub cps_next_at_us: Option<i64>,
 }
 
 /// How an attempt ended ([`CampaignStore::end_attempt`]).
