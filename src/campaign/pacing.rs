@@ -417,8 +417,8 @@ impl Pacer {
     /// Adds a running campaign or changes its limits.
     ///
     /// A new (or removed) campaign is ready (see [`Pacer::set_ready`]); a running one keeps its
-    /// readiness. Either keeps its live calls and its calls/s spacing. Moving a campaign to another tenant moves its live
-    /// calls' count with it.
+    /// readiness. Either keeps its live calls and its calls/s spacing. Moving a campaign to
+    /// another tenant moves its live calls' count with it.
     pub fn set_campaign(&mut self, campaign: &str, limits: CampaignLimits) {
         let rate = Rate::of(Some(limits.max_cps));
         let tenant = limits.tenant.clone();
