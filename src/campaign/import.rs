@@ -201,7 +201,27 @@ pub struct Row {
     pub outcome: RowOutcome,
 }
 
+impl RowOutcome {
+    /// `accepted`, `rejected` or `duplicate`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RowOutcome::Accepted(_) => "accepted",
+            RowOutcome::Rejected { .. } => "rejected",
+            RowOutcome::Duplicate { .. } => "duplicate",
+        }
+    }
+}
+
 impl Row {
+    /// The reject code (`invalid_number`...), `duplicate`, or None when accepted.
+    pub fn code(&self) -> Option<&'static str> {
+        match &self.outcome {
+            RowOutcome::Accepted(_) => None,
+            RowOutcome::Rejected { code, .. } => Some(code.as_str()),
+            RowOutcome::Duplicate { .. } => Some("duplicate"),
+        }
+    }
+
     /// The sentence for a report (None when accepted).
     pub fn reason(&self) -> Option<String> {
         match &self.outcome {
@@ -217,7 +237,8 @@ impl Row {
 struct Validator {
     opts: ImportOptions,
     seen: HashMap<String, u64>,
-    zones: HashMap<String, bool>,
+    /// Zone names seen → their canonical spelling (None: not a zone). Bounded.
+    zones: HashMap<String, Option<String>>,
 }
 
 /// A row's values before validation.
@@ -246,15 +267,15 @@ impl Validator {
         }
     }
 
-    fn zone_ok(&mut self, name: &str) -> bool {
-        if let Some(ok) = self.zones.get(name) {
-            return *ok;
+    fn zone(&mut self, name: &str) -> Option<String> {
+        if let Some(z) = self.zones.get(name) {
+            return z.clone();
         }
-        let ok = tz::valid_zone(name);
+        let z = tz::canonical_zone(name);
         if self.zones.len() < 1024 {
-            self.zones.insert(name.to_owned(), ok);
+            self.zones.insert(name.to_owned(), z.clone());
         }
-        ok
+        z
     }
 
     fn check(&mut self, line: u64, raw: RawRow<'_>) -> RowOutcome {
@@ -268,16 +289,18 @@ impl Validator {
         };
         let timezone = match raw.timezone.map(str::trim).filter(|t| !t.is_empty()) {
             None => None,
-            Some(t) if self.zone_ok(t) => Some(t.to_owned()),
-            Some(t) => {
-                return rejected(
-                    RejectCode::InvalidTimezone,
-                    format!(
-                        "timezone: {:?} is not an IANA time zone (e.g. Europe/Paris)",
-                        clip(t)
-                    ),
-                );
-            }
+            Some(t) => match self.zone(t) {
+                Some(z) => Some(z),
+                None => {
+                    return rejected(
+                        RejectCode::InvalidTimezone,
+                        format!(
+                            "timezone: {:?} is not an IANA time zone (e.g. Europe/Paris)",
+                            clip(t)
+                        ),
+                    );
+                }
+            },
         };
         let priority = match raw.priority.map(str::trim).filter(|p| !p.is_empty()) {
             None => 0,
@@ -981,7 +1004,7 @@ mod tests {
 
     #[test]
     fn headers_map_by_name_case_insensitive_and_trimmed() {
-        let rows = parse(b" City ,TZ, PHONE_NUMBER ,Priority,NAME\nParis,Europe/Paris,+33 1 42 68 53 00,-3,Marie\n");
+        let rows = parse(b" City ,TZ, PHONE_NUMBER ,Priority,NAME\nParis,europe/paris,+33 1 42 68 53 00,-3,Marie\n");
         let c = accepted(&rows[0]);
         assert_eq!(c.phone, "+33142685300");
         assert_eq!(c.timezone.as_deref(), Some("Europe/Paris"));
@@ -1085,6 +1108,12 @@ mod tests {
             ]
         );
         assert_eq!(rows[8].reason().as_deref(), Some("duplicate of line 2"));
+        assert_eq!(rows[8].code(), Some("duplicate"));
+        assert_eq!(rows[8].outcome.kind(), "duplicate");
+        assert_eq!(rows[1].code(), Some("missing_phone"));
+        assert_eq!(rows[1].outcome.kind(), "rejected");
+        assert_eq!(rows[0].code(), None);
+        assert_eq!(rows[0].outcome.kind(), "accepted");
         assert_eq!(
             rows[6].reason().as_deref(),
             Some("2 fields, the header has 4 columns")

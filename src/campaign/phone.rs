@@ -204,6 +204,41 @@ mod tests {
         assert!(refused("\u{0}\u{1}", "US").contains("unexpected character"));
     }
 
+    /// Random digit strings (with `+`, `00`, separators) in many regions: an answer, never a
+    /// panic, and every accepted number is E.164 and normalises to itself.
+    #[test]
+    fn random_digit_strings_never_panic() {
+        let regions = [
+            "US", "GB", "FR", "DE", "IN", "BR", "AU", "JP", "RU", "MX", "ID", "ZA",
+        ];
+        let alphabet = b"0123456789000+ -().";
+        let mut seed: u64 = 7;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..1000 {
+            let len = next() % 24;
+            let input: String = (0..len)
+                .map(|_| alphabet[next() % alphabet.len()] as char)
+                .collect();
+            let region = regions[next() % regions.len()];
+            if let Ok(n) = normalize(&input, region) {
+                assert!(
+                    n.starts_with('+') && n[1..].bytes().all(|b| b.is_ascii_digit()),
+                    "{n}"
+                );
+                assert_eq!(
+                    normalize(&n, "US").as_deref(),
+                    Ok(n.as_str()),
+                    "{input:?} {region}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn regions() {
         assert!(valid_region("US"));

@@ -41,11 +41,11 @@ pub fn zone_of_number(e164: &str) -> Option<&'static str> {
 }
 
 /// The zone to use for a contact, and where it came from: `contact_tz` when it is a zone this
-/// build knows, else the number's zone, else `default` (returned as given: the API validated
+/// build knows (spelled as the database does), else the number's zone, else `default` (returned as given: the API validated
 /// it when the campaign was written).
 pub fn resolve(contact_tz: Option<&str>, e164: &str, default: &str) -> (String, TzSource) {
-    if let Some(tz) = contact_tz.map(str::trim).filter(|t| valid_zone(t)) {
-        return (tz.to_owned(), TzSource::Contact);
+    if let Some(tz) = contact_tz.map(str::trim).and_then(canonical_zone) {
+        return (tz, TzSource::Contact);
     }
     if let Some(zone) = zone_of_number(e164) {
         return (zone.to_owned(), TzSource::Number);
@@ -53,15 +53,27 @@ pub fn resolve(contact_tz: Option<&str>, e164: &str, default: &str) -> (String, 
     (default.to_owned(), TzSource::Default)
 }
 
-/// Whether `name` is an IANA zone this build knows (case-sensitive lookups are jiff's:
-/// `europe/paris` is found too; `UTC` is a zone).
+/// Whether `name` is an IANA zone this build knows (`UTC` is one; lookups ignore case, so
+/// `europe/paris` is found too: [`canonical_zone`] spells it as the database does).
 pub fn valid_zone(name: &str) -> bool {
+    plausible_zone_name(name) && jiff::tz::TimeZone::get(name).is_ok()
+}
+
+/// The database's spelling of zone `name` (`europe/paris` → `Europe/Paris`), if it is one.
+pub fn canonical_zone(name: &str) -> Option<String> {
+    if !plausible_zone_name(name) {
+        return None;
+    }
+    let tz = jiff::tz::TimeZone::get(name).ok()?;
+    Some(tz.iana_name().unwrap_or(name).to_owned())
+}
+
+fn plausible_zone_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'))
-        && jiff::tz::TimeZone::get(name).is_ok()
 }
 
 #[cfg(test)]
@@ -182,5 +194,15 @@ mod tests {
         assert!(!valid_zone("../../etc/passwd"));
         assert!(!valid_zone("Europe/Paris\n"));
         assert!(!valid_zone(&"A".repeat(10_000)));
+        assert!(valid_zone("europe/paris"));
+        assert_eq!(
+            canonical_zone("europe/paris").as_deref(),
+            Some("Europe/Paris")
+        );
+        assert_eq!(canonical_zone("Mars/Olympus"), None);
+        assert_eq!(
+            resolve(Some(" asia/tokyo "), "+33142685300", "UTC"),
+            ("Asia/Tokyo".to_owned(), TzSource::Contact)
+        );
     }
 }
