@@ -28,7 +28,7 @@ use super::{AppState, rfc3339};
 use crate::campaign::model::{
     CampaignSettings, CampaignStatus, ContactStatus, RetryPolicy, Windows,
 };
-use crate::campaign::{phone, tz, window};
+use crate::campaign::{export, import, phone, tz, window};
 use crate::store::campaign::{
     Campaign, CampaignCounts, Contact, Inserted, NewCampaign, NewContact, ResultRow,
 };
@@ -873,16 +873,24 @@ async fn changed(s: &AppState, campaign: Campaign, kind: &str) -> Result<Campaig
     Ok(CampaignView::new(campaign, Some(progress)))
 }
 
-/// CAMPAIGN EVENTS: the one call site of `campaign.started|paused|resumed|completed|cancelled`
-/// from the API. The events helper's `Bus` method stores and publishes them; until it lands
-/// this logs the change (the status itself is already stored).
+/// Stores and publishes `campaign.<kind>` (`started`, `scheduled`, `paused`, `resumed`,
+/// `cancelled`) with the campaign's status and progress counts: on the SSE stream and to
+/// webhooks. The status change is already stored; an event that cannot be stored is logged,
+/// and the request still succeeds.
 async fn emit_campaign_event(s: &AppState, campaign: &Campaign, kind: &str, progress: &Progress) {
     let details = json!({
         "status": campaign.status.as_str(),
+        "name": campaign.settings.name,
         "progress": progress,
     });
-    let _ = s;
-    tracing::info!(campaign_id = %campaign.id, tenant_id = %campaign.tenant_id, event = %format!("campaign.{kind}"), %details, "campaign status changed");
+    let kind = format!("campaign.{kind}");
+    if let Err(e) = s
+        .bus
+        .append_campaign_event(&campaign.tenant_id, &campaign.id, &kind, details)
+        .await
+    {
+        tracing::error!(campaign_id = %campaign.id, event = %kind, error = %e, "could not store a campaign event");
+    }
 }
 
 /// Starts a draft campaign: `running`, or `scheduled` when its `start_at` is in the future.
@@ -1099,16 +1107,6 @@ async fn hang_up_live_calls(
 // ---------------------------------------------------------------------------------------------
 // Contacts upload.
 
-/// One row of an upload, as given (before normalisation).
-#[derive(Debug, Clone, Default)]
-struct RowIn {
-    phone: String,
-    name: Option<String>,
-    timezone: Option<String>,
-    priority: Option<String>,
-    variables: BTreeMap<String, String>,
-}
-
 /// What happened to one row that was not plainly accepted.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReportEntry {
@@ -1122,9 +1120,14 @@ pub struct ReportEntry {
     /// already has the number) or `suppressed` (on the do-not-call list: kept as `suppressed`,
     /// never dialed).
     pub result: String,
+    /// `rejected`: a stable code (`missing_phone`, `invalid_number`, `invalid_timezone`,
+    /// `invalid_priority`, `invalid_variable`, `invalid_row`, `column_count`, `encoding`,
+    /// `too_long`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
     /// Why, for people.
     pub reason: String,
-    /// The number (E.164 when it could be read; else the first 64 characters given).
+    /// The number in E.164 (not for `rejected`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phone: Option<String>,
     /// `existing` and `suppressed`: the contact's id.
@@ -1139,7 +1142,7 @@ pub struct ReportEntry {
 /// row that was not plainly accepted (the first 1000).
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct UploadReport {
-    /// Rows read (the CSV header not counted).
+    /// Rows read (the CSV header and blank lines not counted).
     pub rows: i64,
     /// Inserted as `queued`.
     pub accepted: i64,
@@ -1162,40 +1165,26 @@ fn quote(text: &str) -> String {
     text.chars().take(MAX_QUOTED).collect()
 }
 
-/// Where a row came from.
-#[derive(Debug, Clone, Copy)]
-enum Origin {
-    Line(i64),
-    Index(i64),
-}
-
-impl Origin {
-    fn number(self) -> i64 {
-        match self {
-            Origin::Line(n) | Origin::Index(n) => n,
-        }
-    }
-}
-
-/// Normalises rows, batches them and writes them to the store [`INSERT_CHUNK`] at a time.
+/// Batches the parser's rows and writes them to the store [`INSERT_CHUNK`] at a time,
+/// counting every row.
 struct Uploader<'a> {
     s: &'a AppState,
     tenant: &'a str,
     campaign: &'a Campaign,
-    /// E.164 → the row that first gave it.
-    seen: std::collections::HashMap<String, i64>,
-    batch: Vec<(Origin, NewContact)>,
+    /// Rows are numbered by line (CSV) or index (JSON).
+    csv: bool,
+    batch: Vec<NewContact>,
     report: UploadReport,
     at_us: i64,
 }
 
 impl<'a> Uploader<'a> {
-    fn new(s: &'a AppState, tenant: &'a str, campaign: &'a Campaign) -> Uploader<'a> {
+    fn new(s: &'a AppState, tenant: &'a str, campaign: &'a Campaign, csv: bool) -> Uploader<'a> {
         Uploader {
             s,
             tenant,
             campaign,
-            seen: std::collections::HashMap::new(),
+            csv,
             batch: Vec::with_capacity(INSERT_CHUNK),
             report: UploadReport::default(),
             at_us: crate::clock::unix_us(),
@@ -1203,162 +1192,71 @@ impl<'a> Uploader<'a> {
     }
 
     /// Lists an entry (the first [`MAX_REPORT_ENTRIES`]; past them, only says more were).
-    fn entry(
-        &mut self,
-        origin: Origin,
-        result: &str,
-        reason: String,
-        phone: Option<String>,
-        contact_id: Option<String>,
-        duplicate_of: Option<i64>,
-    ) {
+    fn entry(&mut self, line: i64, result: &str, reason: String, e: ReportEntry) {
         if self.report.entries.len() >= MAX_REPORT_ENTRIES {
             self.report.entries_truncated = true;
             return;
         }
-        let (line, index) = match origin {
-            Origin::Line(n) => (Some(n), None),
-            Origin::Index(n) => (None, Some(n)),
+        let (line, index) = if self.csv {
+            (Some(line), None)
+        } else {
+            (None, Some(line))
         };
         self.report.entries.push(ReportEntry {
             line,
             index,
             result: result.to_owned(),
             reason,
-            phone,
-            contact_id,
-            duplicate_of,
+            ..e
         });
     }
 
-    /// Counts a refused row.
-    fn reject(&mut self, origin: Origin, reason: String, phone: Option<&str>) {
+    /// Takes one row of the parser: counted, reported, or batched (written at the next flush).
+    async fn row(&mut self, row: import::Row) -> Result<(), ApiError> {
+        let line = i64::try_from(row.line).unwrap_or(i64::MAX);
         self.report.rows += 1;
-        self.report.rejected += 1;
-        self.entry(origin, "rejected", reason, phone.map(quote), None, None);
-    }
-
-    /// Takes one row: refused, a duplicate, or batched (written at the next flush).
-    async fn row(&mut self, origin: Origin, row: RowIn) -> Result<(), ApiError> {
-        if self.report.rows >= MAX_UPLOAD_ROWS as i64 {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_rows",
-                format!("an upload holds at most {MAX_UPLOAD_ROWS} rows; split the list"),
-            ));
-        }
-        let contact = match self.check(&row) {
-            Ok(c) => c,
-            Err(reason) => {
-                self.reject(origin, reason, Some(&row.phone));
-                return Ok(());
-            }
+        let blank = ReportEntry {
+            line: None,
+            index: None,
+            result: String::new(),
+            code: None,
+            reason: String::new(),
+            phone: None,
+            contact_id: None,
+            duplicate_of: None,
         };
-        self.report.rows += 1;
-        if let Some(first) = self.seen.get(&contact.phone).copied() {
-            self.report.duplicates += 1;
-            let what = match origin {
-                Origin::Line(_) => "line",
-                Origin::Index(_) => "index",
-            };
-            self.entry(
-                origin,
-                "duplicate",
-                format!("the same number as {what} {first}"),
-                Some(contact.phone.clone()),
-                None,
-                Some(first),
-            );
-            return Ok(());
-        }
-        self.seen.insert(contact.phone.clone(), origin.number());
-        self.batch.push((origin, contact));
-        if self.batch.len() >= INSERT_CHUNK {
-            self.flush().await?;
+        match row.outcome {
+            import::RowOutcome::Accepted(contact) => {
+                self.batch.push(contact);
+                if self.batch.len() >= INSERT_CHUNK {
+                    self.flush().await?;
+                }
+            }
+            import::RowOutcome::Rejected { code, reason } => {
+                self.report.rejected += 1;
+                let e = ReportEntry {
+                    code: Some(code.as_str().to_owned()),
+                    ..blank
+                };
+                self.entry(line, "rejected", reason, e);
+            }
+            import::RowOutcome::Duplicate { of_line } => {
+                self.report.duplicates += 1;
+                let of = i64::try_from(of_line).unwrap_or(i64::MAX);
+                let what = if self.csv { "line" } else { "index" };
+                let e = ReportEntry {
+                    duplicate_of: Some(of),
+                    ..blank
+                };
+                self.entry(
+                    line,
+                    "duplicate",
+                    format!("the same number as {what} {of}"),
+                    e,
+                );
+            }
         }
         Ok(())
-    }
-
-    /// A row as a contact to insert, or why not.
-    fn check(&self, row: &RowIn) -> Result<NewContact, String> {
-        let settings = &self.campaign.settings;
-        let raw = row.phone.trim();
-        if raw.is_empty() {
-            return Err("phone: missing".to_owned());
-        }
-        if raw.len() > 64 {
-            return Err("phone: not a phone number (longer than 64 bytes)".to_owned());
-        }
-        let e164 =
-            phone::normalize(raw, &settings.default_region).map_err(|e| format!("phone: {e}"))?;
-        let name = match row.name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-            Some(n) => Some(fields::check_name("name", n)?.to_owned()),
-            None => None,
-        };
-        let timezone = match row
-            .timezone
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-        {
-            Some(t) if t.len() <= MAX_ZONE_BYTES && tz::valid_zone(t) => Some(t.to_owned()),
-            Some(t) => {
-                return Err(format!("timezone: {:?} is not an IANA time zone", quote(t)));
-            }
-            None => None,
-        };
-        let priority = match row
-            .priority
-            .as_deref()
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            Some(p) => match p.parse::<i64>() {
-                Ok(v) if (-1000..=1000).contains(&v) => v,
-                _ => return Err("priority: an integer from -1000 to 1000".to_owned()),
-            },
-            None => 0,
-        };
-        if row.variables.len() > fields::MAX_VARIABLES {
-            return Err(format!(
-                "variables: at most {} per contact",
-                fields::MAX_VARIABLES
-            ));
-        }
-        let mut bytes = 0;
-        for (k, v) in &row.variables {
-            let valid_name = k.len() <= fields::MAX_VARIABLE_NAME
-                && k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid_name {
-                return Err(format!(
-                    "variables: {:?} is not a variable name (a letter or _, then letters, digits, _)",
-                    quote(k)
-                ));
-            }
-            if v.chars().any(|c| c == '\0') {
-                return Err(format!("{k}: must not contain NUL"));
-            }
-            bytes += k.len() + v.len();
-        }
-        if bytes > fields::MAX_VARIABLES_BYTES {
-            return Err(format!(
-                "variables: at most {} bytes per contact",
-                fields::MAX_VARIABLES_BYTES
-            ));
-        }
-        let (resolved_tz, _) = tz::resolve(timezone.as_deref(), &e164, &settings.default_timezone);
-        Ok(NewContact {
-            phone: e164,
-            name,
-            timezone,
-            resolved_tz,
-            variables: row.variables.clone(),
-            priority,
-            line: None,
-            status: ContactStatus::Queued,
-            reason: None,
-        })
     }
 
     /// Writes the batch: numbers on the do-not-call list go in as `suppressed`, numbers the
@@ -1368,7 +1266,7 @@ impl<'a> Uploader<'a> {
             return Ok(());
         }
         let mut batch = std::mem::take(&mut self.batch);
-        let numbers: Vec<String> = batch.iter().map(|(_, c)| c.phone.clone()).collect();
+        let numbers: Vec<String> = batch.iter().map(|c| c.phone.clone()).collect();
         let suppressed: HashSet<String> = self
             .s
             .store
@@ -1376,18 +1274,19 @@ impl<'a> Uploader<'a> {
             .await?
             .into_iter()
             .collect();
-        for (origin, c) in &mut batch {
-            c.line = Some(origin.number());
-            if suppressed.contains(&c.phone) {
-                c.status = ContactStatus::Suppressed;
-                c.reason = Some("on the tenant's do-not-call list".to_owned());
+        drop(numbers);
+        if !suppressed.is_empty() {
+            for c in &mut batch {
+                if suppressed.contains(&c.phone) {
+                    c.status = ContactStatus::Suppressed;
+                    c.reason = Some("on the tenant's do-not-call list".to_owned());
+                }
             }
         }
-        let contacts: Vec<NewContact> = batch.iter().map(|(_, c)| c.clone()).collect();
         let results = self
             .s
             .store
-            .insert_contacts(self.tenant, &self.campaign.id, &contacts, self.at_us)
+            .insert_contacts(self.tenant, &self.campaign.id, &batch, self.at_us)
             .await?;
         if results.len() != batch.len() {
             return Err(ApiError::internal(format!(
@@ -1396,30 +1295,37 @@ impl<'a> Uploader<'a> {
                 batch.len()
             )));
         }
-        for ((origin, c), result) in batch.into_iter().zip(results) {
+        for (c, result) in batch.into_iter().zip(results) {
+            let line = c.line.unwrap_or(0);
+            let entry = |id: String| ReportEntry {
+                line: None,
+                index: None,
+                result: String::new(),
+                code: None,
+                reason: String::new(),
+                phone: Some(c.phone.clone()),
+                contact_id: Some(id),
+                duplicate_of: None,
+            };
             match result {
                 Inserted::New(id) if c.status == ContactStatus::Suppressed => {
                     self.report.suppressed += 1;
                     self.entry(
-                        origin,
+                        line,
                         "suppressed",
                         "on the tenant's do-not-call list: kept as suppressed, never dialed"
                             .to_owned(),
-                        Some(c.phone),
-                        Some(id),
-                        None,
+                        entry(id),
                     );
                 }
                 Inserted::New(_) => self.report.accepted += 1,
                 Inserted::Duplicate(id) => {
                     self.report.existing += 1;
                     self.entry(
-                        origin,
+                        line,
                         "existing",
                         "the campaign already has this number".to_owned(),
-                        Some(c.phone),
-                        Some(id),
-                        None,
+                        entry(id),
                     );
                 }
             }
@@ -1428,251 +1334,8 @@ impl<'a> Uploader<'a> {
     }
 }
 
-/// Longest CSV record (bytes): a longer line is refused as a whole, and reading goes on.
-pub const MAX_CSV_RECORD_BYTES: usize = 64 * 1024;
-/// Most columns of a CSV upload.
-pub const MAX_CSV_COLUMNS: usize = 4 + fields::MAX_VARIABLES;
-
-/// One CSV record's outcome.
-#[derive(Debug)]
-enum CsvItem {
-    Row(i64, RowIn),
-    Bad(i64, String, Option<String>),
-}
-
-/// What a CSV column holds.
-#[derive(Debug, Clone)]
-enum Column {
-    Phone,
-    Name,
-    Timezone,
-    Priority,
-    Variable(String),
-}
-
-/// A streaming CSV reader over the body's chunks (csv-core: no record is held longer than
-/// [`MAX_CSV_RECORD_BYTES`], the body never whole). The first record is the header: columns
-/// are mapped by name (`phone`, `name`, `timezone`, `priority`, anything else a script
-/// variable).
-struct CsvFeed {
-    reader: csv_core::Reader,
-    out: Vec<u8>,
-    ends: Vec<usize>,
-    nout: usize,
-    nend: usize,
-    /// The current record is over a limit (its bytes are dropped as they come).
-    oversized: Option<String>,
-    /// The line the current record starts on.
-    start_line: u64,
-    columns: Option<Vec<Column>>,
-}
-
-impl CsvFeed {
-    fn new() -> CsvFeed {
-        CsvFeed {
-            reader: csv_core::Reader::new(),
-            out: vec![0; 4096],
-            ends: vec![0; 16],
-            nout: 0,
-            nend: 0,
-            oversized: None,
-            start_line: 1,
-            columns: None,
-        }
-    }
-
-    /// Feeds a chunk (`&[]` at the end of the body); returns the records it completed.
-    fn push(&mut self, mut input: &[u8], items: &mut Vec<CsvItem>) -> Result<(), ApiError> {
-        use csv_core::ReadRecordResult as R;
-        loop {
-            let (res, nin, nout, nend) = self.reader.read_record(
-                input,
-                &mut self.out[self.nout..],
-                &mut self.ends[self.nend..],
-            );
-            input = &input[nin..];
-            self.nout += nout;
-            self.nend += nend;
-            match res {
-                R::InputEmpty => return Ok(()),
-                R::End => return Ok(()),
-                R::OutputFull => {
-                    if self.out.len() >= MAX_CSV_RECORD_BYTES {
-                        self.oversized.get_or_insert_with(|| {
-                            format!(
-                                "the record is longer than {} KiB",
-                                MAX_CSV_RECORD_BYTES / 1024
-                            )
-                        });
-                        // Drop what was read of it; only its end is still wanted.
-                        self.nout = 0;
-                        self.nend = 0;
-                    } else {
-                        let len = (self.out.len() * 2).min(MAX_CSV_RECORD_BYTES);
-                        self.out.resize(len, 0);
-                    }
-                }
-                R::OutputEndsFull => {
-                    if self.ends.len() >= MAX_CSV_COLUMNS + 1 {
-                        self.oversized
-                            .get_or_insert_with(|| format!("more than {MAX_CSV_COLUMNS} fields"));
-                        self.nout = 0;
-                        self.nend = 0;
-                    } else {
-                        let len = (self.ends.len() * 2).min(MAX_CSV_COLUMNS + 1);
-                        self.ends.resize(len, 0);
-                    }
-                }
-                R::Record => {
-                    let line = self.start_line as i64;
-                    self.record(line, items)?;
-                    self.nout = 0;
-                    self.nend = 0;
-                    self.oversized = None;
-                    // csv-core counts the record's own line ends as it reads them.
-                    self.start_line = self.reader.line() + 1;
-                }
-            }
-        }
-    }
-
-    fn record(&mut self, line: i64, items: &mut Vec<CsvItem>) -> Result<(), ApiError> {
-        let mut values = Vec::with_capacity(self.nend);
-        let mut utf8 = true;
-        let mut start = 0;
-        for &end in &self.ends[..self.nend] {
-            match std::str::from_utf8(&self.out[start..end]) {
-                Ok(v) => values.push(v),
-                Err(_) => {
-                    utf8 = false;
-                    values.push("");
-                }
-            }
-            start = end;
-        }
-        let Some(columns) = &self.columns else {
-            let columns = header_columns(line, &values, utf8, self.oversized.as_deref())?;
-            self.columns = Some(columns);
-            return Ok(());
-        };
-        let phone_excerpt = columns
-            .iter()
-            .position(|c| matches!(c, Column::Phone))
-            .and_then(|i| values.get(i))
-            .map(|v| quote(v))
-            .filter(|v| !v.is_empty());
-        if let Some(why) = &self.oversized {
-            items.push(CsvItem::Bad(line, why.clone(), None));
-            return Ok(());
-        }
-        if !utf8 {
-            items.push(CsvItem::Bad(
-                line,
-                "not UTF-8 text (save the file as CSV UTF-8)".to_owned(),
-                phone_excerpt,
-            ));
-            return Ok(());
-        }
-        // A blank line (one empty field) is skipped, as spreadsheets write them.
-        if values.len() == 1 && values[0].trim().is_empty() {
-            return Ok(());
-        }
-        if values.len() != columns.len() {
-            items.push(CsvItem::Bad(
-                line,
-                format!(
-                    "{} fields where the header has {}",
-                    values.len(),
-                    columns.len()
-                ),
-                phone_excerpt,
-            ));
-            return Ok(());
-        }
-        let mut row = RowIn::default();
-        for (column, value) in columns.iter().zip(values) {
-            match column {
-                Column::Phone => row.phone = value.to_owned(),
-                Column::Name => row.name = Some(value.to_owned()),
-                Column::Timezone => row.timezone = Some(value.to_owned()),
-                Column::Priority => row.priority = Some(value.to_owned()),
-                Column::Variable(name) => {
-                    if !value.is_empty() {
-                        row.variables.insert(name.clone(), value.to_owned());
-                    }
-                }
-            }
-        }
-        items.push(CsvItem::Row(line, row));
-        Ok(())
-    }
-}
-
-/// Maps the header's columns; 422 `invalid_csv` naming what is wrong with it.
-fn header_columns(
-    line: i64,
-    values: &[&str],
-    utf8: bool,
-    oversized: Option<&str>,
-) -> Result<Vec<Column>, ApiError> {
-    let bad = |why: String| ApiError::unprocessable("invalid_csv", format!("line {line}: {why}"));
-    if let Some(why) = oversized {
-        return Err(bad(format!("the header: {why}")));
-    }
-    if !utf8 {
-        return Err(bad(
-            "the header is not UTF-8 text (save the file as CSV UTF-8)".to_owned(),
-        ));
-    }
-    let mut columns = Vec::with_capacity(values.len());
-    let mut seen = HashSet::new();
-    for v in values {
-        let name = v.trim().to_ascii_lowercase();
-        if name.is_empty() {
-            return Err(bad("a column has no name".to_owned()));
-        }
-        if !seen.insert(name.clone()) {
-            return Err(bad(format!(
-                "the column {:?} appears twice (each column once: phone, name, timezone, \
-                     priority, then one per script variable)",
-                quote(&name)
-            )));
-        }
-        columns.push(match name.as_str() {
-            "phone" | "number" | "phone_number" => Column::Phone,
-            "name" => Column::Name,
-            "timezone" | "tz" => Column::Timezone,
-            "priority" => Column::Priority,
-            _ => {
-                let valid = name.len() <= fields::MAX_VARIABLE_NAME
-                    && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                if !valid {
-                    return Err(bad(format!(
-                        "the column {:?} is not a variable name (a letter or _, then \
-                             letters, digits, _)",
-                        quote(&name)
-                    )));
-                }
-                Column::Variable(name)
-            }
-        });
-    }
-    if columns
-        .iter()
-        .filter(|c| matches!(c, Column::Phone))
-        .count()
-        != 1
-    {
-        return Err(bad(
-            "the header needs one `phone` column (the template: GET /v1/campaigns/csv-template)"
-                .to_owned(),
-        ));
-    }
-    Ok(columns)
-}
-
-/// Whether the request's `Content-Type` is `essence` (parameters such as `charset` aside).
+/// Whether the request's `Content-Type` is one of `essences` (parameters such as `charset`
+/// aside).
 fn content_type_is(headers: &HeaderMap, essences: &[&str]) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -1704,6 +1367,16 @@ fn body_error(e: axum::Error) -> ApiError {
         .with_detail(e.to_string())
 }
 
+/// An upload refused as a whole (its header, encoding or size): 422 with the parser's code,
+/// 413 `too_many_rows`.
+fn import_error(e: import::ImportError) -> ApiError {
+    let status = match e {
+        import::ImportError::TooManyRows { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    ApiError::new(status, e.code(), e.to_string())
+}
+
 /// Adds contacts: a JSON array of `{"phone", "name", "timezone", "priority", "variables"}`, or
 /// a CSV body (`Content-Type: text/csv`, UTF-8, a header row naming the columns: `phone`,
 /// `name`, `timezone`, `priority`, and one column per script variable), read as a stream.
@@ -1716,7 +1389,8 @@ fn body_error(e: axum::Error) -> ApiError {
     responses((status = 200, body = UploadReport), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "campaign_ended"),
         (status = 413, body = ErrorBody, description = "body_too_large, too_many_rows"),
-        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody, description = "invalid_csv")))]
+        (status = 415, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "empty_upload, no_phone_column, duplicate_headers, bad_header, too_many_columns, header_too_long, encoding")))]
 async fn upload_contacts(
     State(s): State<AppState>,
     caller: Caller,
@@ -1749,31 +1423,39 @@ async fn upload_contacts(
     if campaign.status.is_final() {
         return Err(ended_conflict(&campaign));
     }
-    let mut up = Uploader::new(&s, &caller.tenant_id, &campaign);
+    let mut opts = import::ImportOptions::new(
+        &campaign.settings.default_region,
+        &campaign.settings.default_timezone,
+    );
+    opts.max_rows = MAX_UPLOAD_ROWS as u64;
+    let mut up = Uploader::new(&s, &caller.tenant_id, &campaign, csv);
     let mut stream = body.into_data_stream();
     if csv {
-        let mut feed = CsvFeed::new();
-        let mut items = Vec::new();
+        let mut parser = import::CsvImport::new(opts);
+        let mut rows = Vec::new();
         let mut read = 0usize;
         loop {
             let chunk = stream.next().await.transpose().map_err(body_error)?;
-            let last = chunk.is_none();
-            let bytes = chunk.unwrap_or_default();
-            read += bytes.len();
-            if read > limit {
-                up.flush().await?;
-                return Err(upload_too_large(limit));
-            }
-            feed.push(&bytes, &mut items)?;
-            for item in items.drain(..) {
-                match item {
-                    CsvItem::Row(line, row) => up.row(Origin::Line(line), row).await?,
-                    CsvItem::Bad(line, why, phone) => {
-                        up.reject(Origin::Line(line), why, phone.as_deref())
+            let parsed = match &chunk {
+                Some(bytes) => {
+                    read += bytes.len();
+                    if read > limit {
+                        up.flush().await?;
+                        return Err(upload_too_large(limit));
                     }
+                    parser.push(bytes, &mut rows)
                 }
+                None => parser.finish(&mut rows),
+            };
+            // Rows completed before an error are still written (and reported in the log).
+            for row in rows.drain(..) {
+                up.row(row).await?;
             }
-            if last {
+            if let Err(e) = parsed {
+                up.flush().await?;
+                return Err(import_error(e));
+            }
+            if chunk.is_none() {
                 break;
             }
         }
@@ -1792,19 +1474,10 @@ async fn upload_contacts(
             )
         })?;
         drop(buf);
-        if items.len() > MAX_UPLOAD_ROWS {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_many_rows",
-                format!("an upload holds at most {MAX_UPLOAD_ROWS} rows; split the list"),
-            ));
-        }
-        for (i, item) in items.into_iter().enumerate() {
-            let origin = Origin::Index(i as i64);
-            match json_row(item) {
-                Ok(row) => up.row(origin, row).await?,
-                Err((why, phone)) => up.reject(origin, why, phone.as_deref()),
-            }
+        let rows = import::json_rows(&items, &opts).map_err(import_error)?;
+        drop(items);
+        for row in rows {
+            up.row(row).await?;
         }
     }
     up.flush().await?;
@@ -1814,72 +1487,6 @@ async fn upload_contacts(
     }
     Ok(Json(report))
 }
-
-/// A JSON contact: `{"phone": "...", "name", "timezone", "priority": int, "variables": {..}}`.
-fn json_row(item: Value) -> Result<RowIn, (String, Option<String>)> {
-    let Value::Object(map) = item else {
-        return Err(("not an object {\"phone\": ...}".to_owned(), None));
-    };
-    let phone_excerpt = map.get("phone").and_then(Value::as_str).map(quote);
-    let fail = |why: String| (why, phone_excerpt.clone());
-    let mut row = RowIn::default();
-    for (k, v) in map {
-        let text = |v: Value| -> Result<Option<String>, (String, Option<String>)> {
-            match v {
-                Value::Null => Ok(None),
-                Value::String(t) => Ok(Some(t)),
-                _ => Err(fail(format!("{}: a string", quote(&k)))),
-            }
-        };
-        match k.as_str() {
-            "phone" => match v {
-                Value::String(t) => row.phone = t,
-                // A number written as a JSON number (no leading + or 0 then).
-                Value::Number(n) => row.phone = n.to_string(),
-                _ => return Err(fail("phone: a string".to_owned())),
-            },
-            "name" => row.name = text(v)?,
-            "timezone" => row.timezone = text(v)?,
-            "priority" => match v {
-                Value::Null => {}
-                Value::Number(n) => row.priority = Some(n.to_string()),
-                _ => return Err(fail("priority: an integer".to_owned())),
-            },
-            "variables" => match v {
-                Value::Null => {}
-                Value::Object(vars) => {
-                    for (name, value) in vars {
-                        let value = match value {
-                            Value::String(t) => t,
-                            Value::Number(n) => n.to_string(),
-                            Value::Bool(b) => b.to_string(),
-                            _ => {
-                                return Err(fail(format!(
-                                    "variables.{}: a string, number or boolean",
-                                    quote(&name)
-                                )));
-                            }
-                        };
-                        row.variables.insert(name, value);
-                    }
-                }
-                _ => return Err(fail("variables: an object".to_owned())),
-            },
-            other => {
-                return Err(fail(format!(
-                    "unknown field {:?} (phone, name, timezone, priority, variables)",
-                    quote(other)
-                )));
-            }
-        }
-    }
-    Ok(row)
-}
-
-/// The CSV a dial list is uploaded as: the header row and two example rows.
-pub const CSV_TEMPLATE: &str = "phone,name,timezone,priority,first_name\n\
-+14155550100,Ada Lovelace,,0,Ada\n\
-(312) 555-0199,Alan Turing,America/Chicago,5,Alan\n";
 
 /// The CSV template of a dial list (`text/csv`).
 #[utoipa::path(get, path = "/campaigns/csv-template", tag = "campaigns",
@@ -1894,7 +1501,7 @@ async fn csv_template(caller: Caller) -> ApiResult<Response> {
                 "attachment; filename=\"contacts.csv\"",
             ),
         ],
-        CSV_TEMPLATE,
+        import::CSV_TEMPLATE,
     )
         .into_response())
 }
@@ -2511,11 +2118,13 @@ async fn results_csv(s: AppState, caller: Caller, campaign: Campaign) -> ApiResu
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
     let campaign_id = campaign.id.clone();
     tokio::spawn(async move {
-        let mut out = Vec::with_capacity(64 * 1024);
+        // Every cell goes through `export`, which neutralises what a spreadsheet would read as
+        // a formula (a name `=cmd|...`, a gathered answer `+1`...).
+        let mut out = export::CsvWriter::new();
         let mut header: Vec<&str> = RESULT_COLUMNS.to_vec();
         header.extend(variables.iter().map(String::as_str));
         header.push("recording_ids");
-        write_csv_row(&mut out, header.iter().copied());
+        out.row(&header);
         let mut cursor: Option<String> = None;
         loop {
             let page = match s
@@ -2543,25 +2152,22 @@ async fn results_csv(s: AppState, caller: Caller, campaign: Campaign) -> ApiResu
                 let talk = v.talk_ms.to_string();
                 let calls = v.call_ids.join(" ");
                 let recordings = v.recording_ids.join(" ");
-                let mut cells: Vec<&str> = vec![
-                    &v.contact_id,
-                    &v.phone,
-                    v.name.as_deref().unwrap_or(""),
-                    &v.status,
-                    v.outcome.as_deref().unwrap_or(""),
-                    &attempts,
-                    &talk,
-                    v.reason.as_deref().unwrap_or(""),
-                    v.digits.as_deref().unwrap_or(""),
-                    &calls,
-                ];
+                out.text(&v.contact_id)
+                    .text(&v.phone)
+                    .text(v.name.as_deref().unwrap_or(""))
+                    .text(&v.status)
+                    .text(v.outcome.as_deref().unwrap_or(""))
+                    .number(&attempts)
+                    .number(&talk)
+                    .text(v.reason.as_deref().unwrap_or(""))
+                    .text(v.digits.as_deref().unwrap_or(""))
+                    .text(&calls);
                 for name in &variables {
-                    cells.push(v.answers.get(name).map(String::as_str).unwrap_or(""));
+                    out.text(v.answers.get(name).map(String::as_str).unwrap_or(""));
                 }
-                cells.push(&recordings);
-                write_csv_row(&mut out, cells.into_iter());
+                out.text(&recordings).end_row();
                 if out.len() >= 60 * 1024 {
-                    let chunk = std::mem::replace(&mut out, Vec::with_capacity(64 * 1024));
+                    let chunk = out.take().into_bytes();
                     if tx.send(Ok(chunk)).await.is_err() {
                         return; // The client went away.
                     }
@@ -2573,7 +2179,7 @@ async fn results_csv(s: AppState, caller: Caller, campaign: Campaign) -> ApiResu
             }
         }
         if !out.is_empty() {
-            let _ = tx.send(Ok(out)).await;
+            let _ = tx.send(Ok(out.into_string().into_bytes())).await;
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -2590,37 +2196,4 @@ async fn results_csv(s: AppState, caller: Caller, campaign: Campaign) -> ApiResu
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)
-}
-
-/// Writes one CSV record (RFC 4180, CRLF) with every cell made safe for spreadsheets.
-fn write_csv_row<'a>(out: &mut Vec<u8>, cells: impl Iterator<Item = &'a str>) {
-    for (i, cell) in cells.enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        write_cell(out, cell);
-    }
-    out.extend_from_slice(b"\r\n");
-}
-
-/// A cell that a spreadsheet will not read as a formula: one starting with `=`, `+`, `-`, `@`,
-/// tab or CR gets a leading `'` (OWASP "CSV injection"); quoted when it holds `,` `"` CR LF.
-fn write_cell(out: &mut Vec<u8>, cell: &str) {
-    let risky = cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
-    let quoted = risky || cell.contains([',', '"', '\r', '\n']);
-    if quoted {
-        out.push(b'"');
-    }
-    if risky {
-        out.push(b'\'');
-    }
-    for b in cell.bytes() {
-        if b == b'"' {
-            out.push(b'"');
-        }
-        out.push(b);
-    }
-    if quoted {
-        out.push(b'"');
-    }
 }

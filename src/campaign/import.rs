@@ -201,7 +201,27 @@ pub struct Row {
     pub outcome: RowOutcome,
 }
 
+impl RowOutcome {
+    /// `accepted`, `rejected` or `duplicate`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RowOutcome::Accepted(_) => "accepted",
+            RowOutcome::Rejected { .. } => "rejected",
+            RowOutcome::Duplicate { .. } => "duplicate",
+        }
+    }
+}
+
 impl Row {
+    /// The reject code (`invalid_number`...), `duplicate`, or None when accepted.
+    pub fn code(&self) -> Option<&'static str> {
+        match &self.outcome {
+            RowOutcome::Accepted(_) => None,
+            RowOutcome::Rejected { code, .. } => Some(code.as_str()),
+            RowOutcome::Duplicate { .. } => Some("duplicate"),
+        }
+    }
+
     /// The sentence for a report (None when accepted).
     pub fn reason(&self) -> Option<String> {
         match &self.outcome {
@@ -217,7 +237,8 @@ impl Row {
 struct Validator {
     opts: ImportOptions,
     seen: HashMap<String, u64>,
-    zones: HashMap<String, bool>,
+    /// Zone names seen → their canonical spelling (None: not a zone). Bounded.
+    zones: HashMap<String, Option<String>>,
 }
 
 /// A row's values before validation.
@@ -246,15 +267,15 @@ impl Validator {
         }
     }
 
-    fn zone_ok(&mut self, name: &str) -> bool {
-        if let Some(ok) = self.zones.get(name) {
-            return *ok;
+    fn zone(&mut self, name: &str) -> Option<String> {
+        if let Some(z) = self.zones.get(name) {
+            return z.clone();
         }
-        let ok = tz::valid_zone(name);
+        let z = tz::canonical_zone(name);
         if self.zones.len() < 1024 {
-            self.zones.insert(name.to_owned(), ok);
+            self.zones.insert(name.to_owned(), z.clone());
         }
-        ok
+        z
     }
 
     fn check(&mut self, line: u64, raw: RawRow<'_>) -> RowOutcome {
@@ -268,16 +289,18 @@ impl Validator {
         };
         let timezone = match raw.timezone.map(str::trim).filter(|t| !t.is_empty()) {
             None => None,
-            Some(t) if self.zone_ok(t) => Some(t.to_owned()),
-            Some(t) => {
-                return rejected(
-                    RejectCode::InvalidTimezone,
-                    format!(
-                        "timezone: {:?} is not an IANA time zone (e.g. Europe/Paris)",
-                        clip(t)
-                    ),
-                );
-            }
+            Some(t) => match self.zone(t) {
+                Some(z) => Some(z),
+                None => {
+                    return rejected(
+                        RejectCode::InvalidTimezone,
+                        format!(
+                            "timezone: {:?} is not an IANA time zone (e.g. Europe/Paris)",
+                            clip(t)
+                        ),
+                    );
+                }
+            },
         };
         let priority = match raw.priority.map(str::trim).filter(|p| !p.is_empty()) {
             None => 0,
@@ -883,4 +906,523 @@ fn json_row(v: &mut Validator, index: u64, item: &Value) -> RowOutcome {
             variables,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> ImportOptions {
+        ImportOptions::new("US", "America/New_York")
+    }
+
+    /// Parses `data` in chunks of the given sizes (cycled), returning the rows and the
+    /// upload's error.
+    fn parse_chunked(data: &[u8], sizes: &[usize]) -> (Vec<Row>, Option<ImportError>) {
+        let mut imp = CsvImport::new(opts());
+        let mut rows = Vec::new();
+        let mut rest = data;
+        let mut i = 0;
+        while !rest.is_empty() {
+            let n = sizes[i % sizes.len()].clamp(1, rest.len());
+            i += 1;
+            if let Err(e) = imp.push(&rest[..n], &mut rows) {
+                return (rows, Some(e));
+            }
+            rest = &rest[n..];
+        }
+        let err = imp.finish(&mut rows).err();
+        assert_eq!(
+            imp.buf.len(),
+            MAX_RECORD_BYTES,
+            "the record buffer never grows"
+        );
+        (rows, err)
+    }
+
+    fn parse(data: &[u8]) -> Vec<Row> {
+        let (rows, err) = parse_chunked(data, &[usize::MAX]);
+        assert_eq!(err, None);
+        rows
+    }
+
+    fn parse_err(data: &[u8]) -> ImportError {
+        parse_chunked(data, &[usize::MAX])
+            .1
+            .expect("an upload error")
+    }
+
+    fn accepted(row: &Row) -> &NewContact {
+        match &row.outcome {
+            RowOutcome::Accepted(c) => c,
+            other => panic!("line {}: {other:?}", row.line),
+        }
+    }
+
+    fn rejected_code(row: &Row) -> RejectCode {
+        match &row.outcome {
+            RowOutcome::Rejected { code, .. } => *code,
+            other => panic!("line {}: {other:?}", row.line),
+        }
+    }
+
+    /// (line, outcome kind or code) for compact assertions.
+    fn summary(rows: &[Row]) -> Vec<(u64, String)> {
+        rows.iter()
+            .map(|r| {
+                let what = match &r.outcome {
+                    RowOutcome::Accepted(c) => format!("ok {}", c.phone),
+                    RowOutcome::Rejected { code, .. } => code.as_str().to_owned(),
+                    RowOutcome::Duplicate { of_line } => format!("dup {of_line}"),
+                };
+                (r.line, what)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_template_parses() {
+        let rows = parse(CSV_TEMPLATE.as_bytes());
+        assert_eq!(rows.len(), 2);
+        let a = accepted(&rows[0]);
+        assert_eq!(rows[0].line, 2);
+        assert_eq!(a.phone, "+14155550123");
+        assert_eq!(a.name.as_deref(), Some("Ada Lovelace"));
+        assert_eq!(a.timezone.as_deref(), Some("America/Los_Angeles"));
+        assert_eq!(a.resolved_tz, "America/Los_Angeles");
+        assert_eq!(a.variables["first_name"], "Ada");
+        assert_eq!(a.variables["account_id"], "A-1001");
+        assert_eq!(a.line, Some(2));
+        assert_eq!(a.status, ContactStatus::Queued);
+        let b = accepted(&rows[1]);
+        assert_eq!(b.phone, "+12125550147");
+        assert_eq!(b.name.as_deref(), Some("Turing, Alan"));
+        assert_eq!(b.timezone, None);
+        assert_eq!(b.resolved_tz, "America/New_York");
+        assert_eq!(b.priority, 5);
+    }
+
+    #[test]
+    fn headers_map_by_name_case_insensitive_and_trimmed() {
+        let rows = parse(b" City ,TZ, PHONE_NUMBER ,Priority,NAME\nParis,europe/paris,+33 1 42 68 53 00,-3,Marie\n");
+        let c = accepted(&rows[0]);
+        assert_eq!(c.phone, "+33142685300");
+        assert_eq!(c.timezone.as_deref(), Some("Europe/Paris"));
+        assert_eq!(c.priority, -3);
+        assert_eq!(c.name.as_deref(), Some("Marie"));
+        assert_eq!(
+            c.variables,
+            BTreeMap::from([("City".to_owned(), "Paris".to_owned())])
+        );
+        // The zone comes from the number when the row has none, else the default.
+        let rows = parse(b"number\n+442070313000\n+61891234567\n");
+        assert_eq!(accepted(&rows[0]).resolved_tz, "Europe/London");
+        assert_eq!(accepted(&rows[1]).resolved_tz, "America/New_York");
+    }
+
+    #[test]
+    fn bad_headers_fail_the_whole_upload() {
+        assert_eq!(
+            parse_err(b"phone,name,Phone\n+14155550123,a,b\n"),
+            ImportError::DuplicateHeaders(vec![
+                "\"phone\" (column 1) and \"Phone\" (column 3)".to_owned()
+            ])
+        );
+        let e = parse_err(b"number,city,phone_number,City\n");
+        assert_eq!(e.code(), "duplicate_headers");
+        assert_eq!(
+            e.to_string(),
+            "duplicate column names in the header: \"number\" (column 1) and \"phone_number\" (column 3); \"city\" (column 2) and \"City\" (column 4)"
+        );
+        assert!(matches!(
+            parse_err(b"phone,first name\n"),
+            ImportError::BadHeader { column: 2, .. }
+        ));
+        assert!(matches!(
+            parse_err(b"phone,=cmd|' /C calc'!A0\n"),
+            ImportError::BadHeader { column: 2, .. }
+        ));
+        assert!(matches!(
+            parse_err(b"phone,,x\n"),
+            ImportError::BadHeader { column: 2, .. }
+        ));
+        let long = format!("phone,{}\n", "v".repeat(65));
+        assert!(matches!(
+            parse_err(long.as_bytes()),
+            ImportError::BadHeader { column: 2, .. }
+        ));
+        // A file without a header: its first row is not a header.
+        let e = parse_err(b"+14155550123,Ada\n");
+        assert!(e.to_string().contains("is the first row a header?"), "{e}");
+        assert_eq!(
+            parse_err(b"name,city\nAda,Paris\n"),
+            ImportError::NoPhoneColumn
+        );
+        assert_eq!(parse_err(b""), ImportError::Empty);
+        assert_eq!(parse_err(b"\r\n\n\n"), ImportError::Empty);
+        let wide: Vec<String> = (0..65).map(|i| format!("v{i}")).collect();
+        let wide = format!("phone,{}\n", wide.join(","));
+        assert_eq!(
+            parse_err(wide.as_bytes()),
+            ImportError::TooManyColumns { max: MAX_COLUMNS }
+        );
+        let huge = format!("phone,\"{}\"\n", "x".repeat(MAX_RECORD_BYTES));
+        assert_eq!(
+            parse_err(huge.as_bytes()),
+            ImportError::HeaderTooLong {
+                max: MAX_RECORD_BYTES
+            }
+        );
+        assert_eq!(parse_err(b"phone,n\xe9m\n").code(), "encoding");
+    }
+
+    #[test]
+    fn broken_rows_are_reported_by_line_and_the_rest_goes_on() {
+        let data = b"phone,name,timezone,priority\n\
+            +14155550123,Ada,,\n\
+            ,No phone,,\n\
+            555-0123,Short,,\n\
+            +14155550124,Bad zone,Mars/Olympus,\n\
+            +14155550125,Bad priority,,high\n\
+            +14155550126,Too big,,99999999999\n\
+            +14155550127,Too few\n\
+            +14155550128,Too,many,1,fields\n\
+            (415) 555-0123,Again,,\n\
+            \n\
+            ,,,\n\
+            4155550129,Last,,7";
+        let rows = parse(data);
+        assert_eq!(
+            summary(&rows),
+            vec![
+                (2, "ok +14155550123".to_owned()),
+                (3, "missing_phone".to_owned()),
+                (4, "invalid_number".to_owned()),
+                (5, "invalid_timezone".to_owned()),
+                (6, "invalid_priority".to_owned()),
+                (7, "invalid_priority".to_owned()),
+                (8, "column_count".to_owned()),
+                (9, "column_count".to_owned()),
+                (10, "dup 2".to_owned()),
+                (13, "ok +14155550129".to_owned()),
+            ]
+        );
+        assert_eq!(rows[8].reason().as_deref(), Some("duplicate of line 2"));
+        assert_eq!(rows[8].code(), Some("duplicate"));
+        assert_eq!(rows[8].outcome.kind(), "duplicate");
+        assert_eq!(rows[1].code(), Some("missing_phone"));
+        assert_eq!(rows[1].outcome.kind(), "rejected");
+        assert_eq!(rows[0].code(), None);
+        assert_eq!(rows[0].outcome.kind(), "accepted");
+        assert_eq!(
+            rows[6].reason().as_deref(),
+            Some("2 fields, the header has 4 columns")
+        );
+        assert!(
+            rows[3]
+                .reason()
+                .unwrap_or_default()
+                .contains("Mars/Olympus")
+        );
+    }
+
+    #[test]
+    fn formulas_are_data_but_never_numbers() {
+        let data = "phone,name,note\n\
+            \"=cmd|' /C calc'!A0\",x,y\n\
+            +14155550123,=HYPERLINK(\"http://evil\"),@SUM(A1:A9)\n\
+            +14155550124,-2+3,\"\tlead\"\n";
+        let rows = parse(data.as_bytes());
+        assert_eq!(rejected_code(&rows[0]), RejectCode::InvalidNumber);
+        let c = accepted(&rows[1]);
+        assert_eq!(c.name.as_deref(), Some("=HYPERLINK(\"http://evil\")"));
+        assert_eq!(c.variables["note"], "@SUM(A1:A9)");
+        let c = accepted(&rows[2]);
+        assert_eq!(c.name.as_deref(), Some("-2+3"));
+        assert_eq!(c.variables["note"], "\tlead");
+    }
+
+    #[test]
+    fn encodings() {
+        // A UTF-8 BOM is dropped, whole or split across chunks.
+        let data = b"\xef\xbb\xbfphone,name\n+14155550123,Zo\xc3\xab\n";
+        for sizes in [&[usize::MAX][..], &[1], &[2, 5]] {
+            let (rows, err) = parse_chunked(data, sizes);
+            assert_eq!(err, None);
+            assert_eq!(accepted(&rows[0]).name.as_deref(), Some("Zoë"));
+        }
+        // A Latin-1 row is rejected naming its line; the others are fine.
+        let rows = parse(b"phone,name\n+14155550123,Zo\xeb\n+14155550124,Zo\xc3\xab\n");
+        assert_eq!(rejected_code(&rows[0]), RejectCode::Encoding);
+        assert_eq!(rows[0].line, 2);
+        assert!(rows[0].reason().unwrap_or_default().contains("CSV UTF-8"));
+        accepted(&rows[1]);
+        // UTF-16 (Excel's "Unicode text") is refused as a whole.
+        let utf16: Vec<u8> = "\u{feff}phone\n+14155550123\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        assert_eq!(parse_err(&utf16).code(), "encoding");
+        // A lone 0xEF that is not a BOM is just a bad header.
+        assert_eq!(parse_err(b"\xef").code(), "encoding");
+    }
+
+    #[test]
+    fn a_one_megabyte_line_is_rejected_without_buffering_it() {
+        let mut data = b"phone,name\n+14155550123,Ada\n+14155550124,".to_vec();
+        data.extend(std::iter::repeat_n(b'x', 1 << 20));
+        data.extend_from_slice(b"\n+14155550125,Bob\n");
+        // One unquoted field of 1 MB, then one quoted field of 1 MB.
+        data.extend_from_slice(b"+14155550126,\"");
+        data.extend(std::iter::repeat_n(b'y', 1 << 20));
+        data.extend_from_slice(b"\"\n+14155550127,Cy\n");
+        for sizes in [&[usize::MAX][..], &[4096], &[1000, 7, 65_536]] {
+            let (rows, err) = parse_chunked(&data, sizes);
+            assert_eq!(err, None);
+            assert_eq!(
+                summary(&rows),
+                vec![
+                    (2, "ok +14155550123".to_owned()),
+                    (3, "too_long".to_owned()),
+                    (4, "ok +14155550125".to_owned()),
+                    (5, "too_long".to_owned()),
+                    (6, "ok +14155550127".to_owned()),
+                ]
+            );
+        }
+        // A field over 1 KiB in a record under 8 KiB.
+        let data = format!(
+            "phone,name\n+14155550123,{}\n",
+            "z".repeat(MAX_FIELD_BYTES + 1)
+        );
+        let rows = parse(data.as_bytes());
+        assert_eq!(rejected_code(&rows[0]), RejectCode::TooLong);
+        assert!(rows[0].reason().unwrap_or_default().contains("name"));
+        // More fields than the parser keeps.
+        let data = format!(
+            "phone,name\n+14155550123{}\n+14155550124,Ok\n",
+            ",a".repeat(200)
+        );
+        assert_eq!(
+            summary(&parse(data.as_bytes())),
+            vec![
+                (2, "column_count".to_owned()),
+                (3, "ok +14155550124".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn quoted_fields_and_line_ends() {
+        let lf = "phone,name,note\n\
+            \"+1 (415) 555-0123\",\"Smith, \"\"Bob\"\"\nJr\",\"a,b\"\n\
+            +14155550124,\"multi\n\nline\",x\n\
+            +14155550125,plain,\"\"\n";
+        let rows = parse(lf.as_bytes());
+        assert_eq!(
+            summary(&rows),
+            vec![
+                (2, "ok +14155550123".to_owned()),
+                (4, "ok +14155550124".to_owned()),
+                (7, "ok +14155550125".to_owned()),
+            ]
+        );
+        assert_eq!(
+            accepted(&rows[0]).name.as_deref(),
+            Some("Smith, \"Bob\"\nJr")
+        );
+        assert_eq!(accepted(&rows[0]).variables["note"], "a,b");
+        assert_eq!(accepted(&rows[1]).name.as_deref(), Some("multi\n\nline"));
+        assert_eq!(accepted(&rows[2]).variables["note"], "");
+        // CRLF line ends: the same rows (quoted line breaks keep their CRLF).
+        let crlf = lf.replace('\n', "\r\n");
+        let rows2 = parse(crlf.as_bytes());
+        assert_eq!(summary(&rows2), summary(&rows));
+        assert_eq!(
+            accepted(&rows2[0]).name.as_deref(),
+            Some("Smith, \"Bob\"\r\nJr")
+        );
+    }
+
+    /// A file with a bit of everything, for the chunking tests.
+    fn mixed_file(long: bool) -> Vec<u8> {
+        let mut d = b"\xef\xbb\xbfphone,name,timezone,priority,city\r\n".to_vec();
+        d.extend_from_slice(b"+14155550123,Ada,,1,SF\r\n");
+        d.extend_from_slice(b"\"(212) 555-0147\",\"Turing,\r\n Alan\",America/Chicago,,NY\r\n");
+        d.extend_from_slice(b"\r\n\n");
+        d.extend_from_slice(b"+33142685300,Zo\xc3\xab,,,Paris\n");
+        d.extend_from_slice(b"+33142685301,Zo\xeb,,,Paris\n");
+        d.extend_from_slice(b"=cmd|' /C calc'!A0,x,,,y\n");
+        d.extend_from_slice(b"+14155550124,bad,,x,y\n");
+        d.extend_from_slice(b"+14155550125,few\n");
+        if long {
+            d.extend_from_slice(b"+14155550126,");
+            d.extend(std::iter::repeat_n(b'L', 20_000));
+            d.extend_from_slice(b",,,\n");
+        }
+        d.extend_from_slice(b"212 555 0147,again,,,NY\r\n");
+        d.extend_from_slice(b"+442070313000,\"q\"\"uote\",,-5,\"London\"");
+        d
+    }
+
+    #[test]
+    fn chunk_boundaries_never_change_the_rows() {
+        let data = mixed_file(false);
+        let whole = parse(&data);
+        assert_eq!(
+            summary(&whole),
+            vec![
+                (2, "ok +14155550123".to_owned()),
+                (3, "ok +12125550147".to_owned()),
+                (7, "ok +33142685300".to_owned()),
+                (8, "encoding".to_owned()),
+                (9, "invalid_number".to_owned()),
+                (10, "invalid_priority".to_owned()),
+                (11, "column_count".to_owned()),
+                (12, "dup 3".to_owned()),
+                (13, "ok +442070313000".to_owned()),
+            ]
+        );
+        assert_eq!(parse_chunked(&data, &[1]), (whole.clone(), None));
+        for split in 0..=data.len() {
+            let mut imp = CsvImport::new(opts());
+            let mut rows = Vec::new();
+            imp.push(&data[..split], &mut rows).expect("first half");
+            imp.push(&data[split..], &mut rows).expect("second half");
+            imp.finish(&mut rows).expect("finish");
+            assert_eq!(rows, whole, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn random_chunk_sizes_never_change_the_rows() {
+        let data = mixed_file(true);
+        let whole = parse(&data);
+        assert_eq!(whole.len(), 10);
+        assert_eq!(rejected_code(&whole[7]), RejectCode::TooLong);
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..40 {
+            let sizes: Vec<usize> = (0..16)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                    1 + (seed >> 33) as usize % 3000
+                })
+                .collect();
+            assert_eq!(
+                parse_chunked(&data, &sizes),
+                (whole.clone(), None),
+                "{sizes:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_row_cap_fails_the_upload_and_stays_failed() {
+        let mut o = opts();
+        o.max_rows = 2;
+        let mut imp = CsvImport::new(o.clone());
+        let mut rows = Vec::new();
+        let e = imp
+            .push(b"phone\n+14155550123\nbad\n+14155550124\n", &mut rows)
+            .expect_err("over the cap");
+        assert_eq!(e, ImportError::TooManyRows { max: 2 });
+        assert_eq!(rows.len(), 2);
+        assert_eq!(imp.push(b"+14155550125\n", &mut rows), Err(e.clone()));
+        assert_eq!(imp.finish(&mut rows), Err(e));
+        let items = vec![serde_json::json!({"phone": "+14155550123"}); 3];
+        assert_eq!(
+            json_rows(&items, &o),
+            Err(ImportError::TooManyRows { max: 2 })
+        );
+    }
+
+    #[test]
+    fn json_rows_validate_like_csv() {
+        let items = serde_json::json!([
+            {"phone": "+1 415 555 0123", "name": "Ada", "timezone": "Europe/Paris", "priority": 3,
+             "variables": {"city": "SF", "n": 2, "vip": true}},
+            {"phone": "(415) 555-0123"},
+            "not an object",
+            {"phone": "+14155550124", "extra": 1},
+            {"phone": "+14155550125", "variables": {"bad name": "x"}},
+            {"phone": "+14155550126", "variables": {"nested": {"a": 1}}},
+            {"phone": "+14155550127", "variables": []},
+            {"name": "nobody"},
+            {"phone": 4155550128u64, "timezone": null},
+            {"phone": "+14155550129", "priority": "x"},
+            {"phone": "=cmd|' /C calc'!A0"},
+            {"phone": "+14155550130", "name": "x".repeat(2000)}
+        ]);
+        let items = items.as_array().expect("array");
+        let rows = json_rows(items, &opts()).expect("rows");
+        assert_eq!(
+            summary(&rows),
+            vec![
+                (0, "ok +14155550123".to_owned()),
+                (1, "dup 0".to_owned()),
+                (2, "invalid_row".to_owned()),
+                (3, "invalid_row".to_owned()),
+                (4, "invalid_variable".to_owned()),
+                (5, "invalid_variable".to_owned()),
+                (6, "invalid_row".to_owned()),
+                (7, "missing_phone".to_owned()),
+                (8, "ok +14155550128".to_owned()),
+                (9, "invalid_priority".to_owned()),
+                (10, "invalid_number".to_owned()),
+                (11, "too_long".to_owned()),
+            ]
+        );
+        let c = accepted(&rows[0]);
+        assert_eq!(c.priority, 3);
+        assert_eq!(c.resolved_tz, "Europe/Paris");
+        assert_eq!(c.line, Some(0));
+        assert_eq!(c.variables["n"], "2");
+        assert_eq!(c.variables["vip"], "true");
+        assert_eq!(rows[1].reason().as_deref(), Some("duplicate of line 0"));
+    }
+
+    #[test]
+    fn variable_names() {
+        for ok in ["a", "_x", "City", "first_name2", &"v".repeat(64)] {
+            assert_eq!(valid_variable_name(ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "1a", "first name", "é", "a-b", "=x", &"v".repeat(65)] {
+            assert!(valid_variable_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// `cargo test --release --lib campaign::import -- --ignored --nocapture`
+    #[test]
+    #[ignore = "timing; run in release"]
+    fn hundred_thousand_rows_timing() {
+        let mut data = String::from("phone,name,timezone,priority,city\n");
+        for i in 0..100_000u32 {
+            let area = [212, 312, 415, 646, 713][i as usize % 5];
+            data.push_str(&format!(
+                "({area}) 55{:01}-{:04},Contact {i},,{},City{}\n",
+                2 + i % 7,
+                i % 10_000,
+                i % 3,
+                i % 50
+            ));
+        }
+        let start = std::time::Instant::now();
+        let mut imp = CsvImport::new(opts());
+        let mut rows = Vec::with_capacity(100_000);
+        for chunk in data.as_bytes().chunks(64 * 1024) {
+            imp.push(chunk, &mut rows).expect("push");
+        }
+        imp.finish(&mut rows).expect("finish");
+        let took = start.elapsed();
+        let ok = rows
+            .iter()
+            .filter(|r| matches!(r.outcome, RowOutcome::Accepted(_)))
+            .count();
+        eprintln!(
+            "100000 rows ({} bytes): {ok} accepted in {took:?}",
+            data.len()
+        );
+        assert_eq!(rows.len(), 100_000);
+        assert!(ok > 90_000, "{ok}");
+    }
 }

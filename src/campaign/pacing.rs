@@ -23,7 +23,8 @@
 //! `started` can never squeeze two starts closer than the limit. A reservation may start on
 //! another trunk than the one it holds when [`Pacer::can_start`] says that trunk has room.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::time::{Duration, Instant};
 
 /// A tenant's limits (`None`: unlimited).
@@ -317,6 +318,15 @@ impl TrunkState {
     }
 }
 
+/// The campaign `next` serves.
+struct Pick {
+    campaign: String,
+    /// The trunk its reservation holds.
+    trunk: Option<String>,
+    /// It continues the turn of its tenant's round-robin cursor.
+    mid_turn: bool,
+}
+
 /// What one campaign could do now.
 enum Eval {
     Dial(Option<String>),
@@ -333,18 +343,46 @@ pub struct Pacer {
     tenants: BTreeMap<String, TenantState>,
     trunks: BTreeMap<String, TrunkState>,
     campaigns: BTreeMap<String, CampaignState>,
+    /// The active (set, not removed) campaigns of each tenant that has one.
+    active: BTreeMap<String, BTreeSet<String>>,
+    /// Removed campaigns still kept (live calls, or calls/s spacing to remember).
+    removed: BTreeSet<String>,
     /// Round-robin between tenants: the tenant served last.
     tenant_cursor: Option<String>,
 }
 
-/// `names` (sorted) starting with the first after `cursor`, wrapping around.
-fn after<'a>(names: &[&'a str], cursor: Option<&str>) -> Vec<&'a str> {
-    let start = cursor.map_or(0, |c| names.iter().position(|n| *n > c).unwrap_or(0));
-    names[start..]
-        .iter()
-        .chain(&names[..start])
-        .copied()
-        .collect()
+/// Bounds of a range of names.
+type Span<'a> = (Bound<&'a str>, Bound<&'a str>);
+
+/// The bounds of a ring walk over sorted names: from `cursor` (included, or not) to the end,
+/// then from the start up to it. No cursor: everything from the start.
+fn ring_bounds(cursor: Option<&str>, include_cursor: bool) -> (Span<'_>, Span<'_>) {
+    let c = cursor.unwrap_or("");
+    if include_cursor || cursor.is_none() {
+        ((Included(c), Unbounded), (Unbounded, Excluded(c)))
+    } else {
+        ((Excluded(c), Unbounded), (Unbounded, Included(c)))
+    }
+}
+
+/// The entries of `map` in ring order after (or from) `cursor`.
+fn ring<'a, V>(
+    map: &'a BTreeMap<String, V>,
+    cursor: Option<&str>,
+    include_cursor: bool,
+) -> impl Iterator<Item = (&'a String, &'a V)> {
+    let (tail, head) = ring_bounds(cursor, include_cursor);
+    map.range::<str, _>(tail).chain(map.range::<str, _>(head))
+}
+
+/// The names of `set` in ring order after (or from) `cursor`.
+fn ring_set<'a>(
+    set: &'a BTreeSet<String>,
+    cursor: Option<&str>,
+    include_cursor: bool,
+) -> impl Iterator<Item = &'a String> {
+    let (tail, head) = ring_bounds(cursor, include_cursor);
+    set.range::<str, _>(tail).chain(set.range::<str, _>(head))
 }
 
 impl Pacer {
@@ -356,6 +394,8 @@ impl Pacer {
             tenants: BTreeMap::new(),
             trunks: BTreeMap::new(),
             campaigns: BTreeMap::new(),
+            active: BTreeMap::new(),
+            removed: BTreeSet::new(),
             tenant_cursor: None,
         }
     }
@@ -377,25 +417,31 @@ impl Pacer {
     /// Adds a running campaign or changes its limits.
     ///
     /// A new (or removed) campaign is ready (see [`Pacer::set_ready`]); a running one keeps its
-    /// readiness. Either keeps its live calls and its calls/s spacing. Moving a campaign to another tenant moves its live
-    /// calls' count with it.
+    /// readiness. Either keeps its live calls and its calls/s spacing. Moving a campaign to
+    /// another tenant moves its live calls' count with it.
     pub fn set_campaign(&mut self, campaign: &str, limits: CampaignLimits) {
         let rate = Rate::of(Some(limits.max_cps));
+        let tenant = limits.tenant.clone();
         if let Some(c) = self.campaigns.get_mut(campaign) {
             let live = c.live();
-            let old_tenant = std::mem::replace(&mut c.limits, limits);
-            if !c.active {
+            let old = std::mem::replace(&mut c.limits, limits);
+            let was_active = c.active;
+            if !was_active {
                 c.active = true;
                 c.ready = true;
             }
             c.bucket.set_rate(rate);
-            let new_tenant = c.limits.tenant.clone();
-            if old_tenant.tenant != new_tenant && live > 0 {
-                let old = self.tenant_mut(&old_tenant.tenant);
-                old.live = old.live.saturating_sub(live);
-                let new = self.tenant_mut(&new_tenant);
-                new.live = new.live.saturating_add(live);
+            if old.tenant != tenant && live > 0 {
+                let t = self.tenant_mut(&old.tenant);
+                t.live = t.live.saturating_sub(live);
+                let t = self.tenant_mut(&tenant);
+                t.live = t.live.saturating_add(live);
             }
+            if was_active {
+                self.unlist(&old.tenant, campaign);
+            }
+            self.removed.remove(campaign);
+            self.tenant_mut(&tenant);
         } else {
             self.tenant_mut(&limits.tenant);
             self.campaigns.insert(
@@ -410,14 +456,35 @@ impl Pacer {
                 },
             );
         }
+        self.active
+            .entry(tenant)
+            .or_default()
+            .insert(campaign.to_owned());
+    }
+
+    /// Takes `campaign` off `tenant`'s list of active campaigns.
+    fn unlist(&mut self, tenant: &str, campaign: &str) {
+        if let Some(set) = self.active.get_mut(tenant) {
+            set.remove(campaign);
+            if set.is_empty() {
+                self.active.remove(tenant);
+            }
+        }
     }
 
     /// Removes a campaign (paused, cancelled, completed): no new calls; its live calls still
     /// count until they end.
     pub fn remove_campaign(&mut self, campaign: &str) {
-        if let Some(c) = self.campaigns.get_mut(campaign) {
-            c.active = false;
+        let Some(c) = self.campaigns.get_mut(campaign) else {
+            return;
+        };
+        if !c.active {
+            return;
         }
+        c.active = false;
+        let tenant = c.limits.tenant.clone();
+        self.unlist(&tenant, campaign);
+        self.removed.insert(campaign.to_owned());
     }
 
     /// Whether the campaign has contacts due now (false: `next` skips it until set again).
@@ -434,49 +501,63 @@ impl Pacer {
     /// would let a call start refills (nothing but calls/s stops every eligible campaign);
     /// [`Next::Idle`]: concurrency (or readiness, or a rate of 0) stops them all.
     pub fn next(&mut self, now: Instant) -> Next {
-        self.campaigns
-            .retain(|_, c| c.active || c.live() > 0 || !c.bucket.forgettable(now));
+        self.forget_removed(now);
         if self.system_live >= self.system_max {
             return Next::Idle;
         }
-        let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (name, c) in &self.campaigns {
-            if c.active {
-                by_tenant
-                    .entry(c.limits.tenant.as_str())
-                    .or_default()
-                    .push(name.as_str());
-            }
-        }
-        let tenant_names: Vec<&str> = by_tenant.keys().copied().collect();
         let mut wait: Option<Instant> = None;
         let mut pick = None;
-        for tenant in after(&tenant_names, self.tenant_cursor.as_deref()) {
-            match self.pick_in(tenant, &by_tenant[tenant], now) {
+        for (tenant, campaigns) in ring(&self.active, self.tenant_cursor.as_deref(), false) {
+            match self.pick_in(tenant, campaigns, now) {
                 Ok(found) => {
-                    pick = Some((tenant.to_owned(), found));
+                    pick = Some((tenant.clone(), found));
                     break;
                 }
                 Err(Some(at)) => wait = Some(wait.map_or(at, |w| w.min(at))),
                 Err(None) => {}
             }
         }
-        let Some((tenant, (campaign, trunk, mid_turn))) = pick else {
+        let Some((
+            tenant,
+            Pick {
+                campaign,
+                trunk,
+                mid_turn,
+            },
+        )) = pick
+        else {
             return wait.map_or(Next::Idle, Next::Wait);
         };
         self.reserve(&tenant, &campaign, trunk, mid_turn);
         Next::Dial { campaign }
     }
 
+    /// Drops the removed campaigns nothing is left to remember of.
+    fn forget_removed(&mut self, now: Instant) {
+        let done: Vec<String> = self
+            .removed
+            .iter()
+            .filter(|name| {
+                self.campaigns
+                    .get(name.as_str())
+                    .is_none_or(|c| c.live() == 0 && c.bucket.forgettable(now))
+            })
+            .cloned()
+            .collect();
+        for name in done {
+            self.removed.remove(&name);
+            self.campaigns.remove(&name);
+        }
+    }
+
     /// The campaign of `tenant` to serve (with its trunk and whether it continues the turn of
     /// the tenant's cursor), or the instant one could be served (None: not by waiting).
-    #[allow(clippy::type_complexity)]
     fn pick_in(
         &self,
         tenant: &str,
-        campaigns: &[&str],
+        campaigns: &BTreeSet<String>,
         now: Instant,
-    ) -> Result<(String, Option<String>, bool), Option<Instant>> {
+    ) -> Result<Pick, Option<Instant>> {
         let (tenant_ready, cursor, turn_left) = match self.tenants.get(tenant) {
             Some(t) => {
                 if t.limits.max_concurrent.is_some_and(|m| t.live >= m) {
@@ -490,22 +571,17 @@ impl Pacer {
             return Err(None);
         }
         // Deficit round-robin: the cursor's campaign while its turn lasts, then the next one.
-        let mid_turn = turn_left > 0 && cursor.is_some_and(|c| campaigns.contains(&c));
-        let order = if mid_turn {
-            let c = cursor.expect("mid_turn implies a cursor");
-            let i = campaigns.iter().position(|n| *n == c).unwrap_or(0);
-            campaigns[i..]
-                .iter()
-                .chain(&campaigns[..i])
-                .copied()
-                .collect()
-        } else {
-            after(campaigns, cursor)
-        };
+        let mid_turn = turn_left > 0 && cursor.is_some_and(|c| campaigns.contains(c));
         let mut wait: Option<Instant> = None;
-        for (k, name) in order.into_iter().enumerate() {
+        for (k, name) in ring_set(campaigns, cursor, mid_turn).enumerate() {
             match self.eval(name, tenant_ready, now) {
-                Eval::Dial(trunk) => return Ok((name.to_owned(), trunk, mid_turn && k == 0)),
+                Eval::Dial(trunk) => {
+                    return Ok(Pick {
+                        campaign: name.clone(),
+                        trunk,
+                        mid_turn: mid_turn && k == 0,
+                    });
+                }
                 Eval::At(at) => wait = Some(wait.map_or(at, |w| w.min(at))),
                 Eval::Blocked => {}
             }
@@ -1188,6 +1264,28 @@ mod tests {
     }
 
     #[test]
+    fn a_campaign_moved_to_another_tenant_takes_its_live_calls_along() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(10);
+        let one = TenantLimits {
+            max_concurrent: Some(1),
+            max_cps: None,
+        };
+        p.set_tenant("A", one);
+        p.set_tenant("B", one);
+        p.set_campaign("a", campaign("A", 1, 10, f64::INFINITY));
+        assert_eq!(dial(p.next(t0)), "a");
+        p.started("a", None, t0);
+        p.set_campaign("a", campaign("B", 1, 10, f64::INFINITY));
+        assert_eq!((p.tenant_live("A"), p.tenant_live("B")), (0, 1));
+        assert_eq!(p.next(t0), Next::Idle, "B is at its limit now");
+        p.set_campaign("other", campaign("A", 1, 10, f64::INFINITY));
+        assert_eq!(dial(p.next(t0)), "other", "A has room again");
+        p.ended("a", None);
+        assert_eq!((p.tenant_live("A"), p.tenant_live("B")), (1, 0));
+    }
+
+    #[test]
     fn misuse_never_panics_and_counts_stay_balanced() {
         let t0 = Instant::now();
         let mut p = Pacer::new(1);
@@ -1206,6 +1304,42 @@ mod tests {
         p.ended("a", Some("k"));
         assert_eq!((p.system_live(), p.live("a"), p.trunk_live("k")), (0, 0, 0));
         assert_eq!(dial(p.next(t0)), "a", "priority 0 counts as 1");
+    }
+
+    /// A measurement, not a check: `cargo test --lib campaign::pacing::tests::measure -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement"]
+    fn measure_decisions_per_second() {
+        let t0 = Instant::now();
+        let mut p = Pacer::new(100_000);
+        for t in 0..50 {
+            for c in 0..20 {
+                let mut l = campaign(&format!("t{t}"), 1 + c % 3, 100, f64::INFINITY);
+                l.trunks = vec![format!("k{}", c % 4)];
+                p.set_campaign(&format!("t{t}c{c}"), l);
+            }
+        }
+        let n = 100_000;
+        let mut live = std::collections::VecDeque::new();
+        let start = Instant::now();
+        for i in 0..n {
+            let now = t0 + Duration::from_micros(i);
+            let c = dial(p.next(now));
+            let k = p.reserved_trunk(&c).map(str::to_owned);
+            p.started(&c, k.as_deref(), now);
+            live.push_back((c, k));
+            if live.len() > 500
+                && let Some((c, k)) = live.pop_front()
+            {
+                p.ended(&c, k.as_deref());
+            }
+        }
+        let took = start.elapsed();
+        println!(
+            "1000 campaigns of 50 tenants, 500 live: {n} next+started+ended in {took:?} ({:.0}/s, {:.1} µs each)",
+            n as f64 / took.as_secs_f64(),
+            took.as_secs_f64() * 1e6 / n as f64
+        );
     }
 
     // ---- Property tests: a model worker drives the pacer through random operations and
@@ -1255,6 +1389,16 @@ mod tests {
         Remove {
             c: usize,
         },
+        /// The campaign moves to another tenant.
+        Move {
+            c: usize,
+            t: usize,
+        },
+        /// The campaign's trunks change.
+        Trunks {
+            c: usize,
+            trunks: Vec<usize>,
+        },
         Ready {
             c: usize,
             ready: bool,
@@ -1276,6 +1420,9 @@ mod tests {
             1 => (0..5usize, 0u32..5, 0..RATES.len(), 0u32..4)
                 .prop_map(|(c, conc, cps, priority)| Op::Campaign { c, conc, cps, priority }),
             1 => (0..5usize).prop_map(|c| Op::Remove { c }),
+            1 => (0..5usize, 0..3usize).prop_map(|(c, t)| Op::Move { c, t }),
+            1 => (0..5usize, proptest::collection::vec(0..3usize, 0..3))
+                .prop_map(|(c, trunks)| Op::Trunks { c, trunks }),
             1 => (0..5usize, any::<bool>()).prop_map(|(c, ready)| Op::Ready { c, ready }),
         ]
     }
@@ -1345,9 +1492,13 @@ mod tests {
                 .is_none_or(|m| self.trunk_live(k) < *m)
         }
         /// Whether nothing but waiting for a token stands between `c` and a start.
-        fn could_start(&self, c: &str, system: u32) -> bool {
+        /// With `now`: whether `c` could start now whatever the buckets' state, because every
+        /// calls/s limit on its way is unlimited.
+        fn could_start(&self, c: &str, system: u32, now: bool) -> bool {
             let l = &self.campaign[c];
-            let never = |r: Option<&f64>| r.is_some_and(|r| r.is_nan() || *r <= 0.0);
+            let never = |r: Option<&f64>| {
+                r.is_some_and(|r| r.is_nan() || *r <= 0.0 || (now && r.is_finite()))
+            };
             self.active[c]
                 && self.ready[c]
                 && self.system_live() < system
@@ -1447,11 +1598,17 @@ mod tests {
                         Next::Wait(at) => {
                             prop_assert!(at > now);
                             last_wait = Some(at);
+                            for c in CAMPAIGNS {
+                                prop_assert!(
+                                    !m.could_start(c, setup.system, true),
+                                    "Wait though {c} could start now: {m:?}"
+                                );
+                            }
                         }
                         Next::Idle => {
                             for c in CAMPAIGNS {
                                 prop_assert!(
-                                    !m.could_start(c, setup.system),
+                                    !m.could_start(c, setup.system, false),
                                     "Idle though {c} could start once a token refills: {m:?}"
                                 );
                             }
@@ -1470,11 +1627,16 @@ mod tests {
                         let wanted = trunks[trunk % trunks.len()].clone();
                         if p.can_start(&c, &wanted, now) {
                             Some(wanted)
+                        } else if let Some(held) = p.reserved_trunk(&c).map(str::to_owned) {
+                            prop_assert!(p.can_start(&c, &held, now), "{c} holds {held}");
+                            Some(held)
                         } else {
-                            let held = p.reserved_trunk(&c).map(str::to_owned);
-                            prop_assert!(held.is_some(), "{c} has a reservation on a trunk");
-                            prop_assert!(p.can_start(&c, held.as_deref().unwrap_or(""), now));
-                            held
+                            // Reserved before the campaign had trunks, and the wanted one is
+                            // full: the worker gives the slot back.
+                            let newest = m.reserved.iter().rposition(|(x, _)| *x == c);
+                            m.reserved.remove(newest.expect("c has a reservation"));
+                            p.release(&c);
+                            continue;
                         }
                     };
                     // The pacer uses the reservation holding `on`, else the oldest.
@@ -1577,6 +1739,32 @@ mod tests {
                         l.max_cps = RATES[cps];
                     }
                     l.priority = priority;
+                    p.set_campaign(name, l.clone());
+                    m.campaign.insert(name.to_owned(), l);
+                    if !m.active[name] {
+                        m.ready.insert(name.to_owned(), true);
+                    }
+                    m.active.insert(name.to_owned(), true);
+                }
+                Op::Move { c, t } => {
+                    // Only between reservations (a reservation holds its tenant's bucket).
+                    if !rates_may_change {
+                        continue;
+                    }
+                    let name = CAMPAIGNS[c];
+                    let mut l = m.campaign[name].clone();
+                    l.tenant = TENANTS[t].to_owned();
+                    p.set_campaign(name, l.clone());
+                    m.campaign.insert(name.to_owned(), l);
+                    if !m.active[name] {
+                        m.ready.insert(name.to_owned(), true);
+                    }
+                    m.active.insert(name.to_owned(), true);
+                }
+                Op::Trunks { c, trunks } => {
+                    let name = CAMPAIGNS[c];
+                    let mut l = m.campaign[name].clone();
+                    l.trunks = trunks.iter().map(|k| TRUNKS[*k].to_owned()).collect();
                     p.set_campaign(name, l.clone());
                     m.campaign.insert(name.to_owned(), l);
                     if !m.active[name] {

@@ -61,10 +61,21 @@ pub fn normalize(input: &str, default_region: &str) -> Result<String, PhoneError
     if digits.len() > 20 {
         return Err(err("too long to be a phone number"));
     }
-    // `00` is the international prefix of most of the world; libphonenumber knows only the
-    // default region's own (`011` for the NANP), so `00…` is first read as `+…`, then as
-    // the region reads it (a Brazilian `00 15 …` carrier prefix).
-    let number = match digits.strip_prefix("00") {
+    // `00` (most of the world) and the region's own international prefix (`011` in the
+    // NANP) are read as `+` first, then the digits as the region reads them (a Brazilian
+    // `00 15 …` carrier prefix). The crate's own IDD handling is not used: it strips the
+    // default region's national prefix from the foreign number.
+    let meta = phonenumber::metadata::DATABASE.by_id(region.as_ref());
+    let idd = meta
+        .and_then(|m| {
+            m.preferred_international_prefix()
+                .or_else(|| m.international_prefix().map(|r| r.as_str()))
+        })
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    let rest = digits
+        .strip_prefix("00")
+        .or_else(|| idd.and_then(|p| digits.strip_prefix(p)));
+    let number = match rest {
         Some(rest) => parse_valid(region, &format!("+{rest}"))
             .or_else(|first| parse_valid(region, &digits).map_err(|_| first))?,
         None => parse_valid(region, &digits)?,
@@ -73,10 +84,15 @@ pub fn normalize(input: &str, default_region: &str) -> Result<String, PhoneError
 }
 
 fn parse_valid(region: Id, digits: &str) -> Result<phonenumber::PhoneNumber, PhoneError> {
-    let number = phonenumber::parse(Some(region), digits).map_err(|e| {
+    // With a `+`, the default region must not take part: the crate would strip the default
+    // region's national prefix from the international number (`+33 1 42…` read in `US` loses
+    // its `1`).
+    let region = (!digits.starts_with('+')).then_some(region);
+    let number = phonenumber::parse(region, digits).map_err(|e| {
         use phonenumber::ParseError as P;
         err(match e {
             P::NoNumber | P::MalformedInteger(_) => "not a phone number",
+            P::InvalidCountryCode if region.is_some() => "not a valid phone number",
             P::InvalidCountryCode => "unknown country code",
             P::TooShortAfterIdd | P::TooShortNsn => "too short to be a phone number",
             P::TooLong => "too long to be a phone number",
@@ -86,12 +102,11 @@ fn parse_valid(region: Id, digits: &str) -> Result<phonenumber::PhoneNumber, Pho
         let code = number.code().value();
         let regions = phonenumber::metadata::DATABASE
             .region(&code)
-            .map(|r| r.join("/"))
             .unwrap_or_default();
-        return Err(err(if regions.is_empty() {
-            format!("unknown country code +{code}")
-        } else {
-            format!("not a valid number for {regions} (+{code}): wrong length or unused prefix")
+        return Err(err(match regions.as_slice() {
+            [] => format!("unknown country code +{code}"),
+            [one] => format!("not a valid {one} number (+{code}): wrong length or unused prefix"),
+            _ => format!("not a valid +{code} number: wrong length or unused prefix"),
         }));
     }
     Ok(number)
@@ -115,4 +130,123 @@ fn parse_region(code: &str) -> Result<Id, PhoneError> {
 /// Whether `code` is a region libphonenumber knows (`US`, `FR`...). Case-insensitive.
 pub fn valid_region(code: &str) -> bool {
     code.len() == 2 && parse_region(code).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(input: &str, region: &str) -> String {
+        normalize(input, region).unwrap_or_else(|e| panic!("{input:?} in {region}: {e}"))
+    }
+
+    fn refused(input: &str, region: &str) -> String {
+        match normalize(input, region) {
+            Ok(n) => panic!("{input:?} in {region} accepted as {n}"),
+            Err(e) => e.0,
+        }
+    }
+
+    #[test]
+    fn national_numbers_of_the_default_region() {
+        assert_eq!(ok("(650) 253-0000", "US"), "+16502530000");
+        assert_eq!(ok("650.253.0000", "US"), "+16502530000");
+        assert_eq!(ok("1 650 253 0000", "US"), "+16502530000");
+        assert_eq!(ok("020 7031 3000", "GB"), "+442070313000");
+        assert_eq!(ok("07400 123456", "GB"), "+447400123456");
+        assert_eq!(ok("01 42 68 53 00", "FR"), "+33142685300");
+        assert_eq!(ok("06.12.34.56.78", "FR"), "+33612345678");
+        assert_eq!(ok("030 12345678", "DE"), "+493012345678");
+        assert_eq!(ok("0151/12345678", "DE"), "+4915112345678");
+        assert_eq!(ok("98765 43210", "IN"), "+919876543210");
+        assert_eq!(ok("022 2778 2000", "IN"), "+912227782000");
+        assert_eq!(ok("(11) 2395-8400", "BR"), "+551123958400");
+        assert_eq!(ok("(11) 98765-4321", "BR"), "+5511987654321");
+        assert_eq!(ok("02 9374 4000", "AU"), "+61293744000");
+        assert_eq!(ok("0412 345 678", "AU"), "+61412345678");
+    }
+
+    #[test]
+    fn international_forms_whatever_the_default_region() {
+        assert_eq!(ok("+1 650 253 0000", "FR"), "+16502530000");
+        assert_eq!(ok("001 650 253 0000", "FR"), "+16502530000");
+        assert_eq!(ok("0033 1 42 68 53 00", "US"), "+33142685300");
+        assert_eq!(ok("011 33 1 42 68 53 00", "US"), "+33142685300");
+        // A `+` number keeps its leading national digit even when it equals the default
+        // region's trunk prefix (the crate alone strips it).
+        assert_eq!(ok("+33 1 42 68 53 00", "US"), "+33142685300");
+        assert_eq!(ok("+55 11 98765 4321", "US"), "+5511987654321");
+        assert_eq!(ok("+44 20 7031 3000", "DE"), "+442070313000");
+        assert_eq!(ok("+49 30 12345678", "GB"), "+493012345678");
+        assert_eq!(ok("+91 98765 43210", "AU"), "+919876543210");
+        assert_eq!(ok("+61 412 345 678", "IN"), "+61412345678");
+        assert_eq!(ok("  +16502530000  ", "us"), "+16502530000");
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_a_reason() {
+        assert!(refused("", "US").contains("no number"));
+        assert!(refused("+", "US").contains("no digits"));
+        assert!(refused("123", "US").contains("too short"));
+        assert!(refused("12345678901234567890123", "US").contains("too long"));
+        assert!(refused("555-0123", "US").contains("not a valid +1 number"));
+        assert!(refused("01 42 68 53", "FR").contains("FR"));
+        assert!(refused("+999 123 456", "US").contains("country code"));
+        assert!(refused("=cmd|' /C calc'!A0", "US").contains("unexpected character '='"));
+        assert!(refused("555-CALL-NOW", "US").contains("unexpected character"));
+        assert!(refused("+1 650 253 0000", "XX").contains("unknown region"));
+        assert!(refused("+1 650 253 0000", "").contains("unknown region"));
+        assert!(refused("1+650", "US").contains("unexpected character '+'"));
+        let long = "1".repeat(MAX_INPUT_LEN + 1);
+        assert!(refused(&long, "US").contains("longer than 64"));
+        let huge = "9".repeat(1 << 20);
+        assert!(refused(&huge, "US").contains("longer than 64"));
+        assert!(refused("\u{0}\u{1}", "US").contains("unexpected character"));
+    }
+
+    /// Random digit strings (with `+`, `00`, separators) in many regions: an answer, never a
+    /// panic, and every accepted number is E.164 and normalises to itself.
+    #[test]
+    fn random_digit_strings_never_panic() {
+        let regions = [
+            "US", "GB", "FR", "DE", "IN", "BR", "AU", "JP", "RU", "MX", "ID", "ZA",
+        ];
+        let alphabet = b"0123456789000+ -().";
+        let mut seed: u64 = 7;
+        let mut next = || {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) as usize
+        };
+        for _ in 0..1000 {
+            let len = next() % 24;
+            let input: String = (0..len)
+                .map(|_| alphabet[next() % alphabet.len()] as char)
+                .collect();
+            let region = regions[next() % regions.len()];
+            if let Ok(n) = normalize(&input, region) {
+                assert!(
+                    n.starts_with('+') && n[1..].bytes().all(|b| b.is_ascii_digit()),
+                    "{n}"
+                );
+                assert_eq!(
+                    normalize(&n, "US").as_deref(),
+                    Ok(n.as_str()),
+                    "{input:?} {region}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn regions() {
+        assert!(valid_region("US"));
+        assert!(valid_region("fr"));
+        assert!(valid_region("GB"));
+        assert!(!valid_region("XX"));
+        assert!(!valid_region("USA"));
+        assert!(!valid_region(""));
+        assert!(!valid_region("u"));
+    }
 }

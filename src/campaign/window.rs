@@ -284,3 +284,401 @@ fn day_name(d: Day) -> &'static str {
         Day::Sun => "sun",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn tz(name: &str) -> TimeZone {
+        TimeZone::get(name).expect("zone")
+    }
+
+    /// Unix µs of an RFC 3339 instant.
+    fn utc(s: &str) -> i64 {
+        s.parse::<Timestamp>().expect("instant").as_microsecond()
+    }
+
+    fn date(s: &str) -> Date {
+        s.parse().expect("date")
+    }
+
+    fn windows(days: &[(Day, &str)]) -> Windows {
+        let mut map: BTreeMap<Day, Vec<Span>> = BTreeMap::new();
+        for (d, s) in days {
+            map.entry(*d)
+                .or_default()
+                .push(Span::parse(s).expect("span"));
+        }
+        Windows(map)
+    }
+
+    fn open_until(st: WindowState) -> i64 {
+        match st {
+            WindowState::Open { closes_at_us } => closes_at_us,
+            other => panic!("expected open, got {other:?}"),
+        }
+    }
+
+    fn closed(st: WindowState) -> (Option<i64>, String) {
+        match st {
+            WindowState::Closed { opens_at_us, why } => (opens_at_us, why),
+            other => panic!("expected closed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn default_windows_open_0800_to_2100_callee_time() {
+        let w = Windows::default();
+        let chi = tz("America/Chicago");
+        // Friday 2026-12-04, CST (UTC-6).
+        assert_eq!(
+            open_until(state(&w, &[], &chi, utc("2026-12-04T14:00:00Z"))),
+            utc("2026-12-05T03:00:00Z")
+        );
+        let (at, why) = closed(state(&w, &[], &chi, utc("2026-12-04T13:00:00Z")));
+        assert_eq!(at, Some(utc("2026-12-04T14:00:00Z")));
+        assert_eq!(
+            why,
+            "outside calling hours until 2026-12-04T08:00 America/Chicago"
+        );
+    }
+
+    #[test]
+    fn edges_to_the_microsecond() {
+        let w = Windows::default();
+        let chi = tz("America/Chicago");
+        let opens = utc("2026-12-04T14:00:00Z");
+        let closes = utc("2026-12-05T03:00:00Z");
+        assert_eq!(closed(state(&w, &[], &chi, opens - 1)).0, Some(opens));
+        assert_eq!(open_until(state(&w, &[], &chi, opens)), closes);
+        assert_eq!(open_until(state(&w, &[], &chi, closes - 1)), closes);
+        // The end is exclusive: at 21:00 the next opening is Saturday 08:00.
+        assert_eq!(
+            closed(state(&w, &[], &chi, closes)).0,
+            Some(utc("2026-12-05T14:00:00Z"))
+        );
+        assert_eq!(next_open_after(&w, &[], &chi, opens - 1), Some(opens));
+        assert_eq!(next_open_after(&w, &[], &chi, opens + 5), Some(opens + 5));
+    }
+
+    #[test]
+    fn sunday_is_closed_by_default() {
+        let w = Windows::default();
+        let chi = tz("America/Chicago");
+        let (at, why) = closed(state(&w, &[], &chi, utc("2026-12-06T18:00:00Z")));
+        assert_eq!(at, Some(utc("2026-12-07T14:00:00Z")));
+        assert_eq!(
+            why,
+            "outside calling hours (Sunday) until 2026-12-07T08:00 America/Chicago"
+        );
+    }
+
+    #[test]
+    fn new_york_spring_forward() {
+        let ny = tz("America/New_York");
+        // Sunday 2026-03-08: 02:00 EST jumps to 03:00 EDT (07:00Z).
+        let w = windows(&[(Day::Sun, "08:00-21:00"), (Day::Sat, "08:00-21:00")]);
+        // Saturday 08:00 EST is 13:00Z, Sunday 08:00 EDT is 12:00Z: wall clock, not offset.
+        assert_eq!(
+            closed(state(&w, &[], &ny, utc("2026-03-07T12:00:00Z"))).0,
+            Some(utc("2026-03-07T13:00:00Z"))
+        );
+        assert_eq!(
+            closed(state(&w, &[], &ny, utc("2026-03-08T02:00:00Z"))).0,
+            Some(utc("2026-03-08T12:00:00Z"))
+        );
+        assert_eq!(
+            open_until(state(&w, &[], &ny, utc("2026-03-08T12:00:00Z"))),
+            utc("2026-03-09T01:00:00Z")
+        );
+        // A window opening in the gap (02:30 does not exist) opens at the transition.
+        let gap = windows(&[(Day::Sun, "02:30-09:00")]);
+        let (at, why) = closed(state(&gap, &[], &ny, utc("2026-03-08T06:59:59.999999Z")));
+        assert_eq!(at, Some(utc("2026-03-08T07:00:00Z")));
+        assert_eq!(
+            why,
+            "outside calling hours until 2026-03-08T03:00 America/New_York"
+        );
+        assert_eq!(
+            open_until(state(&gap, &[], &ny, utc("2026-03-08T07:00:00Z"))),
+            utc("2026-03-08T13:00:00Z")
+        );
+        // A window closing in the gap closes at the transition.
+        let ends_in_gap = windows(&[(Day::Sun, "01:00-02:30")]);
+        assert_eq!(
+            open_until(state(&ends_in_gap, &[], &ny, utc("2026-03-08T06:30:00Z"))),
+            utc("2026-03-08T07:00:00Z")
+        );
+    }
+
+    #[test]
+    fn new_york_fall_back() {
+        let ny = tz("America/New_York");
+        // Sunday 2026-11-01: 02:00 EDT falls back to 01:00 EST (06:00Z); 01:30 happens twice.
+        let w = windows(&[(Day::Sun, "01:30-08:00")]);
+        // Opens at the first 01:30 (EDT, 05:30Z), closes at 08:00 EST (13:00Z).
+        assert_eq!(
+            closed(state(&w, &[], &ny, utc("2026-11-01T05:29:00Z"))).0,
+            Some(utc("2026-11-01T05:30:00Z"))
+        );
+        assert_eq!(
+            open_until(state(&w, &[], &ny, utc("2026-11-01T05:30:00Z"))),
+            utc("2026-11-01T13:00:00Z")
+        );
+        // The second 01:30 (EST, 06:30Z) is inside the same window.
+        assert_eq!(
+            open_until(state(&w, &[], &ny, utc("2026-11-01T06:30:00Z"))),
+            utc("2026-11-01T13:00:00Z")
+        );
+        // A window closing at 01:30 closes at its first occurrence.
+        let closes_in_fold = windows(&[(Day::Sat, "22:00-01:30")]);
+        assert_eq!(
+            open_until(state(
+                &closes_in_fold,
+                &[],
+                &ny,
+                utc("2026-11-01T05:00:00Z")
+            )),
+            utc("2026-11-01T05:30:00Z")
+        );
+        assert!(matches!(
+            state(&closes_in_fold, &[], &ny, utc("2026-11-01T06:15:00Z")),
+            WindowState::Closed { .. }
+        ));
+        // The day is 25 hours long: 08:00 EST is 13:00Z (12:00Z the day before).
+        let day = windows(&[(Day::Sun, "08:00-21:00")]);
+        assert_eq!(
+            closed(state(&day, &[], &ny, utc("2026-11-01T07:00:00Z"))).0,
+            Some(utc("2026-11-01T13:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn berlin_both_changes() {
+        let ber = tz("Europe/Berlin");
+        // Sunday 2026-03-29: 02:00 CET jumps to 03:00 CEST (01:00Z).
+        let gap = windows(&[(Day::Sun, "02:00-04:00")]);
+        assert_eq!(
+            closed(state(&gap, &[], &ber, utc("2026-03-29T00:59:00Z"))).0,
+            Some(utc("2026-03-29T01:00:00Z"))
+        );
+        assert_eq!(
+            open_until(state(&gap, &[], &ber, utc("2026-03-29T01:00:00Z"))),
+            utc("2026-03-29T02:00:00Z")
+        );
+        let day = windows(&[(Day::Sun, "08:00-21:00")]);
+        assert_eq!(
+            closed(state(&day, &[], &ber, utc("2026-03-28T23:30:00Z"))).0,
+            Some(utc("2026-03-29T06:00:00Z"))
+        );
+        // Sunday 2026-10-25: 03:00 CEST falls back to 02:00 CET (01:00Z); 02:30 happens twice.
+        let fold = windows(&[(Day::Sun, "02:30-10:00")]);
+        let (at, why) = closed(state(&fold, &[], &ber, utc("2026-10-25T00:00:00Z")));
+        assert_eq!(at, Some(utc("2026-10-25T00:30:00Z")));
+        assert_eq!(
+            why,
+            "outside calling hours until 2026-10-25T02:30 Europe/Berlin"
+        );
+        assert_eq!(
+            open_until(state(&fold, &[], &ber, utc("2026-10-25T00:30:00Z"))),
+            utc("2026-10-25T09:00:00Z")
+        );
+        assert_eq!(
+            closed(state(&day, &[], &ber, utc("2026-10-25T05:00:00Z"))).0,
+            Some(utc("2026-10-25T07:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn spans_across_midnight_belong_to_their_start_day() {
+        let u = tz("UTC");
+        // Friday 2026-12-04 22:00 to Saturday 02:00.
+        let w = windows(&[(Day::Fri, "22:00-02:00")]);
+        assert_eq!(
+            open_until(state(&w, &[], &u, utc("2026-12-04T23:00:00Z"))),
+            utc("2026-12-05T02:00:00Z")
+        );
+        assert_eq!(
+            open_until(state(&w, &[], &u, utc("2026-12-05T01:59:00Z"))),
+            utc("2026-12-05T02:00:00Z")
+        );
+        assert_eq!(
+            closed(state(&w, &[], &u, utc("2026-12-05T02:00:00Z"))).0,
+            Some(utc("2026-12-11T22:00:00Z"))
+        );
+        // A holiday on Saturday does not cut Friday's span short...
+        let sat = [date("2026-12-05")];
+        assert_eq!(
+            open_until(state(&w, &sat, &u, utc("2026-12-05T01:00:00Z"))),
+            utc("2026-12-05T02:00:00Z")
+        );
+        // ...a holiday on Friday cancels it, after midnight too.
+        let fri = [date("2026-12-04")];
+        assert_eq!(
+            closed(state(&w, &fri, &u, utc("2026-12-05T01:00:00Z"))).0,
+            Some(utc("2026-12-11T22:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn touching_spans_are_one_window() {
+        let u = tz("UTC");
+        let w = windows(&[
+            (Day::Mon, "00:00-24:00"),
+            (Day::Tue, "00:00-12:00"),
+            (Day::Tue, "12:00-18:00"),
+        ]);
+        // Monday 2026-12-07 noon: open until Tuesday 18:00.
+        assert_eq!(
+            open_until(state(&w, &[], &u, utc("2026-12-07T12:00:00Z"))),
+            utc("2026-12-08T18:00:00Z")
+        );
+        // Always open: the run is cut at the horizon, not looped forever.
+        let all = windows(&Day::ALL.map(|d| (d, "00:00-24:00")));
+        let now = utc("2026-12-07T12:00:00Z");
+        let until = open_until(state(&all, &[], &u, now));
+        assert!(until > now + (HORIZON_DAYS - 1) * DAY_US, "{until}");
+    }
+
+    #[test]
+    fn holidays_close_their_day_saturday_then_sunday_opens_monday() {
+        let w = Windows::default();
+        let chi = tz("America/Chicago");
+        let hol = [date("2026-12-05")];
+        // Friday 21:30 local: Saturday is a holiday, Sunday has no window: Monday 08:00.
+        let (at, why) = closed(state(&w, &hol, &chi, utc("2026-12-05T03:30:00Z")));
+        assert_eq!(at, Some(utc("2026-12-07T14:00:00Z")));
+        assert_eq!(
+            why,
+            "outside calling hours until 2026-12-07T08:00 America/Chicago"
+        );
+        // Saturday noon local.
+        let (at, why) = closed(state(&w, &hol, &chi, utc("2026-12-05T18:00:00Z")));
+        assert_eq!(at, Some(utc("2026-12-07T14:00:00Z")));
+        assert_eq!(
+            why,
+            "outside calling hours (holiday 2026-12-05) until 2026-12-07T08:00 America/Chicago"
+        );
+        // The holiday is the callee's date: Saturday in Tokyo while still Friday in Chicago.
+        let tokyo = tz("Asia/Tokyo");
+        assert!(matches!(
+            state(&w, &hol, &tokyo, utc("2026-12-05T01:00:00Z")),
+            WindowState::Closed { .. }
+        ));
+        assert!(matches!(
+            state(&w, &hol, &chi, utc("2026-12-04T20:00:00Z")),
+            WindowState::Open { .. }
+        ));
+    }
+
+    #[test]
+    fn no_open_day_at_all() {
+        let u = tz("UTC");
+        let (at, why) = closed(state(
+            &Windows(BTreeMap::new()),
+            &[],
+            &u,
+            utc("2026-12-07T12:00:00Z"),
+        ));
+        assert_eq!(at, None);
+        assert!(
+            why.contains("no calling window in the next 366 days"),
+            "{why}"
+        );
+        // Only Mondays, and every Monday of the next year a holiday.
+        let w = windows(&[(Day::Mon, "08:00-21:00")]);
+        let mondays: Vec<Date> = (0..60)
+            .map(|k| {
+                date("2026-12-07")
+                    .checked_add((7 * k).days())
+                    .expect("date")
+            })
+            .collect();
+        assert_eq!(
+            next_open_after(&w, &mondays, &u, utc("2026-12-07T12:00:00Z")),
+            None
+        );
+        // An instant jiff cannot represent is refused, not a panic.
+        assert!(matches!(
+            state(&w, &[], &u, i64::MAX),
+            WindowState::Closed {
+                opens_at_us: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn labels_use_the_zone_name_or_offset() {
+        let fixed = TimeZone::fixed(jiff::tz::offset(5));
+        let w = Windows::default();
+        let (_, why) = closed(state(&w, &[], &fixed, utc("2026-12-06T12:00:00Z")));
+        assert_eq!(
+            why,
+            "outside calling hours (Sunday) until 2026-12-07T08:00 +05"
+        );
+    }
+
+    #[test]
+    fn validate_windows() {
+        assert_eq!(validate(&Windows::default()), Ok(()));
+        assert_eq!(
+            validate(&windows(&[
+                (Day::Mon, "08:00-12:00"),
+                (Day::Mon, "12:00-21:00")
+            ])),
+            Ok(())
+        );
+        let e = validate(&windows(&[
+            (Day::Mon, "08:00-12:00"),
+            (Day::Mon, "11:00-13:00"),
+        ]));
+        assert_eq!(
+            e,
+            Err("mon 08:00-12:00 overlaps mon 11:00-13:00".to_owned())
+        );
+        let e = validate(&windows(&[
+            (Day::Mon, "22:00-03:00"),
+            (Day::Tue, "02:00-05:00"),
+        ]));
+        assert!(e.is_err(), "{e:?}");
+        let e = validate(&windows(&[
+            (Day::Sun, "23:00-01:00"),
+            (Day::Mon, "00:30-05:00"),
+        ]));
+        assert!(e.is_err(), "{e:?}");
+        assert_eq!(
+            validate(&windows(&[
+                (Day::Sun, "23:00-01:00"),
+                (Day::Mon, "01:00-05:00")
+            ])),
+            Ok(())
+        );
+        let nine: Vec<(Day, &str)> = [
+            "00:00-01:00",
+            "01:00-02:00",
+            "02:00-03:00",
+            "03:00-04:00",
+            "04:00-05:00",
+            "05:00-06:00",
+            "06:00-07:00",
+            "07:00-08:00",
+            "08:00-09:00",
+        ]
+        .into_iter()
+        .map(|s| (Day::Wed, s))
+        .collect();
+        assert!(validate(&windows(&nine)).is_err());
+        assert!(validate(&Windows(BTreeMap::new())).is_err());
+        let broken = Windows(BTreeMap::from([(
+            Day::Mon,
+            vec![Span {
+                start_min: 600,
+                end_min: 600,
+            }],
+        )]));
+        assert!(validate(&broken).is_err());
+    }
+}
