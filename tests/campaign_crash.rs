@@ -144,7 +144,6 @@ async fn kill_9_mid_campaign(database: &str, url: Option<String>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the campaign API (h-api) and worker (h-worker)"]
 async fn kill_9_mid_campaign_loses_and_duplicates_nobody_on_sqlite() {
     if !sipp_available() {
         return;
@@ -153,7 +152,6 @@ async fn kill_9_mid_campaign_loses_and_duplicates_nobody_on_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the campaign API (h-api) and worker (h-worker)"]
 async fn kill_9_mid_campaign_loses_and_duplicates_nobody_on_postgres() {
     if !sipp_available() {
         return;

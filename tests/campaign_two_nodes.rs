@@ -22,7 +22,6 @@ const MAX_CONCURRENT: u32 = 10;
 const CAMPAIGN_WAIT: Duration = Duration::from_secs(150);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the campaign API (h-api) and worker (h-worker)"]
 async fn two_nodes_on_one_postgres_share_a_campaign_within_its_limit_without_duplicates() {
     if !sipp_available() {
         return;

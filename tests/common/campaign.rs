@@ -286,12 +286,12 @@ impl PeerRecord {
         out
     }
 
-    /// Slot-to-INVITE latencies (seconds) while the callee had `max` calls open: each time a
-    /// call's slot is given back at the peer (our BYE arrives, or its final non-2xx goes out)
-    /// while `max` calls are open, the next INVITE that arrives is the freed slot reused; the
-    /// time between is one sample. Freed slots queue up (first freed, first reused).
-    pub(crate) fn slot_latencies(&self, max: usize) -> Vec<f64> {
-        // +1 INVITE, -1 slot freed.
+    /// Slot-to-INVITE latencies (seconds): each slot given back at the peer (our BYE
+    /// arrives, or its final non-2xx goes out) is paired, first freed first, with the next
+    /// INVITE that arrives after it. INVITEs while no slot is waiting (the ramp-up) are not
+    /// samples, nor are the slots freed at the end. Meaningful for a campaign whose every
+    /// freed slot is reused at once: all contacts due, answered, no retries.
+    pub(crate) fn slot_latencies(&self) -> Vec<f64> {
         let mut edges: Vec<(f64, i32)> = Vec::new();
         for c in &self.calls {
             edges.push((c.invite_at, 1));
@@ -299,25 +299,34 @@ impl PeerRecord {
                 edges.push((f, -1));
             }
         }
-        edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let mut live = 0usize;
-        let mut freed: VecDeque<f64> = VecDeque::new();
-        let mut out = Vec::new();
-        for (t, d) in edges {
-            if d > 0 {
-                live += 1;
-                if let Some(f) = freed.pop_front() {
-                    out.push(t - f);
-                }
-            } else {
-                if live >= max {
-                    freed.push_back(t);
-                }
-                live = live.saturating_sub(1);
-            }
-        }
-        out
+        pair_freed_slots(edges)
     }
+}
+
+/// Pairs each freed slot (-1) with the next start (+1) after it, first freed first: the
+/// waits, in the edges' unit.
+fn pair_freed_slots<T>(mut edges: Vec<(T, i32)>) -> Vec<T>
+where
+    T: Copy + PartialOrd + std::ops::Sub<Output = T>,
+{
+    // At equal times a slot is freed before it is reused.
+    edges.sort_by(|a, b| {
+        a.0.partial_cmp(&b.0)
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(a.1.cmp(&b.1))
+    });
+    let mut freed: VecDeque<T> = VecDeque::new();
+    let mut out = Vec::new();
+    for (t, d) in edges {
+        if d > 0 {
+            if let Some(f) = freed.pop_front() {
+                out.push(t - f);
+            }
+        } else {
+            freed.push_back(t);
+        }
+    }
+    out
 }
 
 /// The `CurrentCall` column of sipp's statistics CSV.
@@ -447,17 +456,17 @@ impl Serve {
             .expect("wait for serve");
     }
 
-    /// Timeline slot-to-call latencies (seconds): while `max` calls are live (by our own
-    /// events), each final event queues a freed slot and the next `call.created` takes it.
-    pub(crate) fn slot_latencies(&self, max: usize) -> Vec<f64> {
+    /// Timeline slot-to-call latencies (seconds): each final event frees a slot that the
+    /// next `call.created` takes, first freed first (see [`PeerRecord::slot_latencies`]).
+    pub(crate) fn slot_latencies(&self) -> Vec<f64> {
         let events = self.calls.lock().expect("not poisoned").clone();
-        timeline_slot_latencies(&events, max)
+        timeline_slot_latencies(&events)
     }
 }
 
 /// See [`Serve::slot_latencies`]; `events` may come from several processes.
-pub(crate) fn timeline_slot_latencies(events: &[Value], max: usize) -> Vec<f64> {
-    let mut edges: Vec<(i64, i32)> = events
+pub(crate) fn timeline_slot_latencies(events: &[Value]) -> Vec<f64> {
+    let edges: Vec<(i64, i32)> = events
         .iter()
         .filter_map(|e| {
             let at = e["at_unix_us"].as_i64()?;
@@ -468,24 +477,10 @@ pub(crate) fn timeline_slot_latencies(events: &[Value], max: usize) -> Vec<f64> 
             }
         })
         .collect();
-    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut live = 0usize;
-    let mut freed: VecDeque<i64> = VecDeque::new();
-    let mut out = Vec::new();
-    for (t, d) in edges {
-        if d > 0 {
-            live += 1;
-            if let Some(f) = freed.pop_front() {
-                out.push((t - f) as f64 / 1e6);
-            }
-        } else {
-            if live >= max {
-                freed.push_back(t);
-            }
-            live = live.saturating_sub(1);
-        }
-    }
-    out
+    pair_freed_slots(edges)
+        .into_iter()
+        .map(|us| us as f64 / 1e6)
+        .collect()
 }
 
 /// The settings of a test campaign: calling windows open all week (the test must not depend
