@@ -597,14 +597,18 @@ impl Worker {
 
     /// One stored event from the bus.
     async fn handle_event(&mut self, ev: StoredEvent) {
+        // A campaign's own events (`campaign.*`, `contact.*`) belong to no call.
+        let Some(call_id) = ev.call_id.clone() else {
+            return;
+        };
         if ev.kind == "script.opt_out" {
-            self.opt_out(&ev).await;
+            self.opt_out(&ev, &call_id).await;
             return;
         }
         if ev.kind != "call.completed" && ev.kind != "call.failed" {
             return;
         }
-        if ev.campaign_id.is_none() && !self.live.contains_key(&ev.call_id) {
+        if ev.campaign_id.is_none() && !self.live.contains_key(&call_id) {
             return;
         }
         let outcome = ev
@@ -630,8 +634,7 @@ impl Worker {
         } else {
             outcome
         };
-        self.settle_attempt(&ev.call_id, outcome, ev.at_unix_us)
-            .await;
+        self.settle_attempt(&call_id, outcome, ev.at_unix_us).await;
     }
 
     /// Ends the open attempt of call `call_id` with `outcome` and frees its slot. The loop
@@ -759,17 +762,17 @@ impl Worker {
     }
 
     /// `script.opt_out`: the callee goes on the tenant's do-not-call list at once.
-    async fn opt_out(&mut self, ev: &StoredEvent) {
-        let phone = match self.store.attempt_by_call(&ev.call_id).await {
+    async fn opt_out(&mut self, ev: &StoredEvent, call_id: &str) {
+        let phone = match self.store.attempt_by_call(call_id).await {
             Ok(Some((contact, _))) => Some(contact.phone),
-            _ => match self.store.get_call_any_tenant(&ev.call_id).await {
+            _ => match self.store.get_call_any_tenant(call_id).await {
                 // A call outside campaigns: its number is the To user when it is E.164.
                 Ok(call) => user_of(&call.to_uri).filter(|u| u.starts_with('+')),
                 Err(_) => None,
             },
         };
         let Some(phone) = phone else {
-            tracing::warn!(call = %ev.call_id, "opt-out of a call whose number is unknown");
+            tracing::warn!(call = %call_id, "opt-out of a call whose number is unknown");
             return;
         };
         let reason = ev
@@ -777,7 +780,7 @@ impl Worker {
             .get("reason")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .or_else(|| Some(format!("opted out on call {}", ev.call_id)));
+            .or_else(|| Some(format!("opted out on call {}", call_id)));
         if let Err(e) = self
             .store
             .suppress(
@@ -788,7 +791,7 @@ impl Worker {
             )
             .await
         {
-            tracing::error!(call = %ev.call_id, error = %e, "opt-out not stored");
+            tracing::error!(call = %call_id, error = %e, "opt-out not stored");
         }
     }
 
