@@ -105,6 +105,7 @@ pub fn spawn_worker(
             next_settle: now,
             next_renew: now,
             wait_until: None,
+            pending: std::sync::Mutex::new(Vec::new()),
         };
         worker.run(events, wake).await;
     })
@@ -121,13 +122,17 @@ struct Running {
     /// No contact was due at the last claim: skip it until the next refresh or a call of it
     /// ends.
     idle: bool,
+    /// A claim found no calls/s token (another node took it): not ready until then.
+    ready_at: Option<Instant>,
 }
 
 /// A call this node placed for a campaign, until its final event.
 #[derive(Debug, Clone)]
 struct LiveCall {
     campaign_id: String,
-    contact_id: String,
+    /// The contact as claimed, and its attempt number.
+    contact: Contact,
+    attempt: u32,
     trunk_id: Option<String>,
 }
 
@@ -146,6 +151,8 @@ struct Worker {
     next_renew: Instant,
     /// The pacer's or a claim's next calls/s token.
     wait_until: Option<Instant>,
+    /// Campaign and contact events to store after this turn's calls started.
+    pending: std::sync::Mutex<Vec<(String, String, String, Value)>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -186,6 +193,7 @@ impl Worker {
                 self.next_renew = clock::now() + self.config.lease / 3;
             }
             self.dispatch().await;
+            self.flush_events().await;
             let mut deadline = self.next_refresh.min(self.next_settle).min(self.next_renew);
             if let Some(w) = self.wait_until {
                 deadline = deadline.min(w);
@@ -220,6 +228,25 @@ impl Worker {
         if self.engine.is_draining() {
             return;
         }
+        let now = clock::now();
+        let mut next_ready: Option<Instant> = None;
+        for (id, r) in &mut self.campaigns {
+            match r.ready_at {
+                Some(at) if at <= now => {
+                    r.ready_at = None;
+                    self.pacer.set_ready(id, true);
+                }
+                Some(at) => next_ready = Some(next_ready.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        self.dispatch_ready().await;
+        if let Some(at) = next_ready {
+            self.wait_until = Some(self.wait_until.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    async fn dispatch_ready(&mut self) {
         for _ in 0..DIALS_PER_TURN {
             let now = clock::now();
             match self.pacer.next(now) {
@@ -295,10 +322,13 @@ impl Worker {
         let Some((contact, n)) = claim.claimed.into_iter().next() else {
             self.pacer.release(campaign_id);
             if let Some(at) = claim.cps_next_at_us {
-                // Another node took the token: come back when the next one is due.
+                // Another node took the token: this campaign waits for the next one.
                 let wait = Duration::from_micros(at.saturating_sub(now_us).max(0) as u64);
                 let at = clock::now() + wait;
-                self.wait_until = Some(self.wait_until.map_or(at, |w| w.min(at)));
+                self.pacer.set_ready(campaign_id, false);
+                if let Some(r) = self.campaigns.get_mut(campaign_id) {
+                    r.ready_at = Some(at);
+                }
             } else if claim.suppressed.is_empty() && claim.capped.is_empty() {
                 self.set_idle(campaign_id);
             }
@@ -493,13 +523,6 @@ impl Worker {
                 return false;
             }
         };
-        if let Err(e) = self
-            .store
-            .set_attempt_call(&contact.id, n, &call.id, Some(&trunk.id))
-            .await
-        {
-            tracing::warn!(contact = %contact.id, call = %call.id, error = %e, "attempt not linked to its call");
-        }
         let record = campaign.settings.record.then(|| {
             self.config
                 .data_dir
@@ -535,13 +558,25 @@ impl Worker {
             call.id.clone(),
             LiveCall {
                 campaign_id: campaign.id.clone(),
-                contact_id: contact.id.clone(),
+                contact: contact.clone(),
+                attempt: n,
                 trunk_id: Some(trunk.id.clone()),
             },
         );
         self.pacer
             .started(campaign_id, Some(&trunk.id), clock::now());
-        match self.engine.originate(originate).await {
+        let originated = self.engine.originate(originate).await;
+        // Linked after the INVITE is out, off the slot-to-INVITE path: this node settles its
+        // own calls from `live`, and a crash before this line leaves an attempt without a
+        // call, which the settle pass gives back and the next claim replays by its key.
+        if let Err(e) = self
+            .store
+            .set_attempt_call(&contact.id, n, &call.id, Some(&trunk.id))
+            .await
+        {
+            tracing::warn!(contact = %contact.id, call = %call.id, error = %e, "attempt not linked to its call");
+        }
+        match originated {
             Ok(engine_id) => {
                 self.bus.register_live(&call.id, engine_id);
                 true
@@ -597,12 +632,12 @@ impl Worker {
 
     /// One stored event from the bus.
     async fn handle_event(&mut self, ev: StoredEvent) {
-        // A campaign's own events (`campaign.*`, `contact.*`) belong to no call.
+        // Campaign events have no call.
         let Some(call_id) = ev.call_id.clone() else {
             return;
         };
         if ev.kind == "script.opt_out" {
-            self.opt_out(&ev, &call_id).await;
+            self.opt_out(&call_id, &ev).await;
             return;
         }
         if ev.kind != "call.completed" && ev.kind != "call.failed" {
@@ -640,22 +675,27 @@ impl Worker {
     /// Ends the open attempt of call `call_id` with `outcome` and frees its slot. The loop
     /// dispatches right after handling events: the next call starts at once, not at a tick.
     async fn settle_attempt(&mut self, call_id: &str, outcome: String, at_us: i64) {
-        if let Some(live) = self.live.remove(call_id) {
+        let local = self.live.remove(call_id).map(|live| {
             self.pacer
                 .ended(&live.campaign_id, live.trunk_id.as_deref());
             if let Some(r) = self.campaigns.get_mut(&live.campaign_id) {
                 r.idle = false;
                 self.pacer.set_ready(&live.campaign_id, true);
             }
-            let _ = live.contact_id;
-        }
-        let (contact, attempt) = match self.store.attempt_by_call(call_id).await {
-            Ok(Some(found)) => found,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(call = call_id, error = %e, "attempt of an ended call not read; the settle pass retries");
-                return;
-            }
+            (live.contact, live.attempt)
+        });
+        // A call of this node: its attempt is known (no read on the way to the next call);
+        // end_attempt still changes nothing unless it is the contact's open attempt.
+        let (contact, attempt) = match local {
+            Some(found) => found,
+            None => match self.store.attempt_by_call(call_id).await {
+                Ok(Some((contact, attempt))) => (contact, attempt.attempt),
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(call = call_id, error = %e, "attempt of an ended call not read; the settle pass retries");
+                    return;
+                }
+            },
         };
         let campaign = match self.campaigns.get(&contact.campaign_id) {
             Some(r) => r.campaign.clone(),
@@ -671,17 +711,22 @@ impl Worker {
                 }
             },
         };
-        let history: Vec<String> = match self
-            .store
-            .get_contact(&contact.campaign_id, &contact.id)
-            .await
-        {
-            Ok((_, attempts)) => attempts
-                .into_iter()
-                .filter(|a| a.attempt < attempt.attempt)
-                .filter_map(|a| a.outcome)
-                .collect(),
-            Err(_) => Vec::new(),
+        let history: Vec<String> = if outcome == "answered" || outcome == "interrupted" {
+            // Neither needs the earlier outcomes.
+            Vec::new()
+        } else {
+            match self
+                .store
+                .get_contact(&contact.campaign_id, &contact.id)
+                .await
+            {
+                Ok((_, attempts)) => attempts
+                    .into_iter()
+                    .filter(|a| a.attempt < attempt)
+                    .filter_map(|a| a.outcome)
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
         };
         let history: Vec<&str> = history.iter().map(String::as_str).collect();
         let trunk_count = u32::try_from(campaign.settings.trunk_ids.len()).unwrap_or(u32::MAX);
@@ -689,7 +734,7 @@ impl Worker {
             // The node running it stopped before an answer: due again at once.
             AttemptEnd {
                 contact_id: contact.id.clone(),
-                attempt: attempt.attempt,
+                attempt,
                 outcome: outcome.clone(),
                 rule: "interrupted: the node placing the call stopped before an answer; requeued at once".to_owned(),
                 status: ContactStatus::Queued,
@@ -711,7 +756,7 @@ impl Worker {
             );
             let mut end = AttemptEnd {
                 contact_id: contact.id.clone(),
-                attempt: attempt.attempt,
+                attempt,
                 outcome: outcome.clone(),
                 reason_code: reason_code_of(d.status, &outcome),
                 rule: d.rule,
@@ -762,13 +807,17 @@ impl Worker {
     }
 
     /// `script.opt_out`: the callee goes on the tenant's do-not-call list at once.
-    async fn opt_out(&mut self, ev: &StoredEvent, call_id: &str) {
-        let phone = match self.store.attempt_by_call(call_id).await {
-            Ok(Some((contact, _))) => Some(contact.phone),
-            _ => match self.store.get_call_any_tenant(call_id).await {
-                // A call outside campaigns: its number is the To user when it is E.164.
-                Ok(call) => user_of(&call.to_uri).filter(|u| u.starts_with('+')),
-                Err(_) => None,
+    async fn opt_out(&mut self, call_id: &str, ev: &StoredEvent) {
+        let local = self.live.get(call_id).map(|l| l.contact.phone.clone());
+        let phone = match local {
+            Some(phone) => Some(phone),
+            None => match self.store.attempt_by_call(call_id).await {
+                Ok(Some((contact, _))) => Some(contact.phone),
+                _ => match self.store.get_call_any_tenant(call_id).await {
+                    // A call outside campaigns: its number is the To user when it is E.164.
+                    Ok(call) => user_of(&call.to_uri).filter(|u| u.starts_with('+')),
+                    Err(_) => None,
+                },
             },
         };
         let Some(phone) = phone else {
@@ -907,6 +956,7 @@ impl Worker {
                     trunks,
                     tenant,
                     idle: false,
+                    ready_at: None,
                 },
             );
         }
@@ -1083,7 +1133,7 @@ impl Worker {
         if self.live.is_empty() {
             return;
         }
-        let ids: Vec<String> = self.live.values().map(|l| l.contact_id.clone()).collect();
+        let ids: Vec<String> = self.live.values().map(|l| l.contact.id.clone()).collect();
         let until = clock::unix_us() + self.config.lease.as_micros() as i64;
         if let Err(e) = self
             .store
@@ -1094,24 +1144,80 @@ impl Worker {
         }
     }
 
-    /// A `contact.*` event.
-    // h-events: this is the one call site to switch to the events helper's campaign-event
-    // method on `Bus` once it lands (SSE and webhooks, with progress counts).
-    async fn contact_event(&self, kind: &str, contact: &Contact, details: Value) {
-        tracing::info!(
+    /// Queues a `contact.*` event; [`Worker::flush_events`] stores it (after the calls this
+    /// turn starts: events never delay an INVITE).
+    async fn contact_event(&self, kind: &str, contact: &Contact, mut details: Value) {
+        details["contact_id"] = json!(contact.id);
+        details["phone"] = json!(contact.phone);
+        details["status"] = json!(contact.status.as_str());
+        details["attempts"] = json!(contact.attempts);
+        self.queue_event(&contact.tenant_id, &contact.campaign_id, kind, details);
+    }
+
+    /// Queues a `campaign.*` event (see [`Worker::contact_event`]).
+    async fn campaign_event(&self, kind: &str, campaign: &Campaign) {
+        self.queue_event(
+            &campaign.tenant_id,
+            &campaign.id,
             kind,
-            campaign = %contact.campaign_id,
-            contact = %contact.id,
-            details = %details,
-            "campaign contact event"
+            json!({"status": campaign.status.as_str()}),
         );
     }
 
-    /// A `campaign.*` event (see [`Worker::contact_event`]).
-    async fn campaign_event(&self, kind: &str, campaign: &Campaign) {
-        tracing::info!(kind, campaign = %campaign.id, "campaign event");
+    fn queue_event(&self, tenant: &str, campaign: &str, kind: &str, details: Value) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pending.len() >= MAX_PENDING_EVENTS {
+            tracing::warn!(kind, campaign, "campaign event dropped: too many queued");
+            return;
+        }
+        pending.push((
+            tenant.to_owned(),
+            campaign.to_owned(),
+            kind.to_owned(),
+            details,
+        ));
+    }
+
+    /// Stores the queued campaign and contact events through the bus (SSE and webhooks), each
+    /// with its campaign's progress counts (read once per campaign per flush).
+    async fn flush_events(&self) {
+        let events = std::mem::take(
+            &mut *self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if events.is_empty() {
+            return;
+        }
+        let now_us = clock::unix_us();
+        let mut progress: HashMap<String, Value> = HashMap::new();
+        for (tenant, campaign, kind, mut details) in events {
+            if !progress.contains_key(&campaign) {
+                let counts = match self.store.campaign_counts(&campaign, now_us).await {
+                    Ok(c) => json!(c.by_status),
+                    Err(_) => Value::Null,
+                };
+                progress.insert(campaign.clone(), counts);
+            }
+            details["progress"] = progress.get(&campaign).cloned().unwrap_or(Value::Null);
+            if let Err(e) = self
+                .bus
+                .append_campaign_event(&tenant, &campaign, &kind, details)
+                .await
+            {
+                tracing::warn!(kind, campaign, error = %e, "campaign event not stored");
+            }
+        }
     }
 }
+
+/// Campaign events waiting for [`Worker::flush_events`] at most (a sweep of a large list
+/// defers many contacts at once; more are logged and dropped, their state is in the store).
+const MAX_PENDING_EVENTS: usize = 10_000;
 
 /// Where a contact's call goes.
 #[derive(Debug)]
