@@ -668,6 +668,36 @@ async fn status_changes_follow_the_lifecycle_and_say_where_a_campaign_is() {
             "{db}"
         );
 
+        // Each change was stored and published as a campaign event with the progress.
+        let filter = callplane::store::EventFilter {
+            campaign_id: Some(id.clone()),
+            kinds: vec!["campaign.*".to_owned()],
+            ..Default::default()
+        };
+        let events = h
+            .api
+            .state
+            .store
+            .events_after(&h.api.a.tenant_id, 0, &filter, 100)
+            .await
+            .expect("events");
+        let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "campaign.started",
+                "campaign.paused",
+                "campaign.resumed",
+                "campaign.cancelled"
+            ],
+            "{db}"
+        );
+        assert_eq!(events[3].details["status"], "cancelled", "{db}");
+        assert_eq!(
+            events[0].details["progress"]["contacts"]["queued"], 0,
+            "{db}: {:?}",
+            events[0]
+        );
         // A start_at in the future schedules it.
         let later = campaign(
             &h,

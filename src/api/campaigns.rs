@@ -873,16 +873,24 @@ async fn changed(s: &AppState, campaign: Campaign, kind: &str) -> Result<Campaig
     Ok(CampaignView::new(campaign, Some(progress)))
 }
 
-/// CAMPAIGN EVENTS: the one call site of `campaign.started|paused|resumed|completed|cancelled`
-/// from the API. The events helper's `Bus` method stores and publishes them; until it lands
-/// this logs the change (the status itself is already stored).
+/// Stores and publishes `campaign.<kind>` (`started`, `scheduled`, `paused`, `resumed`,
+/// `cancelled`) with the campaign's status and progress counts: on the SSE stream and to
+/// webhooks. The status change is already stored; an event that cannot be stored is logged,
+/// and the request still succeeds.
 async fn emit_campaign_event(s: &AppState, campaign: &Campaign, kind: &str, progress: &Progress) {
     let details = json!({
         "status": campaign.status.as_str(),
+        "name": campaign.settings.name,
         "progress": progress,
     });
-    let _ = s;
-    tracing::info!(campaign_id = %campaign.id, tenant_id = %campaign.tenant_id, event = %format!("campaign.{kind}"), %details, "campaign status changed");
+    let kind = format!("campaign.{kind}");
+    if let Err(e) = s
+        .bus
+        .append_campaign_event(&campaign.tenant_id, &campaign.id, &kind, details)
+        .await
+    {
+        tracing::error!(campaign_id = %campaign.id, event = %kind, error = %e, "could not store a campaign event");
+    }
 }
 
 /// Starts a draft campaign: `running`, or `scheduled` when its `start_at` is in the future.
