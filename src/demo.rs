@@ -264,8 +264,12 @@ pub struct DemoSummary {
     pub by_outcome: BTreeMap<String, i64>,
     /// Answers by `satisfaction` digit (contacts).
     pub answers: BTreeMap<String, i64>,
-    /// Contacts whose answer was 9 (now on the do-not-call list).
+    /// Contacts whose answer was 9.
     pub opted_out: i64,
+    /// Answered contacts who pressed nothing.
+    pub no_answer_given: i64,
+    /// Numbers on the tenant's do-not-call list at the end (`GET /v1/suppressions`).
+    pub suppressed_numbers: i64,
     /// Recordings made.
     pub recordings: i64,
     /// Where they are on disk.
@@ -343,7 +347,7 @@ pub async fn run(config: DemoConfig, json_summary: bool) -> anyhow::Result<DemoS
         rate_limit_per_s: 0,
         rate_limit_burst: 0,
         event_queue: 65_536,
-        campaign_max_calls: 100,
+        campaign_max_calls: 1000,
         campaign_lease: Duration::from_secs(30),
     };
     let control = ServeControl {
@@ -399,6 +403,8 @@ pub async fn run(config: DemoConfig, json_summary: bool) -> anyhow::Result<DemoS
             by_outcome: BTreeMap::new(),
             answers: BTreeMap::new(),
             opted_out: 0,
+            no_answer_given: 0,
+            suppressed_numbers: 0,
             recordings: 0,
             recordings_dir: String::new(),
             data_dir: String::new(),
@@ -471,6 +477,8 @@ async fn drive(
                     "max_concurrent": config.max_concurrent,
                     "max_cps": config.max_cps,
                     "ring_timeout_s": 3,
+                    // Where the script's `record` step writes: one WAV per answered call.
+                    "record": true,
                     // The demo runs whatever the hour where the callees are.
                     "windows": all_day,
                     "retry": {
@@ -563,6 +571,11 @@ async fn drive(
         }
     }
 
+    let suppressions = ok(
+        "reading the do-not-call list",
+        client.get("/v1/suppressions?limit=1000").await?,
+    )?;
+    let suppressed_numbers = suppressions["items"].as_array().map_or(0, Vec::len) as i64;
     let progress = &last["progress"];
     let counts = |v: &Value| -> BTreeMap<String, i64> {
         v.as_object()
@@ -576,12 +589,12 @@ async fn drive(
     let by_status = counts(&progress["contacts"]);
     let mut answers: BTreeMap<String, i64> = BTreeMap::new();
     let mut recordings = 0;
+    let mut no_answer_given = 0;
     for row in &rows {
-        if let Some(a) = row["answers"]["satisfaction"]
-            .as_str()
-            .filter(|a| !a.is_empty())
-        {
-            *answers.entry(a.to_owned()).or_default() += 1;
+        match row["answers"]["satisfaction"].as_str() {
+            Some(a) if !a.is_empty() => *answers.entry(a.to_owned()).or_default() += 1,
+            _ if row["outcome"] == "answered" => no_answer_given += 1,
+            _ => {}
         }
         recordings += row["recording_ids"].as_array().map_or(0, Vec::len) as i64;
     }
@@ -599,6 +612,8 @@ async fn drive(
         by_status,
         by_outcome: counts(&progress["outcomes"]),
         opted_out: answers.get("9").copied().unwrap_or(0),
+        no_answer_given,
+        suppressed_numbers,
         answers,
         recordings,
         recordings_dir: String::new(),
@@ -783,10 +798,11 @@ fn print_summary(s: &DemoSummary) {
     for (digit, n) in s.answers.iter().filter(|(k, _)| k.as_str() != "9") {
         let _ = writeln!(text, "  {digit}: {:<3} {}", n, "*".repeat(*n as usize));
     }
+    let _ = writeln!(text, "  answered, pressed nothing: {}", s.no_answer_given);
     let _ = writeln!(
         text,
-        "  opted out (pressed 9, now on the do-not-call list): {}",
-        s.opted_out
+        "  opted out (pressed 9): {}; the do-not-call list now has {} numbers",
+        s.opted_out, s.suppressed_numbers
     );
     let _ = writeln!(
         text,

@@ -146,6 +146,18 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_contact_is_dialed_once_and_the_next_call_follows_the_end_at_once() {
+    dial_every_contact_once("SQLite", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_contact_is_dialed_once_on_postgres_too() {
+    let Some(url) = common::db::pg_url_for_tests() else {
+        return;
+    };
+    dial_every_contact_once("PostgreSQL", Some(&url)).await;
+}
+
+async fn dial_every_contact_once(db: &str, database_url: Option<&str>) {
     if !sipp_available() {
         return;
     }
@@ -171,7 +183,11 @@ async fn every_contact_is_dialed_once_and_the_next_call_follows_the_end_at_once(
         .to_vec()
     })
     .await;
-    let node = start_serve(dir.path(), &["--campaign-max-calls", "5"]).await;
+    let mut extra = vec!["--campaign-max-calls", "5"];
+    if let Some(url) = database_url {
+        extra.extend(["--database-url", url]);
+    }
+    let node = start_serve(dir.path(), &extra).await;
     const N: usize = 30;
     let (id, phones) = campaign(&node.api, port, N, json!({})).await;
     let done = wait_completed(&node.api, &id, Duration::from_secs(90)).await;
@@ -230,7 +246,7 @@ async fn every_contact_is_dialed_once_and_the_next_call_follows_the_end_at_once(
     gaps.sort_unstable();
     let (p50, p99) = (percentile(&gaps, 0.5), percentile(&gaps, 0.99));
     eprintln!(
-        "slot-to-INVITE over {} gaps (final event -> next call.created, SQLite): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "slot-to-INVITE over {} gaps (final event -> next call.created, {db}): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         gaps.len(),
         p50 as f64 / 1000.0,
         p99 as f64 / 1000.0,

@@ -122,6 +122,8 @@ struct Running {
     /// No contact was due at the last claim: skip it until the next refresh or a call of it
     /// ends.
     idle: bool,
+    /// A claim found no calls/s token (another node took it): not ready until then.
+    ready_at: Option<Instant>,
 }
 
 /// A call this node placed for a campaign, until its final event.
@@ -226,6 +228,25 @@ impl Worker {
         if self.engine.is_draining() {
             return;
         }
+        let now = clock::now();
+        let mut next_ready: Option<Instant> = None;
+        for (id, r) in &mut self.campaigns {
+            match r.ready_at {
+                Some(at) if at <= now => {
+                    r.ready_at = None;
+                    self.pacer.set_ready(id, true);
+                }
+                Some(at) => next_ready = Some(next_ready.map_or(at, |n| n.min(at))),
+                None => {}
+            }
+        }
+        self.dispatch_ready().await;
+        if let Some(at) = next_ready {
+            self.wait_until = Some(self.wait_until.map_or(at, |w| w.min(at)));
+        }
+    }
+
+    async fn dispatch_ready(&mut self) {
         for _ in 0..DIALS_PER_TURN {
             let now = clock::now();
             match self.pacer.next(now) {
@@ -301,10 +322,13 @@ impl Worker {
         let Some((contact, n)) = claim.claimed.into_iter().next() else {
             self.pacer.release(campaign_id);
             if let Some(at) = claim.cps_next_at_us {
-                // Another node took the token: come back when the next one is due.
+                // Another node took the token: this campaign waits for the next one.
                 let wait = Duration::from_micros(at.saturating_sub(now_us).max(0) as u64);
                 let at = clock::now() + wait;
-                self.wait_until = Some(self.wait_until.map_or(at, |w| w.min(at)));
+                self.pacer.set_ready(campaign_id, false);
+                if let Some(r) = self.campaigns.get_mut(campaign_id) {
+                    r.ready_at = Some(at);
+                }
             } else if claim.suppressed.is_empty() && claim.capped.is_empty() {
                 self.set_idle(campaign_id);
             }
@@ -932,6 +956,7 @@ impl Worker {
                     trunks,
                     tenant,
                     idle: false,
+                    ready_at: None,
                 },
             );
         }

@@ -4,7 +4,8 @@
 //!
 //! Crash safety rests on three rules:
 //! - A contact is claimed in one transaction that checks the campaign's and the tenant's limits
-//!   against the database (live = contacts `dialing` under an unexpired lease, all nodes), takes
+//!   against the database (live = contacts `dialing`, all nodes, an expired lease included
+//!   until the worker settles it: its call may still be up), takes
 //!   the due contacts (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer), leases
 //!   them to the node and opens attempt `n` (`attempts + 1`) for each.
 //! - The attempt's call is created with the idempotency key [`attempt_key`], so a replay after a
