@@ -2,7 +2,7 @@
 //!
 //! Every limit a claim enforces is checked against the database inside the claim's own
 //! transaction, so that any number of nodes claiming at once never exceed one:
-//! - the claim locks the tenant row, then the campaign row (PostgreSQL `FOR NO KEY UPDATE`:
+//! - the claim locks the campaign row, then the tenant row (PostgreSQL `FOR NO KEY UPDATE`:
 //!   it serialises claims of one tenant without blocking the foreign-key checks of inserts;
 //!   SQLite has one writer, `BEGIN IMMEDIATE`). Claims of one tenant are therefore serial,
 //!   which makes the tenant's live count and the per-number cap exact across nodes, not only
@@ -154,39 +154,40 @@ pub(super) async fn claim_contacts(s: &SqlStore, req: &ClaimRequest) -> Result<C
     let lock = row_lock(s);
     let now = req.now_us;
     let mut tx = s.begin().await?;
-    let Some(campaign) = sqlx::query("SELECT tenant_id FROM campaign WHERE id = $1")
-        .bind(&req.campaign_id)
-        .fetch_optional(&mut *tx)
-        .await?
+    // Campaign, then tenant: every claimer locks in this order (no deadlock). The tenant's
+    // lock serialises the claims of all its campaigns (its live count, calls/s and the
+    // per-number cap hold across nodes).
+    let Some(campaign) = sqlx::query(&format!(
+        "SELECT tenant_id, status, max_concurrent, max_cps_milli, cps_tat_us FROM campaign \
+         WHERE id = $1{lock}"
+    ))
+    .bind(&req.campaign_id)
+    .fetch_optional(&mut *tx)
+    .await?
     else {
         return Err(StoreError::NotFound);
     };
     let tenant_id = text(&campaign, "tenant_id")?;
-    // Tenant first, then campaign: every claimer locks in this order (no deadlock).
-    sqlx::query(&format!("SELECT id FROM tenant WHERE id = $1{lock}"))
-        .bind(&tenant_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let campaign = sqlx::query(&format!(
-        "SELECT status, max_concurrent, max_cps_milli, cps_tat_us FROM campaign \
-         WHERE id = $1{lock}"
-    ))
-    .bind(&req.campaign_id)
-    .fetch_one(&mut *tx)
-    .await?;
     if text(&campaign, "status")? != "running" {
         return Ok(Claim::default());
     }
     let campaign_max = int(&campaign, "max_concurrent")?;
     let campaign_interval = interval_us(int(&campaign, "max_cps_milli")?);
     let campaign_tat = int(&campaign, "cps_tat_us")?;
-    let limits = sqlx::query(&format!(
-        "SELECT max_concurrent, max_cps_milli, cps_tat_us FROM tenant_limits \
-         WHERE tenant_id = $1{lock}"
+    let tenant_lock = match s.backend {
+        Backend::Postgres => " FOR NO KEY UPDATE OF t",
+        Backend::Sqlite => "",
+    };
+    let tenant = sqlx::query(&format!(
+        "SELECT t.id AS id, l.tenant_id AS limits, l.max_concurrent AS max_concurrent, \
+         l.max_cps_milli AS max_cps_milli, l.cps_tat_us AS cps_tat_us \
+         FROM tenant t LEFT JOIN tenant_limits l ON l.tenant_id = t.id \
+         WHERE t.id = $1{tenant_lock}"
     ))
     .bind(&tenant_id)
-    .fetch_optional(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
+    let limits = opt_text(&tenant, "limits")?.map(|_| tenant);
     let (tenant_interval, tenant_tat) = match &limits {
         Some(row) => match opt_int(row, "max_cps_milli")? {
             Some(milli) => (Some(interval_us(milli)), int(row, "cps_tat_us")?),
