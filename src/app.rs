@@ -55,6 +55,10 @@ pub struct ServeConfig {
     /// Capacity of the engine-to-store event queue (`--event-queue`; new calls are refused
     /// from half of it).
     pub event_queue: usize,
+    /// Live campaign calls on this node at most (`--campaign-max-calls`).
+    pub campaign_max_calls: u32,
+    /// A contact lease (`--campaign-lease-s`).
+    pub campaign_lease: Duration,
 }
 
 /// A line `serve` prints on stdout (JSON).
@@ -298,9 +302,45 @@ async fn last_known<'r>(
 #[cfg(test)]
 mod orphan_tests;
 
+/// How a caller other than the command line drives [`serve_with`] (`callplane demo`).
+#[derive(Debug, Default)]
+pub struct ServeControl {
+    /// Stop (drain, then return) when notified, as SIGINT/SIGTERM do (they still do).
+    pub stop: Option<Arc<tokio::sync::Notify>>,
+    /// Told where SIP and the API listen, once they do.
+    pub ready: Option<tokio::sync::oneshot::Sender<Listening>>,
+    /// Print nothing on stdout (no `serve.*` lines, no call events).
+    pub quiet: bool,
+}
+
+/// Where a running `serve` listens ([`ServeControl::ready`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Listening {
+    /// SIP over UDP.
+    pub sip: SocketAddr,
+    /// The REST API.
+    pub api: SocketAddr,
+}
+
 /// Runs `serve` until SIGINT/SIGTERM, then drains for `drain`.
-pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u8> {
+pub async fn serve(config: ServeConfig, drain: Duration) -> anyhow::Result<u8> {
+    serve_with(config, drain, ServeControl::default()).await
+}
+
+/// [`serve`], also stopped by `control.stop`, telling `control.ready` where it listens, and
+/// silent on stdout with `control.quiet`.
+pub async fn serve_with(
+    mut config: ServeConfig,
+    drain: Duration,
+    mut control: ServeControl,
+) -> anyhow::Result<u8> {
     use tokio::signal::unix::{SignalKind, signal};
+    let quiet = control.quiet;
+    let say = |value: serde_json::Value| {
+        if !quiet {
+            say(value);
+        }
+    };
 
     // API calls record into the data directory (when asked to); inbound calls only with
     // --recordings. Both directories are repaired before anything can write into them.
@@ -378,8 +418,25 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
                 webhook_egress: config.outbox.egress.clone(),
             },
         );
+        let campaign_wake = state.campaign_wake.clone();
         let (api_addr, api_task) =
             crate::net::http::serve(config.api, crate::api::router(state)).await?;
+        // After the API listens (and after the orphans above were closed, so that their
+        // attempts settle from their final rows).
+        let mut worker_config = crate::campaign::worker::WorkerConfig::new(
+            node_id.clone(),
+            config.data_dir.clone(),
+            config.campaign_max_calls,
+        );
+        worker_config.lease = config.campaign_lease;
+        worker_config.settle = worker_config.settle.min(config.campaign_lease);
+        let worker = crate::campaign::worker::spawn_worker(
+            worker_config,
+            store.clone(),
+            engine.handle.clone(),
+            bus.clone(),
+            campaign_wake,
+        );
         let handle = engine.handle.clone();
         say(json!({
             "kind": "serve.listening",
@@ -393,22 +450,31 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
             "data_dir": config.data_dir.display().to_string(),
         }));
         tracing::info!(sip = %handle.sip_local_addr(), api = %api_addr, "serving");
+        if let Some(ready) = control.ready.take() {
+            let _ = ready.send(Listening {
+                sip: handle.sip_local_addr(),
+                api: api_addr,
+            });
+        }
         Running {
             engine,
             pump,
             outbox,
             api_task,
             events,
+            worker,
         }
     };
 
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    let stop = control.stop.clone().unwrap_or_default();
     loop {
         tokio::select! {
-            ev = running.events.recv() => if !print_received(ev) { return Ok(1) },
+            ev = running.events.recv() => if !print_received(ev, quiet) { return Ok(1) },
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = stop.notified() => break,
         }
     }
     tracing::info!(grace = ?drain, "draining");
@@ -418,13 +484,19 @@ pub async fn serve(mut config: ServeConfig, drain: Duration) -> anyhow::Result<u
     tokio::pin!(drained);
     loop {
         tokio::select! {
-            ev = running.events.recv() => if !print_received(ev) { break },
+            ev = running.events.recv() => if !print_received(ev, quiet) { break },
             r = &mut drained => { r?; break; }
         }
     }
     while let Ok(ev) = running.events.try_recv() {
-        print_event(&ev);
+        if !quiet {
+            print_event(&ev);
+        }
     }
+    // The worker started no call while draining (the engine refuses them) and settled those
+    // that ended; what it did not settle, the next start's (or another node's) settle pass
+    // reads from the calls' rows.
+    running.worker.abort();
     handle.shutdown().await?;
     let Running {
         engine,
@@ -485,14 +557,17 @@ struct Running {
     outbox: tokio::task::JoinHandle<()>,
     api_task: tokio::task::JoinHandle<()>,
     events: tokio::sync::broadcast::Receiver<crate::engine::CallEvent>,
+    worker: tokio::task::JoinHandle<()>,
 }
 
-/// Prints one received event; `false` when the engine is gone.
+/// Prints one received event (unless `quiet`); `false` when the engine is gone.
 fn print_received(
     ev: Result<crate::engine::CallEvent, tokio::sync::broadcast::error::RecvError>,
+    quiet: bool,
 ) -> bool {
     use tokio::sync::broadcast::error::RecvError;
     match ev {
+        Ok(ev) if quiet => drop(ev),
         Ok(ev) => print_event(&ev),
         // Printing is a convenience; the store has every event (the sink is lossless).
         Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "events not printed"),

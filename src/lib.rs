@@ -6,6 +6,7 @@
 //! - [`engine`]: the call engine: call actors, the SIP dispatcher, the timeline events.
 //! - [`campaign`]: campaigns: dial lists, calling windows, pacing, retries, the worker.
 //! - [`store`]: the control plane's database (SQLite embedded, PostgreSQL by URL): the only SQL.
+//! - [`demo`]: `callplane demo`, a survey campaign end to end on loopback.
 //! - [`clock`]: the application's clock (wall and monotonic), read nowhere else outside `net`.
 //!
 //! (Each module's own documentation is its inner `//!` comment: an outer `///` on the `mod`
@@ -15,6 +16,7 @@ pub mod api;
 pub mod app;
 pub mod campaign;
 pub mod clock;
+pub mod demo;
 pub mod engine;
 pub mod events;
 pub mod files;

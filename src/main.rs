@@ -157,6 +157,43 @@ enum Cmd {
         /// INVITE, 503 `store_backlog` in the API) until the store catches up.
         #[arg(long, default_value_t = 65536)]
         event_queue: usize,
+        /// The most campaign calls live at once on this node (0: `--max-calls`). Campaign and
+        /// tenant limits hold across nodes on top of this.
+        #[arg(long, default_value_t = 0)]
+        campaign_max_calls: u32,
+        /// Seconds a node's lease on a contact it dials lasts without renewal (renewed every
+        /// third of it): after a crash, its contacts return to the queue this long after.
+        #[arg(long, default_value_t = 30)]
+        campaign_lease_s: u64,
+    },
+    /// A survey campaign end to end on loopback, with no set-up: starts the softswitch (as
+    /// `serve`, on a new data directory) and a built-in answerer (callees who answer and press
+    /// keys, opt out, stay silent, are busy or never answer), runs a campaign through the API
+    /// with a live progress line, and prints the outcomes, the survey answers and where the
+    /// recordings are.
+    #[command(
+        after_help = "Exit codes: 0 every contact reached a final state in time, 1 otherwise."
+    )]
+    Demo {
+        /// Contacts in the campaign (1 to 1000).
+        #[arg(long, default_value_t = 50)]
+        contacts: usize,
+        /// The campaign's live calls at most.
+        #[arg(long, default_value_t = 10)]
+        max_concurrent: u32,
+        /// The campaign's new calls per second at most.
+        #[arg(long, default_value_t = 10.0)]
+        max_cps: f64,
+        /// Give up (cancel the campaign, report, exit 1) after this many seconds.
+        #[arg(long, default_value_t = 180)]
+        timeout_s: u64,
+        /// Where the database, prompts and recordings go (default: a new directory under the
+        /// system's temp directory). Kept at the end.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Also print the summary as one JSON line at the end.
+        #[arg(long)]
+        json: bool,
     },
     /// GET a URL and exit 0 on a 2xx answer, 1 otherwise (the Docker health check: the image
     /// has no curl).
@@ -215,12 +252,18 @@ fn main() -> ExitCode {
     };
     // Colours only for a person at a terminal; a log file or a pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The demo draws a progress line: only warnings interleave with it unless RUST_LOG asks.
+    let default_level = if matches!(cli.command, Cmd::Demo { .. }) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -310,6 +353,26 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             call(config, request).await
         }
         Cmd::Probe { url } => Ok(app::probe(&url).await),
+        Cmd::Demo {
+            contacts,
+            max_concurrent,
+            max_cps,
+            timeout_s,
+            data_dir,
+            json,
+        } => {
+            use std::io::IsTerminal as _;
+            let config = callplane::demo::DemoConfig {
+                contacts,
+                max_concurrent,
+                max_cps,
+                deadline: Duration::from_secs(timeout_s),
+                data_dir,
+                tty: std::io::stdout().is_terminal(),
+            };
+            let summary = callplane::demo::run(config, json).await?;
+            Ok(if summary.ok { 0 } else { 1 })
+        }
         Cmd::Admin {
             command,
             data_dir,
@@ -337,6 +400,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             max_calls,
             drain_timeout,
             event_queue,
+            campaign_max_calls,
+            campaign_lease_s,
         } => {
             if let Some(dir) = &recordings {
                 callplane::files::ensure_dir(dir)
@@ -354,6 +419,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 script: script.as_deref().map(load_script).transpose()?,
                 recordings,
                 gather_digits: gather,
+                ..InboundConfig::default()
             };
             if webhook_lease_s <= webhook_timeout_s {
                 bail!(
@@ -378,7 +444,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     callplane::engine::sink::MIN_EVENT_QUEUE
                 );
             }
+            if !(2..=3600).contains(&campaign_lease_s) {
+                bail!("--campaign-lease-s ({campaign_lease_s}) must be 2 to 3600 seconds");
+            }
+            let campaign_max_calls = match campaign_max_calls {
+                0 => u32::try_from(max_calls).unwrap_or(u32::MAX),
+                n => n,
+            };
             let serve_config = ServeConfig {
+                campaign_max_calls,
+                campaign_lease: Duration::from_secs(campaign_lease_s),
                 data_dir,
                 database_url,
                 api,

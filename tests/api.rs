@@ -118,7 +118,7 @@ async fn wait_final(rx: &mut broadcast::Receiver<StoredEvent>, call: &str) -> St
         loop {
             match rx.recv().await {
                 Ok(e)
-                    if e.call_id == call
+                    if e.call_id.as_deref() == Some(call)
                         && (e.kind == "call.completed" || e.kind == "call.failed") =>
                 {
                     return e;
@@ -1634,6 +1634,26 @@ async fn openapi_json_lists_every_route_and_swagger_ui_is_served() {
         "DELETE /v1/webhooks/{id}",
         "GET /v1/webhooks/{id}/deliveries",
         "POST /v1/webhooks/{id}/deliveries/{delivery_id}/redeliver",
+        "GET /v1/campaigns",
+        "POST /v1/campaigns",
+        "GET /v1/campaigns/csv-template",
+        "GET /v1/campaigns/{id}",
+        "PATCH /v1/campaigns/{id}",
+        "DELETE /v1/campaigns/{id}",
+        "GET /v1/campaigns/{id}/contacts",
+        "POST /v1/campaigns/{id}/contacts",
+        "GET /v1/campaigns/{id}/contacts/{contact_id}",
+        "POST /v1/campaigns/{id}/start",
+        "POST /v1/campaigns/{id}/pause",
+        "POST /v1/campaigns/{id}/resume",
+        "POST /v1/campaigns/{id}/cancel",
+        "POST /v1/campaigns/{id}/preview",
+        "GET /v1/campaigns/{id}/results",
+        "GET /v1/suppressions",
+        "POST /v1/suppressions",
+        "DELETE /v1/suppressions/{number}",
+        "GET /v1/settings/limits",
+        "PUT /v1/settings/limits",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -608,3 +608,50 @@ fn preset_variables_steer_a_branch_from_the_first_step() {
     let mut r = ScriptRunner::new_answered(&s, t0);
     finished(&mut r, &[hangup("hello")]);
 }
+
+#[test]
+fn opt_out_asks_for_the_do_not_call_list_and_goes_on() {
+    let s = script(
+        r#"{"version": 1, "steps": [
+            {"gather": {"max_digits": 1}},
+            {"branch": {"on": "digits", "cases": {"9": [
+                {"opt_out": {"reason": "pressed 9"}},
+                {"hangup": {"reason": "opted_out"}}
+            ]}}},
+            {"opt_out": {}},
+            {"hangup": {}}
+        ]}"#,
+    );
+    let t0 = Instant::now();
+    let mut r = ScriptRunner::new(&s, t0);
+    assert_eq!(drain(&mut r), []);
+    r.handle(t0 + ms(100), ScriptInput::Dtmf('9'));
+    let result = finished(
+        &mut r,
+        &[
+            Action::OptOut {
+                reason: Some("pressed 9".to_string()),
+            },
+            hangup("opted_out"),
+        ],
+    );
+    assert_eq!(
+        result.outcome,
+        Outcome::Hangup {
+            reason: "opted_out".to_string()
+        }
+    );
+    // Without a reason, and the script continues after it.
+    let mut r = ScriptRunner::new(&s, t0);
+    r.handle(t0 + ms(100), ScriptInput::Dtmf('1'));
+    finished(&mut r, &[Action::OptOut { reason: None }, hangup("normal")]);
+}
+
+#[test]
+fn opt_out_takes_only_a_reason() {
+    let e = error(r#"{"version": 1, "steps": [{"opt_out": {"number": "+1"}}]}"#);
+    assert!(e.to_string().contains("steps[0].opt_out.number"), "{e}");
+    let e = error(r#"{"version": 1, "steps": [{"opt_out": {"reason": ""}}]}"#);
+    assert!(e.to_string().contains("steps[0].opt_out.reason"), "{e}");
+    script(r#"{"version": 1, "steps": [{"opt_out": {}}]}"#);
+}

@@ -147,6 +147,8 @@ async fn trunks(s: Arc<dyn Store>) {
         username: Some("u".into()),
         password: Some("pw".into()),
         from_user: None,
+        max_concurrent: None,
+        max_cps_milli: None,
     };
     let t = s.create_trunk(&a, &input, 5).await.expect("trunk");
     assert_eq!(t.password.as_deref(), Some("pw"));
@@ -640,7 +642,8 @@ async fn events_after_filters_and_orders(s: Arc<dyn Store>) {
     assert_eq!(got.len(), 4);
     assert!(
         got.iter()
-            .all(|e| e.call_id == camp && e.campaign_id.as_deref() == Some("cmp_7"))
+            .all(|e| e.call_id.as_deref() == Some(camp.as_str())
+                && e.campaign_id.as_deref() == Some("cmp_7"))
     );
     let by_kind = EventFilter {
         kinds: vec!["call.*".into(), "sip.ringing".into()],

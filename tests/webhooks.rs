@@ -667,7 +667,7 @@ fn sample_body() -> String {
     callplane::store::derive::webhook_body(&StoredEvent {
         id: 42,
         tenant_id: "ten_8f14e45fceea167a5a36dedd".into(),
-        call_id: "call_3c59dc048e8850243be8079a".into(),
+        call_id: Some("call_3c59dc048e8850243be8079a".into()),
         campaign_id: None,
         kind: "call.completed".into(),
         at_unix_us: 1_767_225_605_250_000,

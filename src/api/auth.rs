@@ -125,7 +125,7 @@ impl Permission {
 /// - admin: everything (but [`may_grant`] keeps owner keys to owners);
 /// - operator: every read, places and hangs up calls, runs campaigns;
 /// - analyst: every read;
-/// - viewer: calls and their events.
+/// - viewer: calls and their events, campaigns.
 pub fn allows(role: Role, p: Permission) -> bool {
     match role {
         Role::Owner | Role::Admin => true,
@@ -133,7 +133,10 @@ pub fn allows(role: Role, p: Permission) -> bool {
             p.is_read() || matches!(p, Permission::CallsWrite | Permission::CampaignsWrite)
         }
         Role::Analyst => p.is_read(),
-        Role::Viewer => matches!(p, Permission::CallsRead | Permission::EventsRead),
+        Role::Viewer => matches!(
+            p,
+            Permission::CallsRead | Permission::EventsRead | Permission::CampaignsRead
+        ),
     }
 }
 

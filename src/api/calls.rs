@@ -262,9 +262,9 @@ pub struct CallList {
 pub struct EventView {
     /// Global, increasing (the SSE `Last-Event-ID`).
     pub id: i64,
-    /// Its call.
-    pub call_id: String,
-    /// Its call's campaign.
+    /// Its call; `null` for a campaign's own events (`campaign.*`, `contact.*`).
+    pub call_id: Option<String>,
+    /// Its call's campaign, or the campaign a campaign event is about.
     pub campaign_id: Option<String>,
     /// `call.created`, `sip.invite_sent`, ..., `call.completed`, `call.failed`.
     pub kind: String,

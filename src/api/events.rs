@@ -304,10 +304,10 @@ impl Feed {
         let names_a_file = e.details.get("path").is_some()
             || e.details.get("recording").is_some_and(|r| !r.is_null())
             || e.details.get("recordings").is_some();
-        let recordings = if names_a_file {
+        let recordings = if names_a_file && let Some(call_id) = &e.call_id {
             // A failed read only costs the recording id: the path is removed regardless.
             self.store
-                .list_recordings(&self.tenant, &e.call_id)
+                .list_recordings(&self.tenant, call_id)
                 .await
                 .unwrap_or_default()
         } else {
@@ -318,7 +318,11 @@ impl Feed {
 
     fn wants(&self, e: &StoredEvent) -> bool {
         e.tenant_id == self.tenant
-            && self.filter.call_id.as_ref().is_none_or(|c| *c == e.call_id)
+            && self
+                .filter
+                .call_id
+                .as_ref()
+                .is_none_or(|c| e.call_id.as_ref() == Some(c))
             && self
                 .filter
                 .campaign_id

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod calls;
+pub mod campaigns;
 pub mod cursor;
 pub mod error;
 pub mod events;
@@ -21,6 +22,8 @@ pub mod limits;
 pub mod openapi;
 pub mod recordings;
 pub mod scripts;
+pub mod settings;
+pub mod suppressions;
 pub mod trunks;
 pub mod webhooks;
 
@@ -125,7 +128,10 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(calls::routes())
         .merge(recordings::routes())
         .merge(events::routes())
-        .merge(webhooks::routes());
+        .merge(webhooks::routes())
+        .merge(campaigns::routes())
+        .merge(suppressions::routes())
+        .merge(settings::routes());
     OpenApiRouter::with_openapi(openapi::base())
         .nest("/v1", v1)
         .merge(health::routes())

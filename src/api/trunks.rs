@@ -39,6 +39,10 @@ pub struct TrunkView {
     pub has_password: bool,
     /// The user part of our From on calls through this trunk.
     pub from_user: Option<String>,
+    /// Live campaign calls through this trunk at most (null: unlimited).
+    pub max_concurrent: Option<u32>,
+    /// New campaign calls per second through this trunk at most (null: unlimited).
+    pub max_cps: Option<f64>,
     /// RFC 3339.
     pub created_at: String,
     /// µs since the epoch.
@@ -59,6 +63,8 @@ impl From<Trunk> for TrunkView {
             username: t.username,
             has_password: t.password.is_some(),
             from_user: t.from_user,
+            max_concurrent: t.max_concurrent,
+            max_cps: t.max_cps_milli.map(|m| f64::from(m) / 1000.0),
             created_at: rfc3339(t.created_at_us),
             created_at_us: t.created_at_us,
             updated_at: rfc3339(t.updated_at_us),
@@ -91,6 +97,11 @@ pub struct TrunkRequest {
     pub password: Option<String>,
     /// The user part of our From.
     pub from_user: Option<String>,
+    /// Live campaign calls through this trunk at most, 1 to 10000 (omit: unlimited).
+    pub max_concurrent: Option<u32>,
+    /// New campaign calls per second through this trunk at most, 0.001 to 1000 (omit:
+    /// unlimited).
+    pub max_cps: Option<f64>,
 }
 
 impl TrunkRequest {
@@ -127,6 +138,16 @@ impl TrunkRequest {
                 "transport: must be udp or tcp",
             ));
         }
+        if self
+            .max_concurrent
+            .is_some_and(|m| !(1..=MAX_TRUNK_CONCURRENT).contains(&m))
+        {
+            return Err(ApiError::unprocessable(
+                "invalid_field",
+                format!("max_concurrent: must be 1 to {MAX_TRUNK_CONCURRENT}"),
+            ));
+        }
+        let max_cps_milli = self.max_cps.map(cps_milli).transpose()?;
         Ok(TrunkInput {
             name,
             address: self.address,
@@ -134,8 +155,27 @@ impl TrunkRequest {
             username: self.username,
             password: self.password,
             from_user: self.from_user,
+            max_concurrent: self.max_concurrent,
+            max_cps_milli,
         })
     }
+}
+
+/// Largest `max_concurrent` of a trunk.
+const MAX_TRUNK_CONCURRENT: u32 = 10_000;
+/// Largest `max_cps` of a trunk.
+const MAX_TRUNK_CPS: f64 = 1000.0;
+
+/// A calls/s limit (0.001 to [`MAX_TRUNK_CPS`]) in thousandths, as the store keeps it.
+fn cps_milli(cps: f64) -> Result<u32, ApiError> {
+    if !cps.is_finite() || !(0.001..=MAX_TRUNK_CPS).contains(&cps) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            format!("max_cps: must be 0.001 to {MAX_TRUNK_CPS}"),
+        ));
+    }
+    // In range, so the product fits a u32.
+    Ok((cps * 1000.0).round() as u32)
 }
 
 /// `from_user` is a user part (`4420`) or a whole `sip:` URI; either must make a From URI

@@ -17,6 +17,8 @@
 //! `model`, `phone`, `tz`, `window`, `pacing` and `retry` do no I/O and never read the clock
 //! (time comes in as an argument), so they are tested like the protocol crates.
 
+pub mod export;
+pub mod import;
 pub mod model;
 pub mod pacing;
 pub mod phone;

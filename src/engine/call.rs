@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use super::events::{CallEvent, CallId, Outcome};
 use super::sink::{CallSink, Committed, EventSink};
-use super::{Command, InboundConfig, OriginateRequest, PromptScope, random_u64};
+use super::{Command, InboundAnswer, InboundConfig, OriginateRequest, PromptScope, random_u64};
 use crate::clock;
 use crate::files::{Prompt, PromptCache, RecordingWriter};
 use crate::net::rtp_ports::{RtpPortPool, RtpSocketPair};
@@ -590,6 +590,39 @@ impl Call {
                     let _ = call.session.reject(at, StatusCode::new(488).expect("488"));
                     return Some(call);
                 }
+                let dialed = call
+                    .session
+                    .invite()
+                    .uri
+                    .as_sip()
+                    .and_then(|u| u.user_unescaped());
+                match dialed.and_then(|user| config.by_user.get(&user)) {
+                    Some(InboundAnswer::Reject(status)) => {
+                        let status = StatusCode::new(*status)
+                            .filter(|s| (400..700).contains(&s.as_u16()))
+                            .unwrap_or(StatusCode::SERVER_INTERNAL_ERROR);
+                        call.end_cause = Some(("rejected_by_route", None));
+                        let _ = call.session.reject(at, status);
+                        return Some(call);
+                    }
+                    Some(InboundAnswer::Ring) => {
+                        if let Err(e) =
+                            call.session
+                                .provisional(at, StatusCode::RINGING, Bytes::new(), false)
+                        {
+                            tracing::debug!(error = %e, "no 180");
+                        }
+                        return Some(call);
+                    }
+                    Some(InboundAnswer::Answer {
+                        send_dtmf,
+                        dtmf_after,
+                    }) => {
+                        call.send_dtmf = send_dtmf.clone();
+                        call.dtmf_after = *dtmf_after;
+                    }
+                    None => {}
+                }
                 match config.script {
                     Some(script) => {
                         // The script decides when to answer (its `answer` step); until then the
@@ -925,6 +958,11 @@ impl Call {
             Action::Hangup { reason } => {
                 self.hangup_reason = Some(reason);
                 self.hang_up(now);
+            }
+            Action::OptOut { reason } => {
+                // The control plane (the campaign worker) suppresses the number on this event.
+                self.timeline
+                    .emit("script.opt_out", json!({"reason": reason}));
             }
             Action::Finished { result } => {
                 self.script_result = serde_json::to_value(&result).ok();

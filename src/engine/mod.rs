@@ -151,6 +151,29 @@ pub struct InboundConfig {
     pub recordings: Option<PathBuf>,
     /// Digits to collect before reporting `gather.completed` (none when 0).
     pub gather_digits: usize,
+    /// What a call to a given user (the Request-URI's user part, e.g. the dialed number
+    /// `+15550100`) does instead of the above; users not listed get the above. This is how a
+    /// test peer or `callplane demo`'s answerer plays a mix of callees on one port.
+    pub by_user: Arc<std::collections::BTreeMap<String, InboundAnswer>>,
+}
+
+/// How an inbound call to one user is answered ([`InboundConfig::by_user`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundAnswer {
+    /// Answered as [`InboundConfig`] says (its script, or at once), and once answered these
+    /// digits are sent after `dtmf_after`, as a callee pressing keys (RFC 4733 when the caller
+    /// offered telephone-event, in-band tones otherwise).
+    Answer {
+        /// The keys; empty: none.
+        send_dtmf: Vec<media::dtmf::Digit>,
+        /// How long after the answer (the ACK) they go.
+        dtmf_after: Duration,
+    },
+    /// Refused with this final status (486 busy, 480, 603...; a status outside 400–699 is
+    /// refused with 500).
+    Reject(u16),
+    /// Rings (180) and never answers: the caller's ring timeout (its CANCEL) ends the call.
+    Ring,
 }
 
 /// What an outbound call does.

@@ -244,3 +244,74 @@ async fn drain_refuses_new_calls_and_returns_when_none_is_left() {
     callee.handle.shutdown().await.expect("shutdown");
     timeout(WAIT, callee.join()).await.expect("dispatcher ends");
 }
+
+#[tokio::test]
+async fn inbound_calls_are_answered_by_the_dialed_user() {
+    use media::dtmf::Digit;
+    let routes = [
+        ("busy", InboundAnswer::Reject(486)),
+        ("ring", InboundAnswer::Ring),
+        (
+            "press",
+            InboundAnswer::Answer {
+                send_dtmf: vec![Digit::from_char('4').expect("digit")],
+                dtmf_after: Duration::from_millis(200),
+            },
+        ),
+    ];
+    let callee = engine(
+        InboundConfig {
+            by_user: Arc::new(routes.into_iter().map(|(u, a)| (u.to_owned(), a)).collect()),
+            ..InboundConfig::default()
+        },
+        10,
+    )
+    .await;
+    let caller = engine(InboundConfig::default(), 10).await;
+    let mut events = caller.handle.subscribe();
+    let to = |user: &str| {
+        let mut r = request_to(&callee);
+        r.to = Uri::parse(format!("sip:{user}@{}", r.destination).as_bytes()).expect("uri");
+        r
+    };
+
+    let id = caller
+        .handle
+        .originate(to("busy"))
+        .await
+        .expect("originate");
+    let out = timeline(&mut events, Some(id)).await;
+    let failed = details(&out, "call.failed");
+    assert_eq!(
+        (failed["outcome"].as_str(), failed["sip_status"].as_i64()),
+        (Some("busy"), Some(486)),
+        "{failed}"
+    );
+
+    let mut ring = to("ring");
+    ring.ring_timeout = Duration::from_millis(700);
+    let id = caller.handle.originate(ring).await.expect("originate");
+    let out = timeline(&mut events, Some(id)).await;
+    assert!(kinds(&out).contains(&"sip.ringing"), "{:?}", kinds(&out));
+    assert_eq!(details(&out, "call.failed")["outcome"], "no_answer");
+
+    let mut press = to("press");
+    press.gather_digits = 1;
+    press.hangup_after = Some(Duration::from_secs(3));
+    let id = caller.handle.originate(press).await.expect("originate");
+    let out = timeline(&mut events, Some(id)).await;
+    assert_eq!(
+        details(&out, "gather.completed")["digits"],
+        "4",
+        "{:?}",
+        kinds(&out)
+    );
+    assert_eq!(details(&out, "call.completed")["outcome"], "answered");
+
+    // A user not listed gets the default: answered at once.
+    let mut other = to("someone");
+    other.hangup_after = Some(Duration::from_millis(100));
+    let id = caller.handle.originate(other).await.expect("originate");
+    let out = timeline(&mut events, Some(id)).await;
+    assert_eq!(details(&out, "call.completed")["outcome"], "answered");
+}

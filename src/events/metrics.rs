@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::net::sip::SipStats;
-use crate::store::Appended;
+use crate::store::{Appended, StoredEvent};
 
 /// The call outcomes (the engine's `Outcome` names), then `other` for anything unknown.
 const OUTCOMES: [&str; 9] = [
@@ -195,7 +195,12 @@ fn add(counter: &AtomicU64, n: u64) {
 impl Metrics {
     /// Counts a stored event (calls by outcome, RTP packets and loss from final events).
     pub fn on_event(&self, appended: &Appended) {
-        let event = &appended.event;
+        self.on_stored(&appended.event);
+    }
+
+    /// Counts a stored event, a call's or a campaign's (by kind; calls by outcome, RTP
+    /// packets and loss from final events).
+    pub fn on_stored(&self, event: &StoredEvent) {
         {
             let mut kinds = self
                 .events_by_kind
@@ -604,7 +609,7 @@ mod tests {
         let event = StoredEvent {
             id: 1,
             tenant_id: "ten_1".into(),
-            call_id: "call_1".into(),
+            call_id: Some("call_1".into()),
             campaign_id: None,
             kind: kind.into(),
             at_unix_us: 1,

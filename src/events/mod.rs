@@ -27,7 +27,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio::sync::{Notify, broadcast};
 
 use crate::engine::CallId;
-use crate::store::{Appended, BatchItem, NewEvent, Store, StoredEvent};
+use crate::store::{Appended, BatchItem, NewCampaignEvent, NewEvent, Store, StoredEvent};
 
 pub use metrics::{Gauges, Metrics};
 pub use outbox::{OutboxConfig, spawn_dispatcher};
@@ -158,6 +158,47 @@ impl Bus {
             self.outbox.notify_one();
         }
         Ok(appended)
+    }
+
+    /// Stores a campaign's own event (`campaign.started|paused|resumed|completed|cancelled`,
+    /// `contact.deferred|suppressed|exhausted`…: `kind` must be `campaign.*` or `contact.*`)
+    /// with its webhook deliveries in one transaction ([`Store::append_campaign_event`]), then
+    /// publishes it to live subscribers (SSE; `call_id` is `None`, `campaign_id` is set) and
+    /// wakes the outbox, in the same order as the calls' events. `details` carries what the
+    /// caller wants subscribers to see, e.g. the campaign's progress counts. Stamped with the
+    /// wall clock now.
+    pub async fn append_campaign_event(
+        &self,
+        tenant_id: &str,
+        campaign_id: &str,
+        kind: &str,
+        details: serde_json::Value,
+    ) -> crate::store::Result<StoredEvent> {
+        let event = NewCampaignEvent {
+            tenant_id: tenant_id.to_owned(),
+            campaign_id: campaign_id.to_owned(),
+            kind: kind.to_owned(),
+            at_unix_us: crate::clock::unix_us(),
+            details,
+        };
+        let _order = self.append_lock.lock().await;
+        let started = crate::clock::now();
+        let appended = match self.store.append_campaign_event(&event).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics.on_append_error();
+                return Err(e);
+            }
+        };
+        self.metrics
+            .observe_commit(crate::clock::now().saturating_duration_since(started), 1);
+        self.metrics.on_stored(&appended.event);
+        // Err only means nobody listens live right now; the store has it.
+        let _ = self.live.send(appended.event.clone());
+        if !appended.deliveries.is_empty() {
+            self.outbox.notify_one();
+        }
+        Ok(appended.event)
     }
 
     /// Stored events from now on (subscribe before reading the backlog from the store).

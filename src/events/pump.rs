@@ -549,7 +549,10 @@ mod tests {
                 .expect("events");
             let Some(last) = page.last() else { break };
             after = last.id;
-            stored.extend(page.into_iter().map(|e| (e.call_id, e.at_unix_us)));
+            stored.extend(
+                page.into_iter()
+                    .map(|e| (e.call_id.expect("a call's event"), e.at_unix_us)),
+            );
         }
         assert_eq!(stored.len(), sent.len(), "every event stored");
         assert_eq!(stored, sent, "stored in the order they were queued");

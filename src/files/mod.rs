@@ -10,6 +10,7 @@
 //!   atomic rename at the end) and the start-up recovery of `.part` files a crash left behind.
 
 pub mod disk;
+pub mod generated;
 pub mod prompt;
 pub mod range;
 pub mod recording;

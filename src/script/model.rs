@@ -42,6 +42,9 @@ pub enum Step {
     Label(String),
     /// Continue at a label.
     Goto(String),
+    /// Put the callee on the tenant's do-not-call list (`{"opt_out": {}}`, optionally with a
+    /// `reason`); the script goes on with the next step.
+    OptOut(OptOut),
 }
 
 impl Step {
@@ -57,6 +60,7 @@ impl Step {
             Step::Branch(_) => "branch",
             Step::Label(_) => "label",
             Step::Goto(_) => "goto",
+            Step::OptOut(_) => "opt_out",
         }
     }
 }
@@ -173,6 +177,16 @@ pub struct Hangup {
     /// Why (recorded in the result and the call's timeline). Default `"normal"`.
     #[serde(default = "normal")]
     pub reason: String,
+}
+
+/// `opt_out`: the call emits `script.opt_out` and the control plane adds the callee's number to
+/// the tenant's do-not-call list at once (source `opt_out`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptOut {
+    /// Why, kept with the suppression (default: `opted out on call <call id>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// `branch`.

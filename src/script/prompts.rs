@@ -67,6 +67,7 @@ fn check_step(path: &str, step: &Step) -> Result<(), ScriptError> {
         | Step::Record(_)
         | Step::Pause(_)
         | Step::Hangup(_)
+        | Step::OptOut(_)
         | Step::Label(_)
         | Step::Goto(_) => Ok(()),
     }

@@ -70,6 +70,12 @@ pub enum Action {
         /// The script's reason (`normal`, `no_input`, or a `hangup` step's own).
         reason: String,
     },
+    /// Put the callee on the do-not-call list (the call reports `script.opt_out`); nothing
+    /// to report back.
+    OptOut {
+        /// The step's reason, if it gave one.
+        reason: Option<String>,
+    },
     /// The script has ended; nothing follows.
     Finished {
         /// Variables, the path taken and how it ended.
@@ -143,6 +149,7 @@ enum Instr {
     },
     Label,
     Goto(String),
+    OptOut(Option<String>),
     /// Internal: the end of an inlined nested list. Not recorded in the path.
     Jump(usize),
 }
@@ -456,6 +463,10 @@ impl ScriptRunner {
                     }
                 }
                 Instr::Label => self.pc += 1,
+                Instr::OptOut(reason) => {
+                    self.actions.push_back(Action::OptOut { reason });
+                    self.pc += 1;
+                }
                 Instr::Goto(label) => {
                     if let Err(e) = self.jump(&Dest::Label(label)) {
                         self.fail(format!("{}: {e}", op.path));
@@ -658,6 +669,7 @@ fn compile(steps: &[Step], path: &str, ops: &mut Vec<Op>, labels: &mut HashMap<S
                 Instr::Label
             }
             Step::Goto(label) => Instr::Goto(label.clone()),
+            Step::OptOut(o) => Instr::OptOut(o.reason.clone()),
             Step::Gather(g) => {
                 ops.push(Op {
                     instr: Instr::Jump(0),

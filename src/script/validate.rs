@@ -70,8 +70,11 @@ pub fn parse_value(value: &Value) -> Result<Script, ScriptError> {
 // Shape pass over raw JSON.
 
 const STEP_KINDS: &[&str] = &[
-    "answer", "play", "gather", "record", "pause", "hangup", "branch", "label", "goto",
+    "answer", "play", "gather", "record", "pause", "hangup", "branch", "label", "goto", "opt_out",
 ];
+
+/// Longest `opt_out.reason` (it is stored with the suppression).
+const MAX_OPT_OUT_REASON: usize = 200;
 
 #[derive(Clone, Copy)]
 enum Kind {
@@ -114,6 +117,7 @@ const RECORD: &[Field] = &[
 ];
 const PAUSE: &[Field] = &[("ms", Kind::U64, true)];
 const HANGUP: &[Field] = &[("reason", Kind::Str, false)];
+const OPT_OUT: &[Field] = &[("reason", Kind::Str, false)];
 const BRANCH: &[Field] = &[
     ("on", Kind::Str, true),
     ("cases", Kind::Cases, true),
@@ -186,6 +190,7 @@ fn check_step(path: &str, step: &Value) -> Result<(), ScriptError> {
         "pause" => PAUSE,
         "hangup" => HANGUP,
         "branch" => BRANCH,
+        "opt_out" => OPT_OUT,
         other => {
             return Err(ScriptError::new(
                 path,
@@ -395,6 +400,16 @@ impl Validator<'_> {
                 }
             }
             Step::Goto(label) => self.label_exists(format!("{path}.goto"), label),
+            Step::OptOut(o) => {
+                if let Some(reason) = &o.reason
+                    && (reason.is_empty() || reason.len() > MAX_OPT_OUT_REASON)
+                {
+                    self.err(
+                        p("reason"),
+                        format!("must be 1 to {MAX_OPT_OUT_REASON} bytes"),
+                    );
+                }
+            }
         }
     }
 

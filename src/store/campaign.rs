@@ -4,7 +4,8 @@
 //!
 //! Crash safety rests on three rules:
 //! - A contact is claimed in one transaction that checks the campaign's and the tenant's limits
-//!   against the database (live = contacts `dialing` under an unexpired lease, all nodes), takes
+//!   against the database (live = contacts `dialing`, all nodes, an expired lease included
+//!   until the worker settles it: its call may still be up), takes
 //!   the due contacts (`FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite has one writer), leases
 //!   them to the node and opens attempt `n` (`attempts + 1`) for each.
 //! - The attempt's call is created with the idempotency key [`attempt_key`], so a replay after a
@@ -197,6 +198,10 @@ pub struct Claim {
     /// Due contacts over the per-number cap: deferred (queued, `reason_code` `number_cap`)
     /// until the oldest counted attempt leaves the window.
     pub capped: Vec<Contact>,
+    /// Nothing was claimed because a calls/s limit (campaign or tenant, across nodes) has no
+    /// token now: the earliest time one comes (Unix µs). None otherwise, or when a limit of 0
+    /// calls/s means never.
+    pub cps_next_at_us: Option<i64>,
 }
 
 /// How an attempt ended ([`CampaignStore::end_attempt`]).

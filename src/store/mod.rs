@@ -194,6 +194,11 @@ pub struct Trunk {
     pub password: Option<String>,
     /// The user part (or whole URI) of our From on calls through this trunk.
     pub from_user: Option<String>,
+    /// Live campaign calls through this trunk at most (None: unlimited).
+    pub max_concurrent: Option<u32>,
+    /// New campaign calls per second through this trunk at most, in thousandths (None:
+    /// unlimited).
+    pub max_cps_milli: Option<u32>,
     /// When it was created.
     pub created_at_us: i64,
     /// When it last changed.
@@ -215,6 +220,10 @@ pub struct TrunkInput {
     pub password: Option<String>,
     /// From user.
     pub from_user: Option<String>,
+    /// Live campaign calls at most (None: unlimited).
+    pub max_concurrent: Option<u32>,
+    /// New campaign calls per second at most, in thousandths (None: unlimited).
+    pub max_cps_milli: Option<u32>,
 }
 
 /// A call script: its current version (older versions stay readable by number).
@@ -509,9 +518,10 @@ pub struct StoredEvent {
     pub id: i64,
     /// Its tenant.
     pub tenant_id: String,
-    /// Its call.
-    pub call_id: String,
-    /// Its call's campaign.
+    /// Its call; `None` for a campaign's own events (`campaign.*`, `contact.*`), which
+    /// belong to no call.
+    pub call_id: Option<String>,
+    /// Its call's campaign, or the campaign a campaign event is about.
     pub campaign_id: Option<String>,
     /// The kind (`sip.answered`...).
     pub kind: String,
@@ -568,6 +578,46 @@ pub struct Appended {
     pub call: CallRecord,
     /// The outbox rows queued for it (one per matching active webhook).
     pub deliveries: Vec<String>,
+}
+
+/// A campaign's own event ([`Store::append_campaign_event`]): `campaign.started`,
+/// `contact.deferred`… It belongs to no call (`call_id` is `None` when stored).
+#[derive(Debug, Clone)]
+pub struct NewCampaignEvent {
+    /// The campaign's tenant.
+    pub tenant_id: String,
+    /// The campaign.
+    pub campaign_id: String,
+    /// The kind: `campaign.*` or `contact.*` ([`is_campaign_event_kind`]).
+    pub kind: String,
+    /// Wall clock, µs since the epoch.
+    pub at_unix_us: i64,
+    /// Details (the progress counts the caller passes, the contact it is about…).
+    pub details: Value,
+}
+
+/// What [`Store::append_campaign_event`] wrote in its one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CampaignAppended {
+    /// The stored event (`call_id` `None`, `offset_us` 0).
+    pub event: StoredEvent,
+    /// The outbox rows queued for it (one per matching active webhook).
+    pub deliveries: Vec<String>,
+}
+
+/// Whether `kind` names a campaign's own event (`campaign.*` or `contact.*`), the only kinds
+/// [`Store::append_campaign_event`] takes: an event without a call must not look like one of
+/// a call's.
+pub fn is_campaign_event_kind(kind: &str) -> bool {
+    let name = kind
+        .strip_prefix("campaign.")
+        .or_else(|| kind.strip_prefix("contact."));
+    name.is_some_and(|n| {
+        !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    })
 }
 
 /// Filters of [`Store::events_after`] (the SSE resume and `GET /v1/calls/{id}/events`).
@@ -907,6 +957,16 @@ pub trait Store: campaign::CampaignStore + Send + Sync + fmt::Debug {
     /// `Ok` holds one [`Appended`] per item, in order (its `call` is the row right after that
     /// event). An empty batch writes nothing.
     fn append_batch<'a>(&'a self, batch: &'a [BatchItem]) -> StoreFuture<'a, Vec<Appended>>;
+    /// In one transaction: stores a campaign's own event (no call: `call_id` NULL,
+    /// `offset_us` 0, `campaign_id` set) and queues one delivery per active webhook of the
+    /// tenant whose `events` match, as [`Store::append_event`] does. Its id is drawn in commit
+    /// order with the calls' events (the same lock on PostgreSQL). A kind that is not
+    /// [`is_campaign_event_kind`] is [`StoreError::Invalid`]. The campaign is not looked up:
+    /// the caller (the campaign worker, the API) names one of the tenant's.
+    fn append_campaign_event<'a>(
+        &'a self,
+        event: &'a NewCampaignEvent,
+    ) -> StoreFuture<'a, CampaignAppended>;
     /// A tenant's events with `id > after`, oldest first, at most `limit` (0 → 500, at most
     /// 5000). `kinds` match exactly, or by prefix when they end in `*` (`call.*`), as webhook
     /// filters do. Ids increase in commit order on both databases, so `after` = the last id seen

@@ -41,10 +41,10 @@ use sqlx::error::ErrorKind;
 use sqlx::{Any, AnyPool, Transaction};
 
 use super::{
-    ApiKey, Appended, AttemptResult, BatchItem, CallFilter, CallRecord, Created, Delivery,
-    DeliveryStatus, EventFilter, NewApiKey, NewCall, NewEvent, Node, Page, PerWebhook,
-    RecordingRecord, Result, ScriptRecord, Store, StoreError, StoreFuture, StoredEvent, Tenant,
-    Trunk, TrunkInput, Webhook, WebhookInput,
+    ApiKey, Appended, AttemptResult, BatchItem, CallFilter, CallRecord, CampaignAppended, Created,
+    Delivery, DeliveryStatus, EventFilter, NewApiKey, NewCall, NewCampaignEvent, NewEvent, Node,
+    Page, PerWebhook, RecordingRecord, Result, ScriptRecord, Store, StoreError, StoreFuture,
+    StoredEvent, Tenant, Trunk, TrunkInput, Webhook, WebhookInput,
 };
 
 /// Which database a [`SqlStore`] talks to.
@@ -413,6 +413,13 @@ impl Store for SqlStore {
 
     fn append_batch<'a>(&'a self, batch: &'a [BatchItem]) -> StoreFuture<'a, Vec<Appended>> {
         Box::pin(calls::append_batch(self, batch))
+    }
+
+    fn append_campaign_event<'a>(
+        &'a self,
+        event: &'a NewCampaignEvent,
+    ) -> StoreFuture<'a, CampaignAppended> {
+        Box::pin(calls::append_campaign_event(self, event))
     }
 
     fn events_after<'a>(

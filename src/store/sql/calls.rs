@@ -4,11 +4,14 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
+use sqlx::{Any, Transaction};
+
 use super::rows::{self, CALL_COLS, EVENT_COLS, RECORDING_COLS, WEBHOOK_COLS};
 use super::{Arg, Backend, SqlStore, bind_all, clamp_limit};
 use crate::store::{
-    Appended, BatchItem, CallFilter, CallRecord, CallStatus, Created, EventFilter, NewCall,
-    NewEvent, Page, RecordingRecord, Result, StoreError, StoredEvent, Webhook, derive, new_id,
+    Appended, BatchItem, CallFilter, CallRecord, CallStatus, CampaignAppended, Created,
+    EventFilter, NewCall, NewCampaignEvent, NewEvent, Page, RecordingRecord, Result, StoreError,
+    StoredEvent, Webhook, derive, is_campaign_event_kind, new_id,
 };
 
 /// Default and largest page of [`list_calls`].
@@ -147,6 +150,147 @@ fn recording_of(details: &Value) -> Option<(String, i64, i64, String, i64)> {
     Some((path, int("duration_ms"), int("channels"), sha, int("bytes")))
 }
 
+/// The write transaction of an append: event ids are drawn in commit order.
+async fn begin_append(s: &SqlStore) -> Result<Transaction<'static, Any>> {
+    let mut tx = s.begin().await?;
+    if s.backend == Backend::Postgres {
+        // PostgreSQL: identity values are handed out at INSERT, commits happen later and in
+        // any order, so without this lock a reader could see event 8 before 7 commits and
+        // resume past 7 for ever (SSE Last-Event-ID). SHARE ROW EXCLUSIVE conflicts with itself
+        // (and with plain INSERTs) but not with readers: appends take turns, each one's ids are
+        // drawn after the previous append committed, so ids increase in commit order.
+        // SQLite: BEGIN IMMEDIATE already made this the only writer.
+        sqlx::Executor::execute(
+            &mut *tx,
+            "LOCK TABLE call_event IN SHARE ROW EXCLUSIVE MODE",
+        )
+        .await?;
+    }
+    Ok(tx)
+}
+
+/// A tenant's active webhooks, oldest first (whose filters an appended event is matched
+/// against).
+async fn active_webhooks(tx: &mut Transaction<'static, Any>, tenant: &str) -> Result<Vec<Webhook>> {
+    sqlx::query(&format!(
+        "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = $1 AND active = 1 \
+         ORDER BY created_at_us, id"
+    ))
+    .bind(tenant)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(rows::webhook)
+    .collect()
+}
+
+/// The outbox rows of `event` for those of `hooks` that want its kind (pushed to `out`);
+/// returns their ids. Matching is done here (webhook_wants) rather than in SQL so the
+/// `call.*` prefix rule lives in one place.
+fn deliveries_for(
+    event: &StoredEvent,
+    hooks: &[Webhook],
+    out: &mut Vec<NewDelivery>,
+) -> Vec<String> {
+    let wanted: Vec<&Webhook> = hooks
+        .iter()
+        .filter(|h| derive::webhook_wants(&h.events, &event.kind))
+        .collect();
+    let mut ids = Vec::with_capacity(wanted.len());
+    if wanted.is_empty() {
+        return ids;
+    }
+    let body = derive::webhook_body(event);
+    for hook in wanted {
+        let id = new_id("dlv");
+        out.push(NewDelivery {
+            id: id.clone(),
+            webhook_id: hook.id.clone(),
+            tenant_id: event.tenant_id.clone(),
+            event_id: event.id,
+            body: body.clone(),
+            at_us: event.at_unix_us,
+        });
+        ids.push(id);
+    }
+    ids
+}
+
+/// Inserts outbox rows, many per INSERT.
+async fn insert_deliveries(
+    tx: &mut Transaction<'static, Any>,
+    new_deliveries: &[NewDelivery],
+) -> Result<()> {
+    for chunk in new_deliveries.chunks(INSERT_CHUNK) {
+        let mut values = String::new();
+        for r in 0..chunk.len() {
+            if r > 0 {
+                values.push_str(", ");
+            }
+            let p = r * 6;
+            values.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 6
+            ));
+        }
+        let sql = format!(
+            "INSERT INTO webhook_delivery (id, webhook_id, tenant_id, event_id, body, status, \
+             attempts, next_attempt_at_us, created_at_us) VALUES {values}"
+        );
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            q = q
+                .bind(d.id.as_str())
+                .bind(d.webhook_id.as_str())
+                .bind(d.tenant_id.as_str())
+                .bind(d.event_id)
+                .bind(d.body.as_str())
+                .bind(d.at_us);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// [`crate::store::Store::append_campaign_event`]: the event (no call) and its outbox rows in
+/// one transaction, its id drawn in commit order like a call's events.
+pub(super) async fn append_campaign_event(
+    s: &SqlStore,
+    e: &NewCampaignEvent,
+) -> Result<CampaignAppended> {
+    if !is_campaign_event_kind(&e.kind) {
+        return Err(StoreError::Invalid(format!(
+            "{:?} is not a campaign event kind (campaign.* or contact.*)",
+            e.kind
+        )));
+    }
+    let mut tx = begin_append(s).await?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO call_event (tenant_id, call_id, campaign_id, kind, at_unix_us, offset_us, \
+         details) VALUES ($1, NULL, $2, $3, $4, 0, $5) RETURNING {EVENT_COLS}"
+    ))
+    .bind(e.tenant_id.as_str())
+    .bind(e.campaign_id.as_str())
+    .bind(e.kind.as_str())
+    .bind(e.at_unix_us)
+    .bind(rows::json_text(&e.details))
+    .fetch_one(&mut *tx)
+    .await?;
+    let event = rows::event(&row)?;
+    let hooks = active_webhooks(&mut tx, &event.tenant_id).await?;
+    let mut new_deliveries = Vec::new();
+    let deliveries = deliveries_for(&event, &hooks, &mut new_deliveries);
+    insert_deliveries(&mut tx, &new_deliveries).await?;
+    tx.commit().await?;
+    Ok(CampaignAppended { event, deliveries })
+}
+
 pub(super) async fn append_event(s: &SqlStore, e: &NewEvent) -> Result<Appended> {
     let item = BatchItem::event(e.clone());
     append_batch(s, std::slice::from_ref(&item))
@@ -197,20 +341,7 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
     if batch.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tx = s.begin().await?;
-    if s.backend == Backend::Postgres {
-        // PostgreSQL: identity values are handed out at INSERT, commits happen later and in
-        // any order, so without this lock a reader could see event 8 before 7 commits and
-        // resume past 7 for ever (SSE Last-Event-ID). SHARE ROW EXCLUSIVE conflicts with itself
-        // (and with plain INSERTs) but not with readers: appends take turns, each one's ids are
-        // drawn after the previous append committed, so ids increase in commit order.
-        // SQLite: BEGIN IMMEDIATE already made this the only writer.
-        sqlx::Executor::execute(
-            &mut *tx,
-            "LOCK TABLE call_event IN SHARE ROW EXCLUSIVE MODE",
-        )
-        .await?;
-    }
+    let mut tx = begin_append(s).await?;
     // 1. The batch's call rows: created (inbound calls) or read, in item order, so an event
     //    of a call created later in the batch is refused as it would be alone.
     let mut calls: HashMap<String, CallRecord> = HashMap::new();
@@ -269,7 +400,7 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
         stored.sort_by_key(|e| e.id);
         if stored.len() != chunk.len()
             || stored.iter().zip(chunk).any(|(row, item)| {
-                row.call_id != item.event.call_id
+                row.call_id.as_deref() != Some(item.event.call_id.as_str())
                     || row.kind != item.event.kind
                     || row.at_unix_us != item.event.at_unix_us
                     || row.offset_us != item.event.offset_us
@@ -287,8 +418,10 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
     let mut new_deliveries: Vec<NewDelivery> = Vec::new();
     let mut out = Vec::with_capacity(batch.len());
     for event in events {
-        let call = calls
-            .get_mut(&event.call_id)
+        let call = event
+            .call_id
+            .as_deref()
+            .and_then(|id| calls.get_mut(id))
             .expect("every event's call row was created or read in step 1");
         derive::apply(call, &event.kind, event.at_unix_us, &event.details);
 
@@ -315,81 +448,19 @@ pub(super) async fn append_batch(s: &SqlStore, batch: &[BatchItem]) -> Result<Ve
         }
 
         // The outbox, in this same transaction: the event is stored if and only if its
-        // deliveries are queued. Matching is done here (webhook_wants) rather than in SQL so
-        // the `call.*` prefix rule lives in one place.
+        // deliveries are queued.
         if !hooks_of.contains_key(&call.tenant_id) {
-            let hooks = sqlx::query(&format!(
-                "SELECT {WEBHOOK_COLS} FROM webhook WHERE tenant_id = $1 AND active = 1 \
-                 ORDER BY created_at_us, id"
-            ))
-            .bind(call.tenant_id.as_str())
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(rows::webhook)
-            .collect::<Result<Vec<_>>>()?;
+            let hooks = active_webhooks(&mut tx, &call.tenant_id).await?;
             hooks_of.insert(call.tenant_id.clone(), hooks);
         }
-        let mut deliveries = Vec::new();
-        let wanted: Vec<&Webhook> = hooks_of[&call.tenant_id]
-            .iter()
-            .filter(|h| derive::webhook_wants(&h.events, &event.kind))
-            .collect();
-        if !wanted.is_empty() {
-            let body = derive::webhook_body(&event);
-            for hook in wanted {
-                let id = new_id("dlv");
-                new_deliveries.push(NewDelivery {
-                    id: id.clone(),
-                    webhook_id: hook.id.clone(),
-                    tenant_id: call.tenant_id.clone(),
-                    event_id: event.id,
-                    body: body.clone(),
-                    at_us: event.at_unix_us,
-                });
-                deliveries.push(id);
-            }
-        }
+        let deliveries = deliveries_for(&event, &hooks_of[&call.tenant_id], &mut new_deliveries);
         out.push(Appended {
             event,
             call: call.clone(),
             deliveries,
         });
     }
-    for chunk in new_deliveries.chunks(INSERT_CHUNK) {
-        let mut values = String::new();
-        for r in 0..chunk.len() {
-            if r > 0 {
-                values.push_str(", ");
-            }
-            let p = r * 6;
-            values.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, 'pending', 0, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 6
-            ));
-        }
-        let sql = format!(
-            "INSERT INTO webhook_delivery (id, webhook_id, tenant_id, event_id, body, status, \
-             attempts, next_attempt_at_us, created_at_us) VALUES {values}"
-        );
-        let mut q = sqlx::query(&sql);
-        for d in chunk {
-            q = q
-                .bind(d.id.as_str())
-                .bind(d.webhook_id.as_str())
-                .bind(d.tenant_id.as_str())
-                .bind(d.event_id)
-                .bind(d.body.as_str())
-                .bind(d.at_us);
-        }
-        q.execute(&mut *tx).await?;
-    }
+    insert_deliveries(&mut tx, &new_deliveries).await?;
 
     // 4. Each call row once, as folded by all its events in the batch.
     for id in &touched {

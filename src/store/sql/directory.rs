@@ -105,8 +105,8 @@ pub(super) async fn create_trunk(
 ) -> Result<Trunk> {
     let row = sqlx::query(&format!(
         "INSERT INTO trunk (id, tenant_id, name, address, transport, username, password, \
-         from_user, created_at_us, updated_at_us) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {TRUNK_COLS}"
+         from_user, max_concurrent, max_cps_milli, created_at_us, updated_at_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {TRUNK_COLS}"
     ))
     .bind(new_id("trk"))
     .bind(tenant)
@@ -116,6 +116,8 @@ pub(super) async fn create_trunk(
     .bind(input.username.as_deref())
     .bind(input.password.as_deref())
     .bind(input.from_user.as_deref())
+    .bind(input.max_concurrent.map(i64::from))
+    .bind(input.max_cps_milli.map(i64::from))
     .bind(at_us)
     .fetch_one(&s.pool)
     .await?;
@@ -155,7 +157,8 @@ pub(super) async fn update_trunk(
 ) -> Result<Trunk> {
     let row = sqlx::query(&format!(
         "UPDATE trunk SET name = $3, address = $4, transport = $5, username = $6, \
-         password = COALESCE($7, password), from_user = $8, updated_at_us = $9 \
+         password = COALESCE($7, password), from_user = $8, max_concurrent = $9, \
+         max_cps_milli = $10, updated_at_us = $11 \
          WHERE tenant_id = $1 AND id = $2 RETURNING {TRUNK_COLS}"
     ))
     .bind(tenant)
@@ -166,6 +169,8 @@ pub(super) async fn update_trunk(
     .bind(input.username.as_deref())
     .bind(input.password.as_deref())
     .bind(input.from_user.as_deref())
+    .bind(input.max_concurrent.map(i64::from))
+    .bind(input.max_cps_milli.map(i64::from))
     .bind(at_us)
     .fetch_optional(&s.pool)
     .await?

@@ -40,6 +40,11 @@ const SQLITE: &[Migration] = &[
         name: "0003_campaigns",
         sql: include_str!("../../../migrations/sqlite/0003_campaigns.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_campaign_events",
+        sql: include_str!("../../../migrations/sqlite/0004_campaign_events.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order (the same versions as [`SQLITE`]).
@@ -59,6 +64,11 @@ const POSTGRES: &[Migration] = &[
         name: "0003_campaigns",
         sql: include_str!("../../../migrations/postgres/0003_campaigns.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_campaign_events",
+        sql: include_str!("../../../migrations/postgres/0004_campaign_events.sql"),
+    },
 ];
 
 /// The migrations of a backend.
@@ -74,7 +84,74 @@ fn checksum(sql: &str) -> String {
 }
 
 /// Brings the database to this build's schema (idempotent).
+///
+/// On SQLite, foreign keys are off while the migrations run: a table rebuild (the SQLite
+/// documentation's procedure for a change ALTER TABLE cannot make, e.g. 0004) drops a table
+/// that others reference. `PRAGMA foreign_keys` is a no-op inside a transaction and each
+/// migration runs in one, so it is switched here, around all of them, on the pool's one
+/// connection (see the `sql` module comment); `PRAGMA foreign_key_check` must then find
+/// nothing, or the start fails.
 pub(super) async fn run(store: &SqlStore) -> Result<()> {
+    if store.backend != Backend::Sqlite {
+        return apply_all(store).await;
+    }
+    set_sqlite_foreign_keys(store, false).await?;
+    let applied = apply_all(store).await;
+    let checked = match &applied {
+        Ok(()) => foreign_key_check(store).await,
+        Err(_) => Ok(()),
+    };
+    // On again on every path: the connection stays in the pool.
+    let restored = set_sqlite_foreign_keys(store, true).await;
+    applied?;
+    checked?;
+    restored
+}
+
+/// Switches SQLite's foreign key enforcement and checks that it took (it would not inside a
+/// transaction).
+async fn set_sqlite_foreign_keys(store: &SqlStore, on: bool) -> Result<()> {
+    let pragma = if on {
+        "PRAGMA foreign_keys = ON"
+    } else {
+        "PRAGMA foreign_keys = OFF"
+    };
+    sqlx::Executor::execute(&store.pool, pragma)
+        .await
+        .map_err(|e| StoreError::Migration(format!("{pragma}: {e}")))?;
+    let row = sqlx::query("PRAGMA foreign_keys")
+        .fetch_one(&store.pool)
+        .await
+        .map_err(|e| StoreError::Migration(format!("reading PRAGMA foreign_keys: {e}")))?;
+    let now: i64 = row.try_get(0)?;
+    if (now != 0) != on {
+        return Err(StoreError::Migration(format!(
+            "{pragma} did not take (foreign_keys = {now})"
+        )));
+    }
+    Ok(())
+}
+
+/// `PRAGMA foreign_key_check`: every reference the migrations left must resolve.
+async fn foreign_key_check(store: &SqlStore) -> Result<()> {
+    let rows = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&store.pool)
+        .await
+        .map_err(|e| StoreError::Migration(format!("PRAGMA foreign_key_check: {e}")))?;
+    if let Some(first) = rows.first() {
+        let table: String = first.try_get(0).unwrap_or_default();
+        let parent: String = first.try_get(2).unwrap_or_default();
+        return Err(StoreError::Migration(format!(
+            "after the migrations, {} row(s) violate a foreign key (first: a row of {table} \
+             whose {parent} is missing)",
+            rows.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Applies what the database lacks, each migration in its own transaction.
+async fn apply_all(store: &SqlStore) -> Result<()> {
     let known = migrations(store.backend);
     // The bookkeeping table itself is the one thing created outside a numbered file: the
     // runner needs it to know what to apply.

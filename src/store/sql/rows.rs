@@ -15,7 +15,7 @@ use crate::store::{
 pub(super) const TENANT_COLS: &str = "id, name, created_at_us";
 pub(super) const KEY_COLS: &str = "id, tenant_id, role, name, prefix, created_at_us, revoked_at_us";
 pub(super) const TRUNK_COLS: &str = "id, tenant_id, name, address, transport, username, \
-     password, from_user, created_at_us, updated_at_us";
+     password, from_user, max_concurrent, max_cps_milli, created_at_us, updated_at_us";
 /// A script joined with one of its versions: `s` is `script`, `v` is `script_version`.
 pub(super) const SCRIPT_COLS: &str = "s.id AS id, s.tenant_id AS tenant_id, v.name AS name, \
      v.version AS version, v.body AS body, s.created_at_us AS created_at_us, \
@@ -97,9 +97,18 @@ pub(super) fn trunk(row: &Row) -> Result<Trunk> {
         username: opt_text(row, "username")?,
         password: opt_text(row, "password")?,
         from_user: opt_text(row, "from_user")?,
+        max_concurrent: opt_u32(row, "max_concurrent")?,
+        max_cps_milli: opt_u32(row, "max_cps_milli")?,
         created_at_us: int(row, "created_at_us")?,
         updated_at_us: int(row, "updated_at_us")?,
     })
+}
+
+/// A nullable BIGINT that must fit a `u32` (limits).
+fn opt_u32(row: &Row, col: &str) -> Result<Option<u32>> {
+    opt_int(row, col)?
+        .map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col}: {v}"))))
+        .transpose()
 }
 
 pub(super) fn script(row: &Row) -> Result<ScriptRecord> {
@@ -159,7 +168,7 @@ pub(super) fn event(row: &Row) -> Result<StoredEvent> {
     Ok(StoredEvent {
         id: int(row, "id")?,
         tenant_id: text(row, "tenant_id")?,
-        call_id: text(row, "call_id")?,
+        call_id: opt_text(row, "call_id")?,
         campaign_id: opt_text(row, "campaign_id")?,
         kind: text(row, "kind")?,
         at_unix_us: int(row, "at_unix_us")?,
