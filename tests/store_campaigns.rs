@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use callplane::campaign::model::{CampaignSettings, CampaignStatus, ContactStatus};
-use callplane::store::campaign::{Inserted, NewCampaign, NewContact, TenantLimits};
+use callplane::store::campaign::{
+    AttemptEnd, ClaimRequest, Inserted, NewCampaign, NewContact, TenantLimits,
+};
 use callplane::store::{NewCall, SqlStore, Store, StoreError};
 use common::db::{pg_url_for_tests, sqlite_path_for_tests};
 use sqlx::Connection as _;
@@ -1134,4 +1136,173 @@ async fn rate(db: &Db) {
 #[ignore = "a measurement: run in release with --ignored --nocapture"]
 async fn insert_100k_contacts_rate() {
     for_each_db!(rate);
+}
+
+async fn dial_queue_counts(db: &Db) {
+    let s = &*db.store;
+    let a = s.create_tenant("a", 1).await.unwrap().id;
+    let mut st = settings("dialed");
+    // No calls/s limit in the way of claiming three at once.
+    st.max_cps = 1000.0;
+    let c = s
+        .create_campaign(&NewCampaign {
+            tenant_id: a.clone(),
+            settings: st,
+            script_version: None,
+            at_us: 1,
+        })
+        .await
+        .unwrap()
+        .id;
+    let upload: Vec<NewContact> = (0..4).map(|n| contact(&phone(n))).collect();
+    let ids: Vec<String> = s
+        .insert_contacts(&a, &c, &upload, 1)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| new_id(r).to_owned())
+        .collect();
+    s.set_campaign_status(&a, &c, &[CampaignStatus::Draft], CampaignStatus::Running, 2)
+        .await
+        .unwrap();
+    let now = 1_000_000_000;
+    // Calls/s is a GCRA with a burst of one: one contact per claim, 1 ms apart at 1000/s.
+    let mut claimed: Vec<(String, u32)> = Vec::new();
+    for k in 0..3 {
+        let claim = s
+            .claim_contacts(&ClaimRequest {
+                campaign_id: c.clone(),
+                node_id: "node_a".into(),
+                now_us: now + k * 1_000,
+                lease_us: 30_000_000,
+                max: 3,
+                tenant_max_concurrent: None,
+                number_cap: 3,
+                number_cap_window_us: 86_400_000_000,
+            })
+            .await
+            .unwrap();
+        claimed.extend(claim.claimed.iter().map(|(x, n)| (x.id.clone(), *n)));
+    }
+    assert_eq!(
+        claimed,
+        vec![
+            (ids[0].clone(), 1),
+            (ids[1].clone(), 1),
+            (ids[2].clone(), 1)
+        ]
+    );
+    let mut calls = Vec::new();
+    for id in &ids[..3] {
+        let call = s
+            .create_call(&NewCall::outbound(
+                &a,
+                "sip:1@127.0.0.1",
+                "sip:cp@127.0.0.1",
+                now,
+            ))
+            .await
+            .unwrap()
+            .into_call()
+            .id;
+        s.set_attempt_call(id, 1, &call, None).await.unwrap();
+        calls.push(call);
+    }
+    db.exec(&[format!(
+        "UPDATE call SET talk_ms = 4200, result = '{{\"q1\":\"9\"}}' WHERE id = '{}'",
+        calls[0]
+    )])
+    .await;
+    let end = |i: usize, outcome: &str, status, next: Option<i64>, code: &str| AttemptEnd {
+        contact_id: ids[i].clone(),
+        attempt: 1,
+        outcome: outcome.into(),
+        rule: outcome.into(),
+        status,
+        next_attempt_at_us: next,
+        trunk_index: 0,
+        reason_code: code.into(),
+        reason: code.into(),
+        at_us: now + 10_000_000,
+    };
+    assert!(
+        s.end_attempt(&end(
+            0,
+            "answered",
+            ContactStatus::Completed,
+            None,
+            "answered"
+        ))
+        .await
+        .unwrap()
+    );
+    assert!(
+        s.end_attempt(&end(
+            1,
+            "busy",
+            ContactStatus::Queued,
+            Some(now + 600_000_000),
+            "retry"
+        ))
+        .await
+        .unwrap()
+    );
+
+    let k = s.campaign_counts(&c, now + 10_000_000).await.unwrap();
+    assert_eq!(k.by_status["completed"], 1);
+    assert_eq!(k.by_status["queued"], 2);
+    assert_eq!(k.by_status["dialing"], 1);
+    assert_eq!(
+        k.by_outcome,
+        BTreeMap::from([("answered".to_owned(), 1), ("busy".to_owned(), 1)])
+    );
+    assert_eq!(k.answered, 1);
+    assert_eq!(k.talk_ms_total, 4200);
+    assert_eq!(k.attempts_last_minute, 3);
+    assert_eq!(k.outside_window, 0);
+
+    let (x, attempts) = s.get_contact(&c, &ids[0]).await.unwrap();
+    assert_eq!(x.status, ContactStatus::Completed);
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].call_id.as_deref(), Some(calls[0].as_str()));
+    assert_eq!(attempts[0].outcome.as_deref(), Some("answered"));
+    let results = s.campaign_results(&c, None, 0).await.unwrap();
+    assert_eq!(results.items.len(), 4);
+    assert_eq!(results.items[0].attempts[0].talk_ms, Some(4200));
+    assert_eq!(
+        results.items[0].attempts[0].result,
+        Some(serde_json::json!({"q1": "9"}))
+    );
+    assert_eq!(results.items[2].attempts[0].attempt.ended_at_us, None);
+    assert!(results.items[3].attempts.is_empty());
+
+    // Suppressing the number of the contact on a call leaves it to its call.
+    assert_eq!(
+        s.suppress(&a, &[(phone(2), None), (phone(3), None)], "api", now)
+            .await
+            .unwrap(),
+        1
+    );
+    // Deleting: refused while running; after cancelling, contacts and attempts go.
+    conflict(s.delete_campaign(&a, &c).await);
+    s.set_campaign_status(
+        &a,
+        &c,
+        &[CampaignStatus::Running],
+        CampaignStatus::Cancelled,
+        now,
+    )
+    .await
+    .unwrap();
+    s.delete_campaign(&a, &c).await.unwrap();
+    assert!(matches!(
+        s.get_contact(&c, &ids[0]).await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(s.attempt_by_call(&calls[2]).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn counts_and_results_follow_the_dial_queue() {
+    for_each_db!(dial_queue_counts);
 }
