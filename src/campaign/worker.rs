@@ -682,14 +682,14 @@ impl Worker {
                 r.idle = false;
                 self.pacer.set_ready(&live.campaign_id, true);
             }
-            (live.contact, live.attempt)
+            (live.contact, live.attempt, live.trunk_id)
         });
         // A call of this node: its attempt is known (no read on the way to the next call);
         // end_attempt still changes nothing unless it is the contact's open attempt.
-        let (contact, attempt) = match local {
+        let (contact, attempt, used_trunk) = match local {
             Some(found) => found,
             None => match self.store.attempt_by_call(call_id).await {
-                Ok(Some((contact, attempt))) => (contact, attempt.attempt),
+                Ok(Some((contact, attempt))) => (contact, attempt.attempt, attempt.trunk_id),
                 Ok(None) => return,
                 Err(e) => {
                     tracing::warn!(call = call_id, error = %e, "attempt of an ended call not read; the settle pass retries");
@@ -745,11 +745,18 @@ impl Worker {
                 at_us,
             }
         } else {
+            // Failover moves on from the trunk the attempt really used (the contact's own
+            // may have been full, and the call went out on the next one with room).
+            let used_index = used_trunk
+                .as_deref()
+                .and_then(|t| campaign.settings.trunk_ids.iter().position(|x| x == t))
+                .and_then(|i| u32::try_from(i).ok())
+                .unwrap_or(contact.trunk_index);
             let d = retry::decide(
                 &campaign.settings.retry,
                 &outcome,
                 &history,
-                contact.trunk_index,
+                used_index,
                 trunk_count,
                 at_us,
                 random_u64(),
