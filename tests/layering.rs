@@ -191,6 +191,42 @@ fn application_modules_keep_to_their_layer() {
     );
 }
 
+/// The pure half of campaigns (ARCHITECTURE.md: "`script` and the pacing half of `campaign` are
+/// pure"): no async runtime, no clock handle, no engine, store, bus or files, so it is tested like
+/// the protocol crates.
+#[test]
+fn pure_campaign_modules_perform_no_io() {
+    const IMPURE: &[&str] = &[
+        "tokio::",
+        "async fn",
+        ".await",
+        "crate::clock",
+        "crate::engine",
+        "crate::events",
+        "crate::files",
+        "crate::net",
+        "crate::api",
+        "Store",
+        "Instant::now",
+        "SystemTime::now",
+        "std::fs",
+        "std::net",
+    ];
+    let dir = Path::new(ROOT).join("src/campaign");
+    let mut bad = Vec::new();
+    for m in [
+        "model", "phone", "tz", "tz_table", "window", "pacing", "retry", "import", "export",
+    ] {
+        let file = dir.join(format!("{m}.rs"));
+        bad.extend(violations_of(&file, IMPURE));
+    }
+    assert!(
+        bad.is_empty(),
+        "a pure campaign module does I/O:\n{}",
+        bad.join("\n")
+    );
+}
+
 #[test]
 fn protocol_crates_forbid_clock_reads_in_clippy() {
     for krate in ["sip", "media"] {
