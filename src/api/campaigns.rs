@@ -43,6 +43,8 @@ pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
 pub const MAX_JSON_UPLOAD_BYTES: usize = 16 << 20;
 /// Most rows of one upload.
 pub const MAX_UPLOAD_ROWS: usize = 1_000_000;
+/// Body bytes handed to the CSV parser at a time (on the blocking pool).
+const PARSE_SLICE: usize = 256 * 1024;
 /// Rows written to the store per transaction.
 const INSERT_CHUNK: usize = 10_000;
 /// Per-row entries listed in an upload report (counts are always complete).
@@ -1431,31 +1433,49 @@ async fn upload_contacts(
     let mut up = Uploader::new(&s, &caller.tenant_id, &campaign, csv);
     let mut stream = body.into_data_stream();
     if csv {
-        let mut parser = import::CsvImport::new(opts);
-        let mut rows = Vec::new();
+        // Parsing and normalising is CPU work (libphonenumber per row): it runs on the blocking
+        // pool, a slice of the body at a time, so an upload never holds a runtime thread.
+        let mut parser = Some(import::CsvImport::new(opts));
+        let mut pending: Vec<u8> = Vec::with_capacity(PARSE_SLICE);
         let mut read = 0usize;
         loop {
             let chunk = stream.next().await.transpose().map_err(body_error)?;
-            let parsed = match &chunk {
-                Some(bytes) => {
-                    read += bytes.len();
-                    if read > limit {
-                        up.flush().await?;
-                        return Err(upload_too_large(limit));
-                    }
-                    parser.push(bytes, &mut rows)
+            let last = chunk.is_none();
+            if let Some(bytes) = &chunk {
+                read += bytes.len();
+                if read > limit {
+                    up.flush().await?;
+                    return Err(upload_too_large(limit));
                 }
-                None => parser.finish(&mut rows),
+                pending.extend_from_slice(bytes);
+                if pending.len() < PARSE_SLICE {
+                    continue;
+                }
+            }
+            let input = std::mem::replace(&mut pending, Vec::with_capacity(PARSE_SLICE));
+            let Some(mut p) = parser.take() else {
+                return Err(ApiError::internal("the import parser was lost"));
             };
-            // Rows completed before an error are still written (and reported in the log).
-            for row in rows.drain(..) {
+            let (p, rows, parsed) = tokio::task::spawn_blocking(move || {
+                let mut rows = Vec::new();
+                let mut parsed = p.push(&input, &mut rows);
+                if parsed.is_ok() && last {
+                    parsed = p.finish(&mut rows);
+                }
+                (p, rows, parsed)
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("the import task failed: {e}")))?;
+            parser = Some(p);
+            // Rows completed before an error are still written.
+            for row in rows {
                 up.row(row).await?;
             }
             if let Err(e) = parsed {
                 up.flush().await?;
                 return Err(import_error(e));
             }
-            if chunk.is_none() {
+            if last {
                 break;
             }
         }
@@ -1467,15 +1487,18 @@ async fn upload_contacts(
             }
             buf.extend_from_slice(&chunk);
         }
-        let items: Vec<Value> = serde_json::from_slice(&buf).map_err(|e| {
-            ApiError::bad_request(
-                "invalid_json",
-                format!("the body must be a JSON array of contacts: {e}"),
-            )
-        })?;
-        drop(buf);
-        let rows = import::json_rows(&items, &opts).map_err(import_error)?;
-        drop(items);
+        let rows = tokio::task::spawn_blocking(move || {
+            let items: Vec<Value> = serde_json::from_slice(&buf).map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_json",
+                    format!("the body must be a JSON array of contacts: {e}"),
+                )
+            })?;
+            drop(buf);
+            import::json_rows(&items, &opts).map_err(import_error)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("the import task failed: {e}")))??;
         for row in rows {
             up.row(row).await?;
         }
