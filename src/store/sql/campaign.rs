@@ -11,9 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::Row as _;
-
 use super::rows;
+use super::rows::{int, opt_int, opt_text, text};
 use super::{Arg, Backend, Row, SqlStore, bind_all, clamp_limit};
 use crate::campaign::model::{CampaignSettings, CampaignStatus, ContactStatus};
 use crate::store::campaign::{
@@ -48,22 +47,6 @@ pub(super) const CONTACT_COLS: &str = "id, campaign_id, tenant_id, seq, phone, n
 /// The columns [`attempt`] decodes.
 pub(super) const ATTEMPT_COLS: &str = "contact_id, attempt, call_id, trunk_id, node_id, \
      claimed_at_us, ended_at_us, outcome, rule";
-
-fn text(row: &Row, col: &str) -> Result<String> {
-    Ok(row.try_get::<String, _>(col)?)
-}
-
-fn opt_text(row: &Row, col: &str) -> Result<Option<String>> {
-    Ok(row.try_get::<Option<String>, _>(col)?)
-}
-
-fn int(row: &Row, col: &str) -> Result<i64> {
-    Ok(row.try_get::<i64, _>(col)?)
-}
-
-fn opt_int(row: &Row, col: &str) -> Result<Option<i64>> {
-    Ok(row.try_get::<Option<i64>, _>(col)?)
-}
 
 fn uint(row: &Row, col: &str) -> Result<u32> {
     let v = int(row, col)?;

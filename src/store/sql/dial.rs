@@ -16,8 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::Row as _;
-
+use super::rows::{int, opt_int, opt_text, text};
 use super::{Arg, Backend, Row, SqlStore, bind_all};
 use crate::campaign::model::ContactStatus;
 use crate::store::campaign::{Attempt, AttemptEnd, Claim, ClaimRequest, Contact};
@@ -44,22 +43,6 @@ const IN_CHUNK: usize = 200;
 
 /// Most contacts one claim takes (a claim holds the tenant's lock: keep it short).
 const CLAIM_MAX: u32 = 100;
-
-fn text(row: &Row, col: &str) -> Result<String> {
-    Ok(row.try_get::<String, _>(col)?)
-}
-
-fn opt_text(row: &Row, col: &str) -> Result<Option<String>> {
-    Ok(row.try_get::<Option<String>, _>(col)?)
-}
-
-fn int(row: &Row, col: &str) -> Result<i64> {
-    Ok(row.try_get::<i64, _>(col)?)
-}
-
-fn opt_int(row: &Row, col: &str) -> Result<Option<i64>> {
-    Ok(row.try_get::<Option<i64>, _>(col)?)
-}
 
 fn small(row: &Row, col: &str) -> Result<u32> {
     let v = int(row, col)?;
@@ -600,6 +583,8 @@ mod tests {
     //! inserts are tested with it). PostgreSQL runs when `CALLPLANE_TEST_PG` names a server
     //! (a fresh database each), and is required under `CI=true`.
     use std::sync::Arc;
+
+    use sqlx::Row as _;
 
     use super::*;
     use crate::campaign::model::CampaignStatus;

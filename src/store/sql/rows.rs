@@ -34,19 +34,19 @@ pub(super) const DELIVERY_COLS: &str = "id, webhook_id, tenant_id, event_id, bod
      attempts, next_attempt_at_us, last_status, last_error, created_at_us, delivered_at_us";
 pub(super) const NODE_COLS: &str = "id, name, capacity, started_at_us, heartbeat_at_us";
 
-fn text(row: &Row, col: &str) -> Result<String> {
+pub(super) fn text(row: &Row, col: &str) -> Result<String> {
     Ok(row.try_get::<String, _>(col)?)
 }
 
-fn opt_text(row: &Row, col: &str) -> Result<Option<String>> {
+pub(super) fn opt_text(row: &Row, col: &str) -> Result<Option<String>> {
     Ok(row.try_get::<Option<String>, _>(col)?)
 }
 
-fn int(row: &Row, col: &str) -> Result<i64> {
+pub(super) fn int(row: &Row, col: &str) -> Result<i64> {
     Ok(row.try_get::<i64, _>(col)?)
 }
 
-fn opt_int(row: &Row, col: &str) -> Result<Option<i64>> {
+pub(super) fn opt_int(row: &Row, col: &str) -> Result<Option<i64>> {
     Ok(row.try_get::<Option<i64>, _>(col)?)
 }
 
