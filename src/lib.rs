@@ -23,3 +23,4 @@ pub mod files;
 pub mod net;
 pub mod script;
 pub mod store;
+pub mod trunk;

@@ -315,6 +315,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => SocketAddr::new(route_ip(destination)?, 0),
             };
             let request = OriginateRequest {
+                sip: Default::default(),
+                alternates: Vec::new(),
                 to,
                 destination,
                 from,

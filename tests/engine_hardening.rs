@@ -30,6 +30,8 @@ async fn engine(tune: impl FnOnce(&mut EngineConfig)) -> Engine {
 
 fn originate_to(to: &str, destination: SocketAddr) -> OriginateRequest {
     OriginateRequest {
+        sip: Default::default(),
+        alternates: Vec::new(),
         to: Uri::parse(to.as_bytes()).expect("uri"),
         destination,
         from: None,

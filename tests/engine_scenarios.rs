@@ -144,6 +144,8 @@ async fn two_calls_playing_the_same_prompt_decode_it_once() {
     let mut calls = Vec::new();
     for _ in 0..2 {
         let request = OriginateRequest {
+            sip: Default::default(),
+            alternates: Vec::new(),
             to: sip::message::Uri::parse(format!("sip:test@{dest}").as_bytes()).expect("uri"),
             destination: dest,
             from: None,

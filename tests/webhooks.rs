@@ -814,6 +814,8 @@ async fn the_pump_stores_every_engine_event_of_outbound_and_inbound_calls_in_ord
         let engine_id = a
             .handle
             .originate(OriginateRequest {
+                sip: Default::default(),
+                alternates: Vec::new(),
                 to: sip::message::Uri::parse(format!("sip:bob@{dest}").as_bytes()).expect("uri"),
                 destination: dest,
                 from: None,

@@ -760,6 +760,8 @@ async fn create_call(
         None
     };
     let originate = OriginateRequest {
+        sip: Default::default(),
+        alternates: Vec::new(),
         to: plan.to,
         destination: plan.destination,
         from: plan.from,

@@ -532,6 +532,8 @@ impl Worker {
         let script = script.or_else(|| Some(hangup_script()));
         let prompts = prompts_dir(&self.config.data_dir, &campaign.tenant_id);
         let originate = OriginateRequest {
+            sip: Default::default(),
+            alternates: Vec::new(),
             to: target.to,
             destination: target.destination,
             from: target.from,

@@ -93,6 +93,8 @@ pub(crate) struct InboundCall {
     /// The transport the INVITE came over; the call's own requests (BYE) use it too.
     pub(crate) transport: Transport,
     pub(crate) config: InboundConfig,
+    /// The trunk it came through, when the router knew ([`super::InboundRouter`]).
+    pub(crate) trunk_id: Option<String>,
 }
 
 /// How long an inbound call waits for its `call.created` to be committed before it answers;
@@ -488,6 +490,7 @@ impl Call {
                     key,
                     source,
                     config,
+                    trunk_id,
                     ..
                 } = *inbound;
                 let from = invite
@@ -504,6 +507,7 @@ impl Call {
                         "sip_call_id": call_ident,
                         "source": source.to_string(),
                         "transport": transport_name(transport),
+                        "trunk_id": trunk_id,
                     }),
                 );
                 let local_tag = format!("{:016x}", random_u64());

@@ -114,6 +114,9 @@ pub struct EngineConfig {
     pub event_sink: Option<EventSink>,
     /// RTP timeout, session timers, longest call, refused media addresses.
     pub limits: limits::CallLimits,
+    /// Decides per new INVITE whether it is taken and what it does (trunks, DIDs, allowed
+    /// addresses); `None`: every INVITE gets [`EngineConfig::inbound`].
+    pub router: Option<Arc<dyn InboundRouter>>,
 }
 
 impl EngineConfig {
@@ -134,6 +137,7 @@ impl EngineConfig {
             inbound: InboundConfig::default(),
             event_sink: None,
             limits: limits::CallLimits::default(),
+            router: None,
         }
     }
 }
@@ -218,6 +222,91 @@ pub struct OriginateRequest {
     /// End the call this long after the answer (`None`: the engine's
     /// [`limits::CallLimits::max_duration`]).
     pub max_duration: Option<Duration>,
+    /// What a trunk adds to the INVITE to `to`/`destination`: outbound proxy, credentials,
+    /// headers, advertised address (#11). Default: nothing.
+    pub sip: SipOptions,
+    /// Where to try next, in order, when the INVITE to `destination` gets a transport error,
+    /// a timeout, 503 or 408 (RFC 3263 §4.3; trunk failover). Never after 486, 600, 603, 404
+    /// or any other final response. Empty: no failover.
+    pub alternates: Vec<CallRoute>,
+}
+
+/// SIP-level settings of one way to reach a callee (a trunk's, #11).
+#[derive(Debug, Clone, Default)]
+pub struct SipOptions {
+    /// The trunk this goes through (timeline events name it).
+    pub trunk_id: Option<String>,
+    /// An outbound proxy: sent as a preloaded loose Route (RFC 3261 §8.1.2) on the INVITE and
+    /// every in-dialog request without a route set of its own; the request goes to its address.
+    pub outbound_proxy: Option<Uri>,
+    /// Credentials that answer 401/407 challenges on the INVITE and in-dialog requests
+    /// (RFC 3261 §22.2); `None`: a challenge fails the call.
+    pub credentials: Option<sip::auth::Credentials>,
+    /// Extra header fields on the INVITE, in order (P-Asserted-Identity, Privacy, Diversion,
+    /// a trunk's custom headers). Names and values are checked when the trunk is saved.
+    pub headers: Vec<(String, String)>,
+    /// The address put in Via, Contact and SDP instead of the engine's advertised one
+    /// (a trunk behind a NAT of its own).
+    pub advertise: Option<IpAddr>,
+}
+
+/// One more way to reach the callee ([`OriginateRequest::alternates`]).
+#[derive(Debug, Clone)]
+pub struct CallRoute {
+    /// The Request-URI and To.
+    pub to: Uri,
+    /// Where the INVITE goes.
+    pub destination: SocketAddr,
+    /// Over which transport.
+    pub transport: Transport,
+    /// What this route adds.
+    pub sip: SipOptions,
+    /// How the timeline names this target (`"trunk carrier-b 192.0.2.7:5060 (SRV 10 60)"`).
+    pub label: String,
+}
+
+/// Decides, before a call exists, what happens to a new inbound INVITE: the control plane's
+/// trunk and DID routing (#11). Called on the dispatcher task: it must not block (answer from
+/// an in-memory snapshot).
+pub trait InboundRouter: Send + Sync + std::fmt::Debug {
+    /// The decision for `request` from `source` over `transport`.
+    fn route(&self, source: SocketAddr, transport: Transport, request: &Request) -> InboundRoute;
+}
+
+/// What [`InboundRouter::route`] decided.
+#[derive(Debug, Clone)]
+pub enum InboundRoute {
+    /// As the engine's [`InboundConfig`] says.
+    Default,
+    /// With this configuration instead (the DID's script), through this trunk.
+    Answer {
+        /// What the call does.
+        config: InboundConfig,
+        /// The trunk it came through (in `call.created`).
+        trunk_id: Option<String>,
+    },
+    /// Answer with this final status (403: not from a trunk or an allowed address).
+    Refuse(u16),
+    /// Send nothing (a flood source, or `--unknown-sources drop`).
+    Drop,
+}
+
+/// How an out-of-dialog request sent with [`EngineHandle::request`] ended without a final
+/// response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The engine has stopped.
+    #[error("the engine has stopped")]
+    Closed,
+    /// Could not be sent (no route, connection refused, ...).
+    #[error("transport error: {0}")]
+    Transport(String),
+    /// No final response before the transaction timed out (Timer F, 32 s).
+    #[error("no response (timeout)")]
+    Timeout,
+    /// Another request with the same Call-ID is waiting for its answer.
+    #[error("a request with this Call-ID is already outstanding")]
+    Busy,
 }
 
 /// Which files a call's prompts may name.
@@ -287,6 +376,17 @@ enum Command {
     Ended {
         call_ident: String,
     },
+    /// Route the final response (or failure) of the out-of-dialog request with this Call-ID
+    /// and CSeq number to `reply` ([`EngineHandle::request`]).
+    Expect {
+        call_id: String,
+        cseq: u32,
+        reply: oneshot::Sender<Result<sip::message::Response, RequestError>>,
+    },
+    /// Stop waiting for that request.
+    Forget {
+        call_id: String,
+    },
 }
 
 /// The clone-able handle to a running engine.
@@ -325,6 +425,51 @@ impl EngineHandle {
             reply,
         })
         .await?
+    }
+
+    /// Sends an out-of-dialog request (REGISTER, OPTIONS) that no call owns and returns its
+    /// final response (provisional ones are skipped). The request must carry its Call-ID,
+    /// CSeq, From, To and a top Via (the transport adds the branch when it has none); a
+    /// Call-ID may be reused by the next request once this one has returned (a registration's
+    /// refreshes). Bounded by the transaction's own timeout (Timer F) plus a margin.
+    pub async fn request(
+        &self,
+        request: Request,
+        destination: SocketAddr,
+        transport: Transport,
+    ) -> Result<sip::message::Response, RequestError> {
+        let call_id = request
+            .headers
+            .call_id()
+            .map_err(|e| RequestError::Transport(format!("no Call-ID: {e}")))?
+            .to_owned();
+        let cseq = request
+            .headers
+            .cseq()
+            .map_err(|e| RequestError::Transport(format!("no CSeq: {e}")))?
+            .seq;
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Expect {
+                call_id: call_id.clone(),
+                cseq,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| RequestError::Closed)?;
+        if let Err(e) = self.sip.send_request(request, destination, transport).await {
+            let _ = self.commands.send(Command::Forget { call_id }).await;
+            return Err(RequestError::Transport(e.to_string()));
+        }
+        // Timer F is 64*T1 = 32 s; the margin covers a TCP connect and a slow dispatcher.
+        match tokio::time::timeout(Duration::from_secs(40), rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RequestError::Closed),
+            Err(_) => {
+                let _ = self.commands.send(Command::Forget { call_id }).await;
+                Err(RequestError::Timeout)
+            }
+        }
     }
 
     /// Hang up (BYE when answered, CANCEL while ringing, 480 for an unanswered inbound call).
@@ -489,6 +634,7 @@ impl Engine {
             drain_abort_at: None,
             draining_flag: draining.clone(),
             active: active.clone(),
+            clients: HashMap::new(),
         };
         let task = tokio::spawn(dispatcher.run());
         Ok(Engine {
@@ -544,7 +690,20 @@ struct Dispatcher {
     draining_flag: Arc<std::sync::atomic::AtomicBool>,
     /// `calls.len()`, published for [`EngineHandle::active_calls`].
     active: Arc<std::sync::atomic::AtomicUsize>,
+    /// Out-of-dialog requests waiting for their final response: Call-ID → (CSeq, waiter).
+    clients: HashMap<String, ClientWaiter>,
 }
+
+/// An [`EngineHandle::request`] waiting for its answer.
+#[derive(Debug)]
+struct ClientWaiter {
+    cseq: u32,
+    reply: oneshot::Sender<Result<sip::message::Response, RequestError>>,
+}
+
+/// At most this many out-of-dialog requests wait at once (registrations, OPTIONS pings and
+/// probes of every trunk): a bound, not a tuning knob.
+const MAX_CLIENTS: usize = 4096;
 
 impl Dispatcher {
     async fn run(mut self) {
@@ -626,7 +785,67 @@ impl Dispatcher {
                     .store(self.calls.len(), std::sync::atomic::Ordering::Relaxed);
                 self.check_drained();
             }
+            Command::Expect {
+                call_id,
+                cseq,
+                reply,
+            } => {
+                if self.calls.contains_key(&call_id)
+                    || self.clients.contains_key(&call_id)
+                    || self.clients.len() >= MAX_CLIENTS
+                {
+                    let _ = reply.send(Err(RequestError::Busy));
+                } else {
+                    self.clients.insert(call_id, ClientWaiter { cseq, reply });
+                }
+            }
+            Command::Forget { call_id } => {
+                self.clients.remove(&call_id);
+            }
             Command::Shutdown { .. } => {}
+        }
+    }
+
+    /// Hands a final response or a failure to the [`EngineHandle::request`] waiting for it;
+    /// false when none waits for this Call-ID.
+    fn answer_client(&mut self, event: &EndpointEvent) -> bool {
+        let (call_id, result) = match event {
+            EndpointEvent::Response { response, .. } => {
+                let Ok(call_id) = response.headers.call_id() else {
+                    return false;
+                };
+                let Some(waiter) = self.clients.get(call_id) else {
+                    return false;
+                };
+                // A late answer to an earlier request of the same Call-ID (a registration
+                // refresh) is not this request's.
+                if response.headers.cseq().map(|c| c.seq).ok() != Some(waiter.cseq)
+                    || response.status.is_provisional()
+                {
+                    return true;
+                }
+                (call_id.to_owned(), Ok(response.clone()))
+            }
+            EndpointEvent::TransactionTimeout {
+                call_id,
+                key: TransactionKey::Client(_),
+                ..
+            } => (call_id.clone(), Err(RequestError::Timeout)),
+            EndpointEvent::TransportError {
+                call_id,
+                key: TransactionKey::Client(_),
+            } => (
+                call_id.clone(),
+                Err(RequestError::Transport("the send failed".to_owned())),
+            ),
+            _ => return false,
+        };
+        match self.clients.remove(&call_id) {
+            Some(waiter) => {
+                let _ = waiter.reply.send(result);
+                true
+            }
+            None => false,
         }
     }
 
@@ -697,6 +916,9 @@ impl Dispatcher {
 
     fn handle_sip(&mut self, ev: SipEvent) {
         let at = ev.at;
+        if !self.clients.is_empty() && self.answer_client(&ev.event) {
+            return;
+        }
         match ev.event {
             EndpointEvent::NewRequest {
                 key,
@@ -804,6 +1026,24 @@ impl Dispatcher {
                 let Ok(ident) = request.headers.call_id().map(str::to_owned) else {
                     return;
                 };
+                let (config, trunk_id) = match self
+                    .config
+                    .router
+                    .as_ref()
+                    .map(|r| r.route(source, transport, &request))
+                {
+                    None | Some(InboundRoute::Default) => (self.config.inbound.clone(), None),
+                    Some(InboundRoute::Answer { config, trunk_id }) => (config, trunk_id),
+                    Some(InboundRoute::Refuse(code)) => {
+                        let status = StatusCode::new(code)
+                            .filter(|s| s.is_final())
+                            .unwrap_or(StatusCode::new(403).expect("403"));
+                        let resp = response_to(&request, status, None);
+                        self.respond_stateless(key, resp);
+                        return;
+                    }
+                    Some(InboundRoute::Drop) => return,
+                };
                 if self.calls.contains_key(&ident) {
                     // A second INVITE with a live Call-ID but no To tag: a loop or a
                     // misbehaving peer (§8.2.2.2 merged request).
@@ -857,7 +1097,8 @@ impl Dispatcher {
                         key,
                         source,
                         transport,
-                        config: self.config.inbound.clone(),
+                        config,
+                        trunk_id,
                     })),
                     rx,
                 );

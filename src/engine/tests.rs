@@ -29,6 +29,8 @@ async fn engine(inbound: InboundConfig, max_calls: usize) -> Engine {
 fn request_to(target: &Engine) -> OriginateRequest {
     let dest = target.handle.sip_local_addr();
     OriginateRequest {
+        sip: Default::default(),
+        alternates: Vec::new(),
         to: Uri::parse(format!("sip:test@{dest}").as_bytes()).expect("uri"),
         destination: dest,
         from: None,
