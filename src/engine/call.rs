@@ -55,6 +55,8 @@ pub(crate) struct Shared {
     pub(crate) advertise: SocketAddr,
     /// The same for TCP, when the engine listens on TCP.
     pub(crate) advertise_tcp: Option<SocketAddr>,
+    /// Our TLS listener's address as peers reach it, when there is one.
+    pub(crate) advertise_tls: Option<SocketAddr>,
     /// Decoded prompts, shared by every call: a prompt is decoded once, not once per call.
     /// A std mutex, locked only inside a blocking task for one `get` (never across an await).
     pub(crate) prompts: Arc<std::sync::Mutex<PromptCache>>,
@@ -69,7 +71,14 @@ pub(crate) struct Shared {
 #[derive(Debug)]
 pub(crate) enum CallInput {
     /// A SIP event for this call, with the time the driver saw it.
-    Sip { at: Instant, event: EndpointEvent },
+    Sip {
+        at: Instant,
+        event: EndpointEvent,
+        /// Why the connection failed, for a transport error ([`SipEvent::detail`]).
+        ///
+        /// [`SipEvent::detail`]: crate::net::sip::SipEvent::detail
+        detail: Option<Arc<str>>,
+    },
     /// Hang up now.
     Hangup,
     /// The engine drains: end within `grace`.
@@ -333,6 +342,11 @@ struct Call {
     pending_offer: Option<Bytes>,
     /// The SIP transport of this call's requests and ACKs.
     transport: Transport,
+    /// Over TLS: the name the peer's certificate is checked against (`None`: its address).
+    tls_name: Option<String>,
+    /// Why our INVITE could not be delivered (a TLS handshake error, a refused connection):
+    /// the final event's `reason` when no response says more.
+    transport_failure: Option<Arc<str>>,
     /// Digits to send once answered, and when (set at the answer).
     send_dtmf: Vec<media::dtmf::Digit>,
     dtmf_after: Duration,
@@ -365,7 +379,8 @@ fn advertise_uri(user: Option<&str>, at: SocketAddr) -> Uri {
 /// A URI's address when its host is an IP literal; `fallback` otherwise (no DNS here).
 pub(crate) fn resolve(uri: &Uri, fallback: SocketAddr) -> SocketAddr {
     if let Some(s) = uri.as_sip() {
-        let port = s.port.unwrap_or(5060);
+        let tls = s.secure || s.transport().is_some_and(|t| t.eq_ignore_ascii_case("tls"));
+        let port = s.port.unwrap_or(if tls { 5061 } else { 5060 });
         match &s.host {
             Host::Ipv4(ip) => return SocketAddr::new(IpAddr::V4(*ip), port),
             Host::Ipv6(text) => {
@@ -396,7 +411,19 @@ impl Call {
         let (advertise, contact_transport) = match (transport, shared.advertise_tcp) {
             (Transport::Tcp, Some(tcp)) => (tcp, Some("tcp")),
             (Transport::Tcp, None) => (shared.advertise, Some("tcp")),
+            // Over TLS the Contact names our TLS listener with `transport=tls` (a `sips:`
+            // Contact would promise TLS on every hop to us, RFC 3261 §26.2.2, which a carrier's
+            // path does not give); only a `sips:` Request-URI gets a `sips:` Contact, as
+            // §8.1.1.8 requires.
+            (Transport::Tls, _) => (
+                shared.advertise_tls.unwrap_or(shared.advertise),
+                Some("tls"),
+            ),
             _ => (shared.advertise, None),
+        };
+        let secure_uri = match &setup {
+            CallSetup::Outbound(req) => req.to.as_sip().is_some_and(|u| u.secure),
+            CallSetup::Inbound(inbound) => inbound.invite.uri.as_sip().is_some_and(|u| u.secure),
         };
         let dialog_config = DialogConfig {
             transport,
@@ -411,8 +438,12 @@ impl Call {
             ..DialogConfig::default()
         };
         let mut contact_uri = advertise_uri(Some("callplane"), advertise);
-        if let (Some(t), Uri::Sip(sip)) = (contact_transport, &mut contact_uri) {
-            sip.params.set("transport", Some(t));
+        if let Uri::Sip(sip) = &mut contact_uri {
+            if secure_uri && transport == Transport::Tls {
+                sip.secure = true;
+            } else if let Some(t) = contact_transport {
+                sip.params.set("transport", Some(t));
+            }
         }
         let contact = NameAddr::new(contact_uri);
         match setup {
@@ -467,6 +498,12 @@ impl Call {
                     req.record.clone(),
                 );
                 call.transport = transport;
+                call.tls_name = req.sip.tls_server_name.clone().or_else(|| {
+                    req.to.as_sip().and_then(|u| match &u.host {
+                        Host::Domain(d) => Some(d.to_string()),
+                        _ => None,
+                    })
+                });
                 if let Some(max) = req.max_duration {
                     call.max_duration = Some(max);
                     call.max_at = now.checked_add(max);
@@ -720,6 +757,8 @@ impl Call {
             pending_offer: None,
             pending_plays: VecDeque::new(),
             transport: Transport::Udp,
+            tls_name: None,
+            transport_failure: None,
             send_dtmf: Vec::new(),
             dtmf_after: Duration::ZERO,
             dtmf_at: None,
@@ -1206,7 +1245,14 @@ impl Call {
                 let at = clock::now() + grace;
                 self.drain_at = Some(self.drain_at.map_or(at, |d| d.min(at)));
             }
-            CallInput::Sip { at, event } => self.handle_sip(at, event),
+            CallInput::Sip { at, event, detail } => {
+                if let (EndpointEvent::TransportError { key, .. }, Some(detail)) = (&event, detail)
+                    && key.method() == &Method::Invite
+                {
+                    self.transport_failure = Some(detail);
+                }
+                self.handle_sip(at, event)
+            }
         }
     }
 
@@ -1288,7 +1334,10 @@ impl Call {
             Output::SendRequest(request) => {
                 let destination = resolve(&next_hop(&request), self.peer);
                 let method = request.method.clone();
-                match sip.send_request(request, destination, self.transport).await {
+                match sip
+                    .send_request_named(request, destination, self.transport, self.tls_name.clone())
+                    .await
+                {
                     Ok(key) => {
                         if method == Method::Invite && self.invite_key.is_none() {
                             self.invite_key = Some(key.clone());
@@ -1308,6 +1357,7 @@ impl Call {
                         tracing::warn!(error = %e, %method, "request not sent");
                         if method == Method::Invite {
                             self.local_failure = true;
+                            self.transport_failure = Some(Arc::from(e.to_string()));
                         }
                         self.session
                             .handle_transaction_timeout(clock::now(), &method);
@@ -1322,7 +1372,12 @@ impl Call {
             Output::SendAck(ack) => {
                 let destination = resolve(&next_hop(&ack), self.peer);
                 match sip
-                    .send_stateless(Message::Request(ack), destination, self.transport)
+                    .send_stateless_named(
+                        Message::Request(ack),
+                        destination,
+                        self.transport,
+                        self.tls_name.clone(),
+                    )
                     .await
                 {
                     Ok(()) => self.timeline.emit("sip.ack_sent", json!({})),
@@ -1621,6 +1676,11 @@ impl Call {
                 EndReason::Rejected(code) => (Some(code), None, None),
                 _ => (None, None, None),
             },
+        };
+        // No response said why: say what kept the INVITE from its peer (a TLS handshake).
+        let phrase = match (&self.final_status, &self.transport_failure) {
+            (None, Some(why)) if self.answered_at.is_none() => Some(why.to_string()),
+            _ => phrase,
         };
         let duration_ms = self
             .answered_at
