@@ -198,6 +198,58 @@ async fn call_over_tls_is_answered_and_hung_up_on_the_same_connection() {
 }
 
 #[tokio::test]
+async fn the_callees_bye_reuses_the_callers_tls_connection() {
+    if !openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(dir.path());
+    let callee = tls_callee(&pki).await;
+    let mut callee_events = callee.handle.subscribe();
+    let at = callee.handle.sip_local_tls_addr().expect("a TLS listener");
+    let uri = format!("sip:test@{at};transport=tls");
+    // The caller has no TLS listener: its Contact is no address the callee can open a TLS
+    // connection to, so the callee's BYE arrives only over the caller's own connection.
+    let (child, mut rx) = spawn_callplane(
+        dir.path(),
+        &["call", &uri, "--tls-ca", s(&pki.ca), "--ring-timeout", "10"],
+    );
+    let mut seen = Vec::new();
+    let call_id = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match callee_events.recv().await {
+                Ok(ev) if ev.kind == "sip.answered" => return ev.call_id,
+                Ok(ev) => seen.push(ev.kind),
+                Err(e) => panic!("callee events ended ({e}); saw {seen:?}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the callee did not answer in 10 s"));
+    callee.handle.hangup(call_id).await.expect("hang up");
+    let (status, stderr) = wait_child(child, "callplane call").await;
+    let events = collect_lines(&mut rx).await;
+    assert!(
+        status.success(),
+        "the caller did not end normally ({status}): {:?}\n{stderr}",
+        kinds(&events)
+    );
+    last_of(&events, "sip.bye_received");
+    let stats = callee.handle.sip_stats().await.expect("stats");
+    assert_eq!(stats.tls_accepted, 1, "{stats:?}");
+    assert_eq!(
+        stats.tls_connected, 0,
+        "no connection to the caller's Contact: {stats:?}"
+    );
+    assert_eq!(
+        stats.responses_in.get(&200),
+        Some(&1),
+        "the BYE's 200: {stats:?}"
+    );
+    let _ = callee.handle.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_certificate_from_another_ca_fails_the_call_at_once_naming_the_problem() {
     if !openssl_available() {
         return;

@@ -498,12 +498,22 @@ impl Call {
                     req.record.clone(),
                 );
                 call.transport = transport;
-                call.tls_name = req.sip.tls_server_name.clone().or_else(|| {
-                    req.to.as_sip().and_then(|u| match &u.host {
+                // The name the first hop's certificate must carry: the trunk's, else the
+                // outbound proxy's or the Request-URI's host when it is a name.
+                let domain = |u: &Uri| {
+                    u.as_sip().and_then(|u| match &u.host {
                         Host::Domain(d) => Some(d.to_string()),
                         _ => None,
                     })
-                });
+                };
+                call.tls_name =
+                    req.sip
+                        .tls_server_name
+                        .clone()
+                        .or_else(|| match &req.sip.outbound_proxy {
+                            Some(proxy) => domain(proxy),
+                            None => domain(&req.to),
+                        });
                 if let Some(max) = req.max_duration {
                     call.max_duration = Some(max);
                     call.max_at = now.checked_add(max);
@@ -1328,11 +1338,25 @@ impl Call {
         }
     }
 
+    /// Where a request of ours goes: its next hop (§8.1.2), except on an inbound TLS call
+    /// while the connection its INVITE came over is open: there, over that connection (the
+    /// connection reuse of RFC 5923, which TLS peers expect: their Contact is often an IP
+    /// address their certificate does not name, or not listening at all).
+    async fn destination(&self, request: &Request) -> SocketAddr {
+        if self.transport == Transport::Tls
+            && !self.outbound
+            && self.shared.sip.has_stream(self.peer, Transport::Tls).await
+        {
+            return self.peer;
+        }
+        resolve(&next_hop(request), self.peer)
+    }
+
     async fn sip_output(&mut self, out: Output) {
         let sip = self.shared.sip.clone();
         match out {
             Output::SendRequest(request) => {
-                let destination = resolve(&next_hop(&request), self.peer);
+                let destination = self.destination(&request).await;
                 let method = request.method.clone();
                 match sip
                     .send_request_named(request, destination, self.transport, self.tls_name.clone())
@@ -1370,7 +1394,7 @@ impl Call {
                 }
             }
             Output::SendAck(ack) => {
-                let destination = resolve(&next_hop(&ack), self.peer);
+                let destination = self.destination(&ack).await;
                 match sip
                     .send_stateless_named(
                         Message::Request(ack),

@@ -262,6 +262,11 @@ enum Command {
     Stats {
         reply: oneshot::Sender<SipStats>,
     },
+    HasStream {
+        peer: SocketAddr,
+        tls: bool,
+        reply: oneshot::Sender<bool>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -395,6 +400,19 @@ impl SipHandle {
     /// The counters.
     pub async fn stats(&self) -> Result<SipStats, NetError> {
         self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Whether a TCP (`Transport::Tcp`) or TLS (`Transport::Tls`) connection with `peer` is
+    /// open now (either direction). For other transports: `false`.
+    pub async fn has_stream(&self, peer: SocketAddr, transport: Transport) -> bool {
+        let tls = match transport {
+            Transport::Tcp => false,
+            Transport::Tls => true,
+            _ => return false,
+        };
+        self.call(|reply| Command::HasStream { peer, tls, reply })
+            .await
+            .unwrap_or(false)
     }
 
     /// Stop the driver: close the sockets and every TCP connection. Returns when it has
@@ -798,6 +816,9 @@ impl Driver {
                     self.endpoint.transaction_count();
                 stats.tcp_open = self.conns.len();
                 let _ = reply.send(stats);
+            }
+            Command::HasStream { peer, tls, reply } => {
+                let _ = reply.send(self.find_conn(peer, tls, None).is_some());
             }
             // Handled in the loop, which has to return.
             Command::Shutdown { reply } => {
