@@ -198,6 +198,74 @@ async fn call_over_tls_is_answered_and_hung_up_on_the_same_connection() {
 }
 
 #[tokio::test]
+async fn serve_with_a_tls_listener_answers_a_sips_call() {
+    if !openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(dir.path());
+    let (serve, mut rx) = spawn_callplane(
+        dir.path(),
+        &[
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--sip-tls",
+            "127.0.0.1:0",
+            "--tls-cert",
+            s(&pki.cert),
+            "--tls-key",
+            s(&pki.key),
+        ],
+    );
+    let mut seen = Vec::new();
+    let listening = wait_line(&mut rx, &mut seen, |v| v["kind"] == "serve.listening").await;
+    let tls_at = listening["sip_tls"]
+        .as_str()
+        .unwrap_or_else(|| panic!("serve.listening names the TLS address: {listening}"))
+        .to_owned();
+    // sips: means TLS (no transport parameter); the certificate names 127.0.0.1 too.
+    let uri = format!("sips:tls@{tls_at}");
+    let (status, events, stderr) = run_call(
+        dir.path(),
+        &[
+            "call",
+            &uri,
+            "--tls-ca",
+            s(&pki.ca),
+            "--hangup-after",
+            "0.5",
+            "--ring-timeout",
+            "10",
+        ],
+    )
+    .await;
+    assert!(
+        status.success(),
+        "call exit {status}: {stderr}\n{:?}",
+        kinds(&events)
+    );
+    let sent = last_of(&events, "sip.invite_sent");
+    assert_eq!(sent["details"]["transport"], "tls", "{sent}");
+    assert_eq!(sent["details"]["destination"], tls_at.as_str(), "{sent}");
+    let created = wait_line(&mut rx, &mut seen, |v| v["kind"] == "call.created").await;
+    assert_eq!(created["details"]["transport"], "tls", "{created}");
+    let served = wait_line(&mut rx, &mut seen, |v| {
+        v["kind"] == "call.completed" || v["kind"] == "call.failed"
+    })
+    .await;
+    assert_eq!(served["details"]["outcome"], "answered", "{served}");
+    assert!(
+        kinds(&seen).contains(&"sip.bye_received"),
+        "{:?}",
+        kinds(&seen)
+    );
+    send_sigterm(&serve);
+    let (status, stderr) = wait_child(serve, "callplane serve").await;
+    assert!(status.success(), "serve exit {status}: {stderr}");
+}
+
+#[tokio::test]
 async fn the_callees_bye_reuses_the_callers_tls_connection() {
     if !openssl_available() {
         return;
@@ -297,6 +365,61 @@ async fn a_certificate_from_another_ca_fails_the_call_at_once_naming_the_problem
     let stats = callee.handle.sip_stats().await.expect("stats");
     assert_eq!(stats.requests_in.get("INVITE"), None, "{stats:?}");
     let _ = callee.handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_never_completes_the_handshake_fails_the_call_after_the_handshake_timeout() {
+    if !openssl_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = make_pki(dir.path());
+    // Accepts TCP connections and says nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let at = silent.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        // Bounded: the call opens one connection.
+        for _ in 0..4 {
+            match silent.accept().await {
+                Ok((stream, _)) => open.push(stream),
+                Err(_) => break,
+            }
+        }
+        open
+    });
+    let uri = format!("sip:test@{at};transport=tls");
+    let started = Instant::now();
+    let (status, events, stderr) = run_call(
+        dir.path(),
+        &[
+            "call",
+            &uri,
+            "--tls-ca",
+            s(&pki.ca),
+            "--tls-handshake-timeout-ms",
+            "600",
+            "--ring-timeout",
+            "30",
+        ],
+    )
+    .await;
+    let took = started.elapsed();
+    held.abort();
+    assert_eq!(status.code(), Some(6), "{:?}\n{stderr}", kinds(&events));
+    let failed = last_of(&events, "call.failed");
+    let reason = failed["details"]["reason"].as_str().unwrap_or_default();
+    assert_eq!(
+        reason,
+        format!("TLS: handshake with {at} timed out after 600 ms"),
+        "{failed}"
+    );
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
