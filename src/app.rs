@@ -442,6 +442,7 @@ pub async fn serve_with(
             "kind": "serve.listening",
             "sip": handle.sip_local_addr().to_string(),
             "sip_tcp": handle.sip_local_tcp_addr().map(|a| a.to_string()),
+            "sip_tls": handle.sip_local_tls_addr().map(|a| a.to_string()),
             "api": api_addr.to_string(),
             "database": match store.backend() {
                 crate::store::Backend::Sqlite => "sqlite",

@@ -75,6 +75,12 @@ enum Cmd {
         /// Seconds after the answer to send --send-dtmf.
         #[arg(long, default_value_t = 0.5, requires = "send_dtmf")]
         dtmf_after: f64,
+        /// Over TLS: the name the callee's certificate must carry (and the SNI sent); default:
+        /// the URI's host.
+        #[arg(long)]
+        tls_server_name: Option<String>,
+        #[command(flatten)]
+        tls: TlsArgs,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -124,6 +130,8 @@ enum Cmd {
         /// Also listen for SIP over TCP on this address (port 0 picks one).
         #[arg(long)]
         sip_tcp: Option<SocketAddr>,
+        #[command(flatten)]
+        tls: TlsArgs,
         /// The IP we put in Via, Contact and SDP, and bind RTP on (default: the --sip IP, or
         /// 127.0.0.1 when that is 0.0.0.0).
         #[arg(long)]
@@ -300,6 +308,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             hangup_after,
             send_dtmf,
             dtmf_after,
+            tls_server_name,
+            tls,
             limits,
         } => {
             let to = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
@@ -315,7 +325,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => SocketAddr::new(route_ip(destination)?, 0),
             };
             let request = OriginateRequest {
-                sip: Default::default(),
+                sip: callplane::engine::SipOptions {
+                    tls_server_name,
+                    ..Default::default()
+                },
                 alternates: Vec::new(),
                 to,
                 destination,
@@ -352,6 +365,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 // --bind IP (same port when one was given, else any).
                 config.sip_tcp = Some(bind);
             }
+            (config.sip_tls, config.tls) = tls.context(transport == Transport::Tls)?;
             call(config, request).await
         }
         Cmd::Probe { url } => Ok(app::probe(&url).await),
@@ -393,6 +407,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             rate_limit,
             sip,
             sip_tcp,
+            tls,
             advertise,
             limits,
             script,
@@ -411,6 +426,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let mut config = EngineConfig::new(sip);
             config.sip_tcp = sip_tcp;
+            (config.sip_tls, config.tls) = tls.context(true)?;
             if let Some(ip) = advertise {
                 config.advertise_ip = ip;
             }
@@ -572,6 +588,109 @@ async fn admin(command: AdminCmd, data_dir: &Path, url: Option<&str>) -> anyhow:
         }
     }
     Ok(0)
+}
+
+/// SIP over TLS, for `call` and `serve` (docs/trunks/tls.md).
+#[derive(Debug, clap::Args)]
+struct TlsArgs {
+    /// Listen for SIP over TLS on this address (5061 is the standard port; port 0 picks one).
+    /// Needs --tls-cert and --tls-key.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    sip_tls: Option<SocketAddr>,
+    /// The certificate chain (PEM, leaf first) the TLS listener presents.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificates (PEM) that outbound TLS peers' certificates must chain to; default:
+    /// the system bundle /etc/ssl/certs/ca-certificates.crt.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// The longest a TLS connect and handshake may take, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    tls_handshake_timeout_ms: u64,
+}
+
+/// The largest PEM file read (a CA bundle is ~200 KB).
+const MAX_PEM_BYTES: u64 = 4 << 20;
+
+fn read_pem(flag: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("{flag} {}: cannot open", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PEM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("{flag} {}: cannot read", path.display()))?;
+    if bytes.len() as u64 > MAX_PEM_BYTES {
+        bail!(
+            "{flag} {}: larger than {MAX_PEM_BYTES} bytes",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
+impl TlsArgs {
+    /// The TLS listener address and context. `wanted`: build the context even without TLS
+    /// flags (a `serve` may place TLS calls through trunks; a `call` to a TLS URI). Without a
+    /// --tls-ca and without the system bundle, no context: TLS calls then fail with "no TLS
+    /// transport available".
+    fn context(
+        self,
+        wanted: bool,
+    ) -> anyhow::Result<(Option<SocketAddr>, Option<callplane::net::tls::TlsContext>)> {
+        use callplane::net::tls;
+        let server = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                tls::server_config(&read_pem("--tls-cert", cert)?, &read_pem("--tls-key", key)?)
+                    .with_context(|| {
+                        format!(
+                            "--tls-cert {} / --tls-key {}",
+                            cert.display(),
+                            key.display()
+                        )
+                    })?,
+            ),
+            _ => None,
+        };
+        let client = match &self.tls_ca {
+            Some(ca) => Some(
+                tls::client_config(&read_pem("--tls-ca", ca)?, &ca.display().to_string())
+                    .context("--tls-ca")?,
+            ),
+            None if wanted || server.is_some() => match std::fs::metadata(tls::SYSTEM_CA_FILE) {
+                Ok(_) => Some(
+                    tls::client_config(
+                        &read_pem("the system CA bundle", Path::new(tls::SYSTEM_CA_FILE))?,
+                        tls::SYSTEM_CA_FILE,
+                    )
+                    .context("the system CA bundle (give --tls-ca)")?,
+                ),
+                Err(_) if server.is_some() => bail!(
+                    "no --tls-ca and no system CA bundle at {}: give --tls-ca",
+                    tls::SYSTEM_CA_FILE
+                ),
+                Err(_) => None,
+            },
+            None => None,
+        };
+        let Some(client) = client else {
+            return Ok((None, None));
+        };
+        if self.tls_handshake_timeout_ms == 0 {
+            bail!("--tls-handshake-timeout-ms must be more than 0");
+        }
+        Ok((
+            self.sip_tls,
+            Some(tls::TlsContext {
+                client,
+                server,
+                handshake_timeout: Duration::from_millis(self.tls_handshake_timeout_ms),
+            }),
+        ))
+    }
 }
 
 /// The limits on every call, for `call` and `serve` (docs/operations.md, "Call limits").

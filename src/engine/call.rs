@@ -60,6 +60,8 @@ pub(crate) struct Shared {
     pub(crate) advertise: SocketAddr,
     /// The same for TCP, when the engine listens on TCP.
     pub(crate) advertise_tcp: Option<SocketAddr>,
+    /// Our TLS listener's address as peers reach it, when there is one.
+    pub(crate) advertise_tls: Option<SocketAddr>,
     /// Decoded prompts, shared by every call: a prompt is decoded once, not once per call.
     /// A std mutex, locked only inside a blocking task for one `get` (never across an await).
     pub(crate) prompts: Arc<std::sync::Mutex<PromptCache>>,
@@ -169,7 +171,14 @@ fn extra_headers(sip: &SipOptions) -> Vec<(HeaderName, String)> {
 #[derive(Debug)]
 pub(crate) enum CallInput {
     /// A SIP event for this call, with the time the driver saw it.
-    Sip { at: Instant, event: EndpointEvent },
+    Sip {
+        at: Instant,
+        event: EndpointEvent,
+        /// Why the connection failed, for a transport error ([`SipEvent::detail`]).
+        ///
+        /// [`SipEvent::detail`]: crate::net::sip::SipEvent::detail
+        detail: Option<Arc<str>>,
+    },
     /// Hang up now.
     Hangup,
     /// The engine drains: end within `grace`.
@@ -433,6 +442,11 @@ struct Call {
     pending_offer: Option<Bytes>,
     /// The SIP transport of this call's requests and ACKs.
     transport: Transport,
+    /// Over TLS: the name the peer's certificate is checked against (`None`: its address).
+    tls_name: Option<String>,
+    /// Why our INVITE could not be delivered (a TLS handshake error, a refused connection):
+    /// the final event's `reason` when no response says more.
+    transport_failure: Option<Arc<str>>,
     /// Digits to send once answered, and when (set at the answer).
     send_dtmf: Vec<media::dtmf::Digit>,
     dtmf_after: Duration,
@@ -480,7 +494,8 @@ fn advertise_uri(user: Option<&str>, at: SocketAddr) -> Uri {
 /// A URI's address when its host is an IP literal; `fallback` otherwise (no DNS here).
 pub(crate) fn resolve(uri: &Uri, fallback: SocketAddr) -> SocketAddr {
     if let Some(s) = uri.as_sip() {
-        let port = s.port.unwrap_or(5060);
+        let tls = s.secure || s.transport().is_some_and(|t| t.eq_ignore_ascii_case("tls"));
+        let port = s.port.unwrap_or(if tls { 5061 } else { 5060 });
         match &s.host {
             Host::Ipv4(ip) => return SocketAddr::new(IpAddr::V4(*ip), port),
             Host::Ipv6(text) => {
@@ -506,7 +521,11 @@ impl Call {
             CallSetup::Outbound(req) => req.transport,
             CallSetup::Inbound(inbound) => inbound.transport,
         };
-        let (dialog_config, contact) = identity(&shared, transport, None);
+        let secure_uri = match &setup {
+            CallSetup::Outbound(req) => req.to.as_sip().is_some_and(|u| u.secure),
+            CallSetup::Inbound(inbound) => inbound.invite.uri.as_sip().is_some_and(|u| u.secure),
+        };
+        let (dialog_config, contact) = identity(&shared, transport, None, secure_uri);
         match setup {
             CallSetup::Outbound(req) => {
                 timeline.emit(
@@ -520,8 +539,12 @@ impl Call {
                 let first = next_target(&shared, &mut targets, now)
                     .expect("the primary target is always there");
                 emit_target(&timeline, 1, &first);
-                let (dialog_config, contact) =
-                    identity(&shared, first.transport, first.sip.advertise);
+                let (dialog_config, contact) = identity(
+                    &shared,
+                    first.transport,
+                    first.sip.advertise,
+                    first.to.as_sip().is_some_and(|u| u.secure),
+                );
                 let rtp = match shared.pool.allocate().await {
                     Ok(r) => r,
                     Err(e) => {
@@ -569,6 +592,7 @@ impl Call {
                     req.record.clone(),
                 );
                 call.transport = first.transport;
+                call.tls_name = tls_name(&first.to, &first.sip);
                 call.target = Some(first);
                 call.targets = targets;
                 call.attempt = 1;
@@ -825,6 +849,8 @@ impl Call {
             pending_offer: None,
             pending_plays: VecDeque::new(),
             transport: Transport::Udp,
+            tls_name: None,
+            transport_failure: None,
             send_dtmf: Vec::new(),
             dtmf_after: Duration::ZERO,
             dtmf_at: None,
@@ -1331,7 +1357,14 @@ impl Call {
                 let at = clock::now() + grace;
                 self.drain_at = Some(self.drain_at.map_or(at, |d| d.min(at)));
             }
-            CallInput::Sip { at, event } => self.handle_sip(at, event),
+            CallInput::Sip { at, event, detail } => {
+                if let (EndpointEvent::TransportError { key, .. }, Some(detail)) = (&event, detail)
+                    && key.method() == &Method::Invite
+                {
+                    self.transport_failure = Some(detail);
+                }
+                self.handle_sip(at, event)
+            }
         }
     }
 
@@ -1427,18 +1460,35 @@ impl Call {
         }
     }
 
+    /// Where a request of ours goes: its next hop (§8.1.2), except on an inbound TLS call
+    /// while the connection its INVITE came over is open: there, over that connection (the
+    /// connection reuse of RFC 5923, which TLS peers expect: their Contact is often an IP
+    /// address their certificate does not name, or not listening at all).
+    async fn destination(&self, request: &Request) -> SocketAddr {
+        if self.transport == Transport::Tls
+            && !self.outbound
+            && self.shared.sip.has_stream(self.peer, Transport::Tls).await
+        {
+            return self.peer;
+        }
+        resolve(&next_hop(request), self.peer)
+    }
+
     async fn sip_output(&mut self, out: Output) {
         let sip = self.shared.sip.clone();
         match out {
             Output::SendRequest(mut request) => {
                 self.route_in_dialog(&mut request);
-                let destination = resolve(&next_hop(&request), self.peer);
+                let destination = self.destination(&request).await;
                 let method = request.method.clone();
                 // The initial INVITE (or its retry with credentials, or to another target)
                 // has no To tag; a re-INVITE has one.
                 let initial_invite = method == Method::Invite && !has_to_tag(&request);
                 let cseq = request.headers.cseq().map(|c| c.seq).unwrap_or_default();
-                match sip.send_request(request, destination, self.transport).await {
+                match sip
+                    .send_request_named(request, destination, self.transport, self.tls_name.clone())
+                    .await
+                {
                     Ok(key) => {
                         if initial_invite {
                             if let Some(old) = self.invite_key.replace(key.clone()) {
@@ -1479,6 +1529,7 @@ impl Call {
                         }
                         if method == Method::Invite {
                             self.local_failure = true;
+                            self.transport_failure = Some(Arc::from(e.to_string()));
                         }
                         self.session
                             .handle_transaction_timeout(clock::now(), &method);
@@ -1492,9 +1543,14 @@ impl Call {
             }
             Output::SendAck(mut ack) => {
                 self.route_in_dialog(&mut ack);
-                let destination = resolve(&next_hop(&ack), self.peer);
+                let destination = self.destination(&ack).await;
                 match sip
-                    .send_stateless(Message::Request(ack), destination, self.transport)
+                    .send_stateless_named(
+                        Message::Request(ack),
+                        destination,
+                        self.transport,
+                        self.tls_name.clone(),
+                    )
                     .await
                 {
                     Ok(()) => self.timeline.emit("sip.ack_sent", json!({})),
@@ -1829,6 +1885,11 @@ impl Call {
                 _ => (None, None, None),
             },
         };
+        // No response said why: say what kept the INVITE from its peer (a TLS handshake).
+        let phrase = match (&self.final_status, &self.transport_failure) {
+            (None, Some(why)) if self.answered_at.is_none() => Some(why.to_string()),
+            _ => phrase,
+        };
         let duration_ms = self
             .answered_at
             .map(|a| ended_at.saturating_duration_since(a).as_millis() as u64);
@@ -1959,7 +2020,12 @@ impl Call {
         };
         let mut negotiator = outbound_negotiator(&self.shared, &self.rtp, next.sip.advertise);
         let offer = negotiator.create_offer();
-        let (config, contact) = identity(&self.shared, next.transport, next.sip.advertise);
+        let (config, contact) = identity(
+            &self.shared,
+            next.transport,
+            next.sip.advertise,
+            next.to.as_sip().is_some_and(|u| u.secure),
+        );
         let params = InviteParams {
             request_uri: next.to.clone(),
             from,
@@ -2006,6 +2072,7 @@ impl Call {
         self.negotiator = negotiator;
         self.peer = next.destination;
         self.transport = next.transport;
+        self.tls_name = tls_name(&next.to, &next.sip);
         self.target = Some(next);
         true
     }
@@ -2048,12 +2115,24 @@ impl Call {
 
 /// Our Via and Contact for a call over `transport`, with `ip` instead of the engine's
 /// advertised address when given (a trunk's `advertise`).
-fn identity(shared: &Shared, transport: Transport, ip: Option<IpAddr>) -> (DialogConfig, NameAddr) {
+fn identity(
+    shared: &Shared,
+    transport: Transport,
+    ip: Option<IpAddr>,
+    secure_uri: bool,
+) -> (DialogConfig, NameAddr) {
     // Over TCP, Via and Contact name our TCP listener (§18.2.2: a response goes back over
     // the request's connection; later requests to us open one to the Contact).
     let (mut advertise, contact_transport) = match (transport, shared.advertise_tcp) {
         (Transport::Tcp, Some(tcp)) => (tcp, Some("tcp")),
         (Transport::Tcp, None) => (shared.advertise, Some("tcp")),
+        // Over TLS the Contact names our TLS listener with `transport=tls` (a `sips:` Contact
+        // would promise TLS on every hop to us, RFC 3261 §26.2.2, which a carrier's path does
+        // not give); only a `sips:` Request-URI gets a `sips:` Contact, as §8.1.1.8 requires.
+        (Transport::Tls, _) => (
+            shared.advertise_tls.unwrap_or(shared.advertise),
+            Some("tls"),
+        ),
         _ => (shared.advertise, None),
     };
     if let Some(ip) = ip {
@@ -2072,10 +2151,31 @@ fn identity(shared: &Shared, transport: Transport, ip: Option<IpAddr>) -> (Dialo
         ..DialogConfig::default()
     };
     let mut contact_uri = advertise_uri(Some("callplane"), advertise);
-    if let (Some(t), Uri::Sip(sip)) = (contact_transport, &mut contact_uri) {
-        sip.params.set("transport", Some(t));
+    if let Uri::Sip(sip) = &mut contact_uri {
+        if secure_uri && transport == Transport::Tls {
+            sip.secure = true;
+        } else if let Some(t) = contact_transport {
+            sip.params.set("transport", Some(t));
+        }
     }
     (dialog_config, NameAddr::new(contact_uri))
+}
+
+/// The name the first hop's TLS certificate must carry: the trunk's, else the outbound proxy's
+/// or the Request-URI's host when it is a name (an IP literal is checked as an address).
+fn tls_name(to: &Uri, sip: &super::SipOptions) -> Option<String> {
+    let domain = |u: &Uri| {
+        u.as_sip().and_then(|u| match &u.host {
+            Host::Domain(d) => Some(d.to_string()),
+            _ => None,
+        })
+    };
+    sip.tls_server_name
+        .clone()
+        .or_else(|| match &sip.outbound_proxy {
+            Some(proxy) => domain(proxy),
+            None => domain(to),
+        })
 }
 
 /// The SDP negotiator of an outbound call on `rtp`, its c= line naming `ip` when given (a

@@ -93,6 +93,13 @@ pub struct EngineConfig {
     /// Where a SIP TCP listener binds (port 0 picks one); `None`: no TCP listener (calls to a
     /// `transport=tcp` destination then have no address to put in their Contact).
     pub sip_tcp: Option<SocketAddr>,
+    /// Where a SIP TLS listener binds (port 0 picks one); needs `tls` with a certificate.
+    /// `None`: no TLS listener (outbound TLS still works with `tls`; the Contact of such a call
+    /// then names no reachable TLS address, so the callee's BYE needs our connection).
+    pub sip_tls: Option<SocketAddr>,
+    /// SIP over TLS: the CAs outbound connections trust and the listener's certificate
+    /// (`None`: a `sips:` or `transport=tls` call fails with "no TLS transport available").
+    pub tls: Option<crate::net::tls::TlsContext>,
     /// The address we put in Via, Contact and SDP (an unspecified `sip_bind` IP is no
     /// address a peer can reach).
     pub advertise_ip: IpAddr,
@@ -130,6 +137,8 @@ impl EngineConfig {
         EngineConfig {
             sip_bind,
             sip_tcp: None,
+            sip_tls: None,
+            tls: None,
             advertise_ip,
             rtp_ports: 20000..=29999,
             max_calls: 100,
@@ -248,6 +257,10 @@ pub struct SipOptions {
     /// The address put in Via, Contact and SDP instead of the engine's advertised one
     /// (a trunk behind a NAT of its own).
     pub advertise: Option<IpAddr>,
+    /// Over TLS: the name the peer's certificate must carry (and the SNI we send). `None`: the
+    /// host of the Request-URI when it is a name, else the destination's IP address. The CAs
+    /// are the node's ([`EngineConfig::tls`]).
+    pub tls_server_name: Option<String>,
 }
 
 /// One more way to reach the callee ([`OriginateRequest::alternates`]).
@@ -556,6 +569,11 @@ impl EngineHandle {
         self.sip_local_tcp
     }
 
+    /// Where SIP listens on TLS, when it does.
+    pub fn sip_local_tls_addr(&self) -> Option<SocketAddr> {
+        self.sip.local_addrs().tls
+    }
+
     /// Stop taking calls (new INVITEs get 503 with Retry-After), give live calls `grace` to
     /// end, then hang them up. Returns when no call is left: at most [`DRAIN_ABORT_AFTER`]
     /// after `grace`, as calls that do not end are torn down.
@@ -587,6 +605,8 @@ impl Engine {
         let transport = SipTransport::bind(SipConfig {
             udp: Some(config.sip_bind),
             tcp: config.sip_tcp,
+            tls: config.sip_tls,
+            tls_context: config.tls.clone(),
             seed: random_u64(),
             ..SipConfig::default()
         })
@@ -602,6 +622,7 @@ impl Engine {
             .udp
             .expect("the transport was configured with a UDP socket");
         let sip_local_tcp = sip_handle.local_addrs().tcp;
+        let sip_local_tls = sip_handle.local_addrs().tls;
         let sip_for_handle = sip_handle.clone();
         let advertise_ip = config.advertise_ip;
         let sink = config.event_sink.as_ref().map(|s| s.gauge().clone());
@@ -618,6 +639,7 @@ impl Engine {
             engine: commands.clone(),
             advertise: SocketAddr::new(config.advertise_ip, sip_local.port()),
             advertise_tcp: sip_local_tcp.map(|a| SocketAddr::new(config.advertise_ip, a.port())),
+            advertise_tls: sip_local_tls.map(|a| SocketAddr::new(config.advertise_ip, a.port())),
             prompts: prompts.clone(),
             limits: config.limits.clone(),
             cooldowns: Default::default(),
@@ -917,6 +939,7 @@ impl Dispatcher {
 
     fn handle_sip(&mut self, ev: SipEvent) {
         let at = ev.at;
+        let detail = ev.detail;
         if !self.clients.is_empty() && self.answer_client(&ev.event) {
             return;
         }
@@ -938,7 +961,14 @@ impl Dispatcher {
                     return;
                 };
                 match self.calls.get(&dialog.call_id) {
-                    Some(route) => deliver(route, CallInput::Sip { at, event }),
+                    Some(route) => deliver(
+                        route,
+                        CallInput::Sip {
+                            at,
+                            event,
+                            detail: detail.clone(),
+                        },
+                    ),
                     None => {
                         // §12.2.2: a request for a dialog we do not know gets 481.
                         if let (Some(key), Some(resp)) =
@@ -960,7 +990,14 @@ impl Dispatcher {
                     _ => None,
                 };
                 match ident.as_ref().and_then(|i| self.calls.get(i)) {
-                    Some(route) => deliver(route, CallInput::Sip { at, event }),
+                    Some(route) => deliver(
+                        route,
+                        CallInput::Sip {
+                            at,
+                            event,
+                            detail: detail.clone(),
+                        },
+                    ),
                     // A response to the BYE of a call that has ended: nothing to do.
                     None => tracing::debug!(?ident, "SIP event for no live call"),
                 }
@@ -982,7 +1019,14 @@ impl Dispatcher {
                     return;
                 };
                 match self.calls.get(call_id) {
-                    Some(route) => deliver(route, CallInput::Sip { at, event }),
+                    Some(route) => deliver(
+                        route,
+                        CallInput::Sip {
+                            at,
+                            event,
+                            detail: detail.clone(),
+                        },
+                    ),
                     None => tracing::debug!(%call_id, "transaction failure for no live call"),
                 }
             }

@@ -1,4 +1,5 @@
-//! Where a call to a URI goes: the socket address and transport of an IP-literal `sip:` URI.
+//! Where a call to a URI goes: the socket address and transport of an IP-literal `sip:` or
+//! `sips:` URI (`sips:` and `;transport=tls` go over TLS, port 5061 by default).
 //! (DNS and RFC 3263 come with the trunks issue; until then a host must be an IP address.)
 
 use std::net::{IpAddr, SocketAddr};
@@ -12,9 +13,9 @@ pub enum TargetError {
     /// Not a `sip:` URI.
     #[error("only sip: URIs can be called, not {0}:")]
     Scheme(String),
-    /// `sips:` needs TLS, which this version does not speak.
-    #[error("sips: is not supported (no TLS yet)")]
-    Sips,
+    /// `sips:` with a transport other than TLS (RFC 3261 §26.2.2: SIPS means TLS).
+    #[error("a sips: URI goes over TLS, not transport={0}")]
+    SipsTransport(String),
     /// The host is a name.
     #[error("host {0:?} needs DNS, which this version does not do: use an IP address")]
     NeedsDns(String),
@@ -22,7 +23,7 @@ pub enum TargetError {
     #[error("bad IPv6 host {0:?}")]
     BadIpv6(String),
     /// `transport=` names something we do not speak.
-    #[error("transport={0} is not supported (udp, tcp)")]
+    #[error("transport={0} is not supported (udp, tcp, tls)")]
     Transport(String),
     /// The URI has a headers component (`?X-Injected=yes`): headers of the request are ours.
     #[error("URI headers (`?name=value`) are not accepted in a destination")]
@@ -58,16 +59,26 @@ pub fn check_routing(uri: &Uri) -> Result<(), TargetError> {
     Ok(())
 }
 
-/// The destination (port 5060 when none) and transport (`;transport=`, UDP when none) of `uri`.
+/// The destination and transport of `uri`: `;transport=` (UDP when none; TLS for `sips:`),
+/// port 5060 when none (5061 over TLS).
 pub fn resolve(uri: &Uri) -> Result<(SocketAddr, Transport), TargetError> {
     let Some(sip) = uri.as_sip() else {
         return Err(TargetError::Scheme(uri.scheme().to_string()));
     };
-    if sip.secure {
-        return Err(TargetError::Sips);
-    }
     check_routing(uri)?;
-    let port = sip.port.unwrap_or(5060);
+    let transport = match sip.transport() {
+        None if sip.secure => Transport::Tls,
+        None => Transport::Udp,
+        Some(t) if t.eq_ignore_ascii_case("tls") => Transport::Tls,
+        // RFC 3261 §26.2.2: "transport=tcp" on a SIPS URI is how RFC 3261 itself spelled TLS
+        // over TCP; RFC 5630 §3.1.3 deprecates it. Anything else is a contradiction.
+        Some(t) if sip.secure && t.eq_ignore_ascii_case("tcp") => Transport::Tls,
+        Some(t) if sip.secure => return Err(TargetError::SipsTransport(t.to_string())),
+        Some(t) if t.eq_ignore_ascii_case("udp") => Transport::Udp,
+        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
+        Some(t) => return Err(TargetError::Transport(t.to_string())),
+    };
+    let port = sip.port.unwrap_or(transport.default_port());
     let ip = match &sip.host {
         Host::Ipv4(ip) => IpAddr::V4(*ip),
         Host::Ipv6(text) => IpAddr::V6(
@@ -75,12 +86,6 @@ pub fn resolve(uri: &Uri) -> Result<(SocketAddr, Transport), TargetError> {
                 .map_err(|_| TargetError::BadIpv6(text.clone()))?,
         ),
         Host::Domain(d) => return Err(TargetError::NeedsDns(d.to_string())),
-    };
-    let transport = match sip.transport() {
-        None => Transport::Udp,
-        Some(t) if t.eq_ignore_ascii_case("udp") => Transport::Udp,
-        Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-        Some(t) => return Err(TargetError::Transport(t.to_string())),
     };
     Ok((SocketAddr::new(ip, port), transport))
 }
@@ -111,7 +116,6 @@ mod tests {
             resolve(&uri("sip:1000@example.com")),
             Err(TargetError::NeedsDns(_))
         ));
-        assert_eq!(resolve(&uri("sips:1000@127.0.0.1")), Err(TargetError::Sips));
         assert!(matches!(
             resolve(&uri("tel:+15551234567")),
             Err(TargetError::Scheme(_))
@@ -120,6 +124,28 @@ mod tests {
             resolve(&uri("sip:1000@127.0.0.1;transport=sctp")),
             Err(TargetError::Transport(_))
         ));
+    }
+
+    #[test]
+    fn sips_and_transport_tls_go_over_tls_on_5061() {
+        let tls = |s: &str| resolve(&uri(s));
+        let at = |a: &str| a.parse::<SocketAddr>().expect("addr");
+        assert_eq!(
+            tls("sips:1000@127.0.0.1"),
+            Ok((at("127.0.0.1:5061"), Transport::Tls))
+        );
+        assert_eq!(
+            tls("sip:1000@127.0.0.1;transport=TLS"),
+            Ok((at("127.0.0.1:5061"), Transport::Tls))
+        );
+        assert_eq!(
+            tls("sips:1000@[::1]:5071;transport=tcp"),
+            Ok((at("[::1]:5071"), Transport::Tls))
+        );
+        assert_eq!(
+            tls("sips:1000@127.0.0.1;transport=udp"),
+            Err(TargetError::SipsTransport("udp".into()))
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //!   architecture's run loop: wait for one input (a datagram, a stream frame, a command or the
 //!   next transaction deadline), feed it to the endpoint, send what it asks to send, hand its
 //!   events to the application, sleep.
+//! - [`tls`]: the rustls configurations of SIP over TLS (CAs, certificate, server names).
 //! - [`http`]: the API's TCP listener (axum serves the router the `api` module builds).
 //! - [`egress`]: where webhooks may connect (the SSRF guard) and the dispatcher's HTTP client.
 //! - [`api_client`]: a JSON client of callplane's own REST API (`callplane demo` uses it).
@@ -20,3 +21,4 @@ pub mod egress;
 pub mod http;
 pub mod rtp_ports;
 pub mod sip;
+pub mod tls;

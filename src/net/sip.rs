@@ -27,6 +27,19 @@
 //! or write is reported to the endpoint as a transport error of the transactions that sent the
 //! lost messages.
 //!
+//! # TLS
+//! SIP over TLS (RFC 3261 §26.2) runs on the same connection tasks as TCP, with a rustls
+//! session around the stream ([`crate::net::tls`]). A TLS listener (`SipConfig::tls`) accepts
+//! connections and completes the handshake in the connection's task, bounded by
+//! [`TlsContext::handshake_timeout`]. Outbound, a request sent with a server name
+//! ([`SipHandle::send_request_named`]) goes over a connection to that address verified for
+//! that name: connections are reused per (address, server name), and a request without one
+//! reuses any TLS connection to the address (the one its INVITE went over, or one the peer
+//! opened to us) or opens one verified against the IP address. A handshake that fails (unknown
+//! CA, wrong name, timeout) fails the connection: the transactions whose messages waited on it
+//! get a transport error at once, and the events this causes carry the TLS error as their
+//! [`SipEvent::detail`] (`TLS: invalid peer certificate: UnknownIssuer`).
+//!
 //! # Backpressure
 //! The application's event channel is bounded. When it is full the driver keeps the events in
 //! order in a local queue and STOPS READING its sockets until the application has taken them:
@@ -42,7 +55,7 @@
 //! when it can). Socket errors on receive are logged and the loop goes on. The task ends on
 //! [`SipHandle::shutdown`] or when every [`SipHandle`] has been dropped.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::future::pending;
 use std::io;
 use std::net::SocketAddr;
@@ -61,6 +74,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant as TokioInstant;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::net::tls::{self, TlsContext};
 
 /// The largest UDP payload there is (the IPv4 length field is 16 bits).
 pub const MAX_DATAGRAM: usize = 65_535;
@@ -72,6 +88,11 @@ pub struct SipConfig {
     pub udp: Option<SocketAddr>,
     /// Where to bind the TCP listener (`None`: accept no TCP; outgoing TCP still works).
     pub tcp: Option<SocketAddr>,
+    /// Where to bind the TLS listener (`None`: accept no TLS; outgoing TLS still works when
+    /// `tls_context` is set). Needs `tls_context` with a server certificate.
+    pub tls: Option<SocketAddr>,
+    /// How TLS connects and accepts (`None`: no TLS at all: a TLS send is refused).
+    pub tls_context: Option<TlsContext>,
     /// Mixed into every branch and tag the endpoint makes (draw it from a random source).
     pub seed: u64,
     /// T1, T2, T4.
@@ -96,6 +117,8 @@ impl Default for SipConfig {
         SipConfig {
             udp: None,
             tcp: None,
+            tls: None,
+            tls_context: None,
             seed: 0,
             timers: TimerConfig::default(),
             validate: ValidateConfig::default(),
@@ -127,9 +150,16 @@ pub enum NetError {
     /// The endpoint refused the command.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
-    /// No socket for that transport (UDP not bound, or TLS/SCTP/WS, which this driver lacks).
+    /// No socket for that transport (UDP not bound, TLS not configured, or SCTP/WS, which
+    /// this driver lacks).
     #[error("no {0} transport available")]
     NoTransport(&'static str),
+    /// A TLS listener was asked for without a certificate and key.
+    #[error("the SIP TLS listener on {0} needs a certificate and key (--tls-cert, --tls-key)")]
+    TlsWithoutCertificate(SocketAddr),
+    /// The server name of a TLS send is not a DNS name or an IP address.
+    #[error("{0}")]
+    TlsServerName(String),
 }
 
 /// An endpoint event, as the application receives it.
@@ -139,6 +169,9 @@ pub struct SipEvent {
     pub at: std::time::Instant,
     /// What happened. Requests carry their source address and transport.
     pub event: EndpointEvent,
+    /// For a transport error caused by a failed connection: why it failed (a TLS handshake
+    /// error names the certificate problem, `TLS: invalid peer certificate: UnknownIssuer`).
+    pub detail: Option<std::sync::Arc<str>>,
 }
 
 /// Where the driver listens.
@@ -148,6 +181,8 @@ pub struct LocalAddrs {
     pub udp: Option<SocketAddr>,
     /// The bound TCP listener address.
     pub tcp: Option<SocketAddr>,
+    /// The bound TLS listener address.
+    pub tls: Option<SocketAddr>,
 }
 
 /// Counters of the driver and of its endpoint.
@@ -182,8 +217,14 @@ pub struct SipStats {
     pub tcp_accepted: u64,
     /// TCP connections opened by us.
     pub tcp_connected: u64,
-    /// TCP connections open now.
+    /// TCP and TLS connections open now.
     pub tcp_open: usize,
+    /// TLS connections accepted (handshake completed).
+    pub tls_accepted: u64,
+    /// TLS connections opened by us (handshake completed).
+    pub tls_connected: u64,
+    /// TLS handshakes that failed (either direction; timeouts included).
+    pub tls_handshake_failures: u64,
     /// Events discarded because the application dropped its event receiver.
     pub events_discarded: u64,
 }
@@ -194,6 +235,7 @@ enum Command {
         request: Request,
         destination: SocketAddr,
         transport: Transport,
+        server_name: Option<String>,
         reply: oneshot::Sender<Result<TransactionKey, NetError>>,
     },
     SendResponse {
@@ -210,6 +252,7 @@ enum Command {
         message: Box<Message>,
         destination: SocketAddr,
         transport: Transport,
+        server_name: Option<String>,
         reply: oneshot::Sender<Result<(), NetError>>,
     },
     Cancel {
@@ -218,6 +261,11 @@ enum Command {
     },
     Stats {
         reply: oneshot::Sender<SipStats>,
+    },
+    HasStream {
+        peer: SocketAddr,
+        tls: bool,
+        reply: oneshot::Sender<bool>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -258,10 +306,26 @@ impl SipHandle {
         destination: SocketAddr,
         transport: Transport,
     ) -> Result<TransactionKey, NetError> {
+        self.send_request_named(request, destination, transport, None)
+            .await
+    }
+
+    /// [`SipHandle::send_request`] with the TLS server name to verify the peer's certificate
+    /// against (and send as SNI) when a new TLS connection has to be opened; TLS connections
+    /// are reused per (destination, server name). Ignored for other transports. `None`: any
+    /// TLS connection to `destination`, or a new one verified against its IP address.
+    pub async fn send_request_named(
+        &self,
+        request: Request,
+        destination: SocketAddr,
+        transport: Transport,
+        server_name: Option<String>,
+    ) -> Result<TransactionKey, NetError> {
         self.call(|reply| Command::SendRequest {
             request,
             destination,
             transport,
+            server_name,
             reply,
         })
         .await?
@@ -305,10 +369,24 @@ impl SipHandle {
         destination: SocketAddr,
         transport: Transport,
     ) -> Result<(), NetError> {
+        self.send_stateless_named(message, destination, transport, None)
+            .await
+    }
+
+    /// [`SipHandle::send_stateless`] with a TLS server name (see
+    /// [`SipHandle::send_request_named`]).
+    pub async fn send_stateless_named(
+        &self,
+        message: Message,
+        destination: SocketAddr,
+        transport: Transport,
+        server_name: Option<String>,
+    ) -> Result<(), NetError> {
         self.call(|reply| Command::SendStateless {
             message: Box::new(message),
             destination,
             transport,
+            server_name,
             reply,
         })
         .await?
@@ -322,6 +400,19 @@ impl SipHandle {
     /// The counters.
     pub async fn stats(&self) -> Result<SipStats, NetError> {
         self.call(|reply| Command::Stats { reply }).await
+    }
+
+    /// Whether a TCP (`Transport::Tcp`) or TLS (`Transport::Tls`) connection with `peer` is
+    /// open now (either direction). For other transports: `false`.
+    pub async fn has_stream(&self, peer: SocketAddr, transport: Transport) -> bool {
+        let tls = match transport {
+            Transport::Tcp => false,
+            Transport::Tls => true,
+            _ => return false,
+        };
+        self.call(|reply| Command::HasStream { peer, tls, reply })
+            .await
+            .unwrap_or(false)
     }
 
     /// Stop the driver: close the sockets and every TCP connection. Returns when it has
@@ -369,6 +460,28 @@ impl SipTransport {
             ),
             None => None,
         };
+        let tls_listener = match config.tls {
+            Some(addr) => {
+                if config
+                    .tls_context
+                    .as_ref()
+                    .and_then(|c| c.server.as_ref())
+                    .is_none()
+                {
+                    return Err(NetError::TlsWithoutCertificate(addr));
+                }
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| NetError::Bind {
+                            transport: "TLS",
+                            addr,
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let bound = |r: io::Result<SocketAddr>, transport, addr| {
             r.map_err(|source| NetError::Bind {
                 transport,
@@ -385,6 +498,10 @@ impl SipTransport {
                 (Some(s), Some(a)) => Some(bound(s.local_addr(), "TCP", a)?),
                 _ => None,
             },
+            tls: match (&tls_listener, config.tls) {
+                (Some(s), Some(a)) => Some(bound(s.local_addr(), "TLS", a)?),
+                _ => None,
+            },
         };
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_capacity.max(1));
         let (ev_tx, ev_rx) = mpsc::channel(config.event_capacity.max(1));
@@ -398,13 +515,16 @@ impl SipTransport {
             endpoint,
             udp,
             tcp,
+            tls: tls_listener,
             commands: cmd_rx,
             events: ev_tx,
             pending: VecDeque::new(),
             conn_tx,
             conn_rx,
-            conns: HashMap::new(),
+            conns: BTreeMap::new(),
             next_conn: 0,
+            tls_hint: None,
+            failure: None,
             stats: SipStats::default(),
             config,
         };
@@ -440,14 +560,33 @@ impl SipTransport {
 )]
 enum ConnEvent {
     /// One frame cut from the stream.
-    Frame { peer: SocketAddr, frame: Framed },
+    Frame {
+        peer: SocketAddr,
+        tls: bool,
+        frame: Framed,
+    },
     /// The connection ended; `undelivered` are the transactions whose messages were not
-    /// written (connect failed, write failed).
+    /// written (connect failed, handshake failed, write failed), `error` why it could not be
+    /// used when it never was (connect or handshake).
     Closed {
         id: u64,
-        peer: SocketAddr,
+        key: ConnKey,
         undelivered: Vec<TransactionKey>,
+        error: Option<String>,
     },
+    /// A TLS handshake completed (`outbound`: we connected).
+    Handshake { outbound: bool },
+}
+
+/// How the driver finds a stream connection: the peer, whether it is TLS, and for TLS
+/// connections we opened the server name they were verified for (`None` for accepted ones and
+/// for those verified against the IP address). Ordered so that all connections to one peer
+/// over one transport are adjacent, the unnamed one first.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ConnKey {
+    peer: SocketAddr,
+    tls: bool,
+    name: Option<String>,
 }
 
 /// One queued write: the bytes and the transaction that sent them.
@@ -464,14 +603,19 @@ struct Driver {
     endpoint: Endpoint,
     udp: Option<UdpSocket>,
     tcp: Option<TcpListener>,
+    tls: Option<TcpListener>,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<SipEvent>,
     /// Events the application's channel had no room for yet (in order).
     pending: VecDeque<SipEvent>,
     conn_tx: mpsc::Sender<ConnEvent>,
     conn_rx: mpsc::Receiver<ConnEvent>,
-    conns: HashMap<SocketAddr, Conn>,
+    conns: BTreeMap<ConnKey, Conn>,
     next_conn: u64,
+    /// The TLS server name of the command being served, for the transmits it causes.
+    tls_hint: Option<(SocketAddr, String)>,
+    /// Why the connection whose loss is being reported failed, for the events it causes.
+    failure: Option<std::sync::Arc<str>>,
     stats: SipStats,
     config: SipConfig,
 }
@@ -549,11 +693,20 @@ impl Driver {
                 r = accept_tcp(self.tcp.as_ref()), if reading => match r {
                     Ok((stream, peer)) => {
                         self.stats.tcp_accepted += 1;
-                        self.start_connection(peer, ConnStart::Accepted(stream));
+                        self.start_connection(peer, false, None, ConnStart::Accepted(stream));
                     }
                     Err(e) => {
                         // EMFILE and friends: log, and do not spin on them.
                         tracing::warn!(error = %e, "SIP TCP accept error");
+                        tokio::task::yield_now().await;
+                    }
+                },
+                r = accept_tcp(self.tls.as_ref()), if reading => match r {
+                    Ok((stream, peer)) => {
+                        self.start_connection(peer, true, None, ConnStart::Accepted(stream));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "SIP TLS accept error");
                         tokio::task::yield_now().await;
                     }
                 },
@@ -574,10 +727,12 @@ impl Driver {
                 request,
                 destination,
                 transport,
+                server_name,
                 reply,
             } => {
                 let method = request.method.as_str().to_owned();
                 let result = self.check_transport(transport).and_then(|()| {
+                    self.set_tls_hint(destination, transport, server_name)?;
                     self.endpoint
                         .send_request(now(), request, destination, transport)
                         .map_err(NetError::from)
@@ -621,11 +776,14 @@ impl Driver {
                 message,
                 destination,
                 transport,
+                server_name,
                 reply,
             } => {
-                let result = self.check_transport(transport).map(|()| {
+                let result = self.check_transport(transport).and_then(|()| {
+                    self.set_tls_hint(destination, transport, server_name)?;
                     self.endpoint
-                        .send_stateless(destination, transport, &message)
+                        .send_stateless(destination, transport, &message);
+                    Ok(())
                 });
                 if result.is_ok() {
                     match &*message {
@@ -659,6 +817,9 @@ impl Driver {
                 stats.tcp_open = self.conns.len();
                 let _ = reply.send(stats);
             }
+            Command::HasStream { peer, tls, reply } => {
+                let _ = reply.send(self.find_conn(peer, tls, None).is_some());
+            }
             // Handled in the loop, which has to return.
             Command::Shutdown { reply } => {
                 let _ = reply.send(());
@@ -671,35 +832,72 @@ impl Driver {
             Transport::Udp if self.udp.is_some() => Ok(()),
             Transport::Udp => Err(NetError::NoTransport("UDP")),
             Transport::Tcp => Ok(()),
+            Transport::Tls if self.config.tls_context.is_some() => Ok(()),
             other => Err(NetError::NoTransport(other.as_str())),
         }
     }
 
+    /// Remember the server name of a TLS send for the transmits it causes (taken in
+    /// `transmit`, cleared after the drain that follows the command).
+    fn set_tls_hint(
+        &mut self,
+        destination: SocketAddr,
+        transport: Transport,
+        server_name: Option<String>,
+    ) -> Result<(), NetError> {
+        self.tls_hint = None;
+        if transport != Transport::Tls {
+            return Ok(());
+        }
+        if let Some(name) = server_name {
+            tls::server_name(&name).map_err(NetError::TlsServerName)?;
+            self.tls_hint = Some((destination, name));
+        }
+        Ok(())
+    }
+
     fn on_conn_event(&mut self, ev: ConnEvent) {
         match ev {
-            ConnEvent::Frame { peer, frame } => match frame {
-                Framed::Message(m) => self.endpoint.handle_message(now(), peer, Transport::Tcp, m),
-                Framed::Invalid { data, error } => {
-                    self.endpoint
-                        .handle_unparseable(peer, Transport::Tcp, &data, &error)
-                }
-                // RFC 5626 §3.5.1: a double-CRLF ping is answered with a single-CRLF pong.
-                Framed::Ping => {
-                    if let Some(c) = self.conns.get(&peer) {
-                        let _ = c.tx.try_send((Bytes::from_static(b"\r\n"), None));
+            ConnEvent::Frame { peer, tls, frame } => {
+                let transport = if tls { Transport::Tls } else { Transport::Tcp };
+                match frame {
+                    Framed::Message(m) => self.endpoint.handle_message(now(), peer, transport, m),
+                    Framed::Invalid { data, error } => self
+                        .endpoint
+                        .handle_unparseable(peer, transport, &data, &error),
+                    // RFC 5626 §3.5.1: a double-CRLF ping is answered with a single-CRLF pong.
+                    Framed::Ping => {
+                        if let Some(c) = self
+                            .find_conn(peer, tls, None)
+                            .and_then(|k| self.conns.get(&k))
+                        {
+                            let _ = c.tx.try_send((Bytes::from_static(b"\r\n"), None));
+                        }
                     }
+                    Framed::Pong => {}
                 }
-                Framed::Pong => {}
-            },
+            }
+            ConnEvent::Handshake { outbound } => {
+                if outbound {
+                    self.stats.tls_connected += 1;
+                } else {
+                    self.stats.tls_accepted += 1;
+                }
+            }
             ConnEvent::Closed {
                 id,
-                peer,
+                key,
                 undelivered,
+                error,
             } => {
                 // Only forget the connection if it is this one (a newer one may have replaced it).
-                if self.conns.get(&peer).is_some_and(|c| c.id == id) {
-                    self.conns.remove(&peer);
+                if self.conns.get(&key).is_some_and(|c| c.id == id) {
+                    self.conns.remove(&key);
                 }
+                if key.tls && error.as_deref().is_some_and(|e| e.starts_with("TLS")) {
+                    self.stats.tls_handshake_failures += 1;
+                }
+                self.failure = error.map(std::sync::Arc::from);
                 let now = now();
                 for key in undelivered {
                     self.stats.send_errors += 1;
@@ -707,6 +905,25 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// The connection a message to `peer` goes over: the one verified for `name` when given,
+    /// else any to `peer` over that transport (the unnamed one first).
+    fn find_conn(&self, peer: SocketAddr, tls: bool, name: Option<&str>) -> Option<ConnKey> {
+        let probe = ConnKey {
+            peer,
+            tls,
+            name: name.map(str::to_owned),
+        };
+        if name.is_some() {
+            return self.conns.contains_key(&probe).then_some(probe);
+        }
+        self.conns
+            .range(probe..)
+            .next()
+            .map(|(k, _)| k)
+            .filter(|k| k.peer == peer && k.tls == tls)
+            .cloned()
     }
 
     /// Send what the endpoint asks to send and queue its events, until it has nothing left.
@@ -725,10 +942,20 @@ impl Driver {
                             .entry(response.status.as_u16())
                             .or_insert(0) += 1;
                     }
-                    self.pending.push_back(SipEvent { at: now(), event });
+                    let detail = match &event {
+                        EndpointEvent::TransportError { .. } => self.failure.clone(),
+                        _ => None,
+                    };
+                    self.pending.push_back(SipEvent {
+                        at: now(),
+                        event,
+                        detail,
+                    });
                 }
             }
         }
+        self.tls_hint = None;
+        self.failure = None;
         self.flush_events();
     }
 
@@ -765,14 +992,28 @@ impl Driver {
                     }
                 }
             }
-            Transport::Tcp => {
-                if !self.conns.contains_key(&t.destination) {
-                    self.stats.tcp_connected += 1;
-                    self.start_connection(t.destination, ConnStart::Connect);
+            Transport::Tcp | Transport::Tls => {
+                let tls = t.transport == Transport::Tls;
+                if tls && self.config.tls_context.is_none() {
+                    self.send_failed(t.key);
+                    return;
                 }
+                let name = match &self.tls_hint {
+                    Some((to, name)) if tls && *to == t.destination => Some(name.clone()),
+                    _ => None,
+                };
+                let key = match self.find_conn(t.destination, tls, name.as_deref()) {
+                    Some(key) => key,
+                    None => {
+                        if !tls {
+                            self.stats.tcp_connected += 1;
+                        }
+                        self.start_connection(t.destination, tls, name, ConnStart::Connect)
+                    }
+                };
                 let conn = self
                     .conns
-                    .get(&t.destination)
+                    .get(&key)
                     .expect("a connection was just registered for this destination");
                 match conn.tx.try_send((t.bytes, t.key)) {
                     Ok(()) => self.stats.stream_messages_out += 1,
@@ -797,25 +1038,49 @@ impl Driver {
         }
     }
 
-    fn start_connection(&mut self, peer: SocketAddr, start: ConnStart) {
+    /// Register a connection under its key and spawn its task; returns the key.
+    fn start_connection(
+        &mut self,
+        peer: SocketAddr,
+        tls: bool,
+        name: Option<String>,
+        start: ConnStart,
+    ) -> ConnKey {
         let id = self.next_conn;
         self.next_conn += 1;
         let (tx, rx) = mpsc::channel(self.config.connection_queue.max(1));
-        self.conns.insert(peer, Conn { id, tx });
+        let key = ConnKey { peer, tls, name };
+        self.conns.insert(key.clone(), Conn { id, tx });
+        let security = if tls {
+            let ctx = self
+                .config
+                .tls_context
+                .as_ref()
+                .expect("TLS connections exist only when a TLS context is configured");
+            Security::Tls {
+                connector: TlsConnector::from(ctx.client.clone()),
+                acceptor: ctx.server.clone().map(TlsAcceptor::from),
+                timeout: ctx.handshake_timeout,
+            }
+        } else {
+            Security::Plain
+        };
         let conn = Connection {
             id,
-            peer,
+            key: key.clone(),
             to_driver: self.conn_tx.clone(),
             writes: rx,
             framer: StreamFramer::new(self.config.max_stream_message),
         };
-        tokio::spawn(conn.run(start, self.config.connect_timeout));
+        tokio::spawn(conn.run(start, security, self.config.connect_timeout));
+        key
     }
 
     /// Drop the sockets and every connection's write channel (which ends their tasks).
     fn close(&mut self) {
         self.udp = None;
         self.tcp = None;
+        self.tls = None;
         self.conns.clear();
         self.flush_events();
     }
@@ -838,39 +1103,93 @@ enum ConnStart {
     Connect,
 }
 
-/// One TCP connection's task: reads and frames, writes what the driver queues.
+/// Whether a connection is plain TCP or TLS, and how its handshake is made.
+enum Security {
+    Plain,
+    Tls {
+        connector: TlsConnector,
+        acceptor: Option<TlsAcceptor>,
+        timeout: Duration,
+    },
+}
+
+/// One TCP or TLS connection's task: reads and frames, writes what the driver queues.
 #[derive(Debug)]
 struct Connection {
     id: u64,
-    peer: SocketAddr,
+    key: ConnKey,
     to_driver: mpsc::Sender<ConnEvent>,
     writes: mpsc::Receiver<Outgoing>,
     framer: StreamFramer,
 }
 
 impl Connection {
-    async fn run(mut self, start: ConnStart, connect_timeout: Duration) {
-        let stream = match start {
+    async fn run(mut self, start: ConnStart, security: Security, connect_timeout: Duration) {
+        let peer = self.key.peer;
+        let mut undelivered = Vec::new();
+        let mut error = None;
+        let inbound = matches!(start, ConnStart::Accepted(_));
+        let tcp = match start {
             ConnStart::Accepted(s) => Some(s),
             ConnStart::Connect => {
-                match tokio::time::timeout(connect_timeout, TcpStream::connect(self.peer)).await {
+                match tokio::time::timeout(connect_timeout, TcpStream::connect(peer)).await {
                     Ok(Ok(s)) => Some(s),
                     Ok(Err(e)) => {
-                        tracing::debug!(error = %e, peer = %self.peer, "SIP TCP connect failed");
+                        tracing::debug!(error = %e, %peer, "SIP TCP connect failed");
+                        error = Some(format!("connect to {peer} failed: {e}"));
                         None
                     }
                     Err(_) => {
-                        tracing::debug!(peer = %self.peer, "SIP TCP connect timed out");
+                        tracing::debug!(%peer, "SIP TCP connect timed out");
+                        error = Some(format!("connect to {peer} timed out"));
                         None
                     }
                 }
             }
         };
-        let mut undelivered = Vec::new();
-        if let Some(stream) = stream
-            && let Err(e) = self.serve(stream, &mut undelivered).await
-        {
-            tracing::debug!(error = %e, peer = %self.peer, "SIP TCP connection ended");
+        let ended = match (tcp, security) {
+            (None, _) => Ok(()),
+            (Some(stream), Security::Plain) => {
+                let _ = stream.set_nodelay(true);
+                self.serve(stream, &mut undelivered).await
+            }
+            (
+                Some(stream),
+                Security::Tls {
+                    connector,
+                    acceptor,
+                    timeout,
+                },
+            ) => {
+                let _ = stream.set_nodelay(true);
+                match self
+                    .handshake(stream, inbound, connector, acceptor, timeout)
+                    .await
+                {
+                    Ok(TlsStream::Client(s)) => {
+                        let _ = self
+                            .to_driver
+                            .send(ConnEvent::Handshake { outbound: true })
+                            .await;
+                        self.serve(s, &mut undelivered).await
+                    }
+                    Ok(TlsStream::Server(s)) => {
+                        let _ = self
+                            .to_driver
+                            .send(ConnEvent::Handshake { outbound: false })
+                            .await;
+                        self.serve(s, &mut undelivered).await
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, %peer, "SIP TLS handshake failed");
+                        error = Some(e);
+                        Ok(())
+                    }
+                }
+            }
+        };
+        if let Err(e) = ended {
+            tracing::debug!(error = %e, %peer, "SIP stream connection ended");
         }
         // Whatever is still queued will never be written.
         self.writes.close();
@@ -881,19 +1200,59 @@ impl Connection {
             .to_driver
             .send(ConnEvent::Closed {
                 id: self.id,
-                peer: self.peer,
+                key: self.key.clone(),
                 undelivered,
+                error,
             })
             .await;
     }
 
-    async fn serve(
-        &mut self,
+    /// The TLS handshake, as client (a connection we opened) or server (one we accepted),
+    /// bounded by `timeout`. The error names what failed, prefixed `TLS: `.
+    async fn handshake(
+        &self,
         stream: TcpStream,
-        undelivered: &mut Vec<TransactionKey>,
-    ) -> io::Result<()> {
-        let _ = stream.set_nodelay(true);
-        let (mut reader, mut writer) = stream.into_split();
+        inbound: bool,
+        connector: TlsConnector,
+        acceptor: Option<TlsAcceptor>,
+        timeout: Duration,
+    ) -> Result<TlsStream, String> {
+        let work = async {
+            match (&self.key.name, acceptor, inbound) {
+                (_, Some(acceptor), true) => acceptor
+                    .accept(stream)
+                    .await
+                    .map(|s| TlsStream::Server(Box::new(s))),
+                (_, None, true) => Err(io::Error::other("no server certificate")),
+                (name, _, false) => {
+                    let name = match name {
+                        Some(n) => tls::server_name(n),
+                        None => tls::server_name(&self.key.peer.ip().to_string()),
+                    }
+                    .map_err(io::Error::other)?;
+                    connector
+                        .connect(name, stream)
+                        .await
+                        .map(|s| TlsStream::Client(Box::new(s)))
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Ok(s)) => Ok(s),
+            Ok(Err(e)) => Err(format!("TLS: {}", tls_error_text(&e))),
+            Err(_) => Err(format!(
+                "TLS: handshake with {} timed out after {} ms",
+                self.key.peer,
+                timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn serve<S>(&mut self, stream: S, undelivered: &mut Vec<TransactionKey>) -> io::Result<()>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             tokio::select! {
@@ -907,7 +1266,11 @@ impl Connection {
                         match self.framer.poll() {
                             Ok(Some(frame)) => {
                                 // Backpressure: while the driver is busy, stop reading.
-                                let ev = ConnEvent::Frame { peer: self.peer, frame };
+                                let ev = ConnEvent::Frame {
+                                    peer: self.key.peer,
+                                    tls: self.key.tls,
+                                    frame,
+                                };
                                 if self.to_driver.send(ev).await.is_err() {
                                     return Ok(());
                                 }
@@ -922,7 +1285,12 @@ impl Connection {
                 }
                 w = self.writes.recv() => match w {
                     Some((bytes, key)) => {
-                        if let Err(e) = writer.write_all(&bytes).await {
+                        // One write per message: a TLS record layer would otherwise buffer it.
+                        let written = match writer.write_all(&bytes).await {
+                            Ok(()) => writer.flush().await,
+                            Err(e) => Err(e),
+                        };
+                        if let Err(e) = written {
                             undelivered.extend(key);
                             return Err(e);
                         }
@@ -935,5 +1303,23 @@ impl Connection {
                 },
             }
         }
+    }
+}
+
+/// A completed TLS session of either side.
+enum TlsStream {
+    Client(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Server(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+/// The text of a handshake error: rustls' own error when it is one (`invalid peer
+/// certificate: UnknownIssuer`), else the I/O error.
+fn tls_error_text(e: &io::Error) -> String {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => tls.to_string(),
+        None => e.to_string(),
     }
 }
