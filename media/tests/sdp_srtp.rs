@@ -46,7 +46,15 @@ fn incoming_offers_are_answered_or_refused_by_table() {
     // (what, proto, crypto lines, our policy, our key, expected: Ok(answer proto, tag, suite)
     // or the error).
     type Want = Result<(&'static str, Option<(u32, SrtpSuite)>), SdpError>;
-    let cases: Vec<(&str, &str, Vec<String>, SrtpPolicy, Option<MasterKey>, Want)> = vec![
+    type Case = (
+        &'static str,
+        &'static str,
+        Vec<String>,
+        SrtpPolicy,
+        Option<MasterKey>,
+        Want,
+    );
+    let cases: Vec<Case> = vec![
         (
             "SAVP with _80 is answered SAVP, even with the policy off",
             "RTP/SAVP",
