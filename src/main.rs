@@ -75,6 +75,10 @@ enum Cmd {
         /// Seconds after the answer to send --send-dtmf.
         #[arg(long, default_value_t = 0.5, requires = "send_dtmf")]
         dtmf_after: f64,
+        /// SRTP (SDES, RFC 4568): `off` offers RTP/AVP, `offer` RTP/SAVP and accepts a plain
+        /// answer, `require` RTP/SAVP and ends the call on a plain answer.
+        #[arg(long, default_value = "off", value_parser = parse_srtp_mode)]
+        srtp: callplane::trunk::SrtpMode,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -285,6 +289,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--srtp off|offer|require`.
+fn parse_srtp_mode(s: &str) -> Result<callplane::trunk::SrtpMode, String> {
+    match s {
+        "off" => Ok(callplane::trunk::SrtpMode::Off),
+        "offer" => Ok(callplane::trunk::SrtpMode::Offer),
+        "require" => Ok(callplane::trunk::SrtpMode::Require),
+        _ => Err(format!("{s:?}: expected off, offer or require")),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Cmd::Call {
@@ -300,6 +314,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             hangup_after,
             send_dtmf,
             dtmf_after,
+            srtp,
             limits,
         } => {
             let to = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
@@ -315,7 +330,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => SocketAddr::new(route_ip(destination)?, 0),
             };
             let request = OriginateRequest {
-                sip: Default::default(),
+                sip: callplane::engine::SipOptions {
+                    srtp,
+                    ..Default::default()
+                },
                 alternates: Vec::new(),
                 to,
                 destination,

@@ -248,6 +248,10 @@ pub struct SipOptions {
     /// The address put in Via, Contact and SDP instead of the engine's advertised one
     /// (a trunk behind a NAT of its own).
     pub advertise: Option<IpAddr>,
+    /// SRTP (SDES) for the call: `Off` offers RTP/AVP, `Offer` RTP/SAVP accepting a plain
+    /// answer, `Require` RTP/SAVP ending the call on a plain answer. (Inbound RTP/SAVP offers
+    /// are answered with SRTP whatever this is.)
+    pub srtp: crate::trunk::SrtpMode,
 }
 
 /// One more way to reach the callee ([`OriginateRequest::alternates`]).
