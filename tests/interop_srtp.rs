@@ -536,3 +536,80 @@ async fn baresip_srtp_offer_is_answered_with_srtp_and_audio_flows_both_ways() {
         "serve exit {status} after SIGTERM: {stderr}"
     );
 }
+
+/// sipp's built-in UAS answers any offer with plain `RTP/AVP`: `--srtp require` must end the
+/// call with a clear reason, `--srtp offer` must go on with plain RTP.
+#[tokio::test]
+async fn a_plain_answer_ends_a_require_call_and_is_used_under_offer() {
+    if !sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "2",
+            "-timeout",
+            "30s",
+            "-nostdin",
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
+    let uri = format!("sip:srtp@127.0.0.1:{port}");
+    let call = |mode: &'static str| {
+        let uri = uri.clone();
+        let dir = dir.path().to_owned();
+        async move {
+            let args = [
+                "call",
+                &uri,
+                "--srtp",
+                mode,
+                "--hangup-after",
+                "1",
+                "--ring-timeout",
+                "10",
+            ];
+            run_call(&dir, &args).await
+        }
+    };
+
+    let (_, events, stderr) = call("require").await;
+    let done = events
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "call.completed" || e["kind"] == "call.failed")
+        .unwrap_or_else(|| panic!("no final event: {events:#?}\n{stderr}"));
+    assert_eq!(
+        done["details"]["end_reason"], "srtp_negotiation_failed",
+        "{done}"
+    );
+    assert_eq!(
+        done["details"]["end_detail"], "SRTP required, the answer is plain RTP",
+        "{done}"
+    );
+    assert!(!kinds(&events).contains(&"media.srtp"), "{events:#?}");
+    assert!(done["details"]["rtp"].is_null(), "no media ran: {done}");
+
+    let (status, events, stderr) = call("offer").await;
+    assert!(status.success(), "offer: {status}: {stderr}\n{events:#?}");
+    let done = last_of(&events, "call.completed");
+    assert_eq!(done["details"]["outcome"], "answered", "{done}");
+    assert_eq!(done["details"]["end_reason"], "LocalBye", "{done}");
+    assert_eq!(done["details"]["rtp"]["srtp"], false, "{done}");
+    assert!(!kinds(&events).contains(&"media.srtp"), "{events:#?}");
+
+    let status = timeout(RUN_WAIT, sipp.wait())
+        .await
+        .expect("sipp ends after its 2 calls")
+        .expect("wait for sipp");
+    assert!(status.success(), "sipp exit {status}");
+}
