@@ -81,6 +81,10 @@ enum Cmd {
         tls_server_name: Option<String>,
         #[command(flatten)]
         tls: TlsArgs,
+        /// SRTP (SDES, RFC 4568): `off` offers RTP/AVP, `offer` RTP/SAVP and accepts a plain
+        /// answer, `require` RTP/SAVP and ends the call on a plain answer.
+        #[arg(long, default_value = "off", value_parser = parse_srtp_mode)]
+        srtp: callplane::trunk::SrtpMode,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -293,6 +297,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--srtp off|offer|require`.
+fn parse_srtp_mode(s: &str) -> Result<callplane::trunk::SrtpMode, String> {
+    match s {
+        "off" => Ok(callplane::trunk::SrtpMode::Off),
+        "offer" => Ok(callplane::trunk::SrtpMode::Offer),
+        "require" => Ok(callplane::trunk::SrtpMode::Require),
+        _ => Err(format!("{s:?}: expected off, offer or require")),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Cmd::Call {
@@ -310,6 +324,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             dtmf_after,
             tls_server_name,
             tls,
+            srtp,
             limits,
         } => {
             let to = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
@@ -327,6 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let request = OriginateRequest {
                 sip: callplane::engine::SipOptions {
                     tls_server_name,
+                    srtp,
                     ..Default::default()
                 },
                 alternates: Vec::new(),

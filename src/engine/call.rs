@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use media::rtp::Ssrc;
-use media::sdp::{Negotiated, Negotiator, Sdp, SdpConfig};
+use media::sdp::{Negotiated, Negotiator, Sdp, SdpConfig, SdpError, SrtpPolicy};
 use media::session::{
     Input as MediaInput, MediaEvent, MediaSession, Output as MediaOutput, SessionConfig,
 };
+use media::srtp::MasterKey;
 use serde_json::{Value, json};
 use sip::dialog::{
     DialogConfig, DialogEvent, EndReason, InviteParams, InviteSession, Output, next_hop,
@@ -483,6 +484,36 @@ struct Call {
     bye_wait_until: Option<Instant>,
 }
 
+/// The SDP policy for a call's SRTP mode.
+fn srtp_policy(mode: crate::trunk::SrtpMode) -> SrtpPolicy {
+    match mode {
+        crate::trunk::SrtpMode::Off => SrtpPolicy::Off,
+        crate::trunk::SrtpMode::Offer => SrtpPolicy::Offer,
+        crate::trunk::SrtpMode::Require => SrtpPolicy::Require,
+    }
+}
+
+/// A fresh SDES master key and salt from the OS's CSPRNG (`None` if it fails: then the call
+/// neither offers nor accepts SRTP, and a call that requires it fails).
+fn srtp_key() -> Option<MasterKey> {
+    let mut key = [0u8; MasterKey::LEN];
+    match getrandom::fill(&mut key) {
+        Ok(()) => Some(MasterKey(key)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no randomness for an SRTP key");
+            None
+        }
+    }
+}
+
+/// Whether an answer error is about SRTP (the call ends for it rather than going on mute).
+fn is_srtp_error(e: &SdpError) -> bool {
+    matches!(
+        e,
+        SdpError::SrtpRequired | SdpError::BadCryptoAnswer(_) | SdpError::NoCryptoSuite
+    )
+}
+
 fn advertise_uri(user: Option<&str>, at: SocketAddr) -> Uri {
     let host = match at.ip() {
         IpAddr::V4(v4) => Host::Ipv4(v4),
@@ -553,7 +584,7 @@ impl Call {
                         return None;
                     }
                 };
-                let mut negotiator = outbound_negotiator(&shared, &rtp, first.sip.advertise);
+                let mut negotiator = outbound_negotiator(&shared, &rtp, &first.sip);
                 let offer = negotiator.create_offer();
                 let from = req
                     .from
@@ -691,11 +722,12 @@ impl Call {
                         return None;
                     }
                 };
-                let negotiator = Negotiator::new(SdpConfig::new(
-                    shared.pool.ip(),
-                    rtp.rtp_port(),
-                    random_u64() >> 1,
-                ));
+                // Our policy for offers we make (an offerless INVITE) is plain RTP; an RTP/SAVP
+                // offer is answered with SRTP (RFC 4568) with this key.
+                let negotiator = Negotiator::new(SdpConfig {
+                    srtp_key: srtp_key(),
+                    ..SdpConfig::new(shared.pool.ip(), rtp.rtp_port(), random_u64() >> 1)
+                });
                 let record = config
                     .recordings
                     .as_ref()
@@ -919,6 +951,9 @@ impl Call {
                 let status =
                     StatusCode::new(e.sip_status()).unwrap_or(StatusCode::new(488).expect("488"));
                 tracing::info!(error = %e, "unusable offer; rejecting");
+                if is_srtp_error(&e) {
+                    self.end_cause = Some(("srtp_negotiation_failed", Some(e.to_string())));
+                }
                 let _ = self.session.reject(now, status);
             }
         }
@@ -938,6 +973,10 @@ impl Call {
         cfg.initial_timestamp = random_u64() as u32;
         self.rtcp_mux = cfg.rtcp_mux;
         self.telephone_event = negotiated.telephone_event.is_some();
+        if let Some(srtp) = &negotiated.srtp {
+            self.timeline
+                .emit("media.srtp", json!({"suite": srtp.suite.name()}));
+        }
         self.media = Some(MediaSession::new(cfg, now));
         if let Some(path) = self.play.clone() {
             self.play_prompt(&path.display().to_string());
@@ -1464,14 +1503,18 @@ impl Call {
     /// while the connection its INVITE came over is open: there, over that connection (the
     /// connection reuse of RFC 5923, which TLS peers expect: their Contact is often an IP
     /// address their certificate does not name, or not listening at all).
-    async fn destination(&self, request: &Request) -> SocketAddr {
+    ///
+    /// `&mut self` rather than `&self`: a shared borrow held across the await would need the
+    /// call to be `Sync`, which its SRTP contexts are not.
+    async fn destination(&mut self, request: &Request) -> SocketAddr {
+        let (peer, sip) = (self.peer, self.shared.sip.clone());
         if self.transport == Transport::Tls
             && !self.outbound
-            && self.shared.sip.has_stream(self.peer, Transport::Tls).await
+            && sip.has_stream(peer, Transport::Tls).await
         {
-            return self.peer;
+            return peer;
         }
-        resolve(&next_hop(request), self.peer)
+        resolve(&next_hop(request), peer)
     }
 
     async fn sip_output(&mut self, out: Output) {
@@ -1587,10 +1630,15 @@ impl Call {
                         sdp.as_ref().ok().and_then(|s| self.refused_media(s, true))
                     {
                         self.end_for(now, "media_address_refused", Some(refused.to_string()));
-                    } else if self.media.is_none()
-                        && let Ok(neg) = sdp.and_then(|s| self.negotiator.receive_answer(&s))
-                    {
-                        self.start_media(now, &neg);
+                    } else if self.media.is_none() {
+                        match sdp.and_then(|s| self.negotiator.receive_answer(&s)) {
+                            Ok(neg) => self.start_media(now, &neg),
+                            Err(e) if is_srtp_error(&e) => {
+                                tracing::info!(error = %e, "SRTP negotiation failed");
+                                self.end_for(now, "srtp_negotiation_failed", Some(e.to_string()));
+                            }
+                            Err(_) => {}
+                        }
                     }
                 }
             }
@@ -1614,6 +1662,10 @@ impl Call {
                 } else if self.media.is_none() && !body.is_empty() {
                     match Sdp::parse(&body).and_then(|s| self.negotiator.receive_answer(&s)) {
                         Ok(neg) => self.start_media(now, &neg),
+                        Err(e) if is_srtp_error(&e) => {
+                            tracing::info!(error = %e, "SRTP negotiation failed");
+                            self.end_for(now, "srtp_negotiation_failed", Some(e.to_string()));
+                        }
                         Err(e) => tracing::warn!(error = %e, "unusable SDP answer"),
                     }
                 }
@@ -1654,6 +1706,7 @@ impl Call {
                     Ok((answer, neg)) => {
                         if let Some(media) = self.media.as_mut() {
                             media.set_remote(neg.remote_rtp, neg.remote_rtcp);
+                            media.set_srtp(neg.srtp);
                             // Hold (sendonly, inactive, c=0.0.0.0) is no silence to end the
                             // call for; and c=0.0.0.0 means: send nothing.
                             media.set_direction(
@@ -1924,6 +1977,10 @@ impl Call {
                 "stray_garbage": sent.stray_garbage,
                 "stray_sequence": sent.stray_sequence,
                 "ssrc_changes": sent.ssrc_changes,
+                "srtp": media.is_srtp(),
+                // SRTP packets dropped: authentication failed (wrong key, forged), replayed.
+                "srtp_auth_failed": sent.srtp_auth_failed,
+                "srtp_replayed": sent.srtp_replayed,
             });
         }
         if let Some((_, Some(detail))) = &self.end_cause {
@@ -2018,7 +2075,7 @@ impl Call {
             Ok(f) => f,
             Err(_) => return false,
         };
-        let mut negotiator = outbound_negotiator(&self.shared, &self.rtp, next.sip.advertise);
+        let mut negotiator = outbound_negotiator(&self.shared, &self.rtp, &next.sip);
         let offer = negotiator.create_offer();
         let (config, contact) = identity(
             &self.shared,
@@ -2180,12 +2237,16 @@ fn tls_name(to: &Uri, sip: &super::SipOptions) -> Option<String> {
 
 /// The SDP negotiator of an outbound call on `rtp`, its c= line naming `ip` when given (a
 /// trunk's `advertise`), else the RTP pool's address.
-fn outbound_negotiator(shared: &Shared, rtp: &RtpSocketPair, ip: Option<IpAddr>) -> Negotiator {
-    Negotiator::new(SdpConfig::new(
-        ip.unwrap_or_else(|| shared.pool.ip()),
-        rtp.rtp_port(),
-        random_u64() >> 1,
-    ))
+fn outbound_negotiator(shared: &Shared, rtp: &RtpSocketPair, sip: &SipOptions) -> Negotiator {
+    Negotiator::new(SdpConfig {
+        srtp: srtp_policy(sip.srtp),
+        srtp_key: srtp_key(),
+        ..SdpConfig::new(
+            sip.advertise.unwrap_or_else(|| shared.pool.ip()),
+            rtp.rtp_port(),
+            random_u64() >> 1,
+        )
+    })
 }
 
 /// The next target to try: the first one left, except that one still within the Retry-After

@@ -261,6 +261,10 @@ pub struct SipOptions {
     /// host of the Request-URI when it is a name, else the destination's IP address. The CAs
     /// are the node's ([`EngineConfig::tls`]).
     pub tls_server_name: Option<String>,
+    /// SRTP (SDES) for the call: `Off` offers RTP/AVP, `Offer` RTP/SAVP accepting a plain
+    /// answer, `Require` RTP/SAVP ending the call on a plain answer. (Inbound RTP/SAVP offers
+    /// are answered with SRTP whatever this is.)
+    pub srtp: crate::trunk::SrtpMode,
 }
 
 /// One more way to reach the callee ([`OriginateRequest::alternates`]).
