@@ -282,3 +282,126 @@ async fn options_health_goes_down_when_the_peer_stops_and_up_when_it_returns() {
     assert!(c[0].1.options_failed >= 2, "{c:?}");
     h.stop().await;
 }
+
+/// The wiring `serve` uses: trunks loaded from the store (a trunk created with
+/// `register: true`), events stored through the bus, the unregistration when stopped.
+#[tokio::test]
+async fn supervisor_registers_store_trunks_and_stores_their_events() {
+    if !sipp_available() {
+        return;
+    }
+    use callplane::events::{Bus, Metrics};
+    use callplane::store::{EventFilter, TrunkInput};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sipp, port) = sipp_scenario(dir.path(), "registrar_uas.xml", Some(1)).await;
+    let store = common::db::sqlite_store().await;
+    let metrics = Arc::new(Metrics::default());
+    let bus = Bus::new(store.clone(), metrics.clone());
+    let tenant = store.create_tenant("t", 1).await.expect("tenant").id;
+    let mut settings = spec(port, |s| s.register = true).settings;
+    settings.password = None;
+    let trunk = store
+        .create_trunk(
+            &tenant,
+            &TrunkInput {
+                name: "carrier".into(),
+                address: format!("127.0.0.1:{port}"),
+                transport: "udp".into(),
+                username: Some("alice".into()),
+                password: Some("secret".into()),
+                from_user: None,
+                max_concurrent: None,
+                max_cps_milli: None,
+                settings,
+            },
+            1,
+        )
+        .await
+        .expect("trunk");
+    let engine = Engine::start(EngineConfig::new("127.0.0.1:0".parse().expect("addr")))
+        .await
+        .expect("engine starts");
+    let states = TrunkStates::default();
+    let mut live = bus.subscribe();
+    let (_changes_tx, changes) = tokio::sync::watch::channel(0u64);
+    let supervisor = callplane::trunk::tasks::spawn_supervisor(
+        engine.handle.clone(),
+        states.clone(),
+        metrics.trunk_counters(),
+        store.clone(),
+        bus.clone(),
+        changes,
+    );
+    // Registered (401 answered), then refreshed: two stored `registered` events.
+    let mut registered = 0;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+    while registered < 2 {
+        match tokio::time::timeout_at(deadline, live.recv()).await {
+            Ok(Ok(e)) => {
+                if e.kind == "trunk.registration" && e.details["state"] == "registered" {
+                    registered += 1;
+                }
+                seen.push(e);
+            }
+            other => panic!("no two registrations stored: {other:?}; seen {seen:#?}"),
+        }
+    }
+    assert!(matches!(
+        states.get(&trunk.id).registration,
+        RegState::Registered { .. }
+    ));
+    let text = metrics.render(&callplane::events::Gauges {
+        trunks: states.snapshot(),
+        ..Default::default()
+    });
+    assert!(
+        text.contains(&format!(
+            "callplane_trunk_registered{{trunk=\"{}\"}} 1",
+            trunk.id
+        )),
+        "{text}"
+    );
+    supervisor.stop().await;
+    assert_eq!(states.get(&trunk.id).registration, RegState::Unregistered);
+    let (status, err) = wait_child(sipp, "sipp registrar").await;
+    assert!(
+        status.success(),
+        "sipp saw no unregistration ({status}): {err}"
+    );
+    let stored = store
+        .events_after(
+            &tenant,
+            0,
+            &EventFilter {
+                kinds: vec!["trunk.*".into()],
+                ..EventFilter::default()
+            },
+            100,
+        )
+        .await
+        .expect("events");
+    let states_seen: Vec<&str> = stored
+        .iter()
+        .map(|e| e.details["state"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(
+        states_seen,
+        [
+            "registering",
+            "registered",
+            "registered",
+            "unregistering",
+            "unregistered"
+        ],
+        "{stored:#?}"
+    );
+    assert!(
+        stored
+            .iter()
+            .all(|e| e.details["trunk_id"] == trunk.id.as_str()
+                && e.call_id.is_none()
+                && e.campaign_id.is_none())
+    );
+    let _ = engine.handle.shutdown().await;
+}
