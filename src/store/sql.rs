@@ -42,9 +42,10 @@ use sqlx::{Any, AnyPool, Transaction};
 
 use super::{
     ApiKey, Appended, AttemptResult, BatchItem, CallFilter, CallRecord, CampaignAppended, Created,
-    Delivery, DeliveryStatus, EventFilter, NewApiKey, NewCall, NewCampaignEvent, NewEvent, Node,
-    Page, PerWebhook, RecordingRecord, Result, ScriptRecord, Store, StoreError, StoreFuture,
-    StoredEvent, Tenant, Trunk, TrunkInput, Webhook, WebhookInput,
+    Delivery, DeliveryStatus, EventFilter, NewApiKey, NewCall, NewCampaignEvent, NewEvent,
+    NewTrunkEvent, Node, Page, PerWebhook, RecordingRecord, Result, ScriptRecord, Store,
+    StoreError, StoreFuture, StoredEvent, Tenant, Trunk, TrunkDirectory, TrunkInput, TrunkRoute,
+    Webhook, WebhookInput,
 };
 
 /// Which database a [`SqlStore`] talks to.
@@ -347,6 +348,40 @@ impl Store for SqlStore {
         Box::pin(directory::delete_trunk(self, tenant, id))
     }
 
+    fn create_trunk_route<'a>(
+        &'a self,
+        tenant: &'a str,
+        trunk_id: &'a str,
+        did: &'a str,
+        script_id: Option<&'a str>,
+        at_us: i64,
+    ) -> StoreFuture<'a, TrunkRoute> {
+        Box::pin(directory::create_trunk_route(
+            self, tenant, trunk_id, did, script_id, at_us,
+        ))
+    }
+
+    fn list_trunk_routes<'a>(
+        &'a self,
+        tenant: &'a str,
+        trunk_id: &'a str,
+    ) -> StoreFuture<'a, Vec<TrunkRoute>> {
+        Box::pin(directory::list_trunk_routes(self, tenant, trunk_id))
+    }
+
+    fn delete_trunk_route<'a>(
+        &'a self,
+        tenant: &'a str,
+        trunk_id: &'a str,
+        did: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(directory::delete_trunk_route(self, tenant, trunk_id, did))
+    }
+
+    fn load_trunk_directory(&self) -> StoreFuture<'_, TrunkDirectory> {
+        Box::pin(directory::load_trunk_directory(self))
+    }
+
     fn create_script<'a>(
         &'a self,
         tenant: &'a str,
@@ -420,6 +455,13 @@ impl Store for SqlStore {
         event: &'a NewCampaignEvent,
     ) -> StoreFuture<'a, CampaignAppended> {
         Box::pin(calls::append_campaign_event(self, event))
+    }
+
+    fn append_trunk_event<'a>(
+        &'a self,
+        event: &'a NewTrunkEvent,
+    ) -> StoreFuture<'a, CampaignAppended> {
+        Box::pin(calls::append_trunk_event(self, event))
     }
 
     fn events_after<'a>(
