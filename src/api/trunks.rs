@@ -189,6 +189,11 @@ fn parse_request(mut body: Map<String, Value>) -> Result<TrunkInput, ApiError> {
                 // As every other body of the API (docs/api.md "Errors").
                 return Err(ApiError::bad_request("unknown_field", text));
             }
+            // A value of the wrong JSON type is a malformed body, as everywhere in the API;
+            // a string outside an enum's values is an invalid field.
+            if !text.starts_with("unknown variant") {
+                return Err(ApiError::bad_request("invalid_json", text));
+            }
             // serde names the value, not the field: find the field that fails on its own.
             let field = body
                 .iter()
@@ -205,10 +210,11 @@ fn parse_request(mut body: Map<String, Value>) -> Result<TrunkInput, ApiError> {
     };
     let name = match own.get("name") {
         Some(Value::String(n)) => fields::name("name", n)?.to_owned(),
-        _ => {
-            return Err(ApiError::unprocessable(
-                "invalid_field",
-                "name: required, a string",
+        Some(_) => return Err(ApiError::bad_request("invalid_json", "name: a string")),
+        None => {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "missing field `name`",
             ));
         }
     };
@@ -225,12 +231,7 @@ fn parse_request(mut body: Map<String, Value>) -> Result<TrunkInput, ApiError> {
                 ));
             }
         }
-        Some(_) => {
-            return Err(ApiError::unprocessable(
-                "invalid_field",
-                "address: a string",
-            ));
-        }
+        Some(_) => return Err(ApiError::bad_request("invalid_json", "address: a string")),
     }
     // Text fields that reach SIP headers or digests: no control or bidi characters, 128
     // bytes (docs/api.md "Field limits"); then every field's own rule.
