@@ -1238,11 +1238,34 @@ async fn trunks_hide_their_password_and_route_numbers() {
                 && !msg.contains("trunk."),
             "{db}: database text must not reach clients: {msg}"
         );
+        // A domain is stored (RFC 3263 resolves it, #11); a call through it is refused
+        // before anything is stored while this build cannot resolve names.
         let r = api
             .post(
                 "/v1/trunks",
                 &admin,
                 &json!({"name": "dns", "address": "sip.example.com:5060"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{db}");
+        let dns_trunk = r.json()["id"].as_str().expect("id").to_owned();
+        let r = api
+            .post(
+                "/v1/calls",
+                &admin,
+                &json!({"to": "+15551234", "trunk_id": dns_trunk}),
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_destination"),
+            "{db}"
+        );
+        let r = api
+            .post(
+                "/v1/trunks",
+                &admin,
+                &json!({"name": "bad", "address": "sip example.com:5060"}),
             )
             .await;
         assert_eq!(
@@ -1611,6 +1634,10 @@ async fn openapi_json_lists_every_route_and_swagger_ui_is_served() {
         "POST /v1/trunks",
         "GET /v1/trunks/{id}",
         "PUT /v1/trunks/{id}",
+        "PATCH /v1/trunks/{id}",
+        "GET /v1/trunks/{id}/routes",
+        "POST /v1/trunks/{id}/routes",
+        "DELETE /v1/trunks/{id}/routes/{did}",
         "DELETE /v1/trunks/{id}",
         "GET /v1/scripts",
         "POST /v1/scripts",

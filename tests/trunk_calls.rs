@@ -367,7 +367,7 @@ async fn outbound_proxy_gets_the_invite_and_the_bye_with_a_loose_route() {
         headers: vec![("X-Trunk".into(), "trunk-7".into())],
         advertise: Some("127.0.0.2".parse().expect("ip")),
         credentials: None,
-        srtp: Default::default(),
+        ..Default::default()
     };
     // The callee's address is unreachable TEST-NET: everything must go through the proxy.
     let call = engine

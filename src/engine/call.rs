@@ -607,6 +607,7 @@ impl Call {
                     &extra_headers(&first.sip),
                 );
                 session.set_credentials(first.sip.credentials.clone(), random_u64());
+                session.set_credentials_realm(first.sip.realm.clone());
                 let mut call = Call::new(
                     shared,
                     timeline,
@@ -2097,6 +2098,7 @@ impl Call {
         };
         self.session
             .set_credentials(next.sip.credentials.clone(), random_u64());
+        self.session.set_credentials_realm(next.sip.realm.clone());
         if let Err(e) = self
             .session
             .retarget(&config, &params, &extra_headers(&next.sip))

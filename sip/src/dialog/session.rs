@@ -210,6 +210,8 @@ pub struct InviteSession {
     ignored_forks: u64,
     /// Credentials for 401/407 challenges ([`InviteSession::set_credentials`]).
     credentials: Option<Credentials>,
+    /// The only realm `credentials` answer ([`InviteSession::set_credentials_realm`]).
+    credentials_realm: Option<String>,
     /// The caller's entropy for the digest `cnonce` values.
     cnonce_entropy: u64,
     /// Requests a challenge may still come for.
@@ -252,6 +254,7 @@ impl InviteSession {
             refresh_reinvite: None,
             ignored_forks: 0,
             credentials: None,
+            credentials_realm: None,
             cnonce_entropy: 0,
             challengeable: VecDeque::new(),
         }
@@ -302,6 +305,13 @@ impl InviteSession {
     pub fn set_credentials(&mut self, credentials: Option<Credentials>, cnonce_entropy: u64) {
         self.credentials = credentials;
         self.cnonce_entropy = cnonce_entropy;
+    }
+
+    /// Answers challenges only for `realm` (`None`: any realm): a challenge for another realm
+    /// fails the request instead of sending our credentials to whoever asks (a trunk's
+    /// configured realm).
+    pub fn set_credentials_realm(&mut self, realm: Option<String>) {
+        self.credentials_realm = realm;
     }
 
     /// UAC, before any final response: send the INVITE to another target instead (failover,
@@ -429,6 +439,17 @@ impl InviteSession {
         };
         if challenges.is_empty() {
             return fail(self, format!("{status} without a digest challenge"));
+        }
+        if let Some(realm) = &self.credentials_realm
+            && let Some(other) = challenges.iter().find(|c| &c.realm != realm)
+        {
+            return fail(
+                self,
+                format!(
+                    "challenged for realm {:?}; the credentials are for realm {realm:?}",
+                    other.realm
+                ),
+            );
         }
         if entry.retries >= MAX_AUTH_RETRIES {
             return fail(
