@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub campaign_max_calls: u32,
     /// A contact lease (`--campaign-lease-s`).
     pub campaign_lease: Duration,
+    /// The name server for RFC 3263 lookups (`--dns-server`); `None`: /etc/resolv.conf's.
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// A line `serve` prints on stdout (JSON).
@@ -322,6 +324,27 @@ pub struct Listening {
     pub api: SocketAddr,
 }
 
+/// The resolver for calls to a domain: the transports the engine listens on, the name server
+/// of `--dns-server` or of /etc/resolv.conf. `None` (with a warning) when it cannot be built:
+/// calls to IP addresses and trunks still work.
+fn dns_resolver(config: &ServeConfig) -> Option<crate::net::dns::Resolver> {
+    let mut transports = vec![sip::transaction::Transport::Udp];
+    if config.engine.sip_tcp.is_some() {
+        transports.push(sip::transaction::Transport::Tcp);
+    }
+    let dns = crate::net::dns::DnsConfig {
+        server: config.dns_server,
+        transports,
+    };
+    match crate::net::dns::Resolver::new(&dns) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS: calls to a domain will be refused");
+            None
+        }
+    }
+}
+
 /// Runs `serve` until SIGINT/SIGTERM, then drains for `drain`.
 pub async fn serve(config: ServeConfig, drain: Duration) -> anyhow::Result<u8> {
     serve_with(config, drain, ServeControl::default()).await
@@ -404,7 +427,7 @@ pub async fn serve_with(
             node_id.clone(),
         );
         let outbox = spawn_dispatcher(bus.clone(), config.outbox.clone());
-        let state = AppState::new(
+        let mut state = AppState::new(
             store.clone(),
             engine.handle.clone(),
             bus.clone(),
@@ -418,6 +441,7 @@ pub async fn serve_with(
                 webhook_egress: config.outbox.egress.clone(),
             },
         );
+        state.dns = dns_resolver(&config);
         let campaign_wake = state.campaign_wake.clone();
         let (api_addr, api_task) =
             crate::net::http::serve(config.api, crate::api::router(state)).await?;

@@ -453,6 +453,8 @@ struct Plan {
     to: Uri,
     destination: SocketAddr,
     transport: Transport,
+    /// Failover targets after `destination` (RFC 3263: a domain `to` with several).
+    alternates: Vec<crate::engine::CallRoute>,
     from: Option<Uri>,
     from_uri: String,
     trunk_id: Option<String>,
@@ -504,8 +506,35 @@ fn check_routing(field: &str, uri: &Uri) -> Result<(), ApiError> {
         .map_err(|e| ApiError::unprocessable("invalid_destination", format!("{field}: {e}")))
 }
 
+/// The targets of a `to` whose host is a name (RFC 3263 through the server's resolver): 422
+/// `invalid_destination` when DNS is off or finds nothing.
+async fn resolve_name(
+    s: &AppState,
+    to: &Uri,
+) -> Result<crate::engine::target::DnsRoutes, ApiError> {
+    check_routing("to", to)?;
+    let Some(dns) = &s.dns else {
+        return Err(ApiError::unprocessable(
+            "invalid_destination",
+            "to: the host is a name and DNS is not configured here (use an IP address or give trunk_id)",
+        ));
+    };
+    let targets = dns.resolve_uri(to).await.map_err(|e| {
+        ApiError::unprocessable("invalid_destination", format!("to: {e} (or give trunk_id)"))
+    })?;
+    let routes = crate::engine::target::routes(to, &targets, s.engine.advertise_ip().is_ipv4())
+        .ok_or_else(|| ApiError::unprocessable("invalid_destination", "to: DNS found no target"))?;
+    tracing::info!(
+        first = %routes.label,
+        alternates = routes.alternates.len(),
+        "resolved the callee's domain (RFC 3263)"
+    );
+    Ok(routes)
+}
+
 async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, ApiError> {
     check_sizes(req)?;
+    let mut alternates = Vec::new();
     let (to, destination, transport, trunk_from) = match &req.trunk_id {
         Some(trunk_id) => {
             let trunk = match s.store.get_trunk(&caller.tenant_id, trunk_id).await {
@@ -555,12 +584,19 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
         }
         None => {
             let to = parse_uri("to", &req.to)?;
-            let (destination, transport) = crate::engine::target::resolve(&to).map_err(|e| {
-                ApiError::unprocessable(
-                    "invalid_destination",
-                    format!("to: {e} (or give trunk_id)"),
-                )
-            })?;
+            let (destination, transport) = match crate::engine::target::resolve(&to) {
+                Err(crate::engine::target::TargetError::NeedsDns(_)) => {
+                    let routes = resolve_name(s, &to).await?;
+                    alternates = routes.alternates;
+                    (routes.destination, routes.transport)
+                }
+                other => other.map_err(|e| {
+                    ApiError::unprocessable(
+                        "invalid_destination",
+                        format!("to: {e} (or give trunk_id)"),
+                    )
+                })?,
+            };
             (to, destination, transport, None)
         }
     };
@@ -644,6 +680,7 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
         to,
         destination,
         transport,
+        alternates,
         from,
         from_uri,
         trunk_id: req.trunk_id.clone(),
@@ -761,7 +798,7 @@ async fn create_call(
     };
     let originate = OriginateRequest {
         sip: Default::default(),
-        alternates: Vec::new(),
+        alternates: plan.alternates,
         to: plan.to,
         destination: plan.destination,
         from: plan.from,

@@ -91,6 +91,8 @@ pub struct AppState {
     pub auth_failures: Arc<limits::AuthFailures>,
     /// Wakes the campaign worker (a campaign started, resumed, got contacts or changed).
     pub campaign_wake: Arc<tokio::sync::Notify>,
+    /// Resolves a call's domain `to` (RFC 3263); `None`: names are refused (422).
+    pub dns: Option<crate::net::dns::Resolver>,
 }
 
 impl AppState {
@@ -115,6 +117,7 @@ impl AppState {
             limiter,
             auth_failures: Arc::new(limits::AuthFailures::new(limits::AUTH_FAILURES_PER_MIN)),
             campaign_wake: Arc::default(),
+            dns: None,
         }
     }
 }
