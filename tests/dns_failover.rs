@@ -260,8 +260,6 @@ async fn api_call_to_a_domain_goes_to_the_first_srv_target() {
 /// fails over to the second (priority 20, a sipp UAS playing audio) and is answered there
 /// within Timer B of the first attempt; the timeline names both targets.
 #[tokio::test]
-#[ignore = "needs the engine's failover across OriginateRequest::alternates (helper digest); \
-            run with --ignored once it is merged"]
 async fn call_fails_over_to_the_second_srv_target_within_timer_b() {
     if !common::sipp_available() {
         return;
@@ -295,6 +293,7 @@ async fn call_fails_over_to_the_second_srv_target_within_timer_b() {
     let dns = DnsServer::start(carrier_zone(hole_port, port), 60).await;
     let dns_arg = dns.addr.to_string();
     let started = std::time::Instant::now();
+    // No --hangup-after: sipp hangs up once its pcap has played.
     let (status, events, stderr) = common::run_call(
         dir.path(),
         &[
@@ -306,8 +305,6 @@ async fn call_fails_over_to_the_second_srv_target_within_timer_b() {
             "127.0.0.1:0",
             "--ring-timeout",
             "30",
-            "--hangup-after",
-            "1",
         ],
     )
     .await;
@@ -338,10 +335,17 @@ async fn call_fails_over_to_the_second_srv_target_within_timer_b() {
         .filter(|e| e["kind"] == "call.target")
         .map(|e| e.to_string())
         .collect();
+    let hole = format!("127.0.0.1:{hole_port}");
     assert!(
-        targets.iter().any(|t| t.contains("sip1.carrier.test"))
-            && targets.iter().any(|t| t.contains("sip2.carrier.test")),
-        "the timeline names the first target and the one that answered: {targets:#?}"
+        targets.len() == 2
+            && targets[0].contains(&hole)
+            && targets[1].contains("SRV 20 0 sip2.carrier.test"),
+        "the timeline names the first target ({hole}) and the SRV one that answered: {targets:#?}"
+    );
+    let failover = common::last_of(&events, "call.failover");
+    assert!(
+        failover.to_string().contains("sip2.carrier.test"),
+        "{failover}"
     );
     drop(black_hole);
     let (status, stderr) = common::wait_child(sipp, "sipp uas").await;
