@@ -28,7 +28,7 @@ use crate::api::{ApiConfig, AppState};
 use crate::clock;
 use crate::engine::{Engine, EngineConfig, EngineHandle, EventSink};
 use crate::events::outbox::{OutboxConfig, spawn_dispatcher};
-use crate::events::pump::spawn_pump;
+use crate::events::pump::spawn_pump_with;
 use crate::events::{Bus, Metrics};
 use crate::files::{FinishedRecording, recover_partials};
 use crate::store::{NewApiKey, NewEvent, Node, Role, SqlStore, Store, Tenant};
@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub campaign_lease: Duration,
     /// The name server for RFC 3263 lookups (`--dns-server`); `None`: /etc/resolv.conf's.
     pub dns_server: Option<SocketAddr>,
+    /// What happens to an INVITE from no trunk (`--unknown-sources`, #11).
+    pub unknown_sources: crate::trunk::route::UnknownSources,
 }
 
 /// A line `serve` prints on stdout (JSON).
@@ -345,6 +347,22 @@ fn dns_resolver(config: &ServeConfig) -> Option<crate::net::dns::Resolver> {
     }
 }
 
+/// Reloads the inbound router after every trunk or route change (it ends with the sender).
+fn spawn_router_reload(
+    router: Arc<crate::trunk::route::TrunkRouter>,
+    store: Arc<dyn Store>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) {
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            if let Err(e) = router.reload(store.as_ref()).await {
+                // The previous snapshot stays; the next change retries.
+                tracing::warn!(error = %e, "inbound routes not reloaded");
+            }
+        }
+    });
+}
+
 /// Runs `serve` until SIGINT/SIGTERM, then drains for `drain`.
 pub async fn serve(config: ServeConfig, drain: Duration) -> anyhow::Result<u8> {
     serve_with(config, drain, ServeControl::default()).await
@@ -412,19 +430,41 @@ pub async fn serve_with(
     close_orphans(&bus, &node_id, &recovered).await?;
     let heartbeat = spawn_heartbeat(bus.clone(), node_id.clone(), config.engine.max_calls);
 
+    // Trunks (#11): their live state and the signal that they changed, shared by the API, the
+    // inbound router, the registrar and the health checker.
+    let trunk_states = crate::trunk::TrunkStates::default();
+    let trunk_changes = Arc::new(tokio::sync::watch::Sender::new(0u64));
+
     let (sink, sink_rx) = EventSink::channel(config.event_queue);
     let mut running = {
         // The engine owns the only sender: once it stops, the pump sees the channel close
         // after the last event and ends.
         let mut engine_config = config.engine.clone();
         engine_config.event_sink = Some(sink);
+        // Inbound routing by trunk and DID (#11), from a snapshot of the store, reloaded after
+        // every change through the API.
+        let router = Arc::new(crate::trunk::route::TrunkRouter::new(
+            config.unknown_sources,
+            config.engine.inbound.clone(),
+            config.data_dir.join("prompts"),
+        ));
+        router
+            .reload(store.as_ref())
+            .await
+            .context("loading trunks and routes")?;
+        if engine_config.router.is_none() {
+            engine_config.router = Some(router.clone());
+        }
+        spawn_router_reload(router.clone(), store.clone(), trunk_changes.subscribe());
         let engine = Engine::start(engine_config).await?;
         let events = engine.handle.subscribe();
-        let pump = spawn_pump(
+        let tenants = router.clone();
+        let pump = spawn_pump_with(
             bus.clone(),
             sink_rx,
             inbound_tenant.id.clone(),
             node_id.clone(),
+            Some(Arc::new(move |trunk: &str| tenants.tenant_of(trunk))),
         );
         let outbox = spawn_dispatcher(bus.clone(), config.outbox.clone());
         let mut state = AppState::new(
@@ -442,6 +482,9 @@ pub async fn serve_with(
             },
         );
         state.dns = dns_resolver(&config);
+        // One instance for the API, the registrar and the health checker (#11).
+        state.trunk_states = trunk_states.clone();
+        state.trunk_changes = trunk_changes.clone();
         let campaign_wake = state.campaign_wake.clone();
         let (api_addr, api_task) =
             crate::net::http::serve(config.api, crate::api::router(state)).await?;
@@ -453,6 +496,7 @@ pub async fn serve_with(
             config.campaign_max_calls,
         );
         worker_config.lease = config.campaign_lease;
+        worker_config.trunk_states = trunk_states.clone();
         worker_config.settle = worker_config.settle.min(config.campaign_lease);
         let worker = crate::campaign::worker::spawn_worker(
             worker_config,

@@ -173,6 +173,12 @@ enum Cmd {
         /// third of it): after a crash, its contacts return to the queue this long after.
         #[arg(long, default_value_t = 30)]
         campaign_lease_s: u64,
+        /// What happens to an INVITE from an address no trunk lists (its `allowed_sources` or
+        /// hosts): `allow` (the default inbound handling), `refuse` (403), `drop` (no answer),
+        /// or `auto`: allow while no trunk declares where its calls come from
+        /// (`allowed_sources` or `register`), refuse once one does. docs/trunks.md.
+        #[arg(long, default_value = "auto", value_parser = ["auto", "allow", "refuse", "drop"])]
+        unknown_sources: String,
     },
     /// A survey campaign end to end on loopback, with no set-up: starts the softswitch (as
     /// `serve`, on a new data directory) and a built-in answerer (callees who answer and press
@@ -435,6 +441,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             event_queue,
             campaign_max_calls,
             campaign_lease_s,
+            unknown_sources,
         } => {
             if let Some(dir) = &recordings {
                 callplane::files::ensure_dir(dir)
@@ -497,6 +504,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 rate_limit_per_s: rate_limit,
                 rate_limit_burst: rate_limit.saturating_mul(2),
                 event_queue,
+                unknown_sources: callplane::trunk::route::UnknownSources::parse(&unknown_sources)
+                    .context("--unknown-sources: auto, allow, refuse or drop")?,
             };
             app::serve(serve_config, seconds("--drain-timeout", drain_timeout)?).await
         }

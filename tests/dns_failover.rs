@@ -351,3 +351,50 @@ async fn call_fails_over_to_the_second_srv_target_within_timer_b() {
     let (status, stderr) = common::wait_child(sipp, "sipp uas").await;
     assert!(status.success(), "sipp answered one call: {stderr}");
 }
+
+/// A trunk host that is a name goes through the same resolver: SRV for the trunk's transport
+/// (no port given), A/AAAA only with a port.
+#[tokio::test]
+async fn trunk_hosts_that_are_names_resolve_through_the_resolver() {
+    use callplane::trunk::dial::{ResolvedHost, resolve_host};
+    use callplane::trunk::settings::TrunkTransport;
+    let dns = DnsServer::start(carrier_zone(5071, 5072), 60).await;
+    let resolver = Resolver::new(&DnsConfig {
+        server: Some(dns.addr),
+        transports: vec![Transport::Udp, Transport::Tcp],
+    })
+    .expect("a resolver");
+    let udp = |port: u16| ResolvedHost {
+        addr: std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        transport: Transport::Udp,
+    };
+    assert_eq!(
+        resolve_host(Some(&resolver), "carrier.test", None, TrunkTransport::Udp).await,
+        Ok(vec![udp(5071), udp(5072)])
+    );
+    assert_eq!(
+        resolve_host(
+            Some(&resolver),
+            "sip2.carrier.test",
+            Some(5090),
+            TrunkTransport::Udp
+        )
+        .await,
+        Ok(vec![udp(5090)])
+    );
+    assert!(
+        resolve_host(Some(&resolver), "nowhere.test", None, TrunkTransport::Udp)
+            .await
+            .is_err()
+    );
+    // Without a resolver a name is refused, an IP literal is not.
+    assert!(
+        resolve_host(None, "carrier.test", None, TrunkTransport::Udp)
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        resolve_host(None, "127.0.0.1", Some(5071), TrunkTransport::Udp).await,
+        Ok(vec![udp(5071)])
+    );
+}

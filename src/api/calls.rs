@@ -453,11 +453,11 @@ struct Plan {
     to: Uri,
     destination: SocketAddr,
     transport: Transport,
-    /// Failover targets after `destination` (RFC 3263: a domain `to` with several).
-    alternates: Vec<crate::engine::CallRoute>,
     from: Option<Uri>,
     from_uri: String,
     trunk_id: Option<String>,
+    sip: crate::engine::SipOptions,
+    alternates: Vec<crate::engine::CallRoute>,
     script: Option<Arc<crate::script::Script>>,
     script_id: Option<String>,
     script_version: Option<i64>,
@@ -534,8 +534,10 @@ async fn resolve_name(
 
 async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, ApiError> {
     check_sizes(req)?;
-    let mut alternates = Vec::new();
-    let (to, destination, transport, trunk_from) = match &req.trunk_id {
+    if let Some(f) = &req.from {
+        check_routing("from", &parse_uri("from", f)?)?;
+    }
+    let (to, destination, transport, from, sip, alternates, trunk_ring) = match &req.trunk_id {
         Some(trunk_id) => {
             let trunk = match s.store.get_trunk(&caller.tenant_id, trunk_id).await {
                 Ok(t) => t,
@@ -550,63 +552,64 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
                     "to: with trunk_id, `to` is a number or user part (letters, digits, + - _ . and the like)",
                 ));
             }
-            let destination: SocketAddr = trunk.address.parse().map_err(|_| {
-                ApiError::unprocessable(
-                    "invalid_destination",
-                    format!("the trunk's address {:?} is not ip:port", trunk.address),
-                )
+            // One trunk per call; failover runs across its hosts (`alternates`).
+            let dialed = crate::trunk::dial::dial(&crate::trunk::dial::DialRequest {
+                trunk_id: &trunk.id,
+                settings: &trunk.settings,
+                number: &req.to,
+                caller_id: req.from.as_deref(),
+                random: crate::trunk::dial::random_u64(),
+                turn: 0,
+                dns: s.dns.as_ref(),
+            })
+            .await
+            .map_err(|e| {
+                ApiError::unprocessable("invalid_destination", format!("trunk {}: {e}", trunk.id))
             })?;
-            let transport = if trunk.transport == "tcp" {
-                Transport::Tcp
-            } else {
-                Transport::Udp
-            };
-            let suffix = if transport == Transport::Tcp {
-                ";transport=tcp"
-            } else {
-                ""
-            };
-            let host = match destination.ip() {
-                IpAddr::V4(ip) => ip.to_string(),
-                IpAddr::V6(ip) => format!("[{ip}]"),
-            };
-            let to = parse_uri(
-                "to",
-                &format!("sip:{}@{host}:{}{suffix}", req.to, destination.port()),
-            )?;
-            check_routing("to", &to)?;
-            let from = match &trunk.from_user {
-                Some(u) if u.contains(':') => Some(parse_uri("trunk from_user", u)?),
-                Some(u) => Some(parse_uri("trunk from_user", &format!("sip:{u}@{host}"))?),
-                None => None,
-            };
-            (to, destination, transport, from)
+            check_routing("to", &dialed.to)?;
+            (
+                dialed.to,
+                dialed.destination,
+                dialed.transport,
+                dialed.from,
+                dialed.sip,
+                dialed.alternates,
+                dialed.ring_timeout,
+            )
         }
         None => {
             let to = parse_uri("to", &req.to)?;
-            let (destination, transport) = match crate::engine::target::resolve(&to) {
+            let (destination, transport, alternates) = match crate::engine::target::resolve(&to) {
                 Err(crate::engine::target::TargetError::NeedsDns(_)) => {
                     let routes = resolve_name(s, &to).await?;
-                    alternates = routes.alternates;
-                    (routes.destination, routes.transport)
+                    (routes.destination, routes.transport, routes.alternates)
                 }
-                other => other.map_err(|e| {
-                    ApiError::unprocessable(
-                        "invalid_destination",
-                        format!("to: {e} (or give trunk_id)"),
-                    )
-                })?,
+                other => {
+                    let (destination, transport) = other.map_err(|e| {
+                        ApiError::unprocessable(
+                            "invalid_destination",
+                            format!("to: {e} (or give trunk_id)"),
+                        )
+                    })?;
+                    (destination, transport, Vec::new())
+                }
             };
-            (to, destination, transport, None)
+            let from = req
+                .from
+                .as_deref()
+                .map(|f| parse_uri("from", f))
+                .transpose()?;
+            (
+                to,
+                destination,
+                transport,
+                from,
+                Default::default(),
+                alternates,
+                None,
+            )
         }
     };
-    let from = match &req.from {
-        Some(f) => Some(parse_uri("from", f)?),
-        None => trunk_from,
-    };
-    if let Some(from) = &from {
-        check_routing("from", from)?;
-    }
     let from_uri = match &from {
         Some(f) => f.to_string(),
         // The engine's default From (`sip:callplane@<advertise ip>`).
@@ -640,7 +643,12 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
         }
         (None, None) => (None, None, None),
     };
-    let ring_s = req.ring_timeout_s.unwrap_or(DEFAULT_RING_TIMEOUT_S);
+    // The request's own, else the trunk's, else the default.
+    let ring_s = req.ring_timeout_s.unwrap_or_else(|| {
+        trunk_ring.map_or(DEFAULT_RING_TIMEOUT_S, |r| {
+            u32::try_from(r.as_secs()).unwrap_or(MAX_RING_TIMEOUT_S)
+        })
+    });
     if !(1..=MAX_RING_TIMEOUT_S).contains(&ring_s) {
         return Err(bad_field(format!(
             "ring_timeout_s: must be 1 to {MAX_RING_TIMEOUT_S}"
@@ -680,10 +688,11 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
         to,
         destination,
         transport,
-        alternates,
         from,
         from_uri,
         trunk_id: req.trunk_id.clone(),
+        sip,
+        alternates,
         script,
         script_id,
         script_version,
@@ -797,7 +806,7 @@ async fn create_call(
         None
     };
     let originate = OriginateRequest {
-        sip: Default::default(),
+        sip: plan.sip,
         alternates: plan.alternates,
         to: plan.to,
         destination: plan.destination,

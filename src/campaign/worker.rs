@@ -18,14 +18,12 @@
 //! call still live on a dead node is ended by the orphan logic (`app`), and then settled.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sip::message::Uri;
-use sip::transaction::Transport;
 use tokio::sync::Notify;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -62,6 +60,9 @@ pub struct WorkerConfig {
     /// How long a contact whose call the engine refused (capacity, draining, store backlog)
     /// waits before it is due again.
     pub refused_retry: Duration,
+    /// Every trunk's live state (#11): trunks marked down are skipped while another can take
+    /// the call. `serve` passes the node's one instance.
+    pub trunk_states: crate::trunk::TrunkStates,
 }
 
 impl WorkerConfig {
@@ -75,6 +76,7 @@ impl WorkerConfig {
             refresh: Duration::from_secs(1),
             settle: Duration::from_secs(5),
             refused_retry: Duration::from_secs(5),
+            trunk_states: Default::default(),
         }
     }
 }
@@ -392,10 +394,16 @@ impl Worker {
         }
         let now = clock::now();
         let first = contact.trunk_index as usize % count;
-        let pick = (0..count).map(|k| (first + k) % count).find(|&i| {
-            self.pacer
-                .can_start(campaign_id, &running.trunks[i].id, now)
-        });
+        // Trunks marked down by their health check are skipped while another can start.
+        let states = &self.config.trunk_states;
+        let pick = (0..count)
+            .map(|k| (first + k) % count)
+            .filter(|&i| !states.is_down(&running.trunks[i].id))
+            .chain((0..count).map(|k| (first + k) % count))
+            .find(|&i| {
+                self.pacer
+                    .can_start(campaign_id, &running.trunks[i].id, now)
+            });
         let Some(index) = pick else {
             // Every trunk is full: give the attempt back, due at once.
             let _ = self
@@ -416,16 +424,23 @@ impl Worker {
         let trunk = running.trunks[index].clone();
         let script = running.script.clone();
         let campaign = running.campaign.clone();
-        let caller_id = if campaign.settings.caller_ids.is_empty() {
-            None
-        } else {
-            self.caller_turn = self.caller_turn.wrapping_add(1);
-            Some(
-                campaign.settings.caller_ids[self.caller_turn % campaign.settings.caller_ids.len()]
-                    .clone(),
-            )
-        };
-        let target = match plan_target(&trunk, &contact.phone, caller_id.as_deref()) {
+        // Per callee: the campaign's caller ids (same area code first, then round robin), else
+        // the trunk's pool (the same rule), else its from_user.
+        self.caller_turn = self.caller_turn.wrapping_add(1);
+        let caller_id = crate::trunk::dial::pick_caller_id(
+            &campaign.settings.caller_ids,
+            &contact.phone,
+            self.caller_turn,
+        )
+        .map(str::to_owned);
+        let target = match plan_target(
+            &trunk,
+            &contact.phone,
+            caller_id.as_deref(),
+            self.caller_turn,
+        )
+        .await
+        {
             Ok(t) => t,
             Err(why) => {
                 self.pacer.release(campaign_id);
@@ -532,8 +547,8 @@ impl Worker {
         let script = script.or_else(|| Some(hangup_script()));
         let prompts = prompts_dir(&self.config.data_dir, &campaign.tenant_id);
         let originate = OriginateRequest {
-            sip: Default::default(),
-            alternates: Vec::new(),
+            sip: target.sip,
+            alternates: target.alternates,
             to: target.to,
             destination: target.destination,
             from: target.from,
@@ -1228,68 +1243,32 @@ impl Worker {
 /// defers many contacts at once; more are logged and dropped, their state is in the store).
 const MAX_PENDING_EVENTS: usize = 10_000;
 
-/// Where a contact's call goes.
-#[derive(Debug)]
-struct Target {
-    to: Uri,
-    destination: SocketAddr,
-    transport: Transport,
-    from: Option<Uri>,
-}
-
-/// `sip:<phone>@<trunk address>` and the From: the caller id (a user part or a URI), else
-/// the trunk's `from_user` (as `api::calls` builds a trunk call).
-fn plan_target(trunk: &Trunk, phone: &str, caller_id: Option<&str>) -> Result<Target, String> {
-    let valid_user = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 128
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+-_.!~*'()&=$,?/".contains(&b))
-    };
-    if !valid_user(phone) {
-        return Err(format!("{phone:?} is not a number that can be dialed"));
-    }
-    let destination: SocketAddr = trunk
-        .address
-        .parse()
-        .map_err(|_| format!("the trunk's address {:?} is not ip:port", trunk.address))?;
-    let transport = if trunk.transport == "tcp" {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
-    let suffix = if transport == Transport::Tcp {
-        ";transport=tcp"
-    } else {
-        ""
-    };
-    let host = match destination.ip() {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("[{ip}]"),
-    };
-    let parse =
-        |text: &str| Uri::parse(text.as_bytes()).map_err(|_| format!("{text:?} is not a SIP URI"));
-    let to = parse(&format!(
-        "sip:{phone}@{host}:{}{suffix}",
-        destination.port()
-    ))?;
-    crate::engine::target::check_routing(&to).map_err(|e| e.to_string())?;
-    let from_user = caller_id.or(trunk.from_user.as_deref());
-    let from = match from_user {
-        Some(u) if u.contains(':') => Some(parse(u)?),
-        Some(u) if valid_user(u) => Some(parse(&format!("sip:{u}@{host}"))?),
-        Some(u) => return Err(format!("caller id {u:?} is not a user part")),
-        None => None,
-    };
-    if let Some(f) = &from {
+/// Where a contact's call goes: `crate::trunk::dial` on the trunk's settings, the contact's
+/// number and the caller id (the campaign's, else one from the trunk's pool, same area first;
+/// else the trunk's `from_user`).
+async fn plan_target(
+    trunk: &Trunk,
+    phone: &str,
+    caller_id: Option<&str>,
+    turn: usize,
+) -> Result<crate::trunk::dial::Dialed, String> {
+    let dialed = crate::trunk::dial::dial(&crate::trunk::dial::DialRequest {
+        trunk_id: &trunk.id,
+        settings: &trunk.settings,
+        number: phone,
+        caller_id,
+        random: crate::trunk::dial::random_u64(),
+        turn,
+        // The worker has no resolver yet: trunk hosts that are names fail its calls.
+        dns: None,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    crate::engine::target::check_routing(&dialed.to).map_err(|e| e.to_string())?;
+    if let Some(f) = &dialed.from {
         crate::engine::target::check_routing(f).map_err(|e| e.to_string())?;
     }
-    Ok(Target {
-        to,
-        destination,
-        transport,
-        from,
-    })
+    Ok(dialed)
 }
 
 /// A campaign without a script: the call is answered and hung up at once.
@@ -1371,6 +1350,7 @@ fn random_u64() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sip::transaction::Transport;
 
     fn trunk(address: &str, transport: &str, from_user: Option<&str>) -> Trunk {
         Trunk {
@@ -1384,37 +1364,60 @@ mod tests {
             from_user: from_user.map(str::to_owned),
             max_concurrent: None,
             max_cps_milli: None,
+            // As the store reads a row: the columns copied into the settings.
+            settings: crate::trunk::TrunkSettings {
+                hosts: vec![address.to_owned()],
+                transport: crate::trunk::TrunkTransport::parse(transport).expect("transport"),
+                from_user: from_user.map(str::to_owned),
+                ..Default::default()
+            },
             created_at_us: 0,
             updated_at_us: 0,
         }
     }
 
-    #[test]
-    fn a_contact_is_called_as_its_number_at_the_trunk_from_the_caller_id() {
+    #[tokio::test]
+    async fn a_contact_is_called_as_its_number_at_the_trunk_from_the_caller_id() {
         let t = plan_target(
             &trunk("127.0.0.1:5080", "udp", Some("100")),
             "+12025550123",
             Some("+18005550000"),
+            0,
         )
+        .await
         .expect("plan");
         assert_eq!(t.to.to_string(), "sip:+12025550123@127.0.0.1:5080");
         assert_eq!(
             t.from.expect("from").to_string(),
             "sip:+18005550000@127.0.0.1"
         );
-        let t =
-            plan_target(&trunk("127.0.0.1:5080", "tcp", Some("100")), "+1202", None).expect("plan");
+        let t = plan_target(
+            &trunk("127.0.0.1:5080", "tcp", Some("100")),
+            "+1202",
+            None,
+            0,
+        )
+        .await
+        .expect("plan");
         assert_eq!(t.transport, Transport::Tcp);
         assert_eq!(t.from.expect("from").to_string(), "sip:100@127.0.0.1");
     }
 
-    #[test]
-    fn a_number_or_caller_id_that_would_change_the_uri_is_refused() {
+    #[tokio::test]
+    async fn a_number_or_caller_id_that_would_change_the_uri_is_refused() {
         let tr = trunk("127.0.0.1:5080", "udp", None);
-        assert!(plan_target(&tr, "+1202;maddr=10.0.0.1", None).is_err());
-        assert!(plan_target(&tr, "+1202@evil", None).is_err());
-        assert!(plan_target(&tr, "+1202", Some("x y")).is_err());
-        assert!(plan_target(&trunk("example.com:5060", "udp", None), "+1202", None).is_err());
+        assert!(
+            plan_target(&tr, "+1202;maddr=10.0.0.1", None, 0)
+                .await
+                .is_err()
+        );
+        assert!(plan_target(&tr, "+1202@evil", None, 0).await.is_err());
+        assert!(plan_target(&tr, "+1202", Some("x y"), 0).await.is_err());
+        assert!(
+            plan_target(&trunk("example.com:5060", "udp", None), "+1202", None, 0)
+                .await
+                .is_err()
+        );
     }
 
     #[test]

@@ -242,6 +242,8 @@ pub struct SipOptions {
     /// Credentials that answer 401/407 challenges on the INVITE and in-dialog requests
     /// (RFC 3261 §22.2); `None`: a challenge fails the call.
     pub credentials: Option<sip::auth::Credentials>,
+    /// The realm `credentials` are for (`None`: they answer any realm's challenge).
+    pub realm: Option<String>,
     /// Extra header fields on the INVITE, in order (P-Asserted-Identity, Privacy, Diversion,
     /// a trunk's custom headers). Names and values are checked when the trunk is saved.
     pub headers: Vec<(String, String)>,

@@ -25,6 +25,7 @@
 //! `callplane_pump_errors_total`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -48,9 +49,25 @@ const PERMANENT_ATTEMPTS: u32 = 5;
 /// engine has stopped) and the last batch is stored.
 pub fn spawn_pump(
     bus: Bus,
+    queue: EventQueue,
+    inbound_tenant: String,
+    node_id: String,
+) -> JoinHandle<()> {
+    spawn_pump_with(bus, queue, inbound_tenant, node_id, None)
+}
+
+/// The tenant of a trunk, for inbound calls that came through one (#11).
+pub type TrunkTenants = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// [`spawn_pump`], with the tenant of a trunk: an inbound call whose `call.created` names a
+/// `trunk_id` gets a row in that trunk's tenant, carrying the trunk (other inbound calls: the
+/// inbound tenant).
+pub fn spawn_pump_with(
+    bus: Bus,
     mut queue: EventQueue,
     inbound_tenant: String,
     node_id: String,
+    trunk_tenants: Option<TrunkTenants>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut pump = Pump {
@@ -58,6 +75,7 @@ pub fn spawn_pump(
             inbound_tenant,
             node_id,
             untagged: HashMap::new(),
+            trunk_tenants,
         };
         let mut batch = Vec::with_capacity(BATCH_MAX);
         while queue.recv_many(&mut batch, BATCH_MAX).await > 0 {
@@ -81,6 +99,8 @@ struct Pump {
     node_id: String,
     /// Engine id → store call id of the untagged (inbound) calls, until their final event.
     untagged: HashMap<CallId, String>,
+    /// The tenant of a trunk.
+    trunk_tenants: Option<TrunkTenants>,
 }
 
 /// One event ready for the store.
@@ -289,12 +309,21 @@ impl Pump {
                 request[key] = v.clone();
             }
         }
+        let trunk_id = event
+            .details
+            .get("trunk_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let tenant_id = trunk_id
+            .as_deref()
+            .and_then(|t| self.trunk_tenants.as_ref().and_then(|f| f(t)))
+            .unwrap_or_else(|| self.inbound_tenant.clone());
         NewCall {
-            tenant_id: self.inbound_tenant.clone(),
+            tenant_id,
             direction,
             to_uri: text("to"),
             from_uri: text("from"),
-            trunk_id: None,
+            trunk_id,
             script_id: None,
             script_version: None,
             campaign_id: None,
@@ -455,6 +484,7 @@ mod tests {
             inbound_tenant: tenant.clone(),
             node_id: "node_test".to_owned(),
             untagged: HashMap::new(),
+            trunk_tenants: None,
         };
         pump.handle(event(3, "call.created", Some(&row.id), json!({})))
             .await;
@@ -480,6 +510,7 @@ mod tests {
             inbound_tenant: tenant,
             node_id: "node_test".to_owned(),
             untagged: HashMap::new(),
+            trunk_tenants: None,
         };
         pump.handle(event(
             1,

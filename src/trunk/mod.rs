@@ -6,8 +6,13 @@
 //! sans-IO protocol logic (registration timers, RFC 3263 choice) lives in the `sip` crate; the
 //! tasks that send and wait live here and in `net`.
 
+pub mod dial;
+pub mod route;
 pub mod settings;
 pub mod state;
 
-pub use settings::{CallerIdMode, SrtpMode, TrunkSettings, TrunkTransport, UriStyle};
+pub use settings::{
+    CallerIdMode, Cidr, HostName, HostSpec, SettingsError, SrtpMode, TrunkSettings, TrunkTransport,
+    UriStyle,
+};
 pub use state::{Health, RegState, TrunkRuntime, TrunkStates};
