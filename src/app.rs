@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub campaign_max_calls: u32,
     /// A contact lease (`--campaign-lease-s`).
     pub campaign_lease: Duration,
+    /// The name server for RFC 3263 lookups (`--dns-server`); `None`: /etc/resolv.conf's.
+    pub dns_server: Option<SocketAddr>,
     /// What happens to an INVITE from no trunk (`--unknown-sources`, #11).
     pub unknown_sources: crate::trunk::route::UnknownSources,
 }
@@ -324,6 +326,27 @@ pub struct Listening {
     pub api: SocketAddr,
 }
 
+/// The resolver for calls to a domain: the transports the engine listens on, the name server
+/// of `--dns-server` or of /etc/resolv.conf. `None` (with a warning) when it cannot be built:
+/// calls to IP addresses and trunks still work.
+fn dns_resolver(config: &ServeConfig) -> Option<crate::net::dns::Resolver> {
+    let mut transports = vec![sip::transaction::Transport::Udp];
+    if config.engine.sip_tcp.is_some() {
+        transports.push(sip::transaction::Transport::Tcp);
+    }
+    let dns = crate::net::dns::DnsConfig {
+        server: config.dns_server,
+        transports,
+    };
+    match crate::net::dns::Resolver::new(&dns) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(error = %e, "no DNS: calls to a domain will be refused");
+            None
+        }
+    }
+}
+
 /// Reloads the inbound router after every trunk or route change (it ends with the sender).
 fn spawn_router_reload(
     router: Arc<crate::trunk::route::TrunkRouter>,
@@ -466,6 +489,7 @@ pub async fn serve_with(
                 webhook_egress: config.outbox.egress.clone(),
             },
         );
+        state.dns = dns_resolver(&config);
         // One instance for the API, the registrar and the health checker (#11).
         state.trunk_states = trunk_states.clone();
         state.trunk_changes = trunk_changes.clone();

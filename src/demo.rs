@@ -349,6 +349,7 @@ pub async fn run(config: DemoConfig, json_summary: bool) -> anyhow::Result<DemoS
         event_queue: 65_536,
         campaign_max_calls: 1000,
         campaign_lease: Duration::from_secs(30),
+        dns_server: None,
         unknown_sources: Default::default(),
     };
     let control = ServeControl {

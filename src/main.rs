@@ -36,9 +36,13 @@ enum Cmd {
 4 rejected, 5 invalid number, 6 network error, 1 anything else (cancelled, failed, bad arguments)."
     )]
     Call {
-        /// Who to call: a sip: URI whose host is an IP address (no DNS yet); add
-        /// `;transport=tcp` to call over TCP.
+        /// Who to call: a sip: URI; add `;transport=tcp` to call over TCP. A host that is a
+        /// name is resolved as RFC 3263 says (NAPTR, SRV, A/AAAA), and the call fails over
+        /// across the targets found.
         uri: String,
+        /// The name server for DNS lookups (ip:port); default: those of /etc/resolv.conf.
+        #[arg(long, env = "CALLPLANE_DNS_SERVER")]
+        dns_server: Option<SocketAddr>,
         /// Our From URI.
         #[arg(long)]
         from: Option<String>,
@@ -140,6 +144,10 @@ enum Cmd {
         /// 127.0.0.1 when that is 0.0.0.0).
         #[arg(long)]
         advertise: Option<IpAddr>,
+        /// The name server for RFC 3263 lookups of calls to a domain (ip:port); default:
+        /// those of /etc/resolv.conf.
+        #[arg(long, env = "CALLPLANE_DNS_SERVER")]
+        dns_server: Option<SocketAddr>,
         #[command(flatten)]
         limits: LimitArgs,
         /// A call script (JSON, see docs/scripts.md) to run on every call. Without one, calls
@@ -317,6 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Cmd::Call {
             uri,
+            dns_server,
             from,
             bind,
             script,
@@ -334,7 +343,26 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             limits,
         } => {
             let to = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
-            let (destination, transport) = callplane::engine::target::resolve(&to)?;
+            let (destination, transport, alternates) = match callplane::engine::target::resolve(&to)
+            {
+                Err(callplane::engine::target::TargetError::NeedsDns(_)) => {
+                    callplane::engine::target::check_routing(&to)?;
+                    let dns =
+                        callplane::net::dns::Resolver::new(&callplane::net::dns::DnsConfig {
+                            server: dns_server,
+                            transports: vec![Transport::Udp, Transport::Tcp],
+                        })?;
+                    let targets = dns.resolve_uri(&to).await?;
+                    let v4 = bind.is_none_or(|b| b.is_ipv4());
+                    let routes = callplane::engine::target::routes(&to, &targets, v4)
+                        .context("DNS found no target")?;
+                    (routes.destination, routes.transport, routes.alternates)
+                }
+                other => {
+                    let (destination, transport) = other?;
+                    (destination, transport, Vec::new())
+                }
+            };
             let from = match from {
                 Some(f) => {
                     Some(Uri::parse(f.as_bytes()).with_context(|| format!("bad --from {f:?}"))?)
@@ -345,13 +373,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Some(b) => b,
                 None => SocketAddr::new(route_ip(destination)?, 0),
             };
+            let any_tcp = transport == Transport::Tcp
+                || alternates.iter().any(|a| a.transport == Transport::Tcp);
             let request = OriginateRequest {
                 sip: callplane::engine::SipOptions {
                     tls_server_name,
                     srtp,
                     ..Default::default()
                 },
-                alternates: Vec::new(),
+                alternates,
                 to,
                 destination,
                 from,
@@ -382,7 +412,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let mut config = EngineConfig::new(bind);
             config.limits = limits.limits()?;
-            if transport == Transport::Tcp {
+            if any_tcp {
                 // Our Contact must be reachable over TCP for the callee's BYE: listen on the
                 // --bind IP (same port when one was given, else any).
                 config.sip_tcp = Some(bind);
@@ -431,6 +461,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             sip_tcp,
             tls,
             advertise,
+            dns_server,
             limits,
             script,
             prompts,
@@ -495,6 +526,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             let serve_config = ServeConfig {
                 campaign_max_calls,
                 campaign_lease: Duration::from_secs(campaign_lease_s),
+                dns_server,
                 data_dir,
                 database_url,
                 api,

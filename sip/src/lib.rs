@@ -29,6 +29,7 @@
 //! - [`endpoint`]: routes incoming messages to transactions and dialogs; stateless replies.
 //! - [`dialog`]: dialogs and INVITE sessions (RFC 3261 §12–§15, PRACK, session timers).
 //! - [`register`]: the registration client (RFC 3261 §10.2): refreshes, digest, backoff.
+//! - [`resolve`]: locating SIP servers (RFC 3263): NAPTR, SRV and A/AAAA decisions, a TTL cache.
 #![warn(missing_docs)]
 
 pub mod auth;
@@ -36,5 +37,6 @@ pub mod dialog;
 pub mod endpoint;
 pub mod message;
 pub mod register;
+pub mod resolve;
 pub mod transaction;
 pub mod transport;

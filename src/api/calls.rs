@@ -506,6 +506,32 @@ fn check_routing(field: &str, uri: &Uri) -> Result<(), ApiError> {
         .map_err(|e| ApiError::unprocessable("invalid_destination", format!("{field}: {e}")))
 }
 
+/// The targets of a `to` whose host is a name (RFC 3263 through the server's resolver): 422
+/// `invalid_destination` when DNS is off or finds nothing.
+async fn resolve_name(
+    s: &AppState,
+    to: &Uri,
+) -> Result<crate::engine::target::DnsRoutes, ApiError> {
+    check_routing("to", to)?;
+    let Some(dns) = &s.dns else {
+        return Err(ApiError::unprocessable(
+            "invalid_destination",
+            "to: the host is a name and DNS is not configured here (use an IP address or give trunk_id)",
+        ));
+    };
+    let targets = dns.resolve_uri(to).await.map_err(|e| {
+        ApiError::unprocessable("invalid_destination", format!("to: {e} (or give trunk_id)"))
+    })?;
+    let routes = crate::engine::target::routes(to, &targets, s.engine.advertise_ip().is_ipv4())
+        .ok_or_else(|| ApiError::unprocessable("invalid_destination", "to: DNS found no target"))?;
+    tracing::info!(
+        first = %routes.label,
+        alternates = routes.alternates.len(),
+        "resolved the callee's domain (RFC 3263)"
+    );
+    Ok(routes)
+}
+
 async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, ApiError> {
     check_sizes(req)?;
     if let Some(f) = &req.from {
@@ -534,6 +560,7 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
                 caller_id: req.from.as_deref(),
                 random: crate::trunk::dial::random_u64(),
                 turn: 0,
+                dns: s.dns.as_ref(),
             })
             .await
             .map_err(|e| {
@@ -552,12 +579,21 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
         }
         None => {
             let to = parse_uri("to", &req.to)?;
-            let (destination, transport) = crate::engine::target::resolve(&to).map_err(|e| {
-                ApiError::unprocessable(
-                    "invalid_destination",
-                    format!("to: {e} (or give trunk_id)"),
-                )
-            })?;
+            let (destination, transport, alternates) = match crate::engine::target::resolve(&to) {
+                Err(crate::engine::target::TargetError::NeedsDns(_)) => {
+                    let routes = resolve_name(s, &to).await?;
+                    (routes.destination, routes.transport, routes.alternates)
+                }
+                other => {
+                    let (destination, transport) = other.map_err(|e| {
+                        ApiError::unprocessable(
+                            "invalid_destination",
+                            format!("to: {e} (or give trunk_id)"),
+                        )
+                    })?;
+                    (destination, transport, Vec::new())
+                }
+            };
             let from = req
                 .from
                 .as_deref()
@@ -569,7 +605,7 @@ async fn plan(s: &AppState, caller: &Caller, req: &CreateCall) -> Result<Plan, A
                 transport,
                 from,
                 Default::default(),
-                Vec::new(),
+                alternates,
                 None,
             )
         }

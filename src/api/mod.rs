@@ -91,6 +91,8 @@ pub struct AppState {
     pub auth_failures: Arc<limits::AuthFailures>,
     /// Wakes the campaign worker (a campaign started, resumed, got contacts or changed).
     pub campaign_wake: Arc<tokio::sync::Notify>,
+    /// Resolves a call's domain `to` (RFC 3263); `None`: names are refused (422).
+    pub dns: Option<crate::net::dns::Resolver>,
     /// Every trunk's live state (registration, health), shared with the registrar and the
     /// health checker; `GET /v1/trunks/{id}` shows it. [`crate::app::serve_with`] creates it.
     pub trunk_states: crate::trunk::TrunkStates,
@@ -121,6 +123,7 @@ impl AppState {
             limiter,
             auth_failures: Arc::new(limits::AuthFailures::new(limits::AUTH_FAILURES_PER_MIN)),
             campaign_wake: Arc::default(),
+            dns: None,
             trunk_states: crate::trunk::TrunkStates::default(),
             trunk_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }

@@ -1259,6 +1259,8 @@ async fn plan_target(
         caller_id,
         random: crate::trunk::dial::random_u64(),
         turn,
+        // The worker has no resolver yet: trunk hosts that are names fail its calls.
+        dns: None,
     })
     .await
     .map_err(|e| e.to_string())?;

@@ -1,6 +1,7 @@
 //! Where a call to a URI goes: the socket address and transport of an IP-literal `sip:` or
-//! `sips:` URI (`sips:` and `;transport=tls` go over TLS, port 5061 by default).
-//! (DNS and RFC 3263 come with the trunks issue; until then a host must be an IP address.)
+//! `sips:` URI ([`resolve`]; `sips:` and `;transport=tls` go over TLS, port 5061 by default),
+//! or, for a name, the targets RFC 3263 found (`crate::net::dns`) as a destination and its
+//! failover alternates ([`routes`]).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -90,6 +91,48 @@ pub fn resolve(uri: &Uri) -> Result<(SocketAddr, Transport), TargetError> {
     Ok((SocketAddr::new(ip, port), transport))
 }
 
+/// Where a call to `to` goes, from the targets DNS found (RFC 3263, in the order to try them):
+/// the first one and, as failover alternates, the rest. Only targets of `family_v4`'s address
+/// family (that of our SIP socket) are kept, unless none is. `None` when there is no target.
+pub fn routes(to: &Uri, targets: &[sip::resolve::Target], family_v4: bool) -> Option<DnsRoutes> {
+    let mut usable: Vec<&sip::resolve::Target> = targets
+        .iter()
+        .filter(|t| t.addr.is_ipv4() == family_v4)
+        .collect();
+    if usable.is_empty() {
+        usable = targets.iter().collect();
+    }
+    let (first, rest) = usable.split_first()?;
+    Some(DnsRoutes {
+        destination: first.addr,
+        transport: first.transport,
+        label: first.label.clone(),
+        alternates: rest
+            .iter()
+            .map(|t| super::CallRoute {
+                to: to.clone(),
+                destination: t.addr,
+                transport: t.transport,
+                sip: super::SipOptions::default(),
+                label: t.label.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// A call's route from DNS ([`routes`]).
+#[derive(Debug, Clone)]
+pub struct DnsRoutes {
+    /// The first target.
+    pub destination: SocketAddr,
+    /// Its transport.
+    pub transport: Transport,
+    /// How the timeline names it (`"SRV 10 60 sip1.carrier.test:5060"`).
+    pub label: String,
+    /// The other targets, in order (`OriginateRequest::alternates`).
+    pub alternates: Vec<super::CallRoute>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +189,35 @@ mod tests {
             tls("sips:1000@127.0.0.1;transport=udp"),
             Err(TargetError::SipsTransport("udp".into()))
         );
+    }
+
+    #[test]
+    fn dns_targets_become_a_destination_and_alternates_of_our_family() {
+        let target = |addr: &str, label: &str| sip::resolve::Target {
+            addr: addr.parse().expect("addr"),
+            transport: Transport::Udp,
+            label: label.into(),
+        };
+        let to = uri("sip:1000@carrier.test");
+        let targets = [
+            target("[::1]:5060", "SRV 5 0 v6.test:5060"),
+            target("127.0.0.1:5061", "SRV 10 0 a.test:5061"),
+            target("127.0.0.2:5062", "SRV 20 0 b.test:5062"),
+        ];
+        let r = routes(&to, &targets, true).expect("routes");
+        assert_eq!(r.destination, "127.0.0.1:5061".parse().expect("addr"));
+        assert_eq!(r.label, "SRV 10 0 a.test:5061");
+        assert_eq!(r.alternates.len(), 1);
+        assert_eq!(
+            r.alternates[0].destination,
+            "127.0.0.2:5062".parse().expect("addr")
+        );
+        assert_eq!(r.alternates[0].label, "SRV 20 0 b.test:5062");
+        assert_eq!(r.alternates[0].to, to);
+        // Only IPv6 targets: kept rather than nothing.
+        let r = routes(&to, &targets[..1], true).expect("routes");
+        assert!(r.destination.is_ipv6());
+        assert!(routes(&to, &[], true).is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`tls`]: the rustls configurations of SIP over TLS (CAs, certificate, server names).
 //! - [`http`]: the API's TCP listener (axum serves the router the `api` module builds).
 //! - [`egress`]: where webhooks may connect (the SSRF guard) and the dispatcher's HTTP client.
+//! - [`dns`]: the NAPTR/SRV/A/AAAA lookups of RFC 3263 (hickory-resolver), cached by TTL.
 //! - [`api_client`]: a JSON client of callplane's own REST API (`callplane demo` uses it).
 //! - [`rtp_ports`]: the pool of even/odd RTP/RTCP port pairs that calls bind their media
 //!   sockets from.
@@ -17,6 +18,7 @@
 //! read it themselves.
 
 pub mod api_client;
+pub mod dns;
 pub mod egress;
 pub mod http;
 pub mod rtp_ports;

@@ -66,6 +66,9 @@ pub struct DialRequest<'a> {
     /// Turns of the caller-id round robin so far (a campaign counts its calls; 0 otherwise,
     /// then `random` decides).
     pub turn: usize,
+    /// Resolves hosts that are names (RFC 3263); `None`: such hosts are refused
+    /// ([`DialError::NeedsDns`]).
+    pub dns: Option<&'a crate::net::dns::Resolver>,
 }
 
 /// One host to try, in order, with the Request-URI it gets.
@@ -254,7 +257,7 @@ pub async fn dial(req: &DialRequest<'_>) -> Result<Dialed, DialError> {
             HostName::Ip(ip) => ip.to_string(),
             HostName::Domain(d) => d.clone(),
         };
-        match resolve_host(&host, h.spec.port, h.transport).await {
+        match resolve_host(req.dns, &host, h.spec.port, h.transport).await {
             Ok(found) => {
                 for r in found {
                     if targets.len() >= MAX_TARGETS {
@@ -305,9 +308,11 @@ pub struct ResolvedHost {
 }
 
 /// Where a trunk host is: an IP literal at once (its port, or the transport's default);
-/// a domain name by RFC 3263 (NAPTR, SRV, A/AAAA; `port` given: A/AAAA only). Today names are
-/// refused with [`DialError::NeedsDns`]: the DNS work (#11, helper "dns") fills this in.
+/// a domain name by RFC 3263 through `dns` (`port` given: A/AAAA only; otherwise SRV for the
+/// trunk's transport, then A/AAAA on its default port). Without `dns`, names are refused with
+/// [`DialError::NeedsDns`].
 pub async fn resolve_host(
+    dns: Option<&crate::net::dns::Resolver>,
     host: &str,
     port: Option<u16>,
     transport: TrunkTransport,
@@ -322,7 +327,44 @@ pub async fn resolve_host(
             addr: SocketAddr::new(ip, port.unwrap_or(transport.default_port())),
             transport: transport_of,
         }]),
-        Err(_) => Err(DialError::NeedsDns(host.to_owned())),
+        Err(_) => {
+            let Some(dns) = dns else {
+                return Err(DialError::NeedsDns(host.to_owned()));
+            };
+            let refused = |e: &dyn std::fmt::Display| {
+                tracing::debug!(host, error = %e, "trunk host did not resolve");
+                DialError::Resolve {
+                    host: host.to_owned(),
+                    why: e.to_string(),
+                }
+            };
+            if let Some(port) = port {
+                let ips = dns.resolve_host(host).await.map_err(|e| refused(&e))?;
+                return Ok(ips
+                    .into_iter()
+                    .map(|ip| ResolvedHost {
+                        addr: SocketAddr::new(ip, port),
+                        transport: transport_of,
+                    })
+                    .collect());
+            }
+            // The trunk names its transport: RFC 3263 §4.1 goes straight to its SRV.
+            let (scheme, param) = match transport_of {
+                Transport::Tls => ("sips", "tcp"),
+                Transport::Tcp => ("sip", "tcp"),
+                _ => ("sip", "udp"),
+            };
+            let uri = Uri::parse(format!("{scheme}:{host};transport={param}").as_bytes())
+                .map_err(|e| refused(&e))?;
+            let targets = dns.resolve_uri(&uri).await.map_err(|e| refused(&e))?;
+            Ok(targets
+                .into_iter()
+                .map(|t| ResolvedHost {
+                    addr: t.addr,
+                    transport: t.transport,
+                })
+                .collect())
+        }
     }
 }
 
@@ -507,6 +549,7 @@ mod tests {
             caller_id: None,
             random: 0,
             turn: 0,
+            dns: None,
         }
     }
 
