@@ -44,7 +44,6 @@ impl InboundProtection {
     }
 }
 
-
 /// The half-open inbound calls, by SIP Call-ID, with their source.
 #[derive(Debug, Default)]
 pub(crate) struct HalfOpen {
