@@ -409,6 +409,14 @@ pub async fn serve_with(
             node_id.clone(),
         );
         let outbox = spawn_dispatcher(bus.clone(), config.outbox.clone());
+        let trunks = crate::trunk::tasks::spawn_supervisor(
+            engine.handle.clone(),
+            trunk_states.clone(),
+            metrics.trunk_counters(),
+            store.clone(),
+            bus.clone(),
+            trunk_changes.subscribe(),
+        );
         let mut state = AppState::new(
             store.clone(),
             engine.handle.clone(),
@@ -471,6 +479,7 @@ pub async fn serve_with(
             api_task,
             events,
             worker,
+            trunks,
         }
     };
 
@@ -505,14 +514,17 @@ pub async fn serve_with(
     // that ended; what it did not settle, the next start's (or another node's) settle pass
     // reads from the calls' rows.
     running.worker.abort();
-    handle.shutdown().await?;
+    // Unregister every trunk binding while the engine can still send (bounded: ~2 s).
     let Running {
         engine,
         pump,
         outbox,
         api_task,
+        trunks,
         ..
     } = running;
+    trunks.stop().await;
+    handle.shutdown().await?;
     engine.join().await;
     // The engine (and with it every sender of the sink) is gone: the pump ends once it has
     // stored the last events.
@@ -566,6 +578,8 @@ struct Running {
     api_task: tokio::task::JoinHandle<()>,
     events: tokio::sync::broadcast::Receiver<crate::engine::CallEvent>,
     worker: tokio::task::JoinHandle<()>,
+    /// Trunk registrations and health checks (#11).
+    trunks: crate::trunk::tasks::TrunkSupervisor,
 }
 
 /// Prints one received event (unless `quiet`); `false` when the engine is gone.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use callplane::store::{
     AttemptResult, BatchItem, CallFilter, CallRecord, CallStatus, Created, DeliveryStatus,
-    EventFilter, NewApiKey, NewCall, NewEvent, Node, PerWebhook, Role, SqlStore, Store, StoreError,
-    TrunkInput, WebhookBackoff, WebhookInput, derive,
+    EventFilter, NewApiKey, NewCall, NewEvent, NewTrunkEvent, Node, PerWebhook, Role, SqlStore,
+    Store, StoreError, TrunkInput, WebhookBackoff, WebhookInput, derive,
 };
 use callplane::trunk::{TrunkSettings, TrunkTransport};
 use common::db::{pg_url_for_tests, sqlite_path_for_tests, test_stores, with_database};
@@ -1697,6 +1697,54 @@ async fn suppression_and_nodes(s: Arc<dyn Store>) {
 #[tokio::test]
 async fn tenants_and_api_keys() {
     for_each_store!(tenants_and_keys);
+}
+
+async fn trunk_events(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let every = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/all", &[], true), 5)
+        .await
+        .expect("hook");
+    let calls_only = s
+        .create_webhook(&a, &hook("http://127.0.0.1:9/c", &["call.*"], true), 6)
+        .await
+        .expect("hook");
+    let e = NewTrunkEvent {
+        tenant_id: a.clone(),
+        kind: "trunk.registration".into(),
+        at_unix_us: 77,
+        details: json!({"trunk_id": "trk_x", "state": "registered", "status": 200}),
+    };
+    let stored = s.append_trunk_event(&e).await.expect("append");
+    assert_eq!(stored.event.call_id, None);
+    assert_eq!(stored.event.campaign_id, None);
+    assert_eq!(stored.event.kind, "trunk.registration");
+    assert_eq!(stored.event.details["trunk_id"], "trk_x");
+    assert_eq!(
+        stored.deliveries.len(),
+        1,
+        "only the all-kinds webhook wants it"
+    );
+    let _ = (every, calls_only);
+    let filter = EventFilter {
+        kinds: vec!["trunk.*".into()],
+        ..EventFilter::default()
+    };
+    let listed = s.events_after(&a, 0, &filter, 10).await.expect("list");
+    assert_eq!(listed, vec![stored.event.clone()]);
+    for bad in ["call.completed", "campaign.started", "trunk.", "trunk.Bad"] {
+        let mut e = e.clone();
+        e.kind = bad.into();
+        assert!(
+            matches!(s.append_trunk_event(&e).await, Err(StoreError::Invalid(_))),
+            "{bad} accepted"
+        );
+    }
+}
+
+#[tokio::test]
+async fn trunk_events_have_no_call_and_reach_webhooks() {
+    for_each_store!(trunk_events);
 }
 
 #[tokio::test]

@@ -317,6 +317,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         webhook_backlog: backlog.ok().and_then(Result::ok),
         event_queue: s.engine.event_queue(),
         store_backlog_refusals: s.engine.store_backlog_refusals(),
+        trunks: s.trunk_states.snapshot(),
     };
     (
         [(header::CONTENT_TYPE, PROMETHEUS)],

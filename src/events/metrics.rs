@@ -11,9 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -96,6 +96,8 @@ pub struct Metrics {
     commit_seconds: Histogram,
     batch_events: Histogram,
     pump_dropped: AtomicU64,
+    /// The trunk tasks' counters (registrations and OPTIONS pings, by trunk).
+    trunks: Arc<crate::trunk::TrunkCounters>,
 }
 
 /// A cumulative histogram over fixed bounds (the sum is kept in millionths of the unit).
@@ -167,6 +169,7 @@ impl Default for Metrics {
             commit_seconds: Histogram::new(&APPEND_BUCKETS),
             batch_events: Histogram::new(&BATCH_BUCKETS),
             pump_dropped: AtomicU64::new(0),
+            trunks: Arc::default(),
         }
     }
 }
@@ -186,6 +189,8 @@ pub struct Gauges {
     pub event_queue: Option<(usize, usize)>,
     /// New calls refused because the queue was over its high-water mark.
     pub store_backlog_refusals: Option<u64>,
+    /// Every trunk's live state ([`crate::trunk::TrunkStates::snapshot`]).
+    pub trunks: Vec<(String, crate::trunk::TrunkRuntime)>,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -607,7 +612,80 @@ impl Metrics {
             );
             let _ = writeln!(out, "callplane_store_backlog_refusals_total {n}");
         }
+        self.render_trunks(&mut out, gauges);
         out
+    }
+
+    /// The trunk tasks' counters, shared with them ([`crate::trunk::TrunkContext::counters`]).
+    pub fn trunk_counters(&self) -> Arc<crate::trunk::TrunkCounters> {
+        self.trunks.clone()
+    }
+
+    fn render_trunks(&self, out: &mut String, gauges: &Gauges) {
+        use crate::trunk::{Health, RegState};
+        if !gauges.trunks.is_empty() {
+            header(
+                out,
+                "callplane_trunk_registered",
+                "gauge",
+                "1 while the trunk's registration is current, else 0.",
+            );
+            for (id, t) in &gauges.trunks {
+                let v = u8::from(matches!(t.registration, RegState::Registered { .. }));
+                let _ = writeln!(
+                    out,
+                    "callplane_trunk_registered{{trunk=\"{}\"}} {v}",
+                    escape(id)
+                );
+            }
+            header(
+                out,
+                "callplane_trunk_up",
+                "gauge",
+                "1 while the trunk answers its OPTIONS pings, 0 once it stopped (trunks without pings are left out).",
+            );
+            for (id, t) in &gauges.trunks {
+                let v = match t.health {
+                    Health::Up => 1,
+                    Health::Down => 0,
+                    Health::Unknown => continue,
+                };
+                let _ = writeln!(out, "callplane_trunk_up{{trunk=\"{}\"}} {v}", escape(id));
+            }
+        }
+        let counts = self.trunks.snapshot();
+        if counts.is_empty() {
+            return;
+        }
+        type Pick = fn(&crate::trunk::tasks::TrunkCounts) -> u64;
+        let series: [(&str, &str, Pick); 4] = [
+            (
+                "callplane_trunk_registrations_sent_total",
+                "REGISTER requests sent (credentials retries, refreshes and unregistrations included).",
+                |c| c.registrations_sent,
+            ),
+            (
+                "callplane_trunk_registrations_failed_total",
+                "Registration attempts that failed.",
+                |c| c.registrations_failed,
+            ),
+            (
+                "callplane_trunk_options_sent_total",
+                "OPTIONS pings sent.",
+                |c| c.options_sent,
+            ),
+            (
+                "callplane_trunk_options_failed_total",
+                "OPTIONS pings unanswered, failed to send, or answered 503/408.",
+                |c| c.options_failed,
+            ),
+        ];
+        for (name, help, pick) in series {
+            header(out, name, "counter", help);
+            for (id, c) in &counts {
+                let _ = writeln!(out, "{name}{{trunk=\"{}\"}} {}", escape(id), pick(c));
+            }
+        }
     }
 }
 
@@ -659,6 +737,71 @@ mod tests {
             .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
             .parse()
             .expect("a number")
+    }
+
+    #[test]
+    fn trunk_gauges_and_counters_are_rendered_per_trunk() {
+        use crate::trunk::{Health, RegState, TrunkRuntime};
+        let m = Metrics::default();
+        m.trunk_counters().update("trk_a", |c| {
+            c.registrations_sent = 3;
+            c.registrations_failed = 1;
+            c.options_sent = 5;
+            c.options_failed = 2;
+        });
+        let registered = TrunkRuntime {
+            registration: RegState::Registered {
+                expires_at_us: 1,
+                granted_s: 60,
+            },
+            health: Health::Down,
+            health_since_us: 1,
+        };
+        let text = m.render(&Gauges {
+            trunks: vec![
+                ("trk_a".into(), registered),
+                ("trk_b".into(), TrunkRuntime::default()),
+            ],
+            ..Gauges::default()
+        });
+        assert_eq!(
+            value(&text, "callplane_trunk_registered{trunk=\"trk_a\"}"),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "callplane_trunk_registered{trunk=\"trk_b\"}"),
+            0.0
+        );
+        assert_eq!(value(&text, "callplane_trunk_up{trunk=\"trk_a\"}"), 0.0);
+        assert!(
+            !text.contains("callplane_trunk_up{trunk=\"trk_b\"}"),
+            "unknown health is left out"
+        );
+        assert_eq!(
+            value(
+                &text,
+                "callplane_trunk_registrations_sent_total{trunk=\"trk_a\"}"
+            ),
+            3.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "callplane_trunk_registrations_failed_total{trunk=\"trk_a\"}"
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&text, "callplane_trunk_options_sent_total{trunk=\"trk_a\"}"),
+            5.0
+        );
+        assert_eq!(
+            value(
+                &text,
+                "callplane_trunk_options_failed_total{trunk=\"trk_a\"}"
+            ),
+            2.0
+        );
     }
 
     #[test]

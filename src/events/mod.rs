@@ -201,6 +201,46 @@ impl Bus {
         Ok(appended.event)
     }
 
+    /// Stores a trunk's own event (`trunk.registration`, `trunk.health`): a timeline row
+    /// without a call or a campaign, `trunk_id` put in its details; published live and to
+    /// webhooks like any other.
+    pub async fn append_trunk_event(
+        &self,
+        tenant_id: &str,
+        trunk_id: &str,
+        kind: &str,
+        mut details: serde_json::Value,
+    ) -> crate::store::Result<StoredEvent> {
+        if let Some(map) = details.as_object_mut() {
+            map.insert("trunk_id".to_owned(), serde_json::Value::from(trunk_id));
+        } else {
+            details = serde_json::json!({"trunk_id": trunk_id, "value": details});
+        }
+        let event = crate::store::NewTrunkEvent {
+            tenant_id: tenant_id.to_owned(),
+            kind: kind.to_owned(),
+            at_unix_us: crate::clock::unix_us(),
+            details,
+        };
+        let _order = self.append_lock.lock().await;
+        let started = crate::clock::now();
+        let appended = match self.store.append_trunk_event(&event).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.metrics.on_append_error();
+                return Err(e);
+            }
+        };
+        self.metrics
+            .observe_commit(crate::clock::now().saturating_duration_since(started), 1);
+        self.metrics.on_stored(&appended.event);
+        let _ = self.live.send(appended.event.clone());
+        if !appended.deliveries.is_empty() {
+            self.outbox.notify_one();
+        }
+        Ok(appended.event)
+    }
+
     /// Stored events from now on (subscribe before reading the backlog from the store).
     pub fn subscribe(&self) -> broadcast::Receiver<StoredEvent> {
         self.live.subscribe()

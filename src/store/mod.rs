@@ -640,6 +640,30 @@ pub struct CampaignAppended {
     pub deliveries: Vec<String>,
 }
 
+/// A trunk's own event ([`Store::append_trunk_event`]): `trunk.registration`, `trunk.health`.
+/// It belongs to no call and no campaign; the trunk's id is in `details.trunk_id`.
+#[derive(Debug, Clone)]
+pub struct NewTrunkEvent {
+    /// The trunk's tenant.
+    pub tenant_id: String,
+    /// The kind: `trunk.*` ([`is_trunk_event_kind`]).
+    pub kind: String,
+    /// Wall clock, µs since the epoch.
+    pub at_unix_us: i64,
+    /// Details (`trunk_id`, `state`, ...).
+    pub details: Value,
+}
+
+/// Whether `kind` names a trunk's own event (`trunk.` and a lowercase name).
+pub fn is_trunk_event_kind(kind: &str) -> bool {
+    kind.strip_prefix("trunk.").is_some_and(|n| {
+        !n.is_empty()
+            && n.len() <= 64
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    })
+}
+
 /// Whether `kind` names a campaign's own event (`campaign.*` or `contact.*`), the only kinds
 /// [`Store::append_campaign_event`] takes: an event without a call must not look like one of
 /// a call's.
@@ -1026,6 +1050,12 @@ pub trait Store: campaign::CampaignStore + Send + Sync + fmt::Debug {
     fn append_campaign_event<'a>(
         &'a self,
         event: &'a NewCampaignEvent,
+    ) -> StoreFuture<'a, CampaignAppended>;
+    /// Appends a trunk's own event (no call, no campaign) and queues its webhook deliveries,
+    /// in one transaction. Errors with `Invalid` for a kind that is not `trunk.*`.
+    fn append_trunk_event<'a>(
+        &'a self,
+        event: &'a NewTrunkEvent,
     ) -> StoreFuture<'a, CampaignAppended>;
     /// A tenant's events with `id > after`, oldest first, at most `limit` (0 → 500, at most
     /// 5000). `kinds` match exactly, or by prefix when they end in `*` (`call.*`), as webhook

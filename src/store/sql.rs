@@ -42,9 +42,10 @@ use sqlx::{Any, AnyPool, Transaction};
 
 use super::{
     ApiKey, Appended, AttemptResult, BatchItem, CallFilter, CallRecord, CampaignAppended, Created,
-    Delivery, DeliveryStatus, EventFilter, NewApiKey, NewCall, NewCampaignEvent, NewEvent, Node,
-    Page, PerWebhook, RecordingRecord, Result, ScriptRecord, Store, StoreError, StoreFuture,
-    StoredEvent, Tenant, Trunk, TrunkDirectory, TrunkInput, TrunkRoute, Webhook, WebhookInput,
+    Delivery, DeliveryStatus, EventFilter, NewApiKey, NewCall, NewCampaignEvent, NewEvent,
+    NewTrunkEvent, Node, Page, PerWebhook, RecordingRecord, Result, ScriptRecord, Store,
+    StoreError, StoreFuture, StoredEvent, Tenant, Trunk, TrunkDirectory, TrunkInput, TrunkRoute,
+    Webhook, WebhookInput,
 };
 
 /// Which database a [`SqlStore`] talks to.
@@ -454,6 +455,13 @@ impl Store for SqlStore {
         event: &'a NewCampaignEvent,
     ) -> StoreFuture<'a, CampaignAppended> {
         Box::pin(calls::append_campaign_event(self, event))
+    }
+
+    fn append_trunk_event<'a>(
+        &'a self,
+        event: &'a NewTrunkEvent,
+    ) -> StoreFuture<'a, CampaignAppended> {
+        Box::pin(calls::append_trunk_event(self, event))
     }
 
     fn events_after<'a>(

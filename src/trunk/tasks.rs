@@ -315,3 +315,101 @@ async fn stop_all(tasks: Vec<Running>, within: Duration) {
     });
     futures_util::future::join_all(stops).await;
 }
+
+/// The running trunk tasks of `serve` ([`spawn_supervisor`]).
+#[derive(Debug)]
+pub struct TrunkSupervisor {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    join: tokio::task::JoinHandle<()>,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl TrunkSupervisor {
+    /// Stops every trunk task, unregistering every binding within [`UNREGISTER_WITHIN`]
+    /// (plus a little for the last events to be stored).
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let bound = UNREGISTER_WITHIN + Duration::from_millis(500);
+        if tokio::time::timeout(bound, &mut self.join).await.is_err() {
+            tracing::warn!("trunk tasks did not stop within {bound:?}");
+            self.join.abort();
+        }
+        // Every sender is gone with the tasks: the pump ends after storing what is queued.
+        if tokio::time::timeout(Duration::from_secs(2), &mut self.pump)
+            .await
+            .is_err()
+        {
+            self.pump.abort();
+        }
+    }
+}
+
+/// How many trunk events may wait to be stored.
+const EVENT_QUEUE: usize = 1024;
+
+/// Runs the registrations and health checks of every trunk in the store, reloading them
+/// whenever `changes` moves (the API bumps it after every trunk change), and stores their
+/// events through `bus`.
+pub fn spawn_supervisor(
+    engine: EngineHandle,
+    states: TrunkStates,
+    counters: Arc<TrunkCounters>,
+    store: Arc<dyn crate::store::Store>,
+    bus: crate::events::Bus,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+) -> TrunkSupervisor {
+    let (tx, mut rx) = mpsc::channel::<TrunkEvent>(EVENT_QUEUE);
+    let pump = tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            if let Err(err) = bus
+                .append_trunk_event(&e.tenant_id, &e.trunk_id, e.kind, e.details)
+                .await
+            {
+                tracing::warn!(trunk = %e.trunk_id, kind = e.kind, error = %err, "trunk event not stored");
+            }
+        }
+    });
+    let ctx = TrunkContext {
+        engine,
+        states,
+        events: tx,
+        counters,
+    };
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
+    let join = tokio::spawn(async move {
+        let mut tasks = TrunkTasks::new(ctx);
+        loop {
+            match store.load_trunk_directory().await {
+                Ok(dir) => {
+                    let specs = dir
+                        .trunks
+                        .into_iter()
+                        .map(|t| TrunkSpec {
+                            trunk_id: t.id,
+                            tenant_id: t.tenant_id,
+                            settings: t.settings,
+                        })
+                        .collect();
+                    tasks.apply(specs).await;
+                }
+                Err(e) => tracing::warn!(error = %e, "trunks not loaded; kept as they were"),
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() {
+                    // The API is gone: keep what runs until stopped.
+                    let _ = (&mut stop_rx).await;
+                    break;
+                },
+                _ = &mut stop_rx => break,
+            }
+        }
+        tasks.shutdown(UNREGISTER_WITHIN).await;
+    });
+    TrunkSupervisor {
+        stop: Some(stop_tx),
+        join,
+        pump,
+    }
+}

@@ -10,8 +10,8 @@ use super::rows::{self, CALL_COLS, EVENT_COLS, RECORDING_COLS, WEBHOOK_COLS};
 use super::{Arg, Backend, SqlStore, bind_all, clamp_limit};
 use crate::store::{
     Appended, BatchItem, CallFilter, CallRecord, CallStatus, CampaignAppended, Created,
-    EventFilter, NewCall, NewCampaignEvent, NewEvent, Page, RecordingRecord, Result, StoreError,
-    StoredEvent, Webhook, derive, is_campaign_event_kind, new_id,
+    EventFilter, NewCall, NewCampaignEvent, NewEvent, NewTrunkEvent, Page, RecordingRecord, Result,
+    StoreError, StoredEvent, Webhook, derive, is_campaign_event_kind, is_trunk_event_kind, new_id,
 };
 
 /// Default and largest page of [`list_calls`].
@@ -277,6 +277,46 @@ pub(super) async fn append_campaign_event(
     ))
     .bind(e.tenant_id.as_str())
     .bind(e.campaign_id.as_str())
+    .bind(e.kind.as_str())
+    .bind(e.at_unix_us)
+    .bind(rows::json_text(&e.details))
+    .fetch_one(&mut *tx)
+    .await?;
+    let event = rows::event(&row)?;
+    let hooks = active_webhooks(&mut tx, &event.tenant_id).await?;
+    let mut new_deliveries = Vec::new();
+    let deliveries = deliveries_for(&event, &hooks, &mut new_deliveries);
+    insert_deliveries(&mut tx, &new_deliveries).await?;
+    tx.commit().await?;
+    Ok(CampaignAppended { event, deliveries })
+}
+
+/// [`crate::store::Store::append_trunk_event`]: like a campaign's event, without a campaign.
+pub(super) async fn append_trunk_event(
+    s: &SqlStore,
+    e: &NewTrunkEvent,
+) -> Result<CampaignAppended> {
+    if !is_trunk_event_kind(&e.kind) {
+        return Err(StoreError::Invalid(format!(
+            "{:?} is not a trunk event kind (trunk.*)",
+            e.kind
+        )));
+    }
+    let Some(trunk_id) = e.details.get("trunk_id").and_then(Value::as_str) else {
+        return Err(StoreError::Invalid(
+            "a trunk event needs details.trunk_id".to_owned(),
+        ));
+    };
+    let mut tx = begin_append(s).await?;
+    // The call_event_owner CHECK (migration 0004) wants a call or a campaign: the trunk's id
+    // stands in the campaign_id column as the row's owner (ids are prefixed, `trk_` never
+    // names a campaign) and reads back as no campaign (rows::event).
+    let row = sqlx::query(&format!(
+        "INSERT INTO call_event (tenant_id, call_id, campaign_id, kind, at_unix_us, offset_us, \
+         details) VALUES ($1, NULL, $2, $3, $4, 0, $5) RETURNING {EVENT_COLS}"
+    ))
+    .bind(e.tenant_id.as_str())
+    .bind(trunk_id)
     .bind(e.kind.as_str())
     .bind(e.at_unix_us)
     .bind(rows::json_text(&e.details))

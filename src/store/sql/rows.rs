@@ -197,12 +197,20 @@ pub(super) fn call(row: &Row) -> Result<CallRecord> {
 }
 
 pub(super) fn event(row: &Row) -> Result<StoredEvent> {
+    let kind = text(row, "kind")?;
+    // A trunk's event keeps its trunk id in campaign_id (the row needs an owner, see
+    // calls::append_trunk_event); it belongs to no campaign.
+    let campaign_id = if crate::store::is_trunk_event_kind(&kind) {
+        None
+    } else {
+        opt_text(row, "campaign_id")?
+    };
     Ok(StoredEvent {
         id: int(row, "id")?,
         tenant_id: text(row, "tenant_id")?,
         call_id: opt_text(row, "call_id")?,
-        campaign_id: opt_text(row, "campaign_id")?,
-        kind: text(row, "kind")?,
+        campaign_id,
+        kind,
         at_unix_us: int(row, "at_unix_us")?,
         offset_us: int(row, "offset_us")?,
         details: json(row, "details")?,
