@@ -436,6 +436,7 @@ async fn a_silent_first_target_fails_over_to_the_second_within_five_seconds() {
         .find(|e| e.kind == "sip.answered")
         .unwrap_or_else(|| panic!("not answered: {:?}", kinds_of(&events)));
     let answered_after = Duration::from_micros(answered.offset_us);
+    eprintln!("failover: answered by the second target {answered_after:?} after the start");
     assert!(
         answered_after < Duration::from_millis(5500),
         "answered after {answered_after:?} (4 s rule + setup)"

@@ -360,3 +360,61 @@ fn a_challenge_after_cancel_is_not_answered() {
         reason: EndReason::Cancelled
     }));
 }
+
+#[test]
+fn retarget_keeps_call_id_and_from_tag_and_takes_the_next_cseq() {
+    let now = Instant::now();
+    let mut s = session(None);
+    let (sent, _) = drain(&mut s);
+    let first = sent[0].clone();
+    let mut next = params();
+    next.request_uri = Uri::parse("sip:+15551234@198.51.100.7:5070").expect("uri");
+    next.to = na("<sip:+15551234@198.51.100.7:5070>");
+    next.routes = vec![na("<sip:198.51.100.1;lr>")];
+    let config = DialogConfig {
+        via_host: sip::message::Host::Ipv4("203.0.113.9".parse().expect("ip")),
+        via_port: Some(5099),
+        ..DialogConfig::default()
+    };
+    s.retarget(
+        &config,
+        &next,
+        &[(HeaderName::Other("X-Trunk".into()), "b".into())],
+    )
+    .expect("retarget while calling");
+    let (sent, _) = drain(&mut s);
+    assert_eq!(sent.len(), 1);
+    let second = &sent[0];
+    assert_eq!(second.uri.to_string(), "sip:+15551234@198.51.100.7:5070");
+    assert_eq!(cseq(second), cseq(&first) + 1);
+    assert_ne!(branch(second), branch(&first));
+    assert_eq!(
+        second.headers.call_id().expect("call-id"),
+        first.headers.call_id().expect("call-id")
+    );
+    assert_eq!(second.headers.from().expect("from").tag(), Some("ftag"));
+    assert_eq!(second.headers.routes().expect("routes").len(), 1);
+    let via = &second.headers.vias().expect("via")[0];
+    assert_eq!(via.host.to_string(), "203.0.113.9");
+    assert!(
+        second
+            .headers
+            .get(&HeaderName::Other("X-Trunk".into()))
+            .is_some()
+    );
+    // A response to the first INVITE no longer concerns the session.
+    let mut late = response_to(&first, StatusCode::OK, None);
+    late.add_to_tag("old");
+    late.headers
+        .push(HeaderName::Contact, "<sip:old@192.0.2.9>");
+    s.handle_response(now, late);
+    assert!(!s.is_confirmed());
+    // The second target answers.
+    let mut ok = response_to(second, StatusCode::OK, None);
+    ok.add_to_tag("new");
+    ok.headers.push(HeaderName::Contact, "<sip:b@198.51.100.7>");
+    s.handle_response(now, ok);
+    assert!(s.is_confirmed());
+    // Not once confirmed.
+    assert!(s.retarget(&config, &next, &[]).is_err());
+}
