@@ -10,6 +10,7 @@
 //! - [`egress`]: where webhooks may connect (the SSRF guard) and the dispatcher's HTTP client.
 //! - [`dns`]: the NAPTR/SRV/A/AAAA lookups of RFC 3263 (hickory-resolver), cached by TTL.
 //! - [`api_client`]: a JSON client of callplane's own REST API (`callplane demo` uses it).
+//! - [`inbound`]: the per-source rate limit the SIP driver applies before parsing.
 //! - [`rtp_ports`]: the pool of even/odd RTP/RTCP port pairs that calls bind their media
 //!   sockets from.
 //!
@@ -21,6 +22,7 @@ pub mod api_client;
 pub mod dns;
 pub mod egress;
 pub mod http;
+pub mod inbound;
 pub mod rtp_ports;
 pub mod sip;
 pub mod tls;

@@ -78,6 +78,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::net::tls::{self, TlsContext};
 
+use super::inbound::{InboundLimits, SourceLimiter, trusts_destination};
+
 /// The largest UDP payload there is (the IPv4 length field is 16 bits).
 pub const MAX_DATAGRAM: usize = 65_535;
 
@@ -110,6 +112,8 @@ pub struct SipConfig {
     pub connect_timeout: Duration,
     /// The largest SIP message accepted on a TCP connection.
     pub max_stream_message: usize,
+    /// The per-source rate limit on inbound messages ([`super::inbound`]).
+    pub inbound: InboundLimits,
 }
 
 impl Default for SipConfig {
@@ -127,6 +131,7 @@ impl Default for SipConfig {
             connection_queue: 256,
             connect_timeout: Duration::from_secs(5),
             max_stream_message: DEFAULT_MAX_MESSAGE_SIZE,
+            inbound: InboundLimits::default(),
         }
     }
 }
@@ -227,6 +232,10 @@ pub struct SipStats {
     pub tls_handshake_failures: u64,
     /// Events discarded because the application dropped its event receiver.
     pub events_discarded: u64,
+    /// Inbound messages dropped by the inbound protection, by reason: `rate_limit` (the
+    /// source was over its rate, [`super::inbound`]); the engine adds its own reasons
+    /// (`half_open`...) when it reports these stats.
+    pub dropped: BTreeMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -526,6 +535,7 @@ impl SipTransport {
             tls_hint: None,
             failure: None,
             stats: SipStats::default(),
+            limiter: SourceLimiter::new(config.inbound.clone()),
             config,
         };
         let task = tokio::spawn(driver.run());
@@ -617,6 +627,8 @@ struct Driver {
     /// Why the connection whose loss is being reported failed, for the events it causes.
     failure: Option<std::sync::Arc<str>>,
     stats: SipStats,
+    /// The per-source rate limit, applied before parsing.
+    limiter: SourceLimiter,
     config: SipConfig,
 }
 
@@ -684,8 +696,13 @@ impl Driver {
                 r = recv_udp(self.udp.as_ref(), &mut buf), if reading => match r {
                     Ok((n, source)) => {
                         self.stats.datagrams_in += 1;
-                        let bytes = Bytes::copy_from_slice(&buf[..n]);
-                        self.endpoint.handle_datagram(now(), source, Transport::Udp, bytes);
+                        // Before parsing: a flood costs a lookup per datagram, no more.
+                        if self.limiter.admit(now(), source.ip()) {
+                            let bytes = Bytes::copy_from_slice(&buf[..n]);
+                            self.endpoint.handle_datagram(now(), source, Transport::Udp, bytes);
+                        } else {
+                            self.count_dropped("rate_limit");
+                        }
                     }
                     // E.g. ECONNREFUSED from an earlier ICMP port unreachable: not fatal.
                     Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
@@ -858,6 +875,12 @@ impl Driver {
 
     fn on_conn_event(&mut self, ev: ConnEvent) {
         match ev {
+            ConnEvent::Frame { peer, frame, .. }
+                if matches!(frame, Framed::Message(_) | Framed::Invalid { .. })
+                    && !self.limiter.admit(now(), peer.ip()) =>
+            {
+                self.count_dropped("rate_limit");
+            }
             ConnEvent::Frame { peer, tls, frame } => {
                 let transport = if tls { Transport::Tls } else { Transport::Tcp };
                 match frame {
@@ -977,7 +1000,21 @@ impl Driver {
         }
     }
 
+    fn count_dropped(&mut self, reason: &str) {
+        match self.stats.dropped.get_mut(reason) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.dropped.insert(reason.to_owned(), 1);
+            }
+        }
+    }
+
     async fn transmit(&mut self, t: Transmit) {
+        // What we send to a peer (a request, an INVITE 2xx) exempts its answers and its
+        // in-dialog requests from the rate limit.
+        if trusts_destination(&t.bytes) {
+            self.limiter.trust(now(), t.destination.ip());
+        }
         match t.transport {
             Transport::Udp => {
                 let Some(sock) = &self.udp else {
