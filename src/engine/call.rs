@@ -27,7 +27,10 @@ use tracing::Instrument;
 
 use super::events::{CallEvent, CallId, Outcome};
 use super::sink::{CallSink, Committed, EventSink};
-use super::{Command, InboundAnswer, InboundConfig, OriginateRequest, PromptScope, random_u64};
+use super::{
+    Command, DtmfMode, InboundAnswer, InboundConfig, OriginateRequest, PromptScope, Reoffer,
+    random_u64,
+};
 use crate::clock;
 use crate::files::{Prompt, PromptCache, RecordingWriter};
 use crate::net::rtp_ports::{RtpPortPool, RtpSocketPair};
@@ -74,6 +77,8 @@ pub(crate) enum CallInput {
     Hangup,
     /// The engine drains: end within `grace`.
     Drain { grace: Duration },
+    /// Hold, resume or refresh the answered session ([`super::EngineHandle::reoffer`]).
+    Reoffer(Reoffer),
 }
 
 /// How the call starts.
@@ -339,6 +344,11 @@ struct Call {
     dtmf_at: Option<Instant>,
     /// Whether the negotiated media has telephone-event (how our digits travel).
     telephone_event: bool,
+    /// How our digits travel ([`DtmfMode::Info`]: SIP INFO instead of media).
+    dtmf_mode: DtmfMode,
+    /// INFO digits not sent yet: one INFO is outstanding at a time, the next goes on its
+    /// final response.
+    info_digits: VecDeque<media::dtmf::Digit>,
     /// Whether we sent a CANCEL for our INVITE.
     cancel_sent: bool,
     /// A 2xx arrived after our CANCEL (the §9.1 race): we ACK it and BYE at once.
@@ -398,7 +408,7 @@ impl Call {
             (Transport::Tcp, None) => (shared.advertise, Some("tcp")),
             _ => (shared.advertise, None),
         };
-        let dialog_config = DialogConfig {
+        let mut dialog_config = DialogConfig {
             transport,
             via_host: match advertise.ip() {
                 IpAddr::V4(v4) => Host::Ipv4(v4),
@@ -429,11 +439,16 @@ impl Call {
                         return None;
                     }
                 };
-                let mut negotiator = Negotiator::new(SdpConfig::new(
-                    shared.pool.ip(),
-                    rtp.rtp_port(),
-                    random_u64() >> 1,
-                ));
+                let mut sdp_config =
+                    SdpConfig::new(shared.pool.ip(), rtp.rtp_port(), random_u64() >> 1);
+                if !req.sip.codecs.is_empty() {
+                    sdp_config.codecs = req.sip.codecs.clone();
+                }
+                if req.sip.dtmf == DtmfMode::Inband {
+                    sdp_config.telephone_event = None;
+                }
+                dialog_config.rel100 = req.sip.rel100;
+                let mut negotiator = Negotiator::new(sdp_config);
                 let offer = negotiator.create_offer();
                 let from = req
                     .from
@@ -473,6 +488,7 @@ impl Call {
                 }
                 call.send_dtmf = req.send_dtmf.clone();
                 call.dtmf_after = req.dtmf_after;
+                call.dtmf_mode = req.sip.dtmf;
                 if let Some(script) = &req.script {
                     call.script = Some(script.clone());
                     call.preset_variables = req.variables.clone();
@@ -724,6 +740,8 @@ impl Call {
             dtmf_after: Duration::ZERO,
             dtmf_at: None,
             telephone_event: false,
+            dtmf_mode: DtmfMode::Auto,
+            info_digits: VecDeque::new(),
             cancel_sent: false,
             answered_after_cancel: false,
             end_cause: None,
@@ -1143,6 +1161,10 @@ impl Call {
     /// Hand the digits to send to the media session (which paces them).
     fn send_digits(&mut self) {
         let digits = std::mem::take(&mut self.send_dtmf);
+        if self.dtmf_mode == DtmfMode::Info {
+            self.send_info_digits(&digits);
+            return;
+        }
         let Some(media) = self.media.as_mut() else {
             tracing::warn!("no media session: DTMF not sent");
             return;
@@ -1157,6 +1179,61 @@ impl Call {
                 }),
             ),
             Err(e) => tracing::warn!(error = %e, "DTMF not sent"),
+        }
+    }
+
+    /// One INFO per digit (`application/dtmf-relay`, the de facto format of RFC 6086 DTMF),
+    /// each after the previous one's final response.
+    fn send_info_digits(&mut self, digits: &[media::dtmf::Digit]) {
+        let text: String = digits.iter().map(|d| d.as_char()).collect();
+        self.info_digits = digits.iter().copied().collect();
+        self.next_info_digit();
+        self.timeline
+            .emit("dtmf.sent", json!({"digits": text, "method": "info"}));
+    }
+
+    fn next_info_digit(&mut self) {
+        let Some(d) = self.info_digits.pop_front() else {
+            return;
+        };
+        let body = format!("Signal={}\r\nDuration=160\r\n", d.as_char());
+        if let Err(e) = self
+            .session
+            .info("application/dtmf-relay", Bytes::from(body))
+        {
+            tracing::warn!(error = %e, "DTMF INFO not sent");
+            self.info_digits.clear();
+        }
+    }
+
+    /// Hold, resume or refresh (the outcome comes back as dialog events).
+    fn reoffer(&mut self, now: Instant, what: Reoffer) {
+        let result = match what {
+            Reoffer::Hold | Reoffer::Resume => {
+                let direction = if what == Reoffer::Hold {
+                    media::sdp::Direction::SendOnly
+                } else {
+                    media::sdp::Direction::SendRecv
+                };
+                self.negotiator.set_direction(direction);
+                let offer = Bytes::from(self.negotiator.create_offer().to_bytes());
+                self.session.reinvite(now, offer)
+            }
+            Reoffer::RefreshSession => self.session.refresh_now(now),
+        };
+        let what = match what {
+            Reoffer::Hold => "hold",
+            Reoffer::Resume => "resume",
+            Reoffer::RefreshSession => "refresh",
+        };
+        match result {
+            Ok(()) => self
+                .timeline
+                .emit("sip.reoffer_sent", json!({"purpose": what})),
+            Err(e) => self.timeline.emit(
+                "sip.reoffer_failed",
+                json!({"purpose": what, "reason": e.to_string()}),
+            ),
         }
     }
 
@@ -1207,6 +1284,7 @@ impl Call {
                 self.drain_at = Some(self.drain_at.map_or(at, |d| d.min(at)));
             }
             CallInput::Sip { at, event } => self.handle_sip(at, event),
+            CallInput::Reoffer(what) => self.reoffer(clock::now(), what),
         }
     }
 
@@ -1216,7 +1294,11 @@ impl Call {
                 if key.method() == &Method::Invite {
                     self.note_invite_response(&response);
                 }
+                let info_done = key.method() == &Method::Info && response.status.is_final();
                 self.session.handle_response(now, response);
+                if info_done {
+                    self.next_info_digit();
+                }
             }
             EndpointEvent::InDialogRequest { key, request, .. } => {
                 self.session.handle_request(now, request, key);
@@ -1347,13 +1429,22 @@ impl Call {
     fn dialog_event(&mut self, event: DialogEvent) {
         let now = clock::now();
         match event {
-            DialogEvent::Early { status, body, .. } => {
+            DialogEvent::Early {
+                status,
+                body,
+                reliable,
+                ..
+            } => {
                 if body.is_empty() {
-                    self.timeline
-                        .emit("sip.ringing", json!({"sip_status": status}));
+                    self.timeline.emit(
+                        "sip.ringing",
+                        json!({"sip_status": status, "reliable": reliable}),
+                    );
                 } else {
-                    self.timeline
-                        .emit("sip.early_media", json!({"sip_status": status}));
+                    self.timeline.emit(
+                        "sip.early_media",
+                        json!({"sip_status": status, "reliable": reliable}),
+                    );
                     let sdp = Sdp::parse(&body);
                     if let Some(refused) =
                         sdp.as_ref().ok().and_then(|s| self.refused_media(s, true))
@@ -1369,8 +1460,10 @@ impl Call {
             DialogEvent::Confirmed { body, .. } => {
                 self.answered_at = Some(now);
                 self.ring_deadline = None;
-                self.timeline
-                    .emit("sip.answered", json!({"sip_status": 200}));
+                self.timeline.emit(
+                    "sip.answered",
+                    json!({"sip_status": 200, "session_expires": self.session.session_interval()}),
+                );
                 if let Some(max) = self.max_duration {
                     self.max_at = now.checked_add(max);
                 }
@@ -1453,6 +1546,34 @@ impl Call {
                 }
                 self.end = Some((reason, now));
             }
+            DialogEvent::ReInviteAccepted { answer } => {
+                match Sdp::parse(&answer).and_then(|s| self.negotiator.receive_answer(&s)) {
+                    Ok(neg) => {
+                        if let Some(media) = self.media.as_mut() {
+                            media.set_remote(neg.remote_rtp, neg.remote_rtcp);
+                            media.set_direction(
+                                neg.direction.sends() && neg.remote_rtp.is_some(),
+                                neg.direction.receives() && !neg.remote_hold,
+                                now,
+                            );
+                        }
+                        self.timeline.emit(
+                            "sip.reinvite_accepted",
+                            json!({"sip_status": 200, "direction": neg.direction.as_str()}),
+                        );
+                    }
+                    Err(e) => self.timeline.emit(
+                        "sip.reinvite_accepted",
+                        json!({"sip_status": 200, "answer_error": e.to_string()}),
+                    ),
+                }
+            }
+            DialogEvent::ReInviteRejected { status } => self
+                .timeline
+                .emit("sip.reinvite_rejected", json!({"sip_status": status})),
+            DialogEvent::Refreshed { interval } => self
+                .timeline
+                .emit("sip.session_refreshed", json!({"interval": interval})),
             other => tracing::debug!(?other, "dialog event"),
         }
     }
