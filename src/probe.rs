@@ -822,7 +822,7 @@ impl Probe {
         &mut self,
         sip: SipOptions,
         dtmf: Vec<media::dtmf::Digit>,
-    ) -> (Instant, Result<ProbeCall, String>) {
+    ) -> (Instant, Option<String>, Result<ProbeCall, String>) {
         let started = clock::now();
         let hangup = if dtmf.is_empty() {
             300
@@ -832,21 +832,23 @@ impl Probe {
         let Some(request) = self.originate(sip, dtmf, Some(Duration::from_millis(hangup))) else {
             return (
                 started,
+                None,
                 Err("the trunk URI and number make no Request-URI".to_owned()),
             );
         };
         let mut call = match self.place(request).await {
             Ok(c) => c,
-            Err(e) => return (started, Err(e)),
+            Err(e) => return (started, None, Err(e)),
         };
+        let sip_call_id = Some(call.sip_call_id.clone());
         if let Err(why) = self.answered(&mut call).await {
             self.end(&mut call).await;
-            return (started, Err(why));
+            return (started, sip_call_id, Err(why));
         }
         let within = self.config.step_timeout + Duration::from_millis(hangup);
         self.wait(&mut call, &[], within).await;
         self.end(&mut call).await;
-        (started, Ok(call))
+        (started, sip_call_id, Ok(call))
     }
 
     async fn rel100_step(&mut self, name: &str, rel100: Rel100) {
@@ -854,9 +856,9 @@ impl Probe {
             rel100,
             ..SipOptions::default()
         };
-        let (started, result) = self.short_call(sip, Vec::new()).await;
-        let (status, detail, call_id) = match result {
-            Err(why) => (StepStatus::Fail, why, None),
+        let (started, call_id, result) = self.short_call(sip, Vec::new()).await;
+        let (status, detail) = match result {
+            Err(why) => (StepStatus::Fail, why),
             Ok(call) => {
                 let reliable = call
                     .events
@@ -870,7 +872,7 @@ impl Probe {
                     (_, Some(true)) => (StepStatus::Fail, "a provisional came with Require: 100rel although we did not offer it".to_owned()),
                     (_, _) => (StepStatus::Pass, "answered; provisional responses unreliable".to_owned()),
                 };
-                (status, detail, Some(call.sip_call_id))
+                (status, detail)
             }
         };
         let ladder = call_id
@@ -885,9 +887,12 @@ impl Probe {
             dtmf: mode,
             ..SipOptions::default()
         };
-        let (started, result) = self.short_call(sip, digits).await;
-        let (status, detail, call_id) = match result {
-            Err(why) => (StepStatus::Fail, why, None),
+        let (started, call_id, result) = self.short_call(sip, digits).await;
+        let ladder = call_id
+            .map(|c| self.ladder(&c, started))
+            .unwrap_or_default();
+        let (status, detail) = match result {
+            Err(why) => (StepStatus::Fail, why),
             Ok(call) => {
                 let sent = call.saw("dtmf.sent").map(|e| e.details.clone());
                 let method = sent
@@ -899,8 +904,7 @@ impl Probe {
                     .and_then(|d| d["digits"].as_str())
                     .unwrap_or("")
                     .to_owned();
-                let ladder = self.ladder(&call.sip_call_id, started);
-                let (status, detail) = match (mode, method) {
+                match (mode, method) {
                     (_, "") => (
                         StepStatus::Fail,
                         "the digits were not sent (the call ended first)".to_owned(),
@@ -920,18 +924,10 @@ impl Probe {
                             "offer without telephone-event answered; {text:?} sent as in-band tones (detection at the far end is not observable)"
                         ),
                     ),
-                };
-                (status, detail, Some(ladder))
+                }
             }
         };
-        self.push(
-            name,
-            false,
-            status,
-            detail,
-            started,
-            call_id.unwrap_or_default(),
-        );
+        self.push(name, false, status, detail, started, ladder);
     }
 
     async fn codec_step(&mut self, codec: media::sdp::AudioCodec) {
@@ -941,13 +937,15 @@ impl Probe {
             codecs: vec![codec],
             ..SipOptions::default()
         };
-        let (started, result) = self.short_call(sip, Vec::new()).await;
-        let (status, detail, ladder) = match result {
-            Err(why) => (StepStatus::Fail, why, Vec::new()),
-            Ok(call) => (
+        let (started, call_id, result) = self.short_call(sip, Vec::new()).await;
+        let ladder = call_id
+            .map(|c| self.ladder(&c, started))
+            .unwrap_or_default();
+        let (status, detail) = match result {
+            Err(why) => (StepStatus::Fail, why),
+            Ok(_) => (
                 StepStatus::Pass,
                 format!("an offer of only {} was answered", codec.encoding_name()),
-                self.ladder(&call.sip_call_id, started),
             ),
         };
         self.push(&name, implied, status, detail, started, ladder);
