@@ -610,7 +610,7 @@ impl Probe {
         if call.ended {
             return call.final_event().cloned();
         }
-        let deadline = tokio::time::Instant::now() + within;
+        let deadline = tokio::time::Instant::from_std(clock::now() + within);
         loop {
             let ev = match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Ok(Ok(ev)) => ev,
