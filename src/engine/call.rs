@@ -20,7 +20,9 @@ use sip::dialog::{
     DialogConfig, DialogEvent, EndReason, InviteParams, InviteSession, Output, next_hop,
 };
 use sip::endpoint::EndpointEvent;
-use sip::message::{Host, Message, Method, NameAddr, Request, Response, SipUri, StatusCode, Uri};
+use sip::message::{
+    HeaderName, Host, Message, Method, NameAddr, Request, Response, SipUri, StatusCode, Uri,
+};
 use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
@@ -28,7 +30,8 @@ use tracing::Instrument;
 use super::events::{CallEvent, CallId, Outcome};
 use super::sink::{CallSink, Committed, EventSink};
 use super::{
-    Command, DtmfMode, InboundAnswer, InboundConfig, OriginateRequest, PromptScope, Reoffer,
+    CallRoute, Command, DtmfMode, InboundAnswer, InboundConfig, OriginateRequest, PromptScope,
+    Reoffer, SipOptions,
     random_u64,
 };
 use crate::clock;
@@ -63,6 +66,101 @@ pub(crate) struct Shared {
     pub(crate) prompts: Arc<std::sync::Mutex<PromptCache>>,
     /// RTP timeout, session timers, longest call, refused media addresses.
     pub(crate) limits: super::limits::CallLimits,
+    /// Targets that answered 503 with Retry-After, and until when a failover call skips them
+    /// (RFC 3261 §21.5.4, RFC 3263 §4.3). A std mutex held for one lookup or insert, never
+    /// across an await; bounded by [`MAX_COOLDOWNS`].
+    pub(crate) cooldowns: std::sync::Mutex<std::collections::HashMap<SocketAddr, Instant>>,
+}
+
+/// At most this many targets are remembered as cooling down after a 503 with Retry-After.
+const MAX_COOLDOWNS: usize = 1024;
+/// The longest Retry-After honoured (a hostile or broken peer could ask for years).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// How long the INVITE to one target may go without any response (not even 100 Trying)
+/// before the call moves to the next target, when there is one. Timer B (64*T1 = 32 s) is far
+/// too long for a caller waiting on a ring: a live UDP peer answers an INVITE with 100 within
+/// a few hundred milliseconds (§17.2.1 asks for it within 200 ms), so four seconds without a
+/// byte means the target is gone. This is how a call to two targets, the first of which never
+/// answers, succeeds on the second within Timer B of the first attempt. Without another target
+/// the INVITE simply waits for Timer B (or the ring timeout).
+pub(crate) const NO_RESPONSE_FAILOVER: Duration = Duration::from_secs(4);
+
+/// How long a call that sent BYE with credentials configured waits for the BYE's final
+/// response, so that a 401/407 to it can be answered (RFC 3261 §22.2) before the call ends.
+const BYE_AUTH_WAIT: Duration = Duration::from_secs(4);
+
+/// One way to reach the callee: the primary target of an [`OriginateRequest`] or one of its
+/// alternates.
+#[derive(Debug, Clone)]
+struct Target {
+    to: Uri,
+    destination: SocketAddr,
+    transport: Transport,
+    sip: SipOptions,
+    label: String,
+}
+
+impl Target {
+    fn primary(req: &OriginateRequest) -> Target {
+        let label = match &req.sip.trunk_id {
+            Some(t) => format!("trunk {t} {}", req.destination),
+            None => req.destination.to_string(),
+        };
+        Target {
+            to: req.to.clone(),
+            destination: req.destination,
+            transport: req.transport,
+            sip: req.sip.clone(),
+            label,
+        }
+    }
+
+    fn alternate(route: &CallRoute) -> Target {
+        Target {
+            to: route.to.clone(),
+            destination: route.destination,
+            transport: route.transport,
+            sip: route.sip.clone(),
+            label: route.label.clone(),
+        }
+    }
+}
+
+/// The outbound proxy of `sip` as a preloaded loose route (RFC 3261 §8.1.2: "the UAC MUST put
+/// the URI of the outbound proxy in a Route header field" when told to, with `lr` so that the
+/// Request-URI stays the callee's).
+fn preloaded_route(sip: &SipOptions) -> Option<NameAddr> {
+    let mut uri = sip.outbound_proxy.clone()?;
+    if let Uri::Sip(s) = &mut uri
+        && !s.lr()
+    {
+        s.params.set("lr", None::<&str>);
+    }
+    Some(NameAddr::new(uri))
+}
+
+/// A trunk's extra INVITE headers, minus any whose name or value could not go on the wire
+/// (they are checked when the trunk is saved; this is the last line).
+fn extra_headers(sip: &SipOptions) -> Vec<(HeaderName, String)> {
+    const MAX_EXTRA_HEADERS: usize = 32;
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b);
+    sip.headers
+        .iter()
+        .filter(|(n, v)| {
+            let ok = !n.is_empty()
+                && n.len() <= 64
+                && n.bytes().all(tchar)
+                && v.len() <= 1024
+                && !v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0);
+            if !ok {
+                tracing::warn!(header = %n, "extra header dropped: not a valid header field");
+            }
+            ok
+        })
+        .take(MAX_EXTRA_HEADERS)
+        .map(|(n, v)| (HeaderName::from_bytes(n.as_bytes()), v.clone()))
+        .collect()
 }
 
 /// An input from the dispatcher.
@@ -362,6 +460,21 @@ struct Call {
     /// answer: counted from the start).
     max_duration: Option<Duration>,
     max_at: Option<Instant>,
+    /// Outbound: the target the INVITE goes to now, the ones left to fail over to, and the
+    /// attempt number (1 for the first target).
+    target: Option<Target>,
+    targets: VecDeque<Target>,
+    attempt: u32,
+    /// When the current INVITE, still without any response, is given up for the next target
+    /// ([`NO_RESPONSE_FAILOVER`]); set only while there is a next target.
+    failover_at: Option<Instant>,
+    /// The client transactions of INVITEs given up for a retry or another target: their late
+    /// failures and responses no longer concern the call.
+    old_invites: Vec<TransactionKey>,
+    /// A BYE of ours awaits its final response (which may be a challenge to answer).
+    bye_outstanding: bool,
+    /// How long the call waits for that response before ending ([`BYE_AUTH_WAIT`]).
+    bye_wait_until: Option<Instant>,
 }
 
 fn advertise_uri(user: Option<&str>, at: SocketAddr) -> Uri {
@@ -401,36 +514,23 @@ impl Call {
             CallSetup::Outbound(req) => req.transport,
             CallSetup::Inbound(inbound) => inbound.transport,
         };
-        // Over TCP, Via and Contact name our TCP listener (§18.2.2: a response goes back over
-        // the request's connection; later requests to us open one to the Contact).
-        let (advertise, contact_transport) = match (transport, shared.advertise_tcp) {
-            (Transport::Tcp, Some(tcp)) => (tcp, Some("tcp")),
-            (Transport::Tcp, None) => (shared.advertise, Some("tcp")),
-            _ => (shared.advertise, None),
-        };
-        let mut dialog_config = DialogConfig {
-            transport,
-            via_host: match advertise.ip() {
-                IpAddr::V4(v4) => Host::Ipv4(v4),
-                IpAddr::V6(v6) => Host::Ipv6(v6.to_string()),
-            },
-            via_port: Some(advertise.port()),
-            seed: random_u64(),
-            session_expires: shared.limits.session_expires,
-            min_se: shared.limits.min_se,
-            ..DialogConfig::default()
-        };
-        let mut contact_uri = advertise_uri(Some("callplane"), advertise);
-        if let (Some(t), Uri::Sip(sip)) = (contact_transport, &mut contact_uri) {
-            sip.params.set("transport", Some(t));
-        }
-        let contact = NameAddr::new(contact_uri);
+        let (dialog_config, contact) = identity(&shared, transport, None);
         match setup {
             CallSetup::Outbound(req) => {
                 timeline.emit(
                     "call.created",
                     json!({"direction": "outbound", "to": req.to.to_string(), "sip_call_id": call_ident}),
                 );
+                // The targets in order: the request's own, then its alternates (failover).
+                let mut targets: VecDeque<Target> = std::iter::once(Target::primary(&req))
+                    .chain(req.alternates.iter().map(Target::alternate))
+                    .collect();
+                let first = next_target(&shared, &mut targets, now)
+                    .expect("the primary target is always there");
+                emit_target(&timeline, 1, &first);
+                let (mut dialog_config, contact) =
+                    identity(&shared, first.transport, first.sip.advertise);
+                dialog_config.rel100 = first.sip.rel100;
                 let rtp = match shared.pool.allocate().await {
                     Ok(r) => r,
                     Err(e) => {
@@ -439,33 +539,29 @@ impl Call {
                         return None;
                     }
                 };
-                let mut sdp_config =
-                    SdpConfig::new(shared.pool.ip(), rtp.rtp_port(), random_u64() >> 1);
-                if !req.sip.codecs.is_empty() {
-                    sdp_config.codecs = req.sip.codecs.clone();
-                }
-                if req.sip.dtmf == DtmfMode::Inband {
-                    sdp_config.telephone_event = None;
-                }
-                dialog_config.rel100 = req.sip.rel100;
-                let mut negotiator = Negotiator::new(sdp_config);
+                let mut negotiator = outbound_negotiator(&shared, &rtp, &first.sip);
                 let offer = negotiator.create_offer();
                 let from = req
                     .from
                     .clone()
                     .unwrap_or_else(|| advertise_uri(Some("callplane"), shared.advertise));
                 let params = InviteParams {
-                    request_uri: req.to.clone(),
+                    request_uri: first.to.clone(),
                     from: NameAddr::new(from),
                     from_tag: format!("{:016x}", random_u64()),
-                    to: NameAddr::new(req.to.clone()),
+                    to: NameAddr::new(first.to.clone()),
                     call_id: call_ident.to_owned(),
                     cseq: 1,
                     contact,
-                    routes: Vec::new(),
+                    routes: preloaded_route(&first.sip).into_iter().collect(),
                     body: Bytes::from(offer.to_bytes()),
                 };
-                let session = InviteSession::uac(dialog_config, &params);
+                let mut session = InviteSession::uac_with_headers(
+                    dialog_config,
+                    &params,
+                    &extra_headers(&first.sip),
+                );
+                session.set_credentials(first.sip.credentials.clone(), random_u64());
                 let mut call = Call::new(
                     shared,
                     timeline,
@@ -473,7 +569,7 @@ impl Call {
                     session,
                     negotiator,
                     rtp,
-                    req.destination,
+                    first.destination,
                     true,
                     Some(now + req.ring_timeout),
                     req.hangup_after,
@@ -481,7 +577,10 @@ impl Call {
                     req.gather_digits,
                     req.record.clone(),
                 );
-                call.transport = transport;
+                call.transport = first.transport;
+                call.target = Some(first);
+                call.targets = targets;
+                call.attempt = 1;
                 if let Some(max) = req.max_duration {
                     call.max_duration = Some(max);
                     call.max_at = now.checked_add(max);
@@ -747,6 +846,13 @@ impl Call {
             end_cause: None,
             max_duration,
             max_at: max_duration.and_then(|d| clock::now().checked_add(d)),
+            target: None,
+            targets: VecDeque::new(),
+            attempt: 0,
+            failover_at: None,
+            old_invites: Vec::new(),
+            bye_outstanding: false,
+            bye_wait_until: None,
         }
     }
 
@@ -1032,7 +1138,9 @@ impl Call {
             {
                 continue;
             }
-            if let Some((reason, at)) = self.end {
+            if let Some((reason, at)) = self.end
+                && !self.awaiting_bye_answer(clock::now())
+            {
                 self.finish(reason, at).await;
                 return;
             }
@@ -1045,6 +1153,8 @@ impl Call {
                 self.drain_at,
                 self.max_at,
                 self.teardown_at,
+                self.failover_at,
+                self.bye_wait_until,
                 self.runner.as_ref().and_then(ScriptRunner::poll_timeout),
             ]
             .into_iter()
@@ -1141,6 +1251,15 @@ impl Call {
                 self.torn_down = self.teardown;
                 self.end = Some((reason, now));
             }
+        }
+        if self.failover_at.is_some_and(|t| t <= now) {
+            self.failover_at = None;
+            tracing::info!("no response to the INVITE: trying the next target");
+            self.fail_over(now, "no_response");
+        }
+        if self.bye_wait_until.is_some_and(|t| t <= now) {
+            self.bye_wait_until = None;
+            self.bye_outstanding = false;
         }
         if self.max_at.is_some_and(|t| t <= now) {
             self.max_at = None;
@@ -1291,8 +1410,22 @@ impl Call {
     fn handle_sip(&mut self, now: Instant, event: EndpointEvent) {
         match event {
             EndpointEvent::Response { key, response } => {
-                if key.method() == &Method::Invite {
+                if key.method() == &Method::Invite && self.invite_key.as_ref() == Some(&key) {
+                    // Any response (even 100) shows the target is alive.
+                    self.failover_at = None;
+                    let status = response.status.as_u16();
+                    if status == 503 {
+                        self.note_retry_after(now, &response);
+                    }
+                    // RFC 3263 §4.3 and trunk failover: 503 and 408 move on to the next target
+                    // (the transaction layer has ACKed them); every other final response is
+                    // the callee's answer.
+                    if matches!(status, 503 | 408) && self.fail_over(now, &status.to_string()) {
+                        return;
+                    }
                     self.note_invite_response(&response);
+                } else if key.method() == &Method::Bye && response.status.is_final() {
+                    self.bye_outstanding = false;
                 }
                 let info_done = key.method() == &Method::Info && response.status.is_final();
                 self.session.handle_response(now, response);
@@ -1308,10 +1441,16 @@ impl Call {
             | EndpointEvent::TransportError { key, .. } => {
                 // Only our requests' transactions concern the session (a server transaction
                 // that timed out has nothing more to tell it).
-                if !matches!(key, TransactionKey::Client(_)) {
+                if !matches!(key, TransactionKey::Client(_)) || self.old_invites.contains(&key) {
                     return;
                 }
-                if key.method() == &Method::Invite {
+                if key.method() == &Method::Bye {
+                    self.bye_outstanding = false;
+                }
+                if key.method() == &Method::Invite && self.invite_key.as_ref() == Some(&key) {
+                    if self.fail_over(now, "timeout") {
+                        return;
+                    }
                     self.local_failure = true;
                 }
                 self.session.handle_transaction_timeout(now, key.method());
@@ -1367,27 +1506,53 @@ impl Call {
     async fn sip_output(&mut self, out: Output) {
         let sip = self.shared.sip.clone();
         match out {
-            Output::SendRequest(request) => {
+            Output::SendRequest(mut request) => {
+                self.route_in_dialog(&mut request);
                 let destination = resolve(&next_hop(&request), self.peer);
                 let method = request.method.clone();
+                // The initial INVITE (or its retry with credentials, or to another target)
+                // has no To tag; a re-INVITE has one.
+                let initial_invite = method == Method::Invite && !has_to_tag(&request);
+                let cseq = request.headers.cseq().map(|c| c.seq).unwrap_or_default();
                 match sip.send_request(request, destination, self.transport).await {
                     Ok(key) => {
-                        if method == Method::Invite && self.invite_key.is_none() {
-                            self.invite_key = Some(key.clone());
+                        if initial_invite {
+                            if let Some(old) = self.invite_key.replace(key.clone()) {
+                                self.old_invites.push(old);
+                            }
+                            if !self.targets.is_empty() {
+                                self.failover_at = Some(clock::now() + NO_RESPONSE_FAILOVER);
+                            }
                             self.timeline.emit(
                                 "sip.invite_sent",
                                 json!({
                                     "destination": destination.to_string(),
                                     "transport": transport_name(self.transport),
+                                    "cseq": cseq,
+                                    "attempt": self.attempt,
                                 }),
                             );
                         }
                         if method == Method::Bye {
-                            self.timeline.emit("sip.bye_sent", json!({}));
+                            if !self.bye_outstanding && self.bye_wait_until.is_none() {
+                                self.timeline.emit("sip.bye_sent", json!({}));
+                            }
+                            self.bye_outstanding = true;
+                            if self
+                                .target
+                                .as_ref()
+                                .is_some_and(|t| t.sip.credentials.is_some())
+                                && self.bye_wait_until.is_none()
+                            {
+                                self.bye_wait_until = Some(clock::now() + BYE_AUTH_WAIT);
+                            }
                         }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, %method, "request not sent");
+                        if initial_invite && self.fail_over(clock::now(), "transport_error") {
+                            return;
+                        }
                         if method == Method::Invite {
                             self.local_failure = true;
                         }
@@ -1401,7 +1566,8 @@ impl Call {
                     tracing::warn!(error = %e, "response not sent");
                 }
             }
-            Output::SendAck(ack) => {
+            Output::SendAck(mut ack) => {
+                self.route_in_dialog(&mut ack);
                 let destination = resolve(&next_hop(&ack), self.peer);
                 match sip
                     .send_stateless(Message::Request(ack), destination, self.transport)
@@ -1538,6 +1704,41 @@ impl Call {
                             .unwrap_or(StatusCode::new(488).expect("488"));
                         let _ = self.session.answer_reinvite(now, status, Bytes::new());
                     }
+                }
+            }
+            DialogEvent::AuthChallenge {
+                status,
+                realm,
+                algorithm,
+                method,
+                stale,
+            } => self.timeline.emit(
+                "sip.auth_challenge",
+                json!({"status": status, "realm": realm, "algorithm": algorithm,
+                    "method": method.as_str(), "stale": stale}),
+            ),
+            DialogEvent::AuthRetry { method, cseq } => {
+                if method == Method::Invite && self.answered_at.is_none() {
+                    // The challenge was not the callee's answer: the retry's is.
+                    self.final_status = None;
+                }
+                self.timeline.emit(
+                    "sip.auth_retry",
+                    json!({"method": method.as_str(), "cseq": cseq}),
+                );
+            }
+            DialogEvent::AuthFailed {
+                method,
+                status,
+                reason,
+            } => {
+                tracing::info!(%method, status, %reason, "challenge not answered");
+                self.timeline.emit(
+                    "sip.auth_failed",
+                    json!({"method": method.as_str(), "status": status, "reason": reason}),
+                );
+                if method == Method::Invite && self.answered_at.is_none() {
+                    self.end_cause.get_or_insert(("auth_failed", Some(reason)));
                 }
             }
             DialogEvent::Terminated { reason } => {
@@ -1809,6 +2010,122 @@ impl Call {
         self.timeline.emit(outcome.final_kind(), details);
     }
 
+    /// Whether the call, ended, still waits for the answer to its BYE (to answer a challenge).
+    fn awaiting_bye_answer(&self, now: Instant) -> bool {
+        self.bye_outstanding && self.bye_wait_until.is_some_and(|t| now < t)
+    }
+
+    /// An in-dialog request (or ACK) without a route set of its own goes through the target's
+    /// outbound proxy, as a preloaded route (RFC 3261 §8.1.2, §12.2.1.1).
+    fn route_in_dialog(&self, request: &mut Request) {
+        if !has_to_tag(request) || request.headers.get(&HeaderName::Route).is_some() {
+            return;
+        }
+        if let Some(route) = self.target.as_ref().and_then(|t| preloaded_route(&t.sip)) {
+            request.headers.push(HeaderName::Route, route.to_bytes());
+        }
+    }
+
+    /// Remember a 503's Retry-After for its target (failover calls skip it meanwhile).
+    fn note_retry_after(&self, now: Instant, response: &Response) {
+        let Some(target) = &self.target else { return };
+        let Ok(Some(ra)) = response.headers.retry_after() else {
+            return;
+        };
+        if ra.seconds == 0 {
+            return;
+        }
+        let until = now + Duration::from_secs(u64::from(ra.seconds)).min(MAX_RETRY_AFTER);
+        let mut cooldowns = self
+            .shared
+            .cooldowns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cooldowns.len() >= MAX_COOLDOWNS {
+            cooldowns.retain(|_, t| *t > now);
+        }
+        if cooldowns.len() < MAX_COOLDOWNS || cooldowns.contains_key(&target.destination) {
+            cooldowns.insert(target.destination, until);
+        }
+    }
+
+    /// Send the INVITE to the next target (trunk failover, RFC 3263 §4.3), when there is one
+    /// and the call still may: nothing final from the callee, no CANCEL, no hangup. Returns
+    /// whether it did.
+    fn fail_over(&mut self, now: Instant, reason: &str) -> bool {
+        if self.targets.is_empty()
+            || !self.outbound
+            || self.cancel_sent
+            || self.ring_timed_out
+            || self.hangup_pending
+            || self.end.is_some()
+            || self.answered_at.is_some()
+            || self.session.is_terminated()
+            || self.session.is_confirmed()
+        {
+            return false;
+        }
+        let Some(next) = next_target(&self.shared, &mut self.targets, now) else {
+            return false;
+        };
+        let from = match self.session.invite().headers.from() {
+            Ok(f) => f,
+            Err(_) => return false,
+        };
+        let mut negotiator = outbound_negotiator(&self.shared, &self.rtp, &next.sip);
+        let offer = negotiator.create_offer();
+        let (mut config, contact) = identity(&self.shared, next.transport, next.sip.advertise);
+        config.rel100 = next.sip.rel100;
+        let params = InviteParams {
+            request_uri: next.to.clone(),
+            from,
+            // The session keeps its Call-ID, From tag and CSeq sequence.
+            from_tag: String::new(),
+            to: NameAddr::new(next.to.clone()),
+            call_id: String::new(),
+            cseq: 0,
+            contact,
+            routes: preloaded_route(&next.sip).into_iter().collect(),
+            body: Bytes::from(offer.to_bytes()),
+        };
+        self.session
+            .set_credentials(next.sip.credentials.clone(), random_u64());
+        if let Err(e) = self
+            .session
+            .retarget(&config, &params, &extra_headers(&next.sip))
+        {
+            tracing::warn!(error = %e, "failover not possible");
+            return false;
+        }
+        let from_label = self
+            .target
+            .as_ref()
+            .map(|t| t.label.clone())
+            .unwrap_or_default();
+        tracing::info!(from = %from_label, to = %next.label, reason, "failing over to the next target");
+        self.timeline.emit(
+            "call.failover",
+            json!({"from": from_label, "reason": reason, "to": next.label}),
+        );
+        self.attempt += 1;
+        emit_target(&self.timeline, self.attempt, &next);
+        // What the previous target said or set up is forgotten: its early media, its status.
+        if let Some(old) = self.invite_key.take() {
+            self.old_invites.push(old);
+        }
+        self.failover_at = None;
+        self.final_status = None;
+        self.local_failure = false;
+        self.any_response = false;
+        self.media = None;
+        self.media_deadline = None;
+        self.negotiator = negotiator;
+        self.peer = next.destination;
+        self.transport = next.transport;
+        self.target = Some(next);
+        true
+    }
+
     fn outcome(&self, reason: EndReason) -> Outcome {
         match reason {
             EndReason::LocalBye
@@ -1843,6 +2160,94 @@ impl Call {
             EndReason::AckTimeout | EndReason::PrackTimeout => Outcome::NetworkError,
         }
     }
+}
+
+/// Our Via and Contact for a call over `transport`, with `ip` instead of the engine's
+/// advertised address when given (a trunk's `advertise`).
+fn identity(shared: &Shared, transport: Transport, ip: Option<IpAddr>) -> (DialogConfig, NameAddr) {
+    // Over TCP, Via and Contact name our TCP listener (§18.2.2: a response goes back over
+    // the request's connection; later requests to us open one to the Contact).
+    let (mut advertise, contact_transport) = match (transport, shared.advertise_tcp) {
+        (Transport::Tcp, Some(tcp)) => (tcp, Some("tcp")),
+        (Transport::Tcp, None) => (shared.advertise, Some("tcp")),
+        _ => (shared.advertise, None),
+    };
+    if let Some(ip) = ip {
+        advertise.set_ip(ip);
+    }
+    let dialog_config = DialogConfig {
+        transport,
+        via_host: match advertise.ip() {
+            IpAddr::V4(v4) => Host::Ipv4(v4),
+            IpAddr::V6(v6) => Host::Ipv6(v6.to_string()),
+        },
+        via_port: Some(advertise.port()),
+        seed: random_u64(),
+        session_expires: shared.limits.session_expires,
+        min_se: shared.limits.min_se,
+        ..DialogConfig::default()
+    };
+    let mut contact_uri = advertise_uri(Some("callplane"), advertise);
+    if let (Some(t), Uri::Sip(sip)) = (contact_transport, &mut contact_uri) {
+        sip.params.set("transport", Some(t));
+    }
+    (dialog_config, NameAddr::new(contact_uri))
+}
+
+/// The SDP negotiator of an outbound call on `rtp`, its c= line naming `ip` when given (a
+/// trunk's `advertise`), else the RTP pool's address.
+fn outbound_negotiator(shared: &Shared, rtp: &RtpSocketPair, sip: &SipOptions) -> Negotiator {
+    let mut config = SdpConfig::new(
+        sip.advertise.unwrap_or_else(|| shared.pool.ip()),
+        rtp.rtp_port(),
+        random_u64() >> 1,
+    );
+    if !sip.codecs.is_empty() {
+        config.codecs = sip.codecs.clone();
+    }
+    if sip.dtmf == DtmfMode::Inband {
+        config.telephone_event = None;
+    }
+    Negotiator::new(config)
+}
+
+/// The next target to try: the first one left, except that one still within the Retry-After
+/// of its last 503 is skipped while another is left after it.
+fn next_target(shared: &Shared, targets: &mut VecDeque<Target>, now: Instant) -> Option<Target> {
+    loop {
+        let t = targets.pop_front()?;
+        let cooling = targets.front().is_some() && {
+            let cooldowns = shared
+                .cooldowns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            cooldowns
+                .get(&t.destination)
+                .is_some_and(|until| *until > now)
+        };
+        if !cooling {
+            return Some(t);
+        }
+        tracing::info!(target = %t.label, "target skipped: within the Retry-After of its 503");
+    }
+}
+
+/// `call.target`: the target an INVITE goes to (every attempt, the first included).
+fn emit_target(timeline: &Timeline, attempt: u32, t: &Target) {
+    timeline.emit(
+        "call.target",
+        json!({
+            "attempt": attempt,
+            "label": t.label,
+            "destination": t.destination.to_string(),
+            "transport": transport_name(t.transport),
+            "trunk_id": t.sip.trunk_id,
+        }),
+    );
+}
+
+fn has_to_tag(request: &Request) -> bool {
+    request.headers.to().is_ok_and(|t| t.tag().is_some())
 }
 
 /// The path of recording segment `n` (0-based): the base path, then `<stem>-2.wav`, ...

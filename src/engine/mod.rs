@@ -667,6 +667,7 @@ impl Engine {
             advertise_tcp: sip_local_tcp.map(|a| SocketAddr::new(config.advertise_ip, a.port())),
             prompts: prompts.clone(),
             limits: config.limits.clone(),
+            cooldowns: Default::default(),
         });
         let dispatcher = Dispatcher {
             sip_events,

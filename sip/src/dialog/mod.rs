@@ -40,7 +40,7 @@ use crate::message::{
 };
 use crate::transaction::{Branch, TimerConfig, Transport};
 
-pub use session::{InviteSession, MAX_FORKS, Role};
+pub use session::{InviteSession, MAX_AUTH_RETRIES, MAX_FORKS, Role};
 
 /// Settings of an [`InviteSession`].
 #[derive(Debug, Clone)]
@@ -186,7 +186,41 @@ pub enum DialogEvent {
         /// The new session interval, in seconds.
         interval: u32,
     },
-    /// The session ended (no more events follow).
+    /// A request of this session was challenged (401/407, RFC 3261 §22.2): one event per
+    /// realm of the response (the first challenge of each).
+    AuthChallenge {
+        /// 401 or 407.
+        status: u16,
+        /// The realm of the challenge.
+        realm: String,
+        /// Its algorithm (`MD5` when it names none).
+        algorithm: String,
+        /// The method of the challenged request.
+        method: Method,
+        /// Whether the server said the nonce was stale (the credentials were right).
+        stale: bool,
+    },
+    /// The challenged request was sent again with credentials (a new CSeq and branch).
+    AuthRetry {
+        /// Its method.
+        method: Method,
+        /// The CSeq number of the new request.
+        cseq: u32,
+    },
+    /// A challenge could not be answered: no credentials, nothing supported, the credentials
+    /// were rejected (a second challenge for the realm without `stale=true`), or
+    /// [`MAX_AUTH_RETRIES`] were used up. The 401/407 then counts as the request's final
+    /// response.
+    AuthFailed {
+        /// The method of the challenged request.
+        method: Method,
+        /// 401 or 407.
+        status: u16,
+        /// Why, for the timeline.
+        reason: String,
+    },
+    /// The session ended (no more events follow). After a local BYE, a 401/407 to it is still
+    /// answered (an [`DialogEvent::AuthRetry`] can follow).
     Terminated {
         /// Why.
         reason: EndReason,

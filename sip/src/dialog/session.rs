@@ -9,6 +9,9 @@ use super::{
     Dialog, DialogConfig, DialogError, DialogEvent, DialogState, EndReason, InviteParams, Output,
     allow_value, glare_backoff, mix, our_via, set_body, uac_invite,
 };
+use crate::auth::{
+    AuthHeader, Authorization, Challenge, ChallengeOutcome, Credentials, DigestClient,
+};
 use crate::endpoint::DialogKey;
 use crate::message::{
     HeaderName, Method, NameAddr, Refresher, Request, Response, StatusCode, response_to,
@@ -107,6 +110,35 @@ struct Reliable {
     interval: Duration,
 }
 
+/// A request of ours that a 401/407 may challenge (RFC 3261 §22.2), with the digest state of
+/// its chain of retries.
+#[derive(Debug, Clone)]
+struct Challengeable {
+    /// The request as last sent.
+    request: Request,
+    /// Its CSeq number.
+    seq: u32,
+    /// The digest client of this chain (`None` until the first challenge): a fresh one per
+    /// request, so that a second challenge for a realm it answered is a rejection.
+    client: Option<DigestClient>,
+    /// Retries with credentials so far.
+    retries: u32,
+}
+
+/// At most this many sent requests are remembered for a challenge (the initial INVITE, a BYE,
+/// a refresh or two): older ones are forgotten, and a late challenge to them is not answered.
+const MAX_CHALLENGEABLE: usize = 8;
+
+/// At most this many retries with credentials per request (the first answer, then one more
+/// when the server says the nonce was stale); past it the 401/407 is final. Together with
+/// [`DigestClient`]'s rejection of a second non-stale challenge for the same realm this is the
+/// guard against challenge loops.
+pub const MAX_AUTH_RETRIES: u32 = 2;
+
+/// At most this many challenge header values of one response are read (a hostile peer could
+/// send thousands).
+const MAX_CHALLENGES: usize = 8;
+
 /// The negotiated session timer (RFC 4028).
 #[derive(Debug, Clone, Copy)]
 struct SessionTimer {
@@ -176,6 +208,12 @@ pub struct InviteSession {
     refresh_reinvite: Option<u32>,
     /// New early dialogs (To tags) ignored because [`MAX_FORKS`] were already tracked.
     ignored_forks: u64,
+    /// Credentials for 401/407 challenges ([`InviteSession::set_credentials`]).
+    credentials: Option<Credentials>,
+    /// The caller's entropy for the digest `cnonce` values.
+    cnonce_entropy: u64,
+    /// Requests a challenge may still come for.
+    challengeable: VecDeque<Challengeable>,
 }
 
 /// The most early dialogs (forks) one UAC INVITE tracks; further To tags in provisional
@@ -213,12 +251,26 @@ impl InviteSession {
             update_allowed: true,
             refresh_reinvite: None,
             ignored_forks: 0,
+            credentials: None,
+            cnonce_entropy: 0,
+            challengeable: VecDeque::new(),
         }
     }
 
     /// UAC: a session for a new INVITE built from `params` ([`super::uac_invite`]). The first
     /// output is [`Output::SendRequest`] with the INVITE.
     pub fn uac(config: DialogConfig, params: &InviteParams) -> InviteSession {
+        InviteSession::uac_with_headers(config, params, &[])
+    }
+
+    /// [`InviteSession::uac`] with extra header fields on the INVITE (a trunk's
+    /// P-Asserted-Identity, Privacy, custom headers), after the standard ones, in order. They
+    /// stay on the INVITE's retries (digest, 422) but not on in-dialog requests.
+    pub fn uac_with_headers(
+        config: DialogConfig,
+        params: &InviteParams,
+        headers: &[(HeaderName, String)],
+    ) -> InviteSession {
         let mut s = InviteSession::blank(
             Role::Uac,
             config,
@@ -232,9 +284,227 @@ impl InviteSession {
         );
         let branch = s.new_branch();
         s.invite = uac_invite(params, &s.config, &branch);
+        for (name, value) in headers {
+            s.invite.headers.push(name.clone(), value.clone());
+        }
         s.local_body = params.body.clone();
-        s.out.push_back(Output::SendRequest(s.invite.clone()));
+        let invite = s.invite.clone();
+        s.send_tracked(invite);
         s
+    }
+
+    /// Answer 401/407 challenges to our requests (the INVITE, BYE, re-INVITE, UPDATE) with
+    /// `credentials` (RFC 3261 §22.2): the request goes again with the same Call-ID, From and
+    /// To, the next CSeq, a new branch and an `Authorization` / `Proxy-Authorization` for each
+    /// challenge. `cnonce_entropy` is a random value from the application: the `cnonce` of
+    /// each answer is derived from it (this crate draws no randomness). `None`: a challenge
+    /// is final ([`DialogEvent::AuthFailed`]).
+    pub fn set_credentials(&mut self, credentials: Option<Credentials>, cnonce_entropy: u64) {
+        self.credentials = credentials;
+        self.cnonce_entropy = cnonce_entropy;
+    }
+
+    /// UAC, before any final response: send the INVITE to another target instead (failover,
+    /// RFC 3263 §4.3): the same Call-ID and From tag, the next CSeq, a new branch, and the
+    /// Request-URI, To, Contact, routes, body and extra `headers` of `params` (its `call_id`,
+    /// `from_tag` and `cseq` are ignored). `config` replaces the session's transport and Via
+    /// address. Early dialogs of the previous target are forgotten; responses to the previous
+    /// INVITE are ignored from now on.
+    pub fn retarget(
+        &mut self,
+        config: &DialogConfig,
+        params: &InviteParams,
+        headers: &[(HeaderName, String)],
+    ) -> Result<(), DialogError> {
+        self.require_phase(Phase::Calling)?;
+        if self.role != Role::Uac || self.cancelled {
+            return Err(DialogError::InvalidState(
+                "retarget() is for an uncancelled UAC",
+            ));
+        }
+        let old = self.invite.headers.cseq()?.seq;
+        let from = self.invite.headers.from()?;
+        let mut params = params.clone();
+        params.call_id = self.invite.headers.call_id()?.to_owned();
+        params.from_tag = from.tag().unwrap_or_default().to_owned();
+        params.cseq = old.wrapping_add(1);
+        self.config.transport = config.transport;
+        self.config.via_host = config.via_host.clone();
+        self.config.via_port = config.via_port;
+        let branch = self.new_branch();
+        let mut invite = super::uac_invite(&params, &self.config, &branch);
+        for (name, value) in headers {
+            invite.headers.push(name.clone(), value.clone());
+        }
+        self.invite = invite.clone();
+        self.local_contact = params.contact.clone();
+        self.local_body = params.body.clone();
+        self.forks.clear();
+        self.retried_422 = false;
+        self.challengeable.clear();
+        self.send_tracked(invite);
+        Ok(())
+    }
+
+    /// Send a request a challenge may come for, and remember it.
+    fn send_tracked(&mut self, request: Request) {
+        if let Ok(cseq) = request.headers.cseq() {
+            if self.challengeable.len() >= MAX_CHALLENGEABLE {
+                self.challengeable.pop_front();
+            }
+            self.challengeable.push_back(Challengeable {
+                request: request.clone(),
+                seq: cseq.seq,
+                client: None,
+                retries: 0,
+            });
+        }
+        self.out.push_back(Output::SendRequest(request));
+    }
+
+    /// A 401/407 to a request of ours: send it again with credentials when we can (returns
+    /// `true`: the response is consumed), else report why not (`false`: the response is
+    /// handled as any final response).
+    fn on_challenge(&mut self, resp: &Response, seq: u32, method: &Method) -> bool {
+        let Some(idx) = self
+            .challengeable
+            .iter()
+            .position(|c| c.seq == seq && c.request.method == *method)
+        else {
+            return false;
+        };
+        let status = resp.status.as_u16();
+        let (header, challenge_name, credentials_name) = if status == 401 {
+            (
+                AuthHeader::Www,
+                HeaderName::WwwAuthenticate,
+                HeaderName::Authorization,
+            )
+        } else {
+            (
+                AuthHeader::Proxy,
+                HeaderName::ProxyAuthenticate,
+                HeaderName::ProxyAuthorization,
+            )
+        };
+        let challenges: Vec<Challenge> = resp
+            .headers
+            .get_all(&challenge_name)
+            .take(MAX_CHALLENGES)
+            .filter_map(|v| Challenge::parse_bytes(v).ok())
+            .collect();
+        let mut realms: Vec<&str> = Vec::new();
+        for c in &challenges {
+            if !realms.contains(&c.realm.as_str()) {
+                realms.push(&c.realm);
+                self.out
+                    .push_back(Output::Event(DialogEvent::AuthChallenge {
+                        status,
+                        realm: c.realm.clone(),
+                        algorithm: c.effective_algorithm().as_str().to_owned(),
+                        method: method.clone(),
+                        stale: c.stale,
+                    }));
+            }
+        }
+        let initial = *method == Method::Invite && self.role == Role::Uac && {
+            self.invite.headers.cseq().is_ok_and(|c| c.seq == seq)
+        };
+        let fail = |s: &mut Self, reason: String| {
+            s.event(DialogEvent::AuthFailed {
+                method: method.clone(),
+                status,
+                reason,
+            });
+            false
+        };
+        if initial && (self.phase != Phase::Calling || self.cancelled) {
+            return false;
+        }
+        let Some(mut entry) = self.challengeable.remove(idx) else {
+            return false;
+        };
+        let Some(credentials) = self.credentials.clone() else {
+            return fail(self, "challenged, and no credentials are configured".into());
+        };
+        if challenges.is_empty() {
+            return fail(self, format!("{status} without a digest challenge"));
+        }
+        if entry.retries >= MAX_AUTH_RETRIES {
+            return fail(
+                self,
+                format!("still challenged after {MAX_AUTH_RETRIES} retries"),
+            );
+        }
+        let sent: Vec<Authorization> = entry
+            .request
+            .headers
+            .get_all(&credentials_name)
+            .filter_map(|v| Authorization::parse_bytes(v).ok())
+            .collect();
+        let client = entry
+            .client
+            .get_or_insert_with(|| DigestClient::new(credentials));
+        match client.handle_challenges(header, &challenges, &sent) {
+            Ok(ChallengeOutcome::Retry) => {}
+            Ok(ChallengeOutcome::Rejected { realm }) => {
+                return fail(self, format!("credentials rejected for realm {realm:?}"));
+            }
+            Err(e) => return fail(self, e.to_string()),
+        }
+        // §22.2 / §8.1.3.5: the retry is a new request: "the same value of the Call-ID, To tag
+        // and From tag", and a CSeq one higher (§12.2.1.1 for in-dialog requests).
+        let new_seq = if initial {
+            seq.wrapping_add(1)
+        } else {
+            match self.dialog.as_mut() {
+                Some(d) => d.next_seq(),
+                None => return fail(self, "no dialog to send the retry in".into()),
+            }
+        };
+        let mut req = entry.request.clone();
+        let branch = self.new_branch();
+        req.headers
+            .set(HeaderName::Via, our_via(&self.config, &branch).to_bytes());
+        req.headers
+            .set(HeaderName::CSeq, format!("{new_seq} {}", method.as_str()));
+        req.headers.remove(&HeaderName::Authorization);
+        req.headers.remove(&HeaderName::ProxyAuthorization);
+        let cnonce = format!("{:016x}", mix(self.cnonce_entropy ^ self.random()));
+        let uri = req.uri.to_string();
+        let answers = match client.authorize(method.as_str(), &uri, &req.body, &cnonce) {
+            Ok(a) => a,
+            Err(e) => return fail(self, e.to_string()),
+        };
+        for (h, a) in answers {
+            let name = match h {
+                AuthHeader::Www => HeaderName::Authorization,
+                AuthHeader::Proxy => HeaderName::ProxyAuthorization,
+            };
+            req.headers.push(name, a.to_string());
+        }
+        if initial {
+            self.invite = req.clone();
+            self.forks.clear();
+        }
+        if let Some((s, _)) = self.local_reinvite.as_mut()
+            && *s == seq
+        {
+            *s = new_seq;
+            if self.refresh_reinvite == Some(seq) {
+                self.refresh_reinvite = Some(new_seq);
+            }
+        }
+        entry.request = req.clone();
+        entry.seq = new_seq;
+        entry.retries += 1;
+        self.challengeable.push_back(entry);
+        self.event(DialogEvent::AuthRetry {
+            method: method.clone(),
+            cseq: new_seq,
+        });
+        self.out.push_back(Output::SendRequest(req));
+        true
     }
 
     /// UAS: a session for a received INVITE (its server transaction `key`), answering with To
@@ -604,7 +874,7 @@ impl InviteSession {
         // received an ACK for its 2xx response or until the server transaction times out."
         self.require_phase(Phase::Confirmed)?;
         if let Some(bye) = self.send_in_dialog(Method::Bye, Bytes::new()) {
-            self.out.push_back(Output::SendRequest(bye));
+            self.send_tracked(bye);
         }
         self.terminate(now, EndReason::LocalBye);
         Ok(())
@@ -638,7 +908,7 @@ impl InviteSession {
         }
         let seq = req.headers.cseq().map(|c| c.seq).unwrap_or_default();
         self.local_reinvite = Some((seq, offer));
-        self.out.push_back(Output::SendRequest(req));
+        self.send_tracked(req);
     }
 
     /// Send an INFO (RFC 6086) with `body` of `content_type` in the confirmed dialog, e.g.
@@ -838,7 +1108,7 @@ impl InviteSession {
             );
             req.headers
                 .push(HeaderName::MinSe, self.config.min_se.to_string());
-            self.out.push_back(Output::SendRequest(req));
+            self.send_tracked(req);
         }
     }
 
@@ -863,7 +1133,7 @@ impl InviteSession {
                 self.pending_2xx = None;
                 *self.timer(Timer::Retransmit2xx) = None;
                 if let Some(bye) = self.send_in_dialog(Method::Bye, Bytes::new()) {
-                    self.out.push_back(Output::SendRequest(bye));
+                    self.send_tracked(bye);
                 }
                 self.terminate(now, EndReason::AckTimeout);
             }
@@ -903,7 +1173,7 @@ impl InviteSession {
             Timer::Expire => {
                 // RFC 4028 §10: "the UA SHOULD send a BYE request to terminate the session."
                 if let Some(bye) = self.send_in_dialog(Method::Bye, Bytes::new()) {
-                    self.out.push_back(Output::SendRequest(bye));
+                    self.send_tracked(bye);
                 }
                 self.terminate(now, EndReason::SessionExpired);
             }
@@ -931,6 +1201,11 @@ impl InviteSession {
         let Ok(cseq) = response.headers.cseq() else {
             return;
         };
+        if matches!(response.status.as_u16(), 401 | 407)
+            && self.on_challenge(&response, cseq.seq, &cseq.method)
+        {
+            return;
+        }
         match cseq.method {
             Method::Invite => {
                 if response.status.is_success() && self.reack(&response, cseq.seq) {
@@ -1091,7 +1366,7 @@ impl InviteSession {
         self.config.min_se = min;
         self.invite = req.clone();
         self.forks.clear();
-        self.out.push_back(Output::SendRequest(req));
+        self.send_tracked(req);
     }
 
     fn on_early(&mut self, resp: &Response, tag: String) {
