@@ -389,6 +389,11 @@ pub async fn serve_with(
     close_orphans(&bus, &node_id, &recovered).await?;
     let heartbeat = spawn_heartbeat(bus.clone(), node_id.clone(), config.engine.max_calls);
 
+    // Trunks (#11): their live state and the signal that they changed, shared by the API, the
+    // inbound router, the registrar and the health checker.
+    let trunk_states = crate::trunk::TrunkStates::default();
+    let trunk_changes = Arc::new(tokio::sync::watch::Sender::new(0u64));
+
     let (sink, sink_rx) = EventSink::channel(config.event_queue);
     let mut running = {
         // The engine owns the only sender: once it stops, the pump sees the channel close
@@ -404,7 +409,7 @@ pub async fn serve_with(
             node_id.clone(),
         );
         let outbox = spawn_dispatcher(bus.clone(), config.outbox.clone());
-        let state = AppState::new(
+        let mut state = AppState::new(
             store.clone(),
             engine.handle.clone(),
             bus.clone(),
@@ -418,6 +423,9 @@ pub async fn serve_with(
                 webhook_egress: config.outbox.egress.clone(),
             },
         );
+        // One instance for the API, the registrar and the health checker (#11).
+        state.trunk_states = trunk_states.clone();
+        state.trunk_changes = trunk_changes.clone();
         let campaign_wake = state.campaign_wake.clone();
         let (api_addr, api_task) =
             crate::net::http::serve(config.api, crate::api::router(state)).await?;

@@ -130,6 +130,8 @@ enum Cmd {
         advertise: Option<IpAddr>,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        protect: ProtectArgs,
         /// A call script (JSON, see docs/scripts.md) to run on every call. Without one, calls
         /// are answered at once, hear nothing, and end with the caller's BYE.
         #[arg(long)]
@@ -533,6 +535,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             sip_tcp,
             advertise,
             limits,
+            protect,
             script,
             prompts,
             recordings,
@@ -554,6 +557,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             config.max_calls = max_calls;
             config.limits = limits.limits()?;
+            config.protection = protect.protection()?;
             config.inbound = InboundConfig {
                 prompts: prompts_dir(prompts, script.as_deref()),
                 script: script.as_deref().map(load_script).transpose()?,
@@ -710,6 +714,62 @@ async fn admin(command: AdminCmd, data_dir: &Path, url: Option<&str>) -> anyhow:
         }
     }
     Ok(0)
+}
+
+/// The inbound protection of `serve`'s SIP port (docs/trunks/carrier.md, "Inbound protection").
+#[derive(Debug, clap::Args)]
+struct ProtectArgs {
+    /// SIP messages per second one source IP may send before we answer it (dropped above,
+    /// unparsed, counted in callplane_sip_dropped_total{reason="rate_limit"}). Peers we sent
+    /// a request or an INVITE 2xx to (trunks, the other ends of live calls) are exempt.
+    /// 0: no limit.
+    #[arg(long, default_value_t = callplane::net::inbound::DEFAULT_PER_SOURCE_RATE)]
+    sip_rate_limit: u32,
+    /// How many messages a source may send at once before --sip-rate-limit applies
+    /// (0: twice the rate).
+    #[arg(long, default_value_t = 0)]
+    sip_rate_burst: u32,
+    /// Seconds a peer stays exempt from the rate limit after the last request or INVITE 2xx
+    /// we sent it.
+    #[arg(long, default_value_t = 3600)]
+    sip_trust_s: u64,
+    /// The most inbound calls not yet answered and acknowledged (ringing, waiting for a
+    /// script); a new INVITE above gets 503 with Retry-After. Default: half of --max-calls;
+    /// 0: no bound.
+    #[arg(long)]
+    sip_max_half_open: Option<usize>,
+    /// The same bound per source IP. Default: a quarter of --max-calls; 0: no bound.
+    #[arg(long)]
+    sip_max_half_open_per_source: Option<usize>,
+}
+
+impl ProtectArgs {
+    /// The engine's inbound protection, validated.
+    fn protection(self) -> anyhow::Result<callplane::engine::protect::InboundProtection> {
+        use callplane::engine::protect::InboundProtection;
+        use callplane::net::inbound::InboundLimits;
+        if self.sip_trust_s == 0 || self.sip_trust_s > 7 * 86_400 {
+            bail!(
+                "--sip-trust-s {}: 1 to {} seconds",
+                self.sip_trust_s,
+                7 * 86_400
+            );
+        }
+        let burst = match self.sip_rate_burst {
+            0 => self.sip_rate_limit.saturating_mul(2).max(1),
+            n => n,
+        };
+        Ok(InboundProtection {
+            sip: InboundLimits {
+                per_source_rate: self.sip_rate_limit,
+                per_source_burst: burst,
+                trust_for: Duration::from_secs(self.sip_trust_s),
+                ..InboundLimits::default()
+            },
+            max_half_open: self.sip_max_half_open,
+            max_half_open_per_source: self.sip_max_half_open_per_source,
+        })
+    }
 }
 
 /// The limits on every call, for `call` and `serve` (docs/operations.md, "Call limits").

@@ -13,6 +13,7 @@ use callplane::store::{
     EventFilter, NewApiKey, NewCall, NewEvent, Node, PerWebhook, Role, SqlStore, Store, StoreError,
     TrunkInput, WebhookBackoff, WebhookInput, derive,
 };
+use callplane::trunk::{TrunkSettings, TrunkTransport};
 use common::db::{pg_url_for_tests, sqlite_path_for_tests, test_stores, with_database};
 use serde_json::{Value, json};
 
@@ -149,6 +150,7 @@ async fn trunks(s: Arc<dyn Store>) {
         from_user: None,
         max_concurrent: None,
         max_cps_milli: None,
+        settings: Default::default(),
     };
     let t = s.create_trunk(&a, &input, 5).await.expect("trunk");
     assert_eq!(t.password.as_deref(), Some("pw"));
@@ -198,6 +200,147 @@ async fn trunks(s: Arc<dyn Store>) {
     s.delete_trunk(&a, &t.id).await.expect("delete");
     assert!(is_not_found(s.get_trunk(&a, &t.id).await));
     assert!(is_not_found(s.delete_trunk(&a, &t.id).await));
+}
+
+async fn trunk_settings_and_routes(s: Arc<dyn Store>) {
+    let a = s.create_tenant("a", 1).await.expect("tenant").id;
+    let b = s.create_tenant("b", 1).await.expect("tenant").id;
+    let settings = TrunkSettings {
+        hosts: vec!["192.0.2.1:5060".into(), "192.0.2.2".into()],
+        weighted: true,
+        transport: TrunkTransport::Tcp,
+        outbound_proxy: Some("sip:192.0.2.9;lr".into()),
+        username: Some("u".into()),
+        password: Some("pw".into()),
+        realm: Some("carrier.example".into()),
+        auth_username: Some("au".into()),
+        register: true,
+        register_expires_s: Some(600),
+        allowed_sources: vec!["198.51.100.0/24".into()],
+        caller_id_pool: vec!["+442071234567".into()],
+        headers: vec![("X-Account".into(), "42".into())],
+        from_user: Some("cp".into()),
+        ..Default::default()
+    };
+    // Only settings given: the columns are filled from them.
+    let input = TrunkInput {
+        name: "carrier".into(),
+        settings: settings.clone(),
+        ..Default::default()
+    };
+    let t = s.create_trunk(&a, &input, 5).await.expect("trunk");
+    assert_eq!(t.settings, settings, "the settings read back complete");
+    assert_eq!(t.address, "192.0.2.1:5060", "address is the first host");
+    assert_eq!(t.transport, "tcp");
+    assert_eq!(t.username.as_deref(), Some("u"));
+    assert_eq!(t.password.as_deref(), Some("pw"));
+    assert_eq!(t.from_user.as_deref(), Some("cp"));
+    assert_eq!(s.get_trunk(&a, &t.id).await.expect("get"), t);
+    let shown = serde_json::to_string(&t).expect("json");
+    assert!(
+        !shown.contains("pw"),
+        "the password is never serialised: {shown}"
+    );
+
+    // An update without a password keeps it, in the column and the settings.
+    let mut changed = settings.clone();
+    changed.password = None;
+    changed.hosts = vec!["192.0.2.3:5070".into()];
+    let u = s
+        .update_trunk(
+            &a,
+            &t.id,
+            &TrunkInput {
+                name: "carrier".into(),
+                settings: changed,
+                ..Default::default()
+            },
+            9,
+        )
+        .await
+        .expect("update");
+    assert_eq!(u.settings.password.as_deref(), Some("pw"));
+    assert_eq!(u.address, "192.0.2.3:5070");
+    assert_eq!(u.settings.hosts, ["192.0.2.3:5070"]);
+
+    // A row as written before 0005 (columns only) reads as a trunk with one host.
+    let legacy = s
+        .create_trunk(
+            &a,
+            &TrunkInput {
+                name: "old".into(),
+                address: "192.0.2.7:5060".into(),
+                transport: "udp".into(),
+                ..Default::default()
+            },
+            6,
+        )
+        .await
+        .expect("legacy");
+    assert_eq!(legacy.settings.hosts, ["192.0.2.7:5060"]);
+    assert_eq!(legacy.settings.transport, TrunkTransport::Udp);
+
+    // Routes: per tenant unique DIDs, only on the tenant's trunks.
+    let r = s
+        .create_trunk_route(&a, &t.id, "+442071230000", Some("scr_1"), 10)
+        .await
+        .expect("route");
+    assert_eq!(
+        (r.trunk_id.as_str(), r.did.as_str(), r.script_id.as_deref()),
+        (t.id.as_str(), "+442071230000", Some("scr_1"))
+    );
+    s.create_trunk_route(&a, &t.id, "100", None, 11)
+        .await
+        .expect("a user-part DID, no script");
+    assert!(
+        matches!(
+            s.create_trunk_route(&a, &legacy.id, "100", None, 12).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a DID belongs to one trunk of its tenant"
+    );
+    assert!(
+        is_not_found(s.create_trunk_route(&b, &t.id, "200", None, 12).await),
+        "another tenant's trunk"
+    );
+    let bt = s.create_trunk(&b, &input, 5).await.expect("trunk b");
+    s.create_trunk_route(&b, &bt.id, "100", None, 13)
+        .await
+        .expect("the same DID in another tenant");
+    let dids: Vec<String> = s
+        .list_trunk_routes(&a, &t.id)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|r| r.did)
+        .collect();
+    assert_eq!(dids, ["+442071230000", "100"]);
+    assert!(is_not_found(s.list_trunk_routes(&b, &t.id).await));
+    assert!(is_not_found(s.delete_trunk_route(&b, &t.id, "100").await));
+    s.delete_trunk_route(&a, &t.id, "100")
+        .await
+        .expect("delete");
+    assert!(is_not_found(s.delete_trunk_route(&a, &t.id, "100").await));
+
+    let dir = s.load_trunk_directory().await.expect("directory");
+    assert_eq!(dir.trunks.len(), 3, "every tenant's trunks");
+    assert_eq!(dir.routes.len(), 2, "every tenant's routes");
+    assert!(dir.trunks.iter().any(|x| x == &t || x.id == t.id));
+
+    // Deleting a trunk deletes its routes.
+    s.delete_trunk(&a, &t.id).await.expect("delete trunk");
+    let dir = s.load_trunk_directory().await.expect("directory");
+    assert_eq!(
+        dir.routes
+            .iter()
+            .map(|r| r.did.as_str())
+            .collect::<Vec<_>>(),
+        ["100"],
+        "only tenant b's route is left"
+    );
+    s.create_trunk_route(&a, &legacy.id, "+442071230000", None, 20)
+        .await
+        .expect("the DID is free again");
 }
 
 async fn scripts(s: Arc<dyn Store>) {
@@ -1559,6 +1702,11 @@ async fn tenants_and_api_keys() {
 #[tokio::test]
 async fn trunks_crud_conflicts_and_isolation() {
     for_each_store!(trunks);
+}
+
+#[tokio::test]
+async fn trunk_settings_are_stored_once_and_routes_cascade() {
+    for_each_store!(trunk_settings_and_routes);
 }
 
 #[tokio::test]

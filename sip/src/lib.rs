@@ -28,11 +28,13 @@
 //! - [`auth`]: HTTP digest (RFC 7616 / RFC 8760) for both client and server.
 //! - [`endpoint`]: routes incoming messages to transactions and dialogs; stateless replies.
 //! - [`dialog`]: dialogs and INVITE sessions (RFC 3261 §12–§15, PRACK, session timers).
+//! - [`register`]: the registration client (RFC 3261 §10.2): refreshes, digest, backoff.
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod dialog;
 pub mod endpoint;
 pub mod message;
+pub mod register;
 pub mod transaction;
 pub mod transport;

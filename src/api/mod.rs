@@ -91,6 +91,12 @@ pub struct AppState {
     pub auth_failures: Arc<limits::AuthFailures>,
     /// Wakes the campaign worker (a campaign started, resumed, got contacts or changed).
     pub campaign_wake: Arc<tokio::sync::Notify>,
+    /// Every trunk's live state (registration, health), shared with the registrar and the
+    /// health checker; `GET /v1/trunks/{id}` shows it. [`crate::app::serve_with`] creates it.
+    pub trunk_states: crate::trunk::TrunkStates,
+    /// Bumped after every change to a trunk or a route through the API: the inbound router
+    /// and the registrar `subscribe()` and reload (`crate::store::Store::load_trunk_directory`).
+    pub trunk_changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl AppState {
@@ -115,7 +121,16 @@ impl AppState {
             limiter,
             auth_failures: Arc::new(limits::AuthFailures::new(limits::AUTH_FAILURES_PER_MIN)),
             campaign_wake: Arc::default(),
+            trunk_states: crate::trunk::TrunkStates::default(),
+            trunk_changes: Arc::new(tokio::sync::watch::Sender::new(0)),
         }
+    }
+}
+
+impl AppState {
+    /// Tells the watchers of [`AppState::trunk_changes`] that trunks or routes changed.
+    pub fn trunks_changed(&self) {
+        self.trunk_changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

@@ -157,6 +157,7 @@ impl TrunkRequest {
             from_user: self.from_user,
             max_concurrent: self.max_concurrent,
             max_cps_milli,
+            settings: Default::default(),
         })
     }
 }

@@ -1384,6 +1384,7 @@ mod tests {
             from_user: from_user.map(str::to_owned),
             max_concurrent: None,
             max_cps_milli: None,
+            settings: Default::default(),
             created_at_us: 0,
             updated_at_us: 0,
         }

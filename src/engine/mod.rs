@@ -42,6 +42,7 @@
 mod call;
 pub mod events;
 pub mod limits;
+pub mod protect;
 pub mod sink;
 pub mod target;
 #[cfg(test)]
@@ -120,6 +121,9 @@ pub struct EngineConfig {
     /// Copy the start line, Call-ID and CSeq of every SIP message sent and received
     /// (`callplane probe`'s ladders); `None`: no copies.
     pub sip_trace: Option<crate::net::sip::SipTrace>,
+    /// The per-source SIP rate limit and the bound on half-open inbound INVITEs
+    /// ([`protect`]).
+    pub protection: protect::InboundProtection,
 }
 
 impl EngineConfig {
@@ -142,6 +146,7 @@ impl EngineConfig {
             limits: limits::CallLimits::default(),
             router: None,
             sip_trace: None,
+            protection: protect::InboundProtection::default(),
         }
     }
 }
@@ -439,6 +444,15 @@ pub struct EngineHandle {
     advertise_ip: IpAddr,
     /// The store queue's counters (never a sender: see [`SinkGauge`]).
     sink: Option<SinkGauge>,
+    /// INVITEs refused by the half-open bound, by reason ([`protect`]).
+    half_open_refusals: Arc<HalfOpenRefusals>,
+}
+
+/// INVITEs the dispatcher refused by the half-open bound.
+#[derive(Debug, Default)]
+struct HalfOpenRefusals {
+    in_all: AtomicU64,
+    per_source: AtomicU64,
 }
 
 impl EngineHandle {
@@ -545,8 +559,20 @@ impl EngineHandle {
     }
 
     /// The SIP transport's counters (`Err` when it has stopped).
+    /// The engine adds its own drop reasons (`half_open`, `half_open_per_source`) to
+    /// [`crate::net::sip::SipStats::dropped`].
     pub async fn sip_stats(&self) -> Result<crate::net::sip::SipStats, EngineError> {
-        Ok(self.sip.stats().await?)
+        let mut stats = self.sip.stats().await?;
+        for (reason, n) in [
+            ("half_open", &self.half_open_refusals.in_all),
+            ("half_open_per_source", &self.half_open_refusals.per_source),
+        ] {
+            let n = n.load(Ordering::Relaxed);
+            if n > 0 {
+                *stats.dropped.entry(reason.to_owned()).or_insert(0) += n;
+            }
+        }
+        Ok(stats)
     }
 
     /// The IP written into our Via, Contact, From and SDP.
@@ -635,6 +661,7 @@ impl Engine {
             tcp: config.sip_tcp,
             seed: random_u64(),
             trace: config.sip_trace.clone(),
+            inbound: config.protection.sip.clone(),
             ..SipConfig::default()
         })
         .await?;
@@ -657,6 +684,7 @@ impl Engine {
         let prompts = Arc::new(std::sync::Mutex::new(PromptCache::default()));
         let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let half_open_refusals = Arc::new(HalfOpenRefusals::default());
         let shared = Arc::new(call::Shared {
             sip: sip_handle.clone(),
             pool,
@@ -683,6 +711,8 @@ impl Engine {
             draining_flag: draining.clone(),
             active: active.clone(),
             clients: HashMap::new(),
+            half_open: protect::HalfOpen::default(),
+            half_open_refusals: half_open_refusals.clone(),
         };
         let task = tokio::spawn(dispatcher.run());
         Ok(Engine {
@@ -697,6 +727,7 @@ impl Engine {
                 sip: sip_for_handle,
                 advertise_ip,
                 sink,
+                half_open_refusals,
             },
             task,
         })
@@ -740,6 +771,9 @@ struct Dispatcher {
     active: Arc<std::sync::atomic::AtomicUsize>,
     /// Out-of-dialog requests waiting for their final response: Call-ID → (CSeq, waiter).
     clients: HashMap<String, ClientWaiter>,
+    /// Inbound calls whose 2xx has not been acknowledged yet ([`protect`]).
+    half_open: protect::HalfOpen,
+    half_open_refusals: Arc<HalfOpenRefusals>,
 }
 
 /// An [`EngineHandle::request`] waiting for its answer.
@@ -798,6 +832,7 @@ impl Dispatcher {
                 abort.abort(&self.shared);
             }
         }
+        self.half_open.clear();
         self.active.store(0, std::sync::atomic::Ordering::Relaxed);
         self.check_drained();
     }
@@ -834,6 +869,7 @@ impl Dispatcher {
                 if let Some(route) = self.calls.remove(&call_ident) {
                     self.by_id.remove(&route.id);
                 }
+                self.half_open.remove(&call_ident);
                 self.active
                     .store(self.calls.len(), std::sync::atomic::Ordering::Relaxed);
                 self.check_drained();
@@ -989,6 +1025,10 @@ impl Dispatcher {
                 else {
                     return;
                 };
+                if request.method == Method::Ack {
+                    // The 2xx of an inbound call was acknowledged: it is established.
+                    self.half_open.remove(&dialog.call_id);
+                }
                 match self.calls.get(&dialog.call_id) {
                     Some(route) => deliver(route, CallInput::Sip { at, event }),
                     None => {
@@ -1135,10 +1175,31 @@ impl Dispatcher {
                     self.respond_stateless(key, resp);
                     return;
                 }
+                if let Err(reason) = self.half_open.check(
+                    self.config
+                        .protection
+                        .half_open_bounds(self.config.max_calls),
+                    source.ip(),
+                ) {
+                    let counter = match reason {
+                        "half_open" => &self.half_open_refusals.in_all,
+                        _ => &self.half_open_refusals.per_source,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(reason, %source, "INVITE refused with 503: too many half-open");
+                    let mut resp = response_to(&request, StatusCode::SERVICE_UNAVAILABLE, None);
+                    resp.headers.push(
+                        HeaderName::RetryAfter,
+                        self.config.retry_after_s.to_string(),
+                    );
+                    self.respond_stateless(key, resp);
+                    return;
+                }
                 if let Some(resp) = unsupported_body(&request) {
                     self.respond(key, resp);
                     return;
                 }
+                self.half_open.insert(ident.clone(), source.ip());
                 let (id, rx) = self.new_route(ident.clone());
                 let abort = call::spawn(
                     self.shared.clone(),

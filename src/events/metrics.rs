@@ -421,6 +421,31 @@ impl Metrics {
                 "callplane_sip_malformed_total {}",
                 sip.endpoint.malformed
             );
+            header(
+                &mut out,
+                "callplane_sip_dropped_total",
+                "counter",
+                "Inbound SIP messages dropped or refused by the inbound protection, by reason \
+                 (rate_limit: over the per-source rate; half_open, half_open_per_source: an \
+                 INVITE over the bound on unanswered inbound calls, refused with 503).",
+            );
+            for reason in ["rate_limit", "half_open", "half_open_per_source"] {
+                let n = sip.dropped.get(reason).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "callplane_sip_dropped_total{{reason=\"{reason}\"}} {n}"
+                );
+            }
+            for (reason, n) in &sip.dropped {
+                if !["rate_limit", "half_open", "half_open_per_source"].contains(&reason.as_str())
+                    && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                {
+                    let _ = writeln!(
+                        out,
+                        "callplane_sip_dropped_total{{reason=\"{reason}\"}} {n}"
+                    );
+                }
+            }
         }
 
         header(
@@ -799,6 +824,31 @@ mod tests {
         ] {
             assert_eq!(value(&text, series), n, "{series}");
         }
+    }
+
+    #[test]
+    fn inbound_protection_drops_render_by_reason_known_ones_always() {
+        let m = Metrics::default();
+        let mut sip = SipStats::default();
+        sip.dropped.insert("rate_limit".into(), 9000);
+        sip.dropped.insert("not_allowed".into(), 3);
+        sip.dropped.insert("Bad \"label\"".into(), 1);
+        let text = m.render(&Gauges {
+            sip: Some(sip),
+            ..Gauges::default()
+        });
+        for (series, n) in [
+            ("callplane_sip_dropped_total{reason=\"rate_limit\"}", 9000.0),
+            ("callplane_sip_dropped_total{reason=\"half_open\"}", 0.0),
+            (
+                "callplane_sip_dropped_total{reason=\"half_open_per_source\"}",
+                0.0,
+            ),
+            ("callplane_sip_dropped_total{reason=\"not_allowed\"}", 3.0),
+        ] {
+            assert_eq!(value(&text, series), n, "{series}");
+        }
+        assert!(!text.contains("Bad"), "{text}");
     }
 
     #[test]

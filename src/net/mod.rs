@@ -8,6 +8,7 @@
 //! - [`http`]: the API's TCP listener (axum serves the router the `api` module builds).
 //! - [`egress`]: where webhooks may connect (the SSRF guard) and the dispatcher's HTTP client.
 //! - [`api_client`]: a JSON client of callplane's own REST API (`callplane demo` uses it).
+//! - [`inbound`]: the per-source rate limit the SIP driver applies before parsing.
 //! - [`rtp_ports`]: the pool of even/odd RTP/RTCP port pairs that calls bind their media
 //!   sockets from.
 //!
@@ -18,5 +19,6 @@
 pub mod api_client;
 pub mod egress;
 pub mod http;
+pub mod inbound;
 pub mod rtp_ports;
 pub mod sip;

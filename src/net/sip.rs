@@ -62,6 +62,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant as TokioInstant;
 
+use super::inbound::{InboundLimits, SourceLimiter, trusts_destination};
+
 /// The largest UDP payload there is (the IPv4 length field is 16 bits).
 pub const MAX_DATAGRAM: usize = 65_535;
 
@@ -92,6 +94,8 @@ pub struct SipConfig {
     /// Copy the first line, Call-ID and CSeq of every message sent and received here
     /// (`callplane probe`'s ladders); `None`: no copies.
     pub trace: Option<SipTrace>,
+    /// The per-source rate limit on inbound messages ([`super::inbound`]).
+    pub inbound: InboundLimits,
 }
 
 impl Default for SipConfig {
@@ -108,6 +112,7 @@ impl Default for SipConfig {
             connect_timeout: Duration::from_secs(5),
             max_stream_message: DEFAULT_MAX_MESSAGE_SIZE,
             trace: None,
+            inbound: InboundLimits::default(),
         }
     }
 }
@@ -324,6 +329,10 @@ pub struct SipStats {
     pub tcp_open: usize,
     /// Events discarded because the application dropped its event receiver.
     pub events_discarded: u64,
+    /// Inbound messages dropped by the inbound protection, by reason: `rate_limit` (the
+    /// source was over its rate, [`super::inbound`]); the engine adds its own reasons
+    /// (`half_open`...) when it reports these stats.
+    pub dropped: BTreeMap<String, u64>,
 }
 
 #[derive(Debug)]
@@ -544,6 +553,7 @@ impl SipTransport {
             conns: HashMap::new(),
             next_conn: 0,
             stats: SipStats::default(),
+            limiter: SourceLimiter::new(config.inbound.clone()),
             config,
         };
         let task = tokio::spawn(driver.run());
@@ -611,6 +621,8 @@ struct Driver {
     conns: HashMap<SocketAddr, Conn>,
     next_conn: u64,
     stats: SipStats,
+    /// The per-source rate limit, applied before parsing.
+    limiter: SourceLimiter,
     config: SipConfig,
 }
 
@@ -678,11 +690,16 @@ impl Driver {
                 r = recv_udp(self.udp.as_ref(), &mut buf), if reading => match r {
                     Ok((n, source)) => {
                         self.stats.datagrams_in += 1;
-                        let bytes = Bytes::copy_from_slice(&buf[..n]);
-                        if let Some(trace) = &self.config.trace {
-                            trace.record(TraceDirection::In, source, &bytes);
+                        // Before parsing: a flood costs a lookup per datagram, no more.
+                        if self.limiter.admit(now(), source.ip()) {
+                            let bytes = Bytes::copy_from_slice(&buf[..n]);
+                            if let Some(trace) = &self.config.trace {
+                                trace.record(TraceDirection::In, source, &bytes);
+                            }
+                            self.endpoint.handle_datagram(now(), source, Transport::Udp, bytes);
+                        } else {
+                            self.count_dropped("rate_limit");
                         }
-                        self.endpoint.handle_datagram(now(), source, Transport::Udp, bytes);
                     }
                     // E.g. ECONNREFUSED from an earlier ICMP port unreachable: not fatal.
                     Err(e) => tracing::debug!(error = %e, "SIP UDP receive error"),
@@ -818,6 +835,12 @@ impl Driver {
 
     fn on_conn_event(&mut self, ev: ConnEvent) {
         match ev {
+            ConnEvent::Frame { peer, frame }
+                if matches!(frame, Framed::Message(_) | Framed::Invalid { .. })
+                    && !self.limiter.admit(now(), peer.ip()) =>
+            {
+                self.count_dropped("rate_limit");
+            }
             ConnEvent::Frame { peer, frame } => match frame {
                 Framed::Message(m) => {
                     if let Some(trace) = &self.config.trace {
@@ -896,9 +919,23 @@ impl Driver {
         }
     }
 
+    fn count_dropped(&mut self, reason: &str) {
+        match self.stats.dropped.get_mut(reason) {
+            Some(n) => *n += 1,
+            None => {
+                self.stats.dropped.insert(reason.to_owned(), 1);
+            }
+        }
+    }
+
     async fn transmit(&mut self, t: Transmit) {
         if let Some(trace) = &self.config.trace {
             trace.record(TraceDirection::Out, t.destination, &t.bytes);
+        }
+        // What we send to a peer (a request, an INVITE 2xx) exempts its answers and its
+        // in-dialog requests from the rate limit.
+        if trusts_destination(&t.bytes) {
+            self.limiter.trust(now(), t.destination.ip());
         }
         match t.transport {
             Transport::Udp => {

@@ -28,6 +28,8 @@ use serde_json::Value;
 
 pub use sql::{Backend, SqlStore, redact};
 
+use crate::trunk::TrunkSettings;
+
 /// A new row id: `<prefix>_` + 24 lowercase hex digits (96 random bits from the OS), e.g.
 /// `new_id("call")` → `call_3f9a…`. 96 bits make a collision between two ids of one kind
 /// negligible (birthday bound ~2^48 rows), so ids are generated here, not by the database, and
@@ -199,6 +201,10 @@ pub struct Trunk {
     /// New campaign calls per second through this trunk at most, in thousandths (None:
     /// unlimited).
     pub max_cps_milli: Option<u32>,
+    /// Everything configured (#11), complete: the columns above are copied into it on read
+    /// (`hosts` from `address` when empty, `transport`, `username`, `password`, `from_user`), so
+    /// readers need only this. Its `password` is never serialised.
+    pub settings: TrunkSettings,
     /// When it was created.
     pub created_at_us: i64,
     /// When it last changed.
@@ -224,6 +230,35 @@ pub struct TrunkInput {
     pub max_concurrent: Option<u32>,
     /// New campaign calls per second at most, in thousandths (None: unlimited).
     pub max_cps_milli: Option<u32>,
+    /// Everything else configured (#11). Each value is stored once: `username`, `password`,
+    /// `from_user` and `transport` go to their columns (a flat field above wins when both are
+    /// set), the first of `hosts` to `address` when `address` is empty, and the rest to the
+    /// `settings` JSON column without them.
+    pub settings: TrunkSettings,
+}
+
+/// An inbound route: calls to `did` arriving through `trunk_id` run `script_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrunkRoute {
+    /// Its tenant.
+    pub tenant_id: String,
+    /// The trunk the calls arrive through.
+    pub trunk_id: String,
+    /// The dialed number: E.164 (`+442071234567`) or a Request-URI user part; unique per tenant.
+    pub did: String,
+    /// The script to run (None: the node's default inbound).
+    pub script_id: Option<String>,
+    /// When it was created.
+    pub created_at_us: i64,
+}
+
+/// Every trunk and route of every tenant: what the inbound router and the registrar load.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrunkDirectory {
+    /// Every trunk, by tenant then name.
+    pub trunks: Vec<Trunk>,
+    /// Every route, by tenant then DID.
+    pub routes: Vec<TrunkRoute>,
 }
 
 /// A call script: its current version (older versions stay readable by number).
@@ -895,8 +930,33 @@ pub trait Store: campaign::CampaignStore + Send + Sync + fmt::Debug {
         input: &'a TrunkInput,
         at_us: i64,
     ) -> StoreFuture<'a, Trunk>;
-    /// Deletes a trunk.
+    /// Deletes a trunk (and its routes).
     fn delete_trunk<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, ()>;
+    /// Routes calls to `did` through trunk `trunk_id` to `script_id`. `NotFound` when the
+    /// trunk is not the tenant's, `Conflict` when the DID is already routed in the tenant.
+    fn create_trunk_route<'a>(
+        &'a self,
+        tenant: &'a str,
+        trunk_id: &'a str,
+        did: &'a str,
+        script_id: Option<&'a str>,
+        at_us: i64,
+    ) -> StoreFuture<'a, TrunkRoute>;
+    /// A trunk's routes by DID (`NotFound` when the trunk is not the tenant's).
+    fn list_trunk_routes<'a>(
+        &'a self,
+        tenant: &'a str,
+        trunk_id: &'a str,
+    ) -> StoreFuture<'a, Vec<TrunkRoute>>;
+    /// Removes a route.
+    fn delete_trunk_route<'a>(
+        &'a self,
+        tenant: &'a str,
+        trunk_id: &'a str,
+        did: &'a str,
+    ) -> StoreFuture<'a, ()>;
+    /// Every trunk and route of every tenant (the inbound router's and registrar's snapshot).
+    fn load_trunk_directory(&self) -> StoreFuture<'_, TrunkDirectory>;
 
     // Scripts.
     /// Creates a script at version 1.

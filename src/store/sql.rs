@@ -44,7 +44,7 @@ use super::{
     ApiKey, Appended, AttemptResult, BatchItem, CallFilter, CallRecord, CampaignAppended, Created,
     Delivery, DeliveryStatus, EventFilter, NewApiKey, NewCall, NewCampaignEvent, NewEvent, Node,
     Page, PerWebhook, RecordingRecord, Result, ScriptRecord, Store, StoreError, StoreFuture,
-    StoredEvent, Tenant, Trunk, TrunkInput, Webhook, WebhookInput,
+    StoredEvent, Tenant, Trunk, TrunkDirectory, TrunkInput, TrunkRoute, Webhook, WebhookInput,
 };
 
 /// Which database a [`SqlStore`] talks to.
@@ -345,6 +345,40 @@ impl Store for SqlStore {
 
     fn delete_trunk<'a>(&'a self, tenant: &'a str, id: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(directory::delete_trunk(self, tenant, id))
+    }
+
+    fn create_trunk_route<'a>(
+        &'a self,
+        tenant: &'a str,
+        trunk_id: &'a str,
+        did: &'a str,
+        script_id: Option<&'a str>,
+        at_us: i64,
+    ) -> StoreFuture<'a, TrunkRoute> {
+        Box::pin(directory::create_trunk_route(
+            self, tenant, trunk_id, did, script_id, at_us,
+        ))
+    }
+
+    fn list_trunk_routes<'a>(
+        &'a self,
+        tenant: &'a str,
+        trunk_id: &'a str,
+    ) -> StoreFuture<'a, Vec<TrunkRoute>> {
+        Box::pin(directory::list_trunk_routes(self, tenant, trunk_id))
+    }
+
+    fn delete_trunk_route<'a>(
+        &'a self,
+        tenant: &'a str,
+        trunk_id: &'a str,
+        did: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(directory::delete_trunk_route(self, tenant, trunk_id, did))
+    }
+
+    fn load_trunk_directory(&self) -> StoreFuture<'_, TrunkDirectory> {
+        Box::pin(directory::load_trunk_directory(self))
     }
 
     fn create_script<'a>(

@@ -6,8 +6,12 @@
 //! sans-IO protocol logic (registration timers, RFC 3263 choice) lives in the `sip` crate; the
 //! tasks that send and wait live here and in `net`.
 
+pub mod health;
+pub mod registrar;
 pub mod settings;
 pub mod state;
+pub mod tasks;
 
 pub use settings::{CallerIdMode, SrtpMode, TrunkSettings, TrunkTransport, UriStyle};
 pub use state::{Health, RegState, TrunkRuntime, TrunkStates};
+pub use tasks::{TrunkContext, TrunkCounters, TrunkEvent, TrunkSpec, TrunkTasks};

@@ -17,6 +17,35 @@ pub enum TrunkTransport {
     Tls,
 }
 
+impl TrunkTransport {
+    /// `udp`, `tcp` or `tls` (as in the trunk row's `transport` column and a Via).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrunkTransport::Udp => "udp",
+            TrunkTransport::Tcp => "tcp",
+            TrunkTransport::Tls => "tls",
+        }
+    }
+
+    /// The inverse of [`TrunkTransport::as_str`] (any case).
+    pub fn parse(s: &str) -> Option<TrunkTransport> {
+        match s.to_ascii_lowercase().as_str() {
+            "udp" => Some(TrunkTransport::Udp),
+            "tcp" => Some(TrunkTransport::Tcp),
+            "tls" => Some(TrunkTransport::Tls),
+            _ => None,
+        }
+    }
+
+    /// The port when a host names none: 5061 for TLS, 5060 otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            TrunkTransport::Tls => 5061,
+            _ => 5060,
+        }
+    }
+}
+
 /// How the Request-URI of a call through the trunk names the callee.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,7 +87,7 @@ pub enum CallerIdMode {
 
 /// Everything configured on a trunk beyond its name and limits. Every field has a default, so
 /// that rows written before #11 (an `address` and a `transport`) read as a trunk.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrunkSettings {
     /// Where calls go, in order: `host`, `host:port`, an IP literal, or a domain resolved by
@@ -72,7 +101,9 @@ pub struct TrunkSettings {
     pub outbound_proxy: Option<String>,
     /// The digest user name and password (the password is write-only in the API).
     pub username: Option<String>,
-    /// Never serialised back out of the API (the store keeps it).
+    /// Never serialised (`skip_serializing`): write-only in the API, and the store keeps it in
+    /// the trunk's `password` column, not in the `settings` JSON.
+    #[serde(skip_serializing)]
     pub password: Option<String>,
     /// The realm these credentials are for (`None`: any realm).
     pub realm: Option<String>,

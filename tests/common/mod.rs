@@ -8,6 +8,7 @@
 pub(crate) mod api;
 pub(crate) mod campaign;
 pub(crate) mod db;
+pub(crate) mod kamailio;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

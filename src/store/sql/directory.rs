@@ -3,9 +3,10 @@
 use serde_json::Value;
 
 use super::SqlStore;
-use super::rows::{self, KEY_COLS, NODE_COLS, SCRIPT_COLS, TENANT_COLS, TRUNK_COLS};
+use super::rows::{self, KEY_COLS, NODE_COLS, ROUTE_COLS, SCRIPT_COLS, TENANT_COLS, TRUNK_COLS};
 use crate::store::{
-    ApiKey, NewApiKey, Node, Result, ScriptRecord, StoreError, Tenant, Trunk, TrunkInput, new_id,
+    ApiKey, NewApiKey, Node, Result, ScriptRecord, StoreError, Tenant, Trunk, TrunkDirectory,
+    TrunkInput, TrunkRoute, new_id,
 };
 
 pub(super) async fn create_tenant(s: &SqlStore, name: &str, at_us: i64) -> Result<Tenant> {
@@ -97,27 +98,73 @@ pub(super) async fn revoke_api_key(s: &SqlStore, tenant: &str, id: &str, at_us: 
     Ok(())
 }
 
+/// The column values of a trunk (each setting stored once: see migration 0005).
+struct TrunkColumns {
+    address: String,
+    transport: String,
+    username: Option<String>,
+    password: Option<String>,
+    from_user: Option<String>,
+    settings: String,
+}
+
+impl TrunkColumns {
+    fn of(input: &TrunkInput) -> Result<TrunkColumns> {
+        let mut settings = input.settings.clone();
+        let address = if input.address.is_empty() {
+            settings.hosts.first().cloned().unwrap_or_default()
+        } else {
+            input.address.clone()
+        };
+        let transport = if input.transport.is_empty() {
+            settings.transport.as_str().to_owned()
+        } else {
+            input.transport.clone()
+        };
+        let username = input.username.clone().or(settings.username.take());
+        let password = input.password.clone().or(settings.password.take());
+        let from_user = input.from_user.clone().or(settings.from_user.take());
+        // Held by their columns: out of the JSON (the password is never serialised anyway).
+        settings.username = None;
+        settings.password = None;
+        settings.from_user = None;
+        settings.transport = Default::default();
+        let settings = serde_json::to_string(&settings)
+            .map_err(|e| StoreError::Corrupt(format!("trunk.settings: {e}")))?;
+        Ok(TrunkColumns {
+            address,
+            transport,
+            username,
+            password,
+            from_user,
+            settings,
+        })
+    }
+}
+
 pub(super) async fn create_trunk(
     s: &SqlStore,
     tenant: &str,
     input: &TrunkInput,
     at_us: i64,
 ) -> Result<Trunk> {
+    let c = TrunkColumns::of(input)?;
     let row = sqlx::query(&format!(
         "INSERT INTO trunk (id, tenant_id, name, address, transport, username, password, \
-         from_user, max_concurrent, max_cps_milli, created_at_us, updated_at_us) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11) RETURNING {TRUNK_COLS}"
+         from_user, max_concurrent, max_cps_milli, settings, created_at_us, updated_at_us) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING {TRUNK_COLS}"
     ))
     .bind(new_id("trk"))
     .bind(tenant)
     .bind(input.name.as_str())
-    .bind(input.address.as_str())
-    .bind(input.transport.as_str())
-    .bind(input.username.as_deref())
-    .bind(input.password.as_deref())
-    .bind(input.from_user.as_deref())
+    .bind(c.address.as_str())
+    .bind(c.transport.as_str())
+    .bind(c.username.as_deref())
+    .bind(c.password.as_deref())
+    .bind(c.from_user.as_deref())
     .bind(input.max_concurrent.map(i64::from))
     .bind(input.max_cps_milli.map(i64::from))
+    .bind(c.settings.as_str())
     .bind(at_us)
     .fetch_one(&s.pool)
     .await?;
@@ -155,22 +202,24 @@ pub(super) async fn update_trunk(
     input: &TrunkInput,
     at_us: i64,
 ) -> Result<Trunk> {
+    let c = TrunkColumns::of(input)?;
     let row = sqlx::query(&format!(
         "UPDATE trunk SET name = $3, address = $4, transport = $5, username = $6, \
          password = COALESCE($7, password), from_user = $8, max_concurrent = $9, \
-         max_cps_milli = $10, updated_at_us = $11 \
+         max_cps_milli = $10, settings = $11, updated_at_us = $12 \
          WHERE tenant_id = $1 AND id = $2 RETURNING {TRUNK_COLS}"
     ))
     .bind(tenant)
     .bind(id)
     .bind(input.name.as_str())
-    .bind(input.address.as_str())
-    .bind(input.transport.as_str())
-    .bind(input.username.as_deref())
-    .bind(input.password.as_deref())
-    .bind(input.from_user.as_deref())
+    .bind(c.address.as_str())
+    .bind(c.transport.as_str())
+    .bind(c.username.as_deref())
+    .bind(c.password.as_deref())
+    .bind(c.from_user.as_deref())
     .bind(input.max_concurrent.map(i64::from))
     .bind(input.max_cps_milli.map(i64::from))
+    .bind(c.settings.as_str())
     .bind(at_us)
     .fetch_optional(&s.pool)
     .await?
@@ -179,15 +228,115 @@ pub(super) async fn update_trunk(
 }
 
 pub(super) async fn delete_trunk(s: &SqlStore, tenant: &str, id: &str) -> Result<()> {
+    let mut tx = s.begin().await?;
+    // Explicitly (not only ON DELETE CASCADE): the result does not depend on the foreign_keys
+    // pragma of whoever opened the SQLite file.
+    sqlx::query("DELETE FROM trunk_route WHERE tenant_id = $1 AND trunk_id = $2")
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     let done = sqlx::query("DELETE FROM trunk WHERE tenant_id = $1 AND id = $2")
         .bind(tenant)
         .bind(id)
-        .execute(&s.pool)
+        .execute(&mut *tx)
         .await?;
+    if done.rows_affected() == 0 {
+        tx.rollback().await?;
+        return Err(StoreError::NotFound);
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// `NotFound` unless `trunk_id` is one of the tenant's trunks.
+async fn require_trunk(s: &SqlStore, tenant: &str, trunk_id: &str) -> Result<()> {
+    sqlx::query("SELECT id FROM trunk WHERE tenant_id = $1 AND id = $2")
+        .bind(tenant)
+        .bind(trunk_id)
+        .fetch_optional(&s.pool)
+        .await?
+        .ok_or(StoreError::NotFound)
+        .map(|_| ())
+}
+
+pub(super) async fn create_trunk_route(
+    s: &SqlStore,
+    tenant: &str,
+    trunk_id: &str,
+    did: &str,
+    script_id: Option<&str>,
+    at_us: i64,
+) -> Result<TrunkRoute> {
+    require_trunk(s, tenant, trunk_id).await?;
+    let row = sqlx::query(&format!(
+        "INSERT INTO trunk_route ({ROUTE_COLS}) VALUES ($1, $2, $3, $4, $5) RETURNING {ROUTE_COLS}"
+    ))
+    .bind(tenant)
+    .bind(trunk_id)
+    .bind(did)
+    .bind(script_id)
+    .bind(at_us)
+    .fetch_one(&s.pool)
+    .await?;
+    rows::trunk_route(&row)
+}
+
+pub(super) async fn list_trunk_routes(
+    s: &SqlStore,
+    tenant: &str,
+    trunk_id: &str,
+) -> Result<Vec<TrunkRoute>> {
+    require_trunk(s, tenant, trunk_id).await?;
+    sqlx::query(&format!(
+        "SELECT {ROUTE_COLS} FROM trunk_route WHERE tenant_id = $1 AND trunk_id = $2 ORDER BY did"
+    ))
+    .bind(tenant)
+    .bind(trunk_id)
+    .fetch_all(&s.pool)
+    .await?
+    .iter()
+    .map(rows::trunk_route)
+    .collect()
+}
+
+pub(super) async fn delete_trunk_route(
+    s: &SqlStore,
+    tenant: &str,
+    trunk_id: &str,
+    did: &str,
+) -> Result<()> {
+    let done =
+        sqlx::query("DELETE FROM trunk_route WHERE tenant_id = $1 AND trunk_id = $2 AND did = $3")
+            .bind(tenant)
+            .bind(trunk_id)
+            .bind(did)
+            .execute(&s.pool)
+            .await?;
     if done.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
     Ok(())
+}
+
+pub(super) async fn load_trunk_directory(s: &SqlStore) -> Result<TrunkDirectory> {
+    let trunks = sqlx::query(&format!(
+        "SELECT {TRUNK_COLS} FROM trunk ORDER BY tenant_id, name"
+    ))
+    .fetch_all(&s.pool)
+    .await?
+    .iter()
+    .map(rows::trunk)
+    .collect::<Result<Vec<_>>>()?;
+    let routes = sqlx::query(&format!(
+        "SELECT {ROUTE_COLS} FROM trunk_route ORDER BY tenant_id, did"
+    ))
+    .fetch_all(&s.pool)
+    .await?
+    .iter()
+    .map(rows::trunk_route)
+    .collect::<Result<Vec<_>>>()?;
+    Ok(TrunkDirectory { trunks, routes })
 }
 
 pub(super) async fn create_script(

@@ -45,6 +45,11 @@ const SQLITE: &[Migration] = &[
         name: "0004_campaign_events",
         sql: include_str!("../../../migrations/sqlite/0004_campaign_events.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_trunks",
+        sql: include_str!("../../../migrations/sqlite/0005_trunks.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order (the same versions as [`SQLITE`]).
@@ -68,6 +73,11 @@ const POSTGRES: &[Migration] = &[
         version: 4,
         name: "0004_campaign_events",
         sql: include_str!("../../../migrations/postgres/0004_campaign_events.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "0005_trunks",
+        sql: include_str!("../../../migrations/postgres/0005_trunks.sql"),
     },
 ];
 

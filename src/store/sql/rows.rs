@@ -9,13 +9,16 @@ use sqlx::Row as _;
 use super::Row;
 use crate::store::{
     ApiKey, CallRecord, CallStatus, Delivery, DeliveryStatus, Direction, Node, RecordingRecord,
-    Result, Role, ScriptRecord, StoreError, StoredEvent, Tenant, Trunk, Webhook,
+    Result, Role, ScriptRecord, StoreError, StoredEvent, Tenant, Trunk, TrunkRoute, Webhook,
 };
+use crate::trunk::{TrunkSettings, TrunkTransport};
 
 pub(super) const TENANT_COLS: &str = "id, name, created_at_us";
 pub(super) const KEY_COLS: &str = "id, tenant_id, role, name, prefix, created_at_us, revoked_at_us";
 pub(super) const TRUNK_COLS: &str = "id, tenant_id, name, address, transport, username, \
-     password, from_user, max_concurrent, max_cps_milli, created_at_us, updated_at_us";
+     password, from_user, max_concurrent, max_cps_milli, settings, created_at_us, updated_at_us";
+/// A trunk_route row.
+pub(super) const ROUTE_COLS: &str = "tenant_id, trunk_id, did, script_id, created_at_us";
 /// A script joined with one of its versions: `s` is `script`, `v` is `script_version`.
 pub(super) const SCRIPT_COLS: &str = "s.id AS id, s.tenant_id AS tenant_id, v.name AS name, \
      v.version AS version, v.body AS body, s.created_at_us AS created_at_us, \
@@ -88,19 +91,48 @@ pub(super) fn api_key(row: &Row) -> Result<ApiKey> {
 }
 
 pub(super) fn trunk(row: &Row) -> Result<Trunk> {
+    let address = text(row, "address")?;
+    let transport = text(row, "transport")?;
+    let username = opt_text(row, "username")?;
+    let password = opt_text(row, "password")?;
+    let from_user = opt_text(row, "from_user")?;
+    let raw = text(row, "settings")?;
+    let mut settings: TrunkSettings = serde_json::from_str(&raw)
+        .map_err(|e| StoreError::Corrupt(format!("trunk.settings: {e}")))?;
+    // The columns hold these values (each stored once); the settings read complete.
+    if settings.hosts.is_empty() && !address.is_empty() {
+        settings.hosts.push(address.clone());
+    }
+    if let Some(t) = TrunkTransport::parse(&transport) {
+        settings.transport = t;
+    }
+    settings.username.clone_from(&username);
+    settings.password.clone_from(&password);
+    settings.from_user.clone_from(&from_user);
     Ok(Trunk {
         id: text(row, "id")?,
         tenant_id: text(row, "tenant_id")?,
         name: text(row, "name")?,
-        address: text(row, "address")?,
-        transport: text(row, "transport")?,
-        username: opt_text(row, "username")?,
-        password: opt_text(row, "password")?,
-        from_user: opt_text(row, "from_user")?,
+        address,
+        transport,
+        username,
+        password,
+        from_user,
         max_concurrent: opt_u32(row, "max_concurrent")?,
         max_cps_milli: opt_u32(row, "max_cps_milli")?,
+        settings,
         created_at_us: int(row, "created_at_us")?,
         updated_at_us: int(row, "updated_at_us")?,
+    })
+}
+
+pub(super) fn trunk_route(row: &Row) -> Result<TrunkRoute> {
+    Ok(TrunkRoute {
+        tenant_id: text(row, "tenant_id")?,
+        trunk_id: text(row, "trunk_id")?,
+        did: text(row, "did")?,
+        script_id: opt_text(row, "script_id")?,
+        created_at_us: int(row, "created_at_us")?,
     })
 }
 
