@@ -75,6 +75,10 @@ enum Cmd {
         /// Seconds after the answer to send --send-dtmf.
         #[arg(long, default_value_t = 0.5, requires = "send_dtmf")]
         dtmf_after: f64,
+        /// SRTP (SDES, RFC 4568): `off` offers RTP/AVP, `offer` RTP/SAVP and accepts a plain
+        /// answer, `require` RTP/SAVP and ends the call on a plain answer.
+        #[arg(long, default_value = "off", value_parser = parse_srtp_mode)]
+        srtp: callplane::trunk::SrtpMode,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -230,7 +234,8 @@ Required: options; register with --register; invite with --number; each --codec;
         /// INVITE offering only it, and must be answered.
         #[arg(long = "codec", value_name = "CODEC")]
         codecs: Vec<String>,
-        /// The trunk's SRTP setting: off, offer or require.
+        /// The trunk's SRTP setting: off (the srtp step is skipped), offer (tried, not
+        /// required) or require.
         #[arg(long, default_value = "off")]
         srtp: String,
         /// The digits the DTMF steps send.
@@ -338,6 +343,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--srtp off|offer|require`.
+fn parse_srtp_mode(s: &str) -> Result<callplane::trunk::SrtpMode, String> {
+    match s {
+        "off" => Ok(callplane::trunk::SrtpMode::Off),
+        "offer" => Ok(callplane::trunk::SrtpMode::Offer),
+        "require" => Ok(callplane::trunk::SrtpMode::Require),
+        _ => Err(format!("{s:?}: expected off, offer or require")),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Cmd::Call {
@@ -353,6 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             hangup_after,
             send_dtmf,
             dtmf_after,
+            srtp,
             limits,
         } => {
             let to = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
@@ -368,7 +384,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 None => SocketAddr::new(route_ip(destination)?, 0),
             };
             let request = OriginateRequest {
-                sip: Default::default(),
+                sip: callplane::engine::SipOptions {
+                    srtp,
+                    ..Default::default()
+                },
                 alternates: Vec::new(),
                 to,
                 destination,

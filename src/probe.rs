@@ -15,7 +15,7 @@
 //! | `dtmf-info` | every SIP INFO (`application/dtmf-relay`) answered 2xx | `--require` |
 //! | `dtmf-inband` | an offer without telephone-event answered, tones sent in the audio | `--require` |
 //! | `codec-<name>` | an INVITE offering only that codec is answered | codecs are configured |
-//! | `srtp` | SRTP (SDES) | SRTP is required |
+//! | `srtp` | an RTP/SAVP offer (SDES `a=crypto`) answered with SRTP | `--srtp require` |
 //! | `unregister` | REGISTER with Expires: 0 gets 2xx | never |
 //!
 //! A step that cannot run (no number, not configured, not in this build) is a skip, never a
@@ -313,7 +313,7 @@ impl Probe {
                 self.skip(&name, !self.config.codecs.is_empty(), why);
             }
         }
-        self.srtp();
+        self.srtp().await;
         if registered {
             self.register(0, "unregister").await;
         }
@@ -331,16 +331,43 @@ impl Probe {
         }
     }
 
-    fn srtp(&mut self) {
+    async fn srtp(&mut self) {
         use crate::trunk::SrtpMode;
-        match self.config.srtp {
-            SrtpMode::Off => self.skip("srtp", false, "SRTP not configured"),
-            mode => self.skip(
-                "srtp",
-                mode == SrtpMode::Require,
-                "SRTP (SDES) is not supported by this callplane build",
-            ),
+        let mode = self.config.srtp;
+        let required = mode == SrtpMode::Require;
+        if mode == SrtpMode::Off {
+            self.skip("srtp", false, "SRTP not configured (--srtp offer|require)");
+            return;
         }
+        if self.config.number.is_none() {
+            self.skip("srtp", required, "no test number (--number)");
+            return;
+        }
+        let sip = SipOptions {
+            srtp: mode,
+            ..SipOptions::default()
+        };
+        let (started, call_id, result) = self.short_call(sip, Vec::new()).await;
+        let ladder = call_id
+            .map(|c| self.ladder(&c, started))
+            .unwrap_or_default();
+        let (status, detail) = match result {
+            Err(why) => (StepStatus::Fail, why),
+            Ok(call) => match call.saw("media.srtp") {
+                Some(ev) => (
+                    StepStatus::Pass,
+                    format!(
+                        "RTP/SAVP offer answered with a=crypto; suite {}",
+                        ev.details["suite"].as_str().unwrap_or("?")
+                    ),
+                ),
+                None => (
+                    StepStatus::Fail,
+                    "RTP/SAVP offered, answered with plain RTP/AVP".to_owned(),
+                ),
+            },
+        };
+        self.push("srtp", required, status, detail, started, ladder);
     }
 
     // ---- out-of-dialog requests ----------------------------------------------------------

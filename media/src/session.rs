@@ -62,6 +62,7 @@ use crate::rtp::{
     RtpPacket, Sdes, SdesChunk, SenderReport, SeqUpdate, Ssrc, is_rtcp, round_trip_time,
 };
 use crate::sdp::{AudioCodec, Negotiated};
+use crate::srtp::{Srtp, SrtpError, SrtpParams};
 use crate::tone::ToneGenerator;
 
 impl From<AudioCodec> for Codec {
@@ -126,6 +127,8 @@ pub struct SessionConfig {
     pub dtmf_duration_ms: u32,
     /// Pause between DTMF digits we send, ms.
     pub dtmf_gap_ms: u32,
+    /// SRTP (SDES): every packet out is protected, every packet in must authenticate.
+    pub srtp: Option<SrtpParams>,
 }
 
 impl SessionConfig {
@@ -155,6 +158,7 @@ impl SessionConfig {
             wallclock: None,
             dtmf_duration_ms: 100,
             dtmf_gap_ms: 60,
+            srtp: None,
         }
     }
 
@@ -168,6 +172,7 @@ impl SessionConfig {
             ptime_ms: neg.ptime,
             send: neg.direction.sends(),
             expect_inbound: neg.direction.receives() && !neg.remote_hold,
+            srtp: neg.srtp,
             ..SessionConfig::new(neg.codec.into(), neg.payload_type, ssrc)
         }
     }
@@ -331,6 +336,11 @@ pub struct SessionStats {
     pub stray_sequence: u64,
     /// Times the latched source started a new stream (a new SSRC after the first).
     pub ssrc_changes: u64,
+    /// SRTP/SRTCP packets whose authentication tag did not verify (or from one SSRC too
+    /// many), dropped.
+    pub srtp_auth_failed: u64,
+    /// SRTP/SRTCP packets replayed (an index already seen or older than the window), dropped.
+    pub srtp_replayed: u64,
 }
 
 /// Packets in sequence, under one SSRC, that a source the SDP did not name must send before
@@ -414,6 +424,9 @@ pub struct MediaSession {
     pcm_in: Vec<i16>,
     pcm_out: Vec<i16>,
     payload: Vec<u8>,
+    /// `None`: plain RTP; `Some(Err)`: SRTP was negotiated but its context could not be made,
+    /// so nothing is sent or accepted.
+    srtp: Option<Result<Srtp, SrtpError>>,
 }
 
 impl MediaSession {
@@ -475,6 +488,7 @@ impl MediaSession {
             pcm_in: Vec::with_capacity(spf),
             pcm_out: Vec::with_capacity(spf),
             payload: Vec::with_capacity(spf + 16),
+            srtp: cfg.srtp.map(Srtp::new),
             cfg,
         }
     }
@@ -522,6 +536,26 @@ impl MediaSession {
         self.latched_accepted = 0;
         self.candidate = None;
         self.rtcp_latched = false;
+    }
+
+    /// Changes the SRTP keys after a re-offer (`None`: plain RTP from now on). The same
+    /// keys again keep the contexts (and their rollover and replay state).
+    pub fn set_srtp(&mut self, params: Option<SrtpParams>) {
+        let current = self
+            .srtp
+            .as_ref()
+            .and_then(|s| s.as_ref().ok())
+            .map(|s| *s.params());
+        if current == params && self.srtp.as_ref().is_none_or(Result::is_ok) {
+            return;
+        }
+        self.cfg.srtp = params;
+        self.srtp = params.map(Srtp::new);
+    }
+
+    /// Whether packets are SRTP.
+    pub fn is_srtp(&self) -> bool {
+        self.srtp.is_some()
     }
 
     /// Changes the direction after a re-offer: whether we send, and whether the peer is
@@ -616,7 +650,55 @@ impl MediaSession {
         self.outputs.push_back(Output::Event(e));
     }
 
+    /// SRTP: the plain packet, or `None` (counted) when it does not authenticate.
+    fn unprotect(&mut self, bytes: Bytes) -> Option<Bytes> {
+        let Some(srtp) = &mut self.srtp else {
+            return Some(bytes);
+        };
+        let Ok(srtp) = srtp else {
+            self.stats.srtp_auth_failed += 1;
+            return None;
+        };
+        let plain = if is_rtcp(&bytes) {
+            srtp.unprotect_rtcp(&bytes)
+        } else {
+            srtp.unprotect_rtp(&bytes)
+        };
+        match plain {
+            Ok(p) => Some(Bytes::from(p)),
+            Err(SrtpError::Replay) => {
+                self.stats.srtp_replayed += 1;
+                None
+            }
+            Err(SrtpError::Malformed) => {
+                self.stats.stray_garbage += 1;
+                None
+            }
+            Err(_) => {
+                self.stats.srtp_auth_failed += 1;
+                None
+            }
+        }
+    }
+
+    /// SRTP: the protected packet; `None` when it cannot be protected (never sent plain).
+    fn protect(&mut self, bytes: Vec<u8>, rtcp: bool) -> Option<Vec<u8>> {
+        match &mut self.srtp {
+            None => Some(bytes),
+            Some(Ok(srtp)) => if rtcp {
+                srtp.protect_rtcp(&bytes)
+            } else {
+                srtp.protect_rtp(&bytes)
+            }
+            .ok(),
+            Some(Err(_)) => None,
+        }
+    }
+
     fn on_receive(&mut self, now: Instant, source: SocketAddr, bytes: Bytes) {
+        let Some(bytes) = self.unprotect(bytes) else {
+            return;
+        };
         if is_rtcp(&bytes) {
             self.on_rtcp(now, source, bytes);
             return;
@@ -991,6 +1073,9 @@ impl MediaSession {
         if header.write(payload, &mut bytes).is_err() {
             return;
         }
+        let Some(bytes) = self.protect(bytes, false) else {
+            return;
+        };
         self.out_seq = self.out_seq.wrapping_add(1);
         self.stats.packets_sent += 1;
         self.stats.octets_sent += payload.len() as u64;
@@ -1072,7 +1157,10 @@ impl MediaSession {
                 reason: None,
             }));
         }
-        if let Ok(bytes) = RtcpPacket::write_compound(&packets) {
+        if let Some(bytes) = RtcpPacket::write_compound(&packets)
+            .ok()
+            .and_then(|b| self.protect(b, true))
+        {
             self.outputs.push_back(Output::Transmit(Transmit {
                 destination: dest,
                 bytes,

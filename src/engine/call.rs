@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use media::rtp::Ssrc;
-use media::sdp::{Negotiated, Negotiator, Sdp, SdpConfig};
+use media::sdp::{Negotiated, Negotiator, Sdp, SdpConfig, SdpError, SrtpPolicy};
 use media::session::{
     Input as MediaInput, MediaEvent, MediaSession, Output as MediaOutput, SessionConfig,
 };
+use media::srtp::MasterKey;
 use serde_json::{Value, json};
 use sip::dialog::{
     DialogConfig, DialogEvent, EndReason, InviteParams, InviteSession, Output, next_hop,
@@ -31,8 +32,7 @@ use super::events::{CallEvent, CallId, Outcome};
 use super::sink::{CallSink, Committed, EventSink};
 use super::{
     CallRoute, Command, DtmfMode, InboundAnswer, InboundConfig, OriginateRequest, PromptScope,
-    Reoffer, SipOptions,
-    random_u64,
+    Reoffer, SipOptions, random_u64,
 };
 use crate::clock;
 use crate::files::{Prompt, PromptCache, RecordingWriter};
@@ -477,6 +477,36 @@ struct Call {
     bye_wait_until: Option<Instant>,
 }
 
+/// The SDP policy for a call's SRTP mode.
+fn srtp_policy(mode: crate::trunk::SrtpMode) -> SrtpPolicy {
+    match mode {
+        crate::trunk::SrtpMode::Off => SrtpPolicy::Off,
+        crate::trunk::SrtpMode::Offer => SrtpPolicy::Offer,
+        crate::trunk::SrtpMode::Require => SrtpPolicy::Require,
+    }
+}
+
+/// A fresh SDES master key and salt from the OS's CSPRNG (`None` if it fails: then the call
+/// neither offers nor accepts SRTP, and a call that requires it fails).
+fn srtp_key() -> Option<MasterKey> {
+    let mut key = [0u8; MasterKey::LEN];
+    match getrandom::fill(&mut key) {
+        Ok(()) => Some(MasterKey(key)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no randomness for an SRTP key");
+            None
+        }
+    }
+}
+
+/// Whether an answer error is about SRTP (the call ends for it rather than going on mute).
+fn is_srtp_error(e: &SdpError) -> bool {
+    matches!(
+        e,
+        SdpError::SrtpRequired | SdpError::BadCryptoAnswer(_) | SdpError::NoCryptoSuite
+    )
+}
+
 fn advertise_uri(user: Option<&str>, at: SocketAddr) -> Uri {
     let host = match at.ip() {
         IpAddr::V4(v4) => Host::Ipv4(v4),
@@ -677,11 +707,12 @@ impl Call {
                         return None;
                     }
                 };
-                let negotiator = Negotiator::new(SdpConfig::new(
-                    shared.pool.ip(),
-                    rtp.rtp_port(),
-                    random_u64() >> 1,
-                ));
+                // Our policy for offers we make (an offerless INVITE) is plain RTP; an RTP/SAVP
+                // offer is answered with SRTP (RFC 4568) with this key.
+                let negotiator = Negotiator::new(SdpConfig {
+                    srtp_key: srtp_key(),
+                    ..SdpConfig::new(shared.pool.ip(), rtp.rtp_port(), random_u64() >> 1)
+                });
                 let record = config
                     .recordings
                     .as_ref()
@@ -905,6 +936,9 @@ impl Call {
                 let status =
                     StatusCode::new(e.sip_status()).unwrap_or(StatusCode::new(488).expect("488"));
                 tracing::info!(error = %e, "unusable offer; rejecting");
+                if is_srtp_error(&e) {
+                    self.end_cause = Some(("srtp_negotiation_failed", Some(e.to_string())));
+                }
                 let _ = self.session.reject(now, status);
             }
         }
@@ -924,6 +958,10 @@ impl Call {
         cfg.initial_timestamp = random_u64() as u32;
         self.rtcp_mux = cfg.rtcp_mux;
         self.telephone_event = negotiated.telephone_event.is_some();
+        if let Some(srtp) = &negotiated.srtp {
+            self.timeline
+                .emit("media.srtp", json!({"suite": srtp.suite.name()}));
+        }
         self.media = Some(MediaSession::new(cfg, now));
         if let Some(path) = self.play.clone() {
             self.play_prompt(&path.display().to_string());
@@ -1616,10 +1654,15 @@ impl Call {
                         sdp.as_ref().ok().and_then(|s| self.refused_media(s, true))
                     {
                         self.end_for(now, "media_address_refused", Some(refused.to_string()));
-                    } else if self.media.is_none()
-                        && let Ok(neg) = sdp.and_then(|s| self.negotiator.receive_answer(&s))
-                    {
-                        self.start_media(now, &neg);
+                    } else if self.media.is_none() {
+                        match sdp.and_then(|s| self.negotiator.receive_answer(&s)) {
+                            Ok(neg) => self.start_media(now, &neg),
+                            Err(e) if is_srtp_error(&e) => {
+                                tracing::info!(error = %e, "SRTP negotiation failed");
+                                self.end_for(now, "srtp_negotiation_failed", Some(e.to_string()));
+                            }
+                            Err(_) => {}
+                        }
                     }
                 }
             }
@@ -1645,6 +1688,10 @@ impl Call {
                 } else if self.media.is_none() && !body.is_empty() {
                     match Sdp::parse(&body).and_then(|s| self.negotiator.receive_answer(&s)) {
                         Ok(neg) => self.start_media(now, &neg),
+                        Err(e) if is_srtp_error(&e) => {
+                            tracing::info!(error = %e, "SRTP negotiation failed");
+                            self.end_for(now, "srtp_negotiation_failed", Some(e.to_string()));
+                        }
                         Err(e) => tracing::warn!(error = %e, "unusable SDP answer"),
                     }
                 }
@@ -1685,6 +1732,7 @@ impl Call {
                     Ok((answer, neg)) => {
                         if let Some(media) = self.media.as_mut() {
                             media.set_remote(neg.remote_rtp, neg.remote_rtcp);
+                            media.set_srtp(neg.srtp);
                             // Hold (sendonly, inactive, c=0.0.0.0) is no silence to end the
                             // call for; and c=0.0.0.0 means: send nothing.
                             media.set_direction(
@@ -1978,6 +2026,10 @@ impl Call {
                 "stray_garbage": sent.stray_garbage,
                 "stray_sequence": sent.stray_sequence,
                 "ssrc_changes": sent.ssrc_changes,
+                "srtp": media.is_srtp(),
+                // SRTP packets dropped: authentication failed (wrong key, forged), replayed.
+                "srtp_auth_failed": sent.srtp_auth_failed,
+                "srtp_replayed": sent.srtp_replayed,
             });
         }
         if let Some((_, Some(detail))) = &self.end_cause {
@@ -2197,11 +2249,15 @@ fn identity(shared: &Shared, transport: Transport, ip: Option<IpAddr>) -> (Dialo
 /// The SDP negotiator of an outbound call on `rtp`, its c= line naming `ip` when given (a
 /// trunk's `advertise`), else the RTP pool's address.
 fn outbound_negotiator(shared: &Shared, rtp: &RtpSocketPair, sip: &SipOptions) -> Negotiator {
-    let mut config = SdpConfig::new(
-        sip.advertise.unwrap_or_else(|| shared.pool.ip()),
-        rtp.rtp_port(),
-        random_u64() >> 1,
-    );
+    let mut config = SdpConfig {
+        srtp: srtp_policy(sip.srtp),
+        srtp_key: srtp_key(),
+        ..SdpConfig::new(
+            sip.advertise.unwrap_or_else(|| shared.pool.ip()),
+            rtp.rtp_port(),
+            random_u64() >> 1,
+        )
+    };
     if !sip.codecs.is_empty() {
         config.codecs = sip.codecs.clone();
     }

@@ -264,6 +264,10 @@ pub struct SipOptions {
     pub dtmf: DtmfMode,
     /// What the INVITE says of reliable provisional responses (RFC 3262).
     pub rel100: sip::dialog::Rel100,
+    /// SRTP (SDES) for the call: `Off` offers RTP/AVP, `Offer` RTP/SAVP accepting a plain
+    /// answer, `Require` RTP/SAVP ending the call on a plain answer. (Inbound RTP/SAVP offers
+    /// are answered with SRTP whatever this is.)
+    pub srtp: crate::trunk::SrtpMode,
 }
 
 /// How an outbound call sends its DTMF digits ([`SipOptions::dtmf`]).

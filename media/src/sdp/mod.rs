@@ -22,8 +22,12 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use crate::rtp::PayloadType;
 
 pub mod address;
+pub mod crypto;
 
 pub use address::{AddressClass, classify};
+pub use crypto::{CryptoAttr, CryptoError};
+
+use crate::srtp::{MasterKey, SrtpParams, SrtpSuite};
 
 /// An audio codec this crate can negotiate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -190,6 +194,16 @@ pub enum SdpError {
     /// An answer arrived but we have no outstanding offer.
     #[error("answer without an outstanding offer")]
     NoOfferPending,
+    /// The offer is RTP/SAVP (or we require SRTP) and no `a=crypto` line is one we support.
+    #[error("no acceptable SRTP crypto suite")]
+    NoCryptoSuite,
+    /// We require SRTP and the answer is plain RTP/AVP.
+    #[error("SRTP required, the answer is plain RTP")]
+    SrtpRequired,
+    /// The answer's SRTP does not fit our offer (no crypto line with an offered tag and
+    /// suite, or RTP/SAVP to a plain offer).
+    #[error("unusable SRTP answer: {0}")]
+    BadCryptoAnswer(&'static str),
 }
 
 impl SdpError {
@@ -270,11 +284,22 @@ pub struct MediaLine {
 }
 
 impl MediaLine {
-    /// An RTP audio line that can carry our codecs.
+    /// An RTP audio line that can carry our codecs (plain RTP/AVP(F) or SDES RTP/SAVP).
     pub fn is_rtp_audio(&self) -> bool {
         self.media.eq_ignore_ascii_case("audio")
             && (self.proto.eq_ignore_ascii_case("RTP/AVP")
-                || self.proto.eq_ignore_ascii_case("RTP/AVPF"))
+                || self.proto.eq_ignore_ascii_case("RTP/AVPF")
+                || self.is_savp())
+    }
+
+    /// Whether the line is SRTP with SDES keys (`RTP/SAVP`, RFC 3711 / RFC 4568).
+    pub fn is_savp(&self) -> bool {
+        self.proto.eq_ignore_ascii_case("RTP/SAVP")
+    }
+
+    /// The first `a=crypto` line we can use, in the offerer's order (its preference).
+    pub fn usable_crypto(&self) -> Option<CryptoAttr> {
+        self.crypto.iter().find_map(|c| CryptoAttr::parse(c).ok())
     }
 
     /// The payload types in m-line order with what each stands for.
@@ -639,6 +664,25 @@ pub struct SdpConfig {
     pub rtcp_mux: bool,
     /// Write `a=rtcp:<port>` (RFC 3605) for NATs and peers that want it explicit.
     pub rtcp_attribute: bool,
+    /// Whether our offers are SRTP (RTP/SAVP with `a=crypto`), and whether a plain answer
+    /// is accepted.
+    pub srtp: SrtpPolicy,
+    /// Our SDES master key (random, from the caller). Without one we neither offer nor
+    /// accept SRTP.
+    pub srtp_key: Option<MasterKey>,
+}
+
+/// Our SRTP policy for the offers we make. RTP/SAVP offers we receive are answered whatever
+/// it is (when we have a key); `Require` also refuses a plain re-offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SrtpPolicy {
+    /// Offer plain RTP/AVP.
+    #[default]
+    Off,
+    /// Offer RTP/SAVP with a crypto line per supported suite; accept a plain answer.
+    Offer,
+    /// Offer RTP/SAVP; a plain answer (or re-offer) is [`SdpError::SrtpRequired`].
+    Require,
 }
 
 impl SdpConfig {
@@ -655,6 +699,8 @@ impl SdpConfig {
             ptime: 20,
             rtcp_mux: true,
             rtcp_attribute: true,
+            srtp: SrtpPolicy::Off,
+            srtp_key: None,
         }
     }
 }
@@ -682,6 +728,8 @@ pub struct Negotiated {
     pub direction: Direction,
     /// The peer has put us on hold (sendonly/inactive, or the legacy `c=0.0.0.0`).
     pub remote_hold: bool,
+    /// SRTP (SDES): the suite and both keys; `None` for plain RTP.
+    pub srtp: Option<SrtpParams>,
 }
 
 /// The offer/answer state of one session (RFC 3264): builds offers and answers and processes
@@ -696,6 +744,9 @@ pub struct Negotiator {
     telephone_event: Option<u8>,
     pending_offer: Option<Sdp>,
     negotiated: Option<Negotiated>,
+    /// Whether our offers are RTP/SAVP: per the policy, until a peer answers an `Offer` with
+    /// plain RTP (re-offers then stay plain, as the session is).
+    offer_savp: bool,
 }
 
 const HOLD_V4: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -709,6 +760,7 @@ impl Negotiator {
             .map(|c| (*c, c.static_payload_type().get()))
             .collect();
         Negotiator {
+            offer_savp: config.srtp != SrtpPolicy::Off && config.srtp_key.is_some(),
             telephone_event: config.telephone_event,
             config,
             version: 0,
@@ -801,6 +853,23 @@ impl Negotiator {
         let te = self.telephone_event.map(|pt| (pt, "0-16".to_string()));
         let mut line = self.our_audio_line(&self.codec_pts.clone(), te);
         line.rtcp_mux = self.config.rtcp_mux;
+        if let (true, Some(key)) = (self.offer_savp, self.config.srtp_key) {
+            line.proto = "RTP/SAVP".to_string();
+            // One line per suite, ours first; the same key (the answer picks one line only).
+            line.crypto = SrtpSuite::ALL
+                .iter()
+                .zip(1..)
+                .map(|(suite, tag)| {
+                    CryptoAttr {
+                        tag,
+                        suite: *suite,
+                        key,
+                        lifetime: None,
+                    }
+                    .to_string()
+                })
+                .collect();
+        }
         let offer = Sdp {
             origin: self.origin(),
             connection: Some(self.config.address),
@@ -815,15 +884,38 @@ impl Negotiator {
     /// Answers an offer. On error the application rejects the offer with
     /// [`SdpError::sip_status`] (488 for no audio / no common codec).
     pub fn receive_offer(&mut self, offer: &Sdp) -> Result<(Sdp, Negotiated), SdpError> {
-        // (m-line index, common codecs with the offerer's payload types, telephone-event).
-        type Choice = (usize, Vec<(AudioCodec, u8)>, Option<(u8, String)>);
+        // (m-line index, common codecs with the offerer's payload types, telephone-event,
+        // the crypto line chosen).
+        type Choice = (
+            usize,
+            Vec<(AudioCodec, u8)>,
+            Option<(u8, String)>,
+            Option<CryptoAttr>,
+        );
         let mut chosen: Option<Choice> = None;
         let mut saw_audio = false;
+        let mut crypto_refused = false;
         for (i, m) in offer.media.iter().enumerate() {
             if !m.is_rtp_audio() || m.port == 0 {
                 continue;
             }
             saw_audio = true;
+            // RFC 4568 §7.1.2: answer with one crypto line of the offer (same tag and suite)
+            // and our own key; none acceptable makes the stream unacceptable.
+            let crypto = if m.is_savp() {
+                match (m.usable_crypto(), self.config.srtp_key) {
+                    (Some(c), Some(_)) => Some(c),
+                    _ => {
+                        crypto_refused = true;
+                        continue;
+                    }
+                }
+            } else if self.config.srtp == SrtpPolicy::Require {
+                crypto_refused = true;
+                continue;
+            } else {
+                None
+            };
             let formats = m.payload_formats();
             // RFC 3264 §6.1: the answer lists the formats in the offerer's order (the offerer's
             // preference), restricted to those we support.
@@ -845,11 +937,13 @@ impl Negotiator {
             } else {
                 None
             };
-            chosen = Some((i, common, te));
+            chosen = Some((i, common, te, crypto));
             break;
         }
-        let Some((index, common, te)) = chosen else {
-            return Err(if saw_audio {
+        let Some((index, common, te, crypto)) = chosen else {
+            return Err(if crypto_refused {
+                SdpError::NoCryptoSuite
+            } else if saw_audio {
                 SdpError::NoCommonCodec
             } else {
                 SdpError::NoAudio
@@ -887,6 +981,10 @@ impl Negotiator {
                 let mut line = self.our_audio_line(&common, te.clone());
                 line.direction = Some(our_dir);
                 line.rtcp_mux = rtcp_mux;
+                if let (Some(c), Some(key)) = (crypto, self.config.srtp_key) {
+                    line.proto = "RTP/SAVP".to_string();
+                    line.crypto = vec![CryptoAttr { key, ..c }.to_string()];
+                }
                 if let Some(p) = offered.ptime.filter(|p| (10..=150).contains(p)) {
                     line.ptime = Some(p);
                 }
@@ -904,8 +1002,23 @@ impl Negotiator {
             bandwidths: Vec::new(),
             media,
         };
-        let negotiated =
-            self.negotiated_from(offer, index, &common, te.map(|t| t.0), our_dir, rtcp_mux)?;
+        let srtp = match (crypto, self.config.srtp_key) {
+            (Some(c), Some(local)) => Some(SrtpParams {
+                suite: c.suite,
+                local,
+                remote: c.key,
+            }),
+            _ => None,
+        };
+        let negotiated = self.negotiated_from(
+            offer,
+            index,
+            &common,
+            te.map(|t| t.0),
+            our_dir,
+            rtcp_mux,
+            srtp,
+        )?;
         self.negotiated = Some(negotiated.clone());
         Ok((answer, negotiated))
     }
@@ -956,11 +1069,62 @@ impl Negotiator {
         }
         let our_dir = remote_dir.reverse().intersect(self.direction);
         let rtcp_mux = m.rtcp_mux && offer.media[0].rtcp_mux;
-        let negotiated = self.negotiated_from(answer, index, &common, te, our_dir, rtcp_mux)?;
+        let srtp = self.answer_srtp(&offer.media[0], m)?;
+        let negotiated =
+            self.negotiated_from(answer, index, &common, te, our_dir, rtcp_mux, srtp)?;
         self.negotiated = Some(negotiated.clone());
         Ok(negotiated)
     }
 
+    /// The SRTP an answer `answered` to our offered line `offered` settles (RFC 4568 §7.1.3:
+    /// one crypto line echoing a tag and suite we offered).
+    fn answer_srtp(
+        &mut self,
+        offered: &MediaLine,
+        answered: &MediaLine,
+    ) -> Result<Option<SrtpParams>, SdpError> {
+        match (offered.is_savp(), answered.is_savp()) {
+            (false, false) => Ok(None),
+            (false, true) => Err(SdpError::BadCryptoAnswer(
+                "RTP/SAVP answer to a plain offer",
+            )),
+            (true, false) => {
+                if self.config.srtp == SrtpPolicy::Require {
+                    return Err(SdpError::SrtpRequired);
+                }
+                // The peer chose plain RTP: so be it for this session's re-offers too.
+                self.offer_savp = false;
+                Ok(None)
+            }
+            (true, true) => {
+                let ours: Vec<CryptoAttr> = offered
+                    .crypto
+                    .iter()
+                    .filter_map(|c| CryptoAttr::parse(c).ok())
+                    .collect();
+                let theirs = answered
+                    .crypto
+                    .iter()
+                    .filter_map(|c| CryptoAttr::parse(c).ok())
+                    .find(|a| ours.iter().any(|o| o.tag == a.tag && o.suite == a.suite))
+                    .ok_or(SdpError::BadCryptoAnswer(
+                        "no crypto line with a tag and suite we offered",
+                    ))?;
+                let local = ours
+                    .iter()
+                    .find(|o| o.tag == theirs.tag)
+                    .map(|o| o.key)
+                    .ok_or(SdpError::BadCryptoAnswer("no key"))?;
+                Ok(Some(SrtpParams {
+                    suite: theirs.suite,
+                    local,
+                    remote: theirs.key,
+                }))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn negotiated_from(
         &self,
         remote: &Sdp,
@@ -969,6 +1133,7 @@ impl Negotiator {
         te: Option<u8>,
         our_dir: Direction,
         rtcp_mux: bool,
+        srtp: Option<SrtpParams>,
     ) -> Result<Negotiated, SdpError> {
         let m = &remote.media[index];
         let ip = remote.connection_for(index).ok_or(SdpError::NoConnection)?;
@@ -1002,6 +1167,7 @@ impl Negotiator {
                 .unwrap_or(self.config.ptime),
             direction: our_dir,
             remote_hold: hold || !remote_dir.receives(),
+            srtp,
         })
     }
 }
