@@ -146,7 +146,7 @@ pub struct TraceLine {
 
 /// A bounded copy of the SIP messages a driver sends and receives (every datagram and stream
 /// message, retransmissions included), for `callplane probe`. Clone-able: the driver appends,
-/// the reader [`SipTrace::take`]s. Past `capacity` lines new ones are counted, not kept.
+/// the reader copies lines out with [`SipTrace::lines_for`]. Past `capacity` lines new ones are counted, not kept.
 #[derive(Debug, Clone)]
 pub struct SipTrace {
     inner: std::sync::Arc<std::sync::Mutex<TraceBuf>>,
