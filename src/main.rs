@@ -223,11 +223,63 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// GET a URL and exit 0 on a 2xx answer, 1 otherwise (the Docker health check: the image
-    /// has no curl).
+    /// Probe a SIP trunk (a sip: URI): OPTIONS, REGISTER, INVITE, 100rel, session timer,
+    /// hold, DTMF, codecs, SRTP, each with its SIP ladder, and a pass/fail table. With an
+    /// http(s):// URL instead: GET it and exit 0 on a 2xx answer, 1 otherwise (the Docker
+    /// health check: the image has no curl).
+    #[command(
+        after_help = "Exit codes: 0 every required step passed (or the URL answered 2xx), 1 otherwise. \
+Required: options; register with --register; invite with --number; each --codec; srtp with \
+--srtp require; any step named by --require (or --require all)."
+    )]
     Probe {
-        /// For example http://127.0.0.1:8080/readyz.
-        url: String,
+        /// The trunk as a sip: URI whose host is an IP address (`sip:192.0.2.7:5060`, add
+        /// `;transport=tcp` for TCP), or an http(s):// URL for the health check
+        /// (http://127.0.0.1:8080/readyz).
+        target: String,
+        /// The test number the INVITE steps call (without it they are skipped).
+        #[arg(long)]
+        number: Option<String>,
+        /// Digest user name (REGISTER, and the From user).
+        #[arg(long)]
+        username: Option<String>,
+        /// Digest password (or the CALLPLANE_PROBE_PASSWORD environment variable).
+        #[arg(long, env = "CALLPLANE_PROBE_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// Register (and unregister at the end); the register step is then required.
+        #[arg(long)]
+        register: bool,
+        /// The registration's Expires, seconds.
+        #[arg(long, default_value_t = 300)]
+        register_expires_s: u32,
+        /// A codec the trunk is configured with (PCMU, PCMA, G722; repeatable): each gets an
+        /// INVITE offering only it, and must be answered.
+        #[arg(long = "codec", value_name = "CODEC")]
+        codecs: Vec<String>,
+        /// The trunk's SRTP setting: off (the srtp step is skipped), offer (tried, not
+        /// required) or require.
+        #[arg(long, default_value = "off")]
+        srtp: String,
+        /// The digits the DTMF steps send.
+        #[arg(long, default_value = "1#")]
+        dtmf: String,
+        /// Make a step required although the configuration does not imply it (hold, unhold,
+        /// session-timer, 100rel-required, 100rel-off, dtmf-rfc4733, dtmf-info, dtmf-inband;
+        /// `all` for every step). Repeatable.
+        #[arg(long = "require", value_name = "STEP")]
+        require: Vec<String>,
+        /// Seconds an INVITE may ring before CANCEL.
+        #[arg(long, default_value_t = 15.0)]
+        ring_timeout: f64,
+        /// Seconds a re-INVITE, refresh or hangup may take.
+        #[arg(long, default_value_t = 8.0)]
+        step_timeout: f64,
+        /// Local SIP address (default: the route's IP toward the trunk, any port).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        /// Print the report as one JSON document instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Administer the store: tenants and keys (prints a new key once).
     Admin {
@@ -422,7 +474,94 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             (config.sip_tls, config.tls) = tls.context(transport == Transport::Tls)?;
             call(config, request).await
         }
-        Cmd::Probe { url } => Ok(app::probe(&url).await),
+        Cmd::Probe {
+            target,
+            number,
+            username,
+            password,
+            register,
+            register_expires_s,
+            codecs,
+            srtp,
+            dtmf,
+            require,
+            ring_timeout,
+            step_timeout,
+            bind,
+            json,
+        } => {
+            let lower = target.to_ascii_lowercase();
+            if lower.starts_with("http://") || lower.starts_with("https://") {
+                return Ok(app::probe(&target).await);
+            }
+            if !(lower.starts_with("sip:") || lower.starts_with("sips:")) {
+                bail!(
+                    "{target:?}: probing a trunk by id needs the trunk store, which this build \
+                     lacks; give the trunk as a sip: URI (with --username/--password)"
+                );
+            }
+            let uri =
+                Uri::parse(target.as_bytes()).with_context(|| format!("bad URI {target:?}"))?;
+            let (destination, transport) = callplane::engine::target::resolve(&uri)?;
+            let bind = match bind {
+                Some(b) => b,
+                None => SocketAddr::new(route_ip(destination)?, 0),
+            };
+            let credentials = match (username, password) {
+                (Some(u), Some(p)) => Some(sip::auth::Credentials::new(u, p)),
+                (Some(u), None) => Some(sip::auth::Credentials::new(u, "")),
+                (None, Some(_)) => bail!("--password needs --username"),
+                (None, None) => None,
+            };
+            let codecs = codecs
+                .iter()
+                .map(|c| match c.to_ascii_uppercase().as_str() {
+                    "PCMU" => Ok(media::sdp::AudioCodec::Pcmu),
+                    "PCMA" => Ok(media::sdp::AudioCodec::Pcma),
+                    "G722" => Ok(media::sdp::AudioCodec::G722),
+                    _ => Err(anyhow::anyhow!("--codec {c:?}: one of PCMU, PCMA, G722")),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let srtp = match srtp.as_str() {
+                "off" => callplane::trunk::SrtpMode::Off,
+                "offer" => callplane::trunk::SrtpMode::Offer,
+                "require" => callplane::trunk::SrtpMode::Require,
+                other => bail!("--srtp {other:?}: one of off, offer, require"),
+            };
+            let dtmf = dtmf
+                .chars()
+                .map(|c| {
+                    media::dtmf::Digit::from_char(c)
+                        .map_err(|e| anyhow::anyhow!("--dtmf: {c:?}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if dtmf.is_empty() || dtmf.len() > 16 {
+                bail!("--dtmf: 1 to 16 digits");
+            }
+            let config = callplane::probe::ProbeConfig {
+                target: uri,
+                destination,
+                transport,
+                bind,
+                credentials,
+                register,
+                register_expires_s,
+                number,
+                codecs,
+                srtp,
+                dtmf,
+                require,
+                ring_timeout: seconds("--ring-timeout", ring_timeout)?,
+                step_timeout: seconds("--step-timeout", step_timeout)?,
+            };
+            let report = callplane::probe::run(config).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", callplane::probe::render_text(&report));
+            }
+            Ok(if report.passed { 0 } else { 1 })
+        }
         Cmd::Demo {
             contacts,
             max_concurrent,

@@ -31,8 +31,8 @@ use tracing::Instrument;
 use super::events::{CallEvent, CallId, Outcome};
 use super::sink::{CallSink, Committed, EventSink};
 use super::{
-    CallRoute, Command, InboundAnswer, InboundConfig, OriginateRequest, PromptScope, SipOptions,
-    random_u64,
+    CallRoute, Command, DtmfMode, InboundAnswer, InboundConfig, OriginateRequest, PromptScope,
+    Reoffer, SipOptions, random_u64,
 };
 use crate::clock;
 use crate::files::{Prompt, PromptCache, RecordingWriter};
@@ -184,6 +184,8 @@ pub(crate) enum CallInput {
     Hangup,
     /// The engine drains: end within `grace`.
     Drain { grace: Duration },
+    /// Hold, resume or refresh the answered session ([`super::EngineHandle::reoffer`]).
+    Reoffer(Reoffer),
 }
 
 /// How the call starts.
@@ -454,6 +456,11 @@ struct Call {
     dtmf_at: Option<Instant>,
     /// Whether the negotiated media has telephone-event (how our digits travel).
     telephone_event: bool,
+    /// How our digits travel ([`DtmfMode::Info`]: SIP INFO instead of media).
+    dtmf_mode: DtmfMode,
+    /// INFO digits not sent yet: one INFO is outstanding at a time, the next goes on its
+    /// final response.
+    info_digits: VecDeque<media::dtmf::Digit>,
     /// Whether we sent a CANCEL for our INVITE.
     cancel_sent: bool,
     /// A 2xx arrived after our CANCEL (the §9.1 race): we ACK it and BYE at once.
@@ -570,12 +577,13 @@ impl Call {
                 let first = next_target(&shared, &mut targets, now)
                     .expect("the primary target is always there");
                 emit_target(&timeline, 1, &first);
-                let (dialog_config, contact) = identity(
+                let (mut dialog_config, contact) = identity(
                     &shared,
                     first.transport,
                     first.sip.advertise,
                     first.to.as_sip().is_some_and(|u| u.secure),
                 );
+                dialog_config.rel100 = first.sip.rel100;
                 let rtp = match shared.pool.allocate().await {
                     Ok(r) => r,
                     Err(e) => {
@@ -634,6 +642,7 @@ impl Call {
                 }
                 call.send_dtmf = req.send_dtmf.clone();
                 call.dtmf_after = req.dtmf_after;
+                call.dtmf_mode = req.sip.dtmf;
                 if let Some(script) = &req.script {
                     call.script = Some(script.clone());
                     call.preset_variables = req.variables.clone();
@@ -888,6 +897,8 @@ impl Call {
             dtmf_after: Duration::ZERO,
             dtmf_at: None,
             telephone_event: false,
+            dtmf_mode: DtmfMode::Auto,
+            info_digits: VecDeque::new(),
             cancel_sent: false,
             answered_after_cancel: false,
             end_cause: None,
@@ -1334,6 +1345,10 @@ impl Call {
     /// Hand the digits to send to the media session (which paces them).
     fn send_digits(&mut self) {
         let digits = std::mem::take(&mut self.send_dtmf);
+        if self.dtmf_mode == DtmfMode::Info {
+            self.send_info_digits(&digits);
+            return;
+        }
         let Some(media) = self.media.as_mut() else {
             tracing::warn!("no media session: DTMF not sent");
             return;
@@ -1348,6 +1363,61 @@ impl Call {
                 }),
             ),
             Err(e) => tracing::warn!(error = %e, "DTMF not sent"),
+        }
+    }
+
+    /// One INFO per digit (`application/dtmf-relay`, the de facto format of RFC 6086 DTMF),
+    /// each after the previous one's final response.
+    fn send_info_digits(&mut self, digits: &[media::dtmf::Digit]) {
+        let text: String = digits.iter().map(|d| d.as_char()).collect();
+        self.info_digits = digits.iter().copied().collect();
+        self.next_info_digit();
+        self.timeline
+            .emit("dtmf.sent", json!({"digits": text, "method": "info"}));
+    }
+
+    fn next_info_digit(&mut self) {
+        let Some(d) = self.info_digits.pop_front() else {
+            return;
+        };
+        let body = format!("Signal={}\r\nDuration=160\r\n", d.as_char());
+        if let Err(e) = self
+            .session
+            .info("application/dtmf-relay", Bytes::from(body))
+        {
+            tracing::warn!(error = %e, "DTMF INFO not sent");
+            self.info_digits.clear();
+        }
+    }
+
+    /// Hold, resume or refresh (the outcome comes back as dialog events).
+    fn reoffer(&mut self, now: Instant, what: Reoffer) {
+        let result = match what {
+            Reoffer::Hold | Reoffer::Resume => {
+                let direction = if what == Reoffer::Hold {
+                    media::sdp::Direction::SendOnly
+                } else {
+                    media::sdp::Direction::SendRecv
+                };
+                self.negotiator.set_direction(direction);
+                let offer = Bytes::from(self.negotiator.create_offer().to_bytes());
+                self.session.reinvite(now, offer)
+            }
+            Reoffer::RefreshSession => self.session.refresh_now(now),
+        };
+        let what = match what {
+            Reoffer::Hold => "hold",
+            Reoffer::Resume => "resume",
+            Reoffer::RefreshSession => "refresh",
+        };
+        match result {
+            Ok(()) => self
+                .timeline
+                .emit("sip.reoffer_sent", json!({"purpose": what})),
+            Err(e) => self.timeline.emit(
+                "sip.reoffer_failed",
+                json!({"purpose": what, "reason": e.to_string()}),
+            ),
         }
     }
 
@@ -1405,6 +1475,7 @@ impl Call {
                 }
                 self.handle_sip(at, event)
             }
+            CallInput::Reoffer(what) => self.reoffer(clock::now(), what),
         }
     }
 
@@ -1428,7 +1499,11 @@ impl Call {
                 } else if key.method() == &Method::Bye && response.status.is_final() {
                     self.bye_outstanding = false;
                 }
+                let info_done = key.method() == &Method::Info && response.status.is_final();
                 self.session.handle_response(now, response);
+                if info_done {
+                    self.next_info_digit();
+                }
             }
             EndpointEvent::InDialogRequest { key, request, .. } => {
                 self.session.handle_request(now, request, key);
@@ -1619,13 +1694,22 @@ impl Call {
     fn dialog_event(&mut self, event: DialogEvent) {
         let now = clock::now();
         match event {
-            DialogEvent::Early { status, body, .. } => {
+            DialogEvent::Early {
+                status,
+                body,
+                reliable,
+                ..
+            } => {
                 if body.is_empty() {
-                    self.timeline
-                        .emit("sip.ringing", json!({"sip_status": status}));
+                    self.timeline.emit(
+                        "sip.ringing",
+                        json!({"sip_status": status, "reliable": reliable}),
+                    );
                 } else {
-                    self.timeline
-                        .emit("sip.early_media", json!({"sip_status": status}));
+                    self.timeline.emit(
+                        "sip.early_media",
+                        json!({"sip_status": status, "reliable": reliable}),
+                    );
                     let sdp = Sdp::parse(&body);
                     if let Some(refused) =
                         sdp.as_ref().ok().and_then(|s| self.refused_media(s, true))
@@ -1646,8 +1730,10 @@ impl Call {
             DialogEvent::Confirmed { body, .. } => {
                 self.answered_at = Some(now);
                 self.ring_deadline = None;
-                self.timeline
-                    .emit("sip.answered", json!({"sip_status": 200}));
+                self.timeline.emit(
+                    "sip.answered",
+                    json!({"sip_status": 200, "session_expires": self.session.session_interval()}),
+                );
                 if let Some(max) = self.max_duration {
                     self.max_at = now.checked_add(max);
                 }
@@ -1770,6 +1856,34 @@ impl Call {
                 }
                 self.end = Some((reason, now));
             }
+            DialogEvent::ReInviteAccepted { answer } => {
+                match Sdp::parse(&answer).and_then(|s| self.negotiator.receive_answer(&s)) {
+                    Ok(neg) => {
+                        if let Some(media) = self.media.as_mut() {
+                            media.set_remote(neg.remote_rtp, neg.remote_rtcp);
+                            media.set_direction(
+                                neg.direction.sends() && neg.remote_rtp.is_some(),
+                                neg.direction.receives() && !neg.remote_hold,
+                                now,
+                            );
+                        }
+                        self.timeline.emit(
+                            "sip.reinvite_accepted",
+                            json!({"sip_status": 200, "direction": neg.direction.as_str()}),
+                        );
+                    }
+                    Err(e) => self.timeline.emit(
+                        "sip.reinvite_accepted",
+                        json!({"sip_status": 200, "answer_error": e.to_string()}),
+                    ),
+                }
+            }
+            DialogEvent::ReInviteRejected { status } => self
+                .timeline
+                .emit("sip.reinvite_rejected", json!({"sip_status": status})),
+            DialogEvent::Refreshed { interval } => self
+                .timeline
+                .emit("sip.session_refreshed", json!({"interval": interval})),
             other => tracing::debug!(?other, "dialog event"),
         }
     }
@@ -2078,12 +2192,13 @@ impl Call {
         };
         let mut negotiator = outbound_negotiator(&self.shared, &self.rtp, &next.sip);
         let offer = negotiator.create_offer();
-        let (config, contact) = identity(
+        let (mut config, contact) = identity(
             &self.shared,
             next.transport,
             next.sip.advertise,
             next.to.as_sip().is_some_and(|u| u.secure),
         );
+        config.rel100 = next.sip.rel100;
         let params = InviteParams {
             request_uri: next.to.clone(),
             from,
@@ -2240,7 +2355,7 @@ fn tls_name(to: &Uri, sip: &super::SipOptions) -> Option<String> {
 /// The SDP negotiator of an outbound call on `rtp`, its c= line naming `ip` when given (a
 /// trunk's `advertise`), else the RTP pool's address.
 fn outbound_negotiator(shared: &Shared, rtp: &RtpSocketPair, sip: &SipOptions) -> Negotiator {
-    Negotiator::new(SdpConfig {
+    let mut config = SdpConfig {
         srtp: srtp_policy(sip.srtp),
         srtp_key: srtp_key(),
         ..SdpConfig::new(
@@ -2248,7 +2363,14 @@ fn outbound_negotiator(shared: &Shared, rtp: &RtpSocketPair, sip: &SipOptions) -
             rtp.rtp_port(),
             random_u64() >> 1,
         )
-    })
+    };
+    if !sip.codecs.is_empty() {
+        config.codecs = sip.codecs.clone();
+    }
+    if sip.dtmf == DtmfMode::Inband {
+        config.telephone_event = None;
+    }
+    Negotiator::new(config)
 }
 
 /// The next target to try: the first one left, except that one still within the Retry-After

@@ -125,6 +125,9 @@ pub struct EngineConfig {
     /// Decides per new INVITE whether it is taken and what it does (trunks, DIDs, allowed
     /// addresses); `None`: every INVITE gets [`EngineConfig::inbound`].
     pub router: Option<Arc<dyn InboundRouter>>,
+    /// Copy the start line, Call-ID and CSeq of every SIP message sent and received
+    /// (`callplane probe`'s ladders); `None`: no copies.
+    pub sip_trace: Option<crate::net::sip::SipTrace>,
     /// The per-source SIP rate limit and the bound on half-open inbound INVITEs
     /// ([`protect`]).
     pub protection: protect::InboundProtection,
@@ -151,6 +154,7 @@ impl EngineConfig {
             event_sink: None,
             limits: limits::CallLimits::default(),
             router: None,
+            sip_trace: None,
             protection: protect::InboundProtection::default(),
         }
     }
@@ -268,10 +272,41 @@ pub struct SipOptions {
     /// host of the Request-URI when it is a name, else the destination's IP address. The CAs
     /// are the node's ([`EngineConfig::tls`]).
     pub tls_server_name: Option<String>,
+    /// Codecs to offer, in order (a trunk's codec list); empty: the engine's default
+    /// (PCMU, PCMA, G.722).
+    pub codecs: Vec<media::sdp::AudioCodec>,
+    /// How the call's DTMF digits travel.
+    pub dtmf: DtmfMode,
+    /// What the INVITE says of reliable provisional responses (RFC 3262).
+    pub rel100: sip::dialog::Rel100,
     /// SRTP (SDES) for the call: `Off` offers RTP/AVP, `Offer` RTP/SAVP accepting a plain
     /// answer, `Require` RTP/SAVP ending the call on a plain answer. (Inbound RTP/SAVP offers
     /// are answered with SRTP whatever this is.)
     pub srtp: crate::trunk::SrtpMode,
+}
+
+/// How an outbound call sends its DTMF digits ([`SipOptions::dtmf`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DtmfMode {
+    /// RFC 4733 events when the callee accepted telephone-event, in-band tones otherwise.
+    #[default]
+    Auto,
+    /// Offer no telephone-event: in-band tones in the audio.
+    Inband,
+    /// SIP INFO requests with `application/dtmf-relay` bodies (one per digit).
+    Info,
+}
+
+/// A change of an answered call's session by re-INVITE or refresh ([`EngineHandle::reoffer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reoffer {
+    /// Put the callee on hold: re-INVITE with `a=sendonly`.
+    Hold,
+    /// Take it off hold: re-INVITE with `a=sendrecv`.
+    Resume,
+    /// Refresh the session timer now (RFC 4028: UPDATE, or re-INVITE when the peer does not
+    /// take UPDATE), as the refresher does at half the interval.
+    RefreshSession,
 }
 
 /// One more way to reach the callee ([`OriginateRequest::alternates`]).
@@ -389,6 +424,7 @@ enum Command {
         reply: oneshot::Sender<Result<CallId, EngineError>>,
     },
     Hangup(CallId),
+    Reoffer(CallId, Reoffer),
     Drain {
         grace: Duration,
         reply: oneshot::Sender<()>,
@@ -509,6 +545,16 @@ impl EngineHandle {
     pub async fn hangup(&self, call: CallId) -> Result<(), EngineError> {
         self.commands
             .send(Command::Hangup(call))
+            .await
+            .map_err(|_| EngineError::Closed)
+    }
+
+    /// Re-INVITE (hold, resume) or refresh an answered call; the outcome is in its timeline
+    /// (`sip.reoffer_sent`, `sip.reinvite_accepted`/`sip.reinvite_rejected`,
+    /// `sip.session_refreshed`, or `sip.reoffer_failed` when it could not be sent).
+    pub async fn reoffer(&self, call: CallId, what: Reoffer) -> Result<(), EngineError> {
+        self.commands
+            .send(Command::Reoffer(call, what))
             .await
             .map_err(|_| EngineError::Closed)
     }
@@ -640,6 +686,7 @@ impl Engine {
             tls: config.sip_tls,
             tls_context: config.tls.clone(),
             seed: random_u64(),
+            trace: config.sip_trace.clone(),
             inbound: config.protection.sip.clone(),
             ..SipConfig::default()
         })
@@ -826,6 +873,11 @@ impl Dispatcher {
             Command::Hangup(id) => {
                 if let Some(route) = self.by_id.get(&id).and_then(|i| self.calls.get(i)) {
                     deliver_control(route, CallInput::Hangup);
+                }
+            }
+            Command::Reoffer(id, what) => {
+                if let Some(route) = self.by_id.get(&id).and_then(|i| self.calls.get(i)) {
+                    deliver_control(route, CallInput::Reoffer(what));
                 }
             }
             Command::Drain { grace, reply } => {

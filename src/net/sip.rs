@@ -112,6 +112,9 @@ pub struct SipConfig {
     pub connect_timeout: Duration,
     /// The largest SIP message accepted on a TCP connection.
     pub max_stream_message: usize,
+    /// Copy the first line, Call-ID and CSeq of every message sent and received here
+    /// (`callplane probe`'s ladders); `None`: no copies.
+    pub trace: Option<SipTrace>,
     /// The per-source rate limit on inbound messages ([`super::inbound`]).
     pub inbound: InboundLimits,
 }
@@ -131,9 +134,144 @@ impl Default for SipConfig {
             connection_queue: 256,
             connect_timeout: Duration::from_secs(5),
             max_stream_message: DEFAULT_MAX_MESSAGE_SIZE,
+            trace: None,
             inbound: InboundLimits::default(),
         }
     }
+}
+
+/// Which way a traced message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TraceDirection {
+    /// We sent it.
+    Out,
+    /// We received it.
+    In,
+}
+
+/// One traced SIP message: what a ladder diagram shows of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceLine {
+    /// When the driver sent or read it (monotonic).
+    pub at: std::time::Instant,
+    /// Sent or received.
+    pub direction: TraceDirection,
+    /// The other end.
+    pub peer: SocketAddr,
+    /// `INVITE` (a request's method) or `200 OK` (a response's status and reason).
+    pub first: String,
+    /// The Call-ID (empty when it has none).
+    pub call_id: String,
+    /// The CSeq value (`1 INVITE`; empty when it has none).
+    pub cseq: String,
+}
+
+/// A bounded copy of the SIP messages a driver sends and receives (every datagram and stream
+/// message, retransmissions included), for `callplane probe`. Clone-able: the driver appends,
+/// the reader copies lines out with [`SipTrace::lines_for`]. Past `capacity` lines new ones are counted, not kept.
+#[derive(Debug, Clone)]
+pub struct SipTrace {
+    inner: std::sync::Arc<std::sync::Mutex<TraceBuf>>,
+}
+
+#[derive(Debug, Default)]
+struct TraceBuf {
+    lines: Vec<TraceLine>,
+    capacity: usize,
+    dropped: u64,
+}
+
+impl SipTrace {
+    /// A trace keeping at most `capacity` lines.
+    pub fn new(capacity: usize) -> SipTrace {
+        SipTrace {
+            inner: std::sync::Arc::new(std::sync::Mutex::new(TraceBuf {
+                capacity,
+                ..TraceBuf::default()
+            })),
+        }
+    }
+
+    /// The lines so far with this Call-ID, in order (they stay in the trace).
+    pub fn lines_for(&self, call_id: &str) -> Vec<TraceLine> {
+        self.lock()
+            .lines
+            .iter()
+            .filter(|l| l.call_id == call_id)
+            .cloned()
+            .collect()
+    }
+
+    /// Lines not kept because the trace was full.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TraceBuf> {
+        // Held for one push or one copy; a poisoned lock still holds valid lines.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Record one message (its raw bytes; only the start line and two headers are read).
+    fn record(&self, direction: TraceDirection, peer: SocketAddr, bytes: &[u8]) {
+        let mut buf = self.lock();
+        if buf.lines.len() >= buf.capacity {
+            buf.dropped += 1;
+            return;
+        }
+        let Some(line) = trace_line(direction, peer, bytes) else {
+            return;
+        };
+        buf.lines.push(line);
+    }
+}
+
+/// The ladder view of a raw message: its start line, Call-ID and CSeq (first 4 KiB read).
+fn trace_line(direction: TraceDirection, peer: SocketAddr, bytes: &[u8]) -> Option<TraceLine> {
+    let head = &bytes[..bytes.len().min(4096)];
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split("\r\n");
+    let start = lines.next()?.trim();
+    if start.is_empty() {
+        return None; // a keep-alive
+    }
+    let first = match start.strip_prefix("SIP/2.0 ") {
+        Some(status) => status.to_owned(),
+        None => start.split(' ').next().unwrap_or_default().to_owned(),
+    };
+    let (mut call_id, mut cseq) = (String::new(), String::new());
+    for line in lines.take_while(|l| !l.is_empty()) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let name = name.trim();
+        if name.eq_ignore_ascii_case("call-id") || name.eq_ignore_ascii_case("i") {
+            call_id = value.trim().to_owned();
+        } else if name.eq_ignore_ascii_case("cseq") {
+            cseq = value.trim().to_owned();
+        }
+    }
+    let cut = |mut s: String| {
+        if s.len() > 120 {
+            let mut end = 120;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s.truncate(end);
+        }
+        s
+    };
+    Some(TraceLine {
+        at: now(),
+        direction,
+        peer,
+        first: cut(first),
+        call_id: cut(call_id),
+        cseq: cut(cseq),
+    })
 }
 
 /// Why the transport could not do what was asked.
@@ -699,6 +837,9 @@ impl Driver {
                         // Before parsing: a flood costs a lookup per datagram, no more.
                         if self.limiter.admit(now(), source.ip()) {
                             let bytes = Bytes::copy_from_slice(&buf[..n]);
+                            if let Some(trace) = &self.config.trace {
+                                trace.record(TraceDirection::In, source, &bytes);
+                            }
                             self.endpoint.handle_datagram(now(), source, Transport::Udp, bytes);
                         } else {
                             self.count_dropped("rate_limit");
@@ -884,7 +1025,12 @@ impl Driver {
             ConnEvent::Frame { peer, tls, frame } => {
                 let transport = if tls { Transport::Tls } else { Transport::Tcp };
                 match frame {
-                    Framed::Message(m) => self.endpoint.handle_message(now(), peer, transport, m),
+                    Framed::Message(m) => {
+                        if let Some(trace) = &self.config.trace {
+                            trace.record(TraceDirection::In, peer, &m.to_bytes());
+                        }
+                        self.endpoint.handle_message(now(), peer, transport, m)
+                    }
                     Framed::Invalid { data, error } => self
                         .endpoint
                         .handle_unparseable(peer, transport, &data, &error),
@@ -1010,6 +1156,9 @@ impl Driver {
     }
 
     async fn transmit(&mut self, t: Transmit) {
+        if let Some(trace) = &self.config.trace {
+            trace.record(TraceDirection::Out, t.destination, &t.bytes);
+        }
         // What we send to a peer (a request, an INVITE 2xx) exempts its answers and its
         // in-dialog requests from the rate limit.
         if trusts_destination(&t.bytes) {

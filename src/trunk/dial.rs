@@ -236,6 +236,12 @@ pub fn plan(req: &DialRequest<'_>) -> Result<DialPlan, DialError> {
             advertise,
             tls_server_name: s.tls_server_name.clone(),
             srtp: s.srtp,
+            codecs: s
+                .codecs
+                .iter()
+                .filter_map(|c| super::settings::audio_codec(c))
+                .collect(),
+            ..SipOptions::default()
         },
         ring_timeout: s.ring_timeout_s.map(|r| Duration::from_secs(u64::from(r))),
         caller_id,

@@ -551,10 +551,10 @@ impl TrunkSettings {
             }
         }
         for (i, c) in self.codecs.iter().enumerate() {
-            if !is_token(c) {
+            if audio_codec(c).is_none() {
                 return Err(bad(
                     format!("codecs[{i}]"),
-                    "a codec name (PCMU, PCMA, ...)",
+                    "a codec callplane speaks: PCMU, PCMA or G722",
                 ));
             }
         }
@@ -786,5 +786,16 @@ mod tests {
             }),
             "advertise"
         );
+    }
+}
+
+/// The codec a trunk's `codecs` entry names (case-insensitive: `PCMU`, `PCMA`, `G722`).
+pub fn audio_codec(name: &str) -> Option<media::sdp::AudioCodec> {
+    use media::sdp::AudioCodec;
+    match name.to_ascii_uppercase().as_str() {
+        "PCMU" => Some(AudioCodec::Pcmu),
+        "PCMA" => Some(AudioCodec::Pcma),
+        "G722" => Some(AudioCodec::G722),
+        _ => None,
     }
 }

@@ -63,6 +63,20 @@ pub struct DialogConfig {
     pub seed: u64,
     /// The methods we put in Allow.
     pub allow: Vec<Method>,
+    /// What our initial INVITE says of reliable provisional responses (RFC 3262).
+    pub rel100: Rel100,
+}
+
+/// What a UAC's initial INVITE says of reliable provisional responses (RFC 3262 §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Rel100 {
+    /// `Supported: 100rel`: the UAS may send them reliably (we PRACK those it does).
+    #[default]
+    Supported,
+    /// `Require: 100rel` too: the UAS must send them reliably or refuse the INVITE (420).
+    Required,
+    /// Neither: every provisional response comes unreliably.
+    Off,
 }
 
 impl Default for DialogConfig {
@@ -76,6 +90,7 @@ impl Default for DialogConfig {
             min_se: MIN_SE_FLOOR,
             seed: 0,
             allow: default_allow(),
+            rel100: Rel100::Supported,
         }
     }
 }
@@ -536,7 +551,18 @@ pub fn uac_invite(params: &InviteParams, config: &DialogConfig, branch: &Branch)
     headers.push(HeaderName::CallId, params.call_id.clone());
     headers.push(HeaderName::CSeq, format!("{} INVITE", params.cseq));
     headers.push(HeaderName::Contact, params.contact.to_bytes());
-    headers.push(HeaderName::Supported, Bytes::from_static(b"100rel, timer"));
+    match config.rel100 {
+        Rel100::Supported => {
+            headers.push(HeaderName::Supported, Bytes::from_static(b"100rel, timer"))
+        }
+        // RFC 3262 §4: "the UAC MAY include the option tag 100rel in the Require header
+        // field" to insist; it must be in Supported as well then.
+        Rel100::Required => {
+            headers.push(HeaderName::Supported, Bytes::from_static(b"100rel, timer"));
+            headers.push(HeaderName::Require, Bytes::from_static(b"100rel"));
+        }
+        Rel100::Off => headers.push(HeaderName::Supported, Bytes::from_static(b"timer")),
+    }
     headers.push(HeaderName::Allow, allow_value(&config.allow));
     if let Some(se) = config.session_expires {
         headers.push(
@@ -645,6 +671,36 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_initial_invite_supports_requires_or_omits_100rel_as_configured() {
+        let params = InviteParams {
+            request_uri: Uri::parse(b"sip:bob@192.0.2.2").expect("uri"),
+            from: NameAddr::new(Uri::parse(b"sip:alice@192.0.2.1").expect("uri")),
+            from_tag: "a1".to_owned(),
+            to: NameAddr::new(Uri::parse(b"sip:bob@192.0.2.2").expect("uri")),
+            call_id: "c1".to_owned(),
+            cseq: 1,
+            contact: NameAddr::new(Uri::parse(b"sip:alice@192.0.2.1").expect("uri")),
+            routes: Vec::new(),
+            body: Bytes::new(),
+        };
+        let invite = |rel100| {
+            let config = DialogConfig {
+                rel100,
+                ..DialogConfig::default()
+            };
+            uac_invite(&params, &config, &Branch::new("z9hG4bKx"))
+        };
+        let requires = |r: &Request| r.headers.require().expect("Require").contains(&"100rel");
+        let supported = invite(Rel100::Supported);
+        assert!(supported.headers.supports("100rel") && !requires(&supported));
+        let required = invite(Rel100::Required);
+        assert!(required.headers.supports("100rel") && requires(&required));
+        let off = invite(Rel100::Off);
+        assert!(!off.headers.supports("100rel") && !requires(&off));
+        assert!(off.headers.supports("timer"));
+    }
 
     #[test]
     fn glare_backoff_stays_in_the_rfc_ranges() {

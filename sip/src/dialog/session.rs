@@ -932,6 +932,39 @@ impl InviteSession {
         self.send_tracked(req);
     }
 
+    /// Send an INFO (RFC 6086) with `body` of `content_type` in the confirmed dialog, e.g.
+    /// `application/dtmf-relay` for a key press. Its response concerns nobody here (a 481 or
+    /// 408 to it does not end the session: the INVITE usage is not the INFO's).
+    pub fn info(&mut self, content_type: &str, body: Bytes) -> Result<(), DialogError> {
+        self.require_phase(Phase::Confirmed)?;
+        if let Some(mut req) = self.send_in_dialog(Method::Info, Bytes::new()) {
+            if !body.is_empty() {
+                req.headers
+                    .push(HeaderName::ContentType, content_type.to_owned());
+            }
+            req.body = body;
+            self.out.push_back(Output::SendRequest(req));
+        }
+        Ok(())
+    }
+
+    /// The session interval in force (RFC 4028), in seconds; `None`: no session timer.
+    pub fn session_interval(&self) -> Option<u32> {
+        self.session_timer.map(|st| st.interval)
+    }
+
+    /// Refresh the session now, as the refresher does at half the interval (RFC 4028 §10: an
+    /// UPDATE, or a re-INVITE when the peer does not take UPDATE), whoever the refresher is;
+    /// reported as [`DialogEvent::Refreshed`]. Fails when no session timer is in force.
+    pub fn refresh_now(&mut self, now: Instant) -> Result<(), DialogError> {
+        self.require_phase(Phase::Confirmed)?;
+        if self.session_timer.is_none() {
+            return Err(DialogError::InvalidState("no session timer in force"));
+        }
+        self.send_refresh(now);
+        Ok(())
+    }
+
     /// Answer the peer's re-INVITE ([`DialogEvent::ReInvite`]) with `status` and, for a 2xx,
     /// the answer `body`.
     pub fn answer_reinvite(
