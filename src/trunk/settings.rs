@@ -597,6 +597,17 @@ pub fn check_identity(text: &str) -> Result<(), String> {
     }
 }
 
+/// The codec a trunk's `codecs` entry names (case-insensitive: `PCMU`, `PCMA`, `G722`).
+pub fn audio_codec(name: &str) -> Option<media::sdp::AudioCodec> {
+    use media::sdp::AudioCodec;
+    match name.to_ascii_uppercase().as_str() {
+        "PCMU" => Some(AudioCodec::Pcmu),
+        "PCMA" => Some(AudioCodec::Pcma),
+        "G722" => Some(AudioCodec::G722),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -789,13 +800,3 @@ mod tests {
     }
 }
 
-/// The codec a trunk's `codecs` entry names (case-insensitive: `PCMU`, `PCMA`, `G722`).
-pub fn audio_codec(name: &str) -> Option<media::sdp::AudioCodec> {
-    use media::sdp::AudioCodec;
-    match name.to_ascii_uppercase().as_str() {
-        "PCMU" => Some(AudioCodec::Pcmu),
-        "PCMA" => Some(AudioCodec::Pcma),
-        "G722" => Some(AudioCodec::G722),
-        _ => None,
-    }
-}
