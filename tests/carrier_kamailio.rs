@@ -303,7 +303,8 @@ async fn kamailio_with_rtpengine_relays_the_media_between_sipp_peers() {
 // `serve` runs once trunks are wired into it): the registration client registers through the
 // 401, refreshes and unregisters at shutdown; a call through the trunk's credentials reaches
 // the PSTN UAS through the 407 with audio both ways; a PSTN call to the DID reaches us through
-// kamailio's location lookup.
+// kamailio's location lookup, and the node's trunk router (loaded from a real store, as `serve`
+// loads it) runs the script routed to that DID.
 
 mod engine_level {
     use std::net::SocketAddr;
@@ -311,13 +312,16 @@ mod engine_level {
     use std::time::Duration;
 
     use callplane::engine::{
-        CallEvent, CallId, Engine, EngineConfig, OriginateRequest, PromptScope, SipOptions,
+        CallEvent, CallId, Engine, EngineConfig, InboundConfig, OriginateRequest, PromptScope,
+        SipOptions,
     };
+    use callplane::store::TrunkInput;
+    use callplane::trunk::route::{TrunkRouter, UnknownSources};
     use callplane::trunk::{
         RegState, TrunkContext, TrunkCounters, TrunkEvent, TrunkSettings, TrunkSpec, TrunkStates,
         TrunkTasks,
     };
-    use serde_json::Value;
+    use serde_json::{Value, json};
     use sip::auth::Credentials;
     use sip::message::Uri;
     use sip::transaction::Transport;
@@ -464,9 +468,57 @@ mod engine_level {
             },
         )
         .await;
-        let engine = Engine::start(EngineConfig::new("127.0.0.1:0".parse().expect("addr")))
+        // The node's inbound router, loaded from a store as `serve` loads it: the trunk's host
+        // (kamailio) is a known source, and its DID runs a script (answer, then wait for the
+        // caller's BYE). Unknown sources are refused.
+        let data = dir.path().join("data");
+        let store = callplane::app::open_store(&data, None)
             .await
-            .expect("engine starts");
+            .expect("store");
+        let (tenant, _) = callplane::app::create_tenant(store.as_ref(), "carrier")
+            .await
+            .expect("tenant");
+        let now = callplane::clock::unix_us();
+        let body = json!({"version": 1, "steps": [{"answer": {}}, {"pause": {"ms": 10000}}]});
+        let script = store
+            .create_script(&tenant.id, "did", &body, now)
+            .await
+            .expect("script");
+        let trunk = store
+            .create_trunk(
+                &tenant.id,
+                &TrunkInput {
+                    name: "kamailio".into(),
+                    address: kam.addr(),
+                    transport: "udp".into(),
+                    username: Some(USER.into()),
+                    password: Some(PASSWORD.into()),
+                    from_user: None,
+                    max_concurrent: None,
+                    max_cps_milli: None,
+                    settings: TrunkSettings {
+                        hosts: vec![kam.addr()],
+                        register: true,
+                        ..TrunkSettings::default()
+                    },
+                },
+                now,
+            )
+            .await
+            .expect("trunk");
+        store
+            .create_trunk_route(&tenant.id, &trunk.id, DID, Some(&script.id), now)
+            .await
+            .expect("route");
+        let router = Arc::new(TrunkRouter::new(
+            UnknownSources::Refuse,
+            InboundConfig::default(),
+            data.join("prompts"),
+        ));
+        router.reload(store.as_ref()).await.expect("router loads");
+        let mut config = EngineConfig::new("127.0.0.1:0".parse().expect("addr"));
+        config.router = Some(router);
+        let engine = Engine::start(config).await.expect("engine starts");
         let mut calls = engine.handle.subscribe();
         let (tx, mut trunk_events) = mpsc::channel(256);
         let states = TrunkStates::default();
@@ -591,6 +643,19 @@ mod engine_level {
         assert_eq!(last.kind, "call.completed", "{:#?}", last.details);
         let (packets_in, _) = rtp(last);
         assert!(packets_in > 20, "the caller's audio: {}", last.details);
+        // The router took it as the trunk's call and ran the DID's script (its result is in
+        // the final event; the default inbound handling has none).
+        let created = of_kind(&inbound, "call.created");
+        assert_eq!(
+            created.first().map(|c| &c["trunk_id"]),
+            Some(&Value::from(trunk.id.clone())),
+            "{created:?}"
+        );
+        assert!(
+            last.details.get("script").is_some_and(|s| !s.is_null()),
+            "the DID's script ran: {}",
+            last.details
+        );
         if let Some(rtpe) = &rtpe {
             assert_from_relay(rtpe, &inbound);
         }
