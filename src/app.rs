@@ -489,7 +489,9 @@ pub async fn serve_with(
                 webhook_egress: config.outbox.egress.clone(),
             },
         );
-        state.dns = dns_resolver(&config);
+        // One resolver (and its cache) for the API's calls and the campaign worker's.
+        let dns = dns_resolver(&config);
+        state.dns = dns.clone();
         // One instance for the API, the registrar and the health checker (#11).
         state.trunk_states = trunk_states.clone();
         state.trunk_changes = trunk_changes.clone();
@@ -505,6 +507,7 @@ pub async fn serve_with(
         );
         worker_config.lease = config.campaign_lease;
         worker_config.trunk_states = trunk_states.clone();
+        worker_config.dns = dns;
         worker_config.settle = worker_config.settle.min(config.campaign_lease);
         let worker = crate::campaign::worker::spawn_worker(
             worker_config,

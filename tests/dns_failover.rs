@@ -398,3 +398,81 @@ async fn trunk_hosts_that_are_names_resolve_through_the_resolver() {
         Ok(vec![udp(5071)])
     );
 }
+
+/// The campaign worker resolves trunk hosts that are names through the same resolver as the
+/// API (`--dns-server`): a campaign on a trunk whose only host is `carrier.test` (SRV, no
+/// port) reaches the sipp UAS behind its first SRV target, and the contact completes answered.
+#[tokio::test]
+async fn campaign_on_a_trunk_named_by_domain_reaches_the_srv_target() {
+    use common::campaign::{campaign_action, campaign_settings, create, results, wait_completed};
+    if !common::sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (sipp, port) = sipp_uas(dir.path(), 1).await;
+    let dns = DnsServer::start(carrier_zone(port, common::free_udp_port()), 60).await;
+    let data = dir.path().join("data");
+    let dns_arg = dns.addr.to_string();
+    let (mut serve, mut rx) = common::spawn_callplane(
+        dir.path(),
+        &[
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--dns-server",
+            &dns_arg,
+        ],
+    );
+    let (api, key, seen) = common::serve_started(&mut rx).await;
+    let client = common::ServeClient::new(api, key.unwrap_or_else(|| panic!("a key: {seen:?}")));
+    let trunk = create(
+        &client,
+        "/v1/trunks",
+        &serde_json::json!({"name": "carrier", "hosts": ["carrier.test"], "transport": "udp"}),
+    )
+    .await;
+    let script = create(
+        &client,
+        "/v1/scripts",
+        &serde_json::json!({"name": "bye", "body": {"version": 1, "steps": [
+            {"pause": {"ms": 300}}, {"hangup": {"reason": "done"}}
+        ]}}),
+    )
+    .await;
+    let campaign = create(
+        &client,
+        "/v1/campaigns",
+        &campaign_settings("dns", &trunk, &script, 1, 10, serde_json::json!({})),
+    )
+    .await;
+    let (status, report) = client
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/campaigns/{campaign}/contacts"),
+            Some(&serde_json::json!([{"phone": "+33612345678"}])),
+        )
+        .await;
+    assert!(
+        status == 200 || status == 201,
+        "contacts: {status} {report}"
+    );
+    campaign_action(&client, &campaign, "start").await;
+    let done = wait_completed(&client, &campaign, std::time::Duration::from_secs(30)).await;
+    let contacts = results(&client, &campaign).await;
+    assert_eq!(contacts.len(), 1, "{done}");
+    assert_eq!(
+        contacts[0].status(),
+        "completed",
+        "{:?} {done}",
+        contacts[0]
+    );
+    let (status, stderr) = common::wait_child(sipp, "sipp uas").await;
+    assert!(
+        status.success(),
+        "sipp answered the campaign's call: {stderr}"
+    );
+    common::send_sigterm(&serve);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), serve.wait()).await;
+}

@@ -63,6 +63,9 @@ pub struct WorkerConfig {
     /// Every trunk's live state (#11): trunks marked down are skipped while another can take
     /// the call. `serve` passes the node's one instance.
     pub trunk_states: crate::trunk::TrunkStates,
+    /// The resolver for trunk hosts that are names (RFC 3263, `--dns-server`); `None`: such
+    /// trunks' calls fail with a clear reason (IP literals need none).
+    pub dns: Option<crate::net::dns::Resolver>,
 }
 
 impl WorkerConfig {
@@ -77,6 +80,7 @@ impl WorkerConfig {
             settle: Duration::from_secs(5),
             refused_retry: Duration::from_secs(5),
             trunk_states: Default::default(),
+            dns: None,
         }
     }
 }
@@ -434,6 +438,7 @@ impl Worker {
         )
         .map(str::to_owned);
         let target = match plan_target(
+            self.config.dns.as_ref(),
             &trunk,
             &contact.phone,
             caller_id.as_deref(),
@@ -1247,6 +1252,7 @@ const MAX_PENDING_EVENTS: usize = 10_000;
 /// number and the caller id (the campaign's, else one from the trunk's pool, same area first;
 /// else the trunk's `from_user`).
 async fn plan_target(
+    dns: Option<&crate::net::dns::Resolver>,
     trunk: &Trunk,
     phone: &str,
     caller_id: Option<&str>,
@@ -1259,8 +1265,7 @@ async fn plan_target(
         caller_id,
         random: crate::trunk::dial::random_u64(),
         turn,
-        // The worker has no resolver yet: trunk hosts that are names fail its calls.
-        dns: None,
+        dns,
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -1379,6 +1384,7 @@ mod tests {
     #[tokio::test]
     async fn a_contact_is_called_as_its_number_at_the_trunk_from_the_caller_id() {
         let t = plan_target(
+            None,
             &trunk("127.0.0.1:5080", "udp", Some("100")),
             "+12025550123",
             Some("+18005550000"),
@@ -1392,6 +1398,7 @@ mod tests {
             "sip:+18005550000@127.0.0.1"
         );
         let t = plan_target(
+            None,
             &trunk("127.0.0.1:5080", "tcp", Some("100")),
             "+1202",
             None,
@@ -1407,16 +1414,26 @@ mod tests {
     async fn a_number_or_caller_id_that_would_change_the_uri_is_refused() {
         let tr = trunk("127.0.0.1:5080", "udp", None);
         assert!(
-            plan_target(&tr, "+1202;maddr=10.0.0.1", None, 0)
+            plan_target(None, &tr, "+1202;maddr=10.0.0.1", None, 0)
                 .await
                 .is_err()
         );
-        assert!(plan_target(&tr, "+1202@evil", None, 0).await.is_err());
-        assert!(plan_target(&tr, "+1202", Some("x y"), 0).await.is_err());
+        assert!(plan_target(None, &tr, "+1202@evil", None, 0).await.is_err());
         assert!(
-            plan_target(&trunk("example.com:5060", "udp", None), "+1202", None, 0)
+            plan_target(None, &tr, "+1202", Some("x y"), 0)
                 .await
                 .is_err()
+        );
+        assert!(
+            plan_target(
+                None,
+                &trunk("example.com:5060", "udp", None),
+                "+1202",
+                None,
+                0
+            )
+            .await
+            .is_err()
         );
     }
 
