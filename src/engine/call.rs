@@ -28,7 +28,7 @@ use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
-use super::call_state::{CallState, Timer, Timers};
+use super::call_state::{CallState, OutcomeFacts, Timer, Timers, outcome};
 use super::events::{CallEvent, CallId, Outcome};
 use super::sink::{CallSink, Committed, EventSink};
 use super::{
@@ -2229,38 +2229,16 @@ impl Call {
     }
 
     fn outcome(&self, reason: EndReason) -> Outcome {
-        match reason {
-            EndReason::LocalBye
-            | EndReason::RemoteBye
-            | EndReason::SessionExpired
-            | EndReason::DialogGone(_) => {
-                if self.state.answered_at().is_some() {
-                    Outcome::Answered
-                } else {
-                    Outcome::Failed
-                }
-            }
-            EndReason::Rejected(code) => {
-                if self.local_failure {
-                    Outcome::NetworkError
-                } else if self.outbound {
-                    Outcome::from_status(code)
-                } else {
-                    Outcome::Failed
-                }
-            }
-            EndReason::Cancelled => {
-                if self.ring_timed_out && !self.any_response {
-                    // Nothing ever answered the INVITE: that is no ringing phone.
-                    Outcome::NetworkError
-                } else if self.ring_timed_out {
-                    Outcome::NoAnswer
-                } else {
-                    Outcome::Cancelled
-                }
-            }
-            EndReason::AckTimeout | EndReason::PrackTimeout => Outcome::NetworkError,
-        }
+        outcome(
+            reason,
+            self.state.answered_at().is_some(),
+            OutcomeFacts {
+                outbound: self.outbound,
+                local_failure: self.local_failure,
+                ring_timed_out: self.ring_timed_out,
+                any_response: self.any_response,
+            },
+        )
     }
 }
 

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use sip::dialog::EndReason;
 
+use super::events::Outcome;
+
 /// The phase of one call.
 ///
 /// ```text
@@ -291,6 +293,56 @@ impl Timers {
     }
 }
 
+/// What, besides its SIP end reason and whether it was answered, decides a call's outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct OutcomeFacts {
+    /// We placed the call.
+    pub(crate) outbound: bool,
+    /// Our INVITE never reached the peer or timed out (a transport error, Timer B).
+    pub(crate) local_failure: bool,
+    /// Our ring timeout fired (and we cancelled).
+    pub(crate) ring_timed_out: bool,
+    /// The peer answered our INVITE with anything at all (even 100).
+    pub(crate) any_response: bool,
+}
+
+/// The outcome of a call that ended for `reason` by the protocol (a teardown is decided by
+/// its caller): only real SIP statuses map to busy, no answer, rejected, invalid number.
+pub(crate) fn outcome(reason: EndReason, answered: bool, facts: OutcomeFacts) -> Outcome {
+    match reason {
+        EndReason::LocalBye
+        | EndReason::RemoteBye
+        | EndReason::SessionExpired
+        | EndReason::DialogGone(_) => {
+            if answered {
+                Outcome::Answered
+            } else {
+                Outcome::Failed
+            }
+        }
+        EndReason::Rejected(code) => {
+            if facts.local_failure {
+                Outcome::NetworkError
+            } else if facts.outbound {
+                Outcome::from_status(code)
+            } else {
+                Outcome::Failed
+            }
+        }
+        EndReason::Cancelled => {
+            if facts.ring_timed_out && !facts.any_response {
+                // Nothing ever answered the INVITE: that is no ringing phone.
+                Outcome::NetworkError
+            } else if facts.ring_timed_out {
+                Outcome::NoAnswer
+            } else {
+                Outcome::Cancelled
+            }
+        }
+        EndReason::AckTimeout | EndReason::PrackTimeout => Outcome::NetworkError,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -471,5 +523,72 @@ mod tests {
                 Some(now + Duration::from_secs(i as u64 + 1))
             );
         }
+    }
+
+    #[test]
+    fn outcomes_come_from_real_sip_statuses_and_what_the_call_saw() {
+        let outbound = OutcomeFacts {
+            outbound: true,
+            any_response: true,
+            ..OutcomeFacts::default()
+        };
+        let inbound = OutcomeFacts {
+            any_response: true,
+            ..OutcomeFacts::default()
+        };
+        assert_eq!(
+            outcome(EndReason::RemoteBye, true, outbound),
+            Outcome::Answered
+        );
+        assert_eq!(
+            outcome(EndReason::LocalBye, false, outbound),
+            Outcome::Failed
+        );
+        assert_eq!(
+            outcome(EndReason::Rejected(486), false, outbound),
+            Outcome::Busy
+        );
+        assert_eq!(
+            outcome(EndReason::Rejected(404), false, outbound),
+            Outcome::InvalidNumber
+        );
+        // Our own rejection of an inbound call is no busy callee.
+        assert_eq!(
+            outcome(EndReason::Rejected(486), false, inbound),
+            Outcome::Failed
+        );
+        let unreachable = OutcomeFacts {
+            local_failure: true,
+            ..outbound
+        };
+        assert_eq!(
+            outcome(EndReason::Rejected(408), false, unreachable),
+            Outcome::NetworkError
+        );
+        let ring_timeout = OutcomeFacts {
+            ring_timed_out: true,
+            ..outbound
+        };
+        assert_eq!(
+            outcome(EndReason::Cancelled, false, ring_timeout),
+            Outcome::NoAnswer
+        );
+        let silent = OutcomeFacts {
+            any_response: false,
+            ..ring_timeout
+        };
+        assert_eq!(
+            outcome(EndReason::Cancelled, false, silent),
+            Outcome::NetworkError,
+            "a ring timeout without a single response is no ringing phone"
+        );
+        assert_eq!(
+            outcome(EndReason::Cancelled, false, outbound),
+            Outcome::Cancelled
+        );
+        assert_eq!(
+            outcome(EndReason::AckTimeout, false, inbound),
+            Outcome::NetworkError
+        );
     }
 }
