@@ -28,6 +28,7 @@ use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
+use super::call_state::{CallState, OutcomeFacts, Timer, Timers, outcome};
 use super::events::{CallEvent, CallId, Outcome};
 use super::sink::{CallSink, Committed, EventSink};
 use super::{
@@ -388,25 +389,21 @@ struct Call {
     session: InviteSession,
     negotiator: Negotiator,
     media: Option<MediaSession>,
-    media_deadline: Option<Instant>,
+    /// Where the call is in its life.
+    state: CallState,
+    /// Every deadline of the call but its SIP session's and its script's.
+    timers: Timers,
     rtp: RtpSocketPair,
     rtcp_mux: bool,
     /// Where SIP goes when a URI names no IP literal: the peer we know.
     peer: SocketAddr,
     outbound: bool,
     invite_key: Option<TransactionKey>,
-    ring_deadline: Option<Instant>,
     hangup_after: Option<Duration>,
-    hangup_at: Option<Instant>,
-    drain_at: Option<Instant>,
-    /// When a hangup that has not ended the call by the protocol tears it down.
-    teardown_at: Option<Instant>,
-    /// Why a teardown is pending (`hangup`, `drain`).
+    /// Why a teardown ([`Timer::Teardown`]) is pending (`hangup`, `drain`).
     teardown: Option<&'static str>,
     /// Why the call was torn down, once it was (it did not end by the protocol in time).
     torn_down: Option<&'static str>,
-    hangup_pending: bool,
-    answered_at: Option<Instant>,
     /// Final status of our INVITE: code, reason phrase, Q.850 cause.
     final_status: Option<(u16, String, Option<u16>)>,
     trying_seen: bool,
@@ -414,7 +411,6 @@ struct Call {
     any_response: bool,
     local_failure: bool,
     ring_timed_out: bool,
-    end: Option<(EndReason, Instant)>,
     play: Option<PathBuf>,
     gather_digits: usize,
     digits: String,
@@ -450,10 +446,9 @@ struct Call {
     /// Why our INVITE could not be delivered (a TLS handshake error, a refused connection):
     /// the final event's `reason` when no response says more.
     transport_failure: Option<Arc<str>>,
-    /// Digits to send once answered, and when (set at the answer).
+    /// Digits to send once answered, and how long after the answer ([`Timer::Dtmf`]).
     send_dtmf: Vec<media::dtmf::Digit>,
     dtmf_after: Duration,
-    dtmf_at: Option<Instant>,
     /// Whether the negotiated media has telephone-event (how our digits travel).
     telephone_event: bool,
     /// How our digits travel ([`DtmfMode::Info`]: SIP INFO instead of media).
@@ -461,8 +456,6 @@ struct Call {
     /// INFO digits not sent yet: one INFO is outstanding at a time, the next goes on its
     /// final response.
     info_digits: VecDeque<media::dtmf::Digit>,
-    /// Whether we sent a CANCEL for our INVITE.
-    cancel_sent: bool,
     /// A 2xx arrived after our CANCEL (the §9.1 race): we ACK it and BYE at once.
     answered_after_cancel: bool,
     /// Prompts asked for and not yet loaded (loading awaits the shared cache in `flush`).
@@ -470,25 +463,20 @@ struct Call {
     /// Why we ended the call ourselves when no SIP reason says it (`rtp_timeout`,
     /// `max_duration`, `media_address_refused`): the final event's `end_reason`, and a detail.
     end_cause: Option<(&'static str, Option<String>)>,
-    /// The longest this call may last from its answer, and when that is reached (before the
+    /// The longest this call may last from its answer ([`Timer::MaxDuration`]; before the
     /// answer: counted from the start).
     max_duration: Option<Duration>,
-    max_at: Option<Instant>,
     /// Outbound: the target the INVITE goes to now, the ones left to fail over to, and the
     /// attempt number (1 for the first target).
     target: Option<Target>,
     targets: VecDeque<Target>,
     attempt: u32,
-    /// When the current INVITE, still without any response, is given up for the next target
-    /// ([`NO_RESPONSE_FAILOVER`]); set only while there is a next target.
-    failover_at: Option<Instant>,
     /// The client transactions of INVITEs given up for a retry or another target: their late
     /// failures and responses no longer concern the call.
     old_invites: Vec<TransactionKey>,
-    /// A BYE of ours awaits its final response (which may be a challenge to answer).
+    /// A BYE of ours awaits its final response (which may be a challenge to answer; how long
+    /// the call waits for it: [`Timer::ByeWait`]).
     bye_outstanding: bool,
-    /// How long the call waits for that response before ending ([`BYE_AUTH_WAIT`]).
-    bye_wait_until: Option<Instant>,
 }
 
 /// The SDP policy for a call's SRTP mode.
@@ -638,7 +626,7 @@ impl Call {
                 call.attempt = 1;
                 if let Some(max) = req.max_duration {
                     call.max_duration = Some(max);
-                    call.max_at = now.checked_add(max);
+                    call.timers.set(Timer::MaxDuration, now.checked_add(max));
                 }
                 call.send_dtmf = req.send_dtmf.clone();
                 call.dtmf_after = req.dtmf_after;
@@ -781,12 +769,7 @@ impl Call {
                         return Some(call);
                     }
                     Some(InboundAnswer::Ring) => {
-                        if let Err(e) =
-                            call.session
-                                .provisional(at, StatusCode::RINGING, Bytes::new(), false)
-                        {
-                            tracing::debug!(error = %e, "no 180");
-                        }
+                        call.ring(at);
                         return Some(call);
                     }
                     Some(InboundAnswer::Answer {
@@ -802,12 +785,7 @@ impl Call {
                     Some(script) => {
                         // The script decides when to answer (its `answer` step); until then the
                         // caller hears ringing, and may CANCEL (§9.1 needs a provisional first).
-                        if let Err(e) =
-                            call.session
-                                .provisional(at, StatusCode::RINGING, Bytes::new(), false)
-                        {
-                            tracing::debug!(error = %e, "no 180");
-                        }
+                        call.ring(at);
                         call.record_active = false;
                         call.pending_offer = Some(offer);
                         call.prompts = config.prompts.clone();
@@ -839,6 +817,12 @@ impl Call {
         record: Option<PathBuf>,
     ) -> Call {
         let max_duration = shared.limits.max_duration;
+        let mut timers = Timers::default();
+        timers.set(Timer::Ring, ring_deadline);
+        timers.set(
+            Timer::MaxDuration,
+            max_duration.and_then(|d| clock::now().checked_add(d)),
+        );
         Call {
             shared,
             timeline,
@@ -846,27 +830,21 @@ impl Call {
             session,
             negotiator,
             media: None,
-            media_deadline: None,
+            state: CallState::Dialing,
+            timers,
             rtp,
             rtcp_mux: false,
             peer,
             outbound,
             invite_key: None,
-            ring_deadline,
             hangup_after,
-            hangup_at: None,
-            drain_at: None,
-            teardown_at: None,
             teardown: None,
             torn_down: None,
-            hangup_pending: false,
-            answered_at: None,
             final_status: None,
             trying_seen: false,
             any_response: false,
             local_failure: false,
             ring_timed_out: false,
-            end: None,
             play,
             gather_digits,
             digits: String::new(),
@@ -895,22 +873,17 @@ impl Call {
             transport_failure: None,
             send_dtmf: Vec::new(),
             dtmf_after: Duration::ZERO,
-            dtmf_at: None,
             telephone_event: false,
             dtmf_mode: DtmfMode::Auto,
             info_digits: VecDeque::new(),
-            cancel_sent: false,
             answered_after_cancel: false,
             end_cause: None,
             max_duration,
-            max_at: max_duration.and_then(|d| clock::now().checked_add(d)),
             target: None,
             targets: VecDeque::new(),
             attempt: 0,
-            failover_at: None,
             old_invites: Vec::new(),
             bye_outstanding: false,
-            bye_wait_until: None,
         }
     }
 
@@ -938,6 +911,17 @@ impl Call {
         }
         self.end_cause.get_or_insert((cause, detail));
         self.hang_up(now);
+    }
+
+    /// UAS: send 180 Ringing.
+    fn ring(&mut self, now: Instant) {
+        match self
+            .session
+            .provisional(now, StatusCode::RINGING, Bytes::new(), false)
+        {
+            Ok(()) => self.state.on_provisional(false),
+            Err(e) => tracing::debug!(error = %e, "no 180"),
+        }
     }
 
     /// UAS: answer the INVITE with our SDP answer (or an offer, for an offerless INVITE).
@@ -1078,7 +1062,7 @@ impl Call {
 
     /// Run the script until it waits: perform its actions, feed it queued inputs.
     fn drive_script(&mut self, now: Instant) {
-        if self.end.is_some()
+        if self.state.ended().is_some()
             && self.runner.as_ref().is_some_and(|r| !r.is_finished())
             && !self.script_inputs.contains(&ScriptInput::HangupByPeer)
         {
@@ -1122,7 +1106,7 @@ impl Call {
             Action::Answer => match self.pending_offer.take() {
                 Some(offer) => self.answer_inbound(now, &offer),
                 None => {
-                    if self.answered_at.is_some() {
+                    if self.state.answered_at().is_some() {
                         self.script_input(ScriptInput::Answered);
                     }
                 }
@@ -1199,32 +1183,18 @@ impl Call {
             // Flushing may have queued script inputs (a prompt ended, the peer hung up):
             // let the script react before sleeping or finishing.
             if !self.script_inputs.is_empty()
-                || (self.end.is_some() && self.runner.as_ref().is_some_and(|r| !r.is_finished()))
+                || (self.state.ended().is_some()
+                    && self.runner.as_ref().is_some_and(|r| !r.is_finished()))
             {
                 continue;
             }
-            if let Some((reason, at)) = self.end
+            if let Some((reason, at)) = self.state.ended()
                 && !self.awaiting_bye_answer(clock::now())
             {
                 self.finish(reason, at).await;
                 return;
             }
-            let deadline = [
-                self.session.poll_timeout(),
-                self.media_deadline,
-                self.ring_deadline,
-                self.hangup_at,
-                self.dtmf_at,
-                self.drain_at,
-                self.max_at,
-                self.teardown_at,
-                self.failover_at,
-                self.bye_wait_until,
-                self.runner.as_ref().and_then(ScriptRunner::poll_timeout),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
+            let deadline = self.poll_timeout();
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -1238,9 +1208,7 @@ impl Call {
                     None => {
                         let now = clock::now();
                         self.hang_up(now);
-                        if self.end.is_none() {
-                            self.end = Some((EndReason::LocalBye, now));
-                        }
+                        self.state.end_unless_ended(EndReason::LocalBye, now);
                     }
                 },
                 r = self.rtp.rtp.recv_from(&mut rtp_buf) => {
@@ -1267,69 +1235,29 @@ impl Call {
         }
     }
 
+    /// The call's next deadline: the earliest of its timer table, its SIP session's and its
+    /// script's.
+    fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.session.poll_timeout(),
+            self.timers.poll_timeout(),
+            self.runner.as_ref().and_then(ScriptRunner::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Fire what is due at `now`: the SIP session's timers, then the table's in
+    /// [`Timer::ALL`] order, then the script's.
     fn handle_deadlines(&mut self, now: Instant) {
         if self.session.poll_timeout().is_some_and(|t| t <= now) {
             self.session.handle_timeout(now);
         }
-        if self.media_deadline.is_some_and(|t| t <= now)
-            && let Some(media) = self.media.as_mut()
-        {
-            self.media_deadline = None;
-            if let Err(e) = media.handle_input(MediaInput::Timeout(now)) {
-                tracing::debug!(error = %e, "media timeout");
+        for timer in Timer::ALL {
+            if self.timers.take_due(timer, now) {
+                self.on_timer(now, timer);
             }
-        }
-        if self.ring_deadline.is_some_and(|t| t <= now) {
-            self.ring_deadline = None;
-            self.ring_timed_out = true;
-            tracing::info!("ring timeout: cancelling");
-            if let Err(e) = self.session.cancel(now) {
-                tracing::debug!(error = %e, "cancel after ring timeout");
-            }
-        }
-        if self.dtmf_at.is_some_and(|t| t <= now) {
-            self.dtmf_at = None;
-            self.send_digits();
-        }
-        if self.hangup_at.is_some_and(|t| t <= now) {
-            self.hangup_at = None;
-            self.hang_up(now);
-        }
-        if self.drain_at.is_some_and(|t| t <= now) {
-            self.drain_at = None;
-            self.hang_up(now);
-            self.tear_down_by(now + DRAIN_TEARDOWN, "drain");
-        }
-        if self.teardown_at.is_some_and(|t| t <= now) {
-            self.teardown_at = None;
-            if self.end.is_none() && !self.session.is_terminated() {
-                tracing::warn!(
-                    why = ?self.teardown,
-                    sip_call_id = %self.call_ident,
-                    "the call did not end after its hangup: torn down"
-                );
-                let reason = if self.answered_at.is_some() {
-                    EndReason::LocalBye
-                } else {
-                    EndReason::Cancelled
-                };
-                self.torn_down = self.teardown;
-                self.end = Some((reason, now));
-            }
-        }
-        if self.failover_at.is_some_and(|t| t <= now) {
-            self.failover_at = None;
-            tracing::info!("no response to the INVITE: trying the next target");
-            self.fail_over(now, "no_response");
-        }
-        if self.bye_wait_until.is_some_and(|t| t <= now) {
-            self.bye_wait_until = None;
-            self.bye_outstanding = false;
-        }
-        if self.max_at.is_some_and(|t| t <= now) {
-            self.max_at = None;
-            tracing::info!("maximum call duration reached");
-            self.end_for(now, "max_duration", None);
         }
         if self
             .runner
@@ -1339,6 +1267,58 @@ impl Call {
             && let Some(runner) = self.runner.as_mut()
         {
             runner.handle(now, ScriptInput::Timeout);
+        }
+    }
+
+    /// `timer` fired.
+    fn on_timer(&mut self, now: Instant, timer: Timer) {
+        match timer {
+            Timer::Media => {
+                if let Some(media) = self.media.as_mut()
+                    && let Err(e) = media.handle_input(MediaInput::Timeout(now))
+                {
+                    tracing::debug!(error = %e, "media timeout");
+                }
+            }
+            Timer::Ring => {
+                self.ring_timed_out = true;
+                tracing::info!("ring timeout: cancelling");
+                self.state.on_hangup(false);
+                if let Err(e) = self.session.cancel(now) {
+                    tracing::debug!(error = %e, "cancel after ring timeout");
+                }
+            }
+            Timer::Dtmf => self.send_digits(),
+            Timer::Hangup => self.hang_up(now),
+            Timer::Drain => {
+                self.hang_up(now);
+                self.tear_down_by(now + DRAIN_TEARDOWN, "drain");
+            }
+            Timer::Teardown => {
+                if self.state.ended().is_none() && !self.session.is_terminated() {
+                    tracing::warn!(
+                        why = ?self.teardown,
+                        sip_call_id = %self.call_ident,
+                        "the call did not end after its hangup: torn down"
+                    );
+                    let reason = if self.state.answered_at().is_some() {
+                        EndReason::LocalBye
+                    } else {
+                        EndReason::Cancelled
+                    };
+                    self.torn_down = self.teardown;
+                    self.state.end_unless_ended(reason, now);
+                }
+            }
+            Timer::Failover => {
+                tracing::info!("no response to the INVITE: trying the next target");
+                self.fail_over(now, "no_response");
+            }
+            Timer::ByeWait => self.bye_outstanding = false,
+            Timer::MaxDuration => {
+                tracing::info!("maximum call duration reached");
+                self.end_for(now, "max_duration", None);
+            }
         }
     }
 
@@ -1423,11 +1403,10 @@ impl Call {
 
     /// Tear the call down at `at` (or earlier, when already due) unless it ends before.
     fn tear_down_by(&mut self, at: Instant, why: &'static str) {
-        if self.session.is_terminated() || self.end.is_some() {
+        if self.session.is_terminated() || self.state.ended().is_some() {
             return;
         }
-        if self.teardown_at.is_none_or(|t| at < t) {
-            self.teardown_at = Some(at);
+        if self.timers.set_earlier(Timer::Teardown, at) {
             self.teardown = Some(why);
         }
     }
@@ -1443,29 +1422,26 @@ impl Call {
         if self.session.is_terminated() {
             return;
         }
-        if self.session.is_confirmed() {
+        let bye_on_confirm = if self.session.is_confirmed() {
             let _ = self.session.bye(now);
+            false
         } else if self.outbound {
-            self.ring_deadline = None;
-            if self.session.cancel(now).is_err() {
-                self.hangup_pending = true;
-            }
-        } else if self
-            .session
-            .reject(now, StatusCode::new(480).expect("480"))
-            .is_err()
-        {
-            // We sent 200 and wait for the ACK: §15 lets us BYE only once it came.
-            self.hangup_pending = true;
-        }
+            self.timers.clear(Timer::Ring);
+            self.session.cancel(now).is_err()
+        } else {
+            // Err: we sent 200 and wait for the ACK; §15 lets us BYE only once it came.
+            self.session
+                .reject(now, StatusCode::new(480).expect("480"))
+                .is_err()
+        };
+        self.state.on_hangup(bye_on_confirm);
     }
 
     fn handle_input(&mut self, input: CallInput) {
         match input {
             CallInput::Hangup => self.hang_up(clock::now()),
             CallInput::Drain { grace } => {
-                let at = clock::now() + grace;
-                self.drain_at = Some(self.drain_at.map_or(at, |d| d.min(at)));
+                self.timers.set_earlier(Timer::Drain, clock::now() + grace);
             }
             CallInput::Sip { at, event, detail } => {
                 if let (EndpointEvent::TransportError { key, .. }, Some(detail)) = (&event, detail)
@@ -1484,7 +1460,7 @@ impl Call {
             EndpointEvent::Response { key, response } => {
                 if key.method() == &Method::Invite && self.invite_key.as_ref() == Some(&key) {
                     // Any response (even 100) shows the target is alive.
-                    self.failover_at = None;
+                    self.timers.clear(Timer::Failover);
                     let status = response.status.as_u16();
                     if status == 503 {
                         self.note_retry_after(now, &response);
@@ -1549,7 +1525,7 @@ impl Call {
             });
             let reason = String::from_utf8_lossy(&response.reason).into_owned();
             self.final_status = Some((status, reason, q850));
-            if response.status.is_success() && self.cancel_sent {
+            if response.status.is_success() && self.state.cancel_sent() {
                 // §9.1: "the CANCEL has no effect" on a request that already got its final
                 // response; the session layer ACKs this 2xx and BYEs the unwanted dialog.
                 self.answered_after_cancel = true;
@@ -1614,7 +1590,10 @@ impl Call {
                                 self.old_invites.push(old);
                             }
                             if !self.targets.is_empty() {
-                                self.failover_at = Some(clock::now() + NO_RESPONSE_FAILOVER);
+                                self.timers.set(
+                                    Timer::Failover,
+                                    Some(clock::now() + NO_RESPONSE_FAILOVER),
+                                );
                             }
                             self.timeline.emit(
                                 "sip.invite_sent",
@@ -1627,7 +1606,7 @@ impl Call {
                             );
                         }
                         if method == Method::Bye {
-                            if !self.bye_outstanding && self.bye_wait_until.is_none() {
+                            if !self.bye_outstanding && self.timers.get(Timer::ByeWait).is_none() {
                                 self.timeline.emit("sip.bye_sent", json!({}));
                             }
                             self.bye_outstanding = true;
@@ -1635,9 +1614,10 @@ impl Call {
                                 .target
                                 .as_ref()
                                 .is_some_and(|t| t.sip.credentials.is_some())
-                                && self.bye_wait_until.is_none()
+                                && self.timers.get(Timer::ByeWait).is_none()
                             {
-                                self.bye_wait_until = Some(clock::now() + BYE_AUTH_WAIT);
+                                self.timers
+                                    .set(Timer::ByeWait, Some(clock::now() + BYE_AUTH_WAIT));
                             }
                         }
                     }
@@ -1680,7 +1660,7 @@ impl Call {
                 if let Some(key) = self.invite_key.clone() {
                     match sip.cancel(key).await {
                         Ok(_) => {
-                            self.cancel_sent = true;
+                            self.state.on_cancel_sent();
                             self.timeline.emit("sip.cancel_sent", json!({}));
                         }
                         Err(e) => tracing::warn!(error = %e, "CANCEL not sent"),
@@ -1700,6 +1680,7 @@ impl Call {
                 reliable,
                 ..
             } => {
+                self.state.on_provisional(!body.is_empty());
                 if body.is_empty() {
                     self.timeline.emit(
                         "sip.ringing",
@@ -1728,14 +1709,14 @@ impl Call {
                 }
             }
             DialogEvent::Confirmed { body, .. } => {
-                self.answered_at = Some(now);
-                self.ring_deadline = None;
+                let bye_pending = self.state.on_confirmed(now);
+                self.timers.clear(Timer::Ring);
                 self.timeline.emit(
                     "sip.answered",
                     json!({"sip_status": 200, "session_expires": self.session.session_interval()}),
                 );
                 if let Some(max) = self.max_duration {
-                    self.max_at = now.checked_add(max);
+                    self.timers.set(Timer::MaxDuration, now.checked_add(max));
                 }
                 if let Some(media) = self.media.as_mut() {
                     // Early media may have been silent for long: the answer starts the count.
@@ -1757,13 +1738,12 @@ impl Call {
                     }
                 }
                 if let Some(after) = self.hangup_after {
-                    self.hangup_at = Some(now + after);
+                    self.timers.set(Timer::Hangup, Some(now + after));
                 }
                 if !self.send_dtmf.is_empty() {
-                    self.dtmf_at = Some(now + self.dtmf_after);
+                    self.timers.set(Timer::Dtmf, Some(now + self.dtmf_after));
                 }
-                if self.hangup_pending {
-                    self.hangup_pending = false;
+                if bye_pending {
                     let _ = self.session.bye(now);
                 }
                 if self.runner.is_some() {
@@ -1827,7 +1807,7 @@ impl Call {
                     "method": method.as_str(), "stale": stale}),
             ),
             DialogEvent::AuthRetry { method, cseq } => {
-                if method == Method::Invite && self.answered_at.is_none() {
+                if method == Method::Invite && self.state.answered_at().is_none() {
                     // The challenge was not the callee's answer: the retry's is.
                     self.final_status = None;
                 }
@@ -1846,7 +1826,7 @@ impl Call {
                     "sip.auth_failed",
                     json!({"method": method.as_str(), "status": status, "reason": reason}),
                 );
-                if method == Method::Invite && self.answered_at.is_none() {
+                if method == Method::Invite && self.state.answered_at().is_none() {
                     self.end_cause.get_or_insert(("auth_failed", Some(reason)));
                 }
             }
@@ -1854,7 +1834,7 @@ impl Call {
                 if reason == EndReason::RemoteBye {
                     self.timeline.emit("sip.bye_received", json!({}));
                 }
-                self.end = Some((reason, now));
+                self.state.on_terminated(reason, now);
             }
             DialogEvent::ReInviteAccepted { answer } => {
                 match Sdp::parse(&answer).and_then(|s| self.negotiator.receive_answer(&s)) {
@@ -1916,11 +1896,11 @@ impl Call {
                     self.write_frame(&frame.samples, frame.rate);
                 }
                 Some(MediaOutput::Timeout(at)) => {
-                    self.media_deadline = Some(at);
+                    self.timers.set(Timer::Media, Some(at));
                     return progressed;
                 }
                 None => {
-                    self.media_deadline = None;
+                    self.timers.clear(Timer::Media);
                     return progressed;
                 }
             }
@@ -1965,7 +1945,7 @@ impl Call {
                     }
                 }
             }
-            MediaEvent::RtpTimeout if self.answered_at.is_some() => {
+            MediaEvent::RtpTimeout if self.state.answered_at().is_some() => {
                 tracing::info!("no RTP or RTCP from the peer: ending the call");
                 self.end_for(clock::now(), "rtp_timeout", None);
             }
@@ -2032,6 +2012,7 @@ impl Call {
 
     /// The session ended: stop media, close the recording, report the outcome.
     async fn finish(&mut self, reason: EndReason, ended_at: Instant) {
+        let answered_at = self.state.answered_at();
         if let Some(media) = self.media.as_mut() {
             let _ = media.handle_input(MediaInput::Stop { now: ended_at });
         }
@@ -2040,12 +2021,12 @@ impl Call {
         let recording = self.recordings.last().cloned().unwrap_or(Value::Null);
         let outcome = match self.torn_down {
             // Torn down after a hangup the peer never completed.
-            Some(_) if self.answered_at.is_some() => Outcome::Answered,
+            Some(_) if answered_at.is_some() => Outcome::Answered,
             Some(_) if self.outbound => Outcome::Cancelled,
             Some(_) => Outcome::Failed,
             None => self.outcome(reason),
         };
-        let (status, phrase, q850) = match (&self.final_status, self.answered_at) {
+        let (status, phrase, q850) = match (&self.final_status, answered_at) {
             (Some((s, r, q)), _) => (Some(*s), Some(r.clone()), *q),
             (None, Some(_)) => (Some(200), Some("OK".to_owned()), None),
             (None, None) => match reason {
@@ -2055,12 +2036,11 @@ impl Call {
         };
         // No response said why: say what kept the INVITE from its peer (a TLS handshake).
         let phrase = match (&self.final_status, &self.transport_failure) {
-            (None, Some(why)) if self.answered_at.is_none() => Some(why.to_string()),
+            (None, Some(why)) if answered_at.is_none() => Some(why.to_string()),
             _ => phrase,
         };
-        let duration_ms = self
-            .answered_at
-            .map(|a| ended_at.saturating_duration_since(a).as_millis() as u64);
+        let duration_ms =
+            answered_at.map(|a| ended_at.saturating_duration_since(a).as_millis() as u64);
         // Why we ended it ourselves first; then a teardown (the peer never completed our
         // hangup); else the SIP reason.
         let end_reason = match (&self.end_cause, self.torn_down) {
@@ -2130,7 +2110,7 @@ impl Call {
 
     /// Whether the call, ended, still waits for the answer to its BYE (to answer a challenge).
     fn awaiting_bye_answer(&self, now: Instant) -> bool {
-        self.bye_outstanding && self.bye_wait_until.is_some_and(|t| now < t)
+        self.bye_outstanding && self.timers.get(Timer::ByeWait).is_some_and(|t| now < t)
     }
 
     /// An in-dialog request (or ACK) without a route set of its own goes through the target's
@@ -2173,11 +2153,7 @@ impl Call {
     fn fail_over(&mut self, now: Instant, reason: &str) -> bool {
         if self.targets.is_empty()
             || !self.outbound
-            || self.cancel_sent
-            || self.ring_timed_out
-            || self.hangup_pending
-            || self.end.is_some()
-            || self.answered_at.is_some()
+            || !self.state.is_setting_up()
             || self.session.is_terminated()
             || self.session.is_confirmed()
         {
@@ -2237,12 +2213,13 @@ impl Call {
         if let Some(old) = self.invite_key.take() {
             self.old_invites.push(old);
         }
-        self.failover_at = None;
+        self.timers.clear(Timer::Failover);
+        self.state.on_retarget();
         self.final_status = None;
         self.local_failure = false;
         self.any_response = false;
         self.media = None;
-        self.media_deadline = None;
+        self.timers.clear(Timer::Media);
         self.negotiator = negotiator;
         self.peer = next.destination;
         self.transport = next.transport;
@@ -2252,38 +2229,16 @@ impl Call {
     }
 
     fn outcome(&self, reason: EndReason) -> Outcome {
-        match reason {
-            EndReason::LocalBye
-            | EndReason::RemoteBye
-            | EndReason::SessionExpired
-            | EndReason::DialogGone(_) => {
-                if self.answered_at.is_some() {
-                    Outcome::Answered
-                } else {
-                    Outcome::Failed
-                }
-            }
-            EndReason::Rejected(code) => {
-                if self.local_failure {
-                    Outcome::NetworkError
-                } else if self.outbound {
-                    Outcome::from_status(code)
-                } else {
-                    Outcome::Failed
-                }
-            }
-            EndReason::Cancelled => {
-                if self.ring_timed_out && !self.any_response {
-                    // Nothing ever answered the INVITE: that is no ringing phone.
-                    Outcome::NetworkError
-                } else if self.ring_timed_out {
-                    Outcome::NoAnswer
-                } else {
-                    Outcome::Cancelled
-                }
-            }
-            EndReason::AckTimeout | EndReason::PrackTimeout => Outcome::NetworkError,
-        }
+        outcome(
+            reason,
+            self.state.answered_at().is_some(),
+            OutcomeFacts {
+                outbound: self.outbound,
+                local_failure: self.local_failure,
+                ring_timed_out: self.ring_timed_out,
+                any_response: self.any_response,
+            },
+        )
     }
 }
 

@@ -40,6 +40,7 @@
 //! told so by `RecvError::Lagged`.
 
 mod call;
+mod call_state;
 pub mod events;
 pub mod limits;
 pub mod protect;
