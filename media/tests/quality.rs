@@ -341,6 +341,7 @@ mod figures {
             assert!(q.r_factor > 90.5 && q.r_factor < 93.3, "{q:?}");
         }
         let call = run.call();
+        eprintln!("call: {call:?}");
         assert_eq!((call.expected, call.received), (n, n), "{call:?}");
         // The interval reports add up to the call (one ends with the stop).
         let sum: u64 = run.intervals().iter().map(|q| q.expected).sum();
@@ -405,6 +406,7 @@ mod figures {
                 assert!(q.playout_delay <= 100 * MS, "drift {drift}: {q:?}");
             }
             let call = run.call();
+            eprintln!("drift {drift}: {call:?} {:?}", run.session.jitter_stats());
             assert_eq!(call.received, 3000);
             // 0.5 % of 3000 frames is 15: the buffer takes (slow sender: stretches) or gives
             // back (fast: sheds) about that many frames; never a gap.
@@ -469,6 +471,7 @@ mod figures {
             no_extra,
         );
         let call = run.call();
+        eprintln!("call: {call:?}");
         assert_eq!(call.expected, n);
         assert_eq!(call.lost, dropped.len() as u64);
         assert_eq!(call.received, n - dropped.len() as u64);
