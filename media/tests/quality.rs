@@ -636,3 +636,32 @@ fn two_percent_random_loss_on_g711_without_plc_by_hand() {
     let b = EModel::for_codec(Codec::Pcmu, false).with_loss(2.0, 2.0);
     assert!((EModel::default().r_factor() - b.r_factor() - 35.849).abs() < 1e-3);
 }
+
+#[test]
+fn loss_pattern_decides_slots_after_the_reorder_window() {
+    use media::quality::{LossPattern, REORDER_WINDOW};
+    let mut p = LossPattern::new();
+    let mut out: Vec<bool> = Vec::new();
+    let w = REORDER_WINDOW as u64;
+    // 100, 102, 101 (reordered within the window), 105 (103, 104 lost), then far ahead.
+    for s in [100u64, 102, 101, 105] {
+        p.on_received(s, |l| out.push(l));
+    }
+    assert!(out.is_empty(), "nothing decided within the window");
+    p.on_received(105 + w, |l| out.push(l));
+    // 100..=105+w−w: 100, 101, 102 arrived, 103, 104 lost, 105 arrived.
+    assert_eq!(out, [false, false, false, true, true, false]);
+    // A packet older than the decided ones is ignored (RFC 3550 still counts it received).
+    p.on_received(103, |l| out.push(l));
+    assert_eq!(out.len(), 6);
+    // Flushing decides the rest: 106 ..= 105+w−1 lost, 105+w arrived.
+    p.flush(|l| out.push(l));
+    assert_eq!(out.len() as u64, 6 + w);
+    assert_eq!(out.iter().filter(|l| **l).count() as u64, 2 + w - 1);
+    let mut t = LossTracker::new();
+    for l in &out {
+        t.observe(*l);
+    }
+    assert_eq!(t.max_burst(), w - 1);
+    assert_eq!(t.bursts(), 2);
+}
