@@ -822,9 +822,15 @@ impl MediaSession {
             }
             // A new SSRC is a new stream (RFC 3550 §8.2: the sender restarted or changed):
             // fresh sequence state, statistics, playout and decoder. The call's quality
-            // totals carry on.
+            // totals carry on, except for what a displaced source delivered (not the peer's).
             self.remote_ssrc = Some(packet.ssrc);
-            self.close_stream(self.rx_stats.expected(), self.rx_stats.received());
+            if admit == Admit::Relatched {
+                self.pattern = LossPattern::new();
+                self.last_audio = None;
+                self.in_ptime_candidate = None;
+            } else {
+                self.close_stream(self.rx_stats.expected(), self.rx_stats.received());
+            }
             self.rx_stats = ReceiverStats::new(self.cfg.codec.clock_rate(), 0);
             self.jitter.reset();
             self.decoder = Decoder::new(self.cfg.codec);

@@ -613,6 +613,39 @@ mod figures {
     }
 
     #[test]
+    fn the_call_report_spans_a_new_ssrc() {
+        // 300 packets from one SSRC (two lost), then the peer restarts with a new SSRC and an
+        // unrelated sequence number for 300 more (one lost): the call counts both streams.
+        let start = t0();
+        let mut run = Run::new(start);
+        let packet = |ssrc: u32, seq: u16, i: u32| -> Bytes {
+            RtpHeader::new(PayloadType::PCMU, seq, i * 160, Ssrc(ssrc))
+                .to_vec(&[0x55; 160])
+                .expect("packet")
+                .into()
+        };
+        for i in 0..600u32 {
+            let (ssrc, seq) = if i < 300 {
+                (1, 1000 + i as u16)
+            } else {
+                (2, 40_000 + i as u16)
+            };
+            if [50, 51, 450].contains(&i) {
+                continue;
+            }
+            run.deliver(start + 20 * MS * i + 10 * MS, packet(ssrc, seq, i));
+        }
+        run.stop(start + 13_000 * MS);
+        let call = run.call();
+        assert_eq!(
+            (call.expected, call.received, call.lost),
+            (600, 597, 3),
+            "{call:?}"
+        );
+        assert_eq!(call.max_burst, 2, "{call:?}");
+    }
+
+    #[test]
     fn no_packets_no_report() {
         let start = t0();
         let mut run = Run::new(start);
