@@ -13,8 +13,31 @@
 //! - it falls by one frame after `relax_after` frames without a late packet when the estimate
 //!   allows, shedding one buffered frame to cut latency.
 //!
-//! Slots are counted in sequence numbers, one frame per packet; the stream is re-anchored after
-//! an underrun longer than `max_delay` (silence suppression, a stopped sender).
+//! Slots are counted in sequence numbers, one frame per packet of the *sender's* packet interval
+//! ([`JitterBuffer::set_frame`]: the caller measures it from RTP timestamps). The caller pops
+//! by demand, not by tick: whenever its playout needs more samples than it holds, it pops one
+//! packet's worth, so a 30 ms sender played out on a 20 ms tick pops twice every three ticks.
+//!
+//! A slot whose packet is missing is one of two things:
+//! - a **gap**: later packets are buffered, so this one is lost or very late. The slot is
+//!   played as [`Frame::Missing`] and the playout point moves on (counted in
+//!   [`JitterStats::missing`]); should the packet come after all, it is [`Insert::Late`];
+//! - an **underrun**: nothing is buffered (the sender's clock is slower than ours, or arrival
+//!   jitter outran the depth). The playout point *holds*: [`Frame::Missing`] is played for
+//!   the same slot, which then plays when its packet arrives (counted in
+//!   [`JitterStats::underruns`]). An underrun is concealment, never loss, and never makes the
+//!   packet late. Should later packets then arrive without the one(s) held for, the held
+//!   frames were the lost packets' concealment: the playout moves past them at once
+//!   (recounted as missing), so a loss at the edge of the buffer costs one frame per lost
+//!   packet, not two, and adds no delay.
+//!
+//! Clock drift the other way (a sender slightly faster than our clock) fills the buffer: when
+//! the least it held over a window of [`DRIFT_WINDOW`] pops exceeds the target depth by more
+//! than two frames, one buffered frame is shed ([`JitterStats::shed`]). Shedding and stretching
+//! are concealment too, never loss.
+//!
+//! The stream is re-anchored after an underrun longer than `max_delay` (silence suppression, a
+//! stopped sender).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -22,6 +45,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::rtp::SeqNo;
+
+/// Pops over which the least-buffered depth is watched for a sender faster than our clock.
+pub const DRIFT_WINDOW: u32 = 50;
 
 /// Settings for a [`JitterBuffer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +58,8 @@ pub struct JitterConfig {
     pub max_delay: Duration,
     /// The depth to start with (default 40 ms).
     pub initial_delay: Duration,
-    /// Audio per packet (the negotiated ptime, default 20 ms).
+    /// Audio per packet: the sender's packet interval (default 20 ms; the session starts with
+    /// the negotiated ptime and moves to the measured one, [`JitterBuffer::set_frame`]).
     pub frame: Duration,
     /// The RTP clock rate (default 8000).
     pub clock_rate: u32,
@@ -66,7 +93,8 @@ pub enum Frame {
         payload: Bytes,
     },
     /// No audio for this slot: conceal (repeat, fade, or insert silence). Either the packet
-    /// was lost, or the buffer is deepening and `seq` will still be played next.
+    /// is missing while later ones are here (a gap: lost or late), or the buffer is deepening
+    /// or has run dry (an underrun), and `seq` will still be played next.
     Missing {
         /// The sequence number that was expected.
         seq: SeqNo,
@@ -100,8 +128,11 @@ pub struct JitterStats {
     pub too_early: u64,
     /// Frames played from a packet.
     pub played: u64,
-    /// Frames reported missing (concealed).
+    /// Frames reported missing because their packet never came while later ones did (a gap:
+    /// network loss or a late packet), concealed.
     pub missing: u64,
+    /// Frames concealed because nothing was buffered (an underrun: the playout point held).
+    pub underruns: u64,
     /// Buffered frames dropped to shrink the depth.
     pub shed: u64,
     /// Concealment frames played to deepen the buffer.
@@ -131,6 +162,10 @@ pub struct JitterBuffer {
     pending_shed: u32,
     since_late: u32,
     underrun_run: u32,
+    /// Consecutive pops that held the playout point on an empty buffer.
+    held: u32,
+    window_pops: u32,
+    window_min: u64,
     last_arrival: Option<(Instant, u32)>,
     jitter: f64,
     stats: JitterStats,
@@ -153,6 +188,9 @@ impl JitterBuffer {
             pending_shed: 0,
             since_late: 0,
             underrun_run: 0,
+            held: 0,
+            window_pops: 0,
+            window_min: u64::MAX,
             last_arrival: None,
             jitter: 0.0,
             stats: JitterStats::default(),
@@ -190,6 +228,26 @@ impl JitterBuffer {
         self.state = State::Idle;
         self.last_arrival = None;
         self.underrun_run = 0;
+        self.held = 0;
+        self.window_pops = 0;
+        self.window_min = u64::MAX;
+    }
+
+    /// The audio per packet now assumed (the sender's packet interval).
+    pub fn frame(&self) -> Duration {
+        self.config.frame
+    }
+
+    /// Sets the audio per packet to the sender's measured packet interval (clamped to
+    /// 1..=200 ms). The depth target is kept in time and rounded up to whole frames.
+    pub fn set_frame(&mut self, frame: Duration) {
+        let frame = frame.clamp(Duration::from_millis(1), Duration::from_millis(200));
+        if frame == self.config.frame {
+            return;
+        }
+        self.config.frame = frame;
+        self.target = self.round_to_frame(self.target);
+        self.desired = self.round_to_frame(self.desired);
     }
 
     fn frames(&self, d: Duration) -> u64 {
@@ -307,12 +365,29 @@ impl JitterBuffer {
         }
         self.since_late = self.since_late.saturating_add(1);
         if self.since_late >= self.config.relax_after && self.desired < self.target {
-            self.target = self
+            let to = self
                 .target
                 .saturating_sub(self.config.frame)
+                .max(self.desired)
                 .max(self.config.min_delay);
-            self.pending_shed += 1;
+            if to < self.target {
+                self.target = to;
+                self.pending_shed += 1;
+            }
             self.since_late = 0;
+        }
+        // Clock drift: a sender faster than our clock keeps more buffered than the target.
+        let buffered = self.buffered();
+        self.window_min = self.window_min.min(buffered);
+        self.window_pops += 1;
+        if self.window_pops >= DRIFT_WINDOW {
+            // Two frames of slack: a loss at the edge of a shallow buffer holds the playout
+            // point once (an underrun), which must not read as drift.
+            if self.window_min > self.frames(self.target).max(1) + 2 && self.pending_shed == 0 {
+                self.pending_shed = 1;
+            }
+            self.window_pops = 0;
+            self.window_min = u64::MAX;
         }
         if self.pending_stretch > 0 {
             // Deepening: hold the playout point for one frame.
@@ -324,11 +399,7 @@ impl JitterBuffer {
         }
         if self.pending_shed > 0 {
             // Shallower: skip one buffered frame, but only when there is surplus audio.
-            let buffered = self
-                .packets
-                .last_key_value()
-                .map_or(0, |(k, _)| (k + 1).saturating_sub(self.next_seq));
-            if buffered > self.frames(self.target) + 1
+            if self.buffered() > self.frames(self.target) + 1
                 && self.packets.remove(&self.next_seq).is_some()
             {
                 self.stats.shed += 1;
@@ -336,33 +407,59 @@ impl JitterBuffer {
                 self.next_seq += 1;
             }
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        match self.packets.remove(&seq) {
-            Some((timestamp, payload)) => {
-                self.underrun_run = 0;
-                self.stats.played += 1;
-                Some(Frame::Audio {
-                    seq: SeqNo(seq),
-                    timestamp,
-                    payload,
-                })
-            }
-            None => {
-                if self.packets.is_empty() {
-                    self.underrun_run += 1;
-                    if self.underrun_run as u64 > self.frames(self.config.max_delay) {
-                        // The sender has stopped (or suppresses silence): wait for the next
-                        // packet and buffer afresh instead of reporting loss forever.
-                        self.state = State::Idle;
-                        self.underrun_run = 0;
-                        self.last_arrival = None;
-                        return None;
-                    }
-                }
-                self.stats.missing += 1;
-                Some(Frame::Missing { seq: SeqNo(seq) })
-            }
+        if self.held > 0
+            && let Some((&first, _)) = self.packets.first_key_value()
+            && first > self.next_seq
+        {
+            // We held on an empty buffer, and now later packets are here but not the ones we
+            // held for: those were lost, and the held frames already concealed them. Move on
+            // without concealing them twice (nor adding delay), and count them as gaps.
+            let covered = (first - self.next_seq).min(self.held as u64);
+            self.next_seq += covered;
+            self.stats.underruns = self.stats.underruns.saturating_sub(covered);
+            self.stats.missing += covered;
         }
+        let seq = self.next_seq;
+        if let Some((timestamp, payload)) = self.packets.remove(&seq) {
+            self.held = 0;
+            self.next_seq += 1;
+            self.underrun_run = 0;
+            self.stats.played += 1;
+            return Some(Frame::Audio {
+                seq: SeqNo(seq),
+                timestamp,
+                payload,
+            });
+        }
+        if self.packets.is_empty() {
+            // Underrun: nothing to play yet. Hold the playout point; the packet for this slot
+            // plays when it comes.
+            self.underrun_run += 1;
+            if self.underrun_run as u64 > self.frames(self.config.max_delay) {
+                // The sender has stopped (or suppresses silence): wait for the next packet and
+                // buffer afresh instead of concealing forever.
+                self.state = State::Idle;
+                self.underrun_run = 0;
+                self.held = 0;
+                self.last_arrival = None;
+                return None;
+            }
+            self.stats.underruns += 1;
+            self.held += 1;
+            return Some(Frame::Missing { seq: SeqNo(seq) });
+        }
+        // A gap: later packets are here, this one is lost (or late).
+        self.held = 0;
+        self.next_seq += 1;
+        self.underrun_run = 0;
+        self.stats.missing += 1;
+        Some(Frame::Missing { seq: SeqNo(seq) })
+    }
+
+    /// Slots from the playout point to the newest buffered packet (0 when empty).
+    fn buffered(&self) -> u64 {
+        self.packets
+            .last_key_value()
+            .map_or(0, |(k, _)| (k + 1).saturating_sub(self.next_seq))
     }
 }

@@ -254,13 +254,16 @@ pub fn burst_ratio(ppl_percent: f64, mean_burst_len: f64) -> f64 {
 }
 
 /// Counts received and lost packets in sequence order and the loss bursts among them, to feed
-/// `Ppl` and `BurstR` of the E-model.
+/// `Ppl` and `BurstR` of the E-model. Fed with *network* loss (sequence numbers that never
+/// arrived, [`LossPattern`]), never with playout concealment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LossTracker {
     received: u64,
     lost: u64,
     bursts: u64,
     in_burst: bool,
+    run: u64,
+    max_run: u64,
 }
 
 impl LossTracker {
@@ -275,9 +278,13 @@ impl LossTracker {
             self.lost += 1;
             if !self.in_burst {
                 self.bursts += 1;
+                self.run = 0;
             }
+            self.run += 1;
+            self.max_run = self.max_run.max(self.run);
         } else {
             self.received += 1;
+            self.run = 0;
         }
         self.in_burst = lost;
     }
@@ -289,9 +296,33 @@ impl LossTracker {
         }
         if !self.in_burst {
             self.bursts += 1;
+            self.run = 0;
         }
         self.lost += n;
+        self.run += n;
+        self.max_run = self.max_run.max(self.run);
         self.in_burst = true;
+    }
+
+    /// Slots observed lost.
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Slots observed received.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Loss bursts (maximal runs of consecutive lost slots; a run cut by a
+    /// [`LossTracker::new`] restart counts in both halves).
+    pub fn bursts(&self) -> u64 {
+        self.bursts
+    }
+
+    /// The longest run of consecutive lost slots.
+    pub fn max_burst(&self) -> u64 {
+        self.max_run
     }
 
     /// Packet loss in percent.
@@ -323,5 +354,92 @@ impl LossTracker {
         EModel::for_codec(codec, plc)
             .with_loss(self.loss_percent(), self.burst_ratio())
             .with_one_way_delay(one_way_delay_ms)
+    }
+}
+
+/// Sequence numbers still open to reordering in a [`LossPattern`]: a packet more than this many
+/// behind the highest one seen is decided (received or lost) for the burst pattern. It is
+/// larger than the jitter buffer holds (200 ms is 20 packets of 10 ms), so a reordering the
+/// buffer absorbs never reads as a loss burst.
+pub const REORDER_WINDOW: usize = 32;
+
+/// Turns the sequence numbers that arrived into the stream's received/lost pattern (RFC 3550
+/// sequence gaps), for the burst statistics of G.107 (`BurstR`) and the longest burst.
+///
+/// Each extended sequence number from the first one received up to the highest is decided once
+/// it falls [`REORDER_WINDOW`] behind the highest (or at [`LossPattern::flush`]); a packet that
+/// arrives before its number is decided fills its slot (reordering, not loss). A packet older
+/// than that is ignored here (RFC 3550's received count still has it). Playout (jitter buffer
+/// underruns, late discards) plays no part.
+#[derive(Debug, Clone, Default)]
+pub struct LossPattern {
+    /// The first undecided sequence number (`None` before the first packet).
+    next: Option<u64>,
+    /// Undecided slots from `next` on: whether each arrived.
+    pending: std::collections::VecDeque<bool>,
+}
+
+/// A forward jump larger than this (RFC 3550's `MAX_DROPOUT` is 3000) starts the pattern
+/// afresh instead of deciding that many slots lost.
+const MAX_GAP: u64 = 3000;
+
+impl LossPattern {
+    /// An empty pattern.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the arrival of extended sequence number `seq`; `sink` receives every slot this
+    /// decides, in sequence order (`true`: lost).
+    pub fn on_received(&mut self, seq: u64, mut sink: impl FnMut(bool)) {
+        let next = match self.next {
+            Some(n) => n,
+            None => {
+                self.next = Some(seq);
+                seq
+            }
+        };
+        if seq < next {
+            return;
+        }
+        let idx = seq - next;
+        if idx > MAX_GAP + REORDER_WINDOW as u64 {
+            // Not a gap but a jump (a sender restart the caller did not tell us about): decide
+            // what is pending and start again here.
+            self.reset(&mut sink);
+            self.next = Some(seq);
+            self.pending.push_back(true);
+            return;
+        }
+        let idx = idx as usize;
+        if idx < self.pending.len() {
+            self.pending[idx] = true;
+        } else {
+            self.pending.resize(idx, false);
+            self.pending.push_back(true);
+        }
+        while self.pending.len() > REORDER_WINDOW {
+            if let Some(arrived) = self.pending.pop_front() {
+                sink(!arrived);
+                self.next = self.next.map(|n| n + 1);
+            }
+        }
+    }
+
+    /// Decides every pending slot (the end of the call); packets older than the highest one
+    /// seen are ignored from now on.
+    pub fn flush(&mut self, mut sink: impl FnMut(bool)) {
+        let n = self.pending.len() as u64;
+        for arrived in self.pending.drain(..) {
+            sink(!arrived);
+        }
+        self.next = self.next.map(|s| s + n);
+    }
+
+    /// Decides every pending slot and forgets the position: the next packet starts a new
+    /// pattern (a new SSRC, a sequence restart).
+    pub fn reset(&mut self, sink: impl FnMut(bool)) {
+        self.flush(sink);
+        self.next = None;
     }
 }

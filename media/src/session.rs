@@ -23,7 +23,10 @@
 //! (decoding it, running the in-band DTMF detector when telephone-event was not negotiated),
 //! and, when recording, hands out one stereo frame (left: inbound, right: outbound). RTCP
 //! (SR or RR + SDES CNAME) goes out every `rtcp_interval`, a [`QualityReport`] every
-//! `quality_interval`.
+//! `quality_interval` in which packets arrived, and one for the whole call at
+//! [`Input::Stop`]. Inbound packets need not match our ptime: the jitter buffer is popped by
+//! demand, one sender packet whenever the tick needs more samples than are held (the sender's
+//! ptime is measured from RTP timestamps).
 //!
 //! Inbound packets are checked in this order, each failure counted in [`SessionStats`] and
 //! the packet dropped: parse (garbage), payload type (neither the negotiated codec,
@@ -55,7 +58,7 @@ use crate::codec::{Codec, CodecError, Decoder, Encoder, resample};
 use crate::dtmf::{Digit, DtmfReceiver, DtmfSender, InbandDetector, dtmf_tones};
 use crate::jitter::{Frame, JitterBuffer, JitterConfig, JitterStats};
 use crate::player::Player;
-use crate::quality::{EModel, LossTracker};
+use crate::quality::{EModel, LossPattern, LossTracker};
 use crate::recorder::interleave;
 use crate::rtp::{
     Bye, NtpTime, PayloadType, ReceiverReport, ReceiverStats, ReportBlock, RtcpPacket, RtpHeader,
@@ -204,7 +207,8 @@ pub enum Input {
     StopPlayback,
     /// Send DTMF digits: RFC 4733 when negotiated, else in-band tones.
     SendDtmf(Vec<Digit>),
-    /// End the session: send an RTCP BYE and stop all timers.
+    /// End the session: send an RTCP BYE, emit the call's [`QualityReport`] (scope
+    /// [`QualityScope::Call`], when any packet arrived) and stop all timers.
     Stop {
         /// Now.
         now: Instant,
@@ -231,29 +235,75 @@ pub enum DtmfMethod {
     Inband,
 }
 
-/// A periodic quality figure set.
+/// What a [`QualityReport`] covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QualityScope {
+    /// One `quality_interval` (emitted every interval in which packets arrived).
+    Interval,
+    /// The whole call (emitted once, at [`Input::Stop`], when any packet arrived).
+    Call,
+}
+
+/// The far end's view of our stream, from the last RTCP report block it sent about us.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RemoteQuality {
+    /// Its fraction lost (RFC 3550 §6.4.1, over its last report interval), percent.
+    pub loss_percent: f64,
+    /// Its interarrival jitter estimate of our stream.
+    pub jitter: Duration,
+    /// Its cumulative packets lost.
+    pub cumulative_lost: i64,
+}
+
+/// Quality figures of the inbound stream, over one interval or the whole call.
+///
+/// Three things are kept apart: *network loss* (sequence numbers that never arrived, RFC 3550
+/// A.3), *late* packets (arrived, but discarded by the jitter buffer because their slot had
+/// been played or they came too far ahead), and *concealment* (frames the playout filled
+/// without audio: for loss, for late packets, and for underruns and depth changes). Only the
+/// first two reach the E-model; see docs/media/quality.md.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QualityReport {
-    /// Frames that could not be played (lost or late) in the interval, percent.
-    pub loss_percent: f64,
-    /// Cumulative packets lost (RFC 3550 A.3).
-    pub cumulative_lost: i64,
-    /// Packets expected so far.
+    /// What the figures cover.
+    pub scope: QualityScope,
+    /// The codec played out.
+    pub codec: Codec,
+    /// The sender's packet interval, measured from RTP timestamps (`None` until two equal
+    /// steps between consecutive packets were seen).
+    pub ptime: Option<Duration>,
+    /// Packets expected in the scope (RFC 3550 A.3: from sequence numbers).
     pub expected: u64,
-    /// Packets received so far.
+    /// Packets received in the scope (duplicates included, as RFC 3550 counts them).
     pub received: u64,
-    /// Interarrival jitter (RFC 3550 A.8).
+    /// Network loss: `expected − received`, never negative.
+    pub lost: u64,
+    /// `lost` in percent of `expected` (0 when nothing was expected).
+    pub loss_percent: f64,
+    /// Packets that arrived but were discarded by the jitter buffer (too late, too early).
+    pub late: u64,
+    /// `late` in percent of `expected`.
+    pub late_percent: f64,
+    /// Playout frames (of the sender's packet interval) concealed: gaps, underruns, stretches.
+    pub concealed: u64,
+    /// The longest run of consecutive lost sequence numbers.
+    pub max_burst: u64,
+    /// G.107 `BurstR` from the sequence-gap pattern (1: random or no loss).
+    pub burst_ratio: f64,
+    /// Interarrival jitter (RFC 3550 A.8): the estimate at the end of an interval; for the
+    /// call, its mean over the call's packets.
     pub jitter: Duration,
-    /// The longest run of consecutive lost packets.
-    pub max_burst_loss: u64,
     /// Round-trip time from the last RTCP report about us, if known.
     pub rtt: Option<Duration>,
     /// The jitter buffer's depth.
     pub playout_delay: Duration,
+    /// The one-way delay fed to the E-model: `rtt/2 + playout_delay + ptime`.
+    pub one_way_delay: Duration,
     /// The E-model R factor (ITU-T G.107).
     pub r_factor: f64,
     /// The estimated MOS from R.
     pub mos: f64,
+    /// The far end's view of our stream, when it sent an RTCP report about it.
+    pub remote: Option<RemoteQuality>,
 }
 
 /// Something the application should know.
@@ -279,7 +329,8 @@ pub enum MediaEvent {
         /// How it arrived.
         method: DtmfMethod,
     },
-    /// Periodic quality figures.
+    /// Quality figures: every `quality_interval` in which packets arrived, and once for the
+    /// whole call when it stops.
     Quality(QualityReport),
     /// No RTP for the configured silence.
     RtpTimeout,
@@ -418,7 +469,28 @@ pub struct MediaSession {
     timeout_fired: bool,
     first_out: bool,
     stats: SessionStats,
-    loss: LossTracker,
+    /// Sequence-gap pattern of the inbound stream, feeding the two trackers below.
+    pattern: LossPattern,
+    loss_interval: LossTracker,
+    loss_call: LossTracker,
+    /// Expected/received of streams before the current one (new SSRC, sequence restart).
+    closed_expected: u64,
+    closed_received: u64,
+    /// Totals at the start of the current interval.
+    interval_start: Totals,
+    /// Sum and count of the A.8 jitter estimate (seconds) at each audio packet, for the call.
+    jitter_sum: f64,
+    jitter_samples: u64,
+    /// The sender's packet interval in RTP timestamp units, once measured.
+    in_ptime_ts: Option<u32>,
+    /// A step between consecutive packets seen once, waiting to be confirmed.
+    in_ptime_candidate: Option<u32>,
+    /// The last audio packet (extended sequence number, timestamp), for the ptime.
+    last_audio: Option<(u64, u32)>,
+    /// Decoded inbound samples not yet played (the sender's packets need not match our tick).
+    carry: Vec<i16>,
+    /// Samples per sender packet, for concealment frames.
+    in_spf: usize,
     rtt: Option<Duration>,
     last_report: Option<ReportBlock>,
     pcm_in: Vec<i16>,
@@ -482,7 +554,19 @@ impl MediaSession {
             timeout_fired: false,
             first_out: false,
             stats: SessionStats::default(),
-            loss: LossTracker::new(),
+            pattern: LossPattern::new(),
+            loss_interval: LossTracker::new(),
+            loss_call: LossTracker::new(),
+            closed_expected: 0,
+            closed_received: 0,
+            interval_start: Totals::default(),
+            jitter_sum: 0.0,
+            jitter_samples: 0,
+            in_ptime_ts: None,
+            in_ptime_candidate: None,
+            last_audio: None,
+            carry: Vec::with_capacity(spf * 2),
+            in_spf: spf,
             rtt: None,
             last_report: None,
             pcm_in: Vec::with_capacity(spf),
@@ -603,6 +687,7 @@ impl MediaSession {
             Input::SendDtmf(digits) => self.dtmf_queue.extend(digits),
             Input::Stop { now } => {
                 self.send_rtcp(now, true);
+                self.report_call_quality();
                 self.stopped = true;
             }
         }
@@ -736,12 +821,22 @@ impl MediaSession {
                 }
             }
             // A new SSRC is a new stream (RFC 3550 §8.2: the sender restarted or changed):
-            // fresh sequence state, statistics, playout and decoder.
+            // fresh sequence state, statistics, playout and decoder. The call's quality
+            // totals carry on, except for what a displaced source delivered (not the peer's).
             self.remote_ssrc = Some(packet.ssrc);
+            if admit == Admit::Relatched {
+                self.pattern = LossPattern::new();
+                self.last_audio = None;
+                self.in_ptime_candidate = None;
+            } else {
+                self.close_stream(self.rx_stats.expected(), self.rx_stats.received());
+            }
             self.rx_stats = ReceiverStats::new(self.cfg.codec.clock_rate(), 0);
             self.jitter.reset();
             self.decoder = Decoder::new(self.cfg.codec);
+            self.carry.clear();
         }
+        let before = (self.rx_stats.expected(), self.rx_stats.received());
         let update = if is_audio {
             self.rx_stats
                 .on_packet(packet.sequence, packet.timestamp, now)
@@ -750,6 +845,8 @@ impl MediaSession {
         };
         let seq = match update {
             SeqUpdate::Restarted(s) => {
+                // The statistics restarted with this packet: what they had counted is closed.
+                self.close_stream(before.0, before.1);
                 self.jitter.reset();
                 s
             }
@@ -763,6 +860,18 @@ impl MediaSession {
         self.latched_accepted += 1;
         self.last_rx = now;
         self.timeout_fired = false;
+        let (interval, call) = (&mut self.loss_interval, &mut self.loss_call);
+        self.pattern.on_received(seq.0, |lost| {
+            interval.observe(lost);
+            call.observe(lost);
+        });
+        if is_audio {
+            self.jitter_sum += self.rx_stats.jitter() / self.cfg.codec.clock_rate() as f64;
+            self.jitter_samples += 1;
+            if matches!(update, SeqUpdate::InOrder(_)) {
+                self.measure_ptime(seq.0, packet.timestamp);
+            }
+        }
         if is_audio {
             self.jitter
                 .insert(seq, packet.timestamp, now, packet.payload);
@@ -778,6 +887,43 @@ impl MediaSession {
                 self.drain_dtmf();
             }
         }
+    }
+
+    /// A stream ended (new SSRC, sequence restart) having counted `expected`/`received`: keep
+    /// them in the call's totals and decide its loss pattern.
+    fn close_stream(&mut self, expected: u64, received: u64) {
+        self.closed_expected += expected;
+        self.closed_received += received;
+        let (interval, call) = (&mut self.loss_interval, &mut self.loss_call);
+        self.pattern.reset(|lost| {
+            interval.observe(lost);
+            call.observe(lost);
+        });
+        self.last_audio = None;
+        self.in_ptime_candidate = None;
+    }
+
+    /// The sender's packet interval from the RTP timestamp step between consecutive audio
+    /// packets: taken when the same step is seen twice in a row (a talkspurt's first packet
+    /// after silence suppression jumps), at most 200 ms.
+    fn measure_ptime(&mut self, seq: u64, timestamp: u32) {
+        let clock = self.cfg.codec.clock_rate();
+        if let Some((last_seq, last_ts)) = self.last_audio
+            && seq == last_seq + 1
+        {
+            let step = timestamp.wrapping_sub(last_ts);
+            if step > 0 && step <= clock / 5 {
+                if self.in_ptime_candidate == Some(step) && self.in_ptime_ts != Some(step) {
+                    self.in_ptime_ts = Some(step);
+                    let frame = Duration::from_nanos(step as u64 * 1_000_000_000 / clock as u64);
+                    self.jitter.set_frame(frame);
+                    self.in_spf = (step as u64 * self.cfg.codec.sample_rate() as u64 / clock as u64)
+                        .max(1) as usize;
+                }
+                self.in_ptime_candidate = Some(step);
+            }
+        }
+        self.last_audio = Some((seq, timestamp));
     }
 
     /// Symmetric RTP: whether a valid RTP packet from `source` is the peer's (see the module
@@ -1090,19 +1236,38 @@ impl MediaSession {
         }
     }
 
+    /// Plays one tick of inbound audio. The jitter buffer is popped by demand: one sender
+    /// packet whenever fewer samples are held than the tick needs, so a sender whose ptime
+    /// differs from ours neither underruns nor backs up. Before the first packet (and while
+    /// the buffer fills) nothing is popped and nothing is counted.
     fn play_frame(&mut self, now: Instant) {
         self.pcm_in.clear();
-        match self.jitter.pop(now) {
-            Some(Frame::Audio { payload, .. }) => {
-                self.loss.observe(false);
-                if !payload.is_empty() && self.decoder.decode(&payload, &mut self.pcm_in).is_err() {
-                    self.pcm_in.clear();
+        // Bounded: a tick needs at most a few packets (a 5 ms sender on a 20 ms tick needs 4).
+        let mut pops = 0;
+        while self.carry.len() < self.spf && pops < 16 {
+            pops += 1;
+            let before = self.carry.len();
+            match self.jitter.pop(now) {
+                Some(Frame::Audio { payload, .. }) => {
+                    if !payload.is_empty()
+                        && self.decoder.decode(&payload, &mut self.carry).is_err()
+                    {
+                        self.carry.truncate(before);
+                    }
+                    if self.carry.len() == before {
+                        // A filler slot (RFC 4733 event, comfort noise) or undecodable: silence.
+                        self.carry.resize(before + self.in_spf, 0);
+                    } else if self.in_ptime_ts.is_none() {
+                        self.in_spf = self.carry.len() - before;
+                    }
                 }
+                // Concealment is silence: the far end hears a gap rather than a repeated frame.
+                Some(Frame::Missing { .. }) => self.carry.resize(before + self.in_spf, 0),
+                None => break,
             }
-            Some(Frame::Missing { .. }) => self.loss.observe(true),
-            None => {}
         }
-        // Concealment is silence: the far end hears a gap rather than a repeated frame.
+        let take = self.carry.len().min(self.spf);
+        self.pcm_in.extend(self.carry.drain(..take));
         self.pcm_in.resize(self.spf, 0);
         if let Some(det) = &mut self.inband_rx {
             det.process(&self.pcm_in, &mut self.inband_found);
@@ -1169,27 +1334,129 @@ impl MediaSession {
         }
     }
 
+    /// The call's running totals.
+    fn totals(&self) -> Totals {
+        let js = self.jitter.stats();
+        Totals {
+            expected: self.closed_expected + self.rx_stats.expected(),
+            received: self.closed_received + self.rx_stats.received(),
+            late: js.late + js.too_early,
+            concealed: js.missing + js.underruns + js.stretched,
+        }
+    }
+
+    /// Emits the interval report (when packets arrived in it) and starts the next interval.
     fn report_quality(&mut self) {
-        let loss = self.loss.loss_percent();
-        let jitter = self.rx_stats.jitter_duration();
+        let now = self.totals();
+        let span = now.since(self.interval_start);
+        self.interval_start = now;
+        let pattern = std::mem::take(&mut self.loss_interval);
+        if span.expected == 0 && span.received == 0 {
+            return;
+        }
+        let report = self.quality_report(
+            QualityScope::Interval,
+            span,
+            &pattern,
+            self.rx_stats.jitter_duration(),
+        );
+        self.event(MediaEvent::Quality(report));
+    }
+
+    /// Emits the whole call's report, when any packet arrived.
+    fn report_call_quality(&mut self) {
+        let (interval, call) = (&mut self.loss_interval, &mut self.loss_call);
+        self.pattern.flush(|lost| {
+            interval.observe(lost);
+            call.observe(lost);
+        });
+        let totals = self.totals();
+        if totals.expected == 0 && totals.received == 0 {
+            return;
+        }
+        let jitter = if self.jitter_samples == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(self.jitter_sum / self.jitter_samples as f64)
+        };
+        let report = self.quality_report(QualityScope::Call, totals, &self.loss_call, jitter);
+        self.event(MediaEvent::Quality(report));
+    }
+
+    fn quality_report(
+        &self,
+        scope: QualityScope,
+        t: Totals,
+        pattern: &LossTracker,
+        jitter: Duration,
+    ) -> QualityReport {
+        let clock = self.cfg.codec.clock_rate() as u64;
+        let lost = t.expected.saturating_sub(t.received);
+        let percent = |n: u64| {
+            if t.expected == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / t.expected as f64
+            }
+        };
+        let ptime = self
+            .in_ptime_ts
+            .map(|ts| Duration::from_nanos(ts as u64 * 1_000_000_000 / clock));
         let playout = self.jitter.delay();
-        let one_way = self.rtt.map_or(Duration::ZERO, |r| r / 2) + playout + self.ptime;
+        let one_way =
+            self.rtt.map_or(Duration::ZERO, |r| r / 2) + playout + ptime.unwrap_or(self.ptime);
+        let burst_ratio = pattern.burst_ratio();
+        // The listener loses late packets as surely as lost ones: both count as Ppl (late ones
+        // at random, as the burst ratio comes from the network's sequence gaps). Playout is
+        // silence-filled, not concealed by a PLC: G.113's Bpl without PLC.
         let model = EModel::for_codec(self.cfg.codec, false)
-            .with_loss(loss, self.loss.burst_ratio())
+            .with_loss(percent(lost + t.late).min(100.0), burst_ratio)
             .with_one_way_delay(one_way.as_secs_f64() * 1000.0);
-        let report = QualityReport {
-            loss_percent: loss,
-            cumulative_lost: self.rx_stats.cumulative_lost(),
-            expected: self.rx_stats.expected(),
-            received: self.rx_stats.received(),
+        let remote = self.last_report.map(|b| RemoteQuality {
+            loss_percent: b.fraction_lost as f64 * 100.0 / 256.0,
+            jitter: Duration::from_nanos(b.jitter as u64 * 1_000_000_000 / clock),
+            cumulative_lost: b.cumulative_lost as i64,
+        });
+        QualityReport {
+            scope,
+            codec: self.cfg.codec,
+            ptime,
+            expected: t.expected,
+            received: t.received,
+            lost,
+            loss_percent: percent(lost),
+            late: t.late,
+            late_percent: percent(t.late),
+            concealed: t.concealed,
+            max_burst: pattern.max_burst(),
+            burst_ratio,
             jitter,
-            max_burst_loss: self.rx_stats.max_burst_loss(),
             rtt: self.rtt,
             playout_delay: playout,
+            one_way_delay: one_way,
             r_factor: model.r_factor(),
             mos: model.mos(),
-        };
-        self.loss = LossTracker::new();
-        self.event(MediaEvent::Quality(report));
+            remote,
+        }
+    }
+}
+
+/// Running counters a quality report is made of (differences of two for an interval).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    expected: u64,
+    received: u64,
+    late: u64,
+    concealed: u64,
+}
+
+impl Totals {
+    fn since(self, start: Totals) -> Totals {
+        Totals {
+            expected: self.expected.saturating_sub(start.expected),
+            received: self.received.saturating_sub(start.received),
+            late: self.late.saturating_sub(start.late),
+            concealed: self.concealed.saturating_sub(start.concealed),
+        }
     }
 }

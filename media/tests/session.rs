@@ -394,10 +394,10 @@ fn mos_falls_with_loss() {
         let last = q.last().unwrap();
         if loss == 0 {
             assert_eq!(last.loss_percent, 0.0);
-            assert_eq!(last.cumulative_lost, 0);
+            assert_eq!(last.lost, 0);
         } else {
             assert!(last.loss_percent > loss as f64 / 2.0, "{last:?}");
-            assert!(last.cumulative_lost > 0);
+            assert!(last.lost > 0);
         }
         mos.push(last.mos);
     }
