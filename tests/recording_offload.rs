@@ -27,6 +27,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 
 const WAIT: Duration = Duration::from_secs(15);
+/// How long the stuck-disk test keeps the disk stuck after the recording reported its lag.
+const STUCK_FOR: Duration = Duration::from_millis(2500);
 
 fn originate(to: SocketAddr, record: &Path) -> OriginateRequest {
     OriginateRequest {
@@ -330,37 +332,12 @@ async fn a_stuck_disk_is_lag_and_counted_drops_while_the_call_rtp_keeps_its_pace
     assert_eq!(lagging.details["queue_capacity"], 64, "{}", lagging.details);
     assert!(lagging.details["queue_depth"].as_u64().expect("depth") >= 10);
 
-    // Keep it stuck until the queue is full and a second of audio has been dropped.
-    let deadline = Instant::now() + WAIT;
-    while engine.recording_stats().frames_dropped < 50 {
-        assert!(
-            Instant::now() < deadline,
-            "no frames dropped in time: {:?}",
-            engine.recording_stats()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let text = scrape(&api).await;
-    let stuck_for = stuck_from.elapsed();
-    assert!(
-        metric(&text, "callplane_recording_queue_depth") >= 60.0,
-        "the queue is full:\n{text}"
-    );
-    assert_eq!(metric(&text, "callplane_recording_queue_capacity"), 64.0);
-    assert!(
-        metric(&text, "callplane_recording_lag_seconds") >= 1.0,
-        "the lag rose with the stall ({stuck_for:?}):\n{text}"
-    );
-    assert!(metric(&text, "callplane_recording_frames_dropped_total") >= 50.0);
-    assert_eq!(metric(&text, "callplane_recording_lagging_total"), 1.0);
-    assert_eq!(metric(&text, "callplane_recordings_open"), 1.0);
-    assert!(
-        hold.waiting() >= 1,
-        "the writer thread waits at the stuck disk"
-    );
+    // The stimulus: the disk stays stuck for this long (the queue fills in 1.24 s of audio;
+    // what comes after is dropped).
+    tokio::time::sleep(STUCK_FOR).await;
 
     // Meanwhile the call's media kept its pace: RTP every 20 ms, no pause while the disk was
-    // stuck (a call that waited for the writer would have sent nothing since).
+    // stuck (a call that waited for the writer would have sent nothing since the queue filled).
     let now = Instant::now();
     let (packets, longest_gap) = peer.rtp_between(stuck_from, now);
     let expected = now.duration_since(stuck_from).as_millis() as usize / 20;
@@ -378,6 +355,32 @@ async fn a_stuck_disk_is_lag_and_counted_drops_while_the_call_rtp_keeps_its_pace
         "a {longest_gap:?} pause in the call's RTP while the disk was stuck"
     );
 
+    // And the stall shows: the queue is full, the lag is the stall's length, frames were dropped.
+    let text = scrape(&api).await;
+    eprintln!(
+        "{}",
+        text.lines()
+            .filter(|l| l.starts_with("callplane_record"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
+        metric(&text, "callplane_recording_queue_depth") >= 60.0,
+        "the queue is full:\n{text}"
+    );
+    assert_eq!(metric(&text, "callplane_recording_queue_capacity"), 64.0);
+    assert!(
+        metric(&text, "callplane_recording_lag_seconds") >= STUCK_FOR.as_secs_f64(),
+        "the lag rose with the stall:\n{text}"
+    );
+    assert!(metric(&text, "callplane_recording_frames_dropped_total") >= 30.0);
+    assert_eq!(metric(&text, "callplane_recording_lagging_total"), 1.0);
+    assert_eq!(metric(&text, "callplane_recordings_open"), 1.0);
+    assert!(
+        hold.waiting() >= 1,
+        "the writer thread waits at the stuck disk"
+    );
+
     // The disk comes back: the writer catches up and says so.
     hold.release();
     let caught_up = wait_kind(&mut rx, &mut seen, call, "recording.caught_up", WAIT).await;
@@ -385,7 +388,7 @@ async fn a_stuck_disk_is_lag_and_counted_drops_while_the_call_rtp_keeps_its_pace
     let dropped_in_episode = caught_up.details["dropped_frames"]
         .as_u64()
         .expect("dropped_frames");
-    assert!(dropped_in_episode >= 50, "{}", caught_up.details);
+    assert!(dropped_in_episode >= 30, "{}", caught_up.details);
 
     engine.hangup(call).await.expect("hangup");
     peer.answer_bye().await;
