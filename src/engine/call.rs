@@ -1,5 +1,6 @@
 //! One call: a tokio task that owns the INVITE session, the media session, the RTP sockets
-//! and the recording writer, in the run-loop shape of ARCHITECTURE.md: feed one input, drain
+//! and its recording's handle (the file is written by the `files::recorder` threads, never
+//! here), in the run-loop shape of ARCHITECTURE.md: feed one input, drain
 //! the outputs of both machines, sleep until the next deadline or input.
 
 use std::collections::{BTreeMap, VecDeque};
