@@ -529,3 +529,66 @@ async fn a_recording_that_cannot_be_written_fails_alone_and_the_call_goes_on() {
     slots_freed(&e.handle).await;
     e.handle.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_finishes_the_recording_of_a_live_call_and_shutdown_stops_the_writers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = Engine::start(EngineConfig::new("127.0.0.1:0".parse().expect("addr")))
+        .await
+        .expect("engine starts");
+    let wav = dir.path().join("drained.wav");
+    let mut peer = Peer::bind().await;
+    let mut rx = e.handle.subscribe();
+    let mut seen = Vec::new();
+    let call = e
+        .handle
+        .originate(originate(peer.addr(), &wav))
+        .await
+        .expect("originate");
+    peer.answer().await;
+    wait_kind(&mut rx, &mut seen, call, "recording.started", WAIT).await;
+    let deadline = Instant::now() + WAIT;
+    while e.handle.recording_stats().frames_written < 10 {
+        assert!(Instant::now() < deadline, "frames written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let drain = {
+        let handle = e.handle.clone();
+        tokio::spawn(async move { handle.drain(Duration::ZERO).await })
+    };
+    peer.answer_bye().await;
+    timeout(WAIT, drain)
+        .await
+        .expect("the drain ends")
+        .expect("drain task")
+        .expect("drain");
+    let done = wait_kind(&mut rx, &mut seen, call, "call.completed", WAIT).await;
+    let ks = kinds(&seen);
+    let ready_at = ks.iter().position(|k| *k == "recording.ready");
+    assert!(
+        ready_at.is_some_and(|i| i + 1 < ks.len()),
+        "recording.ready before the final event: {ks:?}"
+    );
+    assert_eq!(
+        done.details["recording"]["path"],
+        wav.to_str().expect("utf-8")
+    );
+    assert!(wav.exists(), "the recording is finished");
+    assert!(
+        !dir.path().join("drained.wav.part").exists(),
+        "no .part is left"
+    );
+    let (sha256, _) = file_digest(&wav);
+    assert_eq!(done.details["recording"]["sha256"], sha256.as_str());
+    let stats = e.handle.recording_stats();
+    assert_eq!(
+        (stats.open, stats.queue_depth, stats.threads),
+        (0, 0, 4),
+        "{stats:?}"
+    );
+    e.handle.shutdown().await.expect("shutdown");
+    // The shutdown let the writer threads finish and end.
+    let stats = e.handle.recording_stats();
+    assert_eq!((stats.threads, stats.queue_depth), (0, 0), "{stats:?}");
+    assert_eq!(stats.lag, Duration::ZERO);
+}

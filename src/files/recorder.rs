@@ -157,7 +157,7 @@ pub enum OpenError {
 /// What the recorder is doing, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecorderStats {
-    /// Writer threads.
+    /// Writer threads running (0 once [`Recorder::shutdown`] has seen them all end).
     pub threads: usize,
     /// Jobs (frames, opens, closes) queued and not yet taken by a writer thread.
     pub queue_depth: usize,
@@ -405,7 +405,7 @@ impl Recorder {
             .filter(|at| *at != 0)
             .min();
         RecorderStats {
-            threads: self.lanes.len(),
+            threads: *self.live.0.lock().unwrap_or_else(PoisonError::into_inner),
             queue_depth: self
                 .lanes
                 .iter()
@@ -945,7 +945,9 @@ mod tests {
         // Sample 1000 (frame 6, second half) is 6 on both channels.
         let at = 44 + 1000 * 4;
         assert_eq!(i16::from_le_bytes([bytes[at], bytes[at + 1]]), 6);
+        assert_eq!(rec.stats().threads, 2);
         assert!(rec.shutdown(Duration::from_secs(5)), "threads end");
+        assert_eq!(rec.stats().threads, 0);
         assert_eq!(rec.stats().open, 0);
         assert_eq!(rec.stats().frames_written, 100);
     }
