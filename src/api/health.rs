@@ -318,6 +318,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         event_queue: s.engine.event_queue(),
         store_backlog_refusals: s.engine.store_backlog_refusals(),
         trunks: s.trunk_states.snapshot(),
+        recording: Some(s.engine.recording_stats()),
     };
     (
         [(header::CONTENT_TYPE, PROMETHEUS)],

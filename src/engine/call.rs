@@ -1,5 +1,6 @@
 //! One call: a tokio task that owns the INVITE session, the media session, the RTP sockets
-//! and the recording writer, in the run-loop shape of ARCHITECTURE.md: feed one input, drain
+//! and its recording's handle (the file is written by the `files::recorder` threads, never
+//! here), in the run-loop shape of ARCHITECTURE.md: feed one input, drain
 //! the outputs of both machines, sleep until the next deadline or input.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -36,7 +37,9 @@ use super::{
     Reoffer, SipOptions, random_u64,
 };
 use crate::clock;
-use crate::files::{Prompt, PromptCache, RecordingWriter};
+use crate::files::{
+    ClosedRecording, Closing, Prompt, PromptCache, Recorder, Recording, RecordingNote,
+};
 use crate::net::rtp_ports::{RtpPortPool, RtpSocketPair};
 use crate::net::sip::SipHandle;
 use crate::script::{Action, RecordMode, Script, ScriptInput, ScriptRunner};
@@ -73,6 +76,8 @@ pub(crate) struct Shared {
     /// (RFC 3261 §21.5.4, RFC 3263 §4.3). A std mutex held for one lookup or insert, never
     /// across an await; bounded by [`MAX_COOLDOWNS`].
     pub(crate) cooldowns: std::sync::Mutex<std::collections::HashMap<SocketAddr, Instant>>,
+    /// The recording writer threads: a call hands them frames and never touches the disk.
+    pub(crate) recorder: Arc<Recorder>,
 }
 
 /// At most this many targets are remembered as cooling down after a 503 with Retry-After.
@@ -92,6 +97,10 @@ pub(crate) const NO_RESPONSE_FAILOVER: Duration = Duration::from_secs(4);
 /// How long a call that sent BYE with credentials configured waits for the BYE's final
 /// response, so that a 401/407 to it can be answered (RFC 3261 §22.2) before the call ends.
 const BYE_AUTH_WAIT: Duration = Duration::from_secs(4);
+
+/// How long an ending call waits for its recording's writer to finish the file (the final
+/// flush, rename and hash; longer only when the disk is far behind).
+const RECORDING_CLOSE_WAIT: Duration = Duration::from_secs(20);
 
 /// One way to reach the callee: the primary target of an [`OriginateRequest`] or one of its
 /// alternates.
@@ -417,7 +426,9 @@ struct Call {
     gather_done: bool,
     /// Where recordings go: the whole call (no script) or each script `record` segment.
     record: Option<PathBuf>,
-    recorder: Option<RecordingWriter>,
+    recorder: Option<Recording>,
+    /// Recording segments being finished by their writer, oldest first.
+    closing: VecDeque<Closing>,
     record_error: Option<String>,
     /// Script-driven recording: whether frames are wanted now, and in which mode.
     record_active: bool,
@@ -852,6 +863,7 @@ impl Call {
             record_active: record.is_some(),
             record,
             recorder: None,
+            closing: VecDeque::new(),
             record_error: None,
             record_mode: RecordMode::Stereo,
             record_segments: 0,
@@ -1151,13 +1163,20 @@ impl Call {
         }
     }
 
-    /// Finish the open recording segment, if any.
+    /// Finish the open recording segment, if any. Never waits: its writer thread finishes the
+    /// file, and `recording.ready` comes when it has ([`Call::recording_closed`]).
     fn close_recording(&mut self) {
-        let Some(w) = self.recorder.take() else {
+        let Some(rec) = self.recorder.take() else {
             return;
         };
         self.timeline.emit("recording.stopped", json!({}));
-        match w.finalize() {
+        self.closing.push_back(rec.close());
+    }
+
+    /// A recording segment's writer finished it.
+    fn recording_closed(&mut self, closed: ClosedRecording) {
+        let loss = closed.loss;
+        match closed.result {
             Ok(done) => {
                 let info = json!({
                     "path": done.path.display().to_string(),
@@ -1165,13 +1184,38 @@ impl Call {
                     "channels": done.channels,
                     "sha256": done.sha256,
                     "bytes": done.bytes,
+                    // Frames the writer's full queue dropped (silence in the file instead).
+                    "dropped_frames": loss.dropped_frames,
+                    "dropped_ms": loss.dropped.as_millis() as u64,
                 });
                 self.timeline.emit("recording.ready", info.clone());
                 self.recordings.push(info);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "recording not finalized");
-                self.record_error = Some(e.to_string());
+                if !closed.failure_reported {
+                    self.timeline.emit(
+                        "recording.failed",
+                        json!({"error": e, "dropped_frames": loss.dropped_frames}),
+                    );
+                }
+                self.record_error = Some(e);
+            }
+        }
+    }
+
+    /// Wait (bounded) for the writers to finish every segment being closed, and report them.
+    async fn settle_recordings(&mut self) {
+        let deadline = tokio::time::Instant::from_std(clock::now() + RECORDING_CLOSE_WAIT);
+        while let Some(closing) = self.closing.pop_front() {
+            match tokio::time::timeout_at(deadline, closing).await {
+                Ok(closed) => self.recording_closed(closed),
+                Err(_) => {
+                    let e = "the recording writer did not finish the recording in time".to_owned();
+                    tracing::warn!("{e}");
+                    self.timeline.emit("recording.failed", json!({"error": e}));
+                    self.record_error = Some(e);
+                }
             }
         }
     }
@@ -1226,6 +1270,7 @@ impl Call {
                     }
                 }
                 () = sleep => self.handle_deadlines(clock::now()),
+                closed = next_closed(&mut self.closing) => self.recording_closed(closed),
             }
         }
     }
@@ -1897,7 +1942,7 @@ impl Call {
                 }
                 Some(MediaOutput::Record(frame)) => {
                     progressed = true;
-                    self.write_frame(&frame.samples, frame.rate);
+                    self.write_frame(frame.samples, frame.rate);
                 }
                 Some(MediaOutput::Timeout(at)) => {
                     self.timers.set(Timer::Media, Some(at));
@@ -1959,7 +2004,9 @@ impl Call {
         }
     }
 
-    fn write_frame(&mut self, samples: &[i16], rate: u32) {
+    /// Hand one frame to the recording's writer thread (opening the segment at its first
+    /// frame). Never waits for the disk: a full queue drops the frame and says so.
+    fn write_frame(&mut self, samples: Vec<i16>, rate: u32) {
         if self.record_error.is_some() || !self.record_active {
             return;
         }
@@ -1973,42 +2020,76 @@ impl Call {
                 return;
             };
             let path = segment_path(&base, self.record_segments);
-            match open_recording(&path, rate, channels) {
-                Ok(w) => {
+            match self.shared.recorder.open(&path, rate, channels) {
+                Ok(rec) => {
                     self.record_segments += 1;
                     self.timeline.emit(
                         "recording.started",
                         json!({"path": path.display().to_string(), "rate": rate, "channels": channels}),
                     );
-                    self.recorder = Some(w);
+                    self.recorder = Some(rec);
                     self.script_input(ScriptInput::RecordingStarted);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "recording not started");
-                    self.record_error = Some(e);
+                    self.timeline
+                        .emit("recording.failed", json!({"error": e.to_string()}));
+                    self.record_error = Some(e.to_string());
                     self.script_input(ScriptInput::RecordingStopped);
                     return;
                 }
             }
         }
-        let Some(w) = self.recorder.as_mut() else {
+        let Some(rec) = self.recorder.as_mut() else {
             return;
         };
         // Frames are interleaved stereo: left what we heard, right what we sent.
-        let written = match self.record_mode {
-            RecordMode::Stereo => w.write_samples(samples),
-            RecordMode::Inbound => {
-                let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
-                w.write_samples(&left)
-            }
-            RecordMode::Outbound => {
-                let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
-                w.write_samples(&right)
-            }
+        let samples = match self.record_mode {
+            RecordMode::Stereo => samples,
+            RecordMode::Inbound => samples.iter().step_by(2).copied().collect(),
+            RecordMode::Outbound => samples.iter().skip(1).step_by(2).copied().collect(),
         };
-        if let Err(e) = written {
-            tracing::warn!(error = %e, "recording failed");
-            self.record_error = Some(e.to_string());
+        match rec.write(samples) {
+            None => {}
+            Some(RecordingNote::Lagging {
+                lag,
+                queue_depth,
+                queue_capacity,
+                dropped_frames,
+            }) => {
+                tracing::warn!(?lag, queue_depth, dropped_frames, "recording lags behind");
+                self.timeline.emit(
+                    "recording.lagging",
+                    json!({
+                        "lag_ms": lag.as_millis() as u64,
+                        "queue_depth": queue_depth,
+                        "queue_capacity": queue_capacity,
+                        "dropped_frames": dropped_frames,
+                    }),
+                );
+            }
+            Some(RecordingNote::CaughtUp {
+                lag,
+                lagged_for,
+                dropped_frames,
+            }) => self.timeline.emit(
+                "recording.caught_up",
+                json!({
+                    "lag_ms": lag.as_millis() as u64,
+                    "lagged_ms": lagged_for.as_millis() as u64,
+                    "dropped_frames": dropped_frames,
+                }),
+            ),
+            Some(RecordingNote::Failed { error }) => {
+                tracing::warn!(%error, "recording failed");
+                let dropped_frames = rec.loss().dropped_frames;
+                self.timeline.emit(
+                    "recording.failed",
+                    json!({"error": error, "dropped_frames": dropped_frames}),
+                );
+                self.record_error = Some(error);
+                self.script_input(ScriptInput::RecordingStopped);
+            }
         }
     }
 
@@ -2020,6 +2101,7 @@ impl Call {
         }
         self.flush_media().await;
         self.close_recording();
+        self.settle_recordings().await;
         let recording = self.recordings.last().cloned().unwrap_or(Value::Null);
         let outcome = match self.torn_down {
             // Torn down after a hangup the peer never completed.
@@ -2432,17 +2514,17 @@ pub(crate) fn resolve_prompt(
     }
 }
 
-fn open_recording(path: &Path, rate: u32, channels: u16) -> Result<RecordingWriter, String> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .map(|n| n.strip_suffix(".wav").unwrap_or(n))
-        .ok_or_else(|| format!("bad recording path {}", path.display()))?;
-    RecordingWriter::create(&dir, name, rate, channels).map_err(|e| e.to_string())
+/// The first recording segment being closed, once its writer has finished it (pending while
+/// none is).
+async fn next_closed(closing: &mut VecDeque<Closing>) -> ClosedRecording {
+    match closing.front_mut() {
+        Some(first) => {
+            let closed = first.await;
+            closing.pop_front();
+            closed
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// A prompt from the shared cache, decoded on a blocking thread when it is not cached. The

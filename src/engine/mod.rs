@@ -66,7 +66,7 @@ use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::files::PromptCache;
+use crate::files::{PromptCache, Recorder, RecorderStats};
 use crate::net::rtp_ports::{PortPoolError, RtpPortPool};
 use crate::net::sip::{NetError, SipConfig, SipEvent, SipHandle, SipTransport};
 use crate::script::Script;
@@ -86,6 +86,8 @@ const EVENT_QUEUE: usize = 4096;
 /// itself tears down 1 s (`call::DRAIN_TEARDOWN`) after the grace; this is the bound when it
 /// cannot, e.g. a task stuck on I/O).
 pub const DRAIN_ABORT_AFTER: Duration = Duration::from_secs(2);
+/// How long a shutdown waits for the recording writers to write what is queued.
+const RECORDER_SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
 /// Settings of the engine.
 #[derive(Debug, Clone)]
@@ -132,6 +134,8 @@ pub struct EngineConfig {
     /// The per-source SIP rate limit and the bound on half-open inbound INVITEs
     /// ([`protect`]).
     pub protection: protect::InboundProtection,
+    /// The recording writer threads and their queues ([`crate::files::recorder`]).
+    pub recorder: crate::files::RecorderConfig,
 }
 
 impl EngineConfig {
@@ -157,6 +161,7 @@ impl EngineConfig {
             router: None,
             sip_trace: None,
             protection: protect::InboundProtection::default(),
+            recorder: crate::files::RecorderConfig::default(),
         }
     }
 }
@@ -415,6 +420,9 @@ pub enum EngineError {
     /// The store is behind: the event queue is over its high-water mark.
     #[error("the store is behind (event queue over its high-water mark)")]
     StoreBacklog,
+    /// The recording writer threads did not start.
+    #[error("recording writer: {0}")]
+    Recorder(std::io::Error),
 }
 
 /// A command to the dispatcher.
@@ -466,6 +474,8 @@ pub struct EngineHandle {
     sink: Option<SinkGauge>,
     /// INVITEs refused by the half-open bound, by reason ([`protect`]).
     half_open_refusals: Arc<HalfOpenRefusals>,
+    /// The recording writer threads (for their counters).
+    recorder: Arc<Recorder>,
 }
 
 /// INVITEs the dispatcher refused by the half-open bound.
@@ -638,6 +648,11 @@ impl EngineHandle {
         self.sink.as_ref().map(SinkGauge::refusals)
     }
 
+    /// What the recording writer threads are doing: queue depth, lag, frames dropped.
+    pub fn recording_stats(&self) -> RecorderStats {
+        self.recorder.stats()
+    }
+
     /// Where SIP listens (UDP).
     pub fn sip_local_addr(&self) -> SocketAddr {
         self.sip_local
@@ -713,6 +728,8 @@ impl Engine {
         let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let half_open_refusals = Arc::new(HalfOpenRefusals::default());
+        let recorder =
+            Arc::new(Recorder::start(config.recorder.clone()).map_err(EngineError::Recorder)?);
         let shared = Arc::new(call::Shared {
             sip: sip_handle.clone(),
             pool,
@@ -725,6 +742,7 @@ impl Engine {
             prompts: prompts.clone(),
             limits: config.limits.clone(),
             cooldowns: Default::default(),
+            recorder: recorder.clone(),
         });
         let dispatcher = Dispatcher {
             sip_events,
@@ -757,6 +775,7 @@ impl Engine {
                 advertise_ip,
                 sink,
                 half_open_refusals,
+                recorder,
             },
             task,
         })
@@ -832,6 +851,7 @@ impl Dispatcher {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown { reply }) => {
                         self.sip.shutdown().await;
+                        self.shutdown_recorder().await;
                         let _ = reply.send(());
                         return;
                     }
@@ -848,6 +868,20 @@ impl Dispatcher {
                 },
                 () = abort => self.abort_calls(),
             }
+        }
+    }
+
+    /// Let the recording writers finish what is queued (bounded). Recordings of calls still
+    /// live (a shutdown without a drain) are not waited for: they stay `.part` files for
+    /// recovery, as after a crash.
+    async fn shutdown_recorder(&self) {
+        let recorder = self.shared.recorder.clone();
+        let done = tokio::task::spawn_blocking(move || recorder.shutdown(RECORDER_SHUTDOWN_WAIT))
+            .await
+            .unwrap_or(false);
+        if !done {
+            let open = self.shared.recorder.stats().open;
+            tracing::warn!(open, "recording writers not finished at shutdown");
         }
     }
 

@@ -191,6 +191,8 @@ pub struct Gauges {
     pub store_backlog_refusals: Option<u64>,
     /// Every trunk's live state ([`crate::trunk::TrunkStates::snapshot`]).
     pub trunks: Vec<(String, crate::trunk::TrunkRuntime)>,
+    /// The recording writer threads ([`crate::engine::EngineHandle::recording_stats`]).
+    pub recording: Option<crate::files::RecorderStats>,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -612,6 +614,9 @@ impl Metrics {
             );
             let _ = writeln!(out, "callplane_store_backlog_refusals_total {n}");
         }
+        if let Some(r) = &gauges.recording {
+            render_recorder(&mut out, r);
+        }
         self.render_trunks(&mut out, gauges);
         out
     }
@@ -700,6 +705,62 @@ fn escape(value: &str) -> String {
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// The recording writer threads' series (docs/media/recording.md).
+fn render_recorder(out: &mut String, r: &crate::files::RecorderStats) {
+    let gauges: [(&str, &str, String); 4] = [
+        (
+            "callplane_recording_queue_depth",
+            "Recording jobs (frames, opens, closes) queued for the writer threads.",
+            r.queue_depth.to_string(),
+        ),
+        (
+            "callplane_recording_queue_capacity",
+            "What the recording writer queues hold at most, over all writer threads.",
+            r.queue_capacity.to_string(),
+        ),
+        (
+            "callplane_recording_lag_seconds",
+            "Age of the oldest recording job a writer thread has not finished (0 when idle).",
+            r.lag.as_secs_f64().to_string(),
+        ),
+        (
+            "callplane_recordings_open",
+            "Recordings being written now.",
+            r.open.to_string(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let counters: [(&str, &str, u64); 4] = [
+        (
+            "callplane_recording_frames_written_total",
+            "Frames written to recordings.",
+            r.frames_written,
+        ),
+        (
+            "callplane_recording_frames_dropped_total",
+            "Frames dropped (written as silence) because a recording writer queue was full.",
+            r.frames_dropped,
+        ),
+        (
+            "callplane_recording_lagging_total",
+            "Times a recording fell behind its writer (recording.lagging events).",
+            r.lagging_episodes,
+        ),
+        (
+            "callplane_recording_failures_total",
+            "Recordings that failed (open, write or finalize error, writer panic).",
+            r.failures,
+        ),
+    ];
+    for (name, help, value) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 #[cfg(test)]
@@ -925,6 +986,43 @@ mod tests {
         assert_eq!(value(&text, "callplane_event_queue_depth"), 7.0);
         assert_eq!(value(&text, "callplane_event_queue_capacity"), 64.0);
         assert_eq!(value(&text, "callplane_store_backlog_refusals_total"), 2.0);
+    }
+
+    #[test]
+    fn recording_writer_series_render_only_when_given() {
+        let m = Metrics::default();
+        assert!(
+            !m.render(&Gauges::default())
+                .contains("callplane_recording_")
+        );
+        let text = m.render(&Gauges {
+            recording: Some(crate::files::RecorderStats {
+                threads: 4,
+                queue_depth: 12,
+                queue_capacity: 32_768,
+                lag: Duration::from_millis(1_500),
+                open: 3,
+                frames_written: 900,
+                frames_dropped: 7,
+                lagging_episodes: 2,
+                failures: 1,
+            }),
+            ..Gauges::default()
+        });
+        assert_eq!(value(&text, "callplane_recording_queue_depth"), 12.0);
+        assert_eq!(value(&text, "callplane_recording_queue_capacity"), 32_768.0);
+        assert_eq!(value(&text, "callplane_recording_lag_seconds"), 1.5);
+        assert_eq!(value(&text, "callplane_recordings_open"), 3.0);
+        assert_eq!(
+            value(&text, "callplane_recording_frames_written_total"),
+            900.0
+        );
+        assert_eq!(
+            value(&text, "callplane_recording_frames_dropped_total"),
+            7.0
+        );
+        assert_eq!(value(&text, "callplane_recording_lagging_total"), 2.0);
+        assert_eq!(value(&text, "callplane_recording_failures_total"), 1.0);
     }
 
     #[test]

@@ -1,21 +1,29 @@
 //! Audio files on disk: prompts to play and recordings of calls.
 //!
 //! This is the only module of the application that touches the filesystem. Everything here is
-//! synchronous on purpose: the engine calls it from blocking tasks (`spawn_blocking`), so that a
-//! slow disk stalls one worker thread and never the runtime's reactor.
+//! synchronous on purpose: the engine calls it from blocking tasks (`spawn_blocking`) or, for
+//! recordings, from the [`recorder`]'s own writer threads, so that a slow disk stalls one of
+//! those threads and never the runtime's reactor or a call's RTP pacing.
 //!
 //! - [`prompt`]: decode a WAV of any common rate, width and channel count into mono 16-bit PCM at
 //!   the rate a call needs, and cache the result per (file, rate) until the file changes.
 //! - [`recording`]: the crash-safe recording writer (periodic flush + fsync of a `.part` file,
 //!   atomic rename at the end) and the start-up recovery of `.part` files a crash left behind.
+//! - [`recorder`]: the pool of writer threads that run those writers for calls, fed by bounded
+//!   queues that a call never waits on.
 
 pub mod disk;
 pub mod generated;
 pub mod prompt;
 pub mod range;
+pub mod recorder;
 pub mod recording;
 
 pub use prompt::{Prompt, PromptCache, PromptConfig, PromptError, load_prompt, load_prompt_with};
+pub use recorder::{
+    ClosedRecording, Closing, OpenError, Recorder, RecorderConfig, RecorderStats, Recording,
+    RecordingLoss, RecordingNote, WriteHold,
+};
 pub use recording::{
     FinishedRecording, RecordingError, RecordingWriter, RecoveryError, recover_partials,
     sha256_file,

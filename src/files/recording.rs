@@ -210,7 +210,7 @@ pub fn sha256_file(path: impl AsRef<Path>) -> io::Result<(String, u64)> {
 }
 
 /// Checks that `name` is one plain file name, so that it cannot escape the recording directory.
-fn check_name(name: &str) -> Result<(), RecordingError> {
+pub(crate) fn check_name(name: &str) -> Result<(), RecordingError> {
     let reason = if name.is_empty() {
         Some("empty")
     } else if name.len() > 200 {
@@ -272,9 +272,7 @@ impl RecordingWriter {
         channels: u16,
     ) -> Result<Self, RecordingError> {
         check_name(name)?;
-        if !(1..=2).contains(&channels) || rate == 0 || rate > MAX_RATE {
-            return Err(RecordingError::InvalidFormat { rate, channels });
-        }
+        Self::check_format(rate, channels)?;
         let dir = dir.as_ref().to_path_buf();
         let final_path = dir.join(format!("{name}.wav"));
         let part_path = dir.join(format!("{name}{PART_SUFFIX}"));
@@ -334,6 +332,14 @@ impl RecordingWriter {
             flush_every: u64::from(rate),
             finished: false,
         })
+    }
+
+    /// Whether `rate` and `channels` are a format this writer writes.
+    pub(crate) fn check_format(rate: u32, channels: u16) -> Result<(), RecordingError> {
+        if !(1..=2).contains(&channels) || rate == 0 || rate > MAX_RATE {
+            return Err(RecordingError::InvalidFormat { rate, channels });
+        }
+        Ok(())
     }
 
     /// Sample rate in Hz.
