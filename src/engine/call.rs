@@ -981,6 +981,10 @@ impl Call {
         // recording at any time, so a scripted call with a destination always asks.
         cfg.record = self.record.is_some();
         self.media_rate = Some(negotiated.codec.sample_rate());
+        // A wall-clock anchor makes our RTCP an SR, whose echo (LSR/DLSR) in the peer's report
+        // gives the RTT that `media.quality` reports and the E-model's delay uses.
+        let unix = Duration::from_micros(u64::try_from(clock::unix_us()).unwrap_or(0));
+        cfg.wallclock = Some((now, media::rtp::NtpTime::from_unix(unix)));
         cfg.initial_sequence = random_u64() as u16;
         cfg.initial_timestamp = random_u64() as u32;
         self.rtcp_mux = cfg.rtcp_mux;
@@ -1929,9 +1933,10 @@ impl Call {
 
     fn media_event(&mut self, event: MediaEvent) {
         match event {
-            MediaEvent::FirstPacketIn { source } => self
-                .timeline
-                .emit("media.first_packet_in", json!({"source": source.to_string()})),
+            MediaEvent::FirstPacketIn { source } => self.timeline.emit(
+                "media.first_packet_in",
+                json!({"source": source.to_string()}),
+            ),
             MediaEvent::FirstPacketOut => self.timeline.emit("media.first_packet_out", json!({})),
             MediaEvent::PlaybackFinished => {
                 self.timeline.emit("prompt.finished", json!({}));
@@ -1969,10 +1974,7 @@ impl Call {
                 tracing::info!("no RTP or RTCP from the peer: ending the call");
                 self.end_for(clock::now(), "rtp_timeout", None);
             }
-            MediaEvent::Quality(q) => self.timeline.emit(
-                "media.quality",
-                json!({"loss_percent": q.loss_percent, "jitter_us": q.jitter.as_micros() as u64, "mos": q.mos}),
-            ),
+            MediaEvent::Quality(q) => self.timeline.emit("media.quality", quality_json(&q)),
             other => tracing::debug!(?other, "media event"),
         }
     }
@@ -2523,6 +2525,44 @@ async fn flush_rejection(session: &mut InviteSession, sip: &mut SipHandle) {
             tracing::warn!(error = %e, "503 not sent");
         }
     }
+}
+
+/// The `media.quality` event's details (docs/media/quality.md): every key present, `null`
+/// where unknown. Percentages and the burst ratio keep 4 decimals, R and MOS 2.
+fn quality_json(q: &media::session::QualityReport) -> Value {
+    let round = |x: f64, places: i32| {
+        let f = 10f64.powi(places);
+        (x * f).round() / f
+    };
+    let us = |d: Duration| d.as_micros() as u64;
+    json!({
+        "scope": match q.scope {
+            media::session::QualityScope::Interval => "interval",
+            media::session::QualityScope::Call => "call",
+        },
+        "codec": q.codec.rtpmap_name(),
+        "ptime_ms": q.ptime.map(|p| (p.as_secs_f64() * 1000.0).round() as u64),
+        "expected": q.expected,
+        "received": q.received,
+        "lost": q.lost,
+        "loss_percent": round(q.loss_percent, 4),
+        "late": q.late,
+        "late_percent": round(q.late_percent, 4),
+        "concealed": q.concealed,
+        "max_burst": q.max_burst,
+        "burst_ratio": round(q.burst_ratio, 4),
+        "jitter_us": us(q.jitter),
+        "rtt_us": q.rtt.map(us),
+        "playout_delay_us": us(q.playout_delay),
+        "one_way_delay_us": us(q.one_way_delay),
+        "r": round(q.r_factor, 2),
+        "mos": round(q.mos, 2),
+        "remote": q.remote.map(|r| json!({
+            "loss_percent": round(r.loss_percent, 4),
+            "jitter_us": us(r.jitter),
+            "cumulative_lost": r.cumulative_lost,
+        })),
+    })
 }
 
 #[cfg(test)]

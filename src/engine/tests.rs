@@ -145,6 +145,47 @@ async fn scripted_callee_plays_a_prompt_the_caller_records_then_hangs_up() {
         done["duration_ms"].as_u64().expect("duration") >= 500,
         "{done}"
     );
+    // The whole call's quality comes once, before the final event, every key present; a
+    // clean loopback call shows no loss and G.711's MOS (docs/media/quality.md).
+    let calls: Vec<(usize, &CallEvent)> = out
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == "media.quality" && e.details["scope"] == "call")
+        .collect();
+    assert_eq!(calls.len(), 1, "{ks:?}");
+    let (at, q) = calls[0];
+    let ended = out.iter().position(|e| e.kind == "call.completed");
+    assert!(ended.is_some_and(|e| at < e), "{ks:?}");
+    let q = &q.details;
+    for key in [
+        "scope",
+        "codec",
+        "ptime_ms",
+        "expected",
+        "received",
+        "lost",
+        "loss_percent",
+        "late",
+        "late_percent",
+        "concealed",
+        "max_burst",
+        "burst_ratio",
+        "jitter_us",
+        "rtt_us",
+        "playout_delay_us",
+        "one_way_delay_us",
+        "r",
+        "mos",
+        "remote",
+    ] {
+        assert!(q.get(key).is_some(), "{key} missing from {q}");
+    }
+    assert_eq!(q["lost"], 0, "{q}");
+    assert_eq!(q["loss_percent"], 0.0, "{q}");
+    assert_eq!(q["ptime_ms"], 20, "{q}");
+    assert_eq!(q["expected"], q["received"], "{q}");
+    assert_eq!(q["expected"], done["rtp"]["expected_in"], "{q} vs {done}");
+    assert!(q["mos"].as_f64().expect("mos") >= 4.3, "{q}");
 
     let inbound = timeline(&mut callee_events, None).await;
     let ks = kinds(&inbound);
