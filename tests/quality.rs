@@ -458,6 +458,26 @@ async fn lossy_relay_loss_and_mos_match_the_induced_loss_and_g107() {
         "the schedule induced about 5 % with bursts: {induced:?}"
     );
 
+    // Each interval report covers the sequence numbers after the previous one's up to the
+    // highest received by its end (RFC 3550 A.3 interval figures): its counts are the relay's
+    // over that sub-range.
+    let mut from = first;
+    for r in all.iter().filter(|r| r["scope"] == "interval") {
+        let n = int(r, "expected");
+        let part = induced_loss(&log, from, from + n - 1);
+        assert_eq!(
+            (int(r, "lost"), int(r, "received")),
+            (part.dropped, part.packets - part.dropped),
+            "interval report {r} vs the relay over {from}..{}: {part:?}",
+            from + n - 1
+        );
+        from += n;
+    }
+    assert!(
+        from <= last + 1,
+        "the intervals stay inside the call's range"
+    );
+
     // Counts: exactly what the relay dropped and passed in that range.
     assert_eq!(int(call, "lost"), induced.dropped, "{call:#}\n{induced:?}");
     assert_eq!(
