@@ -190,3 +190,58 @@ fn long_silence_reanchors_instead_of_reporting_loss_forever() {
     let f = drain(&mut jb, later + 100 * MS, 1);
     assert!(matches!(f[0], Frame::Audio { seq: SeqNo(90), .. }));
 }
+
+#[test]
+fn an_empty_buffer_holds_the_playout_point_instead_of_losing_the_slot() {
+    let t0 = t0();
+    let mut jb = JitterBuffer::new(JitterConfig::default());
+    jb.insert(SeqNo(1), 160, t0, payload(1));
+    assert!(matches!(
+        jb.pop(t0 + 40 * MS),
+        Some(Frame::Audio { seq: SeqNo(1), .. })
+    ));
+    // Packet 2 is not here yet and nothing else is: an underrun, the slot is held.
+    assert_eq!(jb.pop(t0 + 60 * MS), Some(Frame::Missing { seq: SeqNo(2) }));
+    assert_eq!(
+        jb.insert(SeqNo(2), 320, t0 + 65 * MS, payload(2)),
+        Insert::Queued,
+        "not late: its slot was held"
+    );
+    assert!(matches!(
+        jb.pop(t0 + 80 * MS),
+        Some(Frame::Audio { seq: SeqNo(2), .. })
+    ));
+    let st = jb.stats();
+    assert_eq!((st.underruns, st.missing, st.late), (1, 0, 0), "{st:?}");
+}
+
+#[test]
+fn frames_held_for_packets_that_never_come_count_as_their_concealment() {
+    let t0 = t0();
+    let mut jb = JitterBuffer::new(JitterConfig::default());
+    jb.insert(SeqNo(1), 160, t0, payload(1));
+    assert!(jb.pop(t0 + 40 * MS).is_some());
+    // 2 and 3 are lost; the buffer is empty for two slots.
+    assert_eq!(jb.pop(t0 + 60 * MS), Some(Frame::Missing { seq: SeqNo(2) }));
+    assert_eq!(jb.pop(t0 + 80 * MS), Some(Frame::Missing { seq: SeqNo(2) }));
+    jb.insert(SeqNo(4), 640, t0 + 85 * MS, payload(4));
+    // The two held frames were 2's and 3's concealment: 4 plays next, with no added delay.
+    assert!(matches!(
+        jb.pop(t0 + 100 * MS),
+        Some(Frame::Audio { seq: SeqNo(4), .. })
+    ));
+    let st = jb.stats();
+    assert_eq!((st.underruns, st.missing, st.late), (0, 2, 0), "{st:?}");
+}
+
+#[test]
+fn the_frame_follows_the_senders_ptime() {
+    let mut jb = JitterBuffer::new(JitterConfig::default());
+    jb.set_frame(30 * MS);
+    assert_eq!(jb.frame(), 30 * MS);
+    // The 40 ms initial depth rounds up to whole 30 ms frames.
+    assert_eq!(jb.delay(), 60 * MS);
+    // Out-of-range frames are clamped.
+    jb.set_frame(Duration::ZERO);
+    assert_eq!(jb.frame(), MS);
+}

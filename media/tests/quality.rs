@@ -341,6 +341,7 @@ mod figures {
             assert!(q.r_factor > 90.5 && q.r_factor < 93.3, "{q:?}");
         }
         let call = run.call();
+        eprintln!("call: {call:?}");
         assert_eq!((call.expected, call.received), (n, n), "{call:?}");
         // The interval reports add up to the call (one ends with the stop).
         let sum: u64 = run.intervals().iter().map(|q| q.expected).sum();
@@ -405,6 +406,7 @@ mod figures {
                 assert!(q.playout_delay <= 100 * MS, "drift {drift}: {q:?}");
             }
             let call = run.call();
+            eprintln!("drift {drift}: {call:?} {:?}", run.session.jitter_stats());
             assert_eq!(call.received, 3000);
             // 0.5 % of 3000 frames is 15: the buffer takes (slow sender: stretches) or gives
             // back (fast: sheds) about that many frames; never a gap.
@@ -469,6 +471,7 @@ mod figures {
             no_extra,
         );
         let call = run.call();
+        eprintln!("call: {call:?}");
         assert_eq!(call.expected, n);
         assert_eq!(call.lost, dropped.len() as u64);
         assert_eq!(call.received, n - dropped.len() as u64);
@@ -632,4 +635,33 @@ fn two_percent_random_loss_on_g711_without_plc_by_hand() {
     // The same loss in bursts (BurstR 2): Ie,eff = 95 · 2 / (1 + 4.3) = 35.85.
     let b = EModel::for_codec(Codec::Pcmu, false).with_loss(2.0, 2.0);
     assert!((EModel::default().r_factor() - b.r_factor() - 35.849).abs() < 1e-3);
+}
+
+#[test]
+fn loss_pattern_decides_slots_after_the_reorder_window() {
+    use media::quality::{LossPattern, REORDER_WINDOW};
+    let mut p = LossPattern::new();
+    let mut out: Vec<bool> = Vec::new();
+    let w = REORDER_WINDOW as u64;
+    // 100, 102, 101 (reordered within the window), 105 (103, 104 lost), then far ahead.
+    for s in [100u64, 102, 101, 105] {
+        p.on_received(s, |l| out.push(l));
+    }
+    assert!(out.is_empty(), "nothing decided within the window");
+    p.on_received(105 + w, |l| out.push(l));
+    // 100..=105+w−w: 100, 101, 102 arrived, 103, 104 lost, 105 arrived.
+    assert_eq!(out, [false, false, false, true, true, false]);
+    // A packet older than the decided ones is ignored (RFC 3550 still counts it received).
+    p.on_received(103, |l| out.push(l));
+    assert_eq!(out.len(), 6);
+    // Flushing decides the rest: 106 ..= 105+w−1 lost, 105+w arrived.
+    p.flush(|l| out.push(l));
+    assert_eq!(out.len() as u64, 6 + w);
+    assert_eq!(out.iter().filter(|l| **l).count() as u64, 2 + w - 1);
+    let mut t = LossTracker::new();
+    for l in &out {
+        t.observe(*l);
+    }
+    assert_eq!(t.max_burst(), w - 1);
+    assert_eq!(t.bursts(), 2);
 }
