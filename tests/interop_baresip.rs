@@ -8,18 +8,10 @@
 //! DTMF is checked both ways: baresip's `sndcode` to `callplane serve`, and `callplane call
 //! --send-dtmf` to baresip, which reports each telephone-event on its control socket.
 
-use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-
-use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
-use tokio::sync::mpsc;
-use tokio::time::timeout;
 
 mod common;
+use common::baresip::*;
 use common::*;
 
 /// Sample rate of every WAV the tests make (and of G.711).
@@ -30,65 +22,6 @@ const PEER_HZ: u32 = 600;
 const OUR_HZ: u32 = 1000;
 /// Goertzel block: 20 ms, so both 600 Hz and 1 kHz fall exactly on a bin.
 const BLOCK: usize = 160;
-
-/// Whether baresip can run here; `false` means "skip" (and is only allowed outside CI).
-fn baresip_available() -> bool {
-    tool_available("baresip", "-h", "baresip-core")
-}
-
-/// A port that was free a moment ago for UDP and TCP, with the next port free for TCP too:
-/// baresip's `sip_listen` port P binds UDP and TCP on P and SIP over TLS on TCP P+1.
-fn free_sip_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind((LOCALHOST, 0)).expect("bind udp");
-        let port = udp.local_addr().expect("addr").port();
-        let Some(tls) = port.checked_add(1) else {
-            continue;
-        };
-        if TcpListener::bind((LOCALHOST, port)).is_ok()
-            && TcpListener::bind((LOCALHOST, tls)).is_ok()
-        {
-            return port;
-        }
-    }
-    panic!("no port free for UDP, TCP and TLS after 100 tries");
-}
-
-/// A TCP port that was free a moment ago and is not `sip_port`'s TLS port (`sip_port + 1`,
-/// where baresip's own TLS listener would make the control socket fail with EADDRINUSE).
-fn free_tcp_port(sip_port: u16) -> u16 {
-    loop {
-        let l = TcpListener::bind((LOCALHOST, 0)).expect("bind tcp");
-        let port = l.local_addr().expect("addr").port();
-        if port != sip_port.wrapping_add(1) {
-            return port;
-        }
-    }
-}
-
-/// Mono 16-bit 8 kHz WAV: a sine of `hz` for `tone_ms`, then `silence_ms` of silence.
-/// baresip hangs up when its source file ends, so its file is padded with silence.
-fn write_tone(path: &Path, hz: u32, tone_ms: u32, silence_ms: u32) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: RATE,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("create the WAV");
-    let tone = RATE * tone_ms / 1000;
-    for n in 0..tone {
-        let phase = 2.0 * std::f64::consts::PI * f64::from(hz) * f64::from(n) / f64::from(RATE);
-        // Truncation is intended: the amplitude stays well inside i16.
-        #[allow(clippy::cast_possible_truncation)]
-        w.write_sample((8000.0 * phase.sin()) as i16)
-            .expect("write sample");
-    }
-    for _ in 0..RATE * silence_ms / 1000 {
-        w.write_sample(0i16).expect("write sample");
-    }
-    w.finalize().expect("finalize the WAV");
-}
 
 /// One channel of a 16-bit WAV file.
 fn read_channel(path: &Path, channel: usize) -> Vec<f64> {
@@ -137,232 +70,6 @@ fn tone_blocks(samples: &[f64], hz: u32) -> usize {
         .count()
 }
 
-/// A running baresip with its control socket.
-struct Baresip {
-    child: Child,
-    ctrl: TcpStream,
-    /// Bytes read from the control socket and not yet parsed.
-    buf: Vec<u8>,
-    /// Every control message (event or response) seen so far, for failure messages.
-    seen: Vec<Value>,
-    /// baresip's stdout lines (its log with `-v`).
-    log: mpsc::Receiver<String>,
-}
-
-impl Baresip {
-    /// Write a config for a headless baresip in `dir` (account `alice`, auto-answer, plays
-    /// `source`, records both directions with `sndfile`), start it, wait until it is ready and
-    /// connect to its control socket.
-    async fn start(dir: &Path, source: &Path) -> (Self, u16) {
-        let sip_port = free_sip_port();
-        let ctrl_port = free_tcp_port(sip_port);
-        let config = format!(
-            "poll_method\t\tpoll\n\
-             sip_listen\t\t127.0.0.1:{sip_port}\n\
-             net_interface\t\t127.0.0.1\n\
-             dns_server\t\t127.0.0.1:53\n\
-             audio_source\t\taufile,{source}\n\
-             audio_alert\t\taufile,{source}\n\
-             module_path\t\t/usr/lib/baresip/modules\n\
-             module\t\t\tg711.so\n\
-             module\t\t\taufile.so\n\
-             module\t\t\tsndfile.so\n\
-             module_app\t\taccount.so\n\
-             module_app\t\tmenu.so\n\
-             module_app\t\tctrl_tcp.so\n\
-             ctrl_tcp_listen\t\t127.0.0.1:{ctrl_port}\n\
-             snd_path\t\t{dir}\n",
-            source = source.display(),
-            dir = dir.display(),
-        );
-        std::fs::write(dir.join("config"), config).expect("write baresip config");
-        // answermode=auto: answer incoming calls at once. regint=0: no REGISTER.
-        std::fs::write(
-            dir.join("accounts"),
-            "<sip:alice@127.0.0.1>;regint=0;answermode=auto\n",
-        )
-        .expect("write baresip accounts");
-        // stdbuf -o0: unbuffered stdout, so its log arrives as it is written
-        // rather than in 4 KiB blocks. stdbuf execs baresip, so the pid (and kill-on-drop) is
-        // baresip's own.
-        let mut child = Command::new("stdbuf")
-            .args(["-o0", "baresip"])
-            .arg("-f")
-            .arg(dir)
-            .arg("-v")
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start baresip");
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (tx, mut log) = mpsc::channel(4096);
-        // Its log goes to stdout; its call status line ("[0:00:02] audio=..."), redrawn with a
-        // carriage return, goes to stderr: that line is the call timer the DTMF test waits on.
-        forward_lines(stdout, tx.clone());
-        forward_lines(stderr, tx);
-        // The control socket listens before baresip prints that it is ready.
-        let mut early = Vec::new();
-        loop {
-            let line = timeout(RUN_WAIT, log.recv())
-                .await
-                .expect("baresip got ready in time")
-                .unwrap_or_else(|| panic!("baresip exited before it was ready: {early:#?}"));
-            let ready = line.contains("baresip is ready");
-            early.push(line);
-            if ready {
-                break;
-            }
-        }
-        let ctrl = TcpStream::connect((LOCALHOST, ctrl_port))
-            .await
-            .expect("connect to baresip's control socket");
-        let bs = Self {
-            child,
-            ctrl,
-            buf: Vec::new(),
-            seen: Vec::new(),
-            log,
-        };
-        (bs, sip_port)
-    }
-
-    /// Send one command as a netstring of JSON, as `ctrl_tcp` expects.
-    async fn command(&mut self, command: &str, params: &str) {
-        let body = json!({ "command": command, "params": params, "token": command }).to_string();
-        let msg = format!("{}:{body},", body.len());
-        self.ctrl
-            .write_all(msg.as_bytes())
-            .await
-            .expect("write to baresip's control socket");
-    }
-
-    /// The next netstring from the control socket, parsed as JSON.
-    async fn next_message(&mut self) -> Value {
-        loop {
-            if let Some(colon) = self.buf.iter().position(|&b| b == b':') {
-                let len: usize = std::str::from_utf8(&self.buf[..colon])
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or_else(|| panic!("bad netstring from baresip: {:?}", self.buf));
-                let end = colon + 1 + len;
-                if self.buf.len() > end {
-                    assert_eq!(self.buf[end], b',', "netstring ends with a comma");
-                    let v: Value = serde_json::from_slice(&self.buf[colon + 1..end])
-                        .expect("baresip sends JSON");
-                    self.buf.drain(..=end);
-                    self.seen.push(v.clone());
-                    return v;
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            let n = timeout(RUN_WAIT, self.ctrl.read(&mut chunk))
-                .await
-                .unwrap_or_else(|_| panic!("baresip said nothing in time; saw {:#?}", self.seen))
-                .expect("read baresip's control socket");
-            assert!(
-                n > 0,
-                "baresip closed its control socket; saw {:#?}",
-                self.seen
-            );
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// Wait for the control-socket message for which `pred` holds.
-    async fn wait_message(&mut self, pred: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let v = self.next_message().await;
-            if pred(&v) {
-                return v;
-            }
-        }
-    }
-
-    /// Wait for the response to the command sent with `token` and assert it succeeded.
-    async fn expect_ok(&mut self, token: &str) {
-        let r = self
-            .wait_message(|v| v["response"] == true && v["token"] == token)
-            .await;
-        assert_eq!(r["ok"], true, "baresip refused {token}: {r}");
-    }
-
-    /// Wait for a call event of `kind` (e.g. `CALL_ESTABLISHED`).
-    async fn wait_event(&mut self, kind: &str) -> Value {
-        self.wait_message(|v| v["event"] == true && v["type"] == kind)
-            .await
-    }
-
-    /// Wait for a line of baresip's log for which `pred` holds.
-    async fn wait_log(&mut self, pred: impl Fn(&str) -> bool) {
-        let mut skipped = Vec::new();
-        loop {
-            let line = timeout(RUN_WAIT, self.log.recv())
-                .await
-                .unwrap_or_else(|_| panic!("no expected baresip log line in time: {skipped:#?}"))
-                .unwrap_or_else(|| panic!("baresip's stdout closed: {skipped:#?}"));
-            if pred(&line) {
-                return;
-            }
-            skipped.push(line);
-        }
-    }
-
-    /// Ask baresip to quit and wait for it to exit (so its dump files are complete).
-    async fn quit(mut self) {
-        self.command("quit", "").await;
-        let status = timeout(RUN_WAIT, self.child.wait())
-            .await
-            .expect("baresip quit in time")
-            .expect("wait for baresip");
-        assert!(status.success(), "baresip exit {status}");
-    }
-
-    /// The WAV `sndfile` wrote for the audio baresip decoded (what it heard from us).
-    fn heard_wav(dir: &Path) -> PathBuf {
-        let mut decs: Vec<PathBuf> = std::fs::read_dir(dir)
-            .expect("read baresip's dir")
-            .map(|e| e.expect("dir entry").path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("dump-") && n.ends_with("-dec.wav"))
-            })
-            .collect();
-        assert_eq!(
-            decs.len(),
-            1,
-            "one decode dump in {}: {decs:?}",
-            dir.display()
-        );
-        decs.remove(0)
-    }
-}
-
-/// Forward what `from` writes, split into lines at '\r' or '\n', to `tx`.
-fn forward_lines(mut from: impl AsyncRead + Unpin + Send + 'static, tx: mpsc::Sender<String>) {
-    tokio::spawn(async move {
-        let mut pending = Vec::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(n) = from.read(&mut chunk).await {
-            if n == 0 {
-                break;
-            }
-            pending.extend_from_slice(&chunk[..n]);
-            while let Some(end) = pending.iter().position(|&b| b == b'\r' || b == b'\n') {
-                let line = String::from_utf8_lossy(&pending[..end]).into_owned();
-                pending.drain(..=end);
-                if !line.trim().is_empty() && tx.send(line).await.is_err() {
-                    return;
-                }
-            }
-        }
-    });
-}
-
 #[tokio::test]
 async fn call_to_baresip_exchanges_audio_both_ways_and_ends_with_our_bye() {
     if !baresip_available() {
@@ -373,9 +80,9 @@ async fn call_to_baresip_exchanges_audio_both_ways_and_ends_with_our_bye() {
     std::fs::create_dir(&bs_dir).expect("mkdir");
     // 3 s of tone, then silence so baresip does not hang up before we do.
     let peer_wav = dir.path().join("peer.wav");
-    write_tone(&peer_wav, PEER_HZ, 3000, 10_000);
+    write_tone_hz(&peer_wav, PEER_HZ, 3000, 10_000);
     let prompt = dir.path().join("prompt.wav");
-    write_tone(&prompt, OUR_HZ, 2000, 0);
+    write_tone_hz(&prompt, OUR_HZ, 2000, 0);
     let (mut baresip, sip_port) = Baresip::start(&bs_dir, &peer_wav).await;
 
     let ours = dir.path().join("ours.wav");
@@ -471,7 +178,7 @@ async fn baresip_calls_serve_sends_rfc4733_digits_and_hangs_up() {
     let bs_dir = dir.path().join("baresip");
     std::fs::create_dir(&bs_dir).expect("mkdir");
     let peer_wav = dir.path().join("peer.wav");
-    write_tone(&peer_wav, PEER_HZ, 10_000, 10_000);
+    write_tone_hz(&peer_wav, PEER_HZ, 10_000, 10_000);
 
     let (serve, mut rx) = spawn_callplane(
         dir.path(),
@@ -566,7 +273,7 @@ async fn call_sends_rfc4733_digits_that_baresip_receives() {
     std::fs::create_dir(&bs_dir).expect("mkdir");
     // Tone then silence, so baresip's source outlasts the call and it does not hang up first.
     let peer_wav = dir.path().join("peer.wav");
-    write_tone(&peer_wav, PEER_HZ, 3000, 10_000);
+    write_tone_hz(&peer_wav, PEER_HZ, 3000, 10_000);
     let (mut baresip, sip_port) = Baresip::start(&bs_dir, &peer_wav).await;
 
     let uri = format!("sip:alice@127.0.0.1:{sip_port}");

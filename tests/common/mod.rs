@@ -6,10 +6,12 @@
 #![allow(dead_code)]
 
 pub(crate) mod api;
+pub(crate) mod baresip;
 pub(crate) mod campaign;
 pub(crate) mod db;
 pub(crate) mod dns;
 pub(crate) mod kamailio;
+pub(crate) mod relay;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
