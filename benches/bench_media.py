@@ -101,7 +101,6 @@ class Child:
         self.err.close()
 
     def text(self):
-        self.out.flush()
         with open(self.out_path, errors="replace") as f:
             return f.read()
 
@@ -213,7 +212,8 @@ def run_one(kind, n, a, bins):
         else:
             ports_file = os.path.join(work, "ports")
             target = Child(
-                [bins["floor"], "--sockets", n, "--ports-file", ports_file, "--max-seconds", int(limit)],
+                [bins["floor"], "--sockets", n, "--ports-file", ports_file, "--max-seconds", int(limit),
+                 "--base-port", a.floor_port],
                 limit, work, "floor",
             )
             wait_for(lambda: "floor ready" in target.text(), 30, "floor ready")
@@ -355,9 +355,14 @@ def run_one(kind, n, a, bins):
             result["pps"] = d_pkts / d_t
             result["packets_in"], result["packets_out"] = rows[-1]["in"], rows[-1]["out"]
             result["in_per_call"] = rows[-1]["in"] / n
+            result["looped"] = rows[-1].get("looped", 0)
             packets = result["pps"] * window
             target.stop()
         result["pcap_in_per_call"] = pcap_in
+        # Every datagram in came from sipp's pcap plays: more means a loop, far fewer a loss.
+        if not 0.95 * pcap_in <= result["in_per_call"] <= 1.01 * pcap_in:
+            raise RuntimeError(f"{kind} N={n}: {result['in_per_call']:.0f} packets in per call, "
+                               f"sipp sent {pcap_in}: the run is not valid")
         result["us_per_packet"] = cpu_s * 1e6 / max(packets, 1)
         result["whole_us_per_packet"] = (
             result["ticks_whole"] / HZ * 1e6 / max(result["packets_in"] + result["packets_out"], 1)
@@ -409,6 +414,8 @@ def main():
     p.add_argument("--only", choices=["serve", "serve+rec", "floor"], help="one scenario (profiling)")
     p.add_argument("--uac-media-port", type=int, default=42000)
     p.add_argument("--uas-media-port", type=int, default=46000)
+    p.add_argument("--floor-port", type=int, default=30000,
+                   help="the floor's first port (below the ephemeral range, above serve's RTP ports)")
     p.add_argument("--json", help="write every run's raw figures here")
     p.add_argument("--keep", action="store_true", help="keep the work directories")
     a = p.parse_args()

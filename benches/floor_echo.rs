@@ -8,18 +8,27 @@
 //! (`getrusage(RUSAGE_SELF)`, user + system) once per `--report-ms`:
 //!
 //! ```text
-//! floor t_ms=1000 active=300 in=9990 out=9990 utime_us=41000 stime_us=120000
+//! floor t_ms=1000 active=300 in=9990 out=9990 looped=0 utime_us=41000 stime_us=120000
 //! ```
 //!
-//! (cumulative counters; `active` = sockets that received a datagram in that interval). Before
+//! (cumulative counters; `active` = sockets that received a datagram in that interval; `looped`
+//! = datagrams not echoed because they came from one of the floor's own sockets, which would
+//! bounce between two echo sockets forever). Before
 //! the first report it writes the sockets' ports, one per line, to `--ports-file` and prints
 //! `floor ready sockets=N`.
 //!
 //! Usage (the script builds it with `cargo build --release --bench floor_echo`):
 //!
 //! ```text
-//! floor_echo --sockets 300 --ports-file /tmp/ports [--ip 127.0.0.1] [--report-ms 1000]
-//!            [--max-seconds 300]
+//! floor_echo --sockets 300 --ports-file /tmp/ports [--base-port 30000] [--ip 127.0.0.1]
+//!            [--report-ms 1000] [--max-seconds 300]
+//! ```
+//!
+//! `--base-port` binds ports from there up (skipping ports in use) instead of kernel-picked
+//! ephemeral ones: keep the floor out of the ephemeral range, where sipp's media ports and
+//! other sockets live.
+//!
+//! ```text
 //! ```
 //!
 //! Run by `cargo bench --bench floor_echo` (no `--sockets`), it relays a bounded self-test
@@ -48,6 +57,7 @@ const MAX_SOCKETS: usize = 20_000;
 
 struct Options {
     sockets: usize,
+    base_port: u16,
     ports_file: Option<PathBuf>,
     ip: Ipv4Addr,
     report: Duration,
@@ -57,6 +67,7 @@ struct Options {
 fn parse_options() -> Result<Option<Options>, String> {
     let mut o = Options {
         sockets: 0,
+        base_port: 0,
         ports_file: None,
         ip: Ipv4Addr::LOCALHOST,
         report: Duration::from_millis(1000),
@@ -72,6 +83,11 @@ fn parse_options() -> Result<Option<Options>, String> {
                     .parse()
                     .map_err(|e| format!("--sockets: {e}"))?;
                 self_test = false;
+            }
+            "--base-port" => {
+                o.base_port = value("--base-port")?
+                    .parse()
+                    .map_err(|e| format!("--base-port: {e}"))?;
             }
             "--ports-file" => o.ports_file = Some(value("--ports-file")?.into()),
             "--ip" => o.ip = value("--ip")?.parse().map_err(|e| format!("--ip: {e}"))?,
@@ -97,6 +113,9 @@ fn parse_options() -> Result<Option<Options>, String> {
     }
     if o.sockets == 0 || o.sockets > MAX_SOCKETS {
         return Err(format!("--sockets: 1 to {MAX_SOCKETS}"));
+    }
+    if o.base_port != 0 && usize::from(o.base_port) + o.sockets > 65_536 {
+        return Err("--base-port + --sockets must stay below 65536".into());
     }
     Ok(Some(o))
 }
@@ -125,22 +144,50 @@ struct Floor {
     send_headers: MultiHeaders<SockaddrIn>,
     packets_in: u64,
     packets_out: u64,
+    /// Ports of our own sockets: a datagram from one of them is not echoed (two echo sockets
+    /// would bounce it forever).
+    own_port: Vec<bool>,
+    /// Datagrams dropped because they came from one of our own sockets.
+    looped: u64,
     /// Per socket: the report interval in which it last received a datagram.
     last_seen: Vec<u64>,
     interval: u64,
 }
 
 impl Floor {
-    fn new(ip: Ipv4Addr, n: usize) -> std::io::Result<Self> {
+    /// `n` sockets on `ip`: ports `base..base + n` (a port in use is skipped), or ports the
+    /// kernel picks when `base` is 0.
+    fn new(ip: Ipv4Addr, n: usize, base: u16) -> std::io::Result<Self> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let mut sockets = Vec::with_capacity(n);
+        let mut next = u32::from(base);
         for i in 0..n {
-            let s = UdpSocket::bind((ip, 0))?;
+            let s = if base == 0 {
+                UdpSocket::bind((ip, 0))?
+            } else {
+                loop {
+                    let port = u16::try_from(next).map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free port left")
+                    })?;
+                    next += 1;
+                    match UdpSocket::bind((ip, port)) {
+                        Ok(s) => break s,
+                        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
             s.set_nonblocking(true)?;
             epoll.add(&s, EpollEvent::new(EpollFlags::EPOLLIN, i as u64))?;
             sockets.push(s);
         }
+        let mut own_port = vec![false; 65_536];
+        for s in &sockets {
+            own_port[usize::from(s.local_addr()?.port())] = true;
+        }
         Ok(Self {
+            own_port,
+            looped: 0,
             sockets,
             epoll,
             bufs: vec![[0u8; MTU]; BATCH],
@@ -169,6 +216,10 @@ impl Floor {
             return;
         };
         let fd = socket.as_raw_fd();
+        let ip = match socket.local_addr() {
+            Ok(SocketAddr::V4(a)) => *a.ip(),
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
         for _ in 0..64 {
             let received = {
                 let mut bufs = self.bufs.iter_mut();
@@ -190,7 +241,14 @@ impl Floor {
                         let mut n = 0;
                         for (slot, msg) in results.enumerate() {
                             self.lens[slot] = msg.bytes.min(MTU);
-                            self.addrs[slot] = msg.address;
+                            // A datagram from our own socket is not sent back (to nowhere).
+                            self.addrs[slot] = msg.address.filter(|a| {
+                                let own = self.own_port[usize::from(a.port())] && a.ip() == ip;
+                                if own {
+                                    self.looped += 1;
+                                }
+                                !own
+                            });
                             n = slot + 1;
                         }
                         n
@@ -207,20 +265,34 @@ impl Floor {
             }
             self.packets_in += received as u64;
             self.last_seen[index] = self.interval;
-            let iovs: [[IoSlice<'_>; 1]; BATCH] =
-                std::array::from_fn(|i| [IoSlice::new(&self.bufs[i][..self.lens[i]])]);
-            let cmsgs: [ControlMessage<'_>; 0] = [];
-            match sendmmsg(
-                fd,
-                &mut self.send_headers,
-                iovs[..received].iter(),
-                &self.addrs[..received],
-                cmsgs,
-                MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(results) => self.packets_out += results.count() as u64,
-                Err(Errno::EAGAIN | Errno::EINTR) => {}
-                Err(e) => eprintln!("floor: sendmmsg on socket {index}: {e}"),
+            // The datagrams to send back: all but those from our own sockets.
+            let mut order = [0usize; BATCH];
+            let mut to: [Option<SockaddrIn>; BATCH] = [None; BATCH];
+            let mut m = 0;
+            for slot in 0..received {
+                if let Some(a) = self.addrs[slot] {
+                    order[m] = slot;
+                    to[m] = Some(a);
+                    m += 1;
+                }
+            }
+            if m > 0 {
+                let iovs: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|k| {
+                    [IoSlice::new(&self.bufs[order[k]][..self.lens[order[k]]])]
+                });
+                let cmsgs: [ControlMessage<'_>; 0] = [];
+                match sendmmsg(
+                    fd,
+                    &mut self.send_headers,
+                    iovs[..m].iter(),
+                    &to[..m],
+                    cmsgs,
+                    MsgFlags::MSG_DONTWAIT,
+                ) {
+                    Ok(results) => self.packets_out += results.count() as u64,
+                    Err(Errno::EAGAIN | Errno::EINTR) => {}
+                    Err(e) => eprintln!("floor: sendmmsg on socket {index}: {e}"),
+                }
             }
             if received < BATCH {
                 return;
@@ -257,7 +329,7 @@ impl Floor {
 }
 
 fn serve(o: Options) -> std::io::Result<()> {
-    let mut floor = Floor::new(o.ip, o.sockets)?;
+    let mut floor = Floor::new(o.ip, o.sockets, o.base_port)?;
     let ports = floor.ports()?;
     if let Some(path) = &o.ports_file {
         let text: String = ports.iter().map(|p| format!("{p}\n")).collect();
@@ -273,10 +345,11 @@ fn serve(o: Options) -> std::io::Result<()> {
             let active = floor.close_interval();
             let (user, system) = cpu_us();
             println!(
-                "floor t_ms={} active={active} in={} out={} utime_us={user} stime_us={system}",
+                "floor t_ms={} active={active} in={} out={} looped={} utime_us={user} stime_us={system}",
                 now.duration_since(start).as_millis(),
                 floor.packets_in,
                 floor.packets_out,
+                floor.looped,
             );
             next_report += o.report;
             continue;
@@ -290,7 +363,7 @@ fn serve(o: Options) -> std::io::Result<()> {
 fn self_test() -> std::io::Result<()> {
     const SOCKETS: usize = 100;
     const PACKETS: u64 = 20_000;
-    let mut floor = Floor::new(Ipv4Addr::LOCALHOST, SOCKETS)?;
+    let mut floor = Floor::new(Ipv4Addr::LOCALHOST, SOCKETS, 0)?;
     let targets: Vec<SocketAddr> = floor
         .ports()?
         .into_iter()
