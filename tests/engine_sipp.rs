@@ -85,25 +85,7 @@ async fn call_to_busy_uas_exits_with_busy_code_and_reports_486_with_q850_cause()
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let scenario = fixture("busy_uas.xml");
-    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
-        [
-            "-sf",
-            scenario.to_str().expect("utf-8 path"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-trace_err",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
-    .await;
+    let (sipp, port) = sipp_uas_scenario(dir.path(), "busy_uas.xml", &[]).await;
     let uri = format!("sip:busy@127.0.0.1:{port}");
     let (status, events, stderr) =
         run_call(dir.path(), &["call", &uri, "--ring-timeout", "10"]).await;
@@ -217,27 +199,7 @@ async fn call_records_the_audio_a_sipp_uas_plays_on_the_left_channel() {
         "{G711A_PCAP} is missing (it ships with the sip-tester package)"
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let scenario = fixture("pcap_uas.xml");
-    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
-        [
-            "-sf",
-            scenario.to_str().expect("utf-8 path"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-trace_err",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
-    .await;
+    let (sipp, port) = sipp_uas_scenario(dir.path(), "pcap_uas.xml", &[]).await;
     let uri = format!("sip:play@127.0.0.1:{port}");
     let wav = dir.path().join("out.wav");
     let wav_arg = wav.to_str().expect("utf-8 path");
@@ -467,25 +429,7 @@ async fn call_cancels_after_ring_timeout_and_exits_with_no_answer_code() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let scenario = fixture("noanswer_uas.xml");
-    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
-        [
-            "-sf",
-            scenario.to_str().expect("utf-8 path"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-trace_err",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
-    .await;
+    let (sipp, port) = sipp_uas_scenario(dir.path(), "noanswer_uas.xml", &[]).await;
     let uri = format!("sip:nobody@127.0.0.1:{port}");
     let (status, events, stderr) =
         run_call(dir.path(), &["call", &uri, "--ring-timeout", "1"]).await;

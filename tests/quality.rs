@@ -26,7 +26,7 @@ use common::baresip::*;
 use common::relay::{DropSchedule, Relay, induced_loss, loss_stats};
 use common::*;
 
-/// Every key of the `media.quality` contract (docs: /work/HELPERS.md, docs/media/quality.md).
+/// Every key of the `media.quality` contract (docs/media/quality.md).
 const KEYS: &[&str] = &[
     "scope",
     "codec",
@@ -261,27 +261,7 @@ async fn clean_call_from_sipp_playing_g711a_pcap_reports_no_loss_and_mos_above_4
         "the pcap's packets are 30 ms apart: {steps:?}"
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let scenario = fixture("pcap_full_uas.xml");
-    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
-        [
-            "-sf",
-            scenario.to_str().expect("utf-8 path"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-mi",
-            "127.0.0.1",
-            "-m",
-            "1",
-            "-timeout",
-            "30s",
-            "-trace_err",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
-    .await;
+    let (sipp, port) = sipp_uas_scenario(dir.path(), "pcap_full_uas.xml", &[]).await;
     let uri = format!("sip:play@127.0.0.1:{port}");
     // No --hangup-after: sipp hangs up once the whole pcap has gone.
     let (status, events, stderr) =

@@ -101,6 +101,37 @@ pub(crate) async fn spawn_sipp_on_free_port(
     panic!("sipp did not start on a free port: {failures:?}");
 }
 
+/// sipp running the fixture scenario `scenario` for one call as a UAS on a free port of
+/// 127.0.0.1 (media on 127.0.0.1 too, errors traced, 30 s at most), with `extra` arguments
+/// appended: the process and its SIP port.
+pub(crate) async fn sipp_uas_scenario(dir: &Path, scenario: &str, extra: &[&str]) -> (Child, u16) {
+    let scenario = fixture(scenario);
+    let scenario = scenario.to_str().expect("utf-8 path").to_owned();
+    spawn_sipp_on_free_port(dir, |port| {
+        let port = port.to_string();
+        let mut args: Vec<String> = [
+            "-sf",
+            &scenario,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-mi",
+            "127.0.0.1",
+            "-m",
+            "1",
+            "-timeout",
+            "30s",
+            "-trace_err",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    })
+    .await
+}
+
 /// A small HTTP client for a running `callplane serve` (base URL and bearer key).
 #[derive(Debug, Clone)]
 pub(crate) struct ServeClient {
