@@ -283,8 +283,10 @@ impl Rtpengine {
         let mut failures = Vec::new();
         for attempt in 0..5 {
             let ng_port = free_udp_port();
-            // A block of 40 ports above a free one; rtpengine binds them only per call.
-            let base = free_udp_port().clamp(20_000, 60_000) & !1;
+            // A block of 40 ports above the kernel's ephemeral range (32768-60999 here), so
+            // the free ports other peers are given (port 0 binds) never fall in it; rtpengine
+            // binds them only per call and skips ports in use. Spread by a free port's number.
+            let base = (61_000 + free_udp_port() % 4_400) & !1;
             let ports = (base, base + 40);
             let log = run.join(format!("rtpengine-{attempt}.log"));
             let file = File::create(&log).expect("rtpengine log file");

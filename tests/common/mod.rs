@@ -71,7 +71,7 @@ pub(crate) fn free_tcp_port() -> u16 {
 /// must be given a concrete port, and one taken by bind-and-release can be taken by another
 /// program before sipp binds it. Then sipp exits at once; this notices and tries another port
 /// (at most 5). `args(port)` gives sipp's arguments for `-p port`. Returns sipp and its port
-/// once it holds the port.
+/// once sipp itself holds the port (checked in /proc, not by a failing bind of ours).
 pub(crate) async fn spawn_sipp_on_free_port(
     dir: &Path,
     args: impl Fn(u16) -> Vec<String>,
@@ -80,14 +80,17 @@ pub(crate) async fn spawn_sipp_on_free_port(
     for _ in 0..5 {
         let port = free_udp_port();
         let mut child = spawn_sipp(dir, &args(port));
+        let pid = child.id().expect("sipp is running");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = child.try_wait().expect("poll sipp") {
                 failures.push(format!("port {port}: sipp exited {status}"));
                 break;
             }
-            // Our own bind fails once somebody (sipp: it is running) holds the port.
-            if std::net::UdpSocket::bind((LOCALHOST, port)).is_err() {
+            // sipp itself must hold the port: another program (an rtpengine of a parallel
+            // test, say) may have taken it between our probe and sipp's bind, and then sipp is
+            // about to exit while the port looks busy.
+            if holds_udp_port(pid, port) {
                 return (child, port);
             }
             assert!(
@@ -99,6 +102,34 @@ pub(crate) async fn spawn_sipp_on_free_port(
         }
     }
     panic!("sipp did not start on a free port: {failures:?}");
+}
+
+/// Whether process `pid` holds a UDP socket bound to local port `port` (IPv4 or IPv6): the
+/// socket inodes of /proc/net/udp{,6} on that port against the links in /proc/<pid>/fd.
+pub(crate) fn holds_udp_port(pid: u32, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9 && fields[1].ends_with(&wanted) {
+                inodes.push(format!("socket:[{}]", fields[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+    })
 }
 
 /// sipp running the fixture scenario `scenario` for one call as a UAS on a free port of
