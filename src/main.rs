@@ -152,6 +152,11 @@ enum Cmd {
         limits: LimitArgs,
         #[command(flatten)]
         protect: ProtectArgs,
+        /// Media worker threads that run every call's RTP (batched socket I/O, one shared
+        /// tick); default: one per core. 0: each call runs its media in its own task (the
+        /// per-call path, kept as the media benchmark's reference).
+        #[arg(long)]
+        media_workers: Option<usize>,
         /// A call script (JSON, see docs/scripts.md) to run on every call. Without one, calls
         /// are answered at once, hear nothing, and end with the caller's BYE.
         #[arg(long)]
@@ -466,6 +471,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             let mut config = EngineConfig::new(bind);
             config.limits = limits.limits()?;
+            // One call: one worker is plenty.
+            config.media_workers = 1;
             if any_tcp {
                 // Our Contact must be reachable over TCP for the callee's BYE: listen on the
                 // --bind IP (same port when one was given, else any).
@@ -605,6 +612,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             dns_server,
             limits,
             protect,
+            media_workers,
             script,
             prompts,
             recordings,
@@ -629,6 +637,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             config.max_calls = max_calls;
             config.limits = limits.limits()?;
             config.protection = protect.protection()?;
+            if let Some(n) = media_workers {
+                if n > 256 {
+                    bail!("--media-workers {n}: at most 256 (0: media in each call's task)");
+                }
+                config.media_workers = n;
+            }
             config.inbound = InboundConfig {
                 prompts: prompts_dir(prompts, script.as_deref()),
                 script: script.as_deref().map(load_script).transpose()?,

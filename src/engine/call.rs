@@ -29,6 +29,7 @@ use sip::transaction::{TransactionKey, Transport};
 use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
+use super::call_media::CallMedia;
 use super::call_state::{CallState, OutcomeFacts, Timer, Timers, outcome};
 use super::events::{CallEvent, CallId, Outcome};
 use super::sink::{CallSink, Committed, EventSink};
@@ -40,6 +41,7 @@ use crate::clock;
 use crate::files::{
     ClosedRecording, Closing, Prompt, PromptCache, Recorder, Recording, RecordingNote,
 };
+use crate::net::media_workers::{MediaSummary, MediaWorkers, WorkerEvent};
 use crate::net::rtp_ports::{RtpPortPool, RtpSocketPair};
 use crate::net::sip::SipHandle;
 use crate::script::{Action, RecordMode, Script, ScriptInput, ScriptRunner};
@@ -78,6 +80,9 @@ pub(crate) struct Shared {
     pub(crate) cooldowns: std::sync::Mutex<std::collections::HashMap<SocketAddr, Instant>>,
     /// The recording writer threads: a call hands them frames and never touches the disk.
     pub(crate) recorder: Arc<Recorder>,
+    /// The media workers that run the calls' media sessions; `None`: each call runs its own
+    /// in its task (the per-call path, `--media-workers 0`).
+    pub(crate) media_workers: Option<Arc<MediaWorkers>>,
 }
 
 /// At most this many targets are remembered as cooling down after a 503 with Retry-After.
@@ -101,6 +106,10 @@ const BYE_AUTH_WAIT: Duration = Duration::from_secs(4);
 /// How long an ending call waits for its recording's writer to finish the file (the final
 /// flush, rename and hash; longer only when the disk is far behind).
 const RECORDING_CLOSE_WAIT: Duration = Duration::from_secs(20);
+
+/// How long an ending call waits for its media worker to report the session's end (it answers
+/// within a millisecond unless the worker is stuck).
+const WORKER_STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// One way to reach the callee: the primary target of an [`OriginateRequest`] or one of its
 /// alternates.
@@ -397,7 +406,7 @@ struct Call {
     call_ident: String,
     session: InviteSession,
     negotiator: Negotiator,
-    media: Option<MediaSession>,
+    media: Option<CallMedia>,
     /// Where the call is in its life.
     state: CallState,
     /// Every deadline of the call but its SIP session's and its script's.
@@ -989,7 +998,30 @@ impl Call {
             self.timeline
                 .emit("media.srtp", json!({"suite": srtp.suite.name()}));
         }
-        self.media = Some(MediaSession::new(cfg, now));
+        let session = MediaSession::new(cfg, now);
+        self.media = Some(match &self.shared.media_workers {
+            Some(workers) => {
+                match workers.attach(session, &self.rtp.rtp, &self.rtp.rtcp, self.rtcp_mux) {
+                    Ok(link) => CallMedia::Worker {
+                        link,
+                        summary: None,
+                    },
+                    Err(e) => {
+                        // The session went with the failed command: start a local one.
+                        tracing::warn!(error = %e, "no media worker took the call: media runs in its task");
+                        let mut cfg =
+                            SessionConfig::from_negotiated(negotiated, Ssrc(random_u64() as u32));
+                        cfg.rtp_timeout = self.shared.limits.rtp_timeout.unwrap_or(Duration::MAX);
+                        cfg.record = self.record.is_some();
+                        cfg.wallclock = Some((now, media::rtp::NtpTime::from_unix(unix)));
+                        cfg.initial_sequence = random_u64() as u16;
+                        cfg.initial_timestamp = random_u64() as u32;
+                        CallMedia::Local(Box::new(MediaSession::new(cfg, now)))
+                    }
+                }
+            }
+            None => CallMedia::Local(Box::new(session)),
+        });
         if let Some(path) = self.play.clone() {
             self.play_prompt(&path.display().to_string());
         }
@@ -1041,15 +1073,12 @@ impl Call {
     /// go on as if it had finished.
     fn start_prompt(&mut self, file: &str, path: &Path, loaded: Result<Prompt, String>) {
         let shown = path.display().to_string();
+        let codec_rate = self.media_rate.unwrap_or(8000);
         let started = match self.media.as_mut() {
             Some(media) => loaded.and_then(|prompt| {
                 media
-                    .handle_input(MediaInput::Play {
-                        pcm: prompt.samples.clone(),
-                        rate: prompt.rate,
-                    })
+                    .play(prompt.samples.clone(), prompt.rate, codec_rate)
                     .map(|()| prompt.duration)
-                    .map_err(|e| e.to_string())
             }),
             None => Err("no media session".to_owned()),
         };
@@ -1130,7 +1159,7 @@ impl Call {
             Action::Play { file } => self.play_prompt(&file),
             Action::StopPlayback => {
                 if let Some(media) = self.media.as_mut() {
-                    let _ = media.handle_input(MediaInput::StopPlayback);
+                    media.stop_playback();
                 }
             }
             Action::StartRecording { mode } => {
@@ -1243,6 +1272,8 @@ impl Call {
                 return;
             }
             let deadline = self.poll_timeout();
+            // A worker reads the media sockets of a call whose session it runs.
+            let media_in_worker = matches!(self.media, Some(CallMedia::Worker { .. }));
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -1259,24 +1290,65 @@ impl Call {
                         self.state.end_unless_ended(EndReason::LocalBye, now);
                     }
                 },
-                r = self.rtp.rtp.recv_from(&mut rtp_buf) => {
+                r = self.rtp.rtp.recv_from(&mut rtp_buf), if !media_in_worker => {
                     if let Ok((n, source)) = r {
                         self.media_datagram(source, Bytes::copy_from_slice(&rtp_buf[..n]));
                     }
                 }
-                r = self.rtp.rtcp.recv_from(&mut rtcp_buf) => {
+                r = self.rtp.rtcp.recv_from(&mut rtcp_buf), if !media_in_worker => {
                     if let Ok((n, source)) = r {
                         self.media_datagram(source, Bytes::copy_from_slice(&rtcp_buf[..n]));
                     }
                 }
                 () = sleep => self.handle_deadlines(clock::now()),
                 closed = next_closed(&mut self.closing) => self.recording_closed(closed),
+                event = next_worker_event(&mut self.media) => self.worker_event(event),
+            }
+        }
+    }
+
+    /// What the call's media worker said.
+    fn worker_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Media(e) => self.media_event(e),
+            WorkerEvent::Record(frame) => self.write_frame(frame.samples, frame.rate),
+            WorkerEvent::Stopped(s) => {
+                if let Some(CallMedia::Worker { summary, .. }) = self.media.as_mut() {
+                    *summary = Some(*s);
+                }
+            }
+        }
+    }
+
+    /// A worker's session was asked to stop: take in what it still says (the call's quality
+    /// report, the last frames) up to its summary, for at most [`WORKER_STOP_WAIT`].
+    async fn settle_worker_media(&mut self) {
+        let deadline = tokio::time::Instant::now() + WORKER_STOP_WAIT;
+        loop {
+            if matches!(
+                self.media,
+                Some(CallMedia::Worker {
+                    summary: Some(_),
+                    ..
+                })
+            ) {
+                return;
+            }
+            let Some(link) = self.media.as_mut().and_then(CallMedia::link) else {
+                return;
+            };
+            match tokio::time::timeout_at(deadline, link.events.recv()).await {
+                Ok(Some(event)) => self.worker_event(event),
+                Ok(None) | Err(_) => {
+                    tracing::warn!("the media worker did not report the session's end");
+                    return;
+                }
             }
         }
     }
 
     fn media_datagram(&mut self, source: SocketAddr, bytes: Bytes) {
-        if let Some(media) = self.media.as_mut() {
+        if let Some(media) = self.media.as_mut().and_then(CallMedia::local) {
             let now = clock::now();
             if let Err(e) = media.handle_input(MediaInput::Receive { now, source, bytes }) {
                 tracing::debug!(error = %e, "media input");
@@ -1323,7 +1395,7 @@ impl Call {
     fn on_timer(&mut self, now: Instant, timer: Timer) {
         match timer {
             Timer::Media => {
-                if let Some(media) = self.media.as_mut()
+                if let Some(media) = self.media.as_mut().and_then(CallMedia::local)
                     && let Err(e) = media.handle_input(MediaInput::Timeout(now))
                 {
                     tracing::debug!(error = %e, "media timeout");
@@ -1383,7 +1455,7 @@ impl Call {
             return;
         };
         let text: String = digits.iter().map(|d| d.as_char()).collect();
-        match media.handle_input(MediaInput::SendDtmf(digits)) {
+        match media.send_dtmf(digits) {
             Ok(()) => self.timeline.emit(
                 "dtmf.sent",
                 json!({
@@ -1921,7 +1993,7 @@ impl Call {
     async fn flush_media(&mut self) -> bool {
         let mut progressed = false;
         loop {
-            let Some(media) = self.media.as_mut() else {
+            let Some(media) = self.media.as_mut().and_then(CallMedia::local) else {
                 return progressed;
             };
             match media.poll_output() {
@@ -2097,9 +2169,10 @@ impl Call {
     async fn finish(&mut self, reason: EndReason, ended_at: Instant) {
         let answered_at = self.state.answered_at();
         if let Some(media) = self.media.as_mut() {
-            let _ = media.handle_input(MediaInput::Stop { now: ended_at });
+            media.stop(ended_at);
         }
         self.flush_media().await;
+        self.settle_worker_media().await;
         self.close_recording();
         self.settle_recordings().await;
         let recording = self.recordings.last().cloned().unwrap_or(Value::Null);
@@ -2141,14 +2214,19 @@ impl Call {
             "duration_ms": duration_ms,
             "recording": recording,
         });
-        if let Some(media) = &self.media {
-            let sent = media.stats();
-            let rx = media.receiver_stats();
+        if let Some(summary) = self.media.as_ref().and_then(CallMedia::summary) {
+            let MediaSummary {
+                stats: sent,
+                expected_in,
+                lost_in,
+                srtp,
+                record_frames_dropped,
+            } = summary;
             details["rtp"] = json!({
                 "packets_in": sent.packets_received,
                 "packets_out": sent.packets_sent,
-                "expected_in": rx.expected(),
-                "lost_in": rx.cumulative_lost().max(0),
+                "expected_in": expected_in,
+                "lost_in": lost_in.max(0),
                 // Dropped, not counted above: other sources than the peer's, payload types not
                 // negotiated, datagrams that were not RTP/RTCP, out-of-sequence packets.
                 "stray_source": sent.stray_source,
@@ -2156,11 +2234,14 @@ impl Call {
                 "stray_garbage": sent.stray_garbage,
                 "stray_sequence": sent.stray_sequence,
                 "ssrc_changes": sent.ssrc_changes,
-                "srtp": media.is_srtp(),
+                "srtp": srtp,
                 // SRTP packets dropped: authentication failed (wrong key, forged), replayed.
                 "srtp_auth_failed": sent.srtp_auth_failed,
                 "srtp_replayed": sent.srtp_replayed,
             });
+            if record_frames_dropped > 0 {
+                details["rtp"]["record_frames_dropped"] = json!(record_frames_dropped);
+            }
         }
         if let Some((_, Some(detail))) = &self.end_cause {
             details["end_detail"] = json!(detail);
@@ -2516,6 +2597,18 @@ pub(crate) fn resolve_prompt(
 
 /// The first recording segment being closed, once its writer has finished it (pending while
 /// none is).
+/// The next event of the call's media worker; never, when its session runs in the call's task.
+async fn next_worker_event(media: &mut Option<CallMedia>) -> WorkerEvent {
+    match media.as_mut().and_then(CallMedia::link) {
+        Some(link) => match link.events.recv().await {
+            Some(event) => event,
+            // The worker is gone (it never drops a live session's channel otherwise).
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_closed(closing: &mut VecDeque<Closing>) -> ClosedRecording {
     match closing.front_mut() {
         Some(first) => {

@@ -40,6 +40,7 @@
 //! told so by `RecvError::Lagged`.
 
 mod call;
+mod call_media;
 mod call_state;
 pub mod events;
 pub mod limits;
@@ -136,6 +137,10 @@ pub struct EngineConfig {
     pub protection: protect::InboundProtection,
     /// The recording writer threads and their queues ([`crate::files::recorder`]).
     pub recorder: crate::files::RecorderConfig,
+    /// Media worker threads that run every call's RTP ([`crate::net::media_workers`]); 0:
+    /// each call runs its media in its own task (the per-call path, the benchmark's
+    /// reference). Default: one per core.
+    pub media_workers: usize,
 }
 
 impl EngineConfig {
@@ -162,6 +167,7 @@ impl EngineConfig {
             sip_trace: None,
             protection: protect::InboundProtection::default(),
             recorder: crate::files::RecorderConfig::default(),
+            media_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 }
@@ -423,6 +429,9 @@ pub enum EngineError {
     /// The recording writer threads did not start.
     #[error("recording writer: {0}")]
     Recorder(std::io::Error),
+    /// The media worker threads did not start.
+    #[error("media workers: {0}")]
+    MediaWorkers(std::io::Error),
 }
 
 /// A command to the dispatcher.
@@ -730,6 +739,13 @@ impl Engine {
         let half_open_refusals = Arc::new(HalfOpenRefusals::default());
         let recorder =
             Arc::new(Recorder::start(config.recorder.clone()).map_err(EngineError::Recorder)?);
+        let media_workers = match config.media_workers {
+            0 => None,
+            n => Some(Arc::new(
+                crate::net::media_workers::MediaWorkers::start(n)
+                    .map_err(EngineError::MediaWorkers)?,
+            )),
+        };
         let shared = Arc::new(call::Shared {
             sip: sip_handle.clone(),
             pool,
@@ -743,6 +759,7 @@ impl Engine {
             limits: config.limits.clone(),
             cooldowns: Default::default(),
             recorder: recorder.clone(),
+            media_workers,
         });
         let dispatcher = Dispatcher {
             sip_events,

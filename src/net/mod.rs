@@ -23,6 +23,7 @@ pub mod dns;
 pub mod egress;
 pub mod http;
 pub mod inbound;
+pub mod media_workers;
 pub mod rtp_ports;
 pub mod sip;
 pub mod tls;

@@ -1,0 +1,325 @@
+//! The media workers (#12 point 2, `net::media_workers`) on real loopback sockets: what a
+//! session hears and sends through a worker agrees with a plain UDP peer's own counts, events
+//! reach a slow call in order and whole, and every path gives the session back.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use callplane::net::media_workers::{
+    MediaCommand, MediaLink, MediaWorkers, WorkerEvent, WorkerOptions,
+};
+use media::codec::Codec;
+use media::rtp::{PayloadType, Ssrc};
+use media::session::{MediaEvent, MediaSession, SessionConfig};
+
+/// A bound, non-blocking socket on loopback.
+fn socket() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    s.set_nonblocking(true).expect("nonblocking");
+    s
+}
+
+fn addr(s: &UdpSocket) -> SocketAddr {
+    s.local_addr().expect("local addr")
+}
+
+/// One PCMU RTP packet (20 ms of silence) with the given sequence number.
+fn rtp(seq: u16, ssrc: u32) -> Vec<u8> {
+    let mut p = vec![0x80, 0x00];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend(std::iter::repeat_n(0xffu8, 160));
+    p
+}
+
+/// A session sending to `peer_rtp`/`peer_rtcp`, recording when asked.
+fn session(peer_rtp: SocketAddr, peer_rtcp: SocketAddr, record: bool) -> MediaSession {
+    let mut c = SessionConfig::new(Codec::Pcmu, PayloadType::PCMU, Ssrc(0x1234_5678));
+    c.remote_rtp = Some(peer_rtp);
+    c.remote_rtcp = Some(peer_rtcp);
+    c.record = record;
+    c.quality_interval = Duration::from_secs(60);
+    MediaSession::new(c, Instant::now())
+}
+
+/// Waits (bounded) for `cond`.
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every event until the session's summary (bounded).
+fn until_stopped(
+    link: &mut MediaLink,
+) -> (
+    Vec<WorkerEvent>,
+    callplane::net::media_workers::MediaSummary,
+) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut events = Vec::new();
+    loop {
+        assert!(Instant::now() < deadline, "no Stopped within 5 s");
+        match link.events.try_recv() {
+            Ok(WorkerEvent::Stopped(s)) => return (events, *s),
+            Ok(e) => events.push(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+#[test]
+fn a_session_in_a_worker_counts_exactly_what_a_plain_peer_sent_and_received() {
+    let workers = MediaWorkers::start(2).expect("workers");
+    let (our_rtp, our_rtcp) = (socket(), socket());
+    let (peer, peer_rtcp) = (socket(), socket());
+    let mut link = workers
+        .attach(
+            session(addr(&peer), addr(&peer_rtcp), false),
+            &our_rtp,
+            &our_rtcp,
+            false,
+        )
+        .expect("attach");
+
+    // The peer sends 50 packets at 20 ms (1 s), and counts what comes back to it.
+    const SENT: u16 = 50;
+    let mut got_by_peer = 0u64;
+    let mut buf = [0u8; 2048];
+    let start = Instant::now();
+    for seq in 0..SENT {
+        peer.send_to(&rtp(seq, 0xabcd), addr(&our_rtp))
+            .expect("send");
+        let slot = start + Duration::from_millis(20 * (u64::from(seq) + 1));
+        while Instant::now() < slot {
+            while peer.recv_from(&mut buf).is_ok() {
+                got_by_peer += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    // Let the last packet in, then stop: what the session sent before its summary is final.
+    std::thread::sleep(Duration::from_millis(60));
+    link.command(MediaCommand::Stop(Instant::now()))
+        .expect("stop");
+    let (events, summary) = until_stopped(&mut link);
+    std::thread::sleep(Duration::from_millis(50));
+    while peer.recv_from(&mut buf).is_ok() {
+        got_by_peer += 1;
+    }
+
+    assert_eq!(
+        summary.stats.packets_received,
+        u64::from(SENT),
+        "{summary:?}"
+    );
+    assert_eq!(summary.expected_in, u64::from(SENT));
+    assert_eq!(summary.lost_in, 0);
+    // About 1.1 s at 20 ms: the session kept its own pace through the shared tick.
+    assert!(
+        (45..=70).contains(&summary.stats.packets_sent),
+        "sent {}",
+        summary.stats.packets_sent
+    );
+    assert_eq!(
+        got_by_peer, summary.stats.packets_sent,
+        "the peer's count of our packets is the session's"
+    );
+    assert!(matches!(
+        events.first(),
+        Some(WorkerEvent::Media(
+            MediaEvent::FirstPacketOut | MediaEvent::FirstPacketIn { .. }
+        ))
+    ));
+    // The call's quality report comes before the summary (the stop emits it).
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, WorkerEvent::Media(MediaEvent::Quality(_)))),
+        "{events:?}"
+    );
+    wait_for(
+        "the session to be forgotten",
+        Duration::from_secs(2),
+        || workers.counters().sessions.load(Ordering::Relaxed) == 0,
+    );
+    let c = workers.counters();
+    assert_eq!(c.received.load(Ordering::Relaxed), u64::from(SENT));
+    assert!(c.ticks.load(Ordering::Relaxed) > 0);
+}
+
+#[test]
+fn a_slow_call_gets_every_event_and_frame_in_order_with_the_summary_last() {
+    // A channel of 8: most of what the session says waits in its outbox while the call does
+    // not read.
+    let workers = MediaWorkers::start_with(WorkerOptions {
+        event_channel: 8,
+        ..WorkerOptions::new(1)
+    })
+    .expect("workers");
+    let (our_rtp, our_rtcp) = (socket(), socket());
+    let (peer, peer_rtcp) = (socket(), socket());
+    let mut link = workers
+        .attach(
+            session(addr(&peer), addr(&peer_rtcp), true),
+            &our_rtp,
+            &our_rtcp,
+            false,
+        )
+        .expect("attach");
+    // 1.5 s without reading: about 75 recorded frames, far more than the channel holds.
+    for seq in 0..75u16 {
+        peer.send_to(&rtp(seq, 0x55), addr(&our_rtp)).expect("send");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    link.command(MediaCommand::Stop(Instant::now()))
+        .expect("stop");
+    let (events, summary) = until_stopped(&mut link);
+    let frames = events
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::Record(_)))
+        .count() as u64;
+    assert_eq!(summary.record_frames_dropped, 0);
+    // One recorded frame per 20 ms tick the session ran (about 75).
+    assert!((60..=100).contains(&frames), "{frames} frames");
+    assert_eq!(summary.stats.packets_received, 75);
+    // In order: the first packet's event before any frame that holds its audio, the call's
+    // quality report (emitted by the stop) after every frame.
+    let first_in = events
+        .iter()
+        .position(|e| matches!(e, WorkerEvent::Media(MediaEvent::FirstPacketIn { .. })))
+        .expect("first packet event");
+    let quality = events
+        .iter()
+        .position(|e| matches!(e, WorkerEvent::Media(MediaEvent::Quality(_))))
+        .expect("quality report");
+    let last_frame = events
+        .iter()
+        .rposition(|e| matches!(e, WorkerEvent::Record(_)))
+        .expect("frames");
+    assert!(
+        first_in < last_frame && last_frame < quality,
+        "{first_in} {last_frame} {quality}"
+    );
+    // Nothing after the summary.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(link.events.try_recv().is_err());
+}
+
+#[test]
+fn frames_beyond_the_outbox_bound_are_dropped_and_counted_but_events_never() {
+    let workers = MediaWorkers::start_with(WorkerOptions {
+        event_channel: 4,
+        max_outbox_frames: 10,
+        ..WorkerOptions::new(1)
+    })
+    .expect("workers");
+    let (our_rtp, our_rtcp) = (socket(), socket());
+    let (peer, peer_rtcp) = (socket(), socket());
+    let mut link = workers
+        .attach(
+            session(addr(&peer), addr(&peer_rtcp), true),
+            &our_rtp,
+            &our_rtcp,
+            false,
+        )
+        .expect("attach");
+    for seq in 0..25u16 {
+        peer.send_to(&rtp(seq, 0x66), addr(&our_rtp)).expect("send");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    link.command(MediaCommand::Stop(Instant::now()))
+        .expect("stop");
+    let (events, summary) = until_stopped(&mut link);
+    let frames = events
+        .iter()
+        .filter(|e| matches!(e, WorkerEvent::Record(_)))
+        .count() as u64;
+    // At most channel + outbox frames got through; the rest are counted, none vanished.
+    assert!(frames <= 14, "{frames}");
+    assert!(summary.record_frames_dropped > 0);
+    assert!((20..=40).contains(&(frames + summary.record_frames_dropped)));
+    assert_eq!(
+        workers
+            .counters()
+            .record_frames_dropped
+            .load(Ordering::Relaxed),
+        summary.record_frames_dropped
+    );
+    // The events that are not frames all came: the first packets and the call's report.
+    for want in ["FirstPacketIn", "FirstPacketOut", "Quality"] {
+        assert!(
+            events.iter().any(|e| format!("{e:?}").contains(want)),
+            "{want} missing"
+        );
+    }
+}
+
+#[test]
+fn dropping_a_link_forgets_the_session_and_leaves_the_calls_sockets_open() {
+    let workers = MediaWorkers::start(1).expect("workers");
+    let (our_rtp, our_rtcp) = (socket(), socket());
+    let (peer, peer_rtcp) = (socket(), socket());
+    let link = workers
+        .attach(
+            session(addr(&peer), addr(&peer_rtcp), false),
+            &our_rtp,
+            &our_rtcp,
+            false,
+        )
+        .expect("attach");
+    wait_for("the session to be attached", Duration::from_secs(2), || {
+        workers.counters().sessions.load(Ordering::Relaxed) == 1
+    });
+    drop(link);
+    wait_for(
+        "the session to be forgotten",
+        Duration::from_secs(2),
+        || workers.counters().sessions.load(Ordering::Relaxed) == 0,
+    );
+    // The worker closed its duplicates only: the call's own socket still receives (a failover
+    // offers the same port to the next target).
+    peer.send_to(b"still here", addr(&our_rtp)).expect("send");
+    let mut buf = [0u8; 64];
+    let mut got = None;
+    wait_for(
+        "the call's socket to receive",
+        Duration::from_secs(2),
+        || {
+            got = our_rtp.recv_from(&mut buf).ok();
+            got.is_some()
+        },
+    );
+    assert_eq!(&buf[..got.expect("received").0], b"still here");
+}
+
+#[test]
+fn a_garbage_datagram_is_counted_and_the_session_goes_on() {
+    let workers = MediaWorkers::start(1).expect("workers");
+    let (our_rtp, our_rtcp) = (socket(), socket());
+    let (peer, peer_rtcp) = (socket(), socket());
+    let mut link = workers
+        .attach(
+            session(addr(&peer), addr(&peer_rtcp), false),
+            &our_rtp,
+            &our_rtcp,
+            false,
+        )
+        .expect("attach");
+    peer.send_to(&[0xde, 0xad], addr(&our_rtp)).expect("send");
+    peer.send_to(&[0u8; 3000], addr(&our_rtcp)).expect("send");
+    for seq in 0..5u16 {
+        peer.send_to(&rtp(seq, 7), addr(&our_rtp)).expect("send");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(40));
+    link.command(MediaCommand::Stop(Instant::now()))
+        .expect("stop");
+    let (_, summary) = until_stopped(&mut link);
+    assert_eq!(summary.stats.stray_garbage, 2, "{summary:?}");
+    assert_eq!(summary.stats.packets_received, 5);
+}
