@@ -1250,8 +1250,12 @@ impl Call {
     }
 
     async fn run(&mut self, mut rx: mpsc::Receiver<CallInput>) {
-        let mut rtp_buf = vec![0u8; 2048];
-        let mut rtcp_buf = vec![0u8; 2048];
+        // With media workers the call reads its media sockets only if its session runs here
+        // after all (no worker took it): before its media starts what arrives is of no use,
+        // after, the worker reads. So it needs buffers only then.
+        let per_call_media = self.shared.media_workers.is_none();
+        let mut rtp_buf = Vec::new();
+        let mut rtcp_buf = Vec::new();
         loop {
             self.drive_script(clock::now());
             self.flush().await;
@@ -1272,8 +1276,15 @@ impl Call {
                 return;
             }
             let deadline = self.poll_timeout();
-            // A worker reads the media sockets of a call whose session it runs.
-            let media_in_worker = matches!(self.media, Some(CallMedia::Worker { .. }));
+            let reads_media = match &self.media {
+                Some(CallMedia::Local(_)) => true,
+                Some(CallMedia::Worker { .. }) => false,
+                None => per_call_media,
+            };
+            if reads_media && rtp_buf.is_empty() {
+                rtp_buf.resize(2048, 0);
+                rtcp_buf.resize(2048, 0);
+            }
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -1290,12 +1301,12 @@ impl Call {
                         self.state.end_unless_ended(EndReason::LocalBye, now);
                     }
                 },
-                r = self.rtp.rtp.recv_from(&mut rtp_buf), if !media_in_worker => {
+                r = self.rtp.rtp.recv_from(&mut rtp_buf), if reads_media => {
                     if let Ok((n, source)) = r {
                         self.media_datagram(source, Bytes::copy_from_slice(&rtp_buf[..n]));
                     }
                 }
-                r = self.rtp.rtcp.recv_from(&mut rtcp_buf), if !media_in_worker => {
+                r = self.rtp.rtcp.recv_from(&mut rtcp_buf), if reads_media => {
                     if let Ok((n, source)) = r {
                         self.media_datagram(source, Bytes::copy_from_slice(&rtcp_buf[..n]));
                     }
@@ -1310,8 +1321,12 @@ impl Call {
     /// What the call's media worker said.
     fn worker_event(&mut self, event: WorkerEvent) {
         match event {
-            WorkerEvent::Media(e) => self.media_event(e),
-            WorkerEvent::Record(frame) => self.write_frame(frame.samples, frame.rate),
+            WorkerEvent::Media(e) => self.media_event(*e),
+            WorkerEvent::Records(frames) => {
+                for frame in frames {
+                    self.write_frame(frame.samples, frame.rate);
+                }
+            }
             WorkerEvent::Stopped(s) => {
                 if let Some(CallMedia::Worker { summary, .. }) = self.media.as_mut() {
                     *summary = Some(*s);

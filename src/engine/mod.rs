@@ -485,6 +485,8 @@ pub struct EngineHandle {
     half_open_refusals: Arc<HalfOpenRefusals>,
     /// The recording writer threads (for their counters).
     recorder: Arc<Recorder>,
+    /// The media workers (for their counters); `None` on the per-call path.
+    media_workers: Option<Arc<crate::net::media_workers::MediaWorkers>>,
 }
 
 /// INVITEs the dispatcher refused by the half-open bound.
@@ -662,6 +664,12 @@ impl EngineHandle {
         self.recorder.stats()
     }
 
+    /// What the media workers did: sessions, datagrams, how late they served deadlines;
+    /// `None` when calls run their media in their own tasks (`--media-workers 0`).
+    pub fn media_worker_stats(&self) -> Option<crate::net::media_workers::MediaWorkerStats> {
+        self.media_workers.as_ref().map(|w| w.stats())
+    }
+
     /// Where SIP listens (UDP).
     pub fn sip_local_addr(&self) -> SocketAddr {
         self.sip_local
@@ -759,7 +767,7 @@ impl Engine {
             limits: config.limits.clone(),
             cooldowns: Default::default(),
             recorder: recorder.clone(),
-            media_workers,
+            media_workers: media_workers.clone(),
         });
         let dispatcher = Dispatcher {
             sip_events,
@@ -793,6 +801,7 @@ impl Engine {
                 sink,
                 half_open_refusals,
                 recorder,
+                media_workers,
             },
             task,
         })

@@ -20,9 +20,24 @@ fn loopback() -> SocketAddr {
 }
 
 async fn engine(inbound: InboundConfig, max_calls: usize) -> Engine {
+    engine_with_workers(
+        inbound,
+        max_calls,
+        EngineConfig::new(loopback()).media_workers,
+    )
+    .await
+}
+
+/// An engine whose calls' media runs in `media_workers` workers (0: in each call's task).
+async fn engine_with_workers(
+    inbound: InboundConfig,
+    max_calls: usize,
+    media_workers: usize,
+) -> Engine {
     let mut config = EngineConfig::new(loopback());
     config.inbound = inbound;
     config.max_calls = max_calls;
+    config.media_workers = media_workers;
     Engine::start(config).await.expect("engine starts")
 }
 
@@ -100,6 +115,17 @@ fn write_tone(path: &Path, ms: u32) {
 
 #[tokio::test]
 async fn scripted_callee_plays_a_prompt_the_caller_records_then_hangs_up() {
+    prompt_record_hangup(EngineConfig::new(loopback()).media_workers).await;
+}
+
+/// The same call with each call's media in its own task (`--media-workers 0`, the per-call
+/// path kept as the benchmark's reference).
+#[tokio::test]
+async fn the_per_call_media_path_plays_records_and_reports_the_same() {
+    prompt_record_hangup(0).await;
+}
+
+async fn prompt_record_hangup(media_workers: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_tone(&dir.path().join("hello.wav"), 600);
     let script = parse(
@@ -108,16 +134,17 @@ async fn scripted_callee_plays_a_prompt_the_caller_records_then_hangs_up() {
         ]}"#,
     )
     .expect("script");
-    let callee = engine(
+    let callee = engine_with_workers(
         InboundConfig {
             script: Some(Arc::new(script)),
             prompts: Some(dir.path().to_path_buf()),
             ..InboundConfig::default()
         },
         10,
+        media_workers,
     )
     .await;
-    let caller = engine(InboundConfig::default(), 10).await;
+    let caller = engine_with_workers(InboundConfig::default(), 10, media_workers).await;
     let mut callee_events = callee.handle.subscribe();
     let mut caller_events = caller.handle.subscribe();
     let wav = dir.path().join("heard.wav");

@@ -193,6 +193,8 @@ pub struct Gauges {
     pub trunks: Vec<(String, crate::trunk::TrunkRuntime)>,
     /// The recording writer threads ([`crate::engine::EngineHandle::recording_stats`]).
     pub recording: Option<crate::files::RecorderStats>,
+    /// The media workers ([`crate::engine::EngineHandle::media_worker_stats`]).
+    pub media_workers: Option<crate::net::media_workers::MediaWorkerStats>,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -617,6 +619,9 @@ impl Metrics {
         if let Some(r) = &gauges.recording {
             render_recorder(&mut out, r);
         }
+        if let Some(w) = &gauges.media_workers {
+            render_media_workers(&mut out, w);
+        }
         self.render_trunks(&mut out, gauges);
         out
     }
@@ -761,6 +766,78 @@ fn render_recorder(out: &mut String, r: &crate::files::RecorderStats) {
         header(out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
+}
+
+/// The media workers' series (docs/media/workers.md).
+fn render_media_workers(out: &mut String, w: &crate::net::media_workers::MediaWorkerStats) {
+    let gauges: [(&str, &str, String); 2] = [
+        (
+            "callplane_media_workers",
+            "Media worker threads (--media-workers).",
+            w.workers.to_string(),
+        ),
+        (
+            "callplane_media_worker_sessions",
+            "Calls' media sessions the workers run now.",
+            w.sessions.to_string(),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        header(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let counters: [(&str, &str, String); 7] = [
+        (
+            "callplane_media_worker_datagrams_received_total",
+            "RTP/RTCP datagrams the media workers read.",
+            w.received.to_string(),
+        ),
+        (
+            "callplane_media_worker_datagrams_sent_total",
+            "RTP/RTCP datagrams the media workers sent.",
+            w.sent.to_string(),
+        ),
+        (
+            "callplane_media_worker_send_failures_total",
+            "RTP/RTCP datagrams the media workers could not send.",
+            w.send_failed.to_string(),
+        ),
+        (
+            "callplane_media_worker_ticks_total",
+            "Session deadlines (sends, RTCP, reports, timeouts) the media workers served.",
+            w.ticks.to_string(),
+        ),
+        (
+            "callplane_media_worker_lateness_seconds_total",
+            "How late the media workers served those deadlines, summed.",
+            (w.late_us_sum as f64 / 1e6).to_string(),
+        ),
+        (
+            "callplane_media_worker_record_frames_dropped_total",
+            "Recorded frames dropped because a call took in its media events too slowly.",
+            w.record_frames_dropped.to_string(),
+        ),
+        (
+            "callplane_media_worker_commands_refused_total",
+            "Commands to a media worker refused because its queue was full.",
+            w.commands_refused.to_string(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    header(
+        out,
+        "callplane_media_worker_lateness_max_seconds",
+        "gauge",
+        "The latest a media worker served a session deadline since the start.",
+    );
+    let _ = writeln!(
+        out,
+        "callplane_media_worker_lateness_max_seconds {}",
+        w.late_us_max as f64 / 1e6
+    );
 }
 
 #[cfg(test)]

@@ -45,7 +45,9 @@ use media::srtp::SrtpParams;
 use nix::errno::Errno;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, setsockopt, sockopt,
+};
 use tokio::sync::mpsc;
 
 /// Datagrams per `recvmmsg`.
@@ -85,6 +87,11 @@ impl WorkerOptions {
         }
     }
 }
+/// Recorded frames handed over in one event (fewer when another event must go out first, or
+/// the session stops).
+pub const FRAMES_PER_EVENT: usize = 5;
+/// The longest a worker with sessions sleeps: the period at which it reads its sockets.
+pub const TICK: Duration = Duration::from_millis(1);
 /// How often the worker looks for sessions whose actor is gone.
 const HOUSEKEEPING: Duration = Duration::from_millis(200);
 /// The epoll token of the command `eventfd`.
@@ -93,10 +100,13 @@ const WAKE_TOKEN: u64 = u64::MAX;
 /// What the call's actor hears from its session.
 #[derive(Debug)]
 pub enum WorkerEvent {
-    /// What the session said ([`Output::Event`]).
-    Media(MediaEvent),
-    /// One recorded frame ([`Output::Record`]).
-    Record(RecordedFrame),
+    /// What the session said ([`Output::Event`]). Boxed: a quality report is large, and the
+    /// channel's slots are as large as this enum's largest variant (its first block of 32 is
+    /// allocated per call).
+    Media(Box<MediaEvent>),
+    /// Recorded frames ([`Output::Record`]), oldest first: up to [`FRAMES_PER_EVENT`] at a
+    /// time, so that a recording call wakes every 100 ms rather than every 20.
+    Records(Vec<RecordedFrame>),
     /// The session stopped ([`MediaCommand::Stop`]): its last figures. Nothing follows.
     Stopped(Box<MediaSummary>),
 }
@@ -194,6 +204,31 @@ pub struct WorkerCounters {
     pub commands_refused: AtomicU64,
 }
 
+/// A snapshot of [`WorkerCounters`] and the number of workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MediaWorkerStats {
+    /// Worker threads.
+    pub workers: usize,
+    /// Sessions attached now.
+    pub sessions: usize,
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Datagrams not sent.
+    pub send_failed: u64,
+    /// Session deadlines served.
+    pub ticks: u64,
+    /// Their total lateness, µs.
+    pub late_us_sum: u64,
+    /// The largest lateness, µs.
+    pub late_us_max: u64,
+    /// Recorded frames dropped because a call was far behind.
+    pub record_frames_dropped: u64,
+    /// Commands refused by a full worker queue.
+    pub commands_refused: u64,
+}
+
 /// The worker threads. Dropping the last handle stops them once their sessions are gone.
 #[derive(Debug)]
 pub struct MediaWorkers {
@@ -253,7 +288,8 @@ impl MediaWorkers {
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
             let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
-            epoll.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
+            let control = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+            control.add(&wake, EpollEvent::new(EpollFlags::EPOLLIN, WAKE_TOKEN))?;
             let state = Arc::new(WorkerState {
                 wake,
                 load: AtomicUsize::new(0),
@@ -268,7 +304,15 @@ impl MediaWorkers {
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || {
-                    Worker::new(epoll, rx, state, worker_counters, options.max_outbox_frames).run()
+                    Worker::new(
+                        epoll,
+                        control,
+                        rx,
+                        state,
+                        worker_counters,
+                        options.max_outbox_frames,
+                    )
+                    .run()
                 })?;
             workers.push(handle);
         }
@@ -294,6 +338,24 @@ impl MediaWorkers {
     /// The counters of all workers.
     pub fn counters(&self) -> &WorkerCounters {
         &self.counters
+    }
+
+    /// A snapshot of the counters, for `/metrics`.
+    pub fn stats(&self) -> MediaWorkerStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        MediaWorkerStats {
+            workers: self.workers.len(),
+            sessions: c.sessions.load(Ordering::Relaxed),
+            received: get(&c.received),
+            sent: get(&c.sent),
+            send_failed: get(&c.send_failed),
+            ticks: get(&c.ticks),
+            late_us_sum: get(&c.late_us_sum),
+            late_us_max: get(&c.late_us_max),
+            record_frames_dropped: get(&c.record_frames_dropped),
+            commands_refused: get(&c.commands_refused),
+        }
     }
 
     /// Hands `session` to the least loaded worker, with duplicates of the call's sockets
@@ -386,16 +448,26 @@ struct Slot {
     events: mpsc::Sender<WorkerEvent>,
     /// What did not fit in the channel yet, in order.
     outbox: VecDeque<WorkerEvent>,
+    /// Recorded frames in the outbox.
     outbox_frames: usize,
+    /// Recorded frames not yet put in the outbox (a batch being filled).
+    frames: Vec<RecordedFrame>,
     record_frames_dropped: u64,
     /// The deadline the session asked for (the heap may hold older ones: they are skipped).
     deadline: Option<Instant>,
+    /// The latest time given to the session: a datagram's arrival is never put before it.
+    last_input: Instant,
     /// Stopped: the sockets are out of the epoll set, the outbox drains, then the slot goes.
     stopped: bool,
 }
 
 struct Worker {
+    /// The sockets of every session (polled without waiting, once per tick).
     epoll: Epoll,
+    /// The command `eventfd` alone: what the worker sleeps on between ticks.
+    control: Epoll,
+    /// An instant and the wall clock (Unix ns) read together at the tick's start.
+    anchor: (Instant, u128),
     commands: Receiver<Command>,
     state: Arc<WorkerState>,
     counters: Arc<WorkerCounters>,
@@ -408,13 +480,15 @@ struct Worker {
     backlog: Vec<usize>,
     bufs: Vec<[u8; MTU]>,
     headers: MultiHeaders<SockaddrStorage>,
-    received: Vec<(usize, Option<SocketAddr>)>,
+    /// Per datagram of the last batch: its length, source and kernel arrival stamp.
+    received: Vec<(usize, Option<SocketAddr>, Option<u128>)>,
     max_outbox_frames: usize,
 }
 
 impl Worker {
     fn new(
         epoll: Epoll,
+        control: Epoll,
         commands: Receiver<Command>,
         state: Arc<WorkerState>,
         counters: Arc<WorkerCounters>,
@@ -422,6 +496,8 @@ impl Worker {
     ) -> Worker {
         Worker {
             epoll,
+            control,
+            anchor: (Instant::now(), unix_ns()),
             commands,
             state,
             counters,
@@ -431,20 +507,30 @@ impl Worker {
             deadlines: BinaryHeap::new(),
             backlog: Vec::new(),
             bufs: vec![[0u8; MTU]; BATCH],
-            headers: MultiHeaders::preallocate(BATCH, None),
+            headers: MultiHeaders::preallocate(
+                BATCH,
+                Some(nix::cmsg_space!(nix::sys::time::TimeSpec)),
+            ),
             received: Vec::with_capacity(BATCH),
             max_outbox_frames,
         }
     }
 
+    /// The worker's loop, one tick at a time: take the commands, read every socket that has
+    /// something (each datagram stamped with the kernel's arrival time), serve the due
+    /// deadlines, hand the events over, and sleep until the next tick. Readiness does not wake
+    /// the worker (only its commands do): a datagram waits in its socket for the next tick, at
+    /// most [`TICK`] away while the worker has sessions, and is stamped with when it came.
     fn run(mut self) {
-        let mut events = vec![EpollEvent::empty(); 256];
+        let mut ready = vec![EpollEvent::empty(); 1024];
+        let mut control = [EpollEvent::empty(); 1];
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
         loop {
             if !self.drain_commands() {
                 // Every sender is gone (the engine and all of its calls): nothing can come.
                 return;
             }
+            self.poll_sockets(&mut ready);
             let now = Instant::now();
             self.fire_due(now);
             self.flush_backlog();
@@ -452,29 +538,66 @@ impl Worker {
                 self.housekeeping();
                 next_housekeeping = now + HOUSEKEEPING;
             }
-            let wake_at = self
+            let mut wake_at = self
                 .next_deadline()
                 .map_or(next_housekeeping, |d| d.min(next_housekeeping));
+            if !self.by_id.is_empty() {
+                wake_at = wake_at.min(now + TICK);
+            }
             // Rounded up to the millisecond: never early (which would spin), at most 1 ms late.
             let wait = wake_at.saturating_duration_since(Instant::now());
             let ms = wait.as_micros().div_ceil(1000).min(1000) as u16;
-            let n = match self.epoll.wait(&mut events, ms) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => 0,
+            match self.control.wait(&mut control, ms) {
+                Ok(n) if n > 0 => {
+                    let _ = self.state.wake.read();
+                }
+                Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "media worker: epoll_wait failed");
                     std::thread::sleep(Duration::from_millis(1));
-                    0
+                }
+            }
+        }
+    }
+
+    /// Reads every socket that has something queued.
+    fn poll_sockets(&mut self, ready: &mut [EpollEvent]) {
+        if self.by_id.is_empty() {
+            return;
+        }
+        // Kernel arrival stamps are wall-clock times: this pair converts them to instants.
+        self.anchor = (Instant::now(), unix_ns());
+        // A bounded number of rounds: level-triggered, a socket that still has datagrams after
+        // its batches is reported again, but a flood must not hold the tick forever.
+        for _ in 0..4 {
+            let n = match self.epoll.wait(ready, 0u16) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::error!(error = %e, "media worker: epoll_wait failed");
+                    return;
                 }
             };
-            for event in events.iter().take(n) {
+            for event in ready.iter().take(n) {
                 let token = event.data();
-                if token == WAKE_TOKEN {
-                    let _ = self.state.wake.read();
-                    continue;
-                }
                 self.receive((token >> 1) as usize, token & 1 == 1);
             }
+            if n < ready.len() {
+                return;
+            }
+        }
+    }
+
+    /// The instant a datagram stamped `stamp_ns` (Unix ns, the kernel's receive time) arrived;
+    /// the tick's instant when it carries no stamp or a stamp after the tick began.
+    fn arrival(&self, stamp_ns: Option<u128>) -> Instant {
+        let (at, at_ns) = self.anchor;
+        match stamp_ns {
+            Some(ns) if ns <= at_ns => {
+                let ago = u64::try_from(at_ns - ns).unwrap_or(u64::MAX);
+                at.checked_sub(Duration::from_nanos(ago)).unwrap_or(at)
+            }
+            _ => at,
         }
     }
 
@@ -496,6 +619,13 @@ impl Worker {
     }
 
     fn attach(&mut self, a: Attach) {
+        // Kernel receive stamps: a datagram read at the next tick still says when it came.
+        // Without them (never on Linux) the tick's time stands in, at most one tick late.
+        for s in [&a.rtp, &a.rtcp] {
+            if let Err(e) = setsockopt(s, sockopt::ReceiveTimestampns, &true) {
+                tracing::debug!(error = %e, "media worker: no SO_TIMESTAMPNS");
+            }
+        }
         let index = self.free.pop().unwrap_or_else(|| {
             self.slots.push(None);
             self.slots.len() - 1
@@ -528,8 +658,10 @@ impl Worker {
             events: a.events,
             outbox: VecDeque::new(),
             outbox_frames: 0,
+            frames: Vec::new(),
             record_frames_dropped: 0,
             deadline: None,
+            last_input: Instant::now(),
             stopped: false,
         });
         self.state.load.fetch_add(1, Ordering::Relaxed);
@@ -580,6 +712,7 @@ impl Worker {
         slot.stopped = true;
         let _ = self.epoll.delete(&slot.rtp);
         let _ = self.epoll.delete(&slot.rtcp);
+        batch_frames(slot);
         let mut summary = MediaSummary::of(&slot.session);
         summary.record_frames_dropped = slot.record_frames_dropped;
         slot.outbox
@@ -629,7 +762,8 @@ impl Worker {
             self.counters.late_us_max.fetch_max(late, Ordering::Relaxed);
             if let Some(slot) = self.slots[index].as_mut() {
                 slot.deadline = None;
-                let _ = slot.session.handle_input(Input::Timeout(now));
+                slot.last_input = slot.last_input.max(now);
+                let _ = slot.session.handle_input(Input::Timeout(slot.last_input));
             }
             self.drain_outputs(index);
         }
@@ -669,7 +803,17 @@ impl Worker {
                     Ok(results) => {
                         for msg in results {
                             let source = msg.address.as_ref().and_then(socket_addr);
-                            self.received.push((msg.bytes.min(MTU), source));
+                            let stamp = msg.cmsgs().ok().and_then(|mut c| {
+                                c.find_map(|m| match m {
+                                    ControlMessageOwned::ScmTimestampns(ts) => {
+                                        let ns = i128::from(ts.tv_sec()) * 1_000_000_000
+                                            + i128::from(ts.tv_nsec());
+                                        u128::try_from(ns).ok()
+                                    }
+                                    _ => None,
+                                })
+                            });
+                            self.received.push((msg.bytes.min(MTU), source, stamp));
                         }
                     }
                     Err(Errno::EAGAIN | Errno::EINTR) => {}
@@ -683,11 +827,17 @@ impl Worker {
             self.counters
                 .received
                 .fetch_add(got as u64, Ordering::Relaxed);
-            let now = Instant::now();
+            let arrivals: [Instant; BATCH] = std::array::from_fn(|k| {
+                self.received
+                    .get(k)
+                    .map_or(self.anchor.0, |r| self.arrival(r.2))
+            });
             if let Some(slot) = self.slots[index].as_mut() {
-                for (k, &(len, source)) in self.received.iter().enumerate() {
+                for (k, &(len, source, _)) in self.received.iter().enumerate() {
                     let Some(source) = source else { continue };
                     let bytes = Bytes::copy_from_slice(&self.bufs[k][..len]);
+                    let now = arrivals[k].max(slot.last_input);
+                    slot.last_input = now;
                     if let Err(e) = slot
                         .session
                         .handle_input(Input::Receive { now, source, bytes })
@@ -713,19 +863,23 @@ impl Worker {
             match slot.session.poll_output() {
                 Some(Output::Transmit(t)) => send(slot, &t, &self.counters),
                 Some(Output::Event(e)) => {
-                    slot.outbox.push_back(WorkerEvent::Media(e));
+                    // The frames before it go first: the call sees everything in order.
+                    batch_frames(slot);
+                    slot.outbox.push_back(WorkerEvent::Media(Box::new(e)));
                     queued = true;
                 }
                 Some(Output::Record(frame)) => {
-                    if slot.outbox_frames >= self.max_outbox_frames {
+                    if slot.outbox_frames + slot.frames.len() >= self.max_outbox_frames {
                         slot.record_frames_dropped += 1;
                         self.counters
                             .record_frames_dropped
                             .fetch_add(1, Ordering::Relaxed);
                     } else {
-                        slot.outbox_frames += 1;
-                        slot.outbox.push_back(WorkerEvent::Record(frame));
-                        queued = true;
+                        slot.frames.push(frame);
+                        if slot.frames.len() >= FRAMES_PER_EVENT {
+                            batch_frames(slot);
+                            queued = true;
+                        }
                     }
                 }
                 Some(Output::Timeout(at)) => {
@@ -754,13 +908,12 @@ impl Worker {
         };
         let mut gone = false;
         while let Some(event) = slot.outbox.pop_front() {
-            let frame = matches!(event, WorkerEvent::Record(_));
+            let frames = match &event {
+                WorkerEvent::Records(f) => f.len(),
+                _ => 0,
+            };
             match slot.events.try_send(event) {
-                Ok(()) => {
-                    if frame {
-                        slot.outbox_frames -= 1;
-                    }
-                }
+                Ok(()) => slot.outbox_frames -= frames,
                 Err(mpsc::error::TrySendError::Full(event)) => {
                     slot.outbox.push_front(event);
                     break;
@@ -801,6 +954,16 @@ impl Worker {
     }
 }
 
+/// Moves the batch being filled into the outbox.
+fn batch_frames(slot: &mut Slot) {
+    if slot.frames.is_empty() {
+        return;
+    }
+    let frames = std::mem::replace(&mut slot.frames, Vec::with_capacity(FRAMES_PER_EVENT));
+    slot.outbox_frames += frames.len();
+    slot.outbox.push_back(WorkerEvent::Records(frames));
+}
+
 fn send(slot: &Slot, t: &Transmit, counters: &WorkerCounters) {
     let socket = if t.rtcp && !slot.rtcp_mux {
         &slot.rtcp
@@ -816,6 +979,13 @@ fn send(slot: &Slot, t: &Transmit, counters: &WorkerCounters) {
             tracing::debug!(error = %e, "RTP send");
         }
     }
+}
+
+/// The wall clock in ns since the Unix epoch (0 before it).
+fn unix_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }
 
 fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
