@@ -546,7 +546,7 @@ fn writer_refuses_bad_names_formats_partial_frames_and_overwriting() {
 }
 
 #[test]
-fn crash_without_finalize_is_recovered_up_to_the_last_flush() {
+fn crash_without_finalize_is_recovered_up_to_the_last_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut w = RecordingWriter::create(dir.path(), "crashed", 8000, 2).expect("create");
     let mut n = 0u64;
@@ -557,7 +557,8 @@ fn crash_without_finalize_is_recovered_up_to_the_last_flush() {
     let written = w.frames_written();
     let flushed = w.frames_flushed();
     assert_eq!(written, 28000);
-    // A crash: no finalize, no Drop, the buffered half second is gone.
+    // A crash: no finalize, no Drop, what is still buffered (under 200 ms) is gone; what was
+    // written since the last fsync is in the file (the page cache outlives the process).
     std::mem::forget(w);
 
     let results = recover_partials(dir.path());
@@ -566,8 +567,9 @@ fn crash_without_finalize_is_recovered_up_to_the_last_flush() {
     assert_eq!(rec.path, dir.path().join("crashed.wav"));
     assert!(part_files(dir.path()).is_empty());
     assert!(rec.frames >= flushed, "everything up to the last flush");
-    assert!(rec.frames + 8000 >= written, "loses at most one second");
-    assert_eq!(rec.duration, Duration::from_secs(3));
+    assert!(rec.frames + 1600 >= written, "loses at most 200 ms");
+    // Flushed at 3 s, then written at 3.2 and 3.4 s; the last 100 ms were still buffered.
+    assert_eq!(rec.duration, Duration::from_millis(3400));
     let (spec, samples) = read_all(&rec.path);
     assert_eq!((spec.channels, spec.sample_rate), (2, 8000));
     assert_eq!(samples, pattern_samples(0, rec.frames as usize * 2));

@@ -109,7 +109,40 @@ pub struct RtpSocketPair {
     pub lease: PortLease,
 }
 
+/// A pair whose sockets the async runtime does not watch: a media worker reads them
+/// (`net::media_workers`). Were they registered with the runtime, its reactor would wake on
+/// every datagram for a socket no task reads.
+#[derive(Debug)]
+pub struct PlainRtpPair {
+    /// The RTP socket (non-blocking).
+    pub rtp: std::net::UdpSocket,
+    /// The RTCP socket (non-blocking).
+    pub rtcp: std::net::UdpSocket,
+    /// Returns the pair to the pool when dropped.
+    pub lease: PortLease,
+}
+
+impl PlainRtpPair {
+    /// The pair as runtime sockets again (inside a tokio runtime).
+    pub fn into_tokio(self) -> io::Result<RtpSocketPair> {
+        Ok(RtpSocketPair {
+            rtp: UdpSocket::from_std(self.rtp)?,
+            rtcp: UdpSocket::from_std(self.rtcp)?,
+            lease: self.lease,
+        })
+    }
+}
+
 impl RtpSocketPair {
+    /// Takes the sockets out of the runtime's reactor (they stay non-blocking).
+    pub fn into_plain(self) -> io::Result<PlainRtpPair> {
+        Ok(PlainRtpPair {
+            rtp: self.rtp.into_std()?,
+            rtcp: self.rtcp.into_std()?,
+            lease: self.lease,
+        })
+    }
+
     /// The RTP (even) port.
     pub fn rtp_port(&self) -> u16 {
         self.lease.rtp_port
