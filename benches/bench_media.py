@@ -5,10 +5,8 @@ floor echo (benches/floor_echo.rs), with sipp holding N concurrent calls with au
 Run through scripts/bench-media.sh (it builds the release binaries once and passes them here).
 docs/benchmarks.md ("Media plane") describes the method and how to read the table.
 
-For each N, in one run and interleaved: serve (no recording; its media in the media workers),
-floor, serve with stereo recording (`--recordings DIR`), serve on the per-call path
-(`--media-workers 0`: each call's media in its own task, the shape before #12's workers), floor.
-Per scenario:
+For each N, in one run and interleaved: serve (no recording), floor, serve with stereo recording
+(`--recordings DIR`), floor. Per scenario:
   - sipp (UAC, benches/sipp/media_uac.xml) places N calls at --rate calls/s; each call plays the
     bundled g711a.pcap (PCMA, 30 ms, 236 packets in 7.05 s) --plays times back to back, then BYE;
   - serve answers itself; for the floor, a sipp UAS (benches/sipp/floor_uas.xml) answers with an
@@ -189,7 +187,7 @@ def run_one(kind, n, a, bins):
     result = {"kind": kind, "n": n}
     api = None
     try:
-        if kind in ("serve", "serve+rec", "serve-percall"):
+        if kind in ("serve", "serve+rec"):
             cmd = [
                 bins["callplane"], "serve",
                 "--data-dir", os.path.join(work, "data"),
@@ -200,9 +198,7 @@ def run_one(kind, n, a, bins):
             ]
             if kind == "serve+rec":
                 cmd += ["--recordings", os.path.join(work, "rec")]
-            if kind == "serve-percall":
-                cmd += ["--media-workers", 0]
-            elif a.media_workers is not None:
+            if a.media_workers is not None:
                 cmd += ["--media-workers", a.media_workers]
             target = Child(cmd, limit, work, "serve")
 
@@ -417,12 +413,12 @@ def main():
     p.add_argument("--plays", type=int, default=4, help="pcap plays per call (7.05 s each)")
     p.add_argument("--rate", type=int, default=50, help="sipp call rate (calls/s)")
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--only", choices=["serve", "serve+rec", "serve-percall", "floor"], help="one scenario (profiling)")
+    p.add_argument("--only", choices=["serve", "serve+rec", "floor"], help="one scenario (profiling)")
     p.add_argument("--uac-media-port", type=int, default=42000)
     p.add_argument("--uas-media-port", type=int, default=46000)
     p.add_argument("--floor-port", type=int, default=30000,
                    help="the floor's first port (below the ephemeral range, above serve's RTP ports)")
-    p.add_argument("--media-workers", type=int, help="serve's --media-workers (default: its own, one per core)")
+    p.add_argument("--media-workers", type=int, help="serve's --media-workers (default: one per core)")
     p.add_argument("--json", help="write every run's raw figures here")
     p.add_argument("--keep", action="store_true", help="keep the work directories")
     a = p.parse_args()
@@ -433,7 +429,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     fp = fingerprint(bins)
     fp["load_before"] = os.getloadavg()
-    order = [a.only] if a.only else ["serve", "floor", "serve+rec", "serve-percall", "floor"]
+    order = [a.only] if a.only else ["serve", "floor", "serve+rec", "floor"]
     runs = []
     try:
         for _ in range(a.rounds):
@@ -459,17 +455,16 @@ def main():
     print("machine: {cpu}, {cores} cores, {memory}; kernel {kernel}; {rustc}; {sipp}; commit {commit}; {date}".format(**fp))
     print("load average before / after: {:.2f} / {:.2f}".format(fp["load_before"][0], fp["load_after"][0]))
     print()
-    print("| N | serve µs/pkt | floor µs/pkt | ratio | serve+rec µs/pkt | rec on/off | per-call path µs/pkt | workers / per-call | RSS/call serve | RSS/call serve+rec | CPU % serve / floor / rec / per-call |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| N | serve µs/pkt | floor µs/pkt | ratio | serve+rec µs/pkt | rec on/off | RSS/call serve | RSS/call serve+rec | CPU % serve / floor / rec |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in a.calls:
         by = lambda k: [r for r in runs if r["n"] == n and r["kind"] == k]  # noqa: E731
-        s, f, rec, pc = by("serve"), by("floor"), by("serve+rec"), by("serve-percall")
+        s, f, rec = by("serve"), by("floor"), by("serve+rec")
         mean = lambda rs, key: statistics.mean(r[key] for r in rs) if rs else float("nan")  # noqa: E731
         su, fu, ru = mean(s, "us_per_packet"), mean(f, "us_per_packet"), mean(rec, "us_per_packet")
-        pu = mean(pc, "us_per_packet")
-        print(f"| {n} | {su:.2f} | {fu:.2f} | {su / fu:.2f}× | {ru:.2f} | {ru / su:.2f}× | {pu:.2f} | {su / pu:.2f}× | "
+        print(f"| {n} | {su:.2f} | {fu:.2f} | {su / fu:.2f}× | {ru:.2f} | {ru / su:.2f}× | "
               f"{mean(s, 'rss_per_call_kb'):.1f} KiB | {mean(rec, 'rss_per_call_kb'):.1f} KiB | "
-              f"{mean(s, 'cpu_percent'):.1f} / {mean(f, 'cpu_percent'):.1f} / {mean(rec, 'cpu_percent'):.1f} / {mean(pc, 'cpu_percent'):.1f} |")
+              f"{mean(s, 'cpu_percent'):.1f} / {mean(f, 'cpu_percent'):.1f} / {mean(rec, 'cpu_percent'):.1f} |")
     print()
     print("| run | N | µs/pkt (window) | µs/pkt (whole run) | floor's own µs/pkt | packets/s | in/call (pcap) | serve /metrics in/out vs events | sipp ok/failed | WAV bytes / expected | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

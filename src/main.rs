@@ -152,9 +152,8 @@ enum Cmd {
         limits: LimitArgs,
         #[command(flatten)]
         protect: ProtectArgs,
-        /// Media worker threads that run every call's RTP (batched socket I/O, one shared
-        /// tick); default: one per core. 0: each call runs its media in its own task (the
-        /// per-call path, kept as the media benchmark's reference).
+        /// Media worker threads that run every call's RTP (batched socket reads, one shared
+        /// tick; at least 1); default: one per core.
         #[arg(long)]
         media_workers: Option<usize>,
         /// A call script (JSON, see docs/scripts.md) to run on every call. Without one, calls
@@ -638,8 +637,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             config.limits = limits.limits()?;
             config.protection = protect.protection()?;
             if let Some(n) = media_workers {
-                if n > 256 {
-                    bail!("--media-workers {n}: at most 256 (0: media in each call's task)");
+                if !(1..=256).contains(&n) {
+                    bail!("--media-workers {n}: 1 to 256");
                 }
                 config.media_workers = n;
             }

@@ -319,7 +319,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
         store_backlog_refusals: s.engine.store_backlog_refusals(),
         trunks: s.trunk_states.snapshot(),
         recording: Some(s.engine.recording_stats()),
-        media_workers: s.engine.media_worker_stats(),
+        media_workers: Some(s.engine.media_worker_stats()),
     };
     (
         [(header::CONTENT_TYPE, PROMETHEUS)],

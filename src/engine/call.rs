@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use media::rtp::Ssrc;
 use media::sdp::{Negotiated, Negotiator, Sdp, SdpConfig, SdpError, SrtpPolicy};
-use media::session::{
-    Input as MediaInput, MediaEvent, MediaSession, Output as MediaOutput, SessionConfig,
-};
+use media::session::{MediaEvent, MediaSession, SessionConfig};
 use media::srtp::MasterKey;
 use serde_json::{Value, json};
 use sip::dialog::{
@@ -80,9 +78,8 @@ pub(crate) struct Shared {
     pub(crate) cooldowns: std::sync::Mutex<std::collections::HashMap<SocketAddr, Instant>>,
     /// The recording writer threads: a call hands them frames and never touches the disk.
     pub(crate) recorder: Arc<Recorder>,
-    /// The media workers that run the calls' media sessions; `None`: each call runs its own
-    /// in its task (the per-call path, `--media-workers 0`).
-    pub(crate) media_workers: Option<Arc<MediaWorkers>>,
+    /// The media workers that run the calls' media sessions.
+    pub(crate) media_workers: Arc<MediaWorkers>,
 }
 
 /// At most this many targets are remembered as cooling down after a 503 with Retry-After.
@@ -411,7 +408,11 @@ struct Call {
     state: CallState,
     /// Every deadline of the call but its SIP session's and its script's.
     timers: Timers,
-    rtp: CallSockets,
+    /// The call's RTP/RTCP pair, out of the runtime's reactor: the media worker reads and
+    /// writes duplicates of its descriptors (the runtime would wake on every datagram for a
+    /// socket no task reads: 18 % of `serve`'s CPU at 300 calls, measured). Kept for the whole
+    /// call: a failover offers the same port to the next target.
+    rtp: Option<PlainRtpPair>,
     /// The RTP port our SDP names.
     rtp_port: u16,
     rtcp_mux: bool,
@@ -499,67 +500,6 @@ struct Call {
     /// A BYE of ours awaits its final response (which may be a challenge to answer; how long
     /// the call waits for it: [`Timer::ByeWait`]).
     bye_outstanding: bool,
-}
-
-/// The call's RTP/RTCP pair: runtime sockets when its task reads them (the per-call path),
-/// plain ones when a media worker does (the runtime's reactor would otherwise wake on every
-/// datagram for a socket no task reads: 18 % of `serve`'s CPU at 300 calls, measured).
-#[derive(Debug)]
-enum CallSockets {
-    Runtime(RtpSocketPair),
-    Plain(PlainRtpPair),
-    /// Lost on the way in or out of the runtime (never seen): the call has no media.
-    Gone,
-}
-
-impl CallSockets {
-    /// Plain when the engine has media workers, else as they came from the pool.
-    fn new(shared: &Shared, pair: RtpSocketPair) -> CallSockets {
-        if shared.media_workers.is_none() {
-            return CallSockets::Runtime(pair);
-        }
-        let port = pair.rtp_port();
-        match pair.into_plain() {
-            Ok(plain) => CallSockets::Plain(plain),
-            Err(e) => {
-                tracing::warn!(error = %e, port, "RTP sockets lost leaving the runtime: no media");
-                CallSockets::Gone
-            }
-        }
-    }
-
-    /// The runtime sockets, when the call's task reads them.
-    fn runtime(&self) -> Option<&RtpSocketPair> {
-        match self {
-            CallSockets::Runtime(p) => Some(p),
-            _ => None,
-        }
-    }
-
-    /// Makes them runtime sockets (a session no worker took runs in the call's task).
-    fn make_runtime(&mut self) {
-        if let CallSockets::Plain(_) = self
-            && let CallSockets::Plain(p) = std::mem::replace(self, CallSockets::Gone)
-        {
-            match p.into_tokio() {
-                Ok(pair) => *self = CallSockets::Runtime(pair),
-                Err(e) => tracing::warn!(error = %e, "RTP sockets not registered: no media"),
-            }
-        }
-    }
-}
-
-/// Receives on the call's RTP (or RTCP) runtime socket; never, when it has none.
-async fn recv_media(
-    sockets: &CallSockets,
-    rtcp: bool,
-    buf: &mut [u8],
-) -> std::io::Result<(usize, SocketAddr)> {
-    match sockets.runtime() {
-        Some(p) if rtcp => p.rtcp.recv_from(buf).await,
-        Some(p) => p.rtp.recv_from(buf).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The SDP policy for a call's SRTP mode.
@@ -901,7 +841,15 @@ impl Call {
     ) -> Call {
         let max_duration = shared.limits.max_duration;
         let rtp_port = rtp_pair.rtp_port();
-        let rtp = CallSockets::new(&shared, rtp_pair);
+        let rtp = match rtp_pair.into_plain() {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                // Deregistering a socket fails only on a broken reactor; the call goes on
+                // without media (start_media says so).
+                tracing::warn!(error = %e, rtp_port, "RTP sockets lost leaving the runtime");
+                None
+            }
+        };
         let mut timers = Timers::default();
         timers.set(Timer::Ring, ring_deadline);
         timers.set(
@@ -1065,36 +1013,26 @@ impl Call {
                 .emit("media.srtp", json!({"suite": srtp.suite.name()}));
         }
         let session = MediaSession::new(cfg, now);
-        self.media = Some(match &self.shared.media_workers {
-            Some(workers) => {
-                let attached = match &self.rtp {
-                    CallSockets::Plain(p) => {
-                        workers.attach(session, &p.rtp, &p.rtcp, self.rtcp_mux)
-                    }
-                    _ => Err(std::io::Error::other("the call has no RTP sockets")),
-                };
-                match attached {
-                    Ok(link) => CallMedia::Worker {
-                        link,
-                        summary: None,
-                    },
-                    Err(e) => {
-                        // The session went with the failed command: start a local one.
-                        tracing::warn!(error = %e, "no media worker took the call: media runs in its task");
-                        self.rtp.make_runtime();
-                        let mut cfg =
-                            SessionConfig::from_negotiated(negotiated, Ssrc(random_u64() as u32));
-                        cfg.rtp_timeout = self.shared.limits.rtp_timeout.unwrap_or(Duration::MAX);
-                        cfg.record = self.record.is_some();
-                        cfg.wallclock = Some((now, media::rtp::NtpTime::from_unix(unix)));
-                        cfg.initial_sequence = random_u64() as u16;
-                        cfg.initial_timestamp = random_u64() as u32;
-                        CallMedia::Local(Box::new(MediaSession::new(cfg, now)))
-                    }
-                }
+        let attached = match &self.rtp {
+            Some(p) => self
+                .shared
+                .media_workers
+                .attach(session, &p.rtp, &p.rtcp, self.rtcp_mux),
+            None => Err(std::io::Error::other("the call has no RTP sockets")),
+        };
+        match attached {
+            Ok(link) => {
+                self.media = Some(CallMedia {
+                    link,
+                    summary: None,
+                })
             }
-            None => CallMedia::Local(Box::new(session)),
-        });
+            Err(e) => {
+                tracing::warn!(error = %e, "no media worker took the call");
+                self.end_for(now, "media_failed", Some(e.to_string()));
+                return;
+            }
+        }
         if let Some(path) = self.play.clone() {
             self.play_prompt(&path.display().to_string());
         }
@@ -1323,12 +1261,6 @@ impl Call {
     }
 
     async fn run(&mut self, mut rx: mpsc::Receiver<CallInput>) {
-        // With media workers the call reads its media sockets only if its session runs here
-        // after all (no worker took it): before its media starts what arrives is of no use,
-        // after, the worker reads. So it needs buffers only then.
-        let per_call_media = self.shared.media_workers.is_none();
-        let mut rtp_buf = Vec::new();
-        let mut rtcp_buf = Vec::new();
         loop {
             self.drive_script(clock::now());
             self.flush().await;
@@ -1349,15 +1281,6 @@ impl Call {
                 return;
             }
             let deadline = self.poll_timeout();
-            let reads_media = match &self.media {
-                Some(CallMedia::Local(_)) => true,
-                Some(CallMedia::Worker { .. }) => false,
-                None => per_call_media,
-            };
-            if reads_media && rtp_buf.is_empty() {
-                rtp_buf.resize(2048, 0);
-                rtcp_buf.resize(2048, 0);
-            }
             let sleep = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
@@ -1374,16 +1297,6 @@ impl Call {
                         self.state.end_unless_ended(EndReason::LocalBye, now);
                     }
                 },
-                r = recv_media(&self.rtp, false, &mut rtp_buf), if reads_media => {
-                    if let Ok((n, source)) = r {
-                        self.media_datagram(source, Bytes::copy_from_slice(&rtp_buf[..n]));
-                    }
-                }
-                r = recv_media(&self.rtp, true, &mut rtcp_buf), if reads_media => {
-                    if let Ok((n, source)) = r {
-                        self.media_datagram(source, Bytes::copy_from_slice(&rtcp_buf[..n]));
-                    }
-                }
                 () = sleep => self.handle_deadlines(clock::now()),
                 closed = next_closed(&mut self.closing) => self.recording_closed(closed),
                 event = next_worker_event(&mut self.media) => self.worker_event(event),
@@ -1401,8 +1314,8 @@ impl Call {
                 }
             }
             WorkerEvent::Stopped(s) => {
-                if let Some(CallMedia::Worker { summary, .. }) = self.media.as_mut() {
-                    *summary = Some(*s);
+                if let Some(media) = self.media.as_mut() {
+                    media.summary = Some(*s);
                 }
             }
         }
@@ -1411,35 +1324,20 @@ impl Call {
     /// A worker's session was asked to stop: take in what it still says (the call's quality
     /// report, the last frames) up to its summary, for at most [`WORKER_STOP_WAIT`].
     async fn settle_worker_media(&mut self) {
-        let deadline = tokio::time::Instant::now() + WORKER_STOP_WAIT;
+        let deadline = tokio::time::Instant::from_std(clock::now() + WORKER_STOP_WAIT);
         loop {
-            if matches!(
-                self.media,
-                Some(CallMedia::Worker {
-                    summary: Some(_),
-                    ..
-                })
-            ) {
-                return;
-            }
-            let Some(link) = self.media.as_mut().and_then(CallMedia::link) else {
+            let Some(media) = self.media.as_mut() else {
                 return;
             };
-            match tokio::time::timeout_at(deadline, link.events.recv()).await {
+            if media.summary.is_some() {
+                return;
+            }
+            match tokio::time::timeout_at(deadline, media.link.events.recv()).await {
                 Ok(Some(event)) => self.worker_event(event),
                 Ok(None) | Err(_) => {
                     tracing::warn!("the media worker did not report the session's end");
                     return;
                 }
-            }
-        }
-    }
-
-    fn media_datagram(&mut self, source: SocketAddr, bytes: Bytes) {
-        if let Some(media) = self.media.as_mut().and_then(CallMedia::local) {
-            let now = clock::now();
-            if let Err(e) = media.handle_input(MediaInput::Receive { now, source, bytes }) {
-                tracing::debug!(error = %e, "media input");
             }
         }
     }
@@ -1482,13 +1380,6 @@ impl Call {
     /// `timer` fired.
     fn on_timer(&mut self, now: Instant, timer: Timer) {
         match timer {
-            Timer::Media => {
-                if let Some(media) = self.media.as_mut().and_then(CallMedia::local)
-                    && let Err(e) = media.handle_input(MediaInput::Timeout(now))
-                {
-                    tracing::debug!(error = %e, "media timeout");
-                }
-            }
             Timer::Ring => {
                 self.ring_timed_out = true;
                 tracing::info!("ring timeout: cancelling");
@@ -1753,7 +1644,6 @@ impl Call {
                 self.sip_output(out).await;
             }
             progressed |= self.load_pending_prompts().await;
-            progressed |= self.flush_media().await;
             if !progressed {
                 break;
             }
@@ -2078,47 +1968,6 @@ impl Call {
     }
 
     /// Drain the media session; whether it produced anything but its next deadline.
-    async fn flush_media(&mut self) -> bool {
-        let mut progressed = false;
-        loop {
-            let Some(media) = self.media.as_mut().and_then(CallMedia::local) else {
-                return progressed;
-            };
-            match media.poll_output() {
-                Some(MediaOutput::Transmit(t)) => {
-                    progressed = true;
-                    let Some(pair) = self.rtp.runtime() else {
-                        continue;
-                    };
-                    let socket = if t.rtcp && !self.rtcp_mux {
-                        &pair.rtcp
-                    } else {
-                        &pair.rtp
-                    };
-                    if let Err(e) = socket.send_to(&t.bytes, t.destination).await {
-                        tracing::debug!(error = %e, "RTP send");
-                    }
-                }
-                Some(MediaOutput::Event(e)) => {
-                    progressed = true;
-                    self.media_event(e);
-                }
-                Some(MediaOutput::Record(frame)) => {
-                    progressed = true;
-                    self.write_frame(frame.samples, frame.rate);
-                }
-                Some(MediaOutput::Timeout(at)) => {
-                    self.timers.set(Timer::Media, Some(at));
-                    return progressed;
-                }
-                None => {
-                    self.timers.clear(Timer::Media);
-                    return progressed;
-                }
-            }
-        }
-    }
-
     fn media_event(&mut self, event: MediaEvent) {
         match event {
             MediaEvent::FirstPacketIn { source } => self.timeline.emit(
@@ -2262,7 +2111,6 @@ impl Call {
         if let Some(media) = self.media.as_mut() {
             media.stop(ended_at);
         }
-        self.flush_media().await;
         self.settle_worker_media().await;
         self.close_recording();
         self.settle_recordings().await;
@@ -2475,7 +2323,6 @@ impl Call {
         self.local_failure = false;
         self.any_response = false;
         self.media = None;
-        self.timers.clear(Timer::Media);
         self.negotiator = negotiator;
         self.peer = next.destination;
         self.transport = next.transport;
@@ -2688,10 +2535,10 @@ pub(crate) fn resolve_prompt(
 
 /// The first recording segment being closed, once its writer has finished it (pending while
 /// none is).
-/// The next event of the call's media worker; never, when its session runs in the call's task.
+/// The next event of the call's media worker; never, before its media starts.
 async fn next_worker_event(media: &mut Option<CallMedia>) -> WorkerEvent {
-    match media.as_mut().and_then(CallMedia::link) {
-        Some(link) => match link.events.recv().await {
+    match media.as_mut() {
+        Some(media) => match media.link.events.recv().await {
             Some(event) => event,
             // The worker is gone (it never drops a live session's channel otherwise).
             None => std::future::pending().await,

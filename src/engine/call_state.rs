@@ -201,11 +201,10 @@ impl CallState {
     }
 }
 
-/// What a call waits for, besides its SIP session's and its script's own timers.
+/// What a call waits for, besides its SIP session's and its script's own timers (and its
+/// media session's, which its media worker keeps).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Timer {
-    /// The media session's next deadline (packet pacing, RTCP, RTP timeout).
-    Media,
     /// No final response within the ring timeout: CANCEL.
     Ring,
     /// Send the call's digits.
@@ -226,8 +225,7 @@ pub(crate) enum Timer {
 
 impl Timer {
     /// Every timer, in the order expired ones fire.
-    pub(crate) const ALL: [Timer; 9] = [
-        Timer::Media,
+    pub(crate) const ALL: [Timer; 8] = [
         Timer::Ring,
         Timer::Dtmf,
         Timer::Hangup,
@@ -482,13 +480,13 @@ mod tests {
         assert_eq!(timers.poll_timeout(), None);
         timers.set(Timer::Ring, Some(now + Duration::from_secs(30)));
         timers.set(Timer::MaxDuration, Some(now + Duration::from_secs(3600)));
-        timers.set(Timer::Media, Some(now + Duration::from_millis(20)));
+        timers.set(Timer::Dtmf, Some(now + Duration::from_millis(20)));
         assert_eq!(timers.poll_timeout(), Some(now + Duration::from_millis(20)));
-        assert!(!timers.take_due(Timer::Media, now), "not due yet");
+        assert!(!timers.take_due(Timer::Dtmf, now), "not due yet");
         let later = now + Duration::from_millis(20);
-        assert!(timers.take_due(Timer::Media, later), "due at its deadline");
-        assert!(!timers.take_due(Timer::Media, later), "fires once");
-        assert_eq!(timers.get(Timer::Media), None);
+        assert!(timers.take_due(Timer::Dtmf, later), "due at its deadline");
+        assert!(!timers.take_due(Timer::Dtmf, later), "fires once");
+        assert_eq!(timers.get(Timer::Dtmf), None);
         assert!(!timers.take_due(Timer::Ring, later));
         assert_eq!(timers.poll_timeout(), Some(now + Duration::from_secs(30)));
         timers.clear(Timer::Ring);

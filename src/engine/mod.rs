@@ -137,9 +137,8 @@ pub struct EngineConfig {
     pub protection: protect::InboundProtection,
     /// The recording writer threads and their queues ([`crate::files::recorder`]).
     pub recorder: crate::files::RecorderConfig,
-    /// Media worker threads that run every call's RTP ([`crate::net::media_workers`]); 0:
-    /// each call runs its media in its own task (the per-call path, the benchmark's
-    /// reference). Default: one per core.
+    /// Media worker threads that run every call's RTP ([`crate::net::media_workers`]; at
+    /// least one). Default: one per core.
     pub media_workers: usize,
 }
 
@@ -485,8 +484,8 @@ pub struct EngineHandle {
     half_open_refusals: Arc<HalfOpenRefusals>,
     /// The recording writer threads (for their counters).
     recorder: Arc<Recorder>,
-    /// The media workers (for their counters); `None` on the per-call path.
-    media_workers: Option<Arc<crate::net::media_workers::MediaWorkers>>,
+    /// The media workers (for their counters).
+    media_workers: Arc<crate::net::media_workers::MediaWorkers>,
 }
 
 /// INVITEs the dispatcher refused by the half-open bound.
@@ -664,10 +663,9 @@ impl EngineHandle {
         self.recorder.stats()
     }
 
-    /// What the media workers did: sessions, datagrams, how late they served deadlines;
-    /// `None` when calls run their media in their own tasks (`--media-workers 0`).
-    pub fn media_worker_stats(&self) -> Option<crate::net::media_workers::MediaWorkerStats> {
-        self.media_workers.as_ref().map(|w| w.stats())
+    /// What the media workers did: sessions, datagrams, how late they served deadlines.
+    pub fn media_worker_stats(&self) -> crate::net::media_workers::MediaWorkerStats {
+        self.media_workers.stats()
     }
 
     /// Where SIP listens (UDP).
@@ -747,13 +745,10 @@ impl Engine {
         let half_open_refusals = Arc::new(HalfOpenRefusals::default());
         let recorder =
             Arc::new(Recorder::start(config.recorder.clone()).map_err(EngineError::Recorder)?);
-        let media_workers = match config.media_workers {
-            0 => None,
-            n => Some(Arc::new(
-                crate::net::media_workers::MediaWorkers::start(n)
-                    .map_err(EngineError::MediaWorkers)?,
-            )),
-        };
+        let media_workers = Arc::new(
+            crate::net::media_workers::MediaWorkers::start(config.media_workers.max(1))
+                .map_err(EngineError::MediaWorkers)?,
+        );
         let shared = Arc::new(call::Shared {
             sip: sip_handle.clone(),
             pool,

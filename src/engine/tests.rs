@@ -28,7 +28,7 @@ async fn engine(inbound: InboundConfig, max_calls: usize) -> Engine {
     .await
 }
 
-/// An engine whose calls' media runs in `media_workers` workers (0: in each call's task).
+/// An engine whose calls' media runs in `media_workers` workers.
 async fn engine_with_workers(
     inbound: InboundConfig,
     max_calls: usize,
@@ -118,11 +118,11 @@ async fn scripted_callee_plays_a_prompt_the_caller_records_then_hangs_up() {
     prompt_record_hangup(EngineConfig::new(loopback()).media_workers).await;
 }
 
-/// The same call with each call's media in its own task (`--media-workers 0`, the per-call
-/// path kept as the benchmark's reference).
+/// The same call with one media worker per engine: all of an engine's sessions share it,
+/// its tick and its epoll set.
 #[tokio::test]
-async fn the_per_call_media_path_plays_records_and_reports_the_same() {
-    prompt_record_hangup(0).await;
+async fn one_media_worker_per_engine_plays_records_and_reports_the_same() {
+    prompt_record_hangup(1).await;
 }
 
 async fn prompt_record_hangup(media_workers: usize) {
