@@ -72,6 +72,37 @@ fn until_stopped(
     }
 }
 
+/// A recording session in `workers` hears `packets` RTP packets at 20 ms from a peer while its
+/// call reads none of its events; then it stops. Its link (nothing should follow), every event
+/// and the summary.
+fn unread_recording(
+    workers: &MediaWorkers,
+    packets: u16,
+) -> (
+    MediaLink,
+    Vec<WorkerEvent>,
+    callplane::net::media_workers::MediaSummary,
+) {
+    let (our_rtp, our_rtcp) = (socket(), socket());
+    let (peer, peer_rtcp) = (socket(), socket());
+    let mut link = workers
+        .attach(
+            session(addr(&peer), addr(&peer_rtcp), true),
+            &our_rtp,
+            &our_rtcp,
+            false,
+        )
+        .expect("attach");
+    for seq in 0..packets {
+        peer.send_to(&rtp(seq, 0x55), addr(&our_rtp)).expect("send");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    link.command(MediaCommand::Stop(Instant::now()))
+        .expect("stop");
+    let (events, summary) = until_stopped(&mut link);
+    (link, events, summary)
+}
+
 /// Recorded frames among `events`.
 fn frame_count(events: &[WorkerEvent]) -> u64 {
     events
@@ -171,24 +202,8 @@ fn a_slow_call_gets_every_event_and_frame_in_order_with_the_summary_last() {
         ..WorkerOptions::new(1)
     })
     .expect("workers");
-    let (our_rtp, our_rtcp) = (socket(), socket());
-    let (peer, peer_rtcp) = (socket(), socket());
-    let mut link = workers
-        .attach(
-            session(addr(&peer), addr(&peer_rtcp), true),
-            &our_rtp,
-            &our_rtcp,
-            false,
-        )
-        .expect("attach");
     // 1.5 s without reading: about 75 recorded frames, far more than the channel holds.
-    for seq in 0..75u16 {
-        peer.send_to(&rtp(seq, 0x55), addr(&our_rtp)).expect("send");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    link.command(MediaCommand::Stop(Instant::now()))
-        .expect("stop");
-    let (events, summary) = until_stopped(&mut link);
+    let (mut link, events, summary) = unread_recording(&workers, 75);
     let frames = frame_count(&events);
     assert_eq!(summary.record_frames_dropped, 0);
     // One recorded frame per 20 ms tick the session ran (about 75).
@@ -225,23 +240,7 @@ fn frames_beyond_the_outbox_bound_are_dropped_and_counted_but_events_never() {
         ..WorkerOptions::new(1)
     })
     .expect("workers");
-    let (our_rtp, our_rtcp) = (socket(), socket());
-    let (peer, peer_rtcp) = (socket(), socket());
-    let mut link = workers
-        .attach(
-            session(addr(&peer), addr(&peer_rtcp), true),
-            &our_rtp,
-            &our_rtcp,
-            false,
-        )
-        .expect("attach");
-    for seq in 0..50u16 {
-        peer.send_to(&rtp(seq, 0x66), addr(&our_rtp)).expect("send");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    link.command(MediaCommand::Stop(Instant::now()))
-        .expect("stop");
-    let (events, summary) = until_stopped(&mut link);
+    let (_link, events, summary) = unread_recording(&workers, 50);
     let frames = frame_count(&events);
     // At most what the channel (4 events of up to FRAMES_PER_EVENT frames) and the outbox
     // hold got through; the rest are counted, none vanished.

@@ -712,131 +712,138 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The recording writer threads' series (docs/media/recording.md).
-fn render_recorder(out: &mut String, r: &crate::files::RecorderStats) {
-    let gauges: [(&str, &str, String); 4] = [
-        (
-            "callplane_recording_queue_depth",
-            "Recording jobs (frames, opens, closes) queued for the writer threads.",
-            r.queue_depth.to_string(),
-        ),
-        (
-            "callplane_recording_queue_capacity",
-            "What the recording writer queues hold at most, over all writer threads.",
-            r.queue_capacity.to_string(),
-        ),
-        (
-            "callplane_recording_lag_seconds",
-            "Age of the oldest recording job a writer thread has not finished (0 when idle).",
-            r.lag.as_secs_f64().to_string(),
-        ),
-        (
-            "callplane_recordings_open",
-            "Recordings being written now.",
-            r.open.to_string(),
-        ),
-    ];
-    for (name, help, value) in gauges {
-        header(out, name, "gauge", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-    let counters: [(&str, &str, u64); 4] = [
-        (
-            "callplane_recording_frames_written_total",
-            "Frames written to recordings.",
-            r.frames_written,
-        ),
-        (
-            "callplane_recording_frames_dropped_total",
-            "Frames dropped (written as silence) because a recording writer queue was full.",
-            r.frames_dropped,
-        ),
-        (
-            "callplane_recording_lagging_total",
-            "Times a recording fell behind its writer (recording.lagging events).",
-            r.lagging_episodes,
-        ),
-        (
-            "callplane_recording_failures_total",
-            "Recordings that failed (open, write or finalize error, writer panic).",
-            r.failures,
-        ),
-    ];
-    for (name, help, value) in counters {
-        header(out, name, "counter", help);
+/// Series without labels: (name, type, help, value) each.
+fn plain_series(out: &mut String, series: &[(&str, &str, &str, String)]) {
+    for (name, kind, help, value) in series {
+        header(out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
     }
 }
 
+/// The recording writer threads' series (docs/media/recording.md).
+fn render_recorder(out: &mut String, r: &crate::files::RecorderStats) {
+    plain_series(
+        out,
+        &[
+            (
+                "callplane_recording_queue_depth",
+                "gauge",
+                "Recording jobs (frames, opens, closes) queued for the writer threads.",
+                r.queue_depth.to_string(),
+            ),
+            (
+                "callplane_recording_queue_capacity",
+                "gauge",
+                "What the recording writer queues hold at most, over all writer threads.",
+                r.queue_capacity.to_string(),
+            ),
+            (
+                "callplane_recording_lag_seconds",
+                "gauge",
+                "Age of the oldest recording job a writer thread has not finished (0 when idle).",
+                r.lag.as_secs_f64().to_string(),
+            ),
+            (
+                "callplane_recordings_open",
+                "gauge",
+                "Recordings being written now.",
+                r.open.to_string(),
+            ),
+            (
+                "callplane_recording_frames_written_total",
+                "counter",
+                "Frames written to recordings.",
+                r.frames_written.to_string(),
+            ),
+            (
+                "callplane_recording_frames_dropped_total",
+                "counter",
+                "Frames dropped (written as silence) because a recording writer queue was full.",
+                r.frames_dropped.to_string(),
+            ),
+            (
+                "callplane_recording_lagging_total",
+                "counter",
+                "Times a recording fell behind its writer (recording.lagging events).",
+                r.lagging_episodes.to_string(),
+            ),
+            (
+                "callplane_recording_failures_total",
+                "counter",
+                "Recordings that failed (open, write or finalize error, writer panic).",
+                r.failures.to_string(),
+            ),
+        ],
+    );
+}
+
 /// The media workers' series (docs/media/workers.md).
 fn render_media_workers(out: &mut String, w: &crate::net::media_workers::MediaWorkerStats) {
-    let gauges: [(&str, &str, String); 2] = [
-        (
-            "callplane_media_workers",
-            "Media worker threads (--media-workers).",
-            w.workers.to_string(),
-        ),
-        (
-            "callplane_media_worker_sessions",
-            "Calls' media sessions the workers run now.",
-            w.sessions.to_string(),
-        ),
-    ];
-    for (name, help, value) in gauges {
-        header(out, name, "gauge", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-    let counters: [(&str, &str, String); 7] = [
-        (
-            "callplane_media_worker_datagrams_received_total",
-            "RTP/RTCP datagrams the media workers read.",
-            w.received.to_string(),
-        ),
-        (
-            "callplane_media_worker_datagrams_sent_total",
-            "RTP/RTCP datagrams the media workers sent.",
-            w.sent.to_string(),
-        ),
-        (
-            "callplane_media_worker_send_failures_total",
-            "RTP/RTCP datagrams the media workers could not send.",
-            w.send_failed.to_string(),
-        ),
-        (
-            "callplane_media_worker_ticks_total",
-            "Session deadlines (sends, RTCP, reports, timeouts) the media workers served.",
-            w.ticks.to_string(),
-        ),
-        (
-            "callplane_media_worker_lateness_seconds_total",
-            "How late the media workers served those deadlines, summed.",
-            (w.late_us_sum as f64 / 1e6).to_string(),
-        ),
-        (
-            "callplane_media_worker_record_frames_dropped_total",
-            "Recorded frames dropped because a call took in its media events too slowly.",
-            w.record_frames_dropped.to_string(),
-        ),
-        (
-            "callplane_media_worker_commands_refused_total",
-            "Commands to a media worker refused because its queue was full.",
-            w.commands_refused.to_string(),
-        ),
-    ];
-    for (name, help, value) in counters {
-        header(out, name, "counter", help);
-        let _ = writeln!(out, "{name} {value}");
-    }
-    header(
+    let seconds = |us: u64| (us as f64 / 1e6).to_string();
+    plain_series(
         out,
-        "callplane_media_worker_lateness_max_seconds",
-        "gauge",
-        "The latest a media worker served a session deadline since the start.",
-    );
-    let _ = writeln!(
-        out,
-        "callplane_media_worker_lateness_max_seconds {}",
-        w.late_us_max as f64 / 1e6
+        &[
+            (
+                "callplane_media_workers",
+                "gauge",
+                "Media worker threads (--media-workers).",
+                w.workers.to_string(),
+            ),
+            (
+                "callplane_media_worker_sessions",
+                "gauge",
+                "Calls' media sessions the workers run now.",
+                w.sessions.to_string(),
+            ),
+            (
+                "callplane_media_worker_datagrams_received_total",
+                "counter",
+                "RTP/RTCP datagrams the media workers read.",
+                w.received.to_string(),
+            ),
+            (
+                "callplane_media_worker_datagrams_sent_total",
+                "counter",
+                "RTP/RTCP datagrams the media workers sent.",
+                w.sent.to_string(),
+            ),
+            (
+                "callplane_media_worker_send_failures_total",
+                "counter",
+                "RTP/RTCP datagrams the media workers could not send.",
+                w.send_failed.to_string(),
+            ),
+            (
+                "callplane_media_worker_ticks_total",
+                "counter",
+                "Session deadlines (sends, RTCP, reports, timeouts) the media workers served.",
+                w.ticks.to_string(),
+            ),
+            (
+                "callplane_media_worker_lateness_seconds_total",
+                "counter",
+                "How late the media workers served those deadlines, summed.",
+                seconds(w.late_us_sum),
+            ),
+            (
+                "callplane_media_worker_lateness_max_seconds",
+                "gauge",
+                "The latest a media worker served a session deadline since the start.",
+                seconds(w.late_us_max),
+            ),
+            (
+                "callplane_media_worker_record_frames_dropped_total",
+                "counter",
+                "Recorded frames dropped because a call took in its media events too slowly.",
+                w.record_frames_dropped.to_string(),
+            ),
+            (
+                "callplane_media_worker_commands_refused_total",
+                "counter",
+                "Commands to a media worker refused because its queue was full.",
+                w.commands_refused.to_string(),
+            ),
+        ],
     );
 }
 
@@ -1100,6 +1107,63 @@ mod tests {
         );
         assert_eq!(value(&text, "callplane_recording_lagging_total"), 2.0);
         assert_eq!(value(&text, "callplane_recording_failures_total"), 1.0);
+    }
+
+    #[test]
+    fn media_worker_series_render_only_when_given() {
+        let m = Metrics::default();
+        assert!(
+            !m.render(&Gauges::default())
+                .contains("callplane_media_worker")
+        );
+        let text = m.render(&Gauges {
+            media_workers: Some(crate::net::media_workers::MediaWorkerStats {
+                workers: 2,
+                sessions: 300,
+                received: 10,
+                sent: 20,
+                send_failed: 1,
+                ticks: 40,
+                late_us_sum: 2_500_000,
+                late_us_max: 1_500,
+                record_frames_dropped: 3,
+                commands_refused: 4,
+            }),
+            ..Gauges::default()
+        });
+        assert_eq!(value(&text, "callplane_media_workers"), 2.0);
+        assert_eq!(value(&text, "callplane_media_worker_sessions"), 300.0);
+        assert_eq!(
+            value(&text, "callplane_media_worker_datagrams_received_total"),
+            10.0
+        );
+        assert_eq!(
+            value(&text, "callplane_media_worker_datagrams_sent_total"),
+            20.0
+        );
+        assert_eq!(
+            value(&text, "callplane_media_worker_send_failures_total"),
+            1.0
+        );
+        assert_eq!(value(&text, "callplane_media_worker_ticks_total"), 40.0);
+        assert_eq!(
+            value(&text, "callplane_media_worker_lateness_seconds_total"),
+            2.5
+        );
+        assert_eq!(
+            value(&text, "callplane_media_worker_lateness_max_seconds"),
+            0.0015
+        );
+        assert_eq!(
+            value(&text, "callplane_media_worker_record_frames_dropped_total"),
+            3.0
+        );
+        assert_eq!(
+            value(&text, "callplane_media_worker_commands_refused_total"),
+            4.0
+        );
+        assert!(text.contains("# TYPE callplane_media_worker_sessions gauge"));
+        assert!(text.contains("# TYPE callplane_media_worker_ticks_total counter"));
     }
 
     #[test]
