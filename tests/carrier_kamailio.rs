@@ -562,7 +562,15 @@ mod engine_level {
             Duration::from_secs(6),
         )
         .await;
-        let lines = kam.carrier_lines();
+        let oks = |lines: &[String]| {
+            lines
+                .iter()
+                .filter(|l| l.starts_with("REGISTER ok user=cpuser"))
+                .count()
+        };
+        let lines = kam
+            .carrier_lines_when(|l| oks(l) >= 2, Duration::from_secs(2))
+            .await;
         assert!(
             lines
                 .iter()
@@ -570,11 +578,7 @@ mod engine_level {
             "{lines:#?}"
         );
         assert!(
-            lines
-                .iter()
-                .filter(|l| l.starts_with("REGISTER ok user=cpuser"))
-                .count()
-                >= 2,
+            oks(&lines) >= 2,
             "a registration and its refresh: {lines:#?}"
         );
 
@@ -636,7 +640,11 @@ mod engine_level {
         let (status, err) = wait_child(caller, "DID caller").await;
         assert!(
             status.success(),
-            "DID caller: {status} {err}\n{}",
+            "DID caller: {status} {err}\nour side of it: {:#?}\n{}",
+            inbound
+                .iter()
+                .map(|e| format!("{} {}", e.kind, e.details))
+                .collect::<Vec<_>>(),
             kam.log()
         );
         let last = inbound.last().expect("final");

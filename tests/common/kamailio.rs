@@ -235,6 +235,24 @@ impl Kamailio {
             .filter_map(|l| l.split_once("carrier: ").map(|(_, r)| r.to_owned()))
             .collect()
     }
+
+    /// The carrier lines once `enough` holds for them, or as they are after `wait`. kamailio
+    /// logs some lines after it sent the reply they describe (`save()` answers the REGISTER,
+    /// then the config logs it), so a test that just got the reply may read the log too early.
+    pub(crate) async fn carrier_lines_when(
+        &self,
+        enough: impl Fn(&[String]) -> bool,
+        wait: Duration,
+    ) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let lines = self.carrier_lines();
+            if enough(&lines) || tokio::time::Instant::now() >= deadline {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// Sends `OPTIONS sip:user@127.0.0.1:port` and returns the first line of the answer, or `None`
