@@ -20,6 +20,7 @@ command -v sipp >/dev/null || { echo "sipp is not installed" >&2; exit 1; }
 
 floor_list="$target/release/floor_echo.path"
 if [ "${SKIP_BUILD:-0}" != 1 ] || [ ! -s "$floor_list" ]; then
+  mkdir -p "$target/release"
   # One release build of both: the softswitch and the floor (a harness = false bench target,
   # built with the release profile; cargo prints where its executable is).
   cargo build --release --locked --bin callplane --bench floor_echo --message-format=json \

@@ -1309,18 +1309,8 @@ impl Call {
         match event {
             WorkerEvent::Media(e) => self.media_event(*e),
             WorkerEvent::Records(frames) => {
-                // Consecutive frames at one rate (always, but for a re-INVITE that changed the
-                // codec) go to the writer as one job.
-                let mut frames = frames.into_iter().peekable();
-                while let Some(first) = frames.next() {
-                    let rate = first.rate;
-                    let mut samples = first.samples;
-                    let mut count = 1;
-                    while let Some(next) = frames.next_if(|f| f.rate == rate) {
-                        samples.extend_from_slice(&next.samples);
-                        count += 1;
-                    }
-                    self.write_frames(samples, rate, count);
+                for frame in frames {
+                    self.write_frame(frame.samples, frame.rate);
                 }
             }
             WorkerEvent::Stopped(s) => {
@@ -2026,10 +2016,9 @@ impl Call {
         }
     }
 
-    /// Hand `count` consecutive frames to the recording's writer thread as one job (opening
-    /// the segment at its first frame). Never waits for the disk: a full queue drops them and
-    /// says so.
-    fn write_frames(&mut self, samples: Vec<i16>, rate: u32, count: u32) {
+    /// Hand one frame to the recording's writer thread (opening the segment at its first
+    /// frame). Never waits for the disk: a full queue drops the frame and says so.
+    fn write_frame(&mut self, samples: Vec<i16>, rate: u32) {
         if self.record_error.is_some() || !self.record_active {
             return;
         }
@@ -2072,7 +2061,7 @@ impl Call {
             RecordMode::Inbound => samples.iter().step_by(2).copied().collect(),
             RecordMode::Outbound => samples.iter().skip(1).step_by(2).copied().collect(),
         };
-        match rec.write_frames(samples, count) {
+        match rec.write(samples) {
             None => {}
             Some(RecordingNote::Lagging {
                 lag,
