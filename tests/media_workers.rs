@@ -3,15 +3,17 @@
 //! reach a slow call in order and whole, and every path gives the session back.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use callplane::net::media_workers::{
-    FRAMES_PER_EVENT, MediaCommand, MediaLink, MediaWorkers, WorkerEvent, WorkerOptions,
+    FRAMES_PER_EVENT, FrameRoute, FrameSink, MediaCommand, MediaLink, MediaWorkers, SinkNote,
+    WorkerEvent, WorkerOptions,
 };
 use media::codec::Codec;
 use media::rtp::{PayloadType, Ssrc};
-use media::session::{MediaEvent, MediaSession, SessionConfig};
+use media::session::{MediaEvent, MediaSession, RecordedFrame, SessionConfig};
 
 /// A bound, non-blocking socket on loopback.
 fn socket() -> UdpSocket {
@@ -327,4 +329,119 @@ fn a_garbage_datagram_is_counted_and_the_session_goes_on() {
     let (_, summary) = until_stopped(&mut link);
     assert_eq!(summary.stats.stray_garbage, 2, "{summary:?}");
     assert_eq!(summary.stats.packets_received, 5);
+}
+
+/// A sink that counts its frames where the test can see them, notes every 10th, and says how
+/// many it took when it is finished.
+#[derive(Debug)]
+struct CountingSink {
+    name: &'static str,
+    frames: Arc<AtomicU64>,
+    /// Threads other than the test's that ran it.
+    off_thread: Arc<AtomicU64>,
+    test_thread: std::thread::ThreadId,
+}
+
+#[derive(Debug, PartialEq)]
+enum Note {
+    Every10(&'static str, u64),
+    Done(&'static str, u64),
+}
+
+impl FrameSink for CountingSink {
+    fn frame(&mut self, frame: RecordedFrame) -> Option<SinkNote> {
+        assert_eq!(frame.samples.len(), 320, "20 ms of stereo at 8 kHz");
+        if std::thread::current().id() != self.test_thread {
+            self.off_thread.fetch_add(1, Ordering::Relaxed);
+        }
+        let n = self.frames.fetch_add(1, Ordering::Relaxed) + 1;
+        n.is_multiple_of(10)
+            .then(|| Box::new(Note::Every10(self.name, n)) as SinkNote)
+    }
+
+    fn finish(self: Box<Self>) -> SinkNote {
+        Box::new(Note::Done(self.name, self.frames.load(Ordering::Relaxed)))
+    }
+}
+
+#[test]
+fn a_sink_takes_the_frames_on_the_worker_and_its_notes_reach_the_call_in_order() {
+    let workers = MediaWorkers::start(1).expect("workers");
+    let (our_rtp, our_rtcp) = (socket(), socket());
+    let (peer, peer_rtcp) = (socket(), socket());
+    let mut link = workers
+        .attach(
+            session(addr(&peer), addr(&peer_rtcp), true),
+            &our_rtp,
+            &our_rtcp,
+            false,
+        )
+        .expect("attach");
+    let off_thread = Arc::new(AtomicU64::new(0));
+    let sink = |name, frames: &Arc<AtomicU64>| {
+        FrameRoute::Sink(Box::new(CountingSink {
+            name,
+            frames: Arc::clone(frames),
+            off_thread: Arc::clone(&off_thread),
+            test_thread: std::thread::current().id(),
+        }))
+    };
+    let (first, second) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let talk = |packets: u16, from: u16| {
+        for seq in from..from + packets {
+            peer.send_to(&rtp(seq, 0x77), addr(&our_rtp)).expect("send");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // 0.5 s to the first sink, 0.5 s to nobody, 0.5 s to the second, then the session stops.
+    link.command(MediaCommand::RouteFrames(sink("first", &first)))
+        .expect("route");
+    talk(25, 0);
+    link.command(MediaCommand::RouteFrames(FrameRoute::Discard))
+        .expect("route");
+    let first_at_discard = first.load(Ordering::Relaxed);
+    talk(25, 25);
+    let first_after = first.load(Ordering::Relaxed);
+    link.command(MediaCommand::RouteFrames(sink("second", &second)))
+        .expect("route");
+    talk(25, 50);
+    link.command(MediaCommand::Stop(Instant::now()))
+        .expect("stop");
+    let (events, summary) = until_stopped(&mut link);
+
+    // No frame went to the call; each sink took one frame per 20 ms it was set.
+    assert_eq!(frame_count(&events), 0);
+    let (a, b) = (
+        first.load(Ordering::Relaxed),
+        second.load(Ordering::Relaxed),
+    );
+    assert!((18..=32).contains(&a) && (18..=32).contains(&b), "{a} {b}");
+    // Nothing reached the first sink while frames were discarded (at most the one a tick
+    // had in hand when the route changed).
+    assert!(
+        first_after <= first_at_discard + 1 && a == first_after,
+        "{first_at_discard} {first_after} {a}"
+    );
+    assert_eq!(
+        off_thread.load(Ordering::Relaxed),
+        a + b,
+        "the worker's thread ran the sinks"
+    );
+    assert_eq!(summary.record_frames_dropped, 0);
+    // The notes, in order: each sink's every-10th, then its end with its own count; the second
+    // sink's end came with the stop, before the summary (until_stopped returned at it).
+    let notes: Vec<Note> = events
+        .into_iter()
+        .filter_map(|e| match e {
+            WorkerEvent::Sink(n) => Some(*n.downcast::<Note>().expect("a test note")),
+            _ => None,
+        })
+        .collect();
+    let mut want: Vec<Note> = (1..=a / 10)
+        .map(|k| Note::Every10("first", k * 10))
+        .collect();
+    want.push(Note::Done("first", a));
+    want.extend((1..=b / 10).map(|k| Note::Every10("second", k * 10)));
+    want.push(Note::Done("second", b));
+    assert_eq!(notes, want);
 }

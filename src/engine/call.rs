@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,16 +30,15 @@ use tracing::Instrument;
 use super::call_media::CallMedia;
 use super::call_state::{CallState, OutcomeFacts, Timer, Timers, outcome};
 use super::events::{CallEvent, CallId, Outcome};
+use super::record_sink::{self, RecordNote, RecordSink};
 use super::sink::{CallSink, Committed, EventSink};
 use super::{
     CallRoute, Command, DtmfMode, InboundAnswer, InboundConfig, OriginateRequest, PromptScope,
     Reoffer, SipOptions, random_u64,
 };
 use crate::clock;
-use crate::files::{
-    ClosedRecording, Closing, Prompt, PromptCache, Recorder, Recording, RecordingNote,
-};
-use crate::net::media_workers::{MediaSummary, MediaWorkers, WorkerEvent};
+use crate::files::{ClosedRecording, Closing, Prompt, PromptCache, Recorder, RecordingNote};
+use crate::net::media_workers::{FrameRoute, MediaSummary, MediaWorkers, WorkerEvent};
 use crate::net::rtp_ports::{PlainRtpPair, RtpPortPool, RtpSocketPair};
 use crate::net::sip::SipHandle;
 use crate::script::{Action, RecordMode, Script, ScriptInput, ScriptRunner};
@@ -438,14 +437,19 @@ struct Call {
     gather_done: bool,
     /// Where recordings go: the whole call (no script) or each script `record` segment.
     record: Option<PathBuf>,
-    recorder: Option<Recording>,
+    /// A recording sink is in the media worker: it opens the segment at its first frame and
+    /// writes each frame on the worker's thread (record_sink.rs).
+    sink_set: bool,
+    /// Segments whose sink went with a dropped session (a failover), reported at the end.
+    orphans: record_sink::Orphans,
     /// Recording segments being finished by their writer, oldest first.
     closing: VecDeque<Closing>,
     record_error: Option<String>,
     /// Script-driven recording: whether frames are wanted now, and in which mode.
     record_active: bool,
     record_mode: RecordMode,
-    record_segments: u32,
+    /// Segments opened so far (the next file is segment `n`); the sink counts them.
+    record_segments: Arc<AtomicU32>,
     recordings: Vec<Value>,
     /// The codec's sample rate once media runs (prompts are decoded to it).
     media_rate: Option<u32>,
@@ -885,11 +889,12 @@ impl Call {
             gather_done: false,
             record_active: record.is_some(),
             record,
-            recorder: None,
+            sink_set: false,
+            orphans: record_sink::Orphans::default(),
             closing: VecDeque::new(),
             record_error: None,
             record_mode: RecordMode::Stereo,
-            record_segments: 0,
+            record_segments: Arc::new(AtomicU32::new(0)),
             recordings: Vec::new(),
             media_rate: None,
             script: None,
@@ -1025,7 +1030,8 @@ impl Call {
                 self.media = Some(CallMedia {
                     link,
                     summary: None,
-                })
+                });
+                self.route_frames();
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no media worker took the call");
@@ -1181,6 +1187,7 @@ impl Call {
                     self.record_mode = mode;
                     self.record_active = true;
                     // RecordingStarted is fed when the first frame opens the file.
+                    self.route_frames();
                 }
             }
             Action::StopRecording => {
@@ -1203,14 +1210,71 @@ impl Call {
         }
     }
 
-    /// Finish the open recording segment, if any. Never waits: its writer thread finishes the
+    /// Finish the open recording segment, if any. Never waits: the worker finishes the sink
+    /// ([`RecordNote::Done`] then says `recording.stopped`), its writer thread finishes the
     /// file, and `recording.ready` comes when it has ([`Call::recording_closed`]).
     fn close_recording(&mut self) {
-        let Some(rec) = self.recorder.take() else {
+        self.record_active = false;
+        self.route_frames();
+    }
+
+    /// Tells the media worker where recorded frames go now: to a new recording sink when the
+    /// call records and none is set, nowhere when it does not.
+    fn route_frames(&mut self) {
+        let wanted = self.record_active && self.record_error.is_none();
+        let Some(media) = self.media.as_mut() else {
             return;
         };
-        self.timeline.emit("recording.stopped", json!({}));
-        self.closing.push_back(rec.close());
+        let route = match (&self.record, wanted, self.sink_set) {
+            (Some(base), true, false) => FrameRoute::Sink(Box::new(RecordSink::new(
+                Arc::clone(&self.shared.recorder),
+                base.clone(),
+                Arc::clone(&self.record_segments),
+                self.record_mode,
+                Arc::clone(&self.orphans),
+            ))),
+            (_, false, true) => FrameRoute::Discard,
+            // A call that never records hears of no frames either.
+            (_, false, false) if self.record.is_some() => FrameRoute::Discard,
+            _ => return,
+        };
+        self.sink_set = matches!(route, FrameRoute::Sink(_));
+        media.route_frames(route);
+    }
+
+    /// What the recording sink said, in order with the session's events.
+    fn record_note(&mut self, note: RecordNote) {
+        match note {
+            RecordNote::Started {
+                path,
+                rate,
+                channels,
+            } => {
+                self.timeline.emit(
+                    "recording.started",
+                    json!({"path": path.display().to_string(), "rate": rate, "channels": channels}),
+                );
+                self.script_input(ScriptInput::RecordingStarted);
+            }
+            RecordNote::OpenFailed(error) => {
+                tracing::warn!(%error, "recording not started");
+                self.timeline
+                    .emit("recording.failed", json!({"error": error}));
+                self.record_error = Some(error);
+                self.route_frames();
+                self.script_input(ScriptInput::RecordingStopped);
+            }
+            RecordNote::Write {
+                note,
+                dropped_frames,
+            } => self.recording_note(note, dropped_frames),
+            RecordNote::Done(closing) => {
+                if let Some(closing) = closing {
+                    self.timeline.emit("recording.stopped", json!({}));
+                    self.closing.push_back(closing);
+                }
+            }
+        }
     }
 
     /// A recording segment's writer finished it.
@@ -1308,9 +1372,11 @@ impl Call {
     fn worker_event(&mut self, event: WorkerEvent) {
         match event {
             WorkerEvent::Media(e) => self.media_event(*e),
-            WorkerEvent::Records(frames) => {
-                for frame in frames {
-                    self.write_frame(frame.samples, frame.rate);
+            // The call routes its frames to a sink or nowhere (route_frames): none come here.
+            WorkerEvent::Records(_) => {}
+            WorkerEvent::Sink(note) => {
+                for note in record_sink::notes(note) {
+                    self.record_note(note);
                 }
             }
             WorkerEvent::Stopped(s) => {
@@ -2016,59 +2082,15 @@ impl Call {
         }
     }
 
-    /// Hand one frame to the recording's writer thread (opening the segment at its first
-    /// frame). Never waits for the disk: a full queue drops the frame and says so.
-    fn write_frame(&mut self, samples: Vec<i16>, rate: u32) {
-        if self.record_error.is_some() || !self.record_active {
-            return;
-        }
-        let channels: u16 = if self.record_mode == RecordMode::Stereo {
-            2
-        } else {
-            1
-        };
-        if self.recorder.is_none() {
-            let Some(base) = self.record.clone() else {
-                return;
-            };
-            let path = segment_path(&base, self.record_segments);
-            match self.shared.recorder.open(&path, rate, channels) {
-                Ok(rec) => {
-                    self.record_segments += 1;
-                    self.timeline.emit(
-                        "recording.started",
-                        json!({"path": path.display().to_string(), "rate": rate, "channels": channels}),
-                    );
-                    self.recorder = Some(rec);
-                    self.script_input(ScriptInput::RecordingStarted);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "recording not started");
-                    self.timeline
-                        .emit("recording.failed", json!({"error": e.to_string()}));
-                    self.record_error = Some(e.to_string());
-                    self.script_input(ScriptInput::RecordingStopped);
-                    return;
-                }
-            }
-        }
-        let Some(rec) = self.recorder.as_mut() else {
-            return;
-        };
-        // Frames are interleaved stereo: left what we heard, right what we sent.
-        let samples = match self.record_mode {
-            RecordMode::Stereo => samples,
-            RecordMode::Inbound => samples.iter().step_by(2).copied().collect(),
-            RecordMode::Outbound => samples.iter().skip(1).step_by(2).copied().collect(),
-        };
-        match rec.write(samples) {
-            None => {}
-            Some(RecordingNote::Lagging {
+    /// What the recording said of a write, on the timeline.
+    fn recording_note(&mut self, note: RecordingNote, dropped_frames: u64) {
+        match note {
+            RecordingNote::Lagging {
                 lag,
                 queue_depth,
                 queue_capacity,
                 dropped_frames,
-            }) => {
+            } => {
                 tracing::warn!(?lag, queue_depth, dropped_frames, "recording lags behind");
                 self.timeline.emit(
                     "recording.lagging",
@@ -2080,11 +2102,11 @@ impl Call {
                     }),
                 );
             }
-            Some(RecordingNote::CaughtUp {
+            RecordingNote::CaughtUp {
                 lag,
                 lagged_for,
                 dropped_frames,
-            }) => self.timeline.emit(
+            } => self.timeline.emit(
                 "recording.caught_up",
                 json!({
                     "lag_ms": lag.as_millis() as u64,
@@ -2092,14 +2114,14 @@ impl Call {
                     "dropped_frames": dropped_frames,
                 }),
             ),
-            Some(RecordingNote::Failed { error }) => {
+            RecordingNote::Failed { error } => {
                 tracing::warn!(%error, "recording failed");
-                let dropped_frames = rec.loss().dropped_frames;
                 self.timeline.emit(
                     "recording.failed",
                     json!({"error": error, "dropped_frames": dropped_frames}),
                 );
                 self.record_error = Some(error);
+                self.route_frames();
                 self.script_input(ScriptInput::RecordingStopped);
             }
         }
@@ -2112,7 +2134,20 @@ impl Call {
             media.stop(ended_at);
         }
         self.settle_worker_media().await;
+        // The worker finished the sink with the session (or never answered: the sink is gone).
+        self.sink_set = false;
         self.close_recording();
+        let orphans = std::mem::take(
+            &mut *self
+                .orphans
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for closing in orphans.into_iter().rev() {
+            // Older than the segments the sinks finished: first.
+            self.timeline.emit("recording.stopped", json!({}));
+            self.closing.push_front(closing);
+        }
         self.settle_recordings().await;
         let recording = self.recordings.last().cloned().unwrap_or(Value::Null);
         let outcome = match self.torn_down {
@@ -2322,7 +2357,9 @@ impl Call {
         self.final_status = None;
         self.local_failure = false;
         self.any_response = false;
+        // Its recording sink, if any, hands its segment to `orphans`.
         self.media = None;
+        self.sink_set = false;
         self.negotiator = negotiator;
         self.peer = next.destination;
         self.transport = next.transport;
@@ -2471,7 +2508,7 @@ fn has_to_tag(request: &Request) -> bool {
 }
 
 /// The path of recording segment `n` (0-based): the base path, then `<stem>-2.wav`, ...
-fn segment_path(base: &Path, n: u32) -> PathBuf {
+pub(super) fn segment_path(base: &Path, n: u32) -> PathBuf {
     if n == 0 {
         return base.to_path_buf();
     }

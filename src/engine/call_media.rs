@@ -15,7 +15,7 @@ use media::dtmf::Digit;
 use media::session::Input;
 use media::srtp::SrtpParams;
 
-use crate::net::media_workers::{MediaCommand, MediaLink, MediaSummary};
+use crate::net::media_workers::{FrameRoute, MediaCommand, MediaLink, MediaSummary};
 
 /// The call's media session in its worker.
 #[derive(Debug)]
@@ -35,6 +35,11 @@ impl CallMedia {
         if let Err(e) = self.command(command) {
             tracing::warn!(error = %e, "media command not delivered");
         }
+    }
+
+    /// Where the session's recorded frames go from now on.
+    pub(crate) fn route_frames(&mut self, route: FrameRoute) {
+        self.warn(MediaCommand::RouteFrames(route));
     }
 
     /// Plays mono PCM at `rate` Hz on a codec whose sample rate is `codec_rate`. The resampling

@@ -45,6 +45,7 @@ mod call_state;
 pub mod events;
 pub mod limits;
 pub mod protect;
+mod record_sink;
 pub mod sink;
 pub mod target;
 #[cfg(test)]

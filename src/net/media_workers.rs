@@ -107,8 +107,40 @@ pub enum WorkerEvent {
     /// Recorded frames ([`Output::Record`]), oldest first: up to [`FRAMES_PER_EVENT`] at a
     /// time, so that a recording call wakes every 100 ms rather than every 20.
     Records(Vec<RecordedFrame>),
+    /// What the session's [`FrameSink`] said, in order with the rest; its last note
+    /// ([`FrameSink::finish`]) comes when it was replaced or its session stopped, before
+    /// [`WorkerEvent::Stopped`].
+    Sink(SinkNote),
     /// The session stopped ([`MediaCommand::Stop`]): its last figures. Nothing follows.
     Stopped(Box<MediaSummary>),
+}
+
+/// Where a session's recorded frames go when the worker hands them on itself, on its own
+/// thread, instead of sending them to the call ([`WorkerEvent::Records`]): a recording's
+/// writer, so that a recording call's task never wakes for its audio.
+///
+/// Its methods run on the worker's thread between packets: they must not block.
+pub trait FrameSink: Send + std::fmt::Debug {
+    /// One recorded frame ([`Output::Record`]); a note for the call, if any.
+    fn frame(&mut self, frame: RecordedFrame) -> Option<SinkNote>;
+    /// The sink is done: replaced ([`MediaCommand::SetSink`]) or its session stopped. Its last
+    /// note for the call. A sink dropped without it (the call went away) is simply dropped.
+    fn finish(self: Box<Self>) -> SinkNote;
+}
+
+/// A note from a [`FrameSink`] to its call: opaque to the worker, which only carries it.
+pub type SinkNote = Box<dyn std::any::Any + Send>;
+
+/// Where a session's recorded frames go ([`MediaCommand::RouteFrames`]).
+#[derive(Debug, Default)]
+pub enum FrameRoute {
+    /// To the call, as [`WorkerEvent::Records`] (the default).
+    #[default]
+    Call,
+    /// To this sink, on the worker's thread.
+    Sink(Box<dyn FrameSink>),
+    /// Nowhere: nobody wants them now.
+    Discard,
 }
 
 /// A session's figures when it stopped: what the call's final event reports.
@@ -160,6 +192,9 @@ pub enum MediaCommand {
     },
     /// [`MediaSession::rearm_rtp_timeout`].
     RearmRtpTimeout(Instant),
+    /// Where recorded frames go from now on. A sink this replaces is finished
+    /// ([`FrameSink::finish`]).
+    RouteFrames(FrameRoute),
     /// Stop the session ([`Input::Stop`]): its RTCP BYE and call quality report go out, then
     /// [`WorkerEvent::Stopped`], and the worker forgets it.
     Stop(Instant),
@@ -453,6 +488,8 @@ struct Slot {
     /// Recorded frames not yet put in the outbox (a batch being filled).
     frames: Vec<RecordedFrame>,
     record_frames_dropped: u64,
+    /// Where recorded frames go.
+    route: FrameRoute,
     /// The deadline the session asked for (the heap may hold older ones: they are skipped).
     deadline: Option<Instant>,
     /// The latest time given to the session: a datagram's arrival is never put before it.
@@ -660,6 +697,7 @@ impl Worker {
             outbox_frames: 0,
             frames: Vec::new(),
             record_frames_dropped: 0,
+            route: FrameRoute::Call,
             deadline: None,
             last_input: Instant::now(),
             stopped: false,
@@ -694,6 +732,14 @@ impl Worker {
                 now,
             } => session.set_direction(send, expect_inbound, now),
             MediaCommand::RearmRtpTimeout(now) => session.rearm_rtp_timeout(now),
+            MediaCommand::RouteFrames(route) => {
+                // Frames batched for the call go first.
+                batch_frames(slot);
+                if let FrameRoute::Sink(old) = std::mem::replace(&mut slot.route, route) {
+                    slot.outbox.push_back(WorkerEvent::Sink(old.finish()));
+                }
+                self.deliver(index);
+            }
             MediaCommand::Stop(now) => {
                 let _ = session.handle_input(Input::Stop { now });
                 self.drain_outputs(index);
@@ -713,6 +759,9 @@ impl Worker {
         let _ = self.epoll.delete(&slot.rtp);
         let _ = self.epoll.delete(&slot.rtcp);
         batch_frames(slot);
+        if let FrameRoute::Sink(sink) = std::mem::take(&mut slot.route) {
+            slot.outbox.push_back(WorkerEvent::Sink(sink.finish()));
+        }
         let mut summary = MediaSummary::of(&slot.session);
         summary.record_frames_dropped = slot.record_frames_dropped;
         slot.outbox
@@ -868,20 +917,29 @@ impl Worker {
                     slot.outbox.push_back(WorkerEvent::Media(Box::new(e)));
                     queued = true;
                 }
-                Some(Output::Record(frame)) => {
-                    if slot.outbox_frames + slot.frames.len() >= self.max_outbox_frames {
-                        slot.record_frames_dropped += 1;
-                        self.counters
-                            .record_frames_dropped
-                            .fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        slot.frames.push(frame);
-                        if slot.frames.len() >= FRAMES_PER_EVENT {
-                            batch_frames(slot);
+                Some(Output::Record(frame)) => match &mut slot.route {
+                    FrameRoute::Sink(sink) => {
+                        if let Some(note) = sink.frame(frame) {
+                            slot.outbox.push_back(WorkerEvent::Sink(note));
                             queued = true;
                         }
                     }
-                }
+                    FrameRoute::Discard => {}
+                    FrameRoute::Call => {
+                        if slot.outbox_frames + slot.frames.len() >= self.max_outbox_frames {
+                            slot.record_frames_dropped += 1;
+                            self.counters
+                                .record_frames_dropped
+                                .fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            slot.frames.push(frame);
+                            if slot.frames.len() >= FRAMES_PER_EVENT {
+                                batch_frames(slot);
+                                queued = true;
+                            }
+                        }
+                    }
+                },
                 Some(Output::Timeout(at)) => {
                     if slot.deadline != Some(at) && !slot.stopped {
                         slot.deadline = Some(at);
