@@ -157,3 +157,84 @@ pub(crate) fn notes(note: SinkNote) -> Vec<RecordNote> {
         .map(|notes| *notes)
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::files::RecorderConfig;
+
+    fn frame(n: i16) -> RecordedFrame {
+        RecordedFrame {
+            samples: (0..320).map(|k| if k % 2 == 0 { n } else { -n }).collect(),
+            rate: 8000,
+        }
+    }
+
+    fn sink(recorder: &Arc<Recorder>, base: PathBuf, mode: RecordMode) -> (RecordSink, Orphans) {
+        let orphans = Orphans::default();
+        let sink = RecordSink::new(
+            Arc::clone(recorder),
+            base,
+            Arc::new(AtomicU32::new(0)),
+            mode,
+            Arc::clone(&orphans),
+        );
+        (sink, orphans)
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("runtime")
+            .block_on(async { tokio::time::timeout(Duration::from_secs(20), f).await })
+            .expect("done in time")
+    }
+
+    #[test]
+    fn a_sink_opens_at_its_first_frame_keeps_one_side_and_its_finish_hands_over_the_segment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recorder = Arc::new(Recorder::start(RecorderConfig::default()).expect("recorder"));
+        let (mut sink, orphans) = sink(&recorder, dir.path().join("r.wav"), RecordMode::Inbound);
+        let first = notes(sink.frame(frame(7)).expect("the open is noted"));
+        assert!(
+            matches!(first.as_slice(), [RecordNote::Started { rate: 8000, channels: 1, path }] if path.ends_with("r.wav")),
+            "{first:?}"
+        );
+        for n in 0..9 {
+            assert!(sink.frame(frame(n)).is_none());
+        }
+        let done = notes(Box::new(sink).finish());
+        let [RecordNote::Done(Some(closing))] =
+            <[RecordNote; 1]>::try_from(done).expect("one note")
+        else {
+            panic!("not a finished segment");
+        };
+        let closed = block_on(closing);
+        let finished = closed.result.expect("finished");
+        // Ten frames of the left (inbound) side alone: 1,600 mono samples, the first of them 7.
+        assert_eq!((finished.frames, finished.channels), (1600, 1));
+        let bytes = std::fs::read(dir.path().join("r.wav")).expect("read");
+        assert_eq!(i16::from_le_bytes([bytes[44], bytes[45]]), 7);
+        assert!(orphans.lock().expect("lock").is_empty());
+        assert!(recorder.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn a_sink_dropped_unfinished_leaves_its_segment_to_the_call() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let recorder = Arc::new(Recorder::start(RecorderConfig::default()).expect("recorder"));
+        let (mut sink, orphans) = sink(&recorder, dir.path().join("o.wav"), RecordMode::Stereo);
+        for n in 0..5 {
+            sink.frame(frame(n));
+        }
+        drop(sink);
+        let closing = orphans.lock().expect("lock").pop().expect("an orphan");
+        let closed = block_on(closing);
+        assert_eq!(closed.result.expect("finished").frames, 5 * 160);
+        assert!(dir.path().join("o.wav").exists());
+        assert!(recorder.shutdown(Duration::from_secs(5)));
+    }
+}
