@@ -46,6 +46,9 @@ pub(crate) struct RecordSink {
     segments: Arc<AtomicU32>,
     mode: RecordMode,
     rec: Option<Recording>,
+    /// Frames not yet handed to the writer (at most [`FRAMES_PER_JOB`]), and how many.
+    batch: Vec<i16>,
+    batched: u32,
     /// Opening failed, or the recording did: frames are ignored.
     failed: bool,
     /// Where a segment goes when the sink is dropped unfinished (its session was dropped: a
@@ -55,6 +58,11 @@ pub(crate) struct RecordSink {
 
 /// Segments whose sink was dropped unfinished, being finished by their writer.
 pub(crate) type Orphans = Arc<Mutex<Vec<Closing>>>;
+
+/// Frames (ptimes) handed to the writer as one job: its thread wakes every 100 ms per call at
+/// 20 ms, not every 20 ms. A process crash loses at most this much more than the writer's own
+/// 200 ms buffer (kill -9 test: tests/crash_recording.rs).
+const FRAMES_PER_JOB: u32 = 5;
 
 impl RecordSink {
     pub(crate) fn new(
@@ -70,6 +78,8 @@ impl RecordSink {
             segments,
             mode,
             rec: None,
+            batch: Vec::new(),
+            batched: 0,
             failed: false,
             orphans,
         }
@@ -115,38 +125,65 @@ impl FrameSink for RecordSink {
         if self.rec.is_none() {
             notes.push(self.open(frame.rate));
         }
-        if let Some(rec) = self.rec.as_mut() {
+        if self.rec.is_some() {
             // Frames are interleaved stereo: left what we heard, right what we sent.
             let samples = match self.mode {
                 RecordMode::Stereo => frame.samples,
                 RecordMode::Inbound => frame.samples.iter().step_by(2).copied().collect(),
                 RecordMode::Outbound => frame.samples.iter().skip(1).step_by(2).copied().collect(),
             };
-            if let Some(note) = rec.write(samples) {
-                self.failed = matches!(note, RecordingNote::Failed { .. });
-                notes.push(RecordNote::Write {
-                    note,
-                    dropped_frames: rec.loss().dropped_frames,
-                });
+            self.batch.extend_from_slice(&samples);
+            self.batched += 1;
+            if self.batched >= FRAMES_PER_JOB {
+                notes.extend(self.hand_over());
             }
         }
         (!notes.is_empty()).then(|| Box::new(notes) as SinkNote)
     }
 
     fn finish(mut self: Box<Self>) -> SinkNote {
-        Box::new(vec![RecordNote::Done(
-            self.rec.take().map(Recording::close),
-        )])
+        let mut notes: Vec<RecordNote> = self.hand_over().into_iter().collect();
+        notes.push(RecordNote::Done(self.rec.take().map(Recording::close)));
+        Box::new(notes)
+    }
+}
+
+impl RecordSink {
+    /// Hands the batched frames to the writer; what the recording said of it, if anything.
+    fn hand_over(&mut self) -> Option<RecordNote> {
+        if self.batched == 0 || self.failed {
+            return None;
+        }
+        let rec = self.rec.as_mut()?;
+        let capacity = self.batch.len();
+        let samples = std::mem::replace(&mut self.batch, Vec::with_capacity(capacity));
+        let count = std::mem::take(&mut self.batched);
+        let note = rec.write_frames(samples, count)?;
+        self.failed = matches!(note, RecordingNote::Failed { .. });
+        Some(RecordNote::Write {
+            note,
+            dropped_frames: rec.loss().dropped_frames,
+        })
     }
 }
 
 impl Drop for RecordSink {
     fn drop(&mut self) {
-        if let Some(rec) = self.rec.take() {
+        let _ = self.hand_over();
+        let Some(rec) = self.rec.take() else {
+            return;
+        };
+        if Arc::strong_count(&self.orphans) > 1 {
+            // The call lives on (a failover dropped the session): it reports the segment.
             self.orphans
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(rec.close());
+        } else {
+            // The call is gone (its task was aborted): nobody would report a finished file.
+            // Dropping the recording leaves its `.part`, which the next start recovers and
+            // attaches to the call (docs/api.md, "Estimated ends").
+            drop(rec);
         }
     }
 }
@@ -203,7 +240,8 @@ mod tests {
             matches!(first.as_slice(), [RecordNote::Started { rate: 8000, channels: 1, path }] if path.ends_with("r.wav")),
             "{first:?}"
         );
-        for n in 0..9 {
+        // Twelve frames in all: two whole jobs of five, and two that only the finish hands over.
+        for n in 0..11 {
             assert!(sink.frame(frame(n)).is_none());
         }
         let done = notes(Box::new(sink).finish());
@@ -214,8 +252,8 @@ mod tests {
         };
         let closed = block_on(closing);
         let finished = closed.result.expect("finished");
-        // Ten frames of the left (inbound) side alone: 1,600 mono samples, the first of them 7.
-        assert_eq!((finished.frames, finished.channels), (1600, 1));
+        // Twelve frames of the left (inbound) side alone: 1,920 mono samples, the first of them 7.
+        assert_eq!((finished.frames, finished.channels), (1920, 1));
         let bytes = std::fs::read(dir.path().join("r.wav")).expect("read");
         assert_eq!(i16::from_le_bytes([bytes[44], bytes[45]]), 7);
         assert!(orphans.lock().expect("lock").is_empty());
@@ -226,15 +264,26 @@ mod tests {
     fn a_sink_dropped_unfinished_leaves_its_segment_to_the_call() {
         let dir = tempfile::tempdir().expect("tempdir");
         let recorder = Arc::new(Recorder::start(RecorderConfig::default()).expect("recorder"));
-        let (mut sink, orphans) = sink(&recorder, dir.path().join("o.wav"), RecordMode::Stereo);
-        for n in 0..5 {
-            sink.frame(frame(n));
+        let (mut kept, orphans) = sink(&recorder, dir.path().join("o.wav"), RecordMode::Stereo);
+        // One job of five, and two frames still batched when the sink goes.
+        for n in 0..7 {
+            kept.frame(frame(n));
         }
-        drop(sink);
+        drop(kept);
         let closing = orphans.lock().expect("lock").pop().expect("an orphan");
         let closed = block_on(closing);
-        assert_eq!(closed.result.expect("finished").frames, 5 * 160);
+        assert_eq!(closed.result.expect("finished").frames, 7 * 160);
         assert!(dir.path().join("o.wav").exists());
+
+        // A sink whose call is gone leaves the `.part` for the next start's recovery instead.
+        let (mut gone, orphans) = sink(&recorder, dir.path().join("g.wav"), RecordMode::Stereo);
+        drop(orphans);
+        for n in 0..7 {
+            gone.frame(frame(n));
+        }
+        drop(gone);
         assert!(recorder.shutdown(Duration::from_secs(5)));
+        assert!(dir.path().join("g.wav.part").exists());
+        assert!(!dir.path().join("g.wav").exists());
     }
 }

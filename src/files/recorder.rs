@@ -68,8 +68,8 @@ pub struct RecorderConfig {
     /// Writer threads (1..=[`MAX_THREADS`]). Recordings are spread over them round-robin; the
     /// work is mostly waiting for fsync, so more threads than cores is fine.
     pub threads: usize,
-    /// Frames each writer thread's queue holds (at least [`MIN_QUEUE`]); a frame that finds it
-    /// full is dropped and counted. One frame is one ptime of one call (640 bytes for 20 ms of
+    /// Frames each writer thread's queue holds (at least [`MIN_QUEUE`]), however they are
+    /// batched into jobs; a job that would pass it is dropped and its frames counted. One frame is one ptime of one call (640 bytes for 20 ms of
     /// stereo at 8 kHz), so the default 8192 over 4 threads bounds the queued audio to about
     /// 21 MB at 8 kHz. Each open recording keeps one slot reserved for its close.
     pub queue: usize,
@@ -189,7 +189,8 @@ struct Counters {
 
 #[derive(Debug, Default)]
 struct LaneStats {
-    /// Jobs queued and not yet received.
+    /// Queued and not yet received: media frames (a job of `count` frames weighs `count`),
+    /// plus one for each open, close or abandon.
     depth: AtomicUsize,
     /// When the job the thread works on was queued (µs since the recorder's epoch, plus one);
     /// zero when the thread is idle.
@@ -220,6 +221,16 @@ struct Job {
     work: Work,
 }
 
+impl Job {
+    /// What the job counts for in its lane's depth (see [`LaneStats::depth`]).
+    fn weight(&self) -> usize {
+        match &self.work {
+            Work::Frame { count, .. } => *count as usize,
+            _ => 1,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Work {
     Open {
@@ -229,8 +240,13 @@ enum Work {
         channels: u16,
         state: Arc<RecState>,
     },
-    /// `gap` frames of silence (audio dropped before it), then `samples`.
-    Frame { gap: u64, samples: Vec<i16> },
+    /// `gap` frames of silence (audio dropped before it), then `samples`: `count` media
+    /// frames (ptimes) of the call, one job.
+    Frame {
+        gap: u64,
+        samples: Vec<i16>,
+        count: u32,
+    },
     /// `gap` frames of silence, then finalize and answer.
     Close {
         gap: u64,
@@ -586,6 +602,12 @@ impl Recording {
     /// without waiting: when the queue is full, the frame is dropped and counted, and silence
     /// takes its place. Returns what the caller should report, if anything.
     pub fn write(&mut self, samples: Vec<i16>) -> Option<RecordingNote> {
+        self.write_frames(samples, 1)
+    }
+
+    /// Queues `count` consecutive media frames (ptimes) of the call as one writer job, so that
+    /// a writer wakes once for them; they are counted (written or dropped) as `count` frames.
+    pub fn write_frames(&mut self, samples: Vec<i16>, count: u32) -> Option<RecordingNote> {
         if self.failure_reported {
             return None;
         }
@@ -608,31 +630,42 @@ impl Recording {
         if frames == 0 {
             return None;
         }
-        self.lane.depth.fetch_add(1, Ordering::Relaxed);
+        let count = count.max(1);
+        let weight = count as usize;
+        // The queue's bound is in media frames, however they are batched into jobs.
+        let before = self.lane.depth.fetch_add(weight, Ordering::Relaxed);
         let job = Job {
             id: self.id,
             queued_at: stamp(self.epoch),
             work: Work::Frame {
                 gap: self.gap,
                 samples,
+                count,
             },
         };
         let mut dropped = false;
-        match self.tx.try_send(job) {
+        let sent = if before + weight > self.queue {
+            Err(mpsc::error::TrySendError::Full(job))
+        } else {
+            self.tx.try_send(job)
+        };
+        match sent {
             Ok(()) => {
                 self.sent += self.gap + frames;
                 self.gap = 0;
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.lane.depth.fetch_sub(1, Ordering::Relaxed);
+                self.lane.depth.fetch_sub(weight, Ordering::Relaxed);
                 self.gap += frames;
-                self.dropped_frames += 1;
+                self.dropped_frames += u64::from(count);
                 self.dropped_samples += frames;
-                self.counters.frames_dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .frames_dropped
+                    .fetch_add(u64::from(count), Ordering::Relaxed);
                 dropped = true;
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.lane.depth.fetch_sub(1, Ordering::Relaxed);
+                self.lane.depth.fetch_sub(weight, Ordering::Relaxed);
                 return Some(self.failed("the recording writer has stopped".to_owned()));
             }
         }
@@ -766,7 +799,7 @@ fn run_lane(
 ) {
     let mut open: HashMap<u64, Open> = HashMap::new();
     while let Some(job) = rx.blocking_recv() {
-        stats.depth.fetch_sub(1, Ordering::Relaxed);
+        stats.depth.fetch_sub(job.weight(), Ordering::Relaxed);
         stats.busy_since.store(job.queued_at, Ordering::Relaxed);
         if let Some(hold) = hold {
             hold.wait();
@@ -836,7 +869,11 @@ fn handle(open: &mut HashMap<u64, Open>, job: Job, counters: &Counters) {
                 },
             );
         }
-        Work::Frame { gap, samples } => {
+        Work::Frame {
+            gap,
+            samples,
+            count,
+        } => {
             let Some(rec) = open.get_mut(&job.id) else {
                 return;
             };
@@ -846,7 +883,9 @@ fn handle(open: &mut HashMap<u64, Open>, job: Job, counters: &Counters) {
             {
                 match write_silence(w, gap).and_then(|()| w.write_samples(&samples)) {
                     Ok(()) => {
-                        counters.frames_written.fetch_add(1, Ordering::Relaxed);
+                        counters
+                            .frames_written
+                            .fetch_add(u64::from(count), Ordering::Relaxed);
                     }
                     Err(e) => fail(&rec.state, e.to_string()),
                 }
@@ -950,6 +989,37 @@ mod tests {
         assert_eq!(rec.stats().threads, 0);
         assert_eq!(rec.stats().open, 0);
         assert_eq!(rec.stats().frames_written, 100);
+    }
+
+    #[test]
+    fn batched_frames_weigh_their_count_against_the_queue_bound() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let hold = WriteHold::new();
+        hold.hold();
+        let rec = recorder(1, MIN_QUEUE, Some(hold.clone()));
+        let mut r = rec
+            .open(&dir.path().join("batch.wav"), 8000, 2)
+            .expect("open");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while hold.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the writer reached the gate");
+            std::thread::yield_now();
+        }
+        let five = |k: i16| (0..5).flat_map(|j| frame(k * 5 + j)).collect::<Vec<i16>>();
+        for k in 0..4 {
+            r.write_frames(five(k), 5);
+        }
+        // A bound of 16 frames: three jobs of five fit (15), the fourth would make 20.
+        assert_eq!(r.loss().dropped_frames, 5);
+        let stats = rec.stats();
+        assert_eq!((stats.queue_depth, stats.frames_dropped), (15, 5));
+        hold.release();
+        let closed = block_on(r.close());
+        let done = closed.result.expect("finished");
+        // The dropped job's time is kept as silence.
+        assert_eq!(done.frames, 20 * 160);
+        assert_eq!(rec.stats().frames_written, 15);
+        assert_eq!(rec.stats().queue_depth, 0);
     }
 
     #[test]
