@@ -46,6 +46,36 @@ fn session(peer_rtp: SocketAddr, peer_rtcp: SocketAddr, record: bool) -> MediaSe
     MediaSession::new(c, Instant::now())
 }
 
+/// A call's RTP/RTCP sockets, a peer's, and the session a worker runs between them.
+struct Pair {
+    link: MediaLink,
+    our_rtp: UdpSocket,
+    our_rtcp: UdpSocket,
+    peer: UdpSocket,
+    peer_rtcp: UdpSocket,
+}
+
+/// Attaches a session (recording when asked) on fresh loopback sockets to `workers`.
+fn attach(workers: &MediaWorkers, record: bool) -> Pair {
+    let (our_rtp, our_rtcp) = (socket(), socket());
+    let (peer, peer_rtcp) = (socket(), socket());
+    let link = workers
+        .attach(
+            session(addr(&peer), addr(&peer_rtcp), record),
+            &our_rtp,
+            &our_rtcp,
+            false,
+        )
+        .expect("attach");
+    Pair {
+        link,
+        our_rtp,
+        our_rtcp,
+        peer,
+        peer_rtcp,
+    }
+}
+
 /// Waits (bounded) for `cond`.
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -85,16 +115,13 @@ fn unread_recording(
     Vec<WorkerEvent>,
     callplane::net::media_workers::MediaSummary,
 ) {
-    let (our_rtp, our_rtcp) = (socket(), socket());
-    let (peer, peer_rtcp) = (socket(), socket());
-    let mut link = workers
-        .attach(
-            session(addr(&peer), addr(&peer_rtcp), true),
-            &our_rtp,
-            &our_rtcp,
-            false,
-        )
-        .expect("attach");
+    let Pair {
+        mut link,
+        our_rtp,
+        our_rtcp: _our_rtcp,
+        peer,
+        peer_rtcp: _peer_rtcp,
+    } = attach(workers, true);
     for seq in 0..packets {
         peer.send_to(&rtp(seq, 0x55), addr(&our_rtp)).expect("send");
         std::thread::sleep(Duration::from_millis(20));
@@ -119,16 +146,13 @@ fn frame_count(events: &[WorkerEvent]) -> u64 {
 #[test]
 fn a_session_in_a_worker_counts_exactly_what_a_plain_peer_sent_and_received() {
     let workers = MediaWorkers::start(2).expect("workers");
-    let (our_rtp, our_rtcp) = (socket(), socket());
-    let (peer, peer_rtcp) = (socket(), socket());
-    let mut link = workers
-        .attach(
-            session(addr(&peer), addr(&peer_rtcp), false),
-            &our_rtp,
-            &our_rtcp,
-            false,
-        )
-        .expect("attach");
+    let Pair {
+        mut link,
+        our_rtp,
+        our_rtcp: _our_rtcp,
+        peer,
+        peer_rtcp: _peer_rtcp,
+    } = attach(&workers, false);
 
     // The peer sends 50 packets at 20 ms (1 s), and counts what comes back to it.
     const SENT: u16 = 50;
@@ -269,16 +293,13 @@ fn frames_beyond_the_outbox_bound_are_dropped_and_counted_but_events_never() {
 #[test]
 fn dropping_a_link_forgets_the_session_and_leaves_the_calls_sockets_open() {
     let workers = MediaWorkers::start(1).expect("workers");
-    let (our_rtp, our_rtcp) = (socket(), socket());
-    let (peer, peer_rtcp) = (socket(), socket());
-    let link = workers
-        .attach(
-            session(addr(&peer), addr(&peer_rtcp), false),
-            &our_rtp,
-            &our_rtcp,
-            false,
-        )
-        .expect("attach");
+    let Pair {
+        link,
+        our_rtp,
+        our_rtcp: _our_rtcp,
+        peer,
+        peer_rtcp: _peer_rtcp,
+    } = attach(&workers, false);
     wait_for("the session to be attached", Duration::from_secs(2), || {
         workers.counters().sessions.load(Ordering::Relaxed) == 1
     });
@@ -307,16 +328,13 @@ fn dropping_a_link_forgets_the_session_and_leaves_the_calls_sockets_open() {
 #[test]
 fn a_garbage_datagram_is_counted_and_the_session_goes_on() {
     let workers = MediaWorkers::start(1).expect("workers");
-    let (our_rtp, our_rtcp) = (socket(), socket());
-    let (peer, peer_rtcp) = (socket(), socket());
-    let mut link = workers
-        .attach(
-            session(addr(&peer), addr(&peer_rtcp), false),
-            &our_rtp,
-            &our_rtcp,
-            false,
-        )
-        .expect("attach");
+    let Pair {
+        mut link,
+        our_rtp,
+        our_rtcp,
+        peer,
+        peer_rtcp: _peer_rtcp,
+    } = attach(&workers, false);
     peer.send_to(&[0xde, 0xad], addr(&our_rtp)).expect("send");
     peer.send_to(&[0u8; 3000], addr(&our_rtcp)).expect("send");
     for seq in 0..5u16 {
@@ -367,16 +385,13 @@ impl FrameSink for CountingSink {
 #[test]
 fn a_sink_takes_the_frames_on_the_worker_and_its_notes_reach_the_call_in_order() {
     let workers = MediaWorkers::start(1).expect("workers");
-    let (our_rtp, our_rtcp) = (socket(), socket());
-    let (peer, peer_rtcp) = (socket(), socket());
-    let mut link = workers
-        .attach(
-            session(addr(&peer), addr(&peer_rtcp), true),
-            &our_rtp,
-            &our_rtcp,
-            false,
-        )
-        .expect("attach");
+    let Pair {
+        mut link,
+        our_rtp,
+        our_rtcp: _our_rtcp,
+        peer,
+        peer_rtcp: _peer_rtcp,
+    } = attach(&workers, true);
     let off_thread = Arc::new(AtomicU64::new(0));
     let sink = |name, frames: &Arc<AtomicU64>| {
         FrameRoute::Sink(Box::new(CountingSink {

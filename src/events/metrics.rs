@@ -1131,37 +1131,20 @@ mod tests {
             }),
             ..Gauges::default()
         });
-        assert_eq!(value(&text, "callplane_media_workers"), 2.0);
-        assert_eq!(value(&text, "callplane_media_worker_sessions"), 300.0);
-        assert_eq!(
-            value(&text, "callplane_media_worker_datagrams_received_total"),
-            10.0
-        );
-        assert_eq!(
-            value(&text, "callplane_media_worker_datagrams_sent_total"),
-            20.0
-        );
-        assert_eq!(
-            value(&text, "callplane_media_worker_send_failures_total"),
-            1.0
-        );
-        assert_eq!(value(&text, "callplane_media_worker_ticks_total"), 40.0);
-        assert_eq!(
-            value(&text, "callplane_media_worker_lateness_seconds_total"),
-            2.5
-        );
-        assert_eq!(
-            value(&text, "callplane_media_worker_lateness_max_seconds"),
-            0.0015
-        );
-        assert_eq!(
-            value(&text, "callplane_media_worker_record_frames_dropped_total"),
-            3.0
-        );
-        assert_eq!(
-            value(&text, "callplane_media_worker_commands_refused_total"),
-            4.0
-        );
+        for (series, want) in [
+            ("callplane_media_workers", 2.0),
+            ("callplane_media_worker_sessions", 300.0),
+            ("callplane_media_worker_datagrams_received_total", 10.0),
+            ("callplane_media_worker_datagrams_sent_total", 20.0),
+            ("callplane_media_worker_send_failures_total", 1.0),
+            ("callplane_media_worker_ticks_total", 40.0),
+            ("callplane_media_worker_lateness_seconds_total", 2.5),
+            ("callplane_media_worker_lateness_max_seconds", 0.0015),
+            ("callplane_media_worker_record_frames_dropped_total", 3.0),
+            ("callplane_media_worker_commands_refused_total", 4.0),
+        ] {
+            assert_eq!(value(&text, series), want, "{series}");
+        }
         assert!(text.contains("# TYPE callplane_media_worker_sessions gauge"));
         assert!(text.contains("# TYPE callplane_media_worker_ticks_total counter"));
     }

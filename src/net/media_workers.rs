@@ -123,7 +123,7 @@ pub enum WorkerEvent {
 pub trait FrameSink: Send + std::fmt::Debug {
     /// One recorded frame ([`Output::Record`]); a note for the call, if any.
     fn frame(&mut self, frame: RecordedFrame) -> Option<SinkNote>;
-    /// The sink is done: replaced ([`MediaCommand::SetSink`]) or its session stopped. Its last
+    /// The sink is done: replaced ([`MediaCommand::RouteFrames`]) or its session stopped. Its last
     /// note for the call. A sink dropped without it (the call went away) is simply dropped.
     fn finish(self: Box<Self>) -> SinkNote;
 }
