@@ -180,6 +180,11 @@ async fn kamailio_carrier_config_challenges_registers_and_routes_with_sipp_alone
         &strings(&[
             "-sf",
             &fixture_str("carrier_did_uac.xml"),
+            // Our 180 and 200 leave back to back and kamailio relays them from two
+            // processes: the 180 may come after the 200, which a UAC ignores (RFC 3261
+            // §13.2.2.4 reordering); sipp would abort the call on it.
+            "-default_behaviors",
+            "all,-abortunexp",
             "-s",
             DID,
             "-i",
@@ -620,6 +625,11 @@ mod engine_level {
             &strings(&[
                 "-sf",
                 &fixture_str("carrier_did_uac.xml"),
+                // Our 180 and 200 leave back to back and kamailio relays them from two
+                // processes: the 180 may come after the 200, which a UAC ignores (RFC 3261
+                // §13.2.2.4 reordering); sipp would abort the call on it.
+                "-default_behaviors",
+                "all,-abortunexp",
                 "-s",
                 DID,
                 "-i",
