@@ -19,7 +19,8 @@
 //!
 //! **Lag** is how much audio a recording has queued that its writer has not handled yet. When it
 //! reaches [`RecorderConfig::lag_threshold`], or a frame is dropped, [`Recording::write`] returns
-//! [`RecordingNote::Lagging`] once for that episode; when it is back under a quarter of the
+//! [`RecordingNote::Lagging`] once for that episode; when what was queued before a write (the
+//! write's own audio aside: the writer cannot have handled it yet) is back under a quarter of the
 //! threshold with nothing dropped, [`RecordingNote::CaughtUp`].
 //!
 //! **Control messages never wait or get lost.** Opening reserves two slots of the queue: one for
@@ -644,6 +645,7 @@ impl Recording {
             },
         };
         let mut dropped = false;
+        let mut just_queued = 0;
         let sent = if before + weight > self.queue {
             Err(mpsc::error::TrySendError::Full(job))
         } else {
@@ -653,6 +655,7 @@ impl Recording {
             Ok(()) => {
                 self.sent += self.gap + frames;
                 self.gap = 0;
+                just_queued = frames;
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.lane.depth.fetch_sub(weight, Ordering::Relaxed);
@@ -669,7 +672,7 @@ impl Recording {
                 return Some(self.failed("the recording writer has stopped".to_owned()));
             }
         }
-        self.check_lag(dropped)
+        self.check_lag(dropped, just_queued)
     }
 
     fn failed(&mut self, error: String) -> RecordingNote {
@@ -680,9 +683,16 @@ impl Recording {
         RecordingNote::Failed { error }
     }
 
-    fn check_lag(&mut self, dropped: bool) -> Option<RecordingNote> {
+    /// `just_queued`: the audio this write queued (not the silence owed that went with it).
+    /// The lag counts it; whether the writer has caught up is judged without it, since the
+    /// writer cannot have handled it yet: a batch of five ptimes alone is more than a quarter of
+    /// the threshold, and judged with it a recording never caught up (CI waited 15 s for a
+    /// `recording.caught_up` once). Silence owed still counts: a write that queues it finds the
+    /// writer caught up only at the next write.
+    fn check_lag(&mut self, dropped: bool, just_queued: u64) -> Option<RecordingNote> {
         let handled = self.state.handled.load(Ordering::Acquire);
         let queued = (self.sent + self.gap).saturating_sub(handled);
+        let backlog = queued.saturating_sub(just_queued);
         let lag = frames_to_duration(queued, self.rate);
         match self.episode {
             None if dropped || queued >= self.lag_threshold => {
@@ -697,7 +707,7 @@ impl Recording {
                     dropped_frames: self.dropped_frames,
                 })
             }
-            Some((since, dropped_before)) if self.gap == 0 && queued <= self.lag_threshold / 4 => {
+            Some((since, dropped_before)) if self.gap == 0 && backlog <= self.lag_threshold / 4 => {
                 self.episode = None;
                 Some(RecordingNote::CaughtUp {
                     lag,
@@ -1014,11 +1024,43 @@ mod tests {
         let stats = rec.stats();
         assert_eq!((stats.queue_depth, stats.frames_dropped), (15, 5));
         hold.release();
+        // The writer handles the queue; the next batch carries the silence owed, and the one
+        // after finds the writer caught up, though that batch alone (five frames) is more than
+        // a quarter of the lag threshold (CI once waited 15 s for a recording.caught_up that
+        // this never gave).
+        let drained = |r: &Recording, owed: u64| {
+            while r.lag() != frames_to_duration(owed * 160, 8000) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the writer caught up; lag {:?}",
+                    r.lag()
+                );
+                std::thread::yield_now();
+            }
+        };
+        drained(&r, 5);
+        assert_eq!(
+            r.write_frames(five(4), 5),
+            None,
+            "the silence is being written"
+        );
+        drained(&r, 0);
+        let caught_up = r.write_frames(five(5), 5);
+        assert!(
+            matches!(
+                caught_up,
+                Some(RecordingNote::CaughtUp {
+                    dropped_frames: 5,
+                    ..
+                })
+            ),
+            "{caught_up:?}"
+        );
         let closed = block_on(r.close());
         let done = closed.result.expect("finished");
         // The dropped job's time is kept as silence.
-        assert_eq!(done.frames, 20 * 160);
-        assert_eq!(rec.stats().frames_written, 15);
+        assert_eq!(done.frames, 30 * 160);
+        assert_eq!(rec.stats().frames_written, 25);
         assert_eq!(rec.stats().queue_depth, 0);
     }
 
@@ -1132,10 +1174,12 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(10);
         let note = loop {
             assert!(Instant::now() < deadline, "the failure came back");
-            if let Some(note) = r.write(frame(1)) {
+            // Until the writer has tried the open, frames queue, and once the queue is full a
+            // write says the recording is lagging; only the failure ends the wait.
+            if let Some(note @ RecordingNote::Failed { .. }) = r.write(frame(1)) {
                 break note;
             }
-            std::thread::yield_now();
+            std::thread::sleep(Duration::from_millis(1));
         };
         assert!(
             matches!(&note, RecordingNote::Failed { error } if error.contains("already exists")),
