@@ -773,6 +773,12 @@ fn render_recorder(out: &mut String, r: &crate::files::RecorderStats) {
                 "Recordings that failed (open, write or finalize error, writer panic).",
                 r.failures.to_string(),
             ),
+            (
+                "callplane_recording_fs_syncs_total",
+                "counter",
+                "Filesystem syncs (syncfs) the recording writer threads made for their flushes.",
+                r.fs_syncs.to_string(),
+            ),
         ],
     );
 }
@@ -1090,6 +1096,7 @@ mod tests {
                 frames_dropped: 7,
                 lagging_episodes: 2,
                 failures: 1,
+                fs_syncs: 5,
             }),
             ..Gauges::default()
         });
@@ -1107,6 +1114,7 @@ mod tests {
         );
         assert_eq!(value(&text, "callplane_recording_lagging_total"), 2.0);
         assert_eq!(value(&text, "callplane_recording_failures_total"), 1.0);
+        assert_eq!(value(&text, "callplane_recording_fs_syncs_total"), 5.0);
     }
 
     #[test]

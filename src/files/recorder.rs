@@ -6,8 +6,11 @@
 //! [`Recording::write`] (a non-blocking `try_send`), and ends it with [`Recording::close`], whose
 //! [`Closing`] future resolves once the writer thread has made the final flush, the rename and the
 //! whole-file SHA-256. The writer thread does everything [`RecordingWriter`] does (the WAV
-//! writes, the fsync every second of audio, the final hash), so a slow or stalled disk stalls a
-//! writer thread, never the thread that paces RTP.
+//! writes, the flush every second of audio, the final hash), so a slow or stalled disk stalls a
+//! writer thread, never the thread that paces RTP. A writer thread makes its recordings' flushes
+//! durable with one `syncfs` a second per filesystem ([`RecordingWriter::defer_sync`]), not one
+//! `fdatasync` a second per recording, and lets jobs gather for 20 ms when its queue runs empty
+//! rather than being woken for each.
 //!
 //! **When a queue is full** the frame is dropped, not waited for: memory stays bounded (at most
 //! [`RecorderConfig::queue`] frames per thread) and RTP pacing never waits for the disk. A drop
@@ -34,7 +37,8 @@
 //! writer still finalizes what it could write, so the audio before the error is kept.
 //!
 //! Crash safety is [`RecordingWriter`]'s: a `.part` that is a valid WAV at every flush (one per
-//! second of audio) and recovery at the next start. A kill loses what was only in memory: at most
+//! second of audio, synced within a second by its thread's `syncfs`) and recovery at the next
+//! start. A kill loses what was only in memory: at most
 //! a second in the writer, plus whatever the queue held (nothing, unless the disk was lagging, in
 //! which case `recording.lagging` said so).
 
@@ -177,6 +181,10 @@ pub struct RecorderStats {
     pub lagging_episodes: u64,
     /// Recordings that failed (an open, write or finalize error, or a writer panic).
     pub failures: u64,
+    /// Syncs of a filesystem the writer threads made for their recordings' flushes (one
+    /// `syncfs` a second per thread and filesystem while audio is written, instead of one
+    /// `fdatasync` a second per recording).
+    pub fs_syncs: u64,
 }
 
 #[derive(Debug, Default)]
@@ -186,6 +194,7 @@ struct Counters {
     frames_dropped: AtomicU64,
     lagging: AtomicU64,
     failures: AtomicU64,
+    fs_syncs: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -437,6 +446,7 @@ impl Recorder {
             frames_dropped: load(&self.counters.frames_dropped),
             lagging_episodes: load(&self.counters.lagging),
             failures: load(&self.counters.failures),
+            fs_syncs: load(&self.counters.fs_syncs),
         }
     }
 
@@ -798,7 +808,17 @@ struct Open {
     writer: Option<RecordingWriter>,
     state: Arc<RecState>,
     channels: u16,
+    /// The filesystem (`st_dev`) the file is on: one `syncfs` per filesystem ([`sync_lane`]).
+    dev: u64,
 }
+
+/// How long a writer thread that found its queue empty lets jobs gather before it waits on the
+/// queue again (and a sender has to wake it).
+const GATHER: Duration = Duration::from_millis(20);
+
+/// How often a writer thread syncs the filesystems its recordings' flushes went to (at most
+/// this long after a flush, its audio is on disk, as when each flush made its own fsync).
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// A writer thread: jobs in order until every sender is gone.
 fn run_lane(
@@ -808,7 +828,12 @@ fn run_lane(
     hold: Option<&WriteHold>,
 ) {
     let mut open: HashMap<u64, Open> = HashMap::new();
-    while let Some(job) = rx.blocking_recv() {
+    let mut synced_at = Instant::now();
+    // Audio was written since the last sync.
+    let mut dirty = false;
+    let mut next = rx.blocking_recv();
+    while let Some(job) = next {
+        dirty |= matches!(job.work, Work::Frame { .. });
         stats.depth.fetch_sub(job.weight(), Ordering::Relaxed);
         stats.busy_since.store(job.queued_at, Ordering::Relaxed);
         if let Some(hold) = hold {
@@ -828,10 +853,67 @@ fn run_lane(
         if stats.depth.load(Ordering::Relaxed) == 0 {
             stats.busy_since.store(0, Ordering::Relaxed);
         }
+        next = loop {
+            if dirty && synced_at.elapsed() >= SYNC_EVERY {
+                sync_lane(&mut open, counters);
+                synced_at = Instant::now();
+                dirty = false;
+            }
+            match rx.try_recv() {
+                Ok(job) => break Some(job),
+                Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // The queue is empty: let jobs gather for a while before waiting on it, so
+                    // that the calls' threads do not wake this one for each job (a wake-up is a
+                    // futex call on their side and a context switch here). A job waits at most
+                    // this long more. While written audio awaits its sync, poll rather than
+                    // wait.
+                    std::thread::sleep(GATHER);
+                    if !dirty {
+                        break rx.blocking_recv();
+                    }
+                }
+            }
+        };
     }
     stats.busy_since.store(0, Ordering::Relaxed);
     // Every handle is gone; what is still open was abandoned mid-way (its drop flushes).
     open.clear();
+}
+
+/// Makes what the lane's recordings flushed durable: one `syncfs` per filesystem they are on,
+/// rather than one `fdatasync` per recording ([`RecordingWriter::defer_sync`]). Where a
+/// `syncfs` fails, each of those recordings is synced on its own, so that the error fails the
+/// recordings it concerns and only those.
+fn sync_lane(open: &mut HashMap<u64, Open>, counters: &Counters) {
+    let mut by_fs: HashMap<u64, Vec<u64>> = HashMap::new();
+    for (id, rec) in open.iter_mut() {
+        if rec.state.failure.get().is_none()
+            && let Some(w) = rec.writer.as_mut()
+            && w.take_unsynced()
+        {
+            by_fs.entry(rec.dev).or_default().push(*id);
+        }
+    }
+    for ids in by_fs.into_values() {
+        let synced = open
+            .get(&ids[0])
+            .and_then(|rec| rec.writer.as_ref())
+            .is_some_and(|w| nix::unistd::syncfs(w.file()).is_ok());
+        counters.fs_syncs.fetch_add(1, Ordering::Relaxed);
+        if synced {
+            continue;
+        }
+        for id in ids {
+            if let Some(rec) = open.get_mut(&id)
+                && let Some(w) = rec.writer.as_mut()
+                && let Err(e) = w.sync_data()
+                && rec.state.fail(e.to_string())
+            {
+                counters.failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// Silence to write for dropped audio, a block at a time.
@@ -863,8 +945,16 @@ fn handle(open: &mut HashMap<u64, Open>, job: Job, counters: &Counters) {
             channels,
             state,
         } => {
+            let mut dev = 0;
             let writer = match RecordingWriter::create(&dir, &name, rate, channels) {
-                Ok(w) => Some(w),
+                Ok(mut w) => {
+                    // A writer whose filesystem is unknown keeps an fsync of its own per flush.
+                    if let Ok(meta) = w.file().metadata() {
+                        dev = std::os::unix::fs::MetadataExt::dev(&meta);
+                        w.defer_sync();
+                    }
+                    Some(w)
+                }
                 Err(e) => {
                     fail(&state, e.to_string());
                     None
@@ -876,6 +966,7 @@ fn handle(open: &mut HashMap<u64, Open>, job: Job, counters: &Counters) {
                     writer,
                     state,
                     channels,
+                    dev,
                 },
             );
         }
@@ -999,6 +1090,37 @@ mod tests {
         assert_eq!(rec.stats().threads, 0);
         assert_eq!(rec.stats().open, 0);
         assert_eq!(rec.stats().frames_written, 100);
+    }
+
+    #[test]
+    fn flushes_are_made_durable_by_one_filesystem_sync_and_an_idle_lane_then_rests() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rec = recorder(1, 4096, None);
+        let mut a = rec.open(&dir.path().join("a.wav"), 8000, 2).expect("open");
+        let mut b = rec.open(&dir.path().join("b.wav"), 8000, 2).expect("open");
+        // 60 frames of 20 ms: 1.2 s each, so each recording flushes once (every second of audio),
+        // and then no more jobs come.
+        for n in 1..=60 {
+            assert_eq!(a.write(frame(n)), None);
+            assert_eq!(b.write(frame(n)), None);
+        }
+        // The lane syncs what the flushes wrote though no job wakes it: one syncfs for both (the
+        // same filesystem), or two if the second flush came after the first sync.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while rec.stats().fs_syncs == 0 {
+            assert!(Instant::now() < deadline, "the flushes were never synced");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(SYNC_EVERY + Duration::from_millis(200));
+        let synced = rec.stats().fs_syncs;
+        assert!(synced <= 2, "{synced} syncs for two flushes");
+        // Nothing written since: the lane does not keep syncing (nor polling) for nothing.
+        std::thread::sleep(2 * SYNC_EVERY + Duration::from_millis(200));
+        assert_eq!(rec.stats().fs_syncs, synced, "an idle lane rests");
+        for r in [a, b] {
+            let done = block_on(r.close()).result.expect("finished");
+            assert_eq!(done.frames, 60 * 160);
+        }
     }
 
     #[test]
