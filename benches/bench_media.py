@@ -465,6 +465,17 @@ def main():
         print(f"| {n} | {su:.2f} | {fu:.2f} | {su / fu:.2f}× | {ru:.2f} | {ru / su:.2f}× | "
               f"{mean(s, 'rss_per_call_kb'):.1f} KiB | {mean(rec, 'rss_per_call_kb'):.1f} KiB | "
               f"{mean(s, 'cpu_percent'):.1f} / {mean(f, 'cpu_percent'):.1f} / {mean(rec, 'cpu_percent'):.1f} |")
+    if len(a.calls) >= 2:
+        # RSS/call above divides everything the process grew by under load by N, so what it grows
+        # by once (allocator arenas, buffers of the threads) weighs more at a smaller N. The
+        # slope between the smallest and the largest N is what one more call costs.
+        lo, hi = min(a.calls), max(a.calls)
+        print()
+        for kind in ("serve", "serve+rec"):
+            grown = lambda n: [r["rss_per_call_kb"] * n for r in runs if r["n"] == n and r["kind"] == kind]  # noqa: E731
+            if grown(lo) and grown(hi) and hi > lo:
+                slope = (statistics.mean(grown(hi)) - statistics.mean(grown(lo))) / (hi - lo)
+                print(f"RSS per added call, N = {lo} to {hi}, {kind}: {slope:.1f} KiB")
     print()
     print("| run | N | µs/pkt (window) | µs/pkt (whole run) | floor's own µs/pkt | packets/s | in/call (pcap) | serve /metrics in/out vs events | sipp ok/failed | WAV bytes / expected | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
