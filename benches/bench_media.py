@@ -22,6 +22,13 @@ For each N, in one run and interleaved: serve (no recording), floor, serve with 
     sum of its events, sipp's successful calls; with recording, the WAV bytes written against
     the calls' durations.
   - RSS per call = (mean VmRSS in the window - VmRSS before the first call) / N.
+  - sipp does not bind the media ports it advertises (it plays the pcap through a raw socket), so
+    every packet sent to its calls came back as an ICMP port unreachable, walked past sipp's raw
+    sockets: a cost in the sender's context that serve, which sends 20 ms packets against sipp's
+    30 ms, paid 1.5 times as often as the floor. The harness binds those ports itself (the port
+    of call k is --uac-media-port + 4 (k - 1), RTCP the next one; sipp's [auto_media_port]) with
+    the smallest receive buffer and never reads them: the packets are dropped at a full socket,
+    no ICMP. --no-media-sink leaves them unbound, as before.
 
 Every process runs under `timeout`, every wait is bounded, everything started is killed at the
 end (also on Ctrl-C). Loopback only. Standard library only.
@@ -179,6 +186,29 @@ def metrics(api):
     return out
 
 
+def media_sink(a, n):
+    """Binds the RTP and RTCP ports sipp advertises for calls 1..n (never read)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 2 * n + 256
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    socks = []
+    try:
+        for k in range(1, n + 1):
+            port = a.uac_media_port + (4 * (k - 1)) % 10000
+            for p in (port, port + 1):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
 def run_one(kind, n, a, bins):
     work = tempfile.mkdtemp(prefix=f"bench-media-{kind}-{n}-")
     sip_port = free_udp_port()
@@ -186,7 +216,10 @@ def run_one(kind, n, a, bins):
     target = None
     result = {"kind": kind, "n": n}
     api = None
+    sink = []
     try:
+        if not a.no_media_sink:
+            sink = media_sink(a, n)
         if kind in ("serve", "serve+rec"):
             cmd = [
                 bins["callplane"], "serve",
@@ -372,6 +405,8 @@ def run_one(kind, n, a, bins):
         return result
     finally:
         stop_all()
+        for s in sink:
+            s.close()
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
@@ -420,6 +455,9 @@ def main():
                    help="the floor's first port (below the ephemeral range, above serve's RTP ports)")
     p.add_argument("--media-workers", type=int, help="serve's --media-workers (default: one per core)")
     p.add_argument("--json", help="write every run's raw figures here")
+    p.add_argument("--no-media-sink", action="store_true",
+                   help="leave sipp's media ports unbound (ICMP port unreachable for every packet "
+                        "sent to it, as before 2026-12-04 17:30)")
     p.add_argument("--keep", action="store_true", help="keep the work directories")
     a = p.parse_args()
     if any(n < 1 or n > 1000 for n in a.calls) or not 1 <= a.plays <= 10 or a.rounds > 5:
@@ -454,6 +492,8 @@ def main():
     print()
     print("machine: {cpu}, {cores} cores, {memory}; kernel {kernel}; {rustc}; {sipp}; commit {commit}; {date}".format(**fp))
     print("load average before / after: {:.2f} / {:.2f}".format(fp["load_before"][0], fp["load_after"][0]))
+    print("sipp's media ports: " + ("unbound (--no-media-sink: an ICMP error for every packet sent to sipp)"
+                                    if a.no_media_sink else "bound by the harness, never read (no ICMP)"))
     print()
     print("| N | serve µs/pkt | floor µs/pkt | ratio | serve+rec µs/pkt | rec on/off | RSS/call serve | RSS/call serve+rec | CPU % serve / floor / rec |")
     print("|---|---|---|---|---|---|---|---|---|")

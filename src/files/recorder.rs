@@ -828,7 +828,7 @@ fn run_lane(
     hold: Option<&WriteHold>,
 ) {
     let mut open: HashMap<u64, Open> = HashMap::new();
-    let mut synced_at = Instant::now();
+    let mut synced_at = clock::now();
     // Audio was written since the last sync.
     let mut dirty = false;
     let mut next = rx.blocking_recv();
@@ -854,9 +854,9 @@ fn run_lane(
             stats.busy_since.store(0, Ordering::Relaxed);
         }
         next = loop {
-            if dirty && synced_at.elapsed() >= SYNC_EVERY {
+            if dirty && clock::now().saturating_duration_since(synced_at) >= SYNC_EVERY {
                 sync_lane(&mut open, counters);
-                synced_at = Instant::now();
+                synced_at = clock::now();
                 dirty = false;
             }
             match rx.try_recv() {
