@@ -26,9 +26,10 @@ For each N, in one run and interleaved: serve (no recording), floor, serve with 
     every packet sent to its calls came back as an ICMP port unreachable, walked past sipp's raw
     sockets: a cost in the sender's context that serve, which sends 20 ms packets against sipp's
     30 ms, paid 1.5 times as often as the floor. The harness binds those ports itself (the port
-    of call k is --uac-media-port + 4 (k - 1), RTCP the next one; sipp's [auto_media_port]) with
-    the smallest receive buffer and never reads them: the packets are dropped at a full socket,
-    no ICMP. --no-media-sink leaves them unbound, as before.
+    of call k is --uac-media-port + 4 (k - 1), RTCP the next one; sipp's [auto_media_port]; sipp
+    itself binds the first call's RTP port and the one 2 above) with the smallest receive buffer
+    and never reads them: the packets are dropped at a full socket, no ICMP. --no-media-sink
+    leaves them unbound, as before.
 
 Every process runs under `timeout`, every wait is bounded, everything started is killed at the
 end (also on Ctrl-C). Loopback only. Standard library only.
@@ -187,7 +188,8 @@ def metrics(api):
 
 
 def media_sink(a, n):
-    """Binds the RTP and RTCP ports sipp advertises for calls 1..n (never read)."""
+    """Binds the RTP and RTCP ports sipp advertises for calls 1..n (never read), but the two
+    sipp binds itself (--uac-media-port, the first call's RTP port, and the one 2 above)."""
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 2 * n + 256
@@ -198,6 +200,8 @@ def media_sink(a, n):
         for k in range(1, n + 1):
             port = a.uac_media_port + (4 * (k - 1)) % 10000
             for p in (port, port + 1):
+                if p in (a.uac_media_port, a.uac_media_port + 2):
+                    continue
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
                 s.bind(("127.0.0.1", p))
