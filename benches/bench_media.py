@@ -24,8 +24,9 @@ For each N, in one run and interleaved: serve (no recording), floor, serve with 
   - RSS per call = (mean VmRSS in the window - VmRSS before the first call) / N.
   - sipp does not bind the media ports it advertises (it plays the pcap through a raw socket), so
     every packet sent to its calls came back as an ICMP port unreachable, walked past sipp's raw
-    sockets: a cost in the sender's context that serve, which sends 20 ms packets against sipp's
-    30 ms, paid 1.5 times as often as the floor. The harness binds those ports itself (the port
+    sockets: a cost in the sender's context that is no part of either side's media work (it made
+    the floor dearer more than serve, measured: docs/benchmarks.md). The harness binds those
+    ports itself (the port
     of call k is --uac-media-port + 4 (k - 1), RTCP the next one; sipp's [auto_media_port]; sipp
     itself binds the first call's RTP port and the one 2 above) with the smallest receive buffer
     and never reads them: the packets are dropped at a full socket, no ICMP. --no-media-sink
