@@ -15,6 +15,7 @@ use media::dtmf::Digit;
 use media::session::Input;
 use media::srtp::SrtpParams;
 
+use super::call_core::MediaOp;
 use crate::net::media_workers::{FrameRoute, MediaCommand, MediaLink, MediaSummary};
 
 /// The call's media session in its worker.
@@ -101,6 +102,20 @@ impl CallMedia {
     /// [`crate::net::media_workers::WorkerEvent::Stopped`].
     pub(crate) fn stop(&mut self, now: Instant) {
         self.warn(MediaCommand::Stop(now));
+    }
+
+    /// Carries out a change the call's core asked for ([`MediaOp`]), at `now`.
+    pub(crate) fn apply(&mut self, op: MediaOp, now: Instant) {
+        match op {
+            MediaOp::StopPlayback => self.stop_playback(),
+            MediaOp::SetRemote(rtp, rtcp) => self.set_remote(rtp, rtcp),
+            MediaOp::SetSrtp(params) => self.set_srtp(params),
+            MediaOp::SetDirection {
+                send,
+                expect_inbound,
+            } => self.set_direction(send, expect_inbound, now),
+            MediaOp::RearmRtpTimeout => self.rearm_rtp_timeout(now),
+        }
     }
 
     /// The session's figures as it stopped (`None` when its summary never came).

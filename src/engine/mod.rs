@@ -18,7 +18,7 @@
 //!
 //! # Ending
 //! A call always ends: a hangup in any state makes the call send what the protocol asks (BYE,
-//! CANCEL, 480) and, when that does not end it within 4 s (`call::HANGUP_TEARDOWN`; no 487 to a
+//! CANCEL, 480) and, when that does not end it within 4 s (`call_core::HANGUP_TEARDOWN`; no 487 to a
 //! CANCEL, no provisional response to send a CANCEL after, no ACK before a BYE may go), tears
 //! it down and records so (`end_reason: "TornDown"`). A drain hangs the calls left at its
 //! grace up the same way with a shorter bound, and the dispatcher itself aborts and records
@@ -40,6 +40,7 @@
 //! told so by `RecvError::Lagged`.
 
 mod call;
+mod call_core;
 mod call_media;
 mod call_state;
 pub mod events;
@@ -85,7 +86,7 @@ const COMMAND_QUEUE: usize = 256;
 /// Capacity of the event broadcast (per subscriber backlog).
 const EVENT_QUEUE: usize = 4096;
 /// How long after a drain's grace the dispatcher aborts a call that is still live (the call
-/// itself tears down 1 s (`call::DRAIN_TEARDOWN`) after the grace; this is the bound when it
+/// itself tears down 1 s (`call_core::DRAIN_TEARDOWN`) after the grace; this is the bound when it
 /// cannot, e.g. a task stuck on I/O).
 pub const DRAIN_ABORT_AFTER: Duration = Duration::from_secs(2);
 /// How long a shutdown waits for the recording writers to write what is queued.
@@ -750,18 +751,24 @@ impl Engine {
             crate::net::media_workers::MediaWorkers::start(config.media_workers.max(1))
                 .map_err(EngineError::MediaWorkers)?,
         );
+        let media_ip = pool.ip();
         let shared = Arc::new(call::Shared {
             sip: sip_handle.clone(),
             pool,
             events: events.clone(),
             event_sink: config.event_sink.clone(),
             engine: commands.clone(),
-            advertise: SocketAddr::new(config.advertise_ip, sip_local.port()),
-            advertise_tcp: sip_local_tcp.map(|a| SocketAddr::new(config.advertise_ip, a.port())),
-            advertise_tls: sip_local_tls.map(|a| SocketAddr::new(config.advertise_ip, a.port())),
+            env: Arc::new(call_core::CallEnv {
+                advertise: SocketAddr::new(config.advertise_ip, sip_local.port()),
+                advertise_tcp: sip_local_tcp
+                    .map(|a| SocketAddr::new(config.advertise_ip, a.port())),
+                advertise_tls: sip_local_tls
+                    .map(|a| SocketAddr::new(config.advertise_ip, a.port())),
+                media_ip,
+                limits: config.limits.clone(),
+                cooldowns: Default::default(),
+            }),
             prompts: prompts.clone(),
-            limits: config.limits.clone(),
-            cooldowns: Default::default(),
             recorder: recorder.clone(),
             media_workers: media_workers.clone(),
         });
