@@ -392,7 +392,7 @@ pub(crate) struct CallCore {
     /// Variables an outbound call's script starts with (the API's `variables`).
     preset_variables: BTreeMap<String, String>,
     prompts: Option<PathBuf>,
-    /// Which files `prompts`-relative names may reach ([`resolve_prompt`]).
+    /// Which files `prompts`-relative names may reach ([`super::call::resolve_prompt`]).
     prompt_scope: PromptScope,
     runner: Option<ScriptRunner>,
     script_inputs: VecDeque<ScriptInput>,

@@ -1,6 +1,6 @@
 //! Where a call is in its life ([`CallState`]) and when it next has something to do
 //! ([`Timers`]): the two pieces of a call's logic that are plain data, kept apart from the
-//! actor in `call.rs` so that they can be tested without sockets, a runtime or a clock.
+//! core (`call_core.rs`) so that they can be tested without sockets, a runtime or a clock.
 //!
 //! No I/O and no clock here: every transition takes `now` from its caller.
 

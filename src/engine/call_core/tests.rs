@@ -79,6 +79,9 @@ fn originate() -> OriginateRequest {
     }
 }
 
+/// Whether to lose a message (sent by us when the flag is set).
+type DropFilter = Box<dyn FnMut(bool, &Message) -> bool>;
+
 /// One message on the wire.
 #[derive(Debug, Clone)]
 struct Wire {
@@ -128,7 +131,7 @@ struct World {
     wire: Vec<Wire>,
     in_flight: VecDeque<(bool, Bytes)>,
     /// Drops a message (sent by us when the flag is set) instead of delivering it.
-    drop: Box<dyn FnMut(bool, &Message) -> bool>,
+    drop: DropFilter,
     /// Timeline events: offset, kind, details.
     events: Vec<(Duration, &'static str, Value)>,
     /// What the core asked of the media session, in order (`start`, `drop`, `rearm`, ...).
