@@ -140,6 +140,8 @@ struct World {
     inbound: Option<InboundConfig>,
     /// The media worker refuses the session.
     refuse_media: bool,
+    /// What the transport says of a failed connection, with a `TransportError`.
+    transport_detail: Option<Arc<str>>,
 }
 
 fn dialog_config(host: &str, seed: u64) -> DialogConfig {
@@ -154,7 +156,7 @@ fn dialog_config(host: &str, seed: u64) -> DialogConfig {
 
 impl World {
     fn new() -> World {
-        let start = Instant::now();
+        let start = crate::clock::now();
         World {
             start,
             now: start,
@@ -182,6 +184,7 @@ impl World {
             media: Vec::new(),
             inbound: None,
             refuse_media: false,
+            transport_detail: None,
         }
     }
 
@@ -396,13 +399,12 @@ impl World {
             return;
         }
         if self.core.is_some() {
-            self.core().handle_input(
-                now,
-                CoreInput::Sip {
-                    event,
-                    detail: None,
-                },
-            );
+            let detail = match &event {
+                EndpointEvent::TransportError { .. } => self.transport_detail.clone(),
+                _ => None,
+            };
+            self.core()
+                .handle_input(now, CoreInput::Sip { event, detail });
         }
     }
 
@@ -958,6 +960,22 @@ fn a_send_that_fails_ends_the_call_as_a_network_error() {
     let last = w.last();
     assert_eq!(last["outcome"], "network_error", "{last}");
     assert_eq!(last["reason"], "connection refused");
+}
+
+#[test]
+fn a_transport_error_on_the_invite_ends_the_call_with_what_the_transport_said() {
+    let mut w = World::dial(originate());
+    w.run_for(ms(100));
+    // The connection under the INVITE broke (a TLS handshake refused, a TCP reset).
+    w.transport_detail = Some(Arc::from("TLS handshake failed: unknown issuer"));
+    let key = w.core().invite_key.clone().expect("the INVITE is out");
+    let now = w.now;
+    w.ours.handle_transport_error(now, &key);
+    w.pump();
+    assert!(w.done(), "{:?}", w.kinds());
+    let last = w.last();
+    assert_eq!(last["outcome"], "network_error", "{last}");
+    assert_eq!(last["reason"], "TLS handshake failed: unknown issuer");
 }
 
 #[test]
