@@ -272,7 +272,14 @@ async fn run(
 ) {
     let id = timeline.id;
     let sink = timeline.sink.clone();
-    match Call::start(shared.clone(), timeline, &call_ident, setup).await {
+    // The set-up's future and the call are boxed: the task's future then holds neither (nor a
+    // second copy of the call, as a match on the set-up's result would keep), and the set-up's
+    // state lives only while it runs. Measured (`size_of_val`, release): the task's future was
+    // 14.1 KB before the core existed, 14.3 KB with it unboxed; now 3.4 KB plus the 5.5 KB call.
+    let call = Box::pin(Call::start(shared.clone(), timeline, &call_ident, setup))
+        .await
+        .map(Box::new);
+    match call {
         Some(mut call) => call.run(rx).await,
         None => tracing::warn!(call = %id, "call could not start"),
     }

@@ -420,7 +420,7 @@ pub(crate) struct CallCore {
     info_digits: VecDeque<media::dtmf::Digit>,
     /// A 2xx arrived after our CANCEL (the §9.1 race): we ACK it and BYE at once.
     answered_after_cancel: bool,
-    /// Prompts asked for and not yet loaded (loading awaits the shared cache in `flush`).
+    /// Prompts asked for and not yet handed to the driver ([`CoreOutput::LoadPrompt`]).
     pending_plays: VecDeque<String>,
     /// Why we ended the call ourselves when no SIP reason says it (`rtp_timeout`,
     /// `max_duration`, `media_address_refused`): the final event's `end_reason`, and a detail.
