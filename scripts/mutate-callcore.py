@@ -48,6 +48,10 @@ M=[
                 self.handle_sip(now, event);""","""                    let _ = detail;
                 }
                 self.handle_sip(now, event);"""),
+ ("a 503 does not fail over","src/engine/call_core.rs","""if matches!(status, 503 | 408) && self.fail_over(""","""if matches!(status, 408) && self.fail_over("""),
+ ("digits go at the answer, not after their delay","src/engine/call_core.rs","""Some(now + self.dtmf_after)""","""Some(now)"""),
+ ("a received digit is not given to the script","src/engine/call_core.rs","""                self.script_input(ScriptInput::Dtmf(digit.as_char()));""","""                let _ = digit;"""),
+ ("the script's timer never fires","src/engine/call_core.rs","""            runner.handle(now, ScriptInput::Timeout);""","""            let _ = runner;"""),
  ("finish does not wait for the BYE to be sent","src/engine/call_core.rs","""            if let Some((_, at)) = ended
                 && self.finishing == Finishing::Live""","""            if let Some((_, at)) = ended.or(Some((EndReason::LocalBye, self.now)))
                 && self.finishing == Finishing::Live"""),

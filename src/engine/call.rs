@@ -20,7 +20,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::Instrument;
 
 use super::call_core::{
-    self, CallCore, CallEnv, CoreInput, CoreOutput, FrameTarget, RecordInput, resolve,
+    self, CallCore, CallEnv, CoreInput, CoreOutput, FrameTarget, RecordInput, Rng, resolve,
 };
 use super::call_media::CallMedia;
 use super::events::{CallEvent, CallId, Outcome};
@@ -113,6 +113,9 @@ const CREATED_COMMIT_WAIT: Duration = Duration::from_secs(2);
 struct Timeline {
     id: CallId,
     started: Instant,
+    /// The wall clock at `started` (µs since the Unix epoch): an event's `at_unix_us` is this
+    /// plus its offset, so that both name the same instant.
+    started_unix: i64,
     events: broadcast::Sender<CallEvent>,
     sink: Option<CallSink>,
     tag: Option<Arc<str>>,
@@ -155,10 +158,16 @@ impl Timeline {
             return None;
         }
         let offset = at.saturating_duration_since(self.started);
+        let before = self.started.saturating_duration_since(at);
+        let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let at_unix_us = self
+            .started_unix
+            .saturating_add(us(offset))
+            .saturating_sub(us(before));
         let ev = CallEvent {
             call_id: self.id,
             kind,
-            at_unix_us: clock::unix_us(),
+            at_unix_us,
             offset_us: u64::try_from(offset.as_micros()).unwrap_or(u64::MAX),
             details,
             tag: self.tag.clone(),
@@ -189,6 +198,7 @@ pub(crate) struct Abort {
     id: CallId,
     tag: Option<Arc<str>>,
     started: Instant,
+    started_unix: i64,
     final_sent: Arc<AtomicBool>,
     /// The call's end of the store queue (shared with the task: what it held back stays in
     /// order before the final event).
@@ -203,6 +213,7 @@ impl Abort {
         let timeline = Timeline {
             id: self.id,
             started: self.started,
+            started_unix: self.started_unix,
             events: shared.events.clone(),
             sink: self.sink.clone(),
             tag: self.tag,
@@ -239,10 +250,12 @@ pub(crate) fn spawn(
     };
     let final_sent = Arc::new(AtomicBool::new(false));
     let started = clock::now();
+    let started_unix = clock::unix_us();
     let sink = shared.event_sink.clone().map(CallSink::new);
     let timeline = Timeline {
         id,
         started,
+        started_unix,
         events: shared.events.clone(),
         sink: sink.clone(),
         tag: tag.clone(),
@@ -257,6 +270,7 @@ pub(crate) fn spawn(
         id,
         tag,
         started,
+        started_unix,
         final_sent,
         sink,
     }
@@ -309,6 +323,8 @@ struct Call {
     closing: VecDeque<Closing>,
     /// Segments opened so far (the next file is segment `n`); the sinks count them.
     record_segments: Arc<AtomicU32>,
+    /// The core asked to finish the call ([`CoreOutput::Finish`]), at this instant.
+    finish_at: Option<Instant>,
     /// The call came in over TLS: its requests reuse that connection while it is open
     /// ([`destination`]).
     inbound_tls: bool,
@@ -342,6 +358,7 @@ impl Call {
                     shared.env.clone(),
                     now,
                     wall,
+                    Rng::new(random_u64()),
                     call_ident,
                     &req,
                     rtp.rtp_port(),
@@ -360,7 +377,7 @@ impl Call {
                 } = *inbound;
                 let secure_uri = invite.uri.as_sip().is_some_and(|u| u.secure);
                 let (dialog_config, contact) =
-                    call_core::identity(&shared.env, transport, None, secure_uri);
+                    call_core::identity(&shared.env, transport, None, secure_uri, random_u64());
                 let from = invite
                     .headers
                     .from()
@@ -434,10 +451,13 @@ impl Call {
                     .recordings
                     .as_ref()
                     .map(|dir| dir.join(format!("call-{}-{}.wav", timeline.id, clock::unix_us())));
+                // The wall clock at `at`, the instant the core starts from.
+                let wall = wall.saturating_sub(now.saturating_duration_since(at));
                 let core = CallCore::inbound(
                     shared.env.clone(),
                     at,
                     wall,
+                    Rng::new(random_u64()),
                     call_ident,
                     session,
                     source,
@@ -483,6 +503,7 @@ impl Call {
             orphans: record_sink::Orphans::default(),
             closing: VecDeque::new(),
             record_segments: Arc::new(AtomicU32::new(0)),
+            finish_at: None,
             inbound_tls,
         }
     }
@@ -492,6 +513,9 @@ impl Call {
         let mut engine_gone = false;
         loop {
             self.flush().await;
+            if let Some(at) = self.finish_at.take() {
+                self.finish(at).await;
+            }
             // Events a full store queue held back: wait for room (backpressure), in order.
             self.timeline.flush_sink().await;
             if self.core.is_done() {
@@ -713,7 +737,9 @@ impl Call {
                     self.core
                         .handle_input(clock::now(), CoreInput::DtmfSent(result));
                 }
-                CoreOutput::Finish { at } => self.finish(at).await,
+                // Carried out by the run loop once this flush is done (`finish` flushes what
+                // the ending call still says as it comes).
+                CoreOutput::Finish { at } => self.finish_at = Some(at),
             }
         }
     }
@@ -767,8 +793,7 @@ impl Call {
             media.stop(ended_at);
         }
         self.settle_worker_media().await;
-        self.core
-            .handle_input(clock::now(), CoreInput::MediaStopped);
+        self.feed(CoreInput::MediaStopped).await;
         let orphans = std::mem::take(
             &mut *self
                 .orphans
@@ -777,14 +802,19 @@ impl Call {
         );
         // Older than the segments the sinks finished: first.
         for closing in orphans.into_iter().rev() {
-            self.core
-                .handle_input(clock::now(), CoreInput::Record(RecordInput::Stopped));
+            self.feed(CoreInput::Record(RecordInput::Stopped)).await;
             self.closing.push_front(closing);
         }
         self.settle_recordings().await;
         let summary = self.media.as_ref().and_then(CallMedia::summary);
-        self.core
-            .handle_input(clock::now(), CoreInput::Finalize { media: summary });
+        self.feed(CoreInput::Finalize { media: summary }).await;
+    }
+
+    /// One input to the core, and what it asks for at once (an ending call's events go out as
+    /// they happen, not after the last recording is closed).
+    async fn feed(&mut self, input: CoreInput) {
+        self.core.handle_input(clock::now(), input);
+        self.flush().await;
     }
 
     /// A worker's session was asked to stop: take in what it still says (the call's quality
@@ -799,7 +829,10 @@ impl Call {
                 return;
             }
             match tokio::time::timeout_at(deadline, media.link.events.recv()).await {
-                Ok(Some(event)) => self.worker_event(event),
+                Ok(Some(event)) => {
+                    self.worker_event(event);
+                    self.flush().await;
+                }
                 Ok(None) | Err(_) => {
                     tracing::warn!("the media worker did not report the session's end");
                     return;
@@ -816,8 +849,7 @@ impl Call {
                 Ok(closed) => RecordInput::Closed(closed),
                 Err(_) => RecordInput::CloseTimedOut,
             };
-            self.core
-                .handle_input(clock::now(), CoreInput::Record(input));
+            self.feed(CoreInput::Record(input)).await;
         }
     }
 }

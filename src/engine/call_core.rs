@@ -40,7 +40,7 @@ use super::events::Outcome;
 use super::limits::CallLimits;
 use super::{
     CallRoute, DtmfMode, InboundAnswer, InboundConfig, OriginateRequest, PromptScope, Reoffer,
-    SipOptions, random_u64,
+    SipOptions,
 };
 use crate::files::{ClosedRecording, RecordingNote};
 use crate::net::media_workers::MediaSummary;
@@ -64,6 +64,29 @@ pub(crate) struct CallEnv {
     /// Targets that answered 503 with Retry-After, and until when a failover call skips them
     /// (RFC 3261 §21.5.4, RFC 3263 §4.3); bounded by [`MAX_COOLDOWNS`].
     pub(crate) cooldowns: Mutex<HashMap<SocketAddr, Instant>>,
+    /// A fresh SRTP master key for an offer or answer we make (`None`: no entropy, and no
+    /// SRTP); [`os_srtp_key`] in the engine.
+    pub(crate) srtp_key: fn() -> Option<MasterKey>,
+}
+
+/// The core's random numbers (tags, SSRCs, initial sequence numbers and timestamps, digest
+/// cnonce seeds, SDP session ids): SplitMix64 from a seed the driver draws from the OS for each
+/// call, so that the core itself reads no entropy and a test can replay a call exactly.
+#[derive(Debug, Clone)]
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
 }
 
 /// One input to the core; [`CallCore::handle_input`] takes it with the time it happened.
@@ -444,6 +467,7 @@ pub(crate) struct CallCore {
     sending: VecDeque<(Method, bool, u32)>,
     /// The Unix time at an instant of the core's clock: our RTCP sender reports' NTP time.
     wall_anchor: (Instant, Duration),
+    rng: Rng,
     /// A BYE of ours awaits its final response (which may be a challenge to answer; how long
     /// the call waits for it: [`Timer::ByeWait`]).
     bye_outstanding: bool,
@@ -460,7 +484,7 @@ fn srtp_policy(mode: crate::trunk::SrtpMode) -> SrtpPolicy {
 
 /// A fresh SDES master key and salt from the OS's CSPRNG (`None` if it fails: then the call
 /// neither offers nor accepts SRTP, and a call that requires it fails).
-fn srtp_key() -> Option<MasterKey> {
+pub(crate) fn os_srtp_key() -> Option<MasterKey> {
     let mut key = [0u8; MasterKey::LEN];
     match getrandom::fill(&mut key) {
         Ok(()) => Some(MasterKey(key)),
@@ -512,6 +536,7 @@ impl CallCore {
         env: Arc<CallEnv>,
         now: Instant,
         wall: Duration,
+        mut rng: Rng,
         call_ident: &str,
         req: &OriginateRequest,
         rtp_port: u16,
@@ -526,9 +551,10 @@ impl CallCore {
             first.transport,
             first.sip.advertise,
             first.to.as_sip().is_some_and(|u| u.secure),
+            rng.next(),
         );
         dialog_config.rel100 = first.sip.rel100;
-        let mut negotiator = outbound_negotiator(&env, rtp_port, &first.sip);
+        let mut negotiator = outbound_negotiator(&env, rtp_port, &first.sip, rng.next());
         let offer = negotiator.create_offer();
         let from = req
             .from
@@ -537,7 +563,7 @@ impl CallCore {
         let params = InviteParams {
             request_uri: first.to.clone(),
             from: NameAddr::new(from),
-            from_tag: format!("{:016x}", random_u64()),
+            from_tag: format!("{:016x}", rng.next()),
             to: NameAddr::new(first.to.clone()),
             call_id: call_ident.to_owned(),
             cseq: 1,
@@ -547,12 +573,13 @@ impl CallCore {
         };
         let mut session =
             InviteSession::uac_with_headers(dialog_config, &params, &extra_headers(&first.sip));
-        session.set_credentials(first.sip.credentials.clone(), random_u64());
+        session.set_credentials(first.sip.credentials.clone(), rng.next());
         session.set_credentials_realm(first.sip.realm.clone());
         let mut call = CallCore::new(
             env,
             now,
             wall,
+            rng,
             call_ident,
             session,
             negotiator,
@@ -598,6 +625,7 @@ impl CallCore {
         env: Arc<CallEnv>,
         now: Instant,
         wall: Duration,
+        mut rng: Rng,
         call_ident: &str,
         session: InviteSession,
         source: SocketAddr,
@@ -610,13 +638,14 @@ impl CallCore {
         // Our policy for offers we make (an offerless INVITE) is plain RTP; an RTP/SAVP
         // offer is answered with SRTP (RFC 4568) with this key.
         let negotiator = Negotiator::new(SdpConfig {
-            srtp_key: srtp_key(),
-            ..SdpConfig::new(env.media_ip, rtp_port, random_u64() >> 1)
+            srtp_key: (env.srtp_key)(),
+            ..SdpConfig::new(env.media_ip, rtp_port, rng.next() >> 1)
         });
         let mut call = CallCore::new(
             env,
             now,
             wall,
+            rng,
             call_ident,
             session,
             negotiator,
@@ -687,6 +716,7 @@ impl CallCore {
         env: Arc<CallEnv>,
         now: Instant,
         wall: Duration,
+        rng: Rng,
         call_ident: &str,
         session: InviteSession,
         negotiator: Negotiator,
@@ -771,6 +801,7 @@ impl CallCore {
             sending: VecDeque::new(),
             bye_outstanding: false,
             wall_anchor: (now, wall),
+            rng,
         }
     }
 
@@ -857,7 +888,7 @@ impl CallCore {
         if self.media_on {
             return;
         }
-        let mut cfg = SessionConfig::from_negotiated(negotiated, Ssrc(random_u64() as u32));
+        let mut cfg = SessionConfig::from_negotiated(negotiated, Ssrc(self.rng.next() as u32));
         cfg.rtp_timeout = self.env.limits.rtp_timeout.unwrap_or(Duration::MAX);
         // Recording frames are produced only when someone may want them; a script may start
         // recording at any time, so a scripted call with a destination always asks.
@@ -867,8 +898,8 @@ impl CallCore {
         // gives the RTT that `media.quality` reports and the E-model's delay uses.
         let unix = self.wall_anchor.1 + now.saturating_duration_since(self.wall_anchor.0);
         cfg.wallclock = Some((now, media::rtp::NtpTime::from_unix(unix)));
-        cfg.initial_sequence = random_u64() as u16;
-        cfg.initial_timestamp = random_u64() as u32;
+        cfg.initial_sequence = self.rng.next() as u16;
+        cfg.initial_timestamp = self.rng.next() as u32;
         self.rtcp_mux = cfg.rtcp_mux;
         self.telephone_event = negotiated.telephone_event.is_some();
         if let Some(srtp) = &negotiated.srtp {
@@ -1889,7 +1920,8 @@ impl CallCore {
     /// The session ended: stop media, close the recording, report the outcome.
     /// Every part of the call has stopped ([`CoreOutput::Finish`]): emit the final event.
     fn finalize(&mut self, media: Option<MediaSummary>) {
-        if self.finishing == Finishing::Done {
+        if self.finishing != Finishing::Stopping {
+            tracing::warn!("finalize before the call asked to finish");
             return;
         }
         self.finishing = Finishing::Done;
@@ -2053,13 +2085,16 @@ impl CallCore {
             Ok(f) => f,
             Err(_) => return false,
         };
-        let mut negotiator = outbound_negotiator(&self.env, self.rtp_port, &next.sip);
+        let session_id = self.rng.next();
+        let mut negotiator = outbound_negotiator(&self.env, self.rtp_port, &next.sip, session_id);
         let offer = negotiator.create_offer();
+        let seed = self.rng.next();
         let (mut config, contact) = identity(
             &self.env,
             next.transport,
             next.sip.advertise,
             next.to.as_sip().is_some_and(|u| u.secure),
+            seed,
         );
         config.rel100 = next.sip.rel100;
         let params = InviteParams {
@@ -2075,7 +2110,7 @@ impl CallCore {
             body: Bytes::from(offer.to_bytes()),
         };
         self.session
-            .set_credentials(next.sip.credentials.clone(), random_u64());
+            .set_credentials(next.sip.credentials.clone(), self.rng.next());
         self.session.set_credentials_realm(next.sip.realm.clone());
         if let Err(e) = self
             .session
@@ -2139,6 +2174,7 @@ pub(crate) fn identity(
     transport: Transport,
     ip: Option<IpAddr>,
     secure_uri: bool,
+    seed: u64,
 ) -> (DialogConfig, NameAddr) {
     // Over TCP, Via and Contact name our TCP listener (§18.2.2: a response goes back over
     // the request's connection; later requests to us open one to the Contact).
@@ -2161,7 +2197,7 @@ pub(crate) fn identity(
             IpAddr::V6(v6) => Host::Ipv6(v6.to_string()),
         },
         via_port: Some(advertise.port()),
-        seed: random_u64(),
+        seed,
         session_expires: env.limits.session_expires,
         min_se: env.limits.min_se,
         ..DialogConfig::default()
@@ -2196,14 +2232,19 @@ fn tls_name(to: &Uri, sip: &super::SipOptions) -> Option<String> {
 
 /// The SDP negotiator of an outbound call on `rtp`, its c= line naming `ip` when given (a
 /// trunk's `advertise`), else the RTP pool's address.
-fn outbound_negotiator(env: &CallEnv, rtp_port: u16, sip: &SipOptions) -> Negotiator {
+fn outbound_negotiator(
+    env: &CallEnv,
+    rtp_port: u16,
+    sip: &SipOptions,
+    session_id: u64,
+) -> Negotiator {
     let mut config = SdpConfig {
         srtp: srtp_policy(sip.srtp),
-        srtp_key: srtp_key(),
+        srtp_key: (env.srtp_key)(),
         ..SdpConfig::new(
             sip.advertise.unwrap_or(env.media_ip),
             rtp_port,
-            random_u64() >> 1,
+            session_id >> 1,
         )
     };
     if !sip.codecs.is_empty() {

@@ -767,6 +767,7 @@ impl Engine {
                 media_ip,
                 limits: config.limits.clone(),
                 cooldowns: Default::default(),
+                srtp_key: call_core::os_srtp_key,
             }),
             prompts: prompts.clone(),
             recorder: recorder.clone(),

@@ -24,7 +24,7 @@ use sip::endpoint::{Endpoint, EndpointConfig, EndpointEvent, EndpointOutput};
 use sip::message::{Host, Message, Method, NameAddr, StatusCode, Uri};
 use sip::transaction::{TransactionKey, Transport};
 
-use super::{CallCore, CallEnv, CoreInput, CoreOutput, resolve};
+use super::{CallCore, CallEnv, CoreInput, CoreOutput, Rng, resolve};
 use crate::engine::limits::CallLimits;
 use crate::engine::{InboundConfig, OriginateRequest, PromptScope, Reoffer};
 
@@ -43,6 +43,7 @@ fn env(limits: CallLimits) -> Arc<CallEnv> {
         media_ip: addr(OURS).ip(),
         limits,
         cooldowns: Mutex::default(),
+        srtp_key: super::os_srtp_key,
     })
 }
 
@@ -87,6 +88,8 @@ type DropFilter = Box<dyn FnMut(bool, &Message) -> bool>;
 struct Wire {
     /// Sent by us (else by the peer).
     ours: bool,
+    /// Where it was sent.
+    to: SocketAddr,
     at: Duration,
     msg: Message,
 }
@@ -134,7 +137,8 @@ struct World {
     drop: DropFilter,
     /// Timeline events: offset, kind, details.
     events: Vec<(Duration, &'static str, Value)>,
-    /// What the core asked of the media session, in order (`start`, `drop`, `rearm`, ...).
+    /// What the core asked of the media session, in order (`start`, `drop`, `rearm`, ...;
+    /// `play NAME`, `dtmf DIGITS`).
     media: Vec<String>,
     /// An inbound call's configuration, used when the peer's INVITE arrives.
     inbound: Option<InboundConfig>,
@@ -191,7 +195,15 @@ impl World {
     /// An outbound call to the peer.
     fn dial(req: OriginateRequest) -> World {
         let mut w = World::new();
-        let core = CallCore::outbound(w.env.clone(), w.now, Duration::ZERO, "call-1", &req, 30_000);
+        let core = CallCore::outbound(
+            w.env.clone(),
+            w.now,
+            Duration::ZERO,
+            Rng::new(1),
+            "call-1",
+            &req,
+            30_000,
+        );
         w.core = Some(core);
         w.pump();
         w
@@ -245,14 +257,14 @@ impl World {
             while let Some(o) = self.ours.poll_output() {
                 progress = true;
                 match o {
-                    EndpointOutput::Transmit(t) => self.transmit(true, t.bytes),
+                    EndpointOutput::Transmit(t) => self.transmit(true, t.destination, t.bytes),
                     EndpointOutput::Event(e) => self.our_event(e),
                 }
             }
             while let Some(o) = self.peer.ep.poll_output() {
                 progress = true;
                 match o {
-                    EndpointOutput::Transmit(t) => self.transmit(false, t.bytes),
+                    EndpointOutput::Transmit(t) => self.transmit(false, t.destination, t.bytes),
                     EndpointOutput::Event(e) => self.peer_event(e),
                 }
             }
@@ -274,11 +286,14 @@ impl World {
         }
     }
 
-    fn transmit(&mut self, ours: bool, bytes: Bytes) {
+    /// Every message reaches the other side whatever its destination (the peer answers for
+    /// every address), unless the drop filter loses it; the log keeps the destination.
+    fn transmit(&mut self, ours: bool, to: SocketAddr, bytes: Bytes) {
         let msg = Message::parse(bytes.clone()).expect("both sides send parseable messages");
         let dropped = (self.drop)(ours, &msg);
         self.wire.push(Wire {
             ours,
+            to,
             at: self.elapsed(),
             msg,
         });
@@ -342,6 +357,7 @@ impl World {
                 CoreOutput::RouteFrames(target) => self.media.push(format!("route {target:?}")),
                 CoreOutput::DropMedia => self.media.push("drop".into()),
                 CoreOutput::LoadPrompt { file, .. } => {
+                    self.media.push(format!("play {file}"));
                     let input = CoreInput::Prompt {
                         path: file.clone().into(),
                         file,
@@ -349,7 +365,9 @@ impl World {
                     };
                     self.core().handle_input(now, input);
                 }
-                CoreOutput::SendDtmf(_) => {
+                CoreOutput::SendDtmf(digits) => {
+                    let text: String = digits.iter().map(|d| d.as_char()).collect();
+                    self.media.push(format!("dtmf {text}"));
                     self.core().handle_input(now, CoreInput::DtmfSent(Ok(())))
                 }
                 CoreOutput::Finish { .. } => {
@@ -379,7 +397,7 @@ impl World {
                 return;
             }
             let config = self.inbound.clone().expect("an inbound scenario");
-            let (dialog_config, contact) = super::identity(&self.env, transport, None, false);
+            let (dialog_config, contact) = super::identity(&self.env, transport, None, false, 3);
             let session =
                 InviteSession::uas(now, dialog_config, request, key, "ourtag".into(), contact)
                     .expect("a valid INVITE");
@@ -387,6 +405,7 @@ impl World {
                 self.env.clone(),
                 now,
                 Duration::ZERO,
+                Rng::new(2),
                 "call-in-1",
                 session,
                 source,
@@ -549,9 +568,8 @@ impl World {
             .expect("the peer has a session")
     }
 
-    /// The peer answers with SDP.
-    fn peer_answers(&mut self) {
-        let now = self.now;
+    /// The peer's SDP answer to our INVITE's offer.
+    fn peer_answer_sdp(&mut self) -> Bytes {
         let offer = self.callee().invite().body.clone();
         let sdp = Sdp::parse(&offer).expect("our offer parses");
         let (answer, _) = self
@@ -559,9 +577,14 @@ impl World {
             .negotiator
             .receive_offer(&sdp)
             .expect("a codec in common");
-        self.callee()
-            .accept(now, Bytes::from(answer.to_bytes()))
-            .expect("accept");
+        Bytes::from(answer.to_bytes())
+    }
+
+    /// The peer answers with SDP.
+    fn peer_answers(&mut self) {
+        let now = self.now;
+        let answer = self.peer_answer_sdp();
+        self.callee().accept(now, answer).expect("accept");
         self.pump();
     }
 
@@ -575,20 +598,9 @@ impl World {
 
     fn peer_early_media(&mut self) {
         let now = self.now;
-        let offer = self.callee().invite().body.clone();
-        let sdp = Sdp::parse(&offer).expect("our offer parses");
-        let (answer, _) = self
-            .peer
-            .negotiator
-            .receive_offer(&sdp)
-            .expect("a codec in common");
+        let answer = self.peer_answer_sdp();
         self.callee()
-            .provisional(
-                now,
-                StatusCode::new(183).expect("183"),
-                Bytes::from(answer.to_bytes()),
-                false,
-            )
+            .provisional(now, StatusCode::new(183).expect("183"), answer, false)
             .expect("183");
         self.pump();
     }
@@ -933,6 +945,7 @@ fn a_send_that_fails_ends_the_call_as_a_network_error() {
         w.env.clone(),
         w.now,
         Duration::ZERO,
+        Rng::new(1),
         "call-1",
         &originate(),
         30_000,
@@ -1037,4 +1050,147 @@ fn an_hour_long_call_ends_at_its_maximum_duration_in_virtual_time() {
     assert!(w.done());
     assert_eq!(w.last()["duration_ms"], 3_600_000);
     assert_eq!(w.last()["end_reason"], "max_duration");
+}
+
+#[test]
+fn a_503_moves_the_invite_to_the_next_target_which_answers() {
+    let alternate = "192.0.2.30:5060";
+    let mut req = originate();
+    req.alternates.push(crate::engine::CallRoute {
+        to: Uri::parse(format!("sip:bob@{alternate}").as_bytes()).expect("uri"),
+        destination: addr(alternate),
+        transport: Transport::Udp,
+        sip: Default::default(),
+        label: "carrier-b".into(),
+    });
+    let mut w = World::dial(req);
+    w.run_for(ms(200));
+    w.peer_rejects(503);
+    let invites = w.sent(true, Method::Invite);
+    assert_eq!(
+        invites.len(),
+        2,
+        "the INVITE goes to the next target at once"
+    );
+    assert_eq!(invites[0].to, addr(PEER));
+    assert_eq!(invites[1].to, addr(alternate));
+    let failover = &w.event("call.failover").expect("call.failover").2;
+    assert_eq!(failover["reason"], "503");
+    assert_eq!(failover["to"], "carrier-b");
+    let targets: Vec<_> = w
+        .events
+        .iter()
+        .filter(|(_, k, _)| *k == "call.target")
+        .map(|(_, _, d)| d["attempt"].clone())
+        .collect();
+    assert_eq!(targets, [1, 2]);
+    w.peer_answers();
+    w.run_for(secs(2));
+    w.input(CoreInput::Hangup);
+    w.run_for(secs(1));
+    assert!(w.done());
+    let last = w.last();
+    assert_eq!(last["outcome"], "answered", "{last}");
+    assert_eq!(
+        last["sip_status"], 200,
+        "the answering target's status, not the 503"
+    );
+}
+
+#[test]
+fn digits_to_send_go_to_the_media_session_at_their_delay_after_the_answer() {
+    let mut req = originate();
+    req.send_dtmf = "12#"
+        .chars()
+        .map(|c| media::dtmf::Digit::from_char(c).expect("digit"))
+        .collect();
+    req.dtmf_after = secs(2);
+    let mut w = World::dial(req);
+    w.run_for(secs(1));
+    w.peer_answers();
+    w.run_for(secs(2) - ms(1));
+    assert!(
+        !w.media.iter().any(|m| m.starts_with("dtmf")),
+        "{:?}",
+        w.media
+    );
+    w.run_for(ms(1));
+    assert!(w.media.iter().any(|m| m == "dtmf 12#"), "{:?}", w.media);
+    let (at, _, sent) = w.event("dtmf.sent").expect("dtmf.sent");
+    assert_eq!(*at, secs(3), "answered at 1 s, sent 2 s later");
+    assert_eq!(sent["digits"], "12#");
+}
+
+/// An inbound call that runs a script: the script answers, asks its question, stores the
+/// caller's key and hangs up.
+#[test]
+fn an_inbound_script_answers_asks_gathers_a_key_and_hangs_up() {
+    let script = crate::script::parse(
+        r#"{"version": 1, "steps": [
+            {"answer": {}},
+            {"gather": {"prompt": "question", "max_digits": 1, "store_as": "answer",
+                        "first_digit_timeout_ms": 5000}},
+            {"hangup": {"reason": "done"}}
+        ]}"#,
+    )
+    .expect("a valid script");
+    let config = InboundConfig {
+        script: Some(Arc::new(script)),
+        ..InboundConfig::default()
+    };
+    let mut w = World::called(config);
+    assert_eq!(
+        w.responses(true, 180).len(),
+        1,
+        "it rings until the script answers"
+    );
+    assert_eq!(w.responses(true, 200).len(), 1, "the script's answer step");
+    assert!(
+        w.media.iter().any(|m| m == "play question"),
+        "the gather's prompt plays once the caller's ACK confirms the call: {:?}",
+        w.media
+    );
+    w.run_for(secs(2));
+    // The caller presses 1 during the prompt (what the media worker reports).
+    w.input(CoreInput::Media(MediaEvent::Dtmf {
+        digit: media::dtmf::Digit::from_char('1').expect("digit"),
+        duration: Some(ms(100)),
+        method: media::session::DtmfMethod::Rfc4733,
+    }));
+    let gathered = &w.event("gather.completed").expect("gather.completed").2;
+    assert_eq!(gathered["variable"], "answer");
+    assert_eq!(gathered["digits"], "1");
+    assert_eq!(w.sent(true, Method::Bye).len(), 1, "the script hangs up");
+    w.run_for(secs(1));
+    assert!(w.done(), "{:?}", w.kinds());
+    let last = w.last();
+    assert_eq!(last["hangup_reason"], "done", "{last}");
+    assert_eq!(last["script"]["variables"]["answer"], "1", "{last}");
+}
+
+#[test]
+fn a_silent_caller_hits_the_gathers_first_digit_timeout_at_its_instant() {
+    let script = crate::script::parse(
+        r#"{"version": 1, "steps": [
+            {"answer": {}},
+            {"gather": {"prompt": "question", "max_digits": 1, "store_as": "answer",
+                        "first_digit_timeout_ms": 5000, "retries": 0,
+                        "on_failure": [{"hangup": {"reason": "no_input"}}]}}
+        ]}"#,
+    )
+    .expect("a valid script");
+    let config = InboundConfig {
+        script: Some(Arc::new(script)),
+        ..InboundConfig::default()
+    };
+    let mut w = World::called(config);
+    w.run_for(secs(1));
+    // The prompt ends (the media worker's report); the first-digit timer starts now.
+    w.input(CoreInput::Media(MediaEvent::PlaybackFinished));
+    w.run_for(secs(5) - ms(1));
+    assert!(w.sent(true, Method::Bye).is_empty(), "{:?}", w.kinds());
+    w.run_for(ms(1));
+    assert_eq!(w.sent(true, Method::Bye).len(), 1, "{:?}", w.kinds());
+    w.run_for(secs(1));
+    assert_eq!(w.last()["hangup_reason"], "no_input");
 }
