@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Mutation check of the CallCore engine scenarios (docs/media/callcore.md, "Each scenario can
-fail"). Applies each one-line mutation below, one at a time, to a scratch git worktree of HEAD,
+fail"). Applies each one-line mutation below, one at a time, to a git worktree of HEAD kept in
+the build directory (`$CARGO_TARGET_DIR/tree`, default target/mutants/tree),
 runs `cargo test --lib call_core` there and prints which scenarios went red. A mutation that
 turns nothing red, or a pattern that no longer matches the code, is printed as such: update the
 scenarios or the pattern. Not part of the test command (about a minute per mutation).
 
     scripts/mutate-callcore.py [INDEX ...]     # all mutations, or only these
 """
-import os, subprocess, sys, tempfile
+import os, subprocess, sys
 
 M=[
  ("ring timeout sends no CANCEL","src/engine/call_core.rs","""                if let Err(e) = self.session.cancel(now) {
@@ -63,37 +64,41 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(repo, "target", "mutants"))
     only = set(sys.argv[1:])
     survivors = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        root = os.path.join(tmp, "tree")
-        subprocess.run(["git", "worktree", "add", "-q", "--detach", root, "HEAD"], cwd=repo, check=True)
+    # One worktree for every run, kept beside the build and moved to HEAD: cargo keys its
+    # cache on the path and the files' times, so a fresh tree would rebuild the workspace first.
+    root = os.path.join(target, "tree")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    if os.path.isdir(os.path.join(root, ".git")) or os.path.isfile(os.path.join(root, ".git")):
+        subprocess.run(["git", "checkout", "-q", "--detach", "-f", head], cwd=root, check=True)
+    else:
+        subprocess.run(["git", "worktree", "prune"], cwd=repo, check=True)
+        subprocess.run(["git", "worktree", "add", "-q", "--detach", root, head], cwd=repo,
+                       check=True)
+    for i, (name, path, old, new) in enumerate(M):
+        if only and str(i) not in only:
+            continue
+        p = os.path.join(root, path)
+        src = open(p).read()
+        if old not in src:
+            print(f"{i} {name}: PATTERN NOT FOUND", flush=True)
+            survivors += 1
+            continue
+        open(p, "w").write(src.replace(old, new, 1))
         try:
-            for i, (name, path, old, new) in enumerate(M):
-                if only and str(i) not in only:
-                    continue
-                p = os.path.join(root, path)
-                src = open(p).read()
-                if old not in src:
-                    print(f"{i} {name}: PATTERN NOT FOUND", flush=True)
-                    survivors += 1
-                    continue
-                open(p, "w").write(src.replace(old, new, 1))
-                try:
-                    r = subprocess.run(["cargo", "test", "--lib", "call_core"], cwd=root,
-                                       capture_output=True, text=True,
-                                       env=dict(os.environ, CARGO_TARGET_DIR=target))
-                    out = r.stdout + r.stderr
-                    failed = [l.split()[1].split("::")[-1] for l in out.splitlines()
-                              if l.startswith("test ") and l.endswith("FAILED")]
-                    if not failed and r.returncode != 0:
-                        failed = ["(did not compile)"]
-                        survivors += 1
-                    elif not failed:
-                        survivors += 1
-                    print(f"{i} {name} -> {failed or 'SURVIVED'}", flush=True)
-                finally:
-                    open(p, "w").write(src)
+            r = subprocess.run(["cargo", "test", "--lib", "call_core"], cwd=root,
+                               capture_output=True, text=True,
+                               env=dict(os.environ, CARGO_TARGET_DIR=target))
+            out = r.stdout + r.stderr
+            failed = [l.split()[1].split("::")[-1] for l in out.splitlines()
+                      if l.startswith("test ") and l.endswith("FAILED")]
+            if not failed:
+                survivors += 1
+                if r.returncode != 0:
+                    failed = ["(did not compile)"]
+            print(f"{i} {name} -> {failed or 'SURVIVED'}", flush=True)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", root], cwd=repo)
+            open(p, "w").write(src)
     sys.exit(1 if survivors else 0)
 
 
