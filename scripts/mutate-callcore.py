@@ -86,9 +86,14 @@ def main():
             continue
         open(p, "w").write(src.replace(old, new, 1))
         try:
-            r = subprocess.run(["cargo", "test", "--lib", "call_core"], cwd=root,
-                               capture_output=True, text=True,
-                               env=dict(os.environ, CARGO_TARGET_DIR=target))
+            try:
+                r = subprocess.run(["cargo", "test", "--lib", "call_core"], cwd=root,
+                                   capture_output=True, text=True, timeout=900,
+                                   env=dict(os.environ, CARGO_TARGET_DIR=target))
+            except subprocess.TimeoutExpired:
+                survivors += 1
+                print(f"{i} {name} -> HUNG (a scenario did not end in 15 min)", flush=True)
+                continue
             out = r.stdout + r.stderr
             failed = [l.split()[1].split("::")[-1] for l in out.splitlines()
                       if l.startswith("test ") and l.endswith("FAILED")]

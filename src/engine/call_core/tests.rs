@@ -527,6 +527,8 @@ impl World {
     /// Advance virtual time by `d`, firing every timer of every machine on the way.
     fn run_for(&mut self, d: Duration) {
         let until = self.now + d;
+        // A machine whose deadline does not move once it has fired would spin here forever.
+        let mut fired_at_now = 0;
         loop {
             self.pump();
             let next = [
@@ -540,6 +542,12 @@ impl World {
             .min();
             match next {
                 Some(t) if t <= until => {
+                    if t <= self.now {
+                        fired_at_now += 1;
+                        assert!(fired_at_now < 1000, "a deadline that does not move: {t:?}");
+                    } else {
+                        fired_at_now = 0;
+                    }
                     self.now = self.now.max(t);
                     let now = self.now;
                     self.ours.handle_timeout(now);
