@@ -7,6 +7,7 @@
 //! - [`campaign`]: campaigns: dial lists, calling windows, pacing, retries, the worker.
 //! - [`store`]: the control plane's database (SQLite embedded, PostgreSQL by URL): the only SQL.
 //! - [`demo`]: `callplane demo`, a survey campaign end to end on loopback.
+//! - [`loadgen`]: `callplane loadgen <sip-uri>`, a load generator that measures every call.
 //! - [`probe`]: `callplane probe <sip-uri>`, a trunk conformance run with SIP ladders.
 //! - [`clock`]: the application's clock (wall and monotonic), read nowhere else outside `net`.
 //!
@@ -21,6 +22,7 @@ pub mod demo;
 pub mod engine;
 pub mod events;
 pub mod files;
+pub mod loadgen;
 pub mod net;
 pub mod probe;
 pub mod script;

@@ -285,6 +285,96 @@ Required: options; register with --register; invite with --number; each --codec;
         #[arg(long)]
         json: bool,
     },
+    /// Place load on a SIP peer and measure every call: setup latency, status mix, RTP loss,
+    /// jitter, reordering, MOS per direction, one-way and silent calls, DTMF round trips, and
+    /// the generator's own schedule lateness (a run that fell behind is marked invalid).
+    #[command(
+        after_help = "Exit codes: 0 passed, 1 error, 3 a threshold failed, 4 the run is \
+invalid (the generator fell behind its schedule or failed to send).\n\
+Durations take a unit: 200ms, 30s, 2m (a bare number is seconds)."
+    )]
+    Loadgen {
+        /// The callee: a sip: URI whose host is an IP address (`sip:load@127.0.0.1:5080`, add
+        /// `;transport=tcp` for TCP).
+        uri: String,
+        /// Stop starting calls after this many.
+        #[arg(long)]
+        calls: Option<u64>,
+        /// Stop starting calls after this long.
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// Calls up at once, at most.
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+        /// Calls started per second (after the ramp).
+        #[arg(long, default_value_t = 10.0)]
+        cps: f64,
+        /// The rate grows from 0 to --cps over this long.
+        #[arg(long, value_parser = parse_duration, default_value = "0s")]
+        ramp: Duration,
+        /// BYE this long after the answer.
+        #[arg(long, value_parser = parse_duration, default_value = "10s")]
+        hold: Duration,
+        /// CANCEL a call with no final response after this long.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        ring_timeout: Duration,
+        /// A WAV to play to each callee once answered (default: silence).
+        #[arg(long)]
+        play: Option<PathBuf>,
+        /// DTMF digits to send once answered (RFC 4733, or in-band without telephone-event).
+        #[arg(long)]
+        send_dtmf: Option<String>,
+        /// How long after the answer the digits go.
+        #[arg(long, value_parser = parse_duration, default_value = "1s")]
+        dtmf_after: Duration,
+        /// Digits every answered call must get back from the far end (the DTMF round trip:
+        /// a script that says back what it gathered).
+        #[arg(long)]
+        expect_dtmf: Option<String>,
+        /// Local SIP address (repeatable: one SIP socket and its own RTP ports each).
+        /// Default: the route's IP toward the callee, any port.
+        #[arg(long = "local", value_name = "ADDR")]
+        local: Vec<SocketAddr>,
+        /// Our From URI.
+        #[arg(long)]
+        from: Option<String>,
+        /// Media worker threads.
+        #[arg(long, default_value_t = 1)]
+        media_workers: usize,
+        /// RTP ports for the calls (split between the --local addresses).
+        #[arg(long, value_parser = parse_port_range, default_value = "30000-39999")]
+        rtp_ports: std::ops::RangeInclusive<u16>,
+        /// A run whose send lateness p99 passes this is invalid.
+        #[arg(long, value_parser = parse_duration, default_value = "2ms")]
+        max_lateness: Duration,
+        /// Fail when inbound network loss passes this, %.
+        #[arg(long)]
+        max_loss: Option<f64>,
+        /// Fail when the mean MOS (the worse direction where both are known) is below this.
+        #[arg(long)]
+        min_mos: Option<f64>,
+        /// Fail when INVITE → 200 OK p99 passes this.
+        #[arg(long, value_parser = parse_duration)]
+        max_setup_p99: Option<Duration>,
+        /// Fail when fewer than this % of calls are answered.
+        #[arg(long)]
+        min_answer_rate: Option<f64>,
+        /// Write the report as JSON here (`-`: stdout instead of the Markdown).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the report as Markdown here (it is printed to stdout anyway).
+        #[arg(long)]
+        markdown: Option<PathBuf>,
+        /// Write one CSV row per call here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write the run second by second (started, answered, ended, failed, up) as CSV here.
+        #[arg(long)]
+        timeseries: Option<PathBuf>,
+        /// Progress line every second on stderr: auto (when it is a terminal), always, never.
+        #[arg(long, default_value = "auto")]
+        progress: String,
+    },
     /// Administer the store: tenants and keys (prints a new key once).
     Admin {
         #[command(subcommand)]
@@ -337,7 +427,7 @@ fn main() -> ExitCode {
     // Colours only for a person at a terminal; a log file or a pipe gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     // The demo draws a progress line: only warnings interleave with it unless RUST_LOG asks.
-    let default_level = if matches!(cli.command, Cmd::Demo { .. }) {
+    let default_level = if matches!(cli.command, Cmd::Demo { .. } | Cmd::Loadgen { .. }) {
         "warn"
     } else {
         "info"
@@ -479,6 +569,122 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             (config.sip_tls, config.tls) = tls.context(transport == Transport::Tls)?;
             call(config, request).await
+        }
+        Cmd::Loadgen {
+            uri,
+            calls,
+            duration,
+            concurrency,
+            cps,
+            ramp,
+            hold,
+            ring_timeout,
+            play,
+            send_dtmf,
+            dtmf_after,
+            expect_dtmf,
+            local,
+            from,
+            media_workers,
+            rtp_ports,
+            max_lateness,
+            max_loss,
+            min_mos,
+            max_setup_p99,
+            min_answer_rate,
+            json,
+            markdown,
+            csv,
+            timeseries,
+            progress,
+        } => {
+            let target = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
+            let (destination, transport) = callplane::engine::target::resolve(&target)?;
+            anyhow::ensure!(
+                matches!(transport, Transport::Udp | Transport::Tcp),
+                "loadgen runs over UDP or TCP"
+            );
+            let local = if local.is_empty() {
+                vec![SocketAddr::new(route_ip(destination)?, 0)]
+            } else {
+                local
+            };
+            let progress = match progress.as_str() {
+                "always" => true,
+                "never" => false,
+                "auto" => std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                other => anyhow::bail!("--progress {other:?}: expected auto, always or never"),
+            };
+            let config = callplane::loadgen::LoadConfig {
+                target,
+                destination,
+                transport,
+                local,
+                from: from
+                    .map(|f| Uri::parse(f.as_bytes()).with_context(|| format!("bad --from {f:?}")))
+                    .transpose()?,
+                calls,
+                duration,
+                concurrency,
+                cps,
+                ramp,
+                hold,
+                ring_timeout,
+                play,
+                send_dtmf: parse_digits("--send-dtmf", send_dtmf.as_deref().unwrap_or(""))?,
+                dtmf_after,
+                expect_dtmf: expect_dtmf
+                    .map(|d| {
+                        parse_digits("--expect-dtmf", &d)?;
+                        anyhow::Ok(d)
+                    })
+                    .transpose()?,
+                media_workers: media_workers.max(1),
+                rtp_ports,
+                max_lateness,
+                thresholds: callplane::loadgen::report::Thresholds {
+                    max_loss_percent: max_loss,
+                    min_mos,
+                    max_setup_p99_ms: max_setup_p99.map(|d| d.as_secs_f64() * 1000.0),
+                    min_answer_rate,
+                },
+                progress,
+            };
+            let (report, rows) = callplane::loadgen::run(config).await?;
+            let text = report.markdown();
+            let json_text = serde_json::to_string_pretty(&report)?;
+            match json.as_deref() {
+                Some(p) if p == std::path::Path::new("-") => println!("{json_text}"),
+                Some(p) => {
+                    write_file(p, &json_text)?;
+                    print!("{text}");
+                }
+                None => print!("{text}"),
+            }
+            if let Some(p) = markdown {
+                write_file(&p, &text)?;
+            }
+            if let Some(p) = csv {
+                write_file(&p, &callplane::loadgen::report::csv(&rows))?;
+            }
+            if let Some(p) = timeseries {
+                let series = callplane::loadgen::report::time_series(&rows);
+                let mut out = String::from("t,started,answered,ended,failed,active\n");
+                for s in series {
+                    out.push_str(&format!(
+                        "{},{},{},{},{},{}\n",
+                        s.t, s.started, s.answered, s.ended, s.failed, s.active
+                    ));
+                }
+                write_file(&p, &out)?;
+            }
+            Ok(if !report.generator.valid {
+                4
+            } else if !report.passed {
+                3
+            } else {
+                0
+            })
         }
         Cmd::Probe {
             target,
@@ -712,6 +918,54 @@ fn load_script(path: &Path) -> anyhow::Result<Arc<Script>> {
 /// `--prompts`, or else the script's directory.
 fn prompts_dir(prompts: Option<PathBuf>, script: Option<&Path>) -> Option<PathBuf> {
     prompts.or_else(|| script.and_then(Path::parent).map(Path::to_path_buf))
+}
+
+/// A duration with a unit (`200ms`, `30s`, `2m`, `1h`); a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number and a unit (200ms, 30s, 2m)"))?;
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        other => return Err(format!("{s:?}: unknown unit {other:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(value * scale).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// A port range `a-b`.
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("{s:?}: expected first-last"))?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|e| format!("{s:?}: {e}"))?,
+        b.trim().parse().map_err(|e| format!("{s:?}: {e}"))?,
+    );
+    if a == 0 || b < a.saturating_add(1) {
+        return Err(format!("{s:?}: expected 1 <= first < last"));
+    }
+    Ok(a..=b)
+}
+
+/// DTMF digits from a string of keys.
+fn parse_digits(flag: &str, s: &str) -> anyhow::Result<Vec<media::dtmf::Digit>> {
+    s.chars()
+        .map(|c| {
+            media::dtmf::Digit::from_char(c).map_err(|e| anyhow::anyhow!("{flag}: {c:?}: {e}"))
+        })
+        .collect()
+}
+
+fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 fn seconds(flag: &str, s: f64) -> anyhow::Result<Duration> {

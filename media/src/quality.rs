@@ -379,6 +379,18 @@ pub struct LossPattern {
     pending: std::collections::VecDeque<bool>,
 }
 
+/// What one arrival was to a [`LossPattern`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// A number not seen before (in order or filling a gap).
+    New,
+    /// A number already received and not yet decided: a duplicate.
+    Duplicate,
+    /// Older than the undecided window: already decided, so whether it is a duplicate or a very
+    /// late packet cannot be told.
+    Old,
+}
+
 /// A forward jump larger than this (RFC 3550's `MAX_DROPOUT` is 3000) starts the pattern
 /// afresh instead of deciding that many slots lost.
 const MAX_GAP: u64 = 3000;
@@ -390,8 +402,9 @@ impl LossPattern {
     }
 
     /// Records the arrival of extended sequence number `seq`; `sink` receives every slot this
-    /// decides, in sequence order (`true`: lost).
-    pub fn on_received(&mut self, seq: u64, mut sink: impl FnMut(bool)) {
+    /// decides, in sequence order (`true`: lost). Returns what the arrival was: a new number, a
+    /// duplicate of one still undecided, or one too old to tell.
+    pub fn on_received(&mut self, seq: u64, mut sink: impl FnMut(bool)) -> Arrival {
         let next = match self.next {
             Some(n) => n,
             None => {
@@ -400,7 +413,7 @@ impl LossPattern {
             }
         };
         if seq < next {
-            return;
+            return Arrival::Old;
         }
         let idx = seq - next;
         if idx > MAX_GAP + REORDER_WINDOW as u64 {
@@ -409,10 +422,14 @@ impl LossPattern {
             self.reset(&mut sink);
             self.next = Some(seq);
             self.pending.push_back(true);
-            return;
+            return Arrival::New;
         }
         let idx = idx as usize;
+        let mut arrival = Arrival::New;
         if idx < self.pending.len() {
+            if self.pending[idx] {
+                arrival = Arrival::Duplicate;
+            }
             self.pending[idx] = true;
         } else {
             self.pending.resize(idx, false);
@@ -424,6 +441,7 @@ impl LossPattern {
                 self.next = self.next.map(|n| n + 1);
             }
         }
+        arrival
     }
 
     /// Decides every pending slot (the end of the call); packets older than the highest one

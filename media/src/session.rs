@@ -58,7 +58,7 @@ use crate::codec::{Codec, CodecError, Decoder, Encoder, resample};
 use crate::dtmf::{Digit, DtmfReceiver, DtmfSender, InbandDetector, dtmf_tones};
 use crate::jitter::{Frame, JitterBuffer, JitterConfig, JitterStats};
 use crate::player::Player;
-use crate::quality::{EModel, LossPattern, LossTracker};
+use crate::quality::{Arrival, EModel, LossPattern, LossTracker};
 use crate::recorder::interleave;
 use crate::rtp::{
     Bye, NtpTime, PayloadType, ReceiverReport, ReceiverStats, ReportBlock, RtcpPacket, RtpHeader,
@@ -392,7 +392,23 @@ pub struct SessionStats {
     pub srtp_auth_failed: u64,
     /// SRTP/SRTCP packets replayed (an index already seen or older than the window), dropped.
     pub srtp_replayed: u64,
+    /// Valid RTP packets that came after a higher sequence number and were not duplicates
+    /// (reordered; also one so late that whether it was a duplicate cannot be told).
+    pub reordered: u64,
+    /// Valid RTP packets whose sequence number had already been received (duplicates; RFC
+    /// 3550's received count includes them).
+    pub duplicates: u64,
+    /// Inbound audio played out, ms (a tick of our packet interval each), from the first
+    /// packet on.
+    pub played_ms: u64,
+    /// Of that, the ticks whose audio was above [`VOICED_RMS`] (speech or tones, not silence
+    /// or comfort noise), ms: a call that receives packets but nothing voiced is silent.
+    pub voiced_ms: u64,
 }
+
+/// The RMS level (of a 16-bit linear sample) above which a tick of inbound audio counts as
+/// voiced: -45 dBFS, below speech and above G.711's silence and typical comfort noise.
+pub const VOICED_RMS: i64 = 184;
 
 /// Packets in sequence, under one SSRC, that a source the SDP did not name must send before
 /// symmetric RTP latches onto it (as Asterisk's `strictrtp` learning does): a single forged
@@ -861,10 +877,16 @@ impl MediaSession {
         self.last_rx = now;
         self.timeout_fired = false;
         let (interval, call) = (&mut self.loss_interval, &mut self.loss_call);
-        self.pattern.on_received(seq.0, |lost| {
+        let arrival = self.pattern.on_received(seq.0, |lost| {
             interval.observe(lost);
             call.observe(lost);
         });
+        if matches!(update, SeqUpdate::Late(_)) {
+            match arrival {
+                Arrival::Duplicate => self.stats.duplicates += 1,
+                Arrival::New | Arrival::Old => self.stats.reordered += 1,
+            }
+        }
         if is_audio {
             self.jitter_sum += self.rx_stats.jitter() / self.cfg.codec.clock_rate() as f64;
             self.jitter_samples += 1;
@@ -1269,6 +1291,18 @@ impl MediaSession {
         let take = self.carry.len().min(self.spf);
         self.pcm_in.extend(self.carry.drain(..take));
         self.pcm_in.resize(self.spf, 0);
+        if take > 0 || self.stats.played_ms > 0 {
+            let tick = u64::from(self.cfg.ptime_ms);
+            self.stats.played_ms += tick;
+            let energy: i64 = self
+                .pcm_in
+                .iter()
+                .map(|&x| i64::from(x) * i64::from(x))
+                .sum();
+            if energy > VOICED_RMS * VOICED_RMS * self.spf as i64 {
+                self.stats.voiced_ms += tick;
+            }
+        }
         if let Some(det) = &mut self.inband_rx {
             det.process(&self.pcm_in, &mut self.inband_found);
             for d in std::mem::take(&mut self.inband_found) {

@@ -1129,3 +1129,49 @@ fn a_session_from_an_sdp_on_hold_expects_no_rtp() {
     let mut b = MediaSession::new(c, start);
     assert!(timeouts_until(&mut b, start, start + 20_000 * MS).is_empty());
 }
+
+fn pcmu_filled(seq: u16, ssrc: u32, byte: u8) -> Bytes {
+    RtpHeader::new(PayloadType::PCMU, seq, 160 * u32::from(seq), Ssrc(ssrc))
+        .to_vec(&[byte; 160])
+        .unwrap()
+        .into()
+}
+
+#[test]
+fn duplicates_and_reordered_packets_are_counted_apart() {
+    let start = t0();
+    let (_, mut b) = pair(false, start);
+    // 1000..1040 in order, except: 1011 before 1010 (one reordered), 1020 twice more and
+    // 1025 once more (three duplicates).
+    let mut order: Vec<u16> = (1000..1040).collect();
+    order.swap(10, 11);
+    order.insert(21, 1020);
+    order.insert(22, 1020);
+    order.push(1025);
+    for (i, seq) in order.into_iter().enumerate() {
+        receive(&mut b, start + MS * 20 * i as u32, A_ADDR, pcmu(seq, 0xa));
+    }
+    let stats = b.stats();
+    assert_eq!((stats.reordered, stats.duplicates), (1, 3));
+    assert_eq!(stats.packets_received, 43);
+}
+
+#[test]
+fn voiced_ticks_count_audio_above_the_threshold_and_not_silence() {
+    for (byte, voiced) in [(0xffu8, false), (0x80u8, true)] {
+        let start = t0();
+        let (_, mut b) = pair(false, start);
+        for i in 0..50u16 {
+            let at = start + MS * 20 * u32::from(i);
+            receive(&mut b, at, A_ADDR, pcmu_filled(1000 + i, 0xa, byte));
+            timeouts_until(&mut b, at, at + MS * 20);
+        }
+        let stats = b.stats();
+        assert!(stats.played_ms >= 800, "{stats:?}");
+        if voiced {
+            assert!(stats.voiced_ms >= 800, "{stats:?}");
+        } else {
+            assert_eq!(stats.voiced_ms, 0, "{stats:?}");
+        }
+    }
+}

@@ -1993,6 +1993,12 @@ impl CallCore {
                 // SRTP packets dropped: authentication failed (wrong key, forged), replayed.
                 "srtp_auth_failed": sent.srtp_auth_failed,
                 "srtp_replayed": sent.srtp_replayed,
+                // Reordering and duplicates among the packets counted in; how much of the
+                // inbound audio played out was voiced (a silent call has packets, none voiced).
+                "reordered": sent.reordered,
+                "duplicates": sent.duplicates,
+                "played_ms": sent.played_ms,
+                "voiced_ms": sent.voiced_ms,
             });
             if record_frames_dropped > 0 {
                 details["rtp"]["record_frames_dropped"] = json!(record_frames_dropped);

@@ -670,6 +670,11 @@ impl EngineHandle {
         self.media_workers.stats()
     }
 
+    /// How late the media workers served their deadlines so far (a histogram).
+    pub fn media_worker_lateness(&self) -> crate::net::media_workers::LatenessHistogram {
+        self.media_workers.lateness()
+    }
+
     /// Where SIP listens (UDP).
     pub fn sip_local_addr(&self) -> SocketAddr {
         self.sip_local

@@ -217,7 +217,7 @@ struct Attach {
 }
 
 /// Counters of all workers, for `/metrics` and the benchmark.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct WorkerCounters {
     /// Sessions attached now.
     pub sessions: AtomicUsize,
@@ -237,6 +237,94 @@ pub struct WorkerCounters {
     pub record_frames_dropped: AtomicU64,
     /// Commands refused because a worker's queue was full.
     pub commands_refused: AtomicU64,
+    /// The served deadlines by lateness ([`LatenessHistogram`]'s buckets).
+    pub late_buckets: [AtomicU64; LATE_BUCKETS],
+}
+
+impl Default for WorkerCounters {
+    fn default() -> WorkerCounters {
+        WorkerCounters {
+            sessions: AtomicUsize::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            send_failed: AtomicU64::new(0),
+            ticks: AtomicU64::new(0),
+            late_us_sum: AtomicU64::new(0),
+            late_us_max: AtomicU64::new(0),
+            record_frames_dropped: AtomicU64::new(0),
+            commands_refused: AtomicU64::new(0),
+            late_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+/// Buckets of [`WorkerCounters::late_buckets`]: 100 of 100 µs (up to 10 ms), then one per
+/// doubling from 10 ms (10–20 ms, 20–40 ms ... 10.24–20.48 s), then everything later.
+pub const LATE_BUCKETS: usize = 100 + 11 + 1;
+
+/// The bucket of a lateness in µs.
+fn late_bucket(us: u64) -> usize {
+    if us < 10_000 {
+        (us / 100) as usize
+    } else {
+        let doublings = (us / 10_000).ilog2() as usize;
+        (100 + doublings).min(LATE_BUCKETS - 1)
+    }
+}
+
+/// The upper bound (µs) of a bucket (`u64::MAX` for the last).
+fn late_bucket_end(i: usize) -> u64 {
+    if i < 100 {
+        (i as u64 + 1) * 100
+    } else if i < LATE_BUCKETS - 1 {
+        10_000u64 << (i - 100 + 1)
+    } else {
+        u64::MAX
+    }
+}
+
+/// How late the workers served their sessions' deadlines (each one is a packet's send slot, an
+/// RTCP report, a playout tick): lateness is taken when the session's outputs have been sent,
+/// against the instant it asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatenessHistogram {
+    /// Counts per bucket (see [`LATE_BUCKETS`]).
+    pub buckets: [u64; LATE_BUCKETS],
+}
+
+impl LatenessHistogram {
+    /// Deadlines counted.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The counts since `earlier` (a snapshot of the same workers).
+    pub fn since(&self, earlier: &LatenessHistogram) -> LatenessHistogram {
+        let mut buckets = self.buckets;
+        for (b, e) in buckets.iter_mut().zip(earlier.buckets.iter()) {
+            *b = b.saturating_sub(*e);
+        }
+        LatenessHistogram { buckets }
+    }
+
+    /// The lateness (µs) that a fraction `q` (0–1) of deadlines were served within: the upper
+    /// bound of the bucket it falls in (100 µs resolution below 10 ms, a doubling above);
+    /// `None` when nothing was counted, `u64::MAX` past the last bound.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some(late_bucket_end(i));
+            }
+        }
+        Some(u64::MAX)
+    }
 }
 
 /// A snapshot of [`WorkerCounters`] and the number of workers.
@@ -373,6 +461,15 @@ impl MediaWorkers {
     /// The counters of all workers.
     pub fn counters(&self) -> &WorkerCounters {
         &self.counters
+    }
+
+    /// The served deadlines by lateness so far.
+    pub fn lateness(&self) -> LatenessHistogram {
+        let mut buckets = [0u64; LATE_BUCKETS];
+        for (b, a) in buckets.iter_mut().zip(self.counters.late_buckets.iter()) {
+            *b = a.load(Ordering::Relaxed);
+        }
+        LatenessHistogram { buckets }
     }
 
     /// A snapshot of the counters, for `/metrics`.
@@ -805,16 +902,19 @@ impl Worker {
             let Some(Reverse((at, index, _))) = self.deadlines.pop() else {
                 return;
             };
-            let late = now.saturating_duration_since(at).as_micros() as u64;
-            self.counters.ticks.fetch_add(1, Ordering::Relaxed);
-            self.counters.late_us_sum.fetch_add(late, Ordering::Relaxed);
-            self.counters.late_us_max.fetch_max(late, Ordering::Relaxed);
             if let Some(slot) = self.slots[index].as_mut() {
                 slot.deadline = None;
                 slot.last_input = slot.last_input.max(now);
                 let _ = slot.session.handle_input(Input::Timeout(slot.last_input));
             }
             self.drain_outputs(index);
+            // Taken after the sends: the deadlines served before this one in the same wake-up
+            // delay it, and that is lateness too.
+            let late = Instant::now().saturating_duration_since(at).as_micros() as u64;
+            self.counters.ticks.fetch_add(1, Ordering::Relaxed);
+            self.counters.late_us_sum.fetch_add(late, Ordering::Relaxed);
+            self.counters.late_us_max.fetch_max(late, Ordering::Relaxed);
+            self.counters.late_buckets[late_bucket(late)].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -1052,4 +1152,44 @@ fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
     }
     a.as_sockaddr_in6()
         .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+}
+
+#[cfg(test)]
+mod lateness_tests {
+    use super::*;
+
+    #[test]
+    fn buckets_and_quantiles() {
+        assert_eq!(late_bucket(0), 0);
+        assert_eq!(late_bucket(99), 0);
+        assert_eq!(late_bucket(100), 1);
+        assert_eq!(late_bucket(9_999), 99);
+        assert_eq!(late_bucket(10_000), 100);
+        assert_eq!(late_bucket(19_999), 100);
+        assert_eq!(late_bucket(20_000), 101);
+        assert_eq!(late_bucket(u64::MAX), LATE_BUCKETS - 1);
+        for i in 0..LATE_BUCKETS - 1 {
+            // Every bucket's end is the start of the next.
+            assert_eq!(late_bucket(late_bucket_end(i)), i + 1, "bucket {i}");
+        }
+        let mut h = LatenessHistogram {
+            buckets: [0; LATE_BUCKETS],
+        };
+        assert_eq!(h.quantile_us(0.99), None);
+        // 990 deadlines within 100 µs, 9 at 1.2 ms, 1 at 30 ms.
+        h.buckets[0] = 990;
+        h.buckets[late_bucket(1_200)] = 9;
+        h.buckets[late_bucket(30_000)] = 1;
+        assert_eq!(h.quantile_us(0.99), Some(100));
+        assert_eq!(h.quantile_us(0.995), Some(1_300));
+        assert_eq!(h.quantile_us(1.0), Some(40_000));
+        let earlier = LatenessHistogram {
+            buckets: {
+                let mut b = [0; LATE_BUCKETS];
+                b[0] = 990;
+                b
+            },
+        };
+        assert_eq!(h.since(&earlier).quantile_us(0.5), Some(1_300));
+    }
 }

@@ -1,0 +1,389 @@
+//! `callplane loadgen` against real peers (#13): its counts against the peer's own counters,
+//! and a run on a starved CPU marked invalid.
+//!
+//! - against a sipp UAS that answers or refuses with 486 at random: the INVITEs, 200s, 486s and
+//!   BYEs sipp itself counted (`-trace_counts`) equal the report's attempts, status mix and
+//!   answers; the echoed audio comes back whole;
+//! - against `callplane serve`: the calls serve's API lists are the loadgen's, Call-ID for
+//!   Call-ID, answered, and serve received the packets loadgen sent;
+//! - a generator pinned to one core at nice 19 beside two busy loops falls behind its
+//!   schedule: the run is marked invalid (exit 4) and the report says why. The same run on a
+//!   free CPU in the first test is valid.
+//!
+//! The tests take a lock each: the starved run pins busy loops to a core, which must not slow
+//! the other tests' generators.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{fixture, free_udp_port, spawn_callplane, spawn_sipp_on_free_port, wait_child};
+use serde_json::Value;
+use tokio::process::Command;
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `callplane loadgen` with `args` (after `prefix`, e.g. `nice`/`taskset`), bounded; its
+/// exit code and the JSON report it wrote.
+async fn loadgen(dir: &Path, prefix: &[&str], args: &[&str]) -> (i32, Value, String) {
+    let report = dir.join("report.json");
+    let bin = env!("CARGO_BIN_EXE_callplane");
+    let mut all: Vec<&str> = prefix.to_vec();
+    all.push(bin);
+    all.push("loadgen");
+    all.extend_from_slice(args);
+    let report_arg = report.to_str().expect("utf-8 path");
+    all.extend_from_slice(&["--json", report_arg, "--progress", "never"]);
+    let child = Command::new(all[0])
+        .args(&all[1..])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start loadgen");
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("loadgen finished within 120 s")
+        .expect("wait for loadgen");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|e| panic!("loadgen wrote no report ({e}); stderr: {stderr}"));
+    let json: Value = serde_json::from_str(&text).expect("the report is JSON");
+    (
+        out.status.code().unwrap_or(-1),
+        json,
+        format!("{stdout}\n{stderr}"),
+    )
+}
+
+/// The last line of sipp's `-trace_counts` file, by column.
+fn sipp_counts(dir: &Path) -> BTreeMap<String, u64> {
+    let file = std::fs::read_dir(dir)
+        .expect("read the test directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("_counts.csv"))
+        .expect("sipp wrote its counts file");
+    let text = std::fs::read_to_string(&file).expect("read the counts");
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().expect("a header").split(';').collect();
+    let last: Vec<&str> = lines.next_back().expect("a row").split(';').collect();
+    header
+        .iter()
+        .zip(last.iter())
+        .filter_map(|(h, v)| Some(((*h).to_owned(), v.trim().parse().ok()?)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_a_sipp_uas_the_counts_agree_with_sipps_own() {
+    let _serial = SERIAL.lock().await;
+    if !common::sipp_available() {
+        return;
+    }
+    const CALLS: u64 = 40;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scenario = fixture("mix_uas.xml");
+    let scenario = scenario.to_str().expect("utf-8 path").to_owned();
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
+            "-sf",
+            &scenario,
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &free_udp_port().to_string(),
+            "-rtp_echo",
+            "-m",
+            &CALLS.to_string(),
+            "-timeout",
+            "90s",
+            "-trace_counts",
+            "-trace_err",
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
+    let uri = format!("sip:load@127.0.0.1:{port}");
+    let calls = CALLS.to_string();
+    // The lateness bound is lifted: this test is about counts, not about this machine's load.
+    let (code, report, output) = loadgen(
+        dir.path(),
+        &[],
+        &[
+            &uri,
+            "--calls",
+            &calls,
+            "--cps",
+            "20",
+            "--concurrency",
+            "15",
+            "--hold",
+            "1500ms",
+            "--max-lateness",
+            "10s",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "loadgen passed: {output}");
+    let (status, stderr) = wait_child(sipp, "sipp").await;
+    assert!(status.success(), "sipp completed every call: {stderr}");
+    let counts = sipp_counts(dir.path());
+    let n = |k: &str| *counts.get(k).unwrap_or_else(|| panic!("{k} in {counts:?}"));
+    let mix = &report["status_mix"];
+    let answered = report["calls"]["answered"].as_u64().expect("answered");
+    assert_eq!(report["calls"]["attempted"], CALLS);
+    assert_eq!(n("0_INVITE_Recv"), CALLS, "{counts:?}");
+    assert_eq!(n("3_200_Sent"), answered, "{counts:?} {report}");
+    assert_eq!(mix["200"].as_u64().unwrap_or(0), answered);
+    assert_eq!(n("5_BYE_Recv"), answered, "a BYE for every answer");
+    assert_eq!(mix["486"].as_u64().unwrap_or(0), n("7_486_Sent"));
+    assert_eq!(
+        report["outcomes"]["busy"].as_u64().unwrap_or(0),
+        n("7_486_Sent")
+    );
+    assert!(
+        answered > 0 && n("7_486_Sent") > 0,
+        "both answers happened: {counts:?}"
+    );
+    assert_eq!(report["calls"]["unfinished"], 0);
+    assert_eq!(report["calls"]["dropped"], 0);
+    // sipp sends 180 before its 200: every answered call has a ringing latency, no call a 100.
+    assert_eq!(report["setup"]["ringing_ms"]["n"], answered);
+    assert_eq!(report["setup"]["answer_ms"]["n"], answered);
+    assert!(report["setup"]["trying_ms"].is_null());
+    // sipp echoes what loadgen sends: what comes back is what went out, none of it lost.
+    let media = &report["media"];
+    let out = media["packets_out"].as_u64().expect("packets out");
+    let back = media["packets_in"].as_u64().expect("packets in");
+    assert!(
+        out >= answered * 60,
+        "about 75 packets per 1.5 s call: {media}"
+    );
+    assert!(
+        back + answered * 3 >= out && back <= out,
+        "the echo returned what was sent, but for what was in flight at the BYE: {media}"
+    );
+    assert_eq!(media["lost_in"], 0, "{media}");
+    assert!(
+        media["mos_in"]["min"].as_f64().expect("a MOS") > 4.0,
+        "{media}"
+    );
+    // The echo of silence is silence: every answered call is flagged silent, none one-way.
+    assert_eq!(media["silent"], answered);
+    assert_eq!(media["one_way"], 0);
+    assert_eq!(report["generator"]["valid"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_serve_the_calls_are_the_ones_its_api_lists() {
+    let _serial = SERIAL.lock().await;
+    const CALLS: usize = 12;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let (mut serve, mut rx) = spawn_callplane(
+        dir.path(),
+        &[
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+        ],
+    );
+    let (api, key, seen) = common::serve_started(&mut rx).await;
+    let key = key.expect("a bootstrap key");
+    let sip = seen
+        .iter()
+        .find(|v| v["kind"] == "serve.listening")
+        .and_then(|v| v["sip"].as_str())
+        .expect("serve.listening names the SIP address")
+        .to_owned();
+    let uri = format!("sip:load@{sip}");
+    let csv = dir.path().join("rows.csv");
+    let calls = CALLS.to_string();
+    let (code, report, output) = loadgen(
+        dir.path(),
+        &[],
+        &[
+            &uri,
+            "--calls",
+            &calls,
+            "--cps",
+            "10",
+            "--concurrency",
+            "6",
+            "--hold",
+            "1s",
+            "--max-lateness",
+            "10s",
+            "--csv",
+            csv.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "loadgen passed: {output}");
+    assert_eq!(report["calls"]["answered"], CALLS as u64, "{report}");
+    assert_eq!(report["status_mix"]["200"], CALLS as u64);
+    // serve answers at once: no 18x.
+    assert!(report["setup"]["ringing_ms"].is_null(), "{report}");
+    let client = common::ServeClient::new(api, key);
+    // The final events are stored after the BYE's answer: poll (bounded) until every call is
+    // final in the store.
+    let body = client
+        .poll("/v1/calls?limit=500", Duration::from_secs(20), |b| {
+            b["items"].as_array().is_some_and(|calls| {
+                calls.len() == CALLS
+                    && calls
+                        .iter()
+                        .all(|c| c["status"] == "completed" || c["status"] == "failed")
+            })
+        })
+        .await;
+    let listed = body["items"].as_array().expect("a list");
+    for c in listed {
+        assert_eq!(c["direction"], "inbound", "{c}");
+        assert_eq!(c["outcome"], "answered", "{c}");
+        assert_eq!(c["sip_status"], 200, "{c}");
+    }
+    let theirs: BTreeSet<String> = listed
+        .iter()
+        .map(|c| c["sip_call_id"].as_str().expect("a Call-ID").to_owned())
+        .collect();
+    let text = std::fs::read_to_string(&csv).expect("the CSV");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    let col = header
+        .iter()
+        .position(|h| *h == "sip_call_id")
+        .expect("a sip_call_id column");
+    let ours: BTreeSet<String> = lines
+        .map(|l| l.split(',').nth(col).expect("the column").to_owned())
+        .collect();
+    assert_eq!(ours.len(), CALLS);
+    assert_eq!(ours, theirs, "the same calls, Call-ID for Call-ID");
+    // RTP both ways, from serve's own final events: it received what loadgen sent and sent what
+    // loadgen received, but for the packets in flight when the BYE crossed (a few per call).
+    let (mut serve_in, mut serve_out) = (0u64, 0u64);
+    for c in listed {
+        let id = c["id"].as_str().expect("an id");
+        let events = client
+            .get(&format!("/v1/calls/{id}/events?limit=5000"))
+            .await;
+        let last = events["items"]
+            .as_array()
+            .and_then(|e| e.iter().find(|e| e["kind"] == "call.completed"))
+            .unwrap_or_else(|| panic!("call.completed in {events}"));
+        serve_in += last["details"]["rtp"]["packets_in"]
+            .as_u64()
+            .expect("packets_in");
+        serve_out += last["details"]["rtp"]["packets_out"]
+            .as_u64()
+            .expect("packets_out");
+    }
+    let media = &report["media"];
+    let (ours_out, ours_in) = (
+        media["packets_out"].as_u64().expect("out"),
+        media["packets_in"].as_u64().expect("in"),
+    );
+    let slack = 3 * CALLS as u64;
+    assert!(
+        serve_in <= ours_out && serve_in + slack >= ours_out,
+        "serve received {serve_in} of the {ours_out} loadgen sent"
+    );
+    assert!(
+        ours_in <= serve_out && ours_in + slack >= serve_out,
+        "loadgen received {ours_in} of the {serve_out} serve sent"
+    );
+    assert!(
+        ours_out >= CALLS as u64 * 40,
+        "a second of audio per call: {media}"
+    );
+    common::send_sigterm(&serve);
+    let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_starved_of_cpu_marks_its_run_invalid() {
+    let _serial = SERIAL.lock().await;
+    if !common::sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (sipp, port) = spawn_sipp_on_free_port(dir.path(), |port| {
+        [
+            "-sn",
+            "uas",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &free_udp_port().to_string(),
+            "-rtp_echo",
+            "-timeout",
+            "90s",
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
+    // Two busy loops on CPU 0 at the default priority; the generator on CPU 0 too, at nice 19:
+    // it gets about 1 % of that CPU (CFS weights 15 against 2 × 1024).
+    let hogs: Vec<tokio::process::Child> = (0..2)
+        .map(|_| {
+            Command::new("taskset")
+                .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start a busy loop")
+        })
+        .collect();
+    let uri = format!("sip:load@127.0.0.1:{port}");
+    let (code, report, output) = loadgen(
+        dir.path(),
+        &["nice", "-n", "19", "taskset", "-c", "0"],
+        &[
+            &uri,
+            "--calls",
+            "40",
+            "--cps",
+            "40",
+            "--concurrency",
+            "40",
+            "--hold",
+            "2s",
+        ],
+    )
+    .await;
+    drop(hogs);
+    drop(sipp);
+    assert_eq!(code, 4, "an invalid run exits 4: {output}");
+    let generator = &report["generator"];
+    assert_eq!(generator["valid"], false, "{generator}");
+    assert!(
+        generator["lateness_p99_us"].as_u64().expect("a p99") > 2_000,
+        "{generator}"
+    );
+    let why = generator["invalid_reason"].as_str().expect("a reason");
+    assert!(why.contains("fell behind"), "{why}");
+    assert!(
+        output.contains("INVALID RUN"),
+        "the Markdown says so: {output}"
+    );
+    assert_eq!(report["passed"], false);
+}
