@@ -20,6 +20,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
+use common::impair::{ImpairRelay, Impairment, induced};
 use common::{fixture, free_udp_port, spawn_callplane, spawn_sipp_on_free_port, wait_child};
 use serde_json::Value;
 use tokio::process::Command;
@@ -386,4 +389,174 @@ async fn a_generator_starved_of_cpu_marks_its_run_invalid() {
         "the Markdown says so: {output}"
     );
     assert_eq!(report["passed"], false);
+}
+
+/// One call through an [`ImpairRelay`] to a sipp that echoes it: the report and the relay's
+/// log. The relay sits on the return leg (sipp's echo back to loadgen).
+async fn call_through(
+    dir: &Path,
+    impairment: Impairment,
+) -> (
+    Value,
+    common::impair::ImpairLog,
+    Vec<BTreeMap<String, String>>,
+) {
+    std::fs::create_dir_all(dir).expect("a directory for the run");
+    let relay: std::cell::RefCell<Option<ImpairRelay>> = std::cell::RefCell::new(None);
+    let echo_port = std::cell::Cell::new(0u16);
+    let scenario = fixture("echo_relay_uas.xml");
+    let (sipp, port) = spawn_sipp_on_free_port(dir, |port| {
+        let mp = free_udp_port();
+        echo_port.set(mp);
+        let r = ImpairRelay::start(SocketAddr::from((common::LOCALHOST, mp)), impairment);
+        let front = r.front().port();
+        *relay.borrow_mut() = Some(r);
+        [
+            "-sf",
+            scenario.to_str().expect("utf-8 path"),
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-mi",
+            "127.0.0.1",
+            "-mp",
+            &mp.to_string(),
+            "-rtp_echo",
+            "-set",
+            "relay_port",
+            &front.to_string(),
+            "-m",
+            "1",
+            "-timeout",
+            "60s",
+            "-trace_err",
+        ]
+        .map(String::from)
+        .to_vec()
+    })
+    .await;
+    let relay = relay.into_inner().expect("the relay started");
+    // sipp binds its echo port at start; nothing notifies of a bind: poll, bounded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while std::net::UdpSocket::bind((common::LOCALHOST, echo_port.get())).is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "sipp bound its echo port"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let uri = format!("sip:echo@127.0.0.1:{port}");
+    let csv = dir.join("rows.csv");
+    let (code, report, output) = loadgen(
+        dir,
+        &[],
+        &[
+            &uri,
+            "--calls",
+            "1",
+            "--hold",
+            "8s",
+            "--max-lateness",
+            "10s",
+            "--csv",
+            csv.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "loadgen passed: {output}");
+    let (status, stderr) = wait_child(sipp, "sipp").await;
+    assert!(status.success(), "sipp: {stderr}");
+    let log = relay.log();
+    drop(relay);
+    let text = std::fs::read_to_string(&csv).expect("the CSV");
+    let mut lines = text.lines();
+    let header: Vec<String> = lines
+        .next()
+        .expect("a header")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    let rows = lines
+        .map(|l| {
+            header
+                .iter()
+                .cloned()
+                .zip(l.split(',').map(str::to_owned))
+                .collect()
+        })
+        .collect();
+    (report, log, rows)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn induced_loss_duplicates_reordering_and_jitter_are_reported_as_the_relay_made_them() {
+    let _serial = SERIAL.lock().await;
+    if !common::sipp_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clean = Impairment {
+        seed: 0x5EED_0013,
+        lead: 10,
+        drop_permille: 0,
+        dup_permille: 0,
+        base_delay: Duration::from_millis(2),
+        jitter: Duration::ZERO,
+    };
+    // 4 % loss and 2 % duplicates at random; 0–60 ms of random delay, which reorders packets
+    // sent 20 ms apart.
+    let impaired = Impairment {
+        drop_permille: 40,
+        dup_permille: 20,
+        jitter: Duration::from_millis(60),
+        ..clean
+    };
+    let (clean_report, _, _) = call_through(&dir.path().join("clean"), clean).await;
+    let (report, log, rows) = call_through(&dir.path().join("impaired"), impaired).await;
+    let row = &rows[0];
+    let num = |k: &str| -> f64 {
+        row[k]
+            .parse()
+            .unwrap_or_else(|_| panic!("{k} = {:?} in {row:?}", row[k]))
+    };
+    let expected = num("expected_in") as u64;
+    let first = log.sent[0].seq;
+    let truth = induced(&log, first, expected);
+    eprintln!("relay: {truth:?}; loadgen: {row:?}");
+    assert!(expected > 350, "8 s of 20 ms packets: {expected}");
+    assert!(
+        truth.lost > 5 && truth.duplicates > 2 && truth.reordered > 20,
+        "{truth:?}"
+    );
+    // Counted exactly as the relay made them.
+    assert_eq!(num("lost_in") as u64, truth.lost, "loss");
+    assert_eq!(num("duplicates") as u64, truth.duplicates, "duplicates");
+    assert_eq!(num("reordered") as u64, truth.reordered, "reordering");
+    // The RFC 3550 jitter of the order the relay sent in, within 10 % and 0.5 ms (loopback and
+    // the receive path add a little of their own).
+    let jitter = num("jitter_us");
+    assert!(
+        (jitter - truth.mean_jitter_us).abs() <= 0.1 * truth.mean_jitter_us + 500.0,
+        "jitter {jitter} µs against the relay's {} µs",
+        truth.mean_jitter_us
+    );
+    // And the aggregate moves as it should against the clean call.
+    let (c, m) = (&clean_report["media"], &report["media"]);
+    assert_eq!(c["lost_in"], 0, "{c}");
+    assert_eq!(
+        (c["reordered"].as_u64(), c["duplicates"].as_u64()),
+        (Some(0), Some(0))
+    );
+    let clean_mos = c["mos_in"]["mean"].as_f64().expect("a MOS");
+    let mos = m["mos_in"]["mean"].as_f64().expect("a MOS");
+    assert!(clean_mos > 4.3, "{c}");
+    // 4 % random loss without concealment costs about 2 MOS points in G.107 (Bpl 4.3); late
+    // packets cost more.
+    assert!(mos < clean_mos - 1.5, "MOS {mos} against {clean_mos}");
+    assert!(
+        m["jitter_us"]["mean"].as_f64() > c["jitter_us"]["mean"].as_f64(),
+        "{m} {c}"
+    );
+    assert!(m["loss_percent"].as_f64().expect("loss") > 2.0, "{m}");
 }

@@ -1373,7 +1373,10 @@ impl MediaSession {
         let js = self.jitter.stats();
         Totals {
             expected: self.closed_expected + self.rx_stats.expected(),
-            received: self.closed_received + self.rx_stats.received(),
+            // RFC 3550's received count includes duplicates, which would hide as many losses:
+            // the quality figures count each packet once.
+            received: (self.closed_received + self.rx_stats.received())
+                .saturating_sub(self.stats.duplicates),
             late: js.late + js.too_early,
             concealed: js.missing + js.underruns + js.stretched,
         }

@@ -1154,6 +1154,19 @@ fn duplicates_and_reordered_packets_are_counted_apart() {
     let stats = b.stats();
     assert_eq!((stats.reordered, stats.duplicates), (1, 3));
     assert_eq!(stats.packets_received, 43);
+    // Then 1040 is lost and 1041 arrives: RFC 3550's count (received includes duplicates)
+    // says -2 lost; the call's quality report counts each packet once and says 1.
+    receive(&mut b, start + MS * 20 * 44, A_ADDR, pcmu(1041, 0xa));
+    assert_eq!(b.receiver_stats().cumulative_lost(), -2);
+    b.handle_input(Input::Stop {
+        now: start + MS * 20 * 45,
+    })
+    .unwrap();
+    let call = qualities(&events_now(&mut b))
+        .into_iter()
+        .find(|q| q.scope == media::session::QualityScope::Call)
+        .expect("the call's report");
+    assert_eq!((call.expected, call.received, call.lost), (42, 41, 1));
 }
 
 #[test]

@@ -44,7 +44,8 @@ pub struct CallRow {
     pub packets_out: u64,
     /// Packets the peer's sequence numbers say it sent (RFC 3550 expected).
     pub expected_in: u64,
-    /// RFC 3550 cumulative lost (network loss; never negative here).
+    /// Packets lost on the way (network loss): never received, each counted once (from the
+    /// call's `media.quality`; without one, RFC 3550's cumulative lost).
     pub lost_in: u64,
     /// Packets that arrived too late for playout.
     pub late_in: u64,
@@ -91,6 +92,9 @@ pub struct CallRow {
     /// Offsets of the SIP events the latencies come from, µs from the call's start.
     #[serde(skip)]
     invite_us: Option<u64>,
+    /// Whether `expected_in`/`lost_in` came from the call's quality report.
+    #[serde(skip)]
+    loss_from_quality: bool,
 }
 
 impl CallRow {
@@ -155,6 +159,13 @@ impl CallRow {
     fn apply_quality(&mut self, d: &Value) {
         let u = |k: &str| d.get(k).and_then(Value::as_u64);
         let f = |k: &str| d.get(k).and_then(Value::as_f64);
+        // The quality report's loss counts each packet once (RFC 3550's cumulative lost in the
+        // final event is lowered by duplicates): it is the loss reported.
+        if let (Some(expected), Some(lost)) = (u("expected"), u("lost")) {
+            self.expected_in = expected;
+            self.lost_in = lost;
+            self.loss_from_quality = true;
+        }
         self.late_in = u("late").unwrap_or(0);
         self.max_burst = u("max_burst").unwrap_or(0);
         self.jitter_us = u("jitter_us");
@@ -199,8 +210,10 @@ impl CallRow {
             let u = |k: &str| rtp.get(k).and_then(Value::as_u64).unwrap_or(0);
             self.packets_in = u("packets_in");
             self.packets_out = u("packets_out");
-            self.expected_in = u("expected_in");
-            self.lost_in = u("lost_in");
+            if !self.loss_from_quality {
+                self.expected_in = u("expected_in");
+                self.lost_in = u("lost_in");
+            }
             self.reordered = u("reordered");
             self.duplicates = u("duplicates");
             self.played_ms = u("played_ms");

@@ -10,6 +10,7 @@ pub(crate) mod baresip;
 pub(crate) mod campaign;
 pub(crate) mod db;
 pub(crate) mod dns;
+pub(crate) mod impair;
 pub(crate) mod kamailio;
 pub(crate) mod relay;
 
