@@ -331,6 +331,16 @@ Durations take a unit: 200ms, 30s, 2m (a bare number is seconds)."
         /// a script that says back what it gathered).
         #[arg(long)]
         expect_dtmf: Option<String>,
+        /// The prompt every answered call must hear (a WAV): each call is recorded and the
+        /// callee's channel matched against it by normalised cross-correlation.
+        #[arg(long)]
+        expect_prompt: Option<PathBuf>,
+        /// The least correlation that passes the prompt check (0–1).
+        #[arg(long, default_value_t = 0.7)]
+        prompt_min_score: f64,
+        /// Record every call (stereo WAV, left: the callee) into this directory and keep them.
+        #[arg(long)]
+        recordings: Option<PathBuf>,
         /// Local SIP address (repeatable: one SIP socket and its own RTP ports each).
         /// Default: the route's IP toward the callee, any port.
         #[arg(long = "local", value_name = "ADDR")]
@@ -583,6 +593,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             send_dtmf,
             dtmf_after,
             expect_dtmf,
+            expect_prompt,
+            prompt_min_score,
+            recordings,
             local,
             from,
             media_workers,
@@ -639,6 +652,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                         anyhow::Ok(d)
                     })
                     .transpose()?,
+                expect_prompt,
+                prompt_min_score,
+                recordings,
                 media_workers: media_workers.max(1),
                 rtp_ports,
                 max_lateness,

@@ -560,3 +560,165 @@ async fn induced_loss_duplicates_reordering_and_jitter_are_reported_as_the_relay
     );
     assert!(m["loss_percent"].as_f64().expect("loss") > 2.0, "{m}");
 }
+
+/// A deterministic "voice" WAV: three tones whose frequencies change every 100 ms (seeded),
+/// so two seeds correlate near 0 and one seed with itself near 1.
+fn write_voice(path: &Path, seed: u64, ms: usize) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create the prompt");
+    let mut s = seed;
+    let mut freqs = [0f64; 3];
+    for i in 0..ms * 8 {
+        if i % 800 == 0 {
+            for f in &mut freqs {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                *f = 200.0 + (s % 1800) as f64;
+            }
+        }
+        let t = i as f64 / 8000.0;
+        let v: f64 = freqs
+            .iter()
+            .map(|f| (std::f64::consts::TAU * f * t).sin())
+            .sum();
+        w.write_sample((v * 5000.0) as i16).expect("a sample");
+    }
+    w.finalize().expect("finish the prompt");
+}
+
+/// `serve` running `script` on every inbound call; its child, its stdout and its SIP address.
+async fn serve_with_script(
+    dir: &Path,
+    script: &Value,
+) -> (
+    tokio::process::Child,
+    tokio::sync::mpsc::Receiver<String>,
+    String,
+) {
+    let script_path = dir.join("script.json");
+    std::fs::write(&script_path, script.to_string()).expect("write the script");
+    let data = dir.join("data");
+    let (child, mut rx) = spawn_callplane(
+        dir,
+        &[
+            "serve",
+            "--sip",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().expect("utf-8 path"),
+            "--script",
+            script_path.to_str().expect("utf-8 path"),
+        ],
+    );
+    let (_, _, seen) = common::serve_started(&mut rx).await;
+    let sip = seen
+        .iter()
+        .find(|v| v["kind"] == "serve.listening")
+        .and_then(|v| v["sip"].as_str())
+        .expect("serve.listening names the SIP address")
+        .to_owned();
+    (child, rx, sip)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prompt_check_passes_the_right_prompt_and_flags_a_wrong_one_and_silence() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (right, wrong) = (dir.path().join("right.wav"), dir.path().join("wrong.wav"));
+    write_voice(&right, 11, 2500);
+    write_voice(&wrong, 12, 2500);
+    // A callee that answers, waits 300 ms, plays `right.wav`, and waits for our BYE.
+    let plays = dir.path().join("plays");
+    std::fs::create_dir_all(&plays).expect("dir");
+    let script = serde_json::json!({"version": 1, "steps": [
+        {"answer": {}},
+        {"pause": {"ms": 300}},
+        {"play": {"file": right.to_str().expect("utf-8 path"), "barge_in": false}},
+        {"pause": {"ms": 30000}}
+    ]});
+    let (mut serve, _rx, sip) = serve_with_script(&plays, &script).await;
+    let uri = format!("sip:prompt@{sip}");
+    let run = |expect: std::path::PathBuf, sub: &'static str| {
+        let dir = dir.path().join(sub);
+        let uri = uri.clone();
+        async move {
+            std::fs::create_dir_all(&dir).expect("dir");
+            loadgen(
+                &dir,
+                &[],
+                &[
+                    &uri,
+                    "--calls",
+                    "3",
+                    "--cps",
+                    "5",
+                    "--hold",
+                    "4s",
+                    "--max-lateness",
+                    "10s",
+                    "--expect-prompt",
+                    expect.to_str().expect("utf-8 path"),
+                ],
+            )
+            .await
+        }
+    };
+    let (code, report, output) = run(right.clone(), "right").await;
+    assert_eq!(code, 0, "the right prompt passes: {output}");
+    let p = &report["prompt"];
+    assert_eq!(
+        (p["checked"].as_u64(), p["passed"].as_u64()),
+        (Some(3), Some(3)),
+        "{p}"
+    );
+    assert!(p["score"]["min"].as_f64().expect("a score") > 0.9, "{p}");
+    let (code, report, output) = run(wrong.clone(), "wrong").await;
+    assert_eq!(code, 3, "a wrong prompt fails the run: {output}");
+    let p = &report["prompt"];
+    assert_eq!(p["failed"], 3, "{p}");
+    assert!(p["score"]["max"].as_f64().expect("a score") < 0.3, "{p}");
+    common::send_sigterm(&serve);
+    let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
+
+    // A callee that answers and says nothing.
+    let quiet = dir.path().join("quiet");
+    std::fs::create_dir_all(&quiet).expect("dir");
+    let script = serde_json::json!({"version": 1, "steps": [
+        {"answer": {}},
+        {"pause": {"ms": 30000}}
+    ]});
+    let (mut serve, _rx2, sip) = serve_with_script(&quiet, &script).await;
+    let uri = format!("sip:prompt@{sip}");
+    let dir2 = dir.path().join("silence");
+    std::fs::create_dir_all(&dir2).expect("dir");
+    let (code, report, output) = loadgen(
+        &dir2,
+        &[],
+        &[
+            &uri,
+            "--calls",
+            "2",
+            "--hold",
+            "3s",
+            "--max-lateness",
+            "10s",
+            "--expect-prompt",
+            right.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 3, "silence fails the prompt check: {output}");
+    assert_eq!(report["prompt"]["failed"], 2, "{report}");
+    assert_eq!(
+        report["media"]["silent"], 2,
+        "and both calls are flagged silent"
+    );
+    common::send_sigterm(&serve);
+    let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
+}

@@ -22,6 +22,7 @@
 //! - **Output** ([`report`]): JSON, Markdown, a CSV row per call, a per-second time series,
 //!   thresholds that set the exit status.
 
+pub mod prompt;
 pub mod record;
 pub mod report;
 
@@ -85,6 +86,13 @@ pub struct LoadConfig {
     pub dtmf_after: Duration,
     /// Digits every answered call must receive back from the far end (the DTMF round trip).
     pub expect_dtmf: Option<String>,
+    /// The prompt every answered call must hear (the prompt check; calls are recorded for it).
+    pub expect_prompt: Option<PathBuf>,
+    /// The least NCC score that passes the prompt check.
+    pub prompt_min_score: f64,
+    /// Record every call into this directory and keep the files (`None`: calls are recorded
+    /// only for the prompt check, into a temporary directory removed at the end).
+    pub recordings: Option<PathBuf>,
     /// Media worker threads in all.
     pub media_workers: usize,
     /// RTP ports the generator's calls take (split between the engines).
@@ -158,6 +166,27 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
         config.calls.is_some() || config.duration.is_some(),
         "give --calls or --duration (a run must end)"
     );
+    let reference = config
+        .expect_prompt
+        .as_ref()
+        .map(|p| crate::files::load_prompt(p, 8000).map(|_| p.clone()))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--expect-prompt: {e}"))?;
+    // Where calls are recorded: kept where asked, else a temporary directory for the prompt
+    // check (removed when the run ends, with what is in it).
+    let scratch = match (&config.recordings, &reference) {
+        (Some(dir), _) => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("--recordings {}: {e}", dir.display()))?;
+            None
+        }
+        (None, Some(_)) => Some(Scratch::new()?),
+        (None, None) => None,
+    };
+    let record_dir: Option<PathBuf> = config
+        .recordings
+        .clone()
+        .or_else(|| scratch.as_ref().map(|d| d.0.clone()));
     let (sink, queue) = EventSink::channel(EVENT_QUEUE);
     let n = config.local.len();
     let ports = split_ports(&config.rtp_ports, n);
@@ -234,7 +263,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
             s.rows.push(CallRow::new(k, started_ms));
             s.up += 1;
         }
-        let request = request_for(&config, k);
+        let record = record_dir.as_ref().map(|d| d.join(format!("call-{k}.wav")));
+        let request = request_for(&config, k, record);
         let engine = &handles[(k % n as u64) as usize];
         if let Err(e) = engine.originate(request).await {
             // Not started (a full port range, the engine at its limit): the row says why.
@@ -292,7 +322,12 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
     }
     // Every engine is gone: the queue's senders are dropped and the pump ends.
     let _ = tokio::time::timeout(Duration::from_secs(5), pump).await;
-    let rows = std::mem::take(&mut lock(&shared).rows);
+    let mut rows = std::mem::take(&mut lock(&shared).rows);
+    if let Some(reference) = reference {
+        let min = config.prompt_min_score;
+        rows = tokio::task::spawn_blocking(move || check_prompts(rows, &reference, min)).await?;
+    }
+    drop(scratch);
     let first = rows.iter().map(|r| r.started_ms).min().unwrap_or(0);
     let last = rows
         .iter()
@@ -308,7 +343,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
         send_failed,
         thresholds: config.thresholds.clone(),
         expect_dtmf: config.expect_dtmf.clone(),
-        prompt_check: false,
+        prompt_check: config.expect_prompt.is_some(),
     };
     Ok((Report::build(&rows, facts), rows))
 }
@@ -338,15 +373,70 @@ fn progress_line(shared: &Mutex<Shared>, elapsed: Duration) -> String {
     )
 }
 
+/// A directory of its own under the system's temporary directory, removed with what is in it
+/// when dropped.
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> std::io::Result<Scratch> {
+        let name = format!(
+            "callplane-loadgen-{}-{:016x}",
+            std::process::id(),
+            crate::engine::random_u64()
+        );
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the prompt check on every answered call's recording (a call answered without one
+/// fails it).
+fn check_prompts(mut rows: Vec<CallRow>, reference: &std::path::Path, min: f64) -> Vec<CallRow> {
+    let mut by_rate: std::collections::HashMap<u32, crate::files::Prompt> = Default::default();
+    for row in rows.iter_mut().filter(|r| r.answered()) {
+        let heard = row
+            .recording
+            .as_deref()
+            .ok_or_else(|| "no recording".to_owned())
+            .and_then(|p| prompt::heard_channel(std::path::Path::new(p)));
+        let found = heard.and_then(|(samples, rate)| {
+            let prompt = match by_rate.entry(rate) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(crate::files::load_prompt(reference, rate).map_err(|e| e.to_string())?)
+                }
+            };
+            Ok(prompt::best_match(&prompt.samples, &samples, rate))
+        });
+        match found {
+            Ok(Some(m)) => {
+                row.prompt_score = Some(m.score);
+                row.prompt_offset_ms = Some(m.offset_ms);
+                row.prompt_ok = Some(m.score >= min);
+            }
+            Ok(None) | Err(_) => row.prompt_ok = Some(false),
+        }
+    }
+    rows
+}
+
 /// The INVITE of call `k`.
-fn request_for(config: &LoadConfig, k: u64) -> OriginateRequest {
+fn request_for(config: &LoadConfig, k: u64, record: Option<PathBuf>) -> OriginateRequest {
     OriginateRequest {
         to: config.target.clone(),
         destination: config.destination,
         from: config.from.clone(),
         play: config.play.clone(),
         gather_digits: 0,
-        record: None,
+        record,
         ring_timeout: config.ring_timeout,
         transport: config.transport,
         hangup_after: Some(config.hold),

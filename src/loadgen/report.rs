@@ -167,7 +167,8 @@ pub struct GeneratorFigures {
 /// One threshold and how the run stood against it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ThresholdResult {
-    /// Its flag (`max-loss`, `min-mos`, `max-setup-p99`, `min-answer-rate`).
+    /// Its flag (`max-loss`, `min-mos`, `max-setup-p99`, `min-answer-rate`; `expect-prompt`
+    /// and `expect-dtmf`: the % of answered calls that passed the check, which must be 100).
     pub name: &'static str,
     /// The limit given.
     pub limit: f64,
@@ -420,6 +421,24 @@ impl Report {
             Some(answer_rate_percent),
             false,
         );
+        // The prompt and DTMF checks hold for every answered call, or the run fails.
+        if let Some(p) = &prompt {
+            let value = percent(p.passed, calls.answered);
+            thresholds.push(ThresholdResult {
+                name: "expect-prompt",
+                limit: 100.0,
+                value: Some(value),
+                passed: calls.answered > 0 && p.passed == calls.answered,
+            });
+        }
+        if let Some(d) = &dtmf {
+            thresholds.push(ThresholdResult {
+                name: "expect-dtmf",
+                limit: 100.0,
+                value: Some(percent(d.matched, calls.answered)),
+                passed: calls.answered > 0 && d.mismatched == 0,
+            });
+        }
         let passed = generator.valid && thresholds.iter().all(|t| t.passed);
         let peak_concurrency = peak(rows);
         Report {
