@@ -722,3 +722,64 @@ async fn the_prompt_check_passes_the_right_prompt_and_flags_a_wrong_one_and_sile
     common::send_sigterm(&serve);
     let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_round_trip_against_a_serve_script_that_says_the_digits_back() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let callee = dir.path().join("callee");
+    std::fs::create_dir_all(&callee).expect("dir");
+    // Gather up to `#`, send back what was gathered, wait for our BYE.
+    let script = serde_json::json!({"version": 1, "steps": [
+        {"answer": {}},
+        {"gather": {"max_digits": 16, "first_digit_timeout_ms": 10000}},
+        {"send_dtmf": {"from": "digits"}},
+        {"pause": {"ms": 30000}}
+    ]});
+    let (mut serve, _rx, sip) = serve_with_script(&callee, &script).await;
+    let uri = format!("sip:dtmf@{sip}");
+    let run = |expect: &'static str, sub: &'static str| {
+        let dir = dir.path().join(sub);
+        let uri = uri.clone();
+        async move {
+            std::fs::create_dir_all(&dir).expect("dir");
+            loadgen(
+                &dir,
+                &[],
+                &[
+                    &uri,
+                    "--calls",
+                    "3",
+                    "--cps",
+                    "5",
+                    "--hold",
+                    "5s",
+                    "--send-dtmf",
+                    "2580*#",
+                    "--dtmf-after",
+                    "500ms",
+                    "--expect-dtmf",
+                    expect,
+                    "--max-lateness",
+                    "10s",
+                ],
+            )
+            .await
+        }
+    };
+    let (code, report, output) = run("2580*", "match").await;
+    assert_eq!(code, 0, "every call said the digits back: {output}");
+    let d = &report["dtmf"];
+    assert_eq!(
+        (d["matched"].as_u64(), d["mismatched"].as_u64()),
+        (Some(3), Some(0)),
+        "{d}"
+    );
+    assert_eq!(d["sent"], "2580*#");
+    // Expecting other digits than the callee says back fails the run.
+    let (code, report, output) = run("2581*", "mismatch").await;
+    assert_eq!(code, 3, "{output}");
+    assert_eq!(report["dtmf"]["mismatched"], 3, "{report}");
+    common::send_sigterm(&serve);
+    let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
+}

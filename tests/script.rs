@@ -655,3 +655,61 @@ fn opt_out_takes_only_a_reason() {
     assert!(e.to_string().contains("steps[0].opt_out.reason"), "{e}");
     script(r#"{"version": 1, "steps": [{"opt_out": {}}]}"#);
 }
+
+#[test]
+fn send_dtmf_says_back_a_gathered_variable_or_fixed_keys_and_goes_on() {
+    let s = script(
+        r#"{"version": 1, "steps": [
+            {"gather": {"max_digits": 10, "store_as": "pin"}},
+            {"send_dtmf": {"from": "pin"}},
+            {"send_dtmf": {"digits": "*9a"}},
+            {"send_dtmf": {"from": "unset"}},
+            {"pause": {"ms": 2000}}
+        ]}"#,
+    );
+    let t0 = Instant::now();
+    let mut r = ScriptRunner::new(&s, t0);
+    for key in "4711#".chars() {
+        r.handle(t0 + ms(100), ScriptInput::Dtmf(key));
+    }
+    // Both sends at once (no wait), an unset variable sends nothing, then the pause.
+    assert_eq!(
+        drain(&mut r),
+        [
+            Action::SendDtmf {
+                digits: "4711".into()
+            },
+            Action::SendDtmf {
+                digits: "*9A".into()
+            }
+        ]
+    );
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(2100)));
+}
+
+#[test]
+fn send_dtmf_needs_keys_or_a_variable_name() {
+    for (json, path) in [
+        (r#"{"send_dtmf": {}}"#, "steps[0].send_dtmf"),
+        (
+            r#"{"send_dtmf": {"digits": "12", "from": "x"}}"#,
+            "steps[0].send_dtmf",
+        ),
+        (
+            r#"{"send_dtmf": {"digits": ""}}"#,
+            "steps[0].send_dtmf.digits",
+        ),
+        (
+            r#"{"send_dtmf": {"digits": "12x"}}"#,
+            "steps[0].send_dtmf.digits",
+        ),
+        (
+            r#"{"send_dtmf": {"from": "9x"}}"#,
+            "steps[0].send_dtmf.from",
+        ),
+        (r#"{"send_dtmf": {"keys": "1"}}"#, "steps[0].send_dtmf.keys"),
+    ] {
+        let e = error(&format!(r#"{{"version": 1, "steps": [{json}]}}"#));
+        assert_eq!(e.path, path, "{json}: {e}");
+    }
+}

@@ -1052,6 +1052,13 @@ impl CallCore {
                 // The control plane (the campaign worker) suppresses the number on this event.
                 self.emit("script.opt_out", json!({"reason": reason}));
             }
+            Action::SendDtmf { digits } => {
+                self.send_dtmf = digits
+                    .chars()
+                    .filter_map(|c| media::dtmf::Digit::from_char(c).ok())
+                    .collect();
+                self.send_digits();
+            }
             Action::Finished { result } => {
                 self.script_result = serde_json::to_value(&result).ok();
             }

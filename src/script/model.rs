@@ -45,6 +45,9 @@ pub enum Step {
     /// Put the callee on the tenant's do-not-call list (`{"opt_out": {}}`, optionally with a
     /// `reason`); the script goes on with the next step.
     OptOut(OptOut),
+    /// Send DTMF digits to the other party (given, or a variable's); the script goes on with
+    /// the next step while they are sent.
+    SendDtmf(SendDtmf),
 }
 
 impl Step {
@@ -61,6 +64,7 @@ impl Step {
             Step::Label(_) => "label",
             Step::Goto(_) => "goto",
             Step::OptOut(_) => "opt_out",
+            Step::SendDtmf(_) => "send_dtmf",
         }
     }
 }
@@ -187,6 +191,19 @@ pub struct OptOut {
     /// Why, kept with the suppression (default: `opted out on call <call id>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// `send_dtmf`: exactly one of `digits` and `from`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendDtmf {
+    /// The keys to send (`0-9 * # A-D`, 1–64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digits: Option<String>,
+    /// A variable whose value is sent (e.g. a gather's `store_as`: say back what was keyed);
+    /// unset or empty, nothing is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 /// `branch`.

@@ -68,6 +68,7 @@ fn check_step(path: &str, step: &Step) -> Result<(), ScriptError> {
         | Step::Pause(_)
         | Step::Hangup(_)
         | Step::OptOut(_)
+        | Step::SendDtmf(_)
         | Step::Label(_)
         | Step::Goto(_) => Ok(()),
     }

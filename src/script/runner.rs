@@ -76,6 +76,11 @@ pub enum Action {
         /// The step's reason, if it gave one.
         reason: Option<String>,
     },
+    /// Send these DTMF keys (valid keys, upper case); nothing to report back.
+    SendDtmf {
+        /// The keys.
+        digits: String,
+    },
     /// The script has ended; nothing follows.
     Finished {
         /// Variables, the path taken and how it ended.
@@ -150,6 +155,11 @@ enum Instr {
     Label,
     Goto(String),
     OptOut(Option<String>),
+    /// The digits, or the variable to take them from.
+    SendDtmf {
+        digits: Option<String>,
+        from: Option<String>,
+    },
     /// Internal: the end of an inlined nested list. Not recorded in the path.
     Jump(usize),
 }
@@ -467,6 +477,25 @@ impl ScriptRunner {
                     self.actions.push_back(Action::OptOut { reason });
                     self.pc += 1;
                 }
+                Instr::SendDtmf { digits, from } => {
+                    let value = match (digits, from) {
+                        (Some(d), _) => d,
+                        (None, Some(var)) => self.variables.get(&var).cloned().unwrap_or_default(),
+                        (None, None) => String::new(),
+                    };
+                    // A variable holds what a gather stored (DTMF keys only), but one set by
+                    // the API could hold anything: only keys are sent.
+                    let digits: String = value
+                        .chars()
+                        .map(|c| c.to_ascii_uppercase())
+                        .filter(|&c| is_dtmf(c))
+                        .take(super::validate::MAX_DIGITS as usize)
+                        .collect();
+                    if !digits.is_empty() {
+                        self.actions.push_back(Action::SendDtmf { digits });
+                    }
+                    self.pc += 1;
+                }
                 Instr::Goto(label) => {
                     if let Err(e) = self.jump(&Dest::Label(label)) {
                         self.fail(format!("{}: {e}", op.path));
@@ -670,6 +699,10 @@ fn compile(steps: &[Step], path: &str, ops: &mut Vec<Op>, labels: &mut HashMap<S
             }
             Step::Goto(label) => Instr::Goto(label.clone()),
             Step::OptOut(o) => Instr::OptOut(o.reason.clone()),
+            Step::SendDtmf(d) => Instr::SendDtmf {
+                digits: d.digits.clone(),
+                from: d.from.clone(),
+            },
             Step::Gather(g) => {
                 ops.push(Op {
                     instr: Instr::Jump(0),

@@ -70,7 +70,17 @@ pub fn parse_value(value: &Value) -> Result<Script, ScriptError> {
 // Shape pass over raw JSON.
 
 const STEP_KINDS: &[&str] = &[
-    "answer", "play", "gather", "record", "pause", "hangup", "branch", "label", "goto", "opt_out",
+    "answer",
+    "play",
+    "gather",
+    "record",
+    "pause",
+    "hangup",
+    "branch",
+    "label",
+    "goto",
+    "opt_out",
+    "send_dtmf",
 ];
 
 /// Longest `opt_out.reason` (it is stored with the suppression).
@@ -118,6 +128,7 @@ const RECORD: &[Field] = &[
 const PAUSE: &[Field] = &[("ms", Kind::U64, true)];
 const HANGUP: &[Field] = &[("reason", Kind::Str, false)];
 const OPT_OUT: &[Field] = &[("reason", Kind::Str, false)];
+const SEND_DTMF: &[Field] = &[("digits", Kind::Str, false), ("from", Kind::Str, false)];
 const BRANCH: &[Field] = &[
     ("on", Kind::Str, true),
     ("cases", Kind::Cases, true),
@@ -191,6 +202,7 @@ fn check_step(path: &str, step: &Value) -> Result<(), ScriptError> {
         "hangup" => HANGUP,
         "branch" => BRANCH,
         "opt_out" => OPT_OUT,
+        "send_dtmf" => SEND_DTMF,
         other => {
             return Err(ScriptError::new(
                 path,
@@ -400,6 +412,24 @@ impl Validator<'_> {
                 }
             }
             Step::Goto(label) => self.label_exists(format!("{path}.goto"), label),
+            Step::SendDtmf(d) => match (&d.digits, &d.from) {
+                (Some(digits), None) => {
+                    if digits.is_empty()
+                        || digits.chars().count() > MAX_DIGITS as usize
+                        || !digits.chars().all(|c| is_dtmf(c.to_ascii_uppercase()))
+                    {
+                        self.err(
+                            format!("{path}.send_dtmf.digits"),
+                            format!("must be 1 to {MAX_DIGITS} DTMF keys (0-9 * # A-D)"),
+                        );
+                    }
+                }
+                (None, Some(from)) => self.variable(format!("{path}.send_dtmf.from"), from),
+                _ => self.err(
+                    format!("{path}.send_dtmf"),
+                    "needs exactly one of digits and from",
+                ),
+            },
             Step::OptOut(o) => {
                 if let Some(reason) = &o.reason
                     && (reason.is_empty() || reason.len() > MAX_OPT_OUT_REASON)
