@@ -295,8 +295,45 @@ Durations take a unit: 200ms, 30s, 2m (a bare number is seconds)."
     )]
     Loadgen {
         /// The callee: a sip: URI whose host is an IP address (`sip:load@127.0.0.1:5080`, add
-        /// `;transport=tcp` for TCP).
-        uri: String,
+        /// `;transport=tcp` for TCP). Not with --answer.
+        #[arg(required_unless_present = "answer", conflicts_with = "answer")]
+        uri: Option<String>,
+        /// Be the callee instead: answer calls with a mix of behaviours (human, voicemail,
+        /// silence, sit, no_answer, busy, reject, forbidden, not_found) until --calls calls
+        /// ended, --duration passed or Ctrl-C; a JSON line with the SIP address first, the
+        /// report at the end.
+        #[arg(long)]
+        answer: bool,
+        /// --answer: where SIP listens (UDP; TCP too with --tcp).
+        #[arg(long, default_value = "127.0.0.1:5080")]
+        listen: SocketAddr,
+        /// --answer: listen on TCP as well.
+        #[arg(long)]
+        tcp: bool,
+        /// --answer: a behaviour for dialed numbers matching a pattern (`*` any run, `?` any
+        /// one character), e.g. `1555*=busy`; repeatable, the first match wins.
+        #[arg(long = "route", value_name = "PATTERN=BEHAVIOUR")]
+        routes: Vec<String>,
+        /// --answer: weights of the behaviours for other numbers, e.g.
+        /// `human=60,voicemail=20,busy=10,no_answer=10`.
+        #[arg(long, default_value = "human=1")]
+        mix: String,
+        /// --answer: the seed of the mix's draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// --answer: the keys a `human` presses after its hello (empty: none).
+        #[arg(long, default_value = "1")]
+        human_digits: String,
+        /// --answer: the carrier silence of `silence` before its hello.
+        #[arg(long, value_parser = parse_duration, default_value = "3s")]
+        silence: Duration,
+        /// --answer: a directory with hello.wav, greeting.wav, beep.wav and sit.wav (default:
+        /// generated).
+        #[arg(long)]
+        prompts: Option<PathBuf>,
+        /// --answer: the most calls at once.
+        #[arg(long, default_value_t = 1000)]
+        max_calls: usize,
         /// Stop starting calls after this many.
         #[arg(long)]
         calls: Option<u64>,
@@ -581,6 +618,70 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             call(config, request).await
         }
         Cmd::Loadgen {
+            answer: true,
+            listen,
+            tcp,
+            routes,
+            mix,
+            seed,
+            human_digits,
+            silence,
+            prompts,
+            max_calls,
+            calls,
+            duration,
+            recordings,
+            media_workers,
+            rtp_ports,
+            json,
+            markdown,
+            ..
+        } => {
+            parse_digits("--human-digits", &human_digits)?;
+            let config = callplane::loadgen::answer::AnswerConfig {
+                listen,
+                tcp,
+                routes: routes
+                    .iter()
+                    .map(|r| callplane::loadgen::answer::parse_route(r))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| anyhow::anyhow!("--route: {e}"))?,
+                mix: callplane::loadgen::answer::parse_mix(&mix)
+                    .map_err(|e| anyhow::anyhow!("--mix: {e}"))?,
+                seed,
+                human_digits,
+                silence,
+                prompts,
+                recordings,
+                calls,
+                duration,
+                max_calls: max_calls.max(1),
+                media_workers: media_workers.max(1),
+                rtp_ports,
+            };
+            let report = callplane::loadgen::answer::run_answer(config, |sip| {
+                println!(
+                    "{}",
+                    serde_json::json!({"kind": "loadgen.listening", "sip": sip.to_string()})
+                );
+            })
+            .await?;
+            let text = report.markdown();
+            let json_text = serde_json::to_string_pretty(&report)?;
+            match json.as_deref() {
+                Some(p) if p == std::path::Path::new("-") => println!("{json_text}"),
+                Some(p) => {
+                    write_file(p, &json_text)?;
+                    print!("{text}");
+                }
+                None => print!("{text}"),
+            }
+            if let Some(p) = markdown {
+                write_file(&p, &text)?;
+            }
+            Ok(0)
+        }
+        Cmd::Loadgen {
             uri,
             calls,
             duration,
@@ -610,7 +711,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             csv,
             timeseries,
             progress,
+            ..
         } => {
+            let uri = uri.context("a callee URI (or --answer)")?;
             let target = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
             let (destination, transport) = callplane::engine::target::resolve(&target)?;
             anyhow::ensure!(

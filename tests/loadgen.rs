@@ -783,3 +783,114 @@ async fn dtmf_round_trip_against_a_serve_script_that_says_the_digits_back() {
     common::send_sigterm(&serve);
     let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callee_mix_is_what_the_caller_meets() {
+    let _serial = SERIAL.lock().await;
+    const CALLS: u64 = 30;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let callee_json = dir.path().join("callee.json");
+    let calls = CALLS.to_string();
+    // The caller's calls and one to a routed number.
+    let callee_calls = (CALLS + 1).to_string();
+    let (mut callee, mut rx) = spawn_callplane(
+        dir.path(),
+        &[
+            "loadgen",
+            "--answer",
+            "--listen",
+            "127.0.0.1:0",
+            "--mix",
+            "human=40,voicemail=10,silence=10,sit=10,no_answer=10,busy=10,reject=10",
+            "--route",
+            "forbid*=forbidden",
+            "--seed",
+            "3",
+            "--calls",
+            &callee_calls,
+            "--json",
+            callee_json.to_str().expect("utf-8 path"),
+        ],
+    );
+    let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("the callee started within 20 s")
+        .expect("a first line");
+    let listening: Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(listening["kind"], "loadgen.listening");
+    let sip = listening["sip"].as_str().expect("an address").to_owned();
+    let csv = dir.path().join("caller.csv");
+    let (code, report, output) = loadgen(
+        dir.path(),
+        &[],
+        &[
+            &format!("sip:x@{sip}"),
+            "--calls",
+            &calls,
+            "--cps",
+            "20",
+            "--concurrency",
+            "30",
+            "--hold",
+            "3s",
+            "--ring-timeout",
+            "1500ms",
+            "--max-lateness",
+            "10s",
+            "--csv",
+            csv.to_str().expect("utf-8 path"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{output}");
+    // A number the route sends to `forbidden`.
+    let forbidden_dir = dir.path().join("forbidden");
+    std::fs::create_dir_all(&forbidden_dir).expect("dir");
+    let forbid_uri = format!("sip:forbid-1@{sip}");
+    let (_, forbid, _) = loadgen(&forbidden_dir, &[], &[&forbid_uri, "--calls", "1"]).await;
+    assert_eq!(forbid["status_mix"]["403"], 1, "{forbid}");
+    let status = tokio::time::timeout(Duration::from_secs(30), callee.wait())
+        .await
+        .expect("the callee ended after --calls calls")
+        .expect("wait");
+    assert!(status.success());
+    let callee: Value =
+        serde_json::from_str(&std::fs::read_to_string(&callee_json).expect("the callee's report"))
+            .expect("JSON");
+    let b = &callee["behaviours"];
+    let n = |name: &str, key: &str| b[name][key].as_u64().unwrap_or(0);
+    assert_eq!(callee["calls"], CALLS + 1, "{callee}");
+    let mix = &report["status_mix"];
+    let count = |k: &str| mix[k].as_u64().unwrap_or(0);
+    assert_eq!(count("486"), n("busy", "calls"), "{mix} {callee}");
+    assert_eq!(count("603"), n("reject", "calls"), "{mix} {callee}");
+    assert_eq!(
+        report["outcomes"]["no_answer"].as_u64().unwrap_or(0),
+        n("no_answer", "calls"),
+        "the caller's ring timeout cancelled every no_answer call"
+    );
+    let answering = ["human", "voicemail", "silence", "sit"];
+    let answered: u64 = answering.iter().map(|k| n(k, "answered")).sum();
+    assert_eq!(report["calls"]["answered"], answered, "{callee}");
+    assert_eq!(count("200"), answered);
+    // Seed 3 draws (the draws follow the INVITEs' order, so the counts are the same on every
+    // run): some of each kind of ending.
+    assert!(
+        n("human", "calls") > 0 && n("no_answer", "calls") > 0,
+        "{callee}"
+    );
+    assert!(n("busy", "calls") + n("reject", "calls") > 0, "{callee}");
+    assert!(n("sit", "calls") > 0, "{callee}");
+    // The caller's rows: each human pressed 1 after its hello; each SIT call was hung up by
+    // the callee (RemoteBye) before the caller's 3 s hold.
+    let text = std::fs::read_to_string(&csv).expect("the CSV");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).expect("a column");
+    let (dtmf, end) = (col("dtmf_received"), col("end_reason"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    let pressed = rows.iter().filter(|r| r[dtmf] == "1").count() as u64;
+    assert_eq!(pressed, n("human", "calls"), "{callee}");
+    let hung_up = rows.iter().filter(|r| r[end] == "RemoteBye").count() as u64;
+    assert_eq!(hung_up, n("sit", "calls"), "{callee}");
+}

@@ -22,6 +22,7 @@
 //! - **Output** ([`report`]): JSON, Markdown, a CSV row per call, a per-second time series,
 //!   thresholds that set the exit status.
 
+pub mod answer;
 pub mod prompt;
 pub mod record;
 pub mod report;
