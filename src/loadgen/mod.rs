@@ -46,6 +46,8 @@ use report::{Report, RunFacts, RunSettings, Thresholds};
 
 /// Events the generator's queue holds before the engine refuses calls (its pump only counts).
 const EVENT_QUEUE: usize = 1 << 16;
+/// The most `--local` addresses (engines).
+const MAX_LOCAL: usize = 64;
 /// The `final_kind` and `outcome` of a call the engine did not start (its `end_reason` says
 /// why).
 pub const NOT_STARTED: &str = "not_started";
@@ -139,7 +141,8 @@ pub fn due(k: u64, cps: f64, ramp: Duration) -> Duration {
     } else {
         ramp_s + (k - in_ramp.min(k)) / cps
     };
-    Duration::from_secs_f64(t.max(0.0))
+    // Beyond what a Duration holds (a rate near 0): never.
+    Duration::try_from_secs_f64(t.max(0.0)).unwrap_or(Duration::MAX)
 }
 
 /// Splits `range` into `n` consecutive parts of even size (each starting on an even port).
@@ -160,8 +163,24 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
     anyhow::ensure!(!config.local.is_empty(), "no local address");
     anyhow::ensure!(config.concurrency > 0, "--concurrency must be at least 1");
     anyhow::ensure!(
-        config.cps > 0.0 && config.cps.is_finite(),
-        "--cps must be above 0"
+        (0.001..=100_000.0).contains(&config.cps),
+        "--cps must be between 0.001 and 100000"
+    );
+    anyhow::ensure!(
+        config.ramp <= Duration::from_secs(86_400),
+        "--ramp must be at most a day"
+    );
+    anyhow::ensure!(
+        config.local.len() <= MAX_LOCAL,
+        "at most {MAX_LOCAL} --local addresses"
+    );
+    let ports = u32::from(*config.rtp_ports.end()) + 1 - u32::from(*config.rtp_ports.start());
+    anyhow::ensure!(
+        ports / config.local.len() as u32 >= 4,
+        "--rtp-ports {}-{} is too small for {} local addresses (4 ports each at least)",
+        config.rtp_ports.start(),
+        config.rtp_ports.end(),
+        config.local.len()
     );
     anyhow::ensure!(
         config.calls.is_some() || config.duration.is_some(),
@@ -249,7 +268,10 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
         if config.duration.is_some_and(|d| at >= d) {
             break;
         }
-        tokio::time::sleep_until((start + at).into()).await;
+        let Some(when) = start.checked_add(at) else {
+            break;
+        };
+        tokio::time::sleep_until(when.into()).await;
         // A free slot under the concurrency (the pump notifies each call's end).
         loop {
             let notified = freed.notified();
