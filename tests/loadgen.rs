@@ -561,9 +561,9 @@ async fn induced_loss_duplicates_reordering_and_jitter_are_reported_as_the_relay
     assert!(m["loss_percent"].as_f64().expect("loss") > 2.0, "{m}");
 }
 
-/// A deterministic "voice" WAV: three tones whose frequencies change every 100 ms (seeded),
-/// so two seeds correlate near 0 and one seed with itself near 1.
-fn write_voice(path: &Path, seed: u64, ms: usize) {
+/// A "voice" WAV (`loadgen`'s own generator: seeded tones, so that two seeds correlate near 0
+/// and one seed with itself near 1).
+fn write_voice(path: &Path, seed: u64, ms: u32) {
     let spec = hound::WavSpec {
         channels: 1,
         sample_rate: 8000,
@@ -571,23 +571,8 @@ fn write_voice(path: &Path, seed: u64, ms: usize) {
         sample_format: hound::SampleFormat::Int,
     };
     let mut w = hound::WavWriter::create(path, spec).expect("create the prompt");
-    let mut s = seed;
-    let mut freqs = [0f64; 3];
-    for i in 0..ms * 8 {
-        if i % 800 == 0 {
-            for f in &mut freqs {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                *f = 200.0 + (s % 1800) as f64;
-            }
-        }
-        let t = i as f64 / 8000.0;
-        let v: f64 = freqs
-            .iter()
-            .map(|f| (std::f64::consts::TAU * f * t).sin())
-            .sum();
-        w.write_sample((v * 5000.0) as i16).expect("a sample");
+    for s in callplane::loadgen::answer::voice(seed, ms) {
+        w.write_sample(s).expect("a sample");
     }
     w.finalize().expect("finish the prompt");
 }

@@ -1,5 +1,7 @@
 //! Files the application makes itself rather than receives: a fresh scratch directory and a
-//! WAV written from samples (`callplane demo`'s data directory and synthetic prompts).
+//! WAV written from samples (`callplane demo`'s data directory and synthetic prompts,
+//! `callplane loadgen`'s scratch recordings and generated prompts), and one channel of a WAV
+//! read back (`loadgen`'s prompt check).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,48 @@ pub fn new_temp_dir(prefix: &str) -> io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
+}
+
+/// A [`new_temp_dir`] removed, with what is in it, when dropped.
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    /// A new scratch directory `<system temp dir>/<prefix>-<random>`.
+    pub fn new(prefix: &str) -> io::Result<ScratchDir> {
+        new_temp_dir(prefix).map(ScratchDir)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One channel (0: left) of a 16-bit PCM WAV, and its rate.
+pub fn read_wav_channel(path: &Path, channel: u16) -> Result<(Vec<i16>, u32), String> {
+    let mut reader =
+        hound::WavReader::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let spec = reader.spec();
+    if spec.bits_per_sample != 16 || spec.sample_format != hound::SampleFormat::Int {
+        return Err(format!("{}: not 16-bit PCM", path.display()));
+    }
+    if channel >= spec.channels {
+        return Err(format!("{}: no channel {channel}", path.display()));
+    }
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .skip(usize::from(channel))
+        .step_by(usize::from(spec.channels))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok((samples, spec.sample_rate))
 }
 
 /// Writes mono 16-bit PCM `samples` at `rate` Hz as a WAV file at `path` (replacing it),
@@ -45,6 +89,9 @@ mod tests {
         write_wav_mono(&path, 8000, &samples).expect("write");
         let prompt = crate::files::load_prompt(&path, 8000).expect("a valid prompt");
         assert_eq!(prompt.samples.len(), 8000);
+        let (read, rate) = read_wav_channel(&path, 0).expect("read back");
+        assert_eq!((read.as_slice(), rate), (samples.as_slice(), 8000));
+        assert!(read_wav_channel(&path, 1).is_err());
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -361,25 +361,15 @@ fn script_for(b: Behaviour, cfg: &AnswerConfig, prompts: &Path) -> Option<serde_
 /// as seeded multi-tone voices, a 1 kHz beep (0.5 s), the SIT tone (ITU-T Q.35 / Telcordia:
 /// 913.8 Hz 274 ms, 1370.6 Hz 274 ms, 1776.7 Hz 380 ms).
 pub fn write_prompts(dir: &Path) -> std::io::Result<()> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let write = |name: &str, samples: Vec<i16>| -> std::io::Result<()> {
-        let mut w = hound::WavWriter::create(dir.join(format!("{name}.wav")), spec)
-            .map_err(std::io::Error::other)?;
-        for s in samples {
-            w.write_sample(s).map_err(std::io::Error::other)?;
-        }
-        w.finalize().map_err(std::io::Error::other)
-    };
-    write("hello", voice(0x4e11_0001, 1200))?;
-    write("greeting", voice(0x4e11_0002, 8000))?;
-    write("beep", tone(&[(1000.0, 500)]))?;
-    write("sit", tone(&[(913.8, 274), (1370.6, 274), (1776.7, 380)]))?;
-    Ok(())
+    use crate::files::generated::write_wav_mono;
+    write_wav_mono(&dir.join("hello.wav"), 8000, &voice(0x4e11_0001, 1200))?;
+    write_wav_mono(&dir.join("greeting.wav"), 8000, &voice(0x4e11_0002, 8000))?;
+    write_wav_mono(&dir.join("beep.wav"), 8000, &tone(&[(1000.0, 500)]))?;
+    write_wav_mono(
+        &dir.join("sit.wav"),
+        8000,
+        &tone(&[(913.8, 274), (1370.6, 274), (1776.7, 380)]),
+    )
 }
 
 /// Tones in sequence: (Hz, ms), at -10 dBFS.
@@ -446,9 +436,9 @@ pub async fn run_answer(
     let prompts = match &config.prompts {
         Some(dir) => dir.clone(),
         None => {
-            scratch = super::Scratch::new()?;
-            write_prompts(&scratch.0)?;
-            scratch.0.clone()
+            scratch = crate::files::generated::ScratchDir::new("callplane-callee")?;
+            write_prompts(scratch.path())?;
+            scratch.path().to_path_buf()
         }
     };
     let mut configs = HashMap::new();

@@ -41,6 +41,7 @@ use crate::engine::{
     Committed, Engine, EngineConfig, EngineHandle, EventQueue, EventSink, InboundRoute,
     InboundRouter, OriginateRequest, PromptScope,
 };
+use crate::files::generated::ScratchDir;
 use record::CallRow;
 use report::{Report, RunFacts, RunSettings, Thresholds};
 
@@ -196,17 +197,17 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
     // check (removed when the run ends, with what is in it).
     let scratch = match (&config.recordings, &reference) {
         (Some(dir), _) => {
-            std::fs::create_dir_all(dir)
+            crate::files::ensure_dir(dir)
                 .map_err(|e| anyhow::anyhow!("--recordings {}: {e}", dir.display()))?;
             None
         }
-        (None, Some(_)) => Some(Scratch::new()?),
+        (None, Some(_)) => Some(ScratchDir::new("callplane-loadgen")?),
         (None, None) => None,
     };
     let record_dir: Option<PathBuf> = config
         .recordings
         .clone()
-        .or_else(|| scratch.as_ref().map(|d| d.0.clone()));
+        .or_else(|| scratch.as_ref().map(|d| d.path().to_path_buf()));
     let (sink, queue) = EventSink::channel(EVENT_QUEUE);
     let n = config.local.len();
     let ports = split_ports(&config.rtp_ports, n);
@@ -394,30 +395,6 @@ fn progress_line(shared: &Mutex<Shared>, elapsed: Duration) -> String {
         s.answered,
         s.failed,
     )
-}
-
-/// A directory of its own under the system's temporary directory, removed with what is in it
-/// when dropped.
-#[derive(Debug)]
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> std::io::Result<Scratch> {
-        let name = format!(
-            "callplane-loadgen-{}-{:016x}",
-            std::process::id(),
-            crate::engine::random_u64()
-        );
-        let dir = std::env::temp_dir().join(name);
-        std::fs::create_dir(&dir)?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Runs the prompt check on every answered call's recording (a call answered without one

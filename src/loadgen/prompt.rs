@@ -119,50 +119,16 @@ pub fn best_match(reference: &[i16], heard: &[i16], rate: u32) -> Option<PromptM
     })
 }
 
-/// The callee's channel (left) of a stereo recording, and its rate.
+/// The callee's channel (left) of a call's stereo recording, and its rate.
 pub fn heard_channel(path: &Path) -> Result<(Vec<i16>, u32), String> {
-    let mut reader =
-        hound::WavReader::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let spec = reader.spec();
-    if spec.bits_per_sample != 16 || spec.sample_format != hound::SampleFormat::Int {
-        return Err(format!("{}: not 16-bit PCM", path.display()));
-    }
-    let channels = usize::from(spec.channels.max(1));
-    let samples: Vec<i16> = reader
-        .samples::<i16>()
-        .step_by(channels)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((samples, spec.sample_rate))
+    crate::files::generated::read_wav_channel(path, 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A deterministic "voice": a few tones whose mix changes every 100 ms.
-    fn voice(seed: u64, ms: usize) -> Vec<i16> {
-        let mut s = seed;
-        let mut out = Vec::with_capacity(ms * 8);
-        let mut freqs = [0f64; 3];
-        for i in 0..ms * 8 {
-            if i % 800 == 0 {
-                for f in &mut freqs {
-                    s ^= s << 13;
-                    s ^= s >> 7;
-                    s ^= s << 17;
-                    *f = 200.0 + (s % 1800) as f64;
-                }
-            }
-            let t = i as f64 / 8000.0;
-            let v: f64 = freqs
-                .iter()
-                .map(|f| (2.0 * std::f64::consts::PI * f * t).sin())
-                .sum();
-            out.push((v * 6000.0) as i16);
-        }
-        out
-    }
+    use crate::loadgen::answer::voice;
 
     #[test]
     fn the_reference_is_found_at_its_offset_and_others_score_low() {
