@@ -666,19 +666,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 );
             })
             .await?;
-            let text = report.markdown();
-            let json_text = serde_json::to_string_pretty(&report)?;
-            match json.as_deref() {
-                Some(p) if p == std::path::Path::new("-") => println!("{json_text}"),
-                Some(p) => {
-                    write_file(p, &json_text)?;
-                    print!("{text}");
-                }
-                None => print!("{text}"),
-            }
-            if let Some(p) = markdown {
-                write_file(&p, &text)?;
-            }
+            emit_report(
+                &report.markdown(),
+                &serde_json::to_string_pretty(&report)?,
+                json.as_deref(),
+                markdown.as_deref(),
+            )?;
             Ok(0)
         }
         Cmd::Loadgen {
@@ -770,19 +763,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 progress,
             };
             let (report, rows) = callplane::loadgen::run(config).await?;
-            let text = report.markdown();
-            let json_text = serde_json::to_string_pretty(&report)?;
-            match json.as_deref() {
-                Some(p) if p == std::path::Path::new("-") => println!("{json_text}"),
-                Some(p) => {
-                    write_file(p, &json_text)?;
-                    print!("{text}");
-                }
-                None => print!("{text}"),
-            }
-            if let Some(p) = markdown {
-                write_file(&p, &text)?;
-            }
+            emit_report(
+                &report.markdown(),
+                &serde_json::to_string_pretty(&report)?,
+                json.as_deref(),
+                markdown.as_deref(),
+            )?;
             if let Some(p) = csv {
                 write_file(&p, &callplane::loadgen::report::csv(&rows))?;
             }
@@ -1081,6 +1067,28 @@ fn parse_digits(flag: &str, s: &str) -> anyhow::Result<Vec<media::dtmf::Digit>> 
             media::dtmf::Digit::from_char(c).map_err(|e| anyhow::anyhow!("{flag}: {c:?}: {e}"))
         })
         .collect()
+}
+
+/// A report: its Markdown to stdout (its JSON instead with `--json -`), and each to the file
+/// its flag names.
+fn emit_report(
+    markdown_text: &str,
+    json_text: &str,
+    json: Option<&std::path::Path>,
+    markdown: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    match json {
+        Some(p) if p == std::path::Path::new("-") => println!("{json_text}"),
+        Some(p) => {
+            write_file(p, json_text)?;
+            print!("{markdown_text}");
+        }
+        None => print!("{markdown_text}"),
+    }
+    if let Some(p) = markdown {
+        write_file(p, markdown_text)?;
+    }
+    Ok(())
 }
 
 fn write_file(path: &std::path::Path, text: &str) -> anyhow::Result<()> {

@@ -577,6 +577,18 @@ fn write_voice(path: &Path, seed: u64, ms: u32) {
     w.finalize().expect("finish the prompt");
 }
 
+/// Three calls to `uri` at 5 calls/s with `extra` arguments, run in `dir` (made here).
+async fn three_calls(
+    dir: std::path::PathBuf,
+    uri: String,
+    extra: Vec<String>,
+) -> (i32, Value, String) {
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut args: Vec<&str> = vec![&uri, "--calls", "3", "--cps", "5", "--max-lateness", "10s"];
+    args.extend(extra.iter().map(String::as_str));
+    loadgen(&dir, &[], &args).await
+}
+
 /// `serve` running `script` on every inbound call; its child, its stdout and its SIP address.
 async fn serve_with_script(
     dir: &Path,
@@ -630,29 +642,17 @@ async fn the_prompt_check_passes_the_right_prompt_and_flags_a_wrong_one_and_sile
     let (mut serve, _rx, sip) = serve_with_script(&plays, &script).await;
     let uri = format!("sip:prompt@{sip}");
     let run = |expect: std::path::PathBuf, sub: &'static str| {
-        let dir = dir.path().join(sub);
-        let uri = uri.clone();
-        async move {
-            std::fs::create_dir_all(&dir).expect("dir");
-            loadgen(
-                &dir,
-                &[],
-                &[
-                    &uri,
-                    "--calls",
-                    "3",
-                    "--cps",
-                    "5",
-                    "--hold",
-                    "4s",
-                    "--max-lateness",
-                    "10s",
-                    "--expect-prompt",
-                    expect.to_str().expect("utf-8 path"),
-                ],
-            )
-            .await
-        }
+        let expect = expect.to_str().expect("utf-8 path").to_owned();
+        three_calls(
+            dir.path().join(sub),
+            uri.clone(),
+            vec![
+                "--hold".into(),
+                "4s".into(),
+                "--expect-prompt".into(),
+                expect,
+            ],
+        )
     };
     let (code, report, output) = run(right.clone(), "right").await;
     assert_eq!(code, 0, "the right prompt passes: {output}");
@@ -724,33 +724,21 @@ async fn dtmf_round_trip_against_a_serve_script_that_says_the_digits_back() {
     let (mut serve, _rx, sip) = serve_with_script(&callee, &script).await;
     let uri = format!("sip:dtmf@{sip}");
     let run = |expect: &'static str, sub: &'static str| {
-        let dir = dir.path().join(sub);
-        let uri = uri.clone();
-        async move {
-            std::fs::create_dir_all(&dir).expect("dir");
-            loadgen(
-                &dir,
-                &[],
-                &[
-                    &uri,
-                    "--calls",
-                    "3",
-                    "--cps",
-                    "5",
-                    "--hold",
-                    "5s",
-                    "--send-dtmf",
-                    "2580*#",
-                    "--dtmf-after",
-                    "500ms",
-                    "--expect-dtmf",
-                    expect,
-                    "--max-lateness",
-                    "10s",
-                ],
-            )
-            .await
-        }
+        let args = [
+            "--hold",
+            "5s",
+            "--send-dtmf",
+            "2580*#",
+            "--dtmf-after",
+            "500ms",
+            "--expect-dtmf",
+            expect,
+        ];
+        three_calls(
+            dir.path().join(sub),
+            uri.clone(),
+            args.map(String::from).to_vec(),
+        )
     };
     let (code, report, output) = run("2580*", "match").await;
     assert_eq!(code, 0, "every call said the digits back: {output}");
