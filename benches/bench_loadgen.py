@@ -56,33 +56,6 @@ def busy_ticks():
     return v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
 
 
-def prompt_wav(path, seconds=3):
-    """A 3 s multi-tone 'voice' at 8 kHz, 16-bit mono."""
-    import math
-    import struct
-    import wave
-
-    rate = 8000
-    s = 0x4E11_0003
-    freqs = [0.0, 0.0, 0.0]
-    frames = bytearray()
-    for i in range(seconds * rate):
-        if i % 800 == 0:
-            for k in range(3):
-                s ^= (s << 13) & 0xFFFF_FFFF_FFFF_FFFF
-                s ^= s >> 7
-                s ^= (s << 17) & 0xFFFF_FFFF_FFFF_FFFF
-                freqs[k] = 200.0 + s % 1800
-        t = i / rate
-        v = sum(math.sin(2 * math.pi * f * t) for f in freqs)
-        frames += struct.pack("<h", int(v * 5000))
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(bytes(frames))
-
-
 def run_one(kind, n, a, bins):
     work = tempfile.mkdtemp(prefix=f"bench-loadgen-{kind}-{n}-")
     sip_port, media_port = bm.free_udp_port(), bm.free_udp_port()
@@ -99,7 +72,7 @@ def run_one(kind, n, a, bins):
         time.sleep(0.5)
         if kind == "loadgen":
             prompt = os.path.join(work, "prompt.wav")
-            prompt_wav(prompt)
+            bm.voice_wav(prompt, 3)
             report = os.path.join(work, "report.json")
             gen = bm.Child(
                 ["taskset", "-c", "0", bins["callplane"], "loadgen",

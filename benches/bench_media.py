@@ -188,6 +188,29 @@ def metrics(api):
     return out
 
 
+def voice_wav(path, seconds):
+    """A multi-tone 'voice' (three tones changing every 100 ms), 8 kHz 16-bit mono."""
+    import math
+    import struct
+    import wave
+
+    st, freqs, frames = 0x4E11_0003, [0.0, 0.0, 0.0], bytearray()
+    for i in range(seconds * 8000):
+        if i % 800 == 0:
+            for k in range(3):
+                st ^= (st << 13) & 0xFFFF_FFFF_FFFF_FFFF
+                st ^= st >> 7
+                st ^= (st << 17) & 0xFFFF_FFFF_FFFF_FFFF
+                freqs[k] = 200.0 + st % 1800
+        t = i / 8000
+        frames += struct.pack("<h", int(sum(math.sin(2 * math.pi * f * t) for f in freqs) * 5000))
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(bytes(frames))
+
+
 def media_sink(a, n):
     """Binds the RTP and RTCP ports sipp advertises for calls 1..n (never read), but the two
     sipp binds itself (--uac-media-port, the first call's RTP port, and the one 2 above)."""
@@ -223,7 +246,7 @@ def run_one(kind, n, a, bins):
     api = None
     sink = []
     try:
-        if not a.no_media_sink:
+        if not a.no_media_sink and a.generator == "sipp":
             sink = media_sink(a, n)
         if kind in ("serve", "serve+rec"):
             cmd = [
@@ -275,22 +298,36 @@ def run_one(kind, n, a, bins):
         idle_rss = rss_kb(pid)
         result["idle_rss_kb"] = idle_rss
         ticks_start = cpu_ticks(pid)
-        # media_uac.xml with --plays plays of the pcap.
-        with open(os.path.join(REPO, "benches/sipp/media_uac.xml")) as f:
-            scenario = f.read()
-        play = re.search(r"<!-- PLAY -->(.*?)<!-- /PLAY -->", scenario, re.S).group(1)
-        scenario = scenario.replace(
-            re.search(r"<!-- PLAY -->.*?<!-- /PLAY -->", scenario, re.S).group(0), play * a.plays
-        )
-        with open(os.path.join(work, "media_uac.xml"), "w") as f:
-            f.write(scenario)
-        uac = Child(
-            ["sipp", "-sf", os.path.join(work, "media_uac.xml"), "-i", "127.0.0.1",
-             "-mi", "127.0.0.1", "-mp", a.uac_media_port, "-p", free_udp_port(),
-             "-l", n, "-m", n, "-r", a.rate, "-timeout", f"{int(limit)}s", "-nostdin",
-             "-trace_stat", "-fd", 1, "-trace_err", f"127.0.0.1:{sip_port}"],
-            limit, work, "media_uac",
-        )
+        if a.generator == "loadgen":
+            # loadgen: N calls at --rate, each sending a prompt then silence (PCMU, 20 ms) for
+            # as long as the pcap plays would last, then BYE; it reads what comes back.
+            prompt = os.path.join(work, "prompt.wav")
+            voice_wav(prompt, 3)
+            uac = Child(
+                [bins["callplane"], "loadgen", f"sip:bench@127.0.0.1:{sip_port}",
+                 "--calls", n, "--concurrency", n, "--cps", a.rate,
+                 "--hold", f"{a.plays * 7.05}s", "--play", prompt, "--media-workers", 1,
+                 "--rtp-ports", f"{a.uac_media_port}-{a.uac_media_port + 3999}",
+                 "--json", os.path.join(work, "loadgen.json"), "--progress", "never"],
+                limit, work, "loadgen",
+            )
+        else:
+            # media_uac.xml with --plays plays of the pcap.
+            with open(os.path.join(REPO, "benches/sipp/media_uac.xml")) as f:
+                scenario = f.read()
+            play = re.search(r"<!-- PLAY -->(.*?)<!-- /PLAY -->", scenario, re.S).group(1)
+            scenario = scenario.replace(
+                re.search(r"<!-- PLAY -->.*?<!-- /PLAY -->", scenario, re.S).group(0), play * a.plays
+            )
+            with open(os.path.join(work, "media_uac.xml"), "w") as f:
+                f.write(scenario)
+            uac = Child(
+                ["sipp", "-sf", os.path.join(work, "media_uac.xml"), "-i", "127.0.0.1",
+                 "-mi", "127.0.0.1", "-mp", a.uac_media_port, "-p", free_udp_port(),
+                 "-l", n, "-m", n, "-r", a.rate, "-timeout", f"{int(limit)}s", "-nostdin",
+                 "-trace_stat", "-fd", 1, "-trace_err", f"127.0.0.1:{sip_port}"],
+                limit, work, "media_uac",
+            )
         samples = []  # (t, ticks, rss_kb, live)
         events_seen = {"created": 0, "final": 0}
         offset = 0
@@ -315,7 +352,17 @@ def run_one(kind, n, a, bins):
                 live = int(re.search(r"active=(\d+)", lines[-1]).group(1)) if lines else 0
             samples.append((t, ticks, rss, live))
         result["sipp_rc"] = uac.popen.wait(10)
-        result["sipp_ok"], result["sipp_failed"] = sipp_stats(work)
+        if a.generator == "loadgen":
+            with open(os.path.join(work, "loadgen.json")) as f:
+                lg = json.load(f)
+            result["sipp_ok"] = lg["calls"]["answered"]
+            result["sipp_failed"] = lg["calls"]["attempted"] - lg["calls"]["answered"]
+            result["generator_lateness_p99_us"] = lg["generator"]["lateness_p99_us"]
+            result["generator_valid"] = lg["generator"]["valid"]
+            result["generator_loss_percent"] = lg["media"]["loss_percent"]
+            result["generator_mos_in"] = (lg["media"]["mos_in"] or {}).get("mean")
+        else:
+            result["sipp_ok"], result["sipp_failed"] = sipp_stats(work)
         result["ticks_whole"] = cpu_ticks(pid) - ticks_start
         full = [s for s in samples if s[3] >= n]
         result["seconds_all_live"] = len(full)
@@ -329,7 +376,8 @@ def run_one(kind, n, a, bins):
         result["cpu_percent"] = 100 * cpu_s / window
         result["rss_per_call_kb"] = (statistics.mean(s[2] for s in steady) - idle_rss) / n
         result["peak_rss_kb"] = max(s[2] for s in samples)
-        pcap_in = a.pcap_packets * a.plays
+        # What each call's generator sent: the pcap's packets per play, or loadgen's 50 a second.
+        pcap_in = a.pcap_packets * a.plays if a.generator == "sipp" else round(a.plays * 7.05 * 50)
         if kind.startswith("serve"):
             m = metrics(api)
             target.stop(grace=20)
@@ -464,6 +512,9 @@ def main():
                    help="leave sipp's media ports unbound (ICMP port unreachable for every packet "
                         "sent to it, as before 2026-12-04 17:30)")
     p.add_argument("--keep", action="store_true", help="keep the work directories")
+    p.add_argument("--generator", choices=["sipp", "loadgen"], default="sipp",
+                   help="who places the calls: sipp's pcap player (PCMA 30 ms, raw sockets) or "
+                        "callplane loadgen (PCMU 20 ms, one media worker, reads what comes back)")
     a = p.parse_args()
     if any(n < 1 or n > 1000 for n in a.calls) or not 1 <= a.plays <= 10 or a.rounds > 5:
         p.error("bounds: 1..1000 calls, 1..10 plays, at most 5 rounds")
@@ -497,6 +548,7 @@ def main():
     print()
     print("machine: {cpu}, {cores} cores, {memory}; kernel {kernel}; {rustc}; {sipp}; commit {commit}; {date}".format(**fp))
     print("load average before / after: {:.2f} / {:.2f}".format(fp["load_before"][0], fp["load_after"][0]))
+    print(f"generator: {a.generator}")
     print("sipp's media ports: " + ("unbound (--no-media-sink: an ICMP error for every packet sent to sipp)"
                                     if a.no_media_sink else "bound by the harness, never read (no ICMP)"))
     print()
