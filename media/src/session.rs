@@ -1303,7 +1303,12 @@ impl MediaSession {
                 self.stats.voiced_ms += tick;
             }
         }
-        if let Some(det) = &mut self.inband_rx {
+        // Before the first inbound audio there is nothing to detect (the detector would run
+        // its eight filters over silence on every tick: a tenth of a generator's CPU whose
+        // callee sends no RTP).
+        if let Some(det) = &mut self.inband_rx
+            && self.stats.played_ms > 0
+        {
             det.process(&self.pcm_in, &mut self.inband_found);
             for d in std::mem::take(&mut self.inband_found) {
                 self.event(MediaEvent::Dtmf {
