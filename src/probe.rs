@@ -47,6 +47,8 @@ use crate::net::sip::{SipTrace, TraceDirection, TraceLine};
 
 /// The most ladder lines kept for one run (every step's messages, retransmissions included).
 const TRACE_LINES: usize = 20_000;
+/// How long a hangup waits for the trace to show the BYE (or CANCEL) it sent.
+const BYE_TRACE_WAIT: Duration = Duration::from_secs(2);
 /// The session interval the probe asks for: RFC 4028's floor, so that the peer's 2xx carries
 /// the shortest interval it accepts; the refresh itself is sent at once, not at half of it.
 const PROBE_SESSION_EXPIRES: u32 = 90;
@@ -661,12 +663,23 @@ impl Probe {
         }
     }
 
-    /// Hang up (when live) and wait for the final event.
+    /// Hang up (when live) and wait for the final event, and for the BYE in the trace.
     async fn end(&mut self, call: &mut ProbeCall) {
         if !call.ended {
             let _ = self.handle.hangup(call.id).await;
             let within = self.config.step_timeout;
             self.wait(call, &[], within).await;
+            // The call's final event and the SIP driver's copy of the BYE it sent come from two
+            // tasks, in no promised order: wait for the copy (bounded; nothing notifies of a
+            // trace line), so the ladder of the step that hung up shows it.
+            let deadline = clock::now() + BYE_TRACE_WAIT;
+            while clock::now() < deadline
+                && !self.trace.lines_for(&call.sip_call_id).iter().any(|l| {
+                    l.direction == TraceDirection::Out && (l.first == "BYE" || l.first == "CANCEL")
+                })
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         }
     }
 
