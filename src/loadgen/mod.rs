@@ -291,15 +291,18 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
         let request = request_for(&config, k, record);
         let engine = &handles[(k % n as u64) as usize];
         if let Err(e) = engine.originate(request).await {
-            // Not started (a full port range, the engine at its limit): the row says why.
+            // Not started (a full port range, the engine at its limit): the row says why,
+            // unless the call's own final event already did.
             let mut s = lock(&shared);
-            s.up -= 1;
-            s.failed += 1;
-            let row = &mut s.rows[k as usize];
-            row.final_kind = NOT_STARTED.to_owned();
-            row.outcome = NOT_STARTED.to_owned();
-            row.end_reason = e.to_string();
-            row.ended_ms = Some(started_ms);
+            if !s.rows[k as usize].is_final() {
+                s.up = s.up.saturating_sub(1);
+                s.failed += 1;
+                let row = &mut s.rows[k as usize];
+                row.final_kind = NOT_STARTED.to_owned();
+                row.outcome = NOT_STARTED.to_owned();
+                row.end_reason = e.to_string();
+                row.ended_ms = Some(started_ms);
+            }
         }
         k += 1;
     }
