@@ -18,24 +18,7 @@ target=${CARGO_TARGET_DIR:-target}
 command -v sipp >/dev/null || { echo "sipp is not installed" >&2; exit 1; }
 [ -r /usr/share/sip-tester/g711a.pcap ] || { echo "no /usr/share/sip-tester/g711a.pcap (sip-tester)" >&2; exit 1; }
 
-floor_list="$target/release/floor_echo.path"
-if [ "${SKIP_BUILD:-0}" != 1 ] || [ ! -s "$floor_list" ]; then
-  mkdir -p "$target/release"
-  # One release build of both: the softswitch and the floor (a harness = false bench target,
-  # built with the release profile; cargo prints where its executable is).
-  cargo build --release --locked --bin callplane --bench floor_echo --message-format=json \
-    | python3 -c '
-import json, sys
-for line in sys.stdin:
-    try: m = json.loads(line)
-    except ValueError: continue
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "floor_echo" and m.get("executable"):
-        print(m["executable"])
-' >"$floor_list.tmp"
-  mv "$floor_list.tmp" "$floor_list"
-fi
-floor=$(tail -n1 "$floor_list")
-[ -x "$floor" ] || { echo "floor_echo binary not found ($floor)" >&2; exit 1; }
+floor=$(scripts/build-bench.sh)
 
 py_pid=""
 cleanup() {
