@@ -413,7 +413,6 @@ pub fn voice(seed: u64, ms: u32) -> Vec<i16> {
 #[derive(Debug, Default)]
 struct CalleeCall {
     behaviour: Option<Behaviour>,
-    answered: bool,
     dtmf: u64,
     mos: Option<f64>,
 }
@@ -586,7 +585,6 @@ async fn callee_pump(
                         let mut state = router.state.lock().unwrap_or_else(|e| e.into_inner());
                         call.behaviour = id.and_then(|id| state.chosen.remove(id));
                     }
-                    "sip.answered" | "sip.ack_received" => call.answered = true,
                     "dtmf.received" => call.dtmf += 1,
                     "media.quality" if d.get("scope").and_then(|v| v.as_str()) == Some("call") => {
                         call.mos = d.get("mos").and_then(|v| v.as_f64());
@@ -602,7 +600,8 @@ async fn callee_pump(
                         if let Some(b) = call.behaviour {
                             let f = s.figures.entry(b).or_default();
                             f.calls += 1;
-                            if talk.is_some() || call.answered {
+                            // An inbound call's final event has a duration once answered.
+                            if talk.is_some() {
                                 f.answered += 1;
                             }
                             *f.outcomes.entry(outcome).or_insert(0) += 1;

@@ -594,7 +594,7 @@ impl Report {
         let us = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
         let _ = writeln!(
             m,
-            "\n## The generator\n\n{} media workers; {} deadlines served, lateness p50 ≤ {} µs, p99 ≤ {} µs (limit {} µs), worst ≤ {} µs; {} datagrams not sent. {}",
+            "\n## The generator\n\nMedia workers: {}; {} deadlines served, lateness p50 ≤ {} µs, p99 ≤ {} µs (limit {} µs), worst ≤ {} µs; {} datagrams not sent. {}",
             g.media_workers,
             g.deadlines,
             us(g.lateness_p50_us),
