@@ -57,6 +57,11 @@ struct Pair {
 
 /// Attaches a session (recording when asked) on fresh loopback sockets to `workers`.
 fn attach(workers: &MediaWorkers, record: bool) -> Pair {
+    attach_routed(workers, record, FrameRoute::Call)
+}
+
+/// A session whose recorded frames go to `route` from its first tick.
+fn attach_routed(workers: &MediaWorkers, record: bool, route: FrameRoute) -> Pair {
     let (our_rtp, our_rtcp) = (socket(), socket());
     let (peer, peer_rtcp) = (socket(), socket());
     let link = workers
@@ -65,6 +70,7 @@ fn attach(workers: &MediaWorkers, record: bool) -> Pair {
             &our_rtp,
             &our_rtcp,
             false,
+            route,
         )
         .expect("attach");
     Pair {
@@ -391,7 +397,7 @@ fn a_sink_takes_the_frames_on_the_worker_and_its_notes_reach_the_call_in_order()
         our_rtcp: _our_rtcp,
         peer,
         peer_rtcp: _peer_rtcp,
-    } = attach(&workers, true);
+    } = attach_routed(&workers, true, FrameRoute::Discard);
     let off_thread = Arc::new(AtomicU64::new(0));
     let sink = |name, frames: &Arc<AtomicU64>| {
         FrameRoute::Sink(Box::new(CountingSink {
@@ -408,7 +414,9 @@ fn a_sink_takes_the_frames_on_the_worker_and_its_notes_reach_the_call_in_order()
             std::thread::sleep(Duration::from_millis(20));
         }
     };
-    // 0.5 s to the first sink, 0.5 s to nobody, 0.5 s to the second, then the session stops.
+    // The session discards its frames from its first tick (routed at attach: a route sent
+    // after it may come a tick late). Then 0.5 s to the first sink, 0.5 s to nobody, 0.5 s
+    // to the second, then the session stops.
     link.command(MediaCommand::RouteFrames(sink("first", &first)))
         .expect("route");
     talk(25, 0);

@@ -682,7 +682,7 @@ impl Call {
                         Some(p) => self
                             .shared
                             .media_workers
-                            .attach(*session, &p.rtp, &p.rtcp, rtcp_mux)
+                            .attach(*session, &p.rtp, &p.rtcp, rtcp_mux, FrameRoute::Call)
                             .map_err(|e| e.to_string()),
                         None => Err("the call has no RTP sockets".to_owned()),
                     };

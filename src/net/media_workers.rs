@@ -213,6 +213,7 @@ struct Attach {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     rtcp_mux: bool,
+    route: FrameRoute,
     events: mpsc::Sender<WorkerEvent>,
 }
 
@@ -491,13 +492,16 @@ impl MediaWorkers {
     }
 
     /// Hands `session` to the least loaded worker, with duplicates of the call's sockets
-    /// (`rtcp` is still read when `rtcp_mux`: a peer may send RTCP there anyway).
+    /// (`rtcp` is still read when `rtcp_mux`: a peer may send RTCP there anyway). Its
+    /// recorded frames go to `route` from its first tick, until a
+    /// [`MediaCommand::RouteFrames`] changes it.
     pub fn attach(
         &self,
         session: MediaSession,
         rtp: &impl AsFd,
         rtcp: &impl AsFd,
         rtcp_mux: bool,
+        route: FrameRoute,
     ) -> io::Result<MediaLink> {
         let dup = |fd: &dyn AsFd| -> io::Result<UdpSocket> {
             let socket = UdpSocket::from(fd.as_fd().try_clone_to_owned()?);
@@ -521,6 +525,7 @@ impl MediaWorkers {
                 rtp,
                 rtcp,
                 rtcp_mux,
+                route,
                 events: tx,
             })))
             .map_err(io::Error::other)?;
@@ -777,6 +782,9 @@ impl Worker {
             let _ = self.epoll.delete(&a.rtp);
             self.free.push(index);
             // The call hears it: its session stops at once with what it has.
+            if let FrameRoute::Sink(sink) = a.route {
+                let _ = a.events.try_send(WorkerEvent::Sink(sink.finish()));
+            }
             let _ = a
                 .events
                 .try_send(WorkerEvent::Stopped(Box::new(MediaSummary::of(&a.session))));
@@ -794,7 +802,7 @@ impl Worker {
             outbox_frames: 0,
             frames: Vec::new(),
             record_frames_dropped: 0,
-            route: FrameRoute::Call,
+            route: a.route,
             deadline: None,
             last_input: Instant::now(),
             stopped: false,
