@@ -468,3 +468,48 @@ fn a_sink_takes_the_frames_on_the_worker_and_its_notes_reach_the_call_in_order()
     want.push(Note::Done("second", b));
     assert_eq!(notes, want);
 }
+
+/// The threads of this process named `media-N` whose policy is `policy`.
+fn media_threads_with(policy: sched::Policy) -> usize {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("procfs");
+    tasks
+        .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|tid| {
+            let comm =
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
+            comm.trim().starts_with("media-") && sched::thread_policy(*tid).ok() == Some(policy)
+        })
+        .count()
+}
+
+#[test]
+fn workers_asked_for_real_time_priority_run_under_sched_fifo_or_say_they_do_not() {
+    // 37: no other test's workers use it (they run under the fair scheduler).
+    let policy = sched::Policy::Fifo(37);
+    let workers = MediaWorkers::start_with(WorkerOptions {
+        realtime_priority: Some(37),
+        ..WorkerOptions::new(2)
+    })
+    .expect("workers");
+    // `start_with` returns once every worker has set (or been refused) its priority.
+    let got = workers.stats().realtime_threads;
+    assert_eq!(
+        media_threads_with(policy),
+        got,
+        "the workers' count agrees with the kernel's"
+    );
+    // Root (as in CI) may raise them; anyone else is refused and runs at normal priority.
+    // (Asked on a thread of its own, which then ends: the test's thread keeps its policy.)
+    let privileged = std::thread::spawn(|| sched::set_current_thread_fifo(1).is_ok())
+        .join()
+        .expect("the probe ran");
+    if privileged {
+        assert_eq!(got, 2);
+    } else {
+        assert_eq!(got, 0);
+    }
+    drop(workers);
+    // Without the option, none is raised.
+    let plain = MediaWorkers::start(1).expect("workers");
+    assert_eq!(plain.stats().realtime_threads, 0);
+}

@@ -142,6 +142,9 @@ pub struct EngineConfig {
     /// Media worker threads that run every call's RTP ([`crate::net::media_workers`]; at
     /// least one). Default: one per core.
     pub media_workers: usize,
+    /// Run the media workers under `SCHED_FIFO` at this priority (1–99; `None`: the fair
+    /// scheduler, the default). [`crate::net::media_workers::WorkerOptions::realtime_priority`].
+    pub media_priority: Option<u8>,
 }
 
 impl EngineConfig {
@@ -169,6 +172,7 @@ impl EngineConfig {
             protection: protect::InboundProtection::default(),
             recorder: crate::files::RecorderConfig::default(),
             media_workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            media_priority: None,
         }
     }
 }
@@ -753,8 +757,13 @@ impl Engine {
         let recorder =
             Arc::new(Recorder::start(config.recorder.clone()).map_err(EngineError::Recorder)?);
         let media_workers = Arc::new(
-            crate::net::media_workers::MediaWorkers::start(config.media_workers.max(1))
-                .map_err(EngineError::MediaWorkers)?,
+            crate::net::media_workers::MediaWorkers::start_with(
+                crate::net::media_workers::WorkerOptions {
+                    realtime_priority: config.media_priority,
+                    ..crate::net::media_workers::WorkerOptions::new(config.media_workers.max(1))
+                },
+            )
+            .map_err(EngineError::MediaWorkers)?,
         );
         let media_ip = pool.ip();
         let shared = Arc::new(call::Shared {

@@ -796,6 +796,12 @@ fn render_media_workers(out: &mut String, w: &crate::net::media_workers::MediaWo
                 w.workers.to_string(),
             ),
             (
+                "callplane_media_workers_realtime",
+                "gauge",
+                "Media worker threads running at real-time priority (--media-priority).",
+                w.realtime_threads.to_string(),
+            ),
+            (
                 "callplane_media_worker_sessions",
                 "gauge",
                 "Calls' media sessions the workers run now.",
@@ -1136,11 +1142,13 @@ mod tests {
                 late_us_max: 1_500,
                 record_frames_dropped: 3,
                 commands_refused: 4,
+                realtime_threads: 1,
             }),
             ..Gauges::default()
         });
         for (series, want) in [
             ("callplane_media_workers", 2.0),
+            ("callplane_media_workers_realtime", 1.0),
             ("callplane_media_worker_sessions", 300.0),
             ("callplane_media_worker_datagrams_received_total", 10.0),
             ("callplane_media_worker_datagrams_sent_total", 20.0),

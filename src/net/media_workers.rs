@@ -75,6 +75,11 @@ pub struct WorkerOptions {
     pub event_channel: usize,
     /// Recorded frames a session keeps waiting beyond its channel before it drops them.
     pub max_outbox_frames: usize,
+    /// Run each worker under `SCHED_FIFO` at this priority (1–99), so that the process's other
+    /// threads on its core cannot make its packets late (`None`: the fair scheduler). Refused
+    /// without the privilege: a warning, and the worker runs at normal priority
+    /// ([`MediaWorkerStats::realtime_threads`] says how many got it).
+    pub realtime_priority: Option<u8>,
 }
 
 impl WorkerOptions {
@@ -84,6 +89,7 @@ impl WorkerOptions {
             threads,
             event_channel: EVENT_CHANNEL,
             max_outbox_frames: MAX_OUTBOX_FRAMES,
+            realtime_priority: None,
         }
     }
 }
@@ -238,6 +244,8 @@ pub struct WorkerCounters {
     pub record_frames_dropped: AtomicU64,
     /// Commands refused because a worker's queue was full.
     pub commands_refused: AtomicU64,
+    /// Workers running under `SCHED_FIFO` ([`WorkerOptions::realtime_priority`]).
+    pub realtime_threads: AtomicUsize,
     /// The served deadlines by lateness ([`LatenessHistogram`]'s buckets).
     pub late_buckets: [AtomicU64; LATE_BUCKETS],
 }
@@ -254,6 +262,7 @@ impl Default for WorkerCounters {
             late_us_max: AtomicU64::new(0),
             record_frames_dropped: AtomicU64::new(0),
             commands_refused: AtomicU64::new(0),
+            realtime_threads: AtomicUsize::new(0),
             late_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -351,6 +360,8 @@ pub struct MediaWorkerStats {
     pub record_frames_dropped: u64,
     /// Commands refused by a full worker queue.
     pub commands_refused: u64,
+    /// Workers running under `SCHED_FIFO` (real-time priority).
+    pub realtime_threads: usize,
 }
 
 /// The worker threads. Dropping the last handle stops them once their sessions are gone.
@@ -408,7 +419,9 @@ impl MediaWorkers {
     pub fn start_with(options: WorkerOptions) -> io::Result<MediaWorkers> {
         let counters = Arc::new(WorkerCounters::default());
         let mut workers = Vec::new();
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
         for i in 0..options.threads.max(1) {
+            let started = started_tx.clone();
             let (tx, rx) = sync_channel(COMMAND_QUEUE);
             let wake = EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?;
             let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
@@ -428,6 +441,23 @@ impl MediaWorkers {
             std::thread::Builder::new()
                 .name(format!("media-{i}"))
                 .spawn(move || {
+                    if let Some(priority) = options.realtime_priority {
+                        match sched::set_current_thread_fifo(priority) {
+                            Ok(()) => {
+                                worker_counters
+                                    .realtime_threads
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => tracing::warn!(
+                                error = %e,
+                                priority,
+                                "media worker: no real-time priority (needs CAP_SYS_NICE); \
+                                 running under the fair scheduler"
+                            ),
+                        }
+                    }
+                    // Started: the counters say which workers got their priority.
+                    let _ = started.send(());
                     Worker::new(
                         epoll,
                         control,
@@ -439,6 +469,12 @@ impl MediaWorkers {
                     .run()
                 })?;
             workers.push(handle);
+        }
+        drop(started_tx);
+        // Each worker says it started (with its priority set or refused) before it runs; one
+        // that died first disconnects.
+        for _ in 0..workers.len() {
+            let _ = started_rx.recv();
         }
         Ok(MediaWorkers {
             workers,
@@ -488,6 +524,7 @@ impl MediaWorkers {
             late_us_max: get(&c.late_us_max),
             record_frames_dropped: get(&c.record_frames_dropped),
             commands_refused: get(&c.commands_refused),
+            realtime_threads: c.realtime_threads.load(Ordering::Relaxed),
         }
     }
 
