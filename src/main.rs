@@ -156,6 +156,11 @@ enum Cmd {
         /// tick; at least 1); default: one per core.
         #[arg(long)]
         media_workers: Option<usize>,
+        /// Run the media workers at real-time priority (SCHED_FIFO, 1-99), so that the node's
+        /// other threads cannot delay its packets; needs root or CAP_SYS_NICE (else a warning
+        /// and normal priority). Default: normal priority.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+        media_priority: Option<u8>,
         /// A call script (JSON, see docs/scripts.md) to run on every call. Without one, calls
         /// are answered at once, hear nothing, and end with the caller's BYE.
         #[arg(long)]
@@ -328,9 +333,14 @@ Durations take a unit: 200ms, 30s, 2m (a bare number is seconds)."
         #[arg(long, value_parser = parse_duration, default_value = "3s")]
         silence: Duration,
         /// --answer: a directory with hello.wav, greeting.wav, beep.wav and sit.wav (default:
-        /// generated).
+        /// generated). With --script: where its prompt names resolve (default: its directory).
         #[arg(long)]
         prompts: Option<PathBuf>,
+        /// A call script (JSON, docs/scripts.md) run on every answered call: its steps (play,
+        /// pause, send_dtmf, gather, record, branch, hangup) are each call's step list. Not with
+        /// --play or --send-dtmf; --hold still ends a call its script has not hung up.
+        #[arg(long, conflicts_with_all = ["answer", "play", "send_dtmf"])]
+        script: Option<PathBuf>,
         /// --answer: the most calls at once.
         #[arg(long, default_value_t = 1000)]
         max_calls: usize,
@@ -388,6 +398,11 @@ Durations take a unit: 200ms, 30s, 2m (a bare number is seconds)."
         /// Media worker threads.
         #[arg(long, default_value_t = 1)]
         media_workers: usize,
+        /// The media workers' real-time priority (SCHED_FIFO, 1-99; 0: normal priority). On a
+        /// busy core the generator's own threads otherwise delay its packets; without root or
+        /// CAP_SYS_NICE it runs at normal priority and the report says so.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=99))]
+        media_priority: u8,
         /// RTP ports for the calls (split between the --local addresses).
         #[arg(long, value_parser = parse_port_range, default_value = "30000-39999")]
         rtp_ports: std::ops::RangeInclusive<u16>,
@@ -632,6 +647,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             duration,
             recordings,
             media_workers,
+            media_priority,
             rtp_ports,
             json,
             markdown,
@@ -657,6 +673,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 duration,
                 max_calls: max_calls.max(1),
                 media_workers: media_workers.max(1),
+                media_priority: (media_priority > 0).then_some(media_priority),
                 rtp_ports,
             };
             let report = callplane::loadgen::answer::run_answer(config, |sip| {
@@ -676,6 +693,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Cmd::Loadgen {
             uri,
+            script,
+            prompts,
             calls,
             duration,
             concurrency,
@@ -693,6 +712,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             local,
             from,
             media_workers,
+            media_priority,
             rtp_ports,
             max_lateness,
             max_loss,
@@ -740,6 +760,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 hold,
                 ring_timeout,
                 play,
+                prompts: prompts_dir(prompts, script.as_deref()),
+                script: script
+                    .as_deref()
+                    .map(|p| anyhow::Ok((load_script(p)?, p.to_path_buf())))
+                    .transpose()?,
                 send_dtmf: parse_digits("--send-dtmf", send_dtmf.as_deref().unwrap_or(""))?,
                 dtmf_after,
                 expect_dtmf: expect_dtmf
@@ -752,6 +777,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 prompt_min_score,
                 recordings,
                 media_workers: media_workers.max(1),
+                media_priority: (media_priority > 0).then_some(media_priority),
                 rtp_ports,
                 max_lateness,
                 thresholds: callplane::loadgen::report::Thresholds {
@@ -923,6 +949,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             limits,
             protect,
             media_workers,
+            media_priority,
             script,
             prompts,
             recordings,
@@ -953,6 +980,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 }
                 config.media_workers = n;
             }
+            config.media_priority = media_priority;
             config.inbound = InboundConfig {
                 prompts: prompts_dir(prompts, script.as_deref()),
                 script: script.as_deref().map(load_script).transpose()?,

@@ -187,6 +187,17 @@ async fn against_a_sipp_uas_the_counts_agree_with_sipps_own() {
     assert_eq!(media["silent"], answered);
     assert_eq!(media["one_way"], 0);
     assert_eq!(report["generator"]["valid"], true);
+    // Its one media worker runs at real-time priority (the default) where the kernel allows
+    // it (root, as in CI), and the report says which.
+    let privileged = std::thread::spawn(|| sched::set_current_thread_fifo(1).is_ok())
+        .join()
+        .expect("the probe ran");
+    assert_eq!(
+        report["generator"]["realtime_workers"],
+        u64::from(privileged),
+        "{}",
+        report["generator"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,8 +355,10 @@ async fn a_generator_starved_of_cpu_marks_its_run_invalid() {
         .to_vec()
     })
     .await;
-    // Two busy loops on CPU 0 at the default priority; the generator on CPU 0 too, at nice 19:
-    // it gets about 1 % of that CPU (CFS weights 15 against 2 × 1024).
+    // Two busy loops on CPU 0 at the default priority; the generator on CPU 0 too, at nice 19
+    // and with its media workers at normal priority (its default real-time priority would
+    // put them ahead of the loops): it gets about 1 % of that CPU (CFS weights 15 against
+    // 2 × 1024).
     let hogs: Vec<tokio::process::Child> = (0..2)
         .map(|_| {
             Command::new("taskset")
@@ -370,6 +383,8 @@ async fn a_generator_starved_of_cpu_marks_its_run_invalid() {
             "40",
             "--hold",
             "2s",
+            "--media-priority",
+            "0",
         ],
     )
     .await;
@@ -753,6 +768,72 @@ async fn dtmf_round_trip_against_a_serve_script_that_says_the_digits_back() {
     let (code, report, output) = run("2581*", "mismatch").await;
     assert_eq!(code, 3, "{output}");
     assert_eq!(report["dtmf"]["mismatched"], 3, "{report}");
+    common::send_sigterm(&serve);
+    let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_list_per_call_sends_keys_waits_for_them_back_and_hangs_up() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let callee = dir.path().join("callee");
+    std::fs::create_dir_all(&callee).expect("dir");
+    // The callee gathers up to `#` and says back what it gathered, then waits for our BYE.
+    let callee_script = serde_json::json!({"version": 1, "steps": [
+        {"answer": {}},
+        {"gather": {"max_digits": 16, "first_digit_timeout_ms": 10000}},
+        {"send_dtmf": {"from": "digits"}},
+        {"pause": {"ms": 60000}}
+    ]});
+    let (mut serve, _rx, sip) = serve_with_script(&callee, &callee_script).await;
+    // Each call's steps: wait, send the keys, wait for five keys back, hang up. The hold (60 s)
+    // is only a bound: the script ends every call.
+    let caller = dir.path().join("caller");
+    std::fs::create_dir_all(&caller).expect("dir");
+    let steps = caller.join("steps.json");
+    let caller_script = serde_json::json!({"version": 1, "steps": [
+        {"pause": {"ms": 300}},
+        {"send_dtmf": {"digits": "2580*#"}},
+        {"gather": {"max_digits": 5, "first_digit_timeout_ms": 8000, "store_as": "back"}},
+        {"branch": {"on": "back", "cases": {"2580*": [{"hangup": {"reason": "heard_back"}}]},
+                    "default": [{"hangup": {"reason": "wrong_keys"}}]}}
+    ]});
+    std::fs::write(&steps, caller_script.to_string()).expect("write the steps");
+    let csv = caller.join("calls.csv");
+    let (code, report, output) = three_calls(
+        caller.clone(),
+        format!("sip:steps@{sip}"),
+        [
+            "--script",
+            steps.to_str().expect("utf-8 path"),
+            "--hold",
+            "60s",
+            "--expect-dtmf",
+            "2580*",
+            "--csv",
+            csv.to_str().expect("utf-8 path"),
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(report["calls"]["answered"], 3, "{report}");
+    assert_eq!(report["dtmf"]["matched"], 3, "{report}");
+    assert_eq!(report["settings"]["script"], steps.to_str().expect("utf-8"));
+    // Every call ended by its script's hangup (our BYE), well before the 60 s hold.
+    let text = std::fs::read_to_string(&csv).expect("the CSV");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("a header").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let (reason, duration) = (col("end_reason"), col("duration_ms"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for row in rows {
+        assert_eq!(row[reason], "LocalBye", "{text}");
+        let ms: u64 = row[duration].parse().expect("a duration");
+        assert!(ms < 30_000, "the script hung up, not the hold: {text}");
+    }
     common::send_sigterm(&serve);
     let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
 }

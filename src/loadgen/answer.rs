@@ -163,6 +163,8 @@ pub struct AnswerConfig {
     pub max_calls: usize,
     /// Media worker threads.
     pub media_workers: usize,
+    /// The media workers' real-time priority (`None`: normal).
+    pub media_priority: Option<u8>,
     /// RTP ports.
     pub rtp_ports: std::ops::RangeInclusive<u16>,
 }
@@ -475,6 +477,7 @@ pub async fn run_answer(
     ec.event_sink = Some(sink);
     ec.max_calls = config.max_calls;
     ec.media_workers = config.media_workers.max(1);
+    ec.media_priority = config.media_priority;
     ec.rtp_ports = config.rtp_ports.clone();
     if config.tcp {
         ec.sip_tcp = Some(config.listen);
@@ -721,6 +724,7 @@ mod tests {
             duration: None,
             max_calls: 10,
             media_workers: 1,
+            media_priority: None,
             rtp_ports: 40000..=40099,
         };
         for b in Behaviour::ALL {

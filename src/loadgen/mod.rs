@@ -42,6 +42,7 @@ use crate::engine::{
     InboundRouter, OriginateRequest, PromptScope,
 };
 use crate::files::generated::ScratchDir;
+use crate::script::Script;
 use record::CallRow;
 use report::{Report, RunFacts, RunSettings, Thresholds};
 
@@ -85,6 +86,10 @@ pub struct LoadConfig {
     pub ring_timeout: Duration,
     /// A WAV played to the callee once answered (`None`: silence is sent).
     pub play: Option<PathBuf>,
+    /// A script run on every answered call (its step list), and the file it came from.
+    pub script: Option<(Arc<Script>, PathBuf)>,
+    /// Where the script's prompt names and relative paths resolve.
+    pub prompts: Option<PathBuf>,
     /// Digits sent once answered, after `dtmf_after`.
     pub send_dtmf: Vec<media::dtmf::Digit>,
     pub dtmf_after: Duration,
@@ -99,6 +104,8 @@ pub struct LoadConfig {
     pub recordings: Option<PathBuf>,
     /// Media worker threads in all.
     pub media_workers: usize,
+    /// Their real-time priority (`None`: normal; [`EngineConfig::media_priority`]).
+    pub media_priority: Option<u8>,
     /// RTP ports the generator's calls take (split between the engines).
     pub rtp_ports: RangeInclusive<u16>,
     /// The lateness p99 a valid run stays within.
@@ -221,6 +228,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
         ec.event_sink = Some(sink.clone());
         ec.router = Some(Arc::new(RefuseInbound));
         ec.media_workers = config.media_workers.div_ceil(n).max(1);
+        ec.media_priority = config.media_priority;
         if config.transport == Transport::Tcp {
             ec.sip_tcp = Some(*bind);
         }
@@ -335,6 +343,10 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
         .sum::<u64>()
         .saturating_sub(failed_before);
     let media_workers = handles.iter().map(|h| h.media_worker_stats().workers).sum();
+    let realtime_workers = handles
+        .iter()
+        .map(|h| h.media_worker_stats().realtime_threads)
+        .sum();
     if let Some(p) = progress {
         p.abort();
         eprintln!("\r{}   ", progress_line(&shared, start.elapsed()));
@@ -367,6 +379,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
         lateness,
         lateness_limit_us: config.max_lateness.as_micros() as u64,
         media_workers,
+        realtime_workers,
         send_failed,
         thresholds: config.thresholds.clone(),
         expect_dtmf: config.expect_dtmf.clone(),
@@ -445,8 +458,8 @@ fn request_for(config: &LoadConfig, k: u64, record: Option<PathBuf>) -> Originat
         hangup_after: Some(config.hold),
         send_dtmf: config.send_dtmf.clone(),
         dtmf_after: config.dtmf_after,
-        script: None,
-        prompts: None,
+        script: config.script.as_ref().map(|(s, _)| Arc::clone(s)),
+        prompts: config.prompts.clone(),
         prompt_scope: PromptScope::Local,
         tag: Some(Arc::from(k.to_string())),
         variables: Default::default(),
@@ -469,6 +482,7 @@ fn settings(config: &LoadConfig) -> RunSettings {
         duration_s: config.duration.map(|d| d.as_secs_f64()),
         hold_s: config.hold.as_secs_f64(),
         play: config.play.as_ref().map(|p| p.display().to_string()),
+        script: config.script.as_ref().map(|(_, p)| p.display().to_string()),
         send_dtmf: config.send_dtmf.iter().map(|d| d.as_char()).collect(),
     }
 }

@@ -148,6 +148,8 @@ pub struct DtmfFigures {
 pub struct GeneratorFigures {
     /// Media worker threads.
     pub media_workers: usize,
+    /// Of them, running at real-time priority (`--media-priority`; 0 when refused or off).
+    pub realtime_workers: usize,
     /// Deadlines served (packet slots, RTCP, playout ticks).
     pub deadlines: u64,
     /// How late they were served: p50, p99 and the worst bucket's bound, µs.
@@ -204,6 +206,8 @@ pub struct RunSettings {
     pub duration_s: Option<f64>,
     pub hold_s: f64,
     pub play: Option<String>,
+    /// The script every answered call ran (its file).
+    pub script: Option<String>,
     pub send_dtmf: String,
 }
 
@@ -243,6 +247,8 @@ pub struct RunFacts {
     pub lateness: LatenessHistogram,
     pub lateness_limit_us: u64,
     pub media_workers: usize,
+    /// Of them, running at real-time priority.
+    pub realtime_workers: usize,
     pub send_failed: u64,
     pub thresholds: Thresholds,
     /// Digits expected back on every answered call (`None`: no DTMF check).
@@ -361,6 +367,7 @@ impl Report {
         };
         let generator = GeneratorFigures {
             media_workers: facts.media_workers,
+            realtime_workers: facts.realtime_workers,
             deadlines: facts.lateness.count(),
             lateness_p50_us: facts.lateness.quantile_us(0.50),
             lateness_p99_us: p99,
@@ -594,8 +601,9 @@ impl Report {
         let us = |v: Option<u64>| v.map_or_else(|| "n/a".to_owned(), |v| v.to_string());
         let _ = writeln!(
             m,
-            "\n## The generator\n\nMedia workers: {}; {} deadlines served, lateness p50 ≤ {} µs, p99 ≤ {} µs (limit {} µs), worst ≤ {} µs; {} datagrams not sent. {}",
+            "\n## The generator\n\nMedia workers: {} ({} at real-time priority); {} deadlines served, lateness p50 ≤ {} µs, p99 ≤ {} µs (limit {} µs), worst ≤ {} µs; {} datagrams not sent. {}",
             g.media_workers,
+            g.realtime_workers,
             g.deadlines,
             us(g.lateness_p50_us),
             us(g.lateness_p99_us),
@@ -768,6 +776,7 @@ mod tests {
             lateness,
             lateness_limit_us: 2_000,
             media_workers: 1,
+            realtime_workers: 0,
             send_failed: 0,
             thresholds,
             expect_dtmf: None,
