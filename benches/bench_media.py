@@ -53,6 +53,8 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PCAP = "/usr/share/sip-tester/g711a.pcap"
+RTPENGINE = "/usr/bin/rtpengine"
+KAMAILIO = "/usr/sbin/kamailio"
 HZ = os.sysconf("SC_CLK_TCK")
 PROCS = []
 
@@ -237,11 +239,131 @@ def media_sink(a, n):
     return socks
 
 
+def start_floor(work, sip_port, n, limit, a, bins):
+    """The floor echo with n sockets, and a sipp UAS on sip_port whose answers point call k at
+    socket k. Returns the floor's Child (with .sip, the UAS's address)."""
+    ports_file = os.path.join(work, "ports")
+    floor = Child(
+        [bins["floor"], "--sockets", n, "--ports-file", ports_file, "--max-seconds", int(limit),
+         "--base-port", a.floor_port],
+        limit, work, "floor",
+    )
+    wait_for(lambda: "floor ready" in floor.text(), 30, "floor ready")
+    with open(ports_file) as f:
+        ports = f.read().split()
+    with open(os.path.join(work, "ports.csv"), "w") as f:
+        f.write("SEQUENTIAL\n" + "".join(f"{p};\n" for p in ports))
+    Child(
+        ["sipp", "-sf", os.path.join(REPO, "benches/sipp/floor_uas.xml"),
+         "-inf", os.path.join(work, "ports.csv"), "-i", "127.0.0.1", "-mi", "127.0.0.1",
+         "-mp", a.uas_media_port, "-p", sip_port, "-m", n, "-nostdin", "-trace_err"],
+        limit, work, "floor_uas",
+    )
+    time.sleep(0.5)
+    floor.sip = f"127.0.0.1:{sip_port}"
+    return floor
+
+
+def bdecode(b, i=0):
+    """One bencoded value of rtpengine's ng protocol at b[i:]: (value, next index)."""
+    c = b[i:i + 1]
+    if c == b"i":
+        j = b.index(b"e", i)
+        return int(b[i + 1:j]), j + 1
+    if c in (b"l", b"d"):
+        items, i = [], i + 1
+        while b[i:i + 1] != b"e":
+            v, i = bdecode(b, i)
+            items.append(v)
+        return (dict(zip(items[::2], items[1::2])) if c == b"d" else items), i + 1
+    j = b.index(b":", i)
+    k = j + 1 + int(b[i:j])
+    return b[j + 1:k].decode(errors="replace"), k
+
+
+def ng(port, command, timeout=2.0):
+    """Sends an ng command with no arguments (bencoded, over UDP) and returns the reply dict."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        cookie = f"b{os.getpid()}{time.monotonic_ns()}"
+        s.sendto(f"{cookie} d7:command{len(command)}:{command}e".encode(), ("127.0.0.1", port))
+        data = s.recv(1 << 20)
+    head, _, body = data.partition(b" ")
+    if head.decode() != cookie:
+        raise RuntimeError(f"ng {command}: a reply to another request")
+    return bdecode(body)[0]
+
+
+def rtpengine_relayed(port):
+    """rtpengine's own count of the packets it relayed in userspace (each one in and one out)."""
+    return ng(port, "statistics")["statistics"]["totalstatistics"]["relayedpackets_user"]
+
+
+def start_rtpengine(work, n, limit, a):
+    """rtpengine 10.5 in userspace (--table=-1, no kernel module), with its ng control socket on
+    a free port and 4 media ports per call from --rtpengine-port up. Returns (Child, ng port)."""
+    ng_port = free_udp_port()
+    rtpe = Child(
+        [RTPENGINE, "--config-file=none", "--table=-1", "--foreground", "--log-stderr",
+         "--log-level=4", "--delete-delay=0", "--interface=127.0.0.1",
+         f"--listen-ng=127.0.0.1:{ng_port}", f"--port-min={a.rtpengine_port}",
+         f"--port-max={a.rtpengine_port + 4 * n + 99}"],
+        limit, work, "rtpengine",
+    )
+
+    def pong():
+        if not rtpe.alive():
+            raise RuntimeError(f"rtpengine exited: {open(rtpe.err_path).read()[-2000:]}")
+        try:
+            return ng(ng_port, "ping", timeout=0.2).get("result") == "pong"
+        except OSError:
+            return False
+
+    wait_for(pong, 30, "rtpengine's ng pong")
+    return rtpe, ng_port
+
+
+def start_kamailio(work, sip_port, target, ng_port, limit):
+    """kamailio (benches/kamailio/relay.cfg) on sip_port: forwards each call to target with
+    rtpengine (ng_port) in its media path. Returns once it answers OPTIONS."""
+    with open(os.path.join(REPO, "benches/kamailio/relay.cfg")) as f:
+        cfg = f.read().replace("@TARGET@", target).replace("@RTPENGINE@", f"udp:127.0.0.1:{ng_port}")
+    path = os.path.join(work, "relay.cfg")
+    with open(path, "w") as f:
+        f.write(cfg)
+    kam = Child(
+        [KAMAILIO, "-f", path, "-DD", "-E", "-m", 64, "-M", 8, "-l", f"udp:127.0.0.1:{sip_port}",
+         "-w", work, "-Y", work, "-P", os.path.join(work, "kamailio.pid")],
+        limit, work, "kamailio",
+    )
+
+    def answers():
+        if not kam.alive():
+            raise RuntimeError(f"kamailio exited: {open(kam.err_path).read()[-2000:]}")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.2)
+            me = s.getsockname()[1]
+            s.sendto((f"OPTIONS sip:127.0.0.1:{sip_port} SIP/2.0\r\n"
+                      f"Via: SIP/2.0/UDP 127.0.0.1:{me};branch=z9hG4bK{time.monotonic_ns()}\r\n"
+                      f"From: <sip:bench@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1:{sip_port}>\r\n"
+                      f"Call-ID: ready-{time.monotonic_ns()}\r\nCSeq: 1 OPTIONS\r\n"
+                      "Max-Forwards: 5\r\nContent-Length: 0\r\n\r\n").encode(),
+                     ("127.0.0.1", sip_port))
+            try:
+                return s.recv(4096).startswith(b"SIP/2.0 200")
+            except OSError:
+                return False
+
+    wait_for(answers, 30, "kamailio's 200 to OPTIONS")
+    return kam
+
+
 def run_one(kind, n, a, bins):
     work = tempfile.mkdtemp(prefix=f"bench-media-{kind}-{n}-")
     sip_port = free_udp_port()
     limit = a.plays * 7.1 + n / a.rate + 60
-    target = None
+    target = floor = ng_port = None
     result = {"kind": kind, "n": n}
     api = None
     sink = []
@@ -272,25 +394,14 @@ def run_one(kind, n, a, bins):
                 return None
 
             api = wait_for(listening, 30, "serve.listening")["api"]
+        elif kind == "floor":
+            target = floor = start_floor(work, sip_port, n, limit, a, bins)
         else:
-            ports_file = os.path.join(work, "ports")
-            target = Child(
-                [bins["floor"], "--sockets", n, "--ports-file", ports_file, "--max-seconds", int(limit),
-                 "--base-port", a.floor_port],
-                limit, work, "floor",
-            )
-            wait_for(lambda: "floor ready" in target.text(), 30, "floor ready")
-            with open(ports_file) as f:
-                ports = f.read().split()
-            with open(os.path.join(work, "ports.csv"), "w") as f:
-                f.write("SEQUENTIAL\n" + "".join(f"{p};\n" for p in ports))
-            Child(
-                ["sipp", "-sf", os.path.join(REPO, "benches/sipp/floor_uas.xml"),
-                 "-inf", os.path.join(work, "ports.csv"), "-i", "127.0.0.1", "-mi", "127.0.0.1",
-                 "-mp", a.uas_media_port, "-p", sip_port, "-m", n, "-nostdin", "-trace_err"],
-                limit, work, "floor_uas",
-            )
-            time.sleep(0.5)
+            # rtpengine relays between the generator and the floor: kamailio on sip_port puts it
+            # in each call's media path and forwards the call to the floor's sipp UAS.
+            floor = start_floor(work, free_udp_port(), n, limit, a, bins)
+            target, ng_port = start_rtpengine(work, n, limit, a)
+            start_kamailio(work, sip_port, floor.sip, ng_port, limit)
         if target.pid is None:
             raise RuntimeError(f"{kind}: no pid")
         pid = target.pid
@@ -328,7 +439,7 @@ def run_one(kind, n, a, bins):
                  "-trace_stat", "-fd", 1, "-trace_err", f"127.0.0.1:{sip_port}"],
                 limit, work, "media_uac",
             )
-        samples = []  # (t, ticks, rss_kb, live)
+        samples = []  # (t, ticks, rss_kb, live, packets rtpengine relayed)
         events_seen = {"created": 0, "final": 0}
         offset = 0
         deadline = time.monotonic() + limit
@@ -348,9 +459,10 @@ def run_one(kind, n, a, bins):
                 events_seen["final"] += len(re.findall(r'"kind":"call\.(?:completed|failed)"', chunk[:cut]))
                 live = events_seen["created"] - events_seen["final"]
             else:
-                lines = [l for l in target.text().splitlines() if l.startswith("floor t_ms=")]
+                lines = [l for l in floor.text().splitlines() if l.startswith("floor t_ms=")]
                 live = int(re.search(r"active=(\d+)", lines[-1]).group(1)) if lines else 0
-            samples.append((t, ticks, rss, live))
+            relayed = rtpengine_relayed(ng_port) if kind == "rtpengine" else None
+            samples.append((t, ticks, rss, live, relayed))
         result["sipp_rc"] = uac.popen.wait(10)
         if a.generator == "loadgen":
             with open(os.path.join(work, "loadgen.json")) as f:
@@ -425,6 +537,21 @@ def run_one(kind, n, a, bins):
                 # Stereo 16-bit 8 kHz for the answered time of each call.
                 secs = sum((c.get("details") or {}).get("duration_ms") or 0 for c in calls.values()) / 1e3
                 result["wav_bytes_expected"] = int(secs * 8000 * 2 * 2)
+        elif kind == "rtpengine":
+            # rtpengine's own count: each packet relayed is one in and one out. Cross-check: the
+            # floor's own in + out, every one of which went through rtpengine.
+            packets = 2 * (steady[-1][4] - steady[0][4])
+            result["pps"] = packets / window
+            relayed = rtpengine_relayed(ng_port)
+            result["packets_in"] = result["packets_out"] = relayed
+            time.sleep(1.5)
+            rows = [dict(x.split("=") for x in l.split()[1:])
+                    for l in floor.text().splitlines() if l.startswith("floor t_ms=")]
+            result["floor_in_out"] = int(rows[-1]["in"]) + int(rows[-1]["out"])
+            result["in_per_call"] = int(rows[-1]["in"]) / n
+            if not 0.97 * result["floor_in_out"] <= relayed <= 1.03 * result["floor_in_out"]:
+                raise RuntimeError(f"rtpengine N={n}: relayed {relayed}, the floor counted "
+                                   f"{result['floor_in_out']} in + out: the run is not valid")
         else:
             time.sleep(1.5)
             lines = [l for l in target.text().splitlines() if l.startswith("floor t_ms=")]
@@ -501,7 +628,12 @@ def main():
     p.add_argument("--plays", type=int, default=4, help="pcap plays per call (7.05 s each)")
     p.add_argument("--rate", type=int, default=50, help="sipp call rate (calls/s)")
     p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--only", choices=["serve", "serve+rec", "floor"], help="one scenario (profiling)")
+    p.add_argument("--only", choices=["serve", "serve+rec", "floor", "rtpengine"], help="one scenario (profiling)")
+    p.add_argument("--rtpengine", action="store_true",
+                   help="also run rtpengine in userspace between the generator and the floor (B2's "
+                        "second reference; kamailio puts it in each call's media path)")
+    p.add_argument("--rtpengine-port", type=int, default=20000,
+                   help="rtpengine's first media port (4 a call; below the ephemeral range)")
     p.add_argument("--uac-media-port", type=int, default=42000)
     p.add_argument("--uas-media-port", type=int, default=46000)
     p.add_argument("--floor-port", type=int, default=30000,
@@ -523,7 +655,9 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     fp = fingerprint(bins)
     fp["load_before"] = os.getloadavg()
-    order = [a.only] if a.only else ["serve", "floor", "serve+rec", "floor"]
+    order = [a.only] if a.only else (
+        ["serve", "floor", "rtpengine", "serve+rec", "floor"] if a.rtpengine
+        else ["serve", "floor", "serve+rec", "floor"])
     runs = []
     try:
         for _ in range(a.rounds):
@@ -552,14 +686,15 @@ def main():
     print("sipp's media ports: " + ("unbound (--no-media-sink: an ICMP error for every packet sent to sipp)"
                                     if a.no_media_sink else "bound by the harness, never read (no ICMP)"))
     print()
-    print("| N | serve µs/pkt | floor µs/pkt | ratio | serve+rec µs/pkt | rec on/off | RSS/call serve | RSS/call serve+rec | CPU % serve / floor / rec |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| N | serve µs/pkt | floor µs/pkt | ratio | serve+rec µs/pkt | rec on/off | rtpengine µs/pkt | serve / rtpengine | RSS/call serve | RSS/call serve+rec | CPU % serve / floor / rec |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for n in a.calls:
         by = lambda k: [r for r in runs if r["n"] == n and r["kind"] == k]  # noqa: E731
-        s, f, rec = by("serve"), by("floor"), by("serve+rec")
+        s, f, rec, rte = by("serve"), by("floor"), by("serve+rec"), by("rtpengine")
         mean = lambda rs, key: statistics.mean(r[key] for r in rs) if rs else float("nan")  # noqa: E731
         su, fu, ru = mean(s, "us_per_packet"), mean(f, "us_per_packet"), mean(rec, "us_per_packet")
-        print(f"| {n} | {su:.2f} | {fu:.2f} | {su / fu:.2f}× | {ru:.2f} | {ru / su:.2f}× | "
+        eu = mean(rte, "us_per_packet")
+        print(f"| {n} | {su:.2f} | {fu:.2f} | {su / fu:.2f}× | {ru:.2f} | {ru / su:.2f}× | {eu:.2f} | {su / eu:.2f}× | "
               f"{mean(s, 'rss_per_call_kb'):.1f} KiB | {mean(rec, 'rss_per_call_kb'):.1f} KiB | "
               f"{mean(s, 'cpu_percent'):.1f} / {mean(f, 'cpu_percent'):.1f} / {mean(rec, 'cpu_percent'):.1f} |")
     if len(a.calls) >= 2:
@@ -578,7 +713,9 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in runs:
         mcheck = (f"{r.get('metrics_in', 0):.0f}/{r.get('metrics_out', 0):.0f} vs {r['packets_in']}/{r['packets_out']}"
-                  if r["kind"].startswith("serve") else "-")
+                  if r["kind"].startswith("serve") else
+                  f"relayed {r['packets_in']} vs the floor's in + out {r['floor_in_out']}" if r["kind"] == "rtpengine"
+                  else "-")
         wav = f"{r['wav_bytes']} / {r['wav_bytes_expected']}" if "wav_bytes" in r else "-"
         own = f"{r['own_us_per_packet']:.2f}" if "own_us_per_packet" in r else "-"
         print(f"| {r['kind']} | {r['n']} | {r['us_per_packet']:.2f} | {r['whole_us_per_packet']:.2f} | {own} | "
