@@ -713,3 +713,134 @@ fn send_dtmf_needs_keys_or_a_variable_name() {
         assert_eq!(e.path, path, "{json}: {e}");
     }
 }
+
+/// A `listen` then a `send_dtmf` of the outcome's first key, so the test sees where it went.
+fn listen_script(fields: &str) -> Script {
+    script(&format!(
+        r#"{{"version": 1, "steps": [
+            {{"listen": {{{fields}}}}},
+            {{"branch": {{"on": "heard", "cases": {{
+                "speech": [{{"send_dtmf": {{"digits": "1"}}}}],
+                "silence": [{{"send_dtmf": {{"digits": "2"}}}}],
+                "timeout": [{{"send_dtmf": {{"digits": "3"}}}}]}}}}}},
+            {{"pause": {{"ms": 60000}}}}
+        ]}}"#
+    ))
+}
+
+fn keys(digits: &str) -> Action {
+    Action::SendDtmf {
+        digits: digits.to_string(),
+    }
+}
+
+#[test]
+fn listen_until_silence_waits_for_the_prompt_to_play_and_then_stay_quiet() {
+    let t0 = Instant::now();
+    let mut r = ScriptRunner::new_answered(&listen_script(r#""silence_ms": 1000"#), t0);
+    assert_eq!(drain(&mut r), [Action::DetectVoice(true)]);
+    // Nothing heard yet: only the 15 s default timeout is pending; quiet alone is not enough.
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(15_000)));
+    // The prompt starts, pauses (the media says it ended after 300 ms of quiet), resumes.
+    r.handle(t0 + ms(500), ScriptInput::Voice(true));
+    r.handle(t0 + ms(2000), ScriptInput::Voice(false));
+    // Quiet for 1000 ms in all: 700 ms more after the media's 300 ms.
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(2700)));
+    r.handle(t0 + ms(2500), ScriptInput::Voice(true));
+    assert_eq!(
+        r.poll_timeout(),
+        Some(t0 + ms(15_000)),
+        "the pause was not the end"
+    );
+    r.handle(t0 + ms(2700), ScriptInput::Timeout);
+    assert!(drain(&mut r).is_empty(), "still listening");
+    r.handle(t0 + ms(4000), ScriptInput::Voice(false));
+    r.handle(t0 + ms(4700), ScriptInput::Timeout);
+    assert_eq!(drain(&mut r), [Action::DetectVoice(false), keys("2")]);
+    assert_eq!(r.variables()["heard"], "silence");
+}
+
+#[test]
+fn listen_until_speech_ends_at_the_first_audio_and_a_silent_peer_times_out() {
+    let t0 = Instant::now();
+    let mut r = ScriptRunner::new_answered(&listen_script(r#""until": "speech""#), t0);
+    assert_eq!(drain(&mut r), [Action::DetectVoice(true)]);
+    r.handle(t0 + ms(800), ScriptInput::Voice(true));
+    assert_eq!(drain(&mut r), [Action::DetectVoice(false), keys("1")]);
+
+    // Nobody speaks: the timeout, stored as such. Voice after it is ignored.
+    let mut r = ScriptRunner::new_answered(&listen_script(r#""timeout_ms": 3000"#), t0);
+    assert_eq!(drain(&mut r), [Action::DetectVoice(true)]);
+    r.handle(t0 + ms(2999), ScriptInput::Timeout);
+    assert!(drain(&mut r).is_empty(), "an early timeout is ignored");
+    r.handle(t0 + ms(3000), ScriptInput::Timeout);
+    assert_eq!(drain(&mut r), [Action::DetectVoice(false), keys("3")]);
+    r.handle(t0 + ms(3100), ScriptInput::Voice(true));
+    assert!(drain(&mut r).is_empty());
+    // A prompt that plays but never stops: the timeout too.
+    let mut r = ScriptRunner::new_answered(&listen_script(r#""timeout_ms": 3000"#), t0);
+    drain(&mut r);
+    r.handle(t0 + ms(100), ScriptInput::Voice(true));
+    r.handle(t0 + ms(3000), ScriptInput::Timeout);
+    assert_eq!(drain(&mut r), [Action::DetectVoice(false), keys("3")]);
+}
+
+#[test]
+fn listen_fields_are_checked() {
+    for (json, path) in [
+        (
+            r#"{"listen": {"silence_ms": 100}}"#,
+            "steps[0].listen.silence_ms",
+        ),
+        (
+            r#"{"listen": {"timeout_ms": 0}}"#,
+            "steps[0].listen.timeout_ms",
+        ),
+        (r#"{"listen": {"until": "music"}}"#, "steps[0].listen.until"),
+        (
+            r#"{"listen": {"store_as": "9x"}}"#,
+            "steps[0].listen.store_as",
+        ),
+        (r#"{"listen": {"for": "speech"}}"#, "steps[0].listen.for"),
+    ] {
+        let e = error(&format!(r#"{{"version": 1, "steps": [{json}]}}"#));
+        assert_eq!(e.path, path, "{json}: {e}");
+    }
+    // The defaults.
+    let s = script(r#"{"version": 1, "steps": [{"listen": {}}]}"#);
+    let callplane::script::Step::Listen(l) = &s.steps[0] else {
+        panic!("{s:?}")
+    };
+    assert_eq!(
+        (l.silence_ms, l.timeout_ms, l.store_as.as_str()),
+        (1000, 15_000, "heard")
+    );
+}
+
+#[test]
+fn echo_sends_the_audio_back_for_its_time_then_goes_on() {
+    let s = script(
+        r#"{"version": 1, "steps": [{"echo": {"ms": 4000}}, {"hangup": {"reason": "done"}}]}"#,
+    );
+    let t0 = Instant::now();
+    let mut r = ScriptRunner::new_answered(&s, t0);
+    assert_eq!(drain(&mut r), [Action::Echo(true)]);
+    assert_eq!(r.poll_timeout(), Some(t0 + ms(4000)));
+    r.handle(t0 + ms(1000), ScriptInput::Dtmf('5'));
+    r.handle(t0 + ms(3999), ScriptInput::Timeout);
+    assert!(
+        drain(&mut r).is_empty(),
+        "keys and early timeouts change nothing"
+    );
+    r.handle(t0 + ms(4000), ScriptInput::Timeout);
+    let result = finished(&mut r, &[Action::Echo(false), hangup("done")]);
+    assert_eq!(result.path, ["steps[0]", "steps[1]"]);
+    for bad in [
+        r#"{"echo": {"ms": 0}}"#,
+        r#"{"echo": {}}"#,
+        r#"{"echo": {"ms": 700000}}"#,
+    ] {
+        let e = error(&format!(r#"{{"version": 1, "steps": [{bad}]}}"#));
+        assert!(e.path.starts_with("steps[0].echo"), "{bad}: {e}");
+    }
+}

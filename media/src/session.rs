@@ -207,6 +207,12 @@ pub enum Input {
     StopPlayback,
     /// Send DTMF digits: RFC 4733 when negotiated, else in-band tones.
     SendDtmf(Vec<Digit>),
+    /// Report when the peer's audio starts and ends ([`MediaEvent::Voice`]), or stop. Turned
+    /// on, the peer is taken as quiet: audio that is already playing is reported at once.
+    DetectVoice(bool),
+    /// Send the peer's own audio back to it, one ptime after it was played out (when no
+    /// prompt, tone or digit is being sent), or stop.
+    Echo(bool),
     /// End the session: send an RTCP BYE, emit the call's [`QualityReport`] (scope
     /// [`QualityScope::Call`], when any packet arrived) and stop all timers.
     Stop {
@@ -340,7 +346,17 @@ pub enum MediaEvent {
     PlaybackFinished,
     /// The prompt was stopped.
     PlaybackStopped,
+    /// The peer's audio started (`active`: a tick above [`VOICED_RMS`]) or ended (quiet for
+    /// [`VOICE_HANGOVER_MS`]). Only while [`Input::DetectVoice`] is on.
+    Voice {
+        /// Started (true) or ended (false).
+        active: bool,
+    },
 }
+
+/// How long the peer's audio stays below [`VOICED_RMS`] before a [`MediaEvent::Voice`] says
+/// it ended: longer than the pauses between words, shorter than those between sentences.
+pub const VOICE_HANGOVER_MS: u64 = 300;
 
 /// One ptime of the call as stereo PCM: left = inbound (heard), right = outbound (sent).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -415,6 +431,15 @@ pub const VOICED_RMS: i64 = 184;
 /// packet aimed at a guessed port cannot take the call's media over.
 pub const LATCH_PROBATION: u8 = 4;
 
+/// The peer's voice activity ([`Input::DetectVoice`]).
+#[derive(Debug, Clone, Copy)]
+struct VoiceState {
+    /// Audio above [`VOICED_RMS`] is playing (reported).
+    active: bool,
+    /// How long it has been quiet while active, ms.
+    quiet_ms: u64,
+}
+
 /// A source that is not latched yet, and how far its probation has gone.
 #[derive(Debug, Clone, Copy)]
 struct Candidate {
@@ -474,6 +499,10 @@ pub struct MediaSession {
     dtmf_rx: Option<DtmfReceiver>,
     inband_rx: Option<InbandDetector>,
     inband_found: Vec<crate::dtmf::InbandDigit>,
+    /// The peer's voice activity, while [`Input::DetectVoice`] is on.
+    voice: Option<VoiceState>,
+    /// Send the peer's audio back ([`Input::Echo`]).
+    echo: bool,
     dtmf_queue: VecDeque<Digit>,
     dtmf_tx: Option<DtmfSender>,
     gap_ticks: u32,
@@ -559,6 +588,8 @@ impl MediaSession {
                 .is_none()
                 .then(|| InbandDetector::new(codec.sample_rate())),
             inband_found: Vec::new(),
+            voice: None,
+            echo: false,
             dtmf_queue: VecDeque::new(),
             dtmf_tx: None,
             gap_ticks: 0,
@@ -692,6 +723,13 @@ impl MediaSession {
                     resample(&pcm, rate, target)?.into()
                 };
                 self.player = Some(Player::new(pcm, target, self.cfg.ptime_ms));
+            }
+            Input::Echo(on) => self.echo = on,
+            Input::DetectVoice(on) => {
+                self.voice = on.then_some(VoiceState {
+                    active: false,
+                    quiet_ms: 0,
+                });
             }
             Input::StopPlayback => {
                 if let Some(p) = self.player.take()
@@ -1218,6 +1256,9 @@ impl MediaSession {
                 self.player = None;
                 self.event(MediaEvent::PlaybackFinished);
             }
+        } else if self.echo {
+            // The last tick's inbound audio (the codec is the same both ways: one length).
+            self.pcm_out.extend_from_slice(&self.pcm_in);
         }
         // Silence when there is nothing to play: keeps NATs open and the peer's RTP timeout
         // quiet.
@@ -1299,8 +1340,25 @@ impl MediaSession {
                 .iter()
                 .map(|&x| i64::from(x) * i64::from(x))
                 .sum();
-            if energy > VOICED_RMS * VOICED_RMS * self.spf as i64 {
+            let voiced = energy > VOICED_RMS * VOICED_RMS * self.spf as i64;
+            if voiced {
                 self.stats.voiced_ms += tick;
+            }
+            if let Some(v) = &mut self.voice {
+                let change = if voiced {
+                    v.quiet_ms = 0;
+                    !std::mem::replace(&mut v.active, true)
+                } else if v.active {
+                    v.quiet_ms += tick;
+                    v.active = v.quiet_ms < VOICE_HANGOVER_MS;
+                    !v.active
+                } else {
+                    false
+                };
+                if change {
+                    let active = v.active;
+                    self.event(MediaEvent::Voice { active });
+                }
             }
         }
         // Before the first inbound audio there is nothing to detect (the detector would run

@@ -1188,3 +1188,140 @@ fn voiced_ticks_count_audio_above_the_threshold_and_not_silence() {
         }
     }
 }
+
+/// Steps `s` through its deadlines from `from` to `until`; the voice events, with when.
+fn voice_until(s: &mut MediaSession, from: Instant, until: Instant) -> Vec<(Instant, bool)> {
+    let mut heard = vec![];
+    let mut now = from;
+    while now < until {
+        s.handle_input(Input::Timeout(now)).unwrap();
+        loop {
+            match s.poll_output() {
+                Some(Output::Event(MediaEvent::Voice { active })) => heard.push((now, active)),
+                Some(Output::Timeout(at)) => {
+                    now = at.max(now + Duration::from_micros(1));
+                    break;
+                }
+                None => return heard,
+                _ => {}
+            }
+        }
+    }
+    heard
+}
+
+#[test]
+fn voice_events_say_when_the_peers_audio_starts_and_ends_and_only_while_asked() {
+    // 1 s of audio, 1 s of silence, 0.2 s of audio, 1 s of silence (PCMU 0x80 is loud, 0xff
+    // is silence). Detection on from the start, from within the first silence, or never.
+    let plan: Vec<u8> = [(0x80u8, 50), (0xff, 50), (0x80, 10), (0xff, 50)]
+        .iter()
+        .flat_map(|&(byte, n)| std::iter::repeat_n(byte, n))
+        .collect();
+    let hang = media::session::VOICE_HANGOVER_MS;
+    for (detect_from, want) in [
+        (Some(0), vec![true, false, true, false]),
+        (Some(70), vec![true, false]),
+        (None, vec![]),
+    ] {
+        let start = t0();
+        let (_, mut b) = pair(false, start);
+        let mut heard = vec![];
+        for (i, byte) in plan.iter().enumerate() {
+            if Some(i) == detect_from {
+                b.handle_input(Input::DetectVoice(true)).unwrap();
+            }
+            let at = start + MS * 20 * i as u32;
+            receive(&mut b, at, A_ADDR, pcmu_filled(1000 + i as u16, 0xa, *byte));
+            heard.extend(voice_until(&mut b, at, at + MS * 20));
+        }
+        let flips: Vec<bool> = heard.iter().map(|&(_, a)| a).collect();
+        assert_eq!(flips, want, "{detect_from:?}: {heard:?}");
+        // Each end comes on the tick that completes VOICE_HANGOVER_MS of quiet: the audio's
+        // length less its last tick, plus the hangover (and at most two ticks of playout
+        // jitter); the playout delays both edges alike.
+        let spans: Vec<u64> = heard
+            .chunks(2)
+            .map(|p| p[1].0.duration_since(p[0].0).as_millis() as u64)
+            .collect();
+        let audio: &[u64] = if detect_from == Some(0) {
+            &[1000, 200]
+        } else if detect_from.is_some() {
+            &[200]
+        } else {
+            &[]
+        };
+        assert_eq!(spans.len(), audio.len());
+        for (span, ms) in spans.iter().zip(audio) {
+            assert!(
+                (ms + hang - 20..=ms + hang + 40).contains(span),
+                "{span} ms for {ms} ms of audio"
+            );
+        }
+    }
+}
+
+#[test]
+fn echo_sends_the_peers_own_audio_back_in_order_and_only_while_on() {
+    for echo in [true, false] {
+        let start = t0();
+        let (_, mut b) = pair(false, start);
+        if echo {
+            b.handle_input(Input::Echo(true)).unwrap();
+        }
+        // 60 packets, each filled with its own PCMU code (none of them zero: 0x7f, 0xff).
+        let fill = |i: usize| 0x20 + (i % 0x50) as u8;
+        let mut sent = vec![];
+        for i in 0..60usize {
+            let at = start + MS * 20 * i as u32;
+            receive(
+                &mut b,
+                at,
+                A_ADDR,
+                pcmu_filled(1000 + i as u16, 0xa, fill(i)),
+            );
+            let mut now = at;
+            while now < at + MS * 20 {
+                b.handle_input(Input::Timeout(now)).unwrap();
+                loop {
+                    match b.poll_output() {
+                        Some(Output::Transmit(t)) if !t.rtcp => {
+                            let packet = RtpPacket::parse(&t.bytes.into()).unwrap();
+                            sent.push(packet.payload.to_vec());
+                        }
+                        Some(Output::Timeout(next)) => {
+                            now = next.max(now + Duration::from_micros(1));
+                            break;
+                        }
+                        None => {
+                            now = at + MS * 20;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Whole packets of one code each: what went back, in order, without repeats.
+        let codes: Vec<u8> = sent
+            .iter()
+            .filter(|p| p.iter().all(|&x| x == p[0]) && p[0] != 0xff && p[0] != 0x7f)
+            .map(|p| p[0])
+            .collect();
+        if echo {
+            let want: Vec<u8> = (0..60).map(fill).collect();
+            let first = want
+                .iter()
+                .position(|&c| Some(&c) == codes.first())
+                .expect("the echo starts with one of ours");
+            assert!(codes.len() >= 50, "{} packets echoed", codes.len());
+            assert_eq!(
+                codes,
+                want[first..first + codes.len()],
+                "in order, each once"
+            );
+        } else {
+            assert!(codes.is_empty(), "silence only without echo: {codes:?}");
+        }
+    }
+}

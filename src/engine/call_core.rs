@@ -172,9 +172,16 @@ pub(crate) enum RecordInput {
 #[derive(Debug)]
 pub(crate) enum MediaOp {
     StopPlayback,
+    /// Report the peer's voice activity (a script's `listen`), or stop.
+    DetectVoice(bool),
+    /// Send the peer's audio back (a script's `echo`), or stop.
+    Echo(bool),
     SetRemote(Option<SocketAddr>, Option<SocketAddr>),
     SetSrtp(Option<SrtpParams>),
-    SetDirection { send: bool, expect_inbound: bool },
+    SetDirection {
+        send: bool,
+        expect_inbound: bool,
+    },
     RearmRtpTimeout,
 }
 
@@ -1028,6 +1035,8 @@ impl CallCore {
             },
             Action::Play { file } => self.play_prompt(&file),
             Action::StopPlayback => self.media_op(MediaOp::StopPlayback),
+            Action::DetectVoice(on) => self.media_op(MediaOp::DetectVoice(on)),
+            Action::Echo(on) => self.media_op(MediaOp::Echo(on)),
             Action::StartRecording { mode } => {
                 if self.record.is_none() {
                     tracing::warn!("the script records, but no recording destination is set");
@@ -1875,6 +1884,7 @@ impl CallCore {
                 self.end_for(self.now, "rtp_timeout", None);
             }
             MediaEvent::Quality(q) => self.emit("media.quality", quality_json(&q)),
+            MediaEvent::Voice { active } => self.script_input(ScriptInput::Voice(active)),
             other => tracing::debug!(?other, "media event"),
         }
     }

@@ -108,6 +108,8 @@ impl CallMedia {
     pub(crate) fn apply(&mut self, op: MediaOp, now: Instant) {
         match op {
             MediaOp::StopPlayback => self.stop_playback(),
+            MediaOp::DetectVoice(on) => self.warn(MediaCommand::Input(Input::DetectVoice(on))),
+            MediaOp::Echo(on) => self.warn(MediaCommand::Input(Input::Echo(on))),
             MediaOp::SetRemote(rtp, rtcp) => self.set_remote(rtp, rtcp),
             MediaOp::SetSrtp(params) => self.set_srtp(params),
             MediaOp::SetDirection {

@@ -15,8 +15,8 @@ pub mod runner;
 pub mod validate;
 
 pub use model::{
-    Answer, Branch, Gather, Hangup, OptOut, Pause, Play, Record, RecordAction, RecordMode,
-    SCRIPT_VERSION, Script, Step, Target,
+    Answer, Branch, Echo, Gather, Hangup, Listen, ListenUntil, OptOut, Pause, Play, Record,
+    RecordAction, RecordMode, SCRIPT_VERSION, Script, Step, Target,
 };
 pub use prompts::{check_prompt_names, is_prompt_name};
 pub use runner::{Action, Outcome, ScriptInput, ScriptResult, ScriptRunner};

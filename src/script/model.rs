@@ -48,6 +48,10 @@ pub enum Step {
     /// Send DTMF digits to the other party (given, or a variable's); the script goes on with
     /// the next step while they are sent.
     SendDtmf(SendDtmf),
+    /// Wait for the other party's audio: a prompt to start, or to play and end.
+    Listen(Listen),
+    /// Send the other party's audio back to it for a while.
+    Echo(Echo),
 }
 
 impl Step {
@@ -65,6 +69,8 @@ impl Step {
             Step::Goto(_) => "goto",
             Step::OptOut(_) => "opt_out",
             Step::SendDtmf(_) => "send_dtmf",
+            Step::Listen(_) => "listen",
+            Step::Echo(_) => "echo",
         }
     }
 }
@@ -206,6 +212,46 @@ pub struct SendDtmf {
     pub from: Option<String>,
 }
 
+/// `listen`: wait for the other party's audio (above -45 dBFS: speech or tones, not silence
+/// or comfort noise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    /// What ends the wait. Default `silence`.
+    #[serde(default)]
+    pub until: ListenUntil,
+    /// With `until: silence`, how long the audio must stay quiet after it played, ms
+    /// (300–60000). Default 1000.
+    #[serde(default = "silence_default")]
+    pub silence_ms: u64,
+    /// The longest wait, ms (1–600000). Default 15000.
+    #[serde(default = "listen_timeout_default")]
+    pub timeout_ms: u64,
+    /// The variable that says how it ended: `speech` (the audio started), `silence` (it played
+    /// and then stayed quiet) or `timeout`. Default `"heard"`.
+    #[serde(default = "heard_default")]
+    pub store_as: String,
+}
+
+/// `echo`: send the other party's audio back to it for `ms`, then go on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Echo {
+    /// Milliseconds (1..=600000).
+    pub ms: u64,
+}
+
+/// `listen.until`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenUntil {
+    /// The other party's audio starts.
+    Speech,
+    /// Their audio started, then stayed quiet for `silence_ms` (a prompt played to its end).
+    #[default]
+    Silence,
+}
+
 /// `branch`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -250,6 +296,15 @@ fn terminator_default() -> Option<char> {
 }
 fn store_as_default() -> String {
     "digits".to_string()
+}
+fn silence_default() -> u64 {
+    1000
+}
+fn listen_timeout_default() -> u64 {
+    15_000
+}
+fn heard_default() -> String {
+    "heard".to_string()
 }
 fn normal() -> String {
     "normal".to_string()

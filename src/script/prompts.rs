@@ -69,6 +69,8 @@ fn check_step(path: &str, step: &Step) -> Result<(), ScriptError> {
         | Step::Hangup(_)
         | Step::OptOut(_)
         | Step::SendDtmf(_)
+        | Step::Listen(_)
+        | Step::Echo(_)
         | Step::Label(_)
         | Step::Goto(_) => Ok(()),
     }

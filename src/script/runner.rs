@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{Gather, Play, RecordAction, RecordMode, Script, Step, Target};
+use super::model::{
+    Gather, Listen, ListenUntil, Play, RecordAction, RecordMode, Script, Step, Target,
+};
 use super::validate::{is_dtmf, quoted};
 
 /// Steps the runner executes in one go without waiting for an input before it gives up: a
@@ -44,6 +46,9 @@ pub enum ScriptInput {
     Timeout,
     /// The peer hung up: the script ends.
     HangupByPeer,
+    /// The other party's audio started (true) or ended (false), while [`Action::DetectVoice`]
+    /// is on.
+    Voice(bool),
 }
 
 /// What the driver must do next, from [`ScriptRunner::poll_action`].
@@ -81,6 +86,11 @@ pub enum Action {
         /// The keys.
         digits: String,
     },
+    /// Report when the other party's audio starts and ends ([`ScriptInput::Voice`]), or stop
+    /// reporting it.
+    DetectVoice(bool),
+    /// Send the other party's audio back to it, or stop.
+    Echo(bool),
     /// The script has ended; nothing follows.
     Finished {
         /// Variables, the path taken and how it ended.
@@ -160,6 +170,8 @@ enum Instr {
         digits: Option<String>,
         from: Option<String>,
     },
+    Listen(Listen),
+    Echo(u64),
     /// Internal: the end of an inlined nested list. Not recorded in the path.
     Jump(usize),
 }
@@ -177,7 +189,22 @@ enum State {
     Playing { barge_in: bool },
     Gathering(GatherState),
     Pausing,
+    Echoing,
+    Listening(ListenState),
     Done,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ListenState {
+    until: ListenUntil,
+    silence: Duration,
+    store_as: String,
+    /// When the wait times out.
+    give_up: Instant,
+    /// The audio has played (with `until: silence`).
+    heard: bool,
+    /// It has been quiet since the audio played: done at this instant.
+    quiet_until: Option<Instant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,6 +330,27 @@ impl ScriptRunner {
                     _ => {}
                 }
             }
+            ScriptInput::Voice(active) => {
+                let State::Listening(l) = &mut self.state else {
+                    return;
+                };
+                match (l.until, active) {
+                    (ListenUntil::Speech, true) => self.end_listen(now, "speech"),
+                    (ListenUntil::Silence, true) => {
+                        l.heard = true;
+                        l.quiet_until = None;
+                        self.deadline = Some(l.give_up);
+                    }
+                    (ListenUntil::Silence, false) if l.heard => {
+                        // The media said so after VOICE_HANGOVER_MS of quiet already.
+                        let hangover = Duration::from_millis(media::session::VOICE_HANGOVER_MS);
+                        let at = now + l.silence.saturating_sub(hangover);
+                        l.quiet_until = Some(at);
+                        self.deadline = Some(at.min(l.give_up));
+                    }
+                    _ => {}
+                }
+            }
             ScriptInput::RecordingStarted => self.recording = true,
             ScriptInput::RecordingStopped => self.recording = false,
             ScriptInput::Timeout => {
@@ -310,11 +358,25 @@ impl ScriptRunner {
                     return;
                 }
                 self.deadline = None;
-                match self.state {
+                match &self.state {
                     State::Pausing => self.next(now),
+                    State::Echoing => {
+                        self.actions.push_back(Action::Echo(false));
+                        self.next(now);
+                    }
                     State::Gathering(_) => {
                         self.gather_timeout(now);
                         self.run(now);
+                    }
+                    State::Listening(l) => {
+                        if l.quiet_until.is_some_and(|q| q <= now) {
+                            self.end_listen(now, "silence");
+                        } else if l.give_up <= now {
+                            self.end_listen(now, "timeout");
+                        } else {
+                            self.deadline =
+                                Some(l.quiet_until.map_or(l.give_up, |q| q.min(l.give_up)));
+                        }
                     }
                     _ => {}
                 }
@@ -496,6 +558,26 @@ impl ScriptRunner {
                     }
                     self.pc += 1;
                 }
+                Instr::Echo(ms) => {
+                    self.typeahead.clear();
+                    self.actions.push_back(Action::Echo(true));
+                    self.deadline = Some(now + Duration::from_millis(ms));
+                    self.state = State::Echoing;
+                }
+                Instr::Listen(listen) => {
+                    self.typeahead.clear();
+                    let give_up = now + Duration::from_millis(listen.timeout_ms);
+                    self.actions.push_back(Action::DetectVoice(true));
+                    self.deadline = Some(give_up);
+                    self.state = State::Listening(ListenState {
+                        until: listen.until,
+                        silence: Duration::from_millis(listen.silence_ms),
+                        store_as: listen.store_as,
+                        give_up,
+                        heard: false,
+                        quiet_until: None,
+                    });
+                }
                 Instr::Goto(label) => {
                     if let Err(e) = self.jump(&Dest::Label(label)) {
                         self.fail(format!("{}: {e}", op.path));
@@ -503,6 +585,17 @@ impl ScriptRunner {
                 }
                 Instr::Jump(pc) => self.pc = pc,
             }
+        }
+    }
+
+    /// The `listen` step ended (`speech`, `silence` or `timeout`): the detector goes off, the
+    /// variable says how, and the script goes on.
+    fn end_listen(&mut self, now: Instant, how: &str) {
+        if let State::Listening(l) = &self.state {
+            let store_as = l.store_as.clone();
+            self.variables.insert(store_as, how.to_string());
+            self.actions.push_back(Action::DetectVoice(false));
+            self.next(now);
         }
     }
 
@@ -703,6 +796,8 @@ fn compile(steps: &[Step], path: &str, ops: &mut Vec<Op>, labels: &mut HashMap<S
                 digits: d.digits.clone(),
                 from: d.from.clone(),
             },
+            Step::Listen(l) => Instr::Listen(l.clone()),
+            Step::Echo(e) => Instr::Echo(e.ms),
             Step::Gather(g) => {
                 ops.push(Op {
                     instr: Instr::Jump(0),

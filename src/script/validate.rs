@@ -81,6 +81,8 @@ const STEP_KINDS: &[&str] = &[
     "goto",
     "opt_out",
     "send_dtmf",
+    "listen",
+    "echo",
 ];
 
 /// Longest `opt_out.reason` (it is stored with the suppression).
@@ -129,6 +131,17 @@ const PAUSE: &[Field] = &[("ms", Kind::U64, true)];
 const HANGUP: &[Field] = &[("reason", Kind::Str, false)];
 const OPT_OUT: &[Field] = &[("reason", Kind::Str, false)];
 const SEND_DTMF: &[Field] = &[("digits", Kind::Str, false), ("from", Kind::Str, false)];
+const LISTEN: &[Field] = &[
+    ("until", Kind::OneOf(&["speech", "silence"]), false),
+    ("silence_ms", Kind::U64, false),
+    ("timeout_ms", Kind::U64, false),
+    ("store_as", Kind::Str, false),
+];
+/// The shortest `listen.silence_ms`: the media judges audio ended after this much quiet
+/// ([`media::session::VOICE_HANGOVER_MS`]).
+const MIN_SILENCE_MS: u64 = media::session::VOICE_HANGOVER_MS;
+/// The longest `listen.silence_ms`.
+const MAX_SILENCE_MS: u64 = 60_000;
 const BRANCH: &[Field] = &[
     ("on", Kind::Str, true),
     ("cases", Kind::Cases, true),
@@ -203,6 +216,8 @@ fn check_step(path: &str, step: &Value) -> Result<(), ScriptError> {
         "branch" => BRANCH,
         "opt_out" => OPT_OUT,
         "send_dtmf" => SEND_DTMF,
+        "listen" => LISTEN,
+        "echo" => PAUSE,
         other => {
             return Err(ScriptError::new(
                 path,
@@ -385,6 +400,26 @@ impl Validator<'_> {
                 if !(1..=MAX_WAIT_MS).contains(&pause.ms) {
                     self.err(p("ms"), format!("must be between 1 and {MAX_WAIT_MS}"));
                 }
+            }
+            Step::Echo(e) => {
+                if !(1..=MAX_WAIT_MS).contains(&e.ms) {
+                    self.err(p("ms"), format!("must be between 1 and {MAX_WAIT_MS}"));
+                }
+            }
+            Step::Listen(l) => {
+                if !(MIN_SILENCE_MS..=MAX_SILENCE_MS).contains(&l.silence_ms) {
+                    self.err(
+                        p("silence_ms"),
+                        format!("must be between {MIN_SILENCE_MS} and {MAX_SILENCE_MS}"),
+                    );
+                }
+                if !(1..=MAX_WAIT_MS).contains(&l.timeout_ms) {
+                    self.err(
+                        p("timeout_ms"),
+                        format!("must be between 1 and {MAX_WAIT_MS}"),
+                    );
+                }
+                self.variable(p("store_as"), &l.store_as);
             }
             Step::Hangup(h) => {
                 if h.reason.is_empty() {
