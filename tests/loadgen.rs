@@ -839,6 +839,61 @@ async fn a_step_list_per_call_sends_keys_waits_for_them_back_and_hangs_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_list_that_listens_for_the_prompt_to_end_keys_in_time_and_one_that_does_not_misses()
+{
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let callee = dir.path().join("callee");
+    std::fs::create_dir_all(&callee).expect("dir");
+    // The callee plays a 2 s prompt that keys cannot interrupt (keys during it are dropped),
+    // then gathers and says back what it gathered.
+    let prompt = callee.join("menu.wav");
+    write_voice(&prompt, 11, 2000);
+    let callee_script = serde_json::json!({"version": 1, "steps": [
+        {"answer": {}},
+        {"play": {"file": prompt.to_str().expect("utf-8 path"), "barge_in": false}},
+        {"gather": {"max_digits": 16, "first_digit_timeout_ms": 3000, "retries": 0}},
+        {"send_dtmf": {"from": "digits"}},
+        {"pause": {"ms": 60000}}
+    ]});
+    let (mut serve, _rx, sip) = serve_with_script(&callee, &callee_script).await;
+    let run = |first: Value, sub: &'static str| {
+        let caller = dir.path().join(sub);
+        std::fs::create_dir_all(&caller).expect("dir");
+        let steps = caller.join("steps.json");
+        let script = serde_json::json!({"version": 1, "steps": [
+            first,
+            {"send_dtmf": {"digits": "47#"}},
+            {"pause": {"ms": 2500}},
+            {"hangup": {}}
+        ]});
+        std::fs::write(&steps, script.to_string()).expect("write the steps");
+        let args = [
+            "--script".to_owned(),
+            steps.to_str().expect("utf-8 path").to_owned(),
+            "--hold".to_owned(),
+            "30s".to_owned(),
+            "--expect-dtmf".to_owned(),
+            "47".to_owned(),
+        ];
+        three_calls(caller, format!("sip:menu@{sip}"), args.to_vec())
+    };
+    // Listening until the prompt has played and 600 ms of quiet followed: the keys land in
+    // the gather and come back.
+    let listen = serde_json::json!(
+        {"listen": {"until": "silence", "silence_ms": 600, "timeout_ms": 10000}});
+    let (code, report, output) = run(listen, "listens").await;
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(report["dtmf"]["matched"], 3, "{report}");
+    // A fixed 300 ms wait keys during the prompt: the keys are lost, nothing comes back.
+    let (code, report, output) = run(serde_json::json!({"pause": {"ms": 300}}), "waits").await;
+    assert_eq!(code, 3, "{output}");
+    assert_eq!(report["dtmf"]["mismatched"], 3, "{report}");
+    common::send_sigterm(&serve);
+    let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_callee_mix_is_what_the_caller_meets() {
     let _serial = SERIAL.lock().await;
     const CALLS: u64 = 30;
@@ -947,4 +1002,60 @@ async fn the_callee_mix_is_what_the_caller_meets() {
     assert_eq!(pressed, n("human", "calls"), "{callee}");
     let hung_up = rows.iter().filter(|r| r[end] == "RemoteBye").count() as u64;
     assert_eq!(hung_up, n("sit", "calls"), "{callee}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_callee_sends_the_callers_prompt_back_and_the_prompt_check_hears_it() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut callee, mut rx) = spawn_callplane(
+        dir.path(),
+        &[
+            "loadgen",
+            "--answer",
+            "--listen",
+            "127.0.0.1:0",
+            "--route",
+            "*=echo",
+            "--calls",
+            "6",
+        ],
+    );
+    let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("the callee started within 20 s")
+        .expect("a first line");
+    let listening: Value = serde_json::from_str(&line).expect("a JSON line");
+    let sip = listening["sip"].as_str().expect("an address").to_owned();
+    let prompt = dir.path().join("mine.wav");
+    write_voice(&prompt, 5, 2000);
+    let other = dir.path().join("other.wav");
+    write_voice(&other, 6, 2000);
+    let run = |expect: &std::path::Path, sub: &'static str| {
+        let args = [
+            "--play",
+            prompt.to_str().expect("utf-8 path"),
+            "--expect-prompt",
+            expect.to_str().expect("utf-8 path"),
+            "--hold",
+            "3s",
+        ]
+        .map(String::from)
+        .to_vec();
+        three_calls(dir.path().join(sub), format!("sip:echo@{sip}"), args)
+    };
+    // What comes back is what we played: our own prompt passes the check...
+    let (code, report, output) = run(&prompt, "own").await;
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(report["prompt"]["passed"], 3, "{report}");
+    assert_eq!(report["media"]["silent"], 0, "{report}");
+    // ...and another prompt does not.
+    let (code, report, output) = run(&other, "other").await;
+    assert_eq!(code, 3, "{output}");
+    assert_eq!(report["prompt"]["failed"], 3, "{report}");
+    let status = tokio::time::timeout(Duration::from_secs(30), callee.wait())
+        .await
+        .expect("the callee ended after its 6 calls")
+        .expect("wait");
+    assert!(status.success());
 }

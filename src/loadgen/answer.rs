@@ -8,6 +8,7 @@
 //! | `voicemail` | 180, answer; a long greeting, then a 1 kHz beep; then it waits (records with `--recordings`) |
 //! | `silence` | 180, answer; `--silence-ms` of nothing (carrier silence), then "hello"; then it waits |
 //! | `sit` | 180, answer; the SIT tone (913.8, 1370.6, 1776.7 Hz), then BYE |
+//! | `echo` | 180, answer; sends the caller's own audio back (one ptime after the jitter buffer) until the caller's BYE |
 //! | `no_answer` | 180 and nothing more, until the caller cancels |
 //! | `busy` | 486 Busy Here |
 //! | `reject` | 603 Decline |
@@ -47,6 +48,7 @@ pub enum Behaviour {
     Voicemail,
     Silence,
     Sit,
+    Echo,
     NoAnswer,
     Busy,
     Reject,
@@ -56,11 +58,12 @@ pub enum Behaviour {
 
 impl Behaviour {
     /// Every behaviour, in the order reports list them.
-    pub const ALL: [Behaviour; 9] = [
+    pub const ALL: [Behaviour; 10] = [
         Behaviour::Human,
         Behaviour::Voicemail,
         Behaviour::Silence,
         Behaviour::Sit,
+        Behaviour::Echo,
         Behaviour::NoAnswer,
         Behaviour::Busy,
         Behaviour::Reject,
@@ -75,6 +78,7 @@ impl Behaviour {
             Behaviour::Voicemail => "voicemail",
             Behaviour::Silence => "silence",
             Behaviour::Sit => "sit",
+            Behaviour::Echo => "echo",
             Behaviour::NoAnswer => "no_answer",
             Behaviour::Busy => "busy",
             Behaviour::Reject => "reject",
@@ -336,6 +340,10 @@ fn script_for(b: Behaviour, cfg: &AnswerConfig, prompts: &Path) -> Option<serde_
             serde_json::json!({"answer": {}}),
             serde_json::json!({"pause": {"ms": cfg.silence.as_millis().clamp(1, 600_000) as u64}}),
             serde_json::json!({"play": {"file": file("hello"), "barge_in": false}}),
+        ],
+        Behaviour::Echo => vec![
+            serde_json::json!({"answer": {}}),
+            serde_json::json!({"echo": {"ms": WAIT_MS}}),
         ],
         Behaviour::Sit => {
             return Some(serde_json::json!({"version": 1, "steps": [
