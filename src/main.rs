@@ -304,7 +304,8 @@ Durations take a unit: 200ms, 30s, 2m (a bare number is seconds)."
         #[arg(required_unless_present = "answer", conflicts_with = "answer")]
         uri: Option<String>,
         /// Be the callee instead: answer calls with a mix of behaviours (human, voicemail,
-        /// silence, sit, echo, no_answer, busy, reject, forbidden, not_found) until --calls calls
+        /// silence, sit, echo, early_media, no_answer, busy, reject, forbidden, not_found) until
+        /// --calls calls
         /// ended, --duration passed or Ctrl-C; a JSON line with the SIP address first, the
         /// report at the end.
         #[arg(long)]

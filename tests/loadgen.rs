@@ -1005,7 +1005,8 @@ async fn the_callee_mix_is_what_the_caller_meets() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_echo_callee_sends_the_callers_prompt_back_and_the_prompt_check_hears_it() {
+async fn an_echo_callee_sends_the_prompt_back_and_an_early_media_callee_is_heard_before_its_answer()
+{
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut callee, mut rx) = spawn_callplane(
@@ -1016,9 +1017,11 @@ async fn an_echo_callee_sends_the_callers_prompt_back_and_the_prompt_check_hears
             "--listen",
             "127.0.0.1:0",
             "--route",
+            "early*=early_media",
+            "--route",
             "*=echo",
             "--calls",
-            "6",
+            "9",
         ],
     );
     let line = tokio::time::timeout(Duration::from_secs(20), rx.recv())
@@ -1053,9 +1056,27 @@ async fn an_echo_callee_sends_the_callers_prompt_back_and_the_prompt_check_hears
     let (code, report, output) = run(&other, "other").await;
     assert_eq!(code, 3, "{output}");
     assert_eq!(report["prompt"]["failed"], 3, "{report}");
+    // The echo answers first and hears after: no early media.
+    assert_eq!(report["setup"]["early_media_calls"], 0, "{report}");
+    // An early-media callee: 183 with SDP and its 1.2 s "hello" before the 200. Its audio
+    // comes before its answer on every call, and the answer after the announcement.
+    let (code, report, output) = three_calls(
+        dir.path().join("early"),
+        format!("sip:early-1@{sip}"),
+        ["--hold", "2s"].map(String::from).to_vec(),
+    )
+    .await;
+    assert_eq!(code, 0, "{output}");
+    let setup = &report["setup"];
+    assert_eq!(setup["early_media_calls"], 3, "{setup}");
+    let audio = setup["first_audio_ms"]["max"]
+        .as_f64()
+        .expect("first audio");
+    let answer = setup["answer_ms"]["min"].as_f64().expect("answer");
+    assert!(audio + 1000.0 < answer, "{setup}");
     let status = tokio::time::timeout(Duration::from_secs(30), callee.wait())
         .await
-        .expect("the callee ended after its 6 calls")
+        .expect("the callee ended after its 9 calls")
         .expect("wait");
     assert!(status.success());
 }

@@ -844,3 +844,25 @@ fn echo_sends_the_audio_back_for_its_time_then_goes_on() {
         assert!(e.path.starts_with("steps[0].echo"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn early_media_goes_before_the_answer_at_once_and_is_a_no_op_once_answered() {
+    let s = script(
+        r#"{"version": 1, "steps": [
+            {"early_media": {}},
+            {"play": {"file": "ringback", "barge_in": false}},
+            {"answer": {}},
+            {"hangup": {}}
+        ]}"#,
+    );
+    let t0 = Instant::now();
+    let mut r = ScriptRunner::new(&s, t0);
+    assert_eq!(drain(&mut r), [Action::EarlyMedia, play("ringback")]);
+    r.handle(t0 + ms(3000), ScriptInput::PromptFinished);
+    assert_eq!(drain(&mut r), [Action::Answer]);
+    // An outbound call is answered already: nothing to do.
+    let mut r = ScriptRunner::new_answered(&s, t0);
+    assert_eq!(drain(&mut r), [play("ringback")]);
+    let e = error(r#"{"version": 1, "steps": [{"early_media": {"ms": 1}}]}"#);
+    assert_eq!(e.path, "steps[0].early_media.ms", "{e}");
+}

@@ -431,6 +431,9 @@ pub(crate) struct CallCore {
     hangup_reason: Option<String>,
     /// UAS: the INVITE's offer, kept until the script answers.
     pending_offer: Option<Bytes>,
+    /// UAS: the SDP answer a 183 carried (a script's `early_media`); the 200 carries it again
+    /// (RFC 3261 §13.2.1: one answer to the offer).
+    early_answer: Option<Bytes>,
     /// The SIP transport of this call's requests and ACKs.
     transport: Transport,
     /// Over TLS: the name the peer's certificate is checked against (`None`: its address).
@@ -788,6 +791,7 @@ impl CallCore {
             script_result: None,
             hangup_reason: None,
             pending_offer: None,
+            early_answer: None,
             pending_plays: VecDeque::new(),
             transport: Transport::Udp,
             tls_name: None,
@@ -860,8 +864,52 @@ impl CallCore {
         }
     }
 
+    /// UAS: 183 Session Progress with our SDP answer, and the media from now on (a script's
+    /// `early_media`): the caller hears what the script plays before the answer. Nothing
+    /// when the call is answered, already has media, or its INVITE had no offer (our offer
+    /// then goes in the 200); an unusable offer is left for the answer to reject.
+    fn early_media_inbound(&mut self, now: Instant) {
+        if self.media_on || self.early_answer.is_some() {
+            return;
+        }
+        let Some(offer) = self.pending_offer.clone().filter(|o| !o.is_empty()) else {
+            return;
+        };
+        let answered = Sdp::parse(&offer).and_then(|sdp| self.negotiator.receive_offer(&sdp));
+        match answered {
+            Ok((answer, negotiated)) => {
+                let body = Bytes::from(answer.to_bytes());
+                match self.session.provisional(
+                    now,
+                    StatusCode::SESSION_PROGRESS,
+                    body.clone(),
+                    false,
+                ) {
+                    Ok(()) => {
+                        self.state.on_provisional(true);
+                        self.early_answer = Some(body);
+                        self.emit(
+                            "sip.early_media",
+                            json!({"sip_status": 183, "reliable": false, "sent": true}),
+                        );
+                        self.start_media(now, &negotiated);
+                    }
+                    Err(e) => tracing::debug!(error = %e, "no 183"),
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "unusable offer: no early media"),
+        }
+    }
+
     /// UAS: answer the INVITE with our SDP answer (or an offer, for an offerless INVITE).
     fn answer_inbound(&mut self, now: Instant, offer: &Bytes) {
+        if let Some(answer) = self.early_answer.take() {
+            // The 183's answer, again; the media runs since.
+            if let Err(e) = self.session.accept(now, answer) {
+                tracing::warn!(error = %e, "could not accept");
+            }
+            return;
+        }
         if offer.is_empty() {
             // RFC 3264 §5 / RFC 3261 §13.2.1: with no offer in the INVITE, the 2xx carries our
             // offer and the ACK the answer.
@@ -1036,6 +1084,7 @@ impl CallCore {
             Action::Play { file } => self.play_prompt(&file),
             Action::StopPlayback => self.media_op(MediaOp::StopPlayback),
             Action::DetectVoice(on) => self.media_op(MediaOp::DetectVoice(on)),
+            Action::EarlyMedia => self.early_media_inbound(now),
             Action::Echo(on) => self.media_op(MediaOp::Echo(on)),
             Action::StartRecording { mode } => {
                 if self.record.is_none() {

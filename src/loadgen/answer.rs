@@ -9,6 +9,7 @@
 //! | `silence` | 180, answer; `--silence-ms` of nothing (carrier silence), then "hello"; then it waits |
 //! | `sit` | 180, answer; the SIT tone (913.8, 1370.6, 1776.7 Hz), then BYE |
 //! | `echo` | 180, answer; sends the caller's own audio back (one ptime after the jitter buffer) until the caller's BYE |
+//! | `early_media` | 180, then 183 with SDP and "hello" played before the answer (a carrier's announcement); then answer; then it waits |
 //! | `no_answer` | 180 and nothing more, until the caller cancels |
 //! | `busy` | 486 Busy Here |
 //! | `reject` | 603 Decline |
@@ -49,6 +50,7 @@ pub enum Behaviour {
     Silence,
     Sit,
     Echo,
+    EarlyMedia,
     NoAnswer,
     Busy,
     Reject,
@@ -58,12 +60,13 @@ pub enum Behaviour {
 
 impl Behaviour {
     /// Every behaviour, in the order reports list them.
-    pub const ALL: [Behaviour; 10] = [
+    pub const ALL: [Behaviour; 11] = [
         Behaviour::Human,
         Behaviour::Voicemail,
         Behaviour::Silence,
         Behaviour::Sit,
         Behaviour::Echo,
+        Behaviour::EarlyMedia,
         Behaviour::NoAnswer,
         Behaviour::Busy,
         Behaviour::Reject,
@@ -79,6 +82,7 @@ impl Behaviour {
             Behaviour::Silence => "silence",
             Behaviour::Sit => "sit",
             Behaviour::Echo => "echo",
+            Behaviour::EarlyMedia => "early_media",
             Behaviour::NoAnswer => "no_answer",
             Behaviour::Busy => "busy",
             Behaviour::Reject => "reject",
@@ -340,6 +344,11 @@ fn script_for(b: Behaviour, cfg: &AnswerConfig, prompts: &Path) -> Option<serde_
             serde_json::json!({"answer": {}}),
             serde_json::json!({"pause": {"ms": cfg.silence.as_millis().clamp(1, 600_000) as u64}}),
             serde_json::json!({"play": {"file": file("hello"), "barge_in": false}}),
+        ],
+        Behaviour::EarlyMedia => vec![
+            serde_json::json!({"early_media": {}}),
+            serde_json::json!({"play": {"file": file("hello"), "barge_in": false}}),
+            serde_json::json!({"answer": {}}),
         ],
         Behaviour::Echo => vec![
             serde_json::json!({"answer": {}}),

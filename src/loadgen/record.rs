@@ -26,6 +26,9 @@ pub struct CallRow {
     pub ringing_ms: Option<f64>,
     /// INVITE → 200 OK, ms.
     pub answer_ms: Option<f64>,
+    /// INVITE → the first RTP packet from the callee, ms: before `answer_ms` when it sent
+    /// early media (a 183 with SDP, then audio), after it otherwise.
+    pub first_audio_ms: Option<f64>,
     /// `call.completed` or `call.failed` (empty while the call is up).
     pub final_kind: String,
     /// The outcome (`answered`, `busy`, `no_answer` ...).
@@ -139,6 +142,9 @@ impl CallRow {
             }
             "sip.answered" if self.answer_ms.is_none() => {
                 self.answer_ms = since_invite(self.invite_us);
+            }
+            "media.first_packet_in" if self.first_audio_ms.is_none() => {
+                self.first_audio_ms = since_invite(self.invite_us);
             }
             "dtmf.received" => {
                 if let Some(digit) = d.get("digit").and_then(Value::as_str) {

@@ -78,6 +78,10 @@ pub struct Setup {
     pub ringing_ms: Option<Spread>,
     /// To the 200 OK.
     pub answer_ms: Option<Spread>,
+    /// To the callee's first RTP packet (before the 200 OK with early media).
+    pub first_audio_ms: Option<Spread>,
+    /// Calls whose audio came before their answer (early media).
+    pub early_media_calls: u64,
 }
 
 /// Media figures over the answered calls.
@@ -388,6 +392,11 @@ impl Report {
             trying_ms: spread(&|r| r.trying_ms),
             ringing_ms: spread(&|r| r.ringing_ms),
             answer_ms: spread(&|r| r.answer_ms),
+            first_audio_ms: spread(&|r| r.first_audio_ms),
+            early_media_calls: rows
+                .iter()
+                .filter(|r| matches!((r.first_audio_ms, r.answer_ms), (Some(a), Some(b)) if a < b))
+                .count() as u64,
         };
         let answer_rate_percent = percent(calls.answered, calls.attempted);
         let mut thresholds = Vec::new();
@@ -516,6 +525,7 @@ impl Report {
             ("100 Trying", &self.setup.trying_ms),
             ("18x", &self.setup.ringing_ms),
             ("200 OK", &self.setup.answer_ms),
+            ("first audio", &self.setup.first_audio_ms),
         ] {
             match v {
                 Some(s) => {
@@ -529,6 +539,13 @@ impl Report {
                     let _ = writeln!(m, "| {k} | 0 | | | | |");
                 }
             }
+        }
+        if self.setup.early_media_calls > 0 {
+            let _ = writeln!(
+                m,
+                "\nEarly media (audio before the answer): {} calls.",
+                self.setup.early_media_calls
+            );
         }
         let md = &self.media;
         let _ = writeln!(

@@ -52,6 +52,9 @@ pub enum Step {
     Listen(Listen),
     /// Send the other party's audio back to it for a while.
     Echo(Echo),
+    /// Inbound, before `answer`: 183 Session Progress with our SDP, so that the caller hears
+    /// the prompts that follow before the call is answered (`{"early_media": {}}`).
+    EarlyMedia(Answer),
 }
 
 impl Step {
@@ -71,6 +74,7 @@ impl Step {
             Step::SendDtmf(_) => "send_dtmf",
             Step::Listen(_) => "listen",
             Step::Echo(_) => "echo",
+            Step::EarlyMedia(_) => "early_media",
         }
     }
 }

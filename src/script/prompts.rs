@@ -71,6 +71,7 @@ fn check_step(path: &str, step: &Step) -> Result<(), ScriptError> {
         | Step::SendDtmf(_)
         | Step::Listen(_)
         | Step::Echo(_)
+        | Step::EarlyMedia(_)
         | Step::Label(_)
         | Step::Goto(_) => Ok(()),
     }

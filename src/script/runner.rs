@@ -91,6 +91,9 @@ pub enum Action {
     DetectVoice(bool),
     /// Send the other party's audio back to it, or stop.
     Echo(bool),
+    /// Before the answer: start the media with a 183 Session Progress; nothing to report
+    /// back (the script goes on at once).
+    EarlyMedia,
     /// The script has ended; nothing follows.
     Finished {
         /// Variables, the path taken and how it ended.
@@ -172,6 +175,7 @@ enum Instr {
     },
     Listen(Listen),
     Echo(u64),
+    EarlyMedia,
     /// Internal: the end of an inlined nested list. Not recorded in the path.
     Jump(usize),
 }
@@ -558,6 +562,12 @@ impl ScriptRunner {
                     }
                     self.pc += 1;
                 }
+                Instr::EarlyMedia => {
+                    if !self.answered {
+                        self.actions.push_back(Action::EarlyMedia);
+                    }
+                    self.pc += 1;
+                }
                 Instr::Echo(ms) => {
                     self.typeahead.clear();
                     self.actions.push_back(Action::Echo(true));
@@ -798,6 +808,7 @@ fn compile(steps: &[Step], path: &str, ops: &mut Vec<Op>, labels: &mut HashMap<S
             },
             Step::Listen(l) => Instr::Listen(l.clone()),
             Step::Echo(e) => Instr::Echo(e.ms),
+            Step::EarlyMedia(_) => Instr::EarlyMedia,
             Step::Gather(g) => {
                 ops.push(Op {
                     instr: Instr::Jump(0),

@@ -83,6 +83,7 @@ const STEP_KINDS: &[&str] = &[
     "send_dtmf",
     "listen",
     "echo",
+    "early_media",
 ];
 
 /// Longest `opt_out.reason` (it is stored with the suppression).
@@ -218,6 +219,7 @@ fn check_step(path: &str, step: &Value) -> Result<(), ScriptError> {
         "send_dtmf" => SEND_DTMF,
         "listen" => LISTEN,
         "echo" => PAUSE,
+        "early_media" => ANSWER,
         other => {
             return Err(ScriptError::new(
                 path,
@@ -384,7 +386,7 @@ impl Validator<'_> {
     fn step(&mut self, path: &str, step: &Step, top_level: bool) {
         let p = |field: &str| format!("{path}.{}.{field}", step.kind());
         match step {
-            Step::Answer(_) => {}
+            Step::Answer(_) | Step::EarlyMedia(_) => {}
             Step::Play(play) => {
                 if play.file.is_empty() {
                     self.err(p("file"), "must not be empty");

@@ -1202,3 +1202,56 @@ fn a_silent_caller_hits_the_gathers_first_digit_timeout_at_its_instant() {
     w.run_for(secs(1));
     assert_eq!(w.last()["hangup_reason"], "no_input");
 }
+
+#[test]
+fn an_inbound_script_with_early_media_sends_183_with_sdp_plays_then_answers_with_the_same_sdp() {
+    let script = crate::script::parse(
+        r#"{"version": 1, "steps": [
+            {"early_media": {}},
+            {"play": {"file": "announcement", "barge_in": false}},
+            {"answer": {}},
+            {"pause": {"ms": 60000}}
+        ]}"#,
+    )
+    .expect("a valid script");
+    let config = InboundConfig {
+        script: Some(Arc::new(script)),
+        ..InboundConfig::default()
+    };
+    let mut w = World::called(config);
+    let body = |wire: &Wire| match &wire.msg {
+        Message::Response(r) => r.body.clone(),
+        Message::Request(_) => panic!("a response"),
+    };
+    assert_eq!(w.responses(true, 180).len(), 1, "it rings first");
+    let early: Vec<Bytes> = w.responses(true, 183).into_iter().map(body).collect();
+    assert_eq!(early.len(), 1, "one 183");
+    assert!(
+        early[0].starts_with(b"v=0"),
+        "the 183 carries our SDP answer"
+    );
+    assert_eq!(w.media.first().map(String::as_str), Some("start"));
+    assert!(
+        w.media.iter().any(|m| m == "play announcement"),
+        "the announcement plays before the answer: {:?}",
+        w.media
+    );
+    assert!(w.responses(true, 200).is_empty(), "not answered yet");
+    let (_, _, details) = w.event("sip.early_media").expect("sip.early_media");
+    assert_eq!(details["sent"], true);
+    w.run_for(secs(2));
+    w.input(CoreInput::Media(MediaEvent::PlaybackFinished));
+    let answers: Vec<Bytes> = w.responses(true, 200).into_iter().map(body).collect();
+    assert_eq!(answers.len(), 1, "the script's answer step");
+    assert_eq!(answers[0], early[0], "the 200 repeats the 183's answer");
+    assert_eq!(
+        w.media.iter().filter(|m| *m == "start").count(),
+        1,
+        "the media started once, at the 183"
+    );
+    w.run_for(secs(1));
+    w.peer_hangs_up();
+    w.run_for(secs(1));
+    assert!(w.done());
+    assert_eq!(w.last()["outcome"], "answered");
+}
