@@ -393,9 +393,19 @@ Durations take a unit: 200ms, 30s, 2m (a bare number is seconds)."
         /// Default: the route's IP toward the callee, any port.
         #[arg(long = "local", value_name = "ADDR")]
         local: Vec<SocketAddr>,
-        /// Our From URI.
+        /// Our From URI (with --trunk: the caller id, a user part or URI; default: the trunk's
+        /// pool or from_user).
         #[arg(long)]
         from: Option<String>,
+        /// Call through a trunk (JSON: a trunk's settings as docs/trunks.md gives them, the
+        /// password included): the argument is then the number to dial, and each call goes
+        /// through the trunk's hosts with its credentials, outbound proxy, caller id, headers
+        /// and failover, as serve's calls through a trunk do (no registration).
+        #[arg(long, conflicts_with = "answer")]
+        trunk: Option<PathBuf>,
+        /// The name server for a --trunk's host names (ip:port); default: /etc/resolv.conf's.
+        #[arg(long, env = "CALLPLANE_DNS_SERVER")]
+        dns_server: Option<SocketAddr>,
         /// Media worker threads.
         #[arg(long, default_value_t = 1)]
         media_workers: usize,
@@ -694,6 +704,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Cmd::Loadgen {
             uri,
+            trunk,
+            dns_server,
             script,
             prompts,
             calls,
@@ -728,8 +740,26 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             ..
         } => {
             let uri = uri.context("a callee URI (or --answer)")?;
-            let target = Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
-            let (destination, transport) = callplane::engine::target::resolve(&target)?;
+            let trunk = match trunk {
+                Some(file) => Some(load_trunk(&file, &uri, from.clone(), dns_server)?),
+                None => None,
+            };
+            let (target, destination, transport) = match &trunk {
+                // The first call's plan names where the calls go (each call plans its own).
+                Some(t) => {
+                    let first = t
+                        .dial(0)
+                        .await
+                        .with_context(|| format!("--trunk {}", t.file.display()))?;
+                    (first.to, first.destination, first.transport)
+                }
+                None => {
+                    let target =
+                        Uri::parse(uri.as_bytes()).with_context(|| format!("bad URI {uri:?}"))?;
+                    let (destination, transport) = callplane::engine::target::resolve(&target)?;
+                    (target, destination, transport)
+                }
+            };
             anyhow::ensure!(
                 matches!(transport, Transport::Udp | Transport::Tcp),
                 "loadgen runs over UDP or TCP"
@@ -781,6 +811,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 media_priority: (media_priority > 0).then_some(media_priority),
                 rtp_ports,
                 max_lateness,
+                trunk,
                 thresholds: callplane::loadgen::report::Thresholds {
                     max_loss_percent: max_loss,
                     min_mos,
@@ -1038,6 +1069,38 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             app::serve(serve_config, seconds("--drain-timeout", drain_timeout)?).await
         }
     }
+}
+
+/// Reads and checks a trunk for `loadgen --trunk` (its settings as the API takes them).
+fn load_trunk(
+    file: &Path,
+    number: &str,
+    caller_id: Option<String>,
+    dns_server: Option<SocketAddr>,
+) -> anyhow::Result<callplane::loadgen::TrunkTarget> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("--trunk {}: cannot read", file.display()))?;
+    let settings: callplane::trunk::TrunkSettings = serde_json::from_str(&text)
+        .with_context(|| format!("--trunk {}: not a trunk's settings", file.display()))?;
+    settings
+        .check()
+        .map_err(|e| anyhow::anyhow!("--trunk {}: {e}", file.display()))?;
+    let dns = callplane::net::dns::Resolver::new(&callplane::net::dns::DnsConfig {
+        server: dns_server,
+        transports: vec![Transport::Udp, Transport::Tcp],
+    })?;
+    let id = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trunk".to_owned());
+    Ok(callplane::loadgen::TrunkTarget {
+        id,
+        settings,
+        number: number.to_owned(),
+        caller_id,
+        dns: Some(dns),
+        file: file.to_path_buf(),
+    })
 }
 
 /// Read and validate a script; the error names the file and the failing step.

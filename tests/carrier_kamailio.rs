@@ -41,6 +41,11 @@ fn strings(args: &[&str]) -> Vec<String> {
 
 /// The "PSTN": a sipp UAS for one call (carrier_pstn_uas.xml) on a free port.
 async fn start_pstn(dir: &std::path::Path) -> (tokio::process::Child, u16) {
+    start_pstn_for(dir, 1).await
+}
+
+/// The "PSTN" for `calls` calls.
+async fn start_pstn_for(dir: &std::path::Path, calls: u32) -> (tokio::process::Child, u16) {
     let scenario = fixture_str("carrier_pstn_uas.xml");
     let trace = dir.join("pstn_msg.log");
     let trace = trace.to_str().expect("utf-8 path").to_owned();
@@ -58,9 +63,9 @@ async fn start_pstn(dir: &std::path::Path) -> (tokio::process::Child, u16) {
             "-p",
             &port.to_string(),
             "-m",
-            "1",
+            &calls.to_string(),
             "-timeout",
-            "20s",
+            "30s",
             "-nostdin",
             "-trace_msg",
             "-message_file",
@@ -77,6 +82,92 @@ fn sdp_audio_ports(trace: &str) -> Vec<u16> {
         .filter_map(|l| l.trim().strip_prefix("m=audio "))
         .filter_map(|r| r.split_whitespace().next()?.parse().ok())
         .collect()
+}
+
+/// `callplane loadgen --trunk`: calls through the carrier as a trunk answer its 407 on every
+/// INVITE with the trunk's credentials and reach the PSTN UAS; with a wrong password none does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loadgen_calls_through_the_carrier_as_a_trunk_answering_its_challenges() {
+    if !peers_available(false) {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pstn, pstn_port) = start_pstn_for(dir.path(), 3).await;
+    let kam = Kamailio::start(
+        dir.path(),
+        CarrierConfig {
+            user: USER.into(),
+            password: PASSWORD.into(),
+            did: DID.into(),
+            pstn: format!("127.0.0.1:{pstn_port}"),
+            rtpengine: None,
+        },
+    )
+    .await;
+    let run = |password: &str, calls: &str, name: &str| {
+        let trunk = dir.path().join(format!("{name}.json"));
+        let settings = serde_json::json!({
+            "hosts": [kam.addr()], "username": USER, "password": password, "from_user": USER
+        });
+        std::fs::write(&trunk, settings.to_string()).expect("write the trunk");
+        let report = dir.path().join(format!("{name}-report.json"));
+        let args = strings(&[
+            "loadgen",
+            PSTN_NUMBER,
+            "--trunk",
+            trunk.to_str().expect("utf-8 path"),
+            "--calls",
+            calls,
+            "--cps",
+            "5",
+            "--concurrency",
+            "3",
+            "--hold",
+            "3s",
+            "--max-lateness",
+            "10s",
+            "--progress",
+            "never",
+            "--json",
+            report.to_str().expect("utf-8 path"),
+        ]);
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_callplane"))
+                .args(&args)
+                .stdin(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .output();
+            let out = tokio::time::timeout(Duration::from_secs(60), out)
+                .await
+                .expect("loadgen finished within 60 s")
+                .expect("run loadgen");
+            let text = std::fs::read_to_string(&report).unwrap_or_else(|e| {
+                panic!("no report ({e}): {}", String::from_utf8_lossy(&out.stderr))
+            });
+            let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+            (out.status.code(), json)
+        }
+    };
+    let (code, report) = run(PASSWORD, "3", "good").await;
+    assert_eq!(code, Some(0), "{report}\n{}", kam.log());
+    assert_eq!(report["calls"]["answered"], 3, "{report}");
+    assert_eq!(report["status_mix"]["200"], 3, "{report}");
+    assert!(
+        report["settings"]["trunk"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("good.json")),
+        "{report}"
+    );
+    let (status, err) = wait_child(pstn, "PSTN UAS").await;
+    assert!(status.success(), "the PSTN UAS took the three calls: {err}");
+    let lines = kam.carrier_lines();
+    let count = |prefix: &str| lines.iter().filter(|l| l.starts_with(prefix)).count();
+    assert_eq!(count("INVITE challenged (407)"), 3, "{lines:#?}");
+    assert_eq!(count("outbound to"), 3, "{lines:#?}");
+    // A wrong password: the carrier challenges the retry too, and nothing is answered.
+    let (_, report) = run("wrong", "1", "bad").await;
+    assert_eq!(report["calls"]["answered"], 0, "{report}");
+    assert_eq!(report["status_mix"]["407"], 1, "{report}");
 }
 
 /// The config alone: a sipp client registers with digest, a PSTN caller reaches it through

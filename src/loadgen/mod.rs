@@ -112,6 +112,9 @@ pub struct LoadConfig {
     pub max_lateness: Duration,
     /// Pass/fail limits.
     pub thresholds: Thresholds,
+    /// Call through this trunk instead of `target`/`destination` (each call dialed as
+    /// `serve`'s calls through a trunk are).
+    pub trunk: Option<TrunkTarget>,
     /// Print a progress line every second (to stderr).
     pub progress: bool,
 }
@@ -164,6 +167,57 @@ fn split_ports(range: &RangeInclusive<u16>, n: usize) -> Vec<RangeInclusive<u16>
             a as u16..=b as u16
         })
         .collect()
+}
+
+/// A trunk as the generator's target: every call is planned by [`crate::trunk::dial`] (its
+/// hosts in order or weighted, their addresses, failover, credentials, outbound proxy, caller
+/// id and headers), as `serve` places a call through a trunk.
+#[derive(Debug, Clone)]
+pub struct TrunkTarget {
+    /// How timeline events name it (the file's stem).
+    pub id: String,
+    /// Its settings (a trunk's `settings` as the API takes them, password included), checked.
+    pub settings: crate::trunk::TrunkSettings,
+    /// The number every call dials.
+    pub number: String,
+    /// Our caller id (`--from`), else the trunk's pool or `from_user`.
+    pub caller_id: Option<String>,
+    /// Resolves hosts that are names.
+    pub dns: Option<crate::net::dns::Resolver>,
+    /// The file it came from (the report's settings).
+    pub file: PathBuf,
+}
+
+impl TrunkTarget {
+    /// Plans call `k` (its caller id's turn in the trunk's pool) and resolves its hosts.
+    pub async fn dial(
+        &self,
+        k: u64,
+    ) -> Result<crate::trunk::dial::Dialed, crate::trunk::dial::DialError> {
+        crate::trunk::dial::dial(&crate::trunk::dial::DialRequest {
+            trunk_id: &self.id,
+            settings: &self.settings,
+            number: &self.number,
+            caller_id: self.caller_id.as_deref(),
+            random: crate::trunk::dial::random_u64(),
+            turn: k as usize,
+            dns: self.dns.as_ref(),
+        })
+        .await
+    }
+}
+
+/// Plans call `k` through `trunk` into `request`.
+async fn dial_trunk(
+    trunk: &TrunkTarget,
+    k: u64,
+    request: &mut OriginateRequest,
+) -> Result<(), crate::trunk::dial::DialError> {
+    let dialed = trunk.dial(k).await?;
+    // The trunk's From (the caller id above): not the generator's default.
+    request.from = None;
+    dialed.apply(request);
+    Ok(())
 }
 
 /// Runs the load and returns its report and per-call rows.
@@ -296,9 +350,19 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
             s.up += 1;
         }
         let record = record_dir.as_ref().map(|d| d.join(format!("call-{k}.wav")));
-        let request = request_for(&config, k, record);
+        let mut request = request_for(&config, k, record);
         let engine = &handles[(k % n as u64) as usize];
-        if let Err(e) = engine.originate(request).await {
+        let started = match &config.trunk {
+            Some(trunk) => dial_trunk(trunk, k, &mut request)
+                .await
+                .map_err(|e| format!("trunk {}: {e}", trunk.id)),
+            None => Ok(()),
+        };
+        let started = match started {
+            Ok(()) => engine.originate(request).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = started {
             // Not started (a full port range, the engine at its limit): the row says why,
             // unless the call's own final event already did.
             let mut s = lock(&shared);
@@ -308,7 +372,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<(Report, Vec<CallRow>)> {
                 let row = &mut s.rows[k as usize];
                 row.final_kind = NOT_STARTED.to_owned();
                 row.outcome = NOT_STARTED.to_owned();
-                row.end_reason = e.to_string();
+                row.end_reason = e;
                 row.ended_ms = Some(started_ms);
             }
         }
@@ -483,6 +547,7 @@ fn settings(config: &LoadConfig) -> RunSettings {
         hold_s: config.hold.as_secs_f64(),
         play: config.play.as_ref().map(|p| p.display().to_string()),
         script: config.script.as_ref().map(|(_, p)| p.display().to_string()),
+        trunk: config.trunk.as_ref().map(|t| t.file.display().to_string()),
         send_dtmf: config.send_dtmf.iter().map(|d| d.as_char()).collect(),
     }
 }

@@ -212,6 +212,9 @@ pub struct RunSettings {
     pub play: Option<String>,
     /// The script every answered call ran (its file).
     pub script: Option<String>,
+    /// The trunk the calls went through (its file; `target` is then the first call's
+    /// Request-URI).
+    pub trunk: Option<String>,
     pub send_dtmf: String,
 }
 
