@@ -39,6 +39,22 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// kamailio as the carrier of the account [`USER`], its PSTN at `pstn_port`, with rtpengine's
+/// control socket when given.
+async fn carrier(dir: &std::path::Path, pstn_port: u16, rtpengine: Option<String>) -> Kamailio {
+    Kamailio::start(
+        dir,
+        CarrierConfig {
+            user: USER.into(),
+            password: PASSWORD.into(),
+            did: DID.into(),
+            pstn: format!("127.0.0.1:{pstn_port}"),
+            rtpengine,
+        },
+    )
+    .await
+}
+
 /// The "PSTN": a sipp UAS for one call (carrier_pstn_uas.xml) on a free port.
 async fn start_pstn(dir: &std::path::Path) -> (tokio::process::Child, u16) {
     start_pstn_for(dir, 1).await
@@ -93,17 +109,7 @@ async fn loadgen_calls_through_the_carrier_as_a_trunk_answering_its_challenges()
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (pstn, pstn_port) = start_pstn_for(dir.path(), 3).await;
-    let kam = Kamailio::start(
-        dir.path(),
-        CarrierConfig {
-            user: USER.into(),
-            password: PASSWORD.into(),
-            did: DID.into(),
-            pstn: format!("127.0.0.1:{pstn_port}"),
-            rtpengine: None,
-        },
-    )
-    .await;
+    let kam = carrier(dir.path(), pstn_port, None).await;
     let run = |password: &str, calls: &str, name: &str| {
         let trunk = dir.path().join(format!("{name}.json"));
         let settings = serde_json::json!({
@@ -179,17 +185,7 @@ async fn kamailio_carrier_config_challenges_registers_and_routes_with_sipp_alone
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let (pstn, pstn_port) = start_pstn(dir.path()).await;
-    let kam = Kamailio::start(
-        dir.path(),
-        CarrierConfig {
-            user: USER.into(),
-            password: PASSWORD.into(),
-            did: DID.into(),
-            pstn: format!("127.0.0.1:{pstn_port}"),
-            rtpengine: None,
-        },
-    )
-    .await;
+    let kam = carrier(dir.path(), pstn_port, None).await;
     assert_eq!(kam.registered_contacts().await, 0);
 
     // Outbound: 407, then through to the PSTN UAS, which must see the call end.
@@ -320,17 +316,7 @@ async fn kamailio_with_rtpengine_relays_the_media_between_sipp_peers() {
     let dir = tempfile::tempdir().expect("tempdir");
     let rtpe = Rtpengine::start(dir.path()).await;
     let (pstn, pstn_port) = start_pstn(dir.path()).await;
-    let kam = Kamailio::start(
-        dir.path(),
-        CarrierConfig {
-            user: USER.into(),
-            password: PASSWORD.into(),
-            did: DID.into(),
-            pstn: format!("127.0.0.1:{pstn_port}"),
-            rtpengine: Some(rtpe.ng.clone()),
-        },
-    )
-    .await;
+    let kam = carrier(dir.path(), pstn_port, Some(rtpe.ng.clone())).await;
     let caller_trace = dir.path().join("caller_msg.log");
     let caller = spawn_sipp(
         dir.path(),
@@ -424,10 +410,11 @@ mod engine_level {
     use tokio::sync::{broadcast, mpsc};
     use tokio::time::{Instant, timeout};
 
-    use super::common::kamailio::{CarrierConfig, Kamailio, Rtpengine};
+    use super::common::kamailio::{Kamailio, Rtpengine};
     use super::common::{free_udp_port, spawn_sipp, wait_child};
     use super::{
-        DID, PASSWORD, PSTN_NUMBER, USER, fixture_str, peers_available, start_pstn, strings,
+        DID, PASSWORD, PSTN_NUMBER, USER, carrier, fixture_str, peers_available, start_pstn,
+        strings,
     };
 
     const TRUNK: &str = "trk_kamailio";
@@ -553,17 +540,7 @@ mod engine_level {
             None
         };
         let (pstn, pstn_port) = start_pstn(dir.path()).await;
-        let kam = Kamailio::start(
-            dir.path(),
-            CarrierConfig {
-                user: USER.into(),
-                password: PASSWORD.into(),
-                did: DID.into(),
-                pstn: format!("127.0.0.1:{pstn_port}"),
-                rtpengine: rtpe.as_ref().map(|r| r.ng.clone()),
-            },
-        )
-        .await;
+        let kam = carrier(dir.path(), pstn_port, rtpe.as_ref().map(|r| r.ng.clone())).await;
         // The node's inbound router, loaded from a store as `serve` loads it: the trunk's host
         // (kamailio) is a known source, and its DID runs a script (answer, then wait for the
         // caller's BYE). Unknown sources are refused.

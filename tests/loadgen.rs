@@ -723,20 +723,23 @@ async fn the_prompt_check_passes_the_right_prompt_and_flags_a_wrong_one_and_sile
     let _ = tokio::time::timeout(Duration::from_secs(20), serve.wait()).await;
 }
 
+/// A callee script: gather up to `#`, send back what was gathered, wait for the caller's BYE.
+fn say_back_script() -> Value {
+    serde_json::json!({"version": 1, "steps": [
+        {"answer": {}},
+        {"gather": {"max_digits": 16, "first_digit_timeout_ms": 10000}},
+        {"send_dtmf": {"from": "digits"}},
+        {"pause": {"ms": 60000}}
+    ]})
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_round_trip_against_a_serve_script_that_says_the_digits_back() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let callee = dir.path().join("callee");
     std::fs::create_dir_all(&callee).expect("dir");
-    // Gather up to `#`, send back what was gathered, wait for our BYE.
-    let script = serde_json::json!({"version": 1, "steps": [
-        {"answer": {}},
-        {"gather": {"max_digits": 16, "first_digit_timeout_ms": 10000}},
-        {"send_dtmf": {"from": "digits"}},
-        {"pause": {"ms": 30000}}
-    ]});
-    let (mut serve, _rx, sip) = serve_with_script(&callee, &script).await;
+    let (mut serve, _rx, sip) = serve_with_script(&callee, &say_back_script()).await;
     let uri = format!("sip:dtmf@{sip}");
     let run = |expect: &'static str, sub: &'static str| {
         let args = [
@@ -778,14 +781,7 @@ async fn a_step_list_per_call_sends_keys_waits_for_them_back_and_hangs_up() {
     let dir = tempfile::tempdir().expect("temp dir");
     let callee = dir.path().join("callee");
     std::fs::create_dir_all(&callee).expect("dir");
-    // The callee gathers up to `#` and says back what it gathered, then waits for our BYE.
-    let callee_script = serde_json::json!({"version": 1, "steps": [
-        {"answer": {}},
-        {"gather": {"max_digits": 16, "first_digit_timeout_ms": 10000}},
-        {"send_dtmf": {"from": "digits"}},
-        {"pause": {"ms": 60000}}
-    ]});
-    let (mut serve, _rx, sip) = serve_with_script(&callee, &callee_script).await;
+    let (mut serve, _rx, sip) = serve_with_script(&callee, &say_back_script()).await;
     // Each call's steps: wait, send the keys, wait for five keys back, hang up. The hold (60 s)
     // is only a bound: the script ends every call.
     let caller = dir.path().join("caller");
