@@ -183,7 +183,7 @@ async fn call_over_tls_is_answered_and_hung_up_on_the_same_connection() {
     assert_eq!(done["details"]["outcome"], "answered", "{done}");
     // The callee saw INVITE, ACK and BYE over TLS, on one accepted connection: the caller has
     // no TLS listener, so a second connection could only have come from it too.
-    let stats = callee.handle.sip_stats().await.expect("stats");
+    let stats = stats_once_the_bye_is_in(&callee.handle).await;
     assert_eq!(stats.tls_accepted, 1, "{stats:?}");
     assert_eq!(stats.tls_handshake_failures, 0, "{stats:?}");
     for method in ["INVITE", "ACK", "BYE"] {
@@ -534,6 +534,21 @@ async fn start_kamailio(dir: &Path, pki: &Pki, uas: SocketAddr) -> (Kamailio, So
     (k, addr)
 }
 
+/// The engine's SIP counters once a BYE came in (at most 5 s): a caller's call ends when its
+/// BYE is sent, not when it arrives, so the BYE may still be on its way.
+async fn stats_once_the_bye_is_in(
+    handle: &callplane::engine::EngineHandle,
+) -> callplane::net::sip::SipStats {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let stats = handle.sip_stats().await.expect("stats");
+        if stats.requests_in.contains_key("BYE") || tokio::time::Instant::now() >= deadline {
+            return stats;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn call_through_kamailio_over_tls_is_answered_and_hung_up() {
     if !openssl_available() || !kamailio_available() {
@@ -585,8 +600,9 @@ async fn call_through_kamailio_over_tls_is_answered_and_hung_up() {
         "answered"
     );
     // The UAS got the INVITE, the ACK and the BYE through kamailio (so the in-dialog requests
-    // followed the TLS record-route).
-    let stats = uas.handle.sip_stats().await.expect("stats");
+    // followed the TLS record-route). The caller's call ends once its BYE is sent, not when
+    // the BYE arrives: the BYE may still be on its way through kamailio (bounded wait).
+    let stats = stats_once_the_bye_is_in(&uas.handle).await;
     for method in ["INVITE", "ACK", "BYE"] {
         assert_eq!(
             stats.requests_in.get(method),
