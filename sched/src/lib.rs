@@ -4,8 +4,8 @@
 //! shares with the process's other threads (the SIP and call tasks, the event store, the
 //! recorders), the kernel's fair scheduler can keep it waiting for milliseconds behind them:
 //! measured in #13, a generator pinned to one core sent its packets 2.4–20 ms late (p99) with
-//! 41 % of the core used, and `serve` on one core lost its jitter budget at 1250 calls; with
-//! the worker at `SCHED_FIFO`, 1.3 ms and 1500 calls. Media servers offer the same switch
+//! 41 % of the core used, and `serve` on one core lost its jitter budget at 1000–1250 calls;
+//! with the worker at `SCHED_FIFO`, 1.3 ms, and as many calls as the floor echo carried. Media servers offer the same switch
 //! (FreeSWITCH's `-rp`, Asterisk's `-p`).
 //!
 //! `sched_setscheduler(2)` has no safe wrapper in `nix` 0.31, so this crate is the one place
