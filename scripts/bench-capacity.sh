@@ -20,17 +20,6 @@ command -v chrt >/dev/null || { echo "chrt is not installed (util-linux)" >&2; e
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs" >&2; exit 1; }
 
 floor=$(scripts/build-bench.sh)
-
-py_pid=""
-cleanup() {
-  # The harness kills what it started; this covers a wrapper killed by a signal.
-  [ -n "$py_pid" ] && kill "$py_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-timeout --kill-after=10 1800 python3 benches/bench_capacity.py \
-  --callplane "$target/release/callplane" --floor "$floor" "$@" &
-py_pid=$!
-wait "$py_pid"
+# In the foreground: Ctrl-C reaches the harness, which kills what it started.
+timeout --foreground --kill-after=10 1800 python3 benches/bench_capacity.py \
+  --callplane "$target/release/callplane" --floor "$floor" "$@"
