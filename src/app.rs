@@ -48,6 +48,8 @@ pub struct ServeConfig {
     pub outbox: OutboxConfig,
     /// The API's limits.
     pub max_body_bytes: usize,
+    /// Serve the dashboard from this directory instead of the embedded files (`--dashboard-dir`).
+    pub dashboard_dir: Option<PathBuf>,
     /// Requests per second per key (0: unlimited).
     pub rate_limit_per_s: u32,
     /// Burst of the rate limit.
@@ -487,6 +489,7 @@ pub async fn serve_with(
                 rate_limit_burst: config.rate_limit_burst,
                 node_id: node_id.clone(),
                 webhook_egress: config.outbox.egress.clone(),
+                dashboard_dir: config.dashboard_dir.clone(),
             },
         );
         // One resolver (and its cache) for the API's calls and the campaign worker's.

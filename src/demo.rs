@@ -344,6 +344,7 @@ pub async fn run(config: DemoConfig, json_summary: bool) -> anyhow::Result<DemoS
         engine: EngineConfig::new("127.0.0.1:0".parse()?),
         outbox: OutboxConfig::default(),
         max_body_bytes: 1 << 20,
+        dashboard_dir: None,
         rate_limit_per_s: 0,
         rate_limit_burst: 0,
         event_queue: 65_536,

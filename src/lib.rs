@@ -18,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod campaign;
 pub mod clock;
+pub mod dashboard;
 pub mod demo;
 pub mod engine;
 pub mod events;

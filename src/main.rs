@@ -132,6 +132,10 @@ enum Cmd {
         /// API requests per second per key (429 above; 0: unlimited).
         #[arg(long, default_value_t = 50)]
         rate_limit: u32,
+        /// Serve the dashboard's pages from this directory (src/dashboard/assets) instead of the
+        /// copies built into the binary: for working on them without rebuilding.
+        #[arg(long, value_name = "DIR")]
+        dashboard_dir: Option<PathBuf>,
         /// SIP UDP address to listen on.
         #[arg(long, default_value = "0.0.0.0:5060")]
         sip: SocketAddr,
@@ -973,6 +977,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             webhook_allow_cidr,
             max_body_bytes,
             rate_limit,
+            dashboard_dir,
             sip,
             sip_tcp,
             tls,
@@ -1060,6 +1065,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 engine: config,
                 outbox,
                 max_body_bytes,
+                dashboard_dir,
                 rate_limit_per_s: rate_limit,
                 rate_limit_burst: rate_limit.saturating_mul(2),
                 event_queue,

@@ -884,7 +884,7 @@ async fn create_call(
     Ok((StatusCode::CREATED, Json(CallView::new(call, None))).into_response())
 }
 
-fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
+pub(crate) fn parse_time(field: &str, text: &str) -> Result<i64, ApiError> {
     if let Ok(us) = text.parse::<i64>() {
         return Ok(us);
     }

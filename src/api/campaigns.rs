@@ -105,6 +105,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cancel_campaign))
         .routes(routes!(preview_campaign))
         .routes(routes!(campaign_results))
+        .routes(routes!(campaign_activity))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -2219,4 +2220,134 @@ async fn results_csv(s: AppState, caller: Caller, campaign: Campaign) -> ApiResu
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     Ok(response)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activity over time (the dashboard's charts).
+
+/// Most buckets one activity answer holds.
+const MAX_ACTIVITY_BUCKETS: i64 = 2000;
+
+/// The span and width of `GET /v1/campaigns/{id}/activity`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ActivityQuery {
+    /// Bucket width in seconds (10 to 86400). Default: the smallest whole minute that keeps
+    /// the span within 120 buckets.
+    pub bucket_s: Option<u32>,
+    /// Start (RFC 3339 or µs since the epoch). Default: when the campaign started (or was
+    /// created), rounded down to a bucket.
+    pub from: Option<String>,
+    /// End, exclusive. Default: now (or when the campaign ended).
+    pub to: Option<String>,
+}
+
+/// One bucket of the activity.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActivityBucketView {
+    /// Start of the bucket, RFC 3339.
+    pub start: String,
+    /// The same, µs since the epoch.
+    pub start_us: i64,
+    /// Attempts started (calls placed) in the bucket.
+    pub started: i64,
+    /// Attempts that ended in the bucket, by outcome (`answered`, `busy`, ...).
+    pub ended: BTreeMap<String, i64>,
+}
+
+/// Calls placed and outcomes over time.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ActivityView {
+    /// Bucket width in seconds.
+    pub bucket_s: i64,
+    /// Start of the first bucket, RFC 3339.
+    pub from: String,
+    /// End of the span (exclusive), RFC 3339.
+    pub to: String,
+    /// Every bucket of the span, oldest first, empty ones included.
+    pub buckets: Vec<ActivityBucketView>,
+}
+
+/// The campaign's calls placed and ended (by outcome) per time bucket: its calls per minute
+/// and outcomes over time.
+#[utoipa::path(get, path = "/campaigns/{id}/activity", tag = "campaigns",
+    params(("id" = String, Path, description = "campaign id"), ActivityQuery),
+    responses((status = 200, body = ActivityView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn campaign_activity(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<ActivityQuery>,
+) -> ApiResult<Json<ActivityView>> {
+    caller.require(Permission::CampaignsRead)?;
+    let campaign = campaign_of(&s, &caller, &id).await?;
+    let now = crate::clock::unix_us();
+    let to_us = match &q.to {
+        Some(t) => super::calls::parse_time("to", t)?,
+        None => campaign.ended_at_us.unwrap_or(now).min(now).saturating_add(1),
+    };
+    let given_from = q
+        .from
+        .as_deref()
+        .map(|t| super::calls::parse_time("from", t))
+        .transpose()?;
+    let from_guess = given_from.unwrap_or(campaign.started_at_us.unwrap_or(campaign.created_at_us));
+    if to_us <= from_guess {
+        return Err(ApiError::bad_request("invalid_query", "to: must be after from"));
+    }
+    let bucket_s = match q.bucket_s {
+        Some(b) if (10..=86_400).contains(&b) => i64::from(b),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "bucket_s: must be 10 to 86400",
+            ));
+        }
+        // Whole minutes, at most 120 buckets (at most a day each: longer spans are refused).
+        None => ((to_us.saturating_sub(from_guess) / 1_000_000 / 120 / 60).saturating_add(1)
+            * 60)
+            .min(86_400),
+    };
+    let bucket_us = bucket_s * 1_000_000;
+    let from_us = from_guess.div_euclid(bucket_us).saturating_mul(bucket_us);
+    let n = to_us
+        .saturating_sub(from_us)
+        .saturating_add(bucket_us - 1)
+        / bucket_us;
+    if n > MAX_ACTIVITY_BUCKETS {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("the span holds {n} buckets of {bucket_s} s; at most {MAX_ACTIVITY_BUCKETS}"),
+        ));
+    }
+    let found = s
+        .store
+        .campaign_activity(&campaign.id, bucket_us, from_us, to_us)
+        .await?;
+    let mut found = found.into_iter().peekable();
+    let mut buckets = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+    for i in 0..n {
+        let start_us = from_us + i * bucket_us;
+        let mut b = ActivityBucketView {
+            start: rfc3339(start_us),
+            start_us,
+            started: 0,
+            ended: BTreeMap::new(),
+        };
+        while let Some(f) = found.next_if(|f| f.start_us <= start_us) {
+            if f.start_us == start_us {
+                b.started = f.started;
+                b.ended = f.ended;
+            }
+        }
+        buckets.push(b);
+    }
+    Ok(Json(ActivityView {
+        bucket_s,
+        from: rfc3339(from_us),
+        to: rfc3339(to_us),
+        buckets,
+    }))
 }

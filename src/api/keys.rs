@@ -18,6 +18,7 @@ use crate::store::{ApiKey, NewApiKey, Role};
 /// This area's routes.
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(whoami))
         .routes(routes!(list_keys, create_key))
         .routes(routes!(revoke_key))
 }
@@ -160,4 +161,34 @@ async fn revoke_key(
         .revoke_api_key(&caller.tenant_id, &id, crate::clock::unix_us())
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The key making the request: its tenant, id, role and what the role may do.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    /// The key's tenant.
+    pub tenant_id: String,
+    /// The key's id.
+    pub key_id: String,
+    /// Its role.
+    #[schema(value_type = String, example = "viewer")]
+    pub role: Role,
+    /// Every permission the role has (`calls:read`, ...), as docs/api.md "Roles" lists them.
+    pub permissions: Vec<&'static str>,
+}
+
+/// Who the key is (any valid key): the dashboard disables what the role may not do.
+#[utoipa::path(get, path = "/me", tag = "keys",
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+async fn whoami(caller: Caller) -> Json<Me> {
+    Json(Me {
+        permissions: Permission::ALL
+            .iter()
+            .filter(|p| auth::allows(caller.role, **p))
+            .map(|p| p.as_str())
+            .collect(),
+        tenant_id: caller.tenant_id,
+        key_id: caller.key_id,
+        role: caller.role,
+    })
 }

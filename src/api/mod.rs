@@ -56,6 +56,9 @@ pub struct ApiConfig {
     pub node_id: String,
     /// Where webhooks may point (checked when one is stored; the dispatcher checks again).
     pub webhook_egress: Arc<crate::net::egress::EgressPolicy>,
+    /// Serve the dashboard's files from this directory instead of the embedded copies
+    /// (`serve --dashboard-dir`, for working on the pages).
+    pub dashboard_dir: Option<PathBuf>,
 }
 
 impl ApiConfig {
@@ -68,6 +71,7 @@ impl ApiConfig {
             rate_limit_burst: 100,
             node_id: crate::store::new_id("node"),
             webhook_egress: Arc::default(),
+            dashboard_dir: None,
         }
     }
 }
@@ -166,6 +170,7 @@ pub fn router(state: AppState) -> axum::Router {
     let (routes, doc) = api_router().split_for_parts();
     routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .merge(crate::dashboard::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -27,6 +27,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_webhooks, create_webhook))
         .routes(routes!(get_webhook, replace_webhook, delete_webhook))
         .routes(routes!(list_deliveries))
+        .routes(routes!(list_call_deliveries))
         .routes(routes!(redeliver))
 }
 
@@ -367,6 +368,29 @@ async fn list_deliveries(
     let items = s
         .store
         .list_deliveries(&caller.tenant_id, &id, status, limit)
+        .await?;
+    Ok(Json(DeliveryList {
+        items: items.into_iter().map(DeliveryView::from).collect(),
+    }))
+}
+
+/// The webhook deliveries of one call's events (to any of the tenant's webhooks), in event
+/// order: the call page shows each event's deliveries beside it.
+#[utoipa::path(get, path = "/calls/{id}/deliveries", tag = "webhooks",
+    params(("id" = String, Path, description = "call id")),
+    responses((status = 200, body = DeliveryList), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn list_call_deliveries(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<DeliveryList>> {
+    caller.require(Permission::WebhooksRead)?;
+    // 404 for an unknown call (or another tenant's), not an empty list.
+    s.store.get_call(&caller.tenant_id, &id).await?;
+    let items = s
+        .store
+        .list_call_deliveries(&caller.tenant_id, &id, 1000)
         .await?;
     Ok(Json(DeliveryList {
         items: items.into_iter().map(DeliveryView::from).collect(),

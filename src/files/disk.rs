@@ -10,6 +10,24 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Reads one dashboard file from a directory (`serve --dashboard-dir`, for working on the
+/// pages without rebuilding). `name` is one of the dashboard's own file names, never a path
+/// from a request; at most 4 MiB is read.
+pub async fn read_dev_asset(dir: &Path, name: &str) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    if name.contains('/') || name.contains("..") {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name"));
+    }
+    let path = dir.join(name);
+    tokio::task::spawn_blocking(move || {
+        let mut body = Vec::new();
+        std::fs::File::open(path)?.take(4 << 20).read_to_end(&mut body)?;
+        Ok(body)
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

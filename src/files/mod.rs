@@ -19,6 +19,7 @@ pub mod range;
 pub mod recorder;
 pub mod recording;
 
+pub use disk::read_dev_asset;
 pub use prompt::{Prompt, PromptCache, PromptConfig, PromptError, load_prompt, load_prompt_with};
 pub use recorder::{
     ClosedRecording, Closing, OpenError, Recorder, RecorderConfig, RecorderStats, Recording,

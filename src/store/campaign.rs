@@ -306,6 +306,17 @@ impl Default for TenantLimits {
     }
 }
 
+/// One bucket of [`CampaignStore::campaign_activity`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityBucket {
+    /// Its start, µs since the epoch (a multiple of the bucket width).
+    pub start_us: i64,
+    /// Attempts started in it.
+    pub started: i64,
+    /// Attempts that ended in it, by outcome.
+    pub ended: BTreeMap<String, i64>,
+}
+
 /// The campaign methods of the store (implemented for both databases by `SqlStore`).
 pub trait CampaignStore: Send + Sync {
     /// Creates a campaign in `draft`.
@@ -434,6 +445,16 @@ pub trait CampaignStore: Send + Sync {
         campaign_id: &'a str,
         now_us: i64,
     ) -> StoreFuture<'a, CampaignCounts>;
+    /// Attempts of a campaign per time bucket in `[from_us, to_us)`: how many started
+    /// (claimed) in each and how many ended, by outcome. Only buckets with something in them,
+    /// oldest first; a bucket is `bucket_us` wide, aligned to multiples of it since the epoch.
+    fn campaign_activity<'a>(
+        &'a self,
+        campaign_id: &'a str,
+        bucket_us: i64,
+        from_us: i64,
+        to_us: i64,
+    ) -> StoreFuture<'a, Vec<ActivityBucket>>;
     /// Results, one row per contact in insertion order after `cursor`.
     fn campaign_results<'a>(
         &'a self,

@@ -1125,6 +1125,15 @@ pub trait Store: campaign::CampaignStore + Send + Sync + fmt::Debug {
         status: Option<DeliveryStatus>,
         limit: u32,
     ) -> StoreFuture<'a, Vec<Delivery>>;
+    /// The deliveries of one call's events to any of the tenant's webhooks, in event order
+    /// (then oldest first), at most `limit` (0 → 100, at most 1000). A call of another tenant has
+    /// none (the caller checks the call first to answer 404).
+    fn list_call_deliveries<'a>(
+        &'a self,
+        tenant: &'a str,
+        call_id: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<Delivery>>;
     /// Pending deliveries due at `now_us`, oldest due first, with their webhook's url and
     /// secret; each claimed one gets `next_attempt_at_us = lease_until_us` so that a second
     /// dispatcher (or node) does not send it at the same time. At most `limit` rows, and per

@@ -545,6 +545,15 @@ impl Store for SqlStore {
         ))
     }
 
+    fn list_call_deliveries<'a>(
+        &'a self,
+        tenant: &'a str,
+        call_id: &'a str,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<Delivery>> {
+        Box::pin(outbox::list_call_deliveries(self, tenant, call_id, limit))
+    }
+
     fn claim_due_deliveries<'a>(
         &'a self,
         now_us: i64,
@@ -606,6 +615,7 @@ impl Store for SqlStore {
 // The campaign methods: sql/campaign.rs and sql/dial.rs.
 use crate::campaign::model::{CampaignSettings, CampaignStatus, ContactStatus};
 use crate::store::campaign::{
+    ActivityBucket,
     Attempt, AttemptEnd, Campaign, CampaignCounts, CampaignStore, Claim, ClaimRequest, Contact,
     Inserted, NewCampaign, NewContact, ResultRow, Suppression, TenantLimits,
 };
@@ -800,6 +810,22 @@ impl CampaignStore for SqlStore {
         now_us: i64,
     ) -> StoreFuture<'a, CampaignCounts> {
         Box::pin(campaign::campaign_counts(self, campaign_id, now_us))
+    }
+
+    fn campaign_activity<'a>(
+        &'a self,
+        campaign_id: &'a str,
+        bucket_us: i64,
+        from_us: i64,
+        to_us: i64,
+    ) -> StoreFuture<'a, Vec<ActivityBucket>> {
+        Box::pin(campaign::campaign_activity(
+            self,
+            campaign_id,
+            bucket_us,
+            from_us,
+            to_us,
+        ))
     }
 
     fn campaign_results<'a>(

@@ -16,6 +16,7 @@ use super::rows::{int, opt_int, opt_text, text};
 use super::{Arg, Backend, Row, SqlStore, bind_all, clamp_limit};
 use crate::campaign::model::{CampaignSettings, CampaignStatus, ContactStatus};
 use crate::store::campaign::{
+    ActivityBucket,
     Attempt, Campaign, CampaignCounts, Contact, Inserted, NewCampaign, NewContact, ResultAttempt,
     ResultRow, Suppression, TenantLimits,
 };
@@ -732,6 +733,54 @@ pub(super) async fn defer_contacts(
     }
     tx.commit().await?;
     Ok(())
+}
+
+pub(super) async fn campaign_activity(
+    s: &SqlStore,
+    campaign_id: &str,
+    bucket_us: i64,
+    from_us: i64,
+    to_us: i64,
+) -> Result<Vec<ActivityBucket>> {
+    if bucket_us <= 0 {
+        return Err(StoreError::Invalid("bucket width must be positive".into()));
+    }
+    let mut buckets: BTreeMap<i64, ActivityBucket> = BTreeMap::new();
+    let started = sqlx::query(
+        "SELECT CAST(claimed_at_us / $2 AS BIGINT) AS b, CAST(COUNT(*) AS BIGINT) AS n \
+         FROM contact_attempt WHERE campaign_id = $1 AND claimed_at_us >= $3 \
+         AND claimed_at_us < $4 GROUP BY b",
+    )
+    .bind(campaign_id)
+    .bind(bucket_us)
+    .bind(from_us)
+    .bind(to_us)
+    .fetch_all(&s.pool)
+    .await?;
+    for row in &started {
+        let b = int(row, "b")?;
+        let entry = buckets.entry(b).or_default();
+        entry.start_us = b.saturating_mul(bucket_us);
+        entry.started = int(row, "n")?;
+    }
+    let ended = sqlx::query(
+        "SELECT CAST(ended_at_us / $2 AS BIGINT) AS b, outcome, CAST(COUNT(*) AS BIGINT) AS n \
+         FROM contact_attempt WHERE campaign_id = $1 AND ended_at_us >= $3 \
+         AND ended_at_us < $4 AND outcome IS NOT NULL GROUP BY b, outcome",
+    )
+    .bind(campaign_id)
+    .bind(bucket_us)
+    .bind(from_us)
+    .bind(to_us)
+    .fetch_all(&s.pool)
+    .await?;
+    for row in &ended {
+        let b = int(row, "b")?;
+        let entry = buckets.entry(b).or_default();
+        entry.start_us = b.saturating_mul(bucket_us);
+        entry.ended.insert(text(row, "outcome")?, int(row, "n")?);
+    }
+    Ok(buckets.into_values().collect())
 }
 
 pub(super) async fn campaign_counts(

@@ -155,6 +155,29 @@ pub(super) async fn list_deliveries(
     Ok(deliveries)
 }
 
+pub(super) async fn list_call_deliveries(
+    s: &SqlStore,
+    tenant: &str,
+    call_id: &str,
+    limit: u32,
+) -> Result<Vec<Delivery>> {
+    let limit = clamp_limit(limit, 100, 1000);
+    let sql = format!(
+        "SELECT {DELIVERY_COLS} FROM webhook_delivery WHERE tenant_id = $1 AND event_id IN \
+         (SELECT id FROM call_event WHERE call_id = $2 AND tenant_id = $1) \
+         ORDER BY event_id, created_at_us, id LIMIT $3"
+    );
+    sqlx::query(&sql)
+        .bind(tenant)
+        .bind(call_id)
+        .bind(limit)
+        .fetch_all(&s.pool)
+        .await?
+        .iter()
+        .map(rows::delivery)
+        .collect()
+}
+
 /// `$first, $first+1, …` for `n` arguments (an `IN` list).
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n)

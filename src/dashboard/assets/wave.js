@@ -1,0 +1,1 @@
+// The recording player: WAV decoding, the two waveforms, markers.
