@@ -343,6 +343,12 @@ async fn every_role_gets_exactly_the_permissions_of_the_table() {
                 P::RecordingsRead,
                 None,
             ),
+            case(
+                Method::GET,
+                format!("/v1/calls/{call}/deliveries"),
+                P::WebhooksRead,
+                None,
+            ),
             case(Method::GET, "/v1/webhooks".into(), P::WebhooksRead, None),
             case(
                 Method::GET,
@@ -483,6 +489,147 @@ async fn every_role_gets_exactly_the_permissions_of_the_table() {
         api.stop().await;
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn me_names_the_keys_role_and_exactly_its_permissions() {
+    let (_, store) = stores().await.remove(0);
+    let api = TestApi::start(store).await;
+    for role in Role::ALL {
+        let r = api.get("/v1/me", api.a.key(role)).await;
+        assert_eq!(r.status, StatusCode::OK, "{role}");
+        let me = r.json();
+        assert_eq!(me["role"], role.as_str());
+        assert_eq!(me["tenant_id"], api.a.tenant_id.as_str());
+        assert!(me["key_id"].as_str().is_some_and(|k| k.starts_with("key_")));
+        let listed: BTreeSet<&str> = me["permissions"]
+            .as_array()
+            .expect("permissions")
+            .iter()
+            .map(|p| p.as_str().expect("text"))
+            .collect();
+        let table: BTreeSet<&str> = Permission::ALL
+            .iter()
+            .filter(|p| allows(role, **p))
+            .map(|p| p.as_str())
+            .collect();
+        assert_eq!(listed, table, "{role}");
+    }
+    let r = api.send(Method::GET, "/v1/me", None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_is_served_at_the_root_under_a_strict_policy() {
+    let (_, store) = stores().await.remove(0);
+    let api = TestApi::start(store).await;
+    for (path, media_type) in [
+        ("/", "text/html"),
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        // No key: the pages hold no data (the API calls they make carry the key).
+        let r = api.send(Method::GET, path, None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with(media_type)),
+            "{path}: {:?}",
+            r.header("content-type")
+        );
+        let csp = r.header("content-security-policy").expect("a CSP");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {directive} in {csp}");
+        }
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    }
+    let index = api.send(Method::GET, "/", None, None).await;
+    let html = String::from_utf8(index.body).expect("utf-8");
+    assert!(
+        html.contains(r#"<script type="module" src="/ui/app.js">"#),
+        "{html}"
+    );
+    // Only the dashboard's own files: no path is read from the request.
+    for path in [
+        "/ui/nope.js",
+        "/ui/..%2FCargo.toml",
+        "/ui/%2e%2e%2fsrc%2fmain.rs",
+        "/ui/",
+    ] {
+        let r = api.send(Method::GET, path, None, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn campaign_activity_is_dense_buckets_and_checks_its_span() {
+    for (db, store) in stores().await {
+        let api = TestApi::start(store).await;
+        let owner = api.a.key(Role::Owner).to_owned();
+        let id = api
+            .create("/v1/campaigns", &owner, &json!({"name": "charted"}))
+            .await;
+        let path = format!("/v1/campaigns/{id}/activity");
+        // A viewer reads it; a draft campaign has empty buckets from its creation to now.
+        let r = api.get(&path, api.a.key(Role::Viewer)).await;
+        assert_eq!(r.status, StatusCode::OK, "{db}");
+        let a = r.json();
+        assert_eq!(a["bucket_s"], 60, "{db}: {a}");
+        let buckets = a["buckets"].as_array().expect("buckets");
+        assert!(!buckets.is_empty() && buckets.len() <= 2, "{db}: {a}");
+        assert!(
+            buckets
+                .iter()
+                .all(|b| b["started"] == 0 && b["ended"] == json!({}))
+        );
+        let r = api
+            .get(
+                &format!("{path}?bucket_s=10&from=1700000000000000&to=1700000060000000"),
+                &owner,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{db}");
+        let a = r.json();
+        let starts: Vec<i64> = a["buckets"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .map(|b| b["start_us"].as_i64().expect("start"))
+            .collect();
+        assert_eq!(
+            starts,
+            (0..6)
+                .map(|i| 1_700_000_000_000_000 + i * 10_000_000)
+                .collect::<Vec<_>>(),
+            "{db}"
+        );
+        for bad in [
+            "?bucket_s=5",
+            "?bucket_s=86401",
+            "?from=2000000000&to=1000000000",
+            "?bucket_s=10&from=0",
+            "?from=yesterday",
+            "?colour=red",
+        ] {
+            let r = api.get(&format!("{path}{bad}"), &owner).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{db} {bad}");
+        }
+        let r = api.get(&path, api.b.key(Role::Owner)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{db}");
+        api.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -754,6 +754,37 @@ async fn counts_and_results(db: &Db) {
     .await
     .unwrap();
 
+    // Activity per minute: attempts started at 880, 950, 970 and 1000 s, ended at 881 (busy),
+    // 960 and 980 s (answered); the other campaign's attempt is not counted.
+    let minute = 60_000_000;
+    let activity = s.campaign_activity(&c, minute, 0, now + 1).await.unwrap();
+    type Seen<'a> = (i64, i64, Vec<(&'a str, i64)>);
+    let seen: Vec<Seen> = activity
+        .iter()
+        .map(|b| {
+            let ended = b.ended.iter().map(|(o, n)| (o.as_str(), *n)).collect();
+            (b.start_us / 1_000_000, b.started, ended)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (840, 1, vec![("busy", 1)]),
+            (900, 1, vec![]),
+            (960, 2, vec![("answered", 2)]),
+        ],
+        "[{}]",
+        db.name
+    );
+    // The span is half-open: from 900 s to 960 s holds only the 950 s start.
+    let span = s
+        .campaign_activity(&c, minute, 900_000_000, 960_000_000)
+        .await
+        .unwrap();
+    assert_eq!(span.len(), 1, "[{}] {span:?}", db.name);
+    assert_eq!((span[0].start_us, span[0].started), (900_000_000, 1));
+    assert!(s.campaign_activity(&c, 0, 0, now).await.is_err());
+
     let k = s.campaign_counts(&c, now).await.unwrap();
     let by_status: Vec<(&str, i64)> = k.by_status.iter().map(|(s, n)| (s.as_str(), *n)).collect();
     assert_eq!(

@@ -577,6 +577,71 @@ async fn a_delivery_is_dead_lettered_after_max_attempts_and_redelivered_on_reque
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calls_deliveries_are_those_of_its_own_events_in_event_order() {
+    for (name, store) in common::db::test_stores().await {
+        // No dispatcher: the deliveries stay pending, as queued with each event.
+        let w = world(name, store, None).await;
+        let (first, _) = w.webhook("http://127.0.0.1:9/a", json!([])).await;
+        let (second, _) = w
+            .webhook("http://127.0.0.1:9/b", json!(["call.completed"]))
+            .await;
+        let call = w.call(&w.tenant).await;
+        let other = w.call(&w.tenant).await;
+        let created = w.append(&call.id, "call.created", json!({})).await;
+        w.append(&other.id, "call.created", json!({})).await;
+        let ringing = w.append(&call.id, "sip.ringing", json!({})).await;
+        let completed = w.append(&call.id, "call.completed", json!({})).await;
+
+        let (code, body) = w
+            .api("GET", &format!("/v1/calls/{}/deliveries", call.id), None)
+            .await;
+        assert_eq!(code, StatusCode::OK, "[{name}] {body}");
+        let seen: Vec<(i64, String)> = body["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|d| {
+                (
+                    d["event_id"].as_i64().expect("event id"),
+                    d["webhook_id"].as_str().expect("webhook").to_owned(),
+                )
+            })
+            .collect();
+        // Every event to the catch-all webhook; only call.completed to the filtered one; none
+        // of the other call's.
+        let mut want = vec![
+            (created.id, first.clone()),
+            (ringing.id, first.clone()),
+            (completed.id, first.clone()),
+            (completed.id, second.clone()),
+        ];
+        want.sort_by_key(|(id, hook)| (*id, hook == &second));
+        let mut got = seen.clone();
+        got.sort_by_key(|(id, hook)| (*id, hook == &second));
+        assert_eq!(got, want, "[{name}]");
+        let ids: Vec<i64> = seen.iter().map(|(id, _)| *id).collect();
+        assert!(ids.is_sorted(), "[{name}] in event order: {ids:?}");
+        assert!(
+            body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .all(|d| d["status"] == "pending" && d["payload"]["call_id"] == call.id.as_str()),
+            "[{name}] {body}"
+        );
+
+        // Another tenant's key: 404, as for a call that does not exist; a viewer: 403.
+        let path = format!("/v1/calls/{}/deliveries", call.id);
+        let (code, _) = api_with(&w.app, w.api.b.key(Role::Owner), "GET", &path, None).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "[{name}]");
+        let (code, _) = api_with(&w.app, w.api.a.key(Role::Viewer), "GET", &path, None).await;
+        assert_eq!(code, StatusCode::FORBIDDEN, "[{name}]");
+        let (code, _) = w.api("GET", "/v1/calls/call_nope/deliveries", None).await;
+        assert_eq!(code, StatusCode::NOT_FOUND, "[{name}]");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_crud_validates_and_enforces_roles() {
     for (name, store) in common::db::test_stores().await {
         let w = world(name, store, None).await;

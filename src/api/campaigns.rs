@@ -2011,6 +2011,19 @@ fn collected(row: &ResultRow) -> BTreeMap<String, String> {
             if row.contact.variables.get(k).is_some_and(|given| given == v) {
                 continue;
             }
+            // What the campaign worker gives every call (campaign::worker) is the contact's
+            // own columns, not an answer: the export has them once, as columns.
+            let given_by_worker = match k.as_str() {
+                "phone" => Some(row.contact.phone.clone()),
+                "name" => row.contact.name.clone(),
+                "contact_id" => Some(row.contact.id.clone()),
+                "campaign_id" => Some(row.contact.campaign_id.clone()),
+                "attempt" => Some(a.attempt.attempt.to_string()),
+                _ => None,
+            };
+            if given_by_worker.as_deref() == Some(v) {
+                continue;
+            }
             out.insert(k.clone(), v.to_owned());
         }
     }
@@ -2286,7 +2299,11 @@ async fn campaign_activity(
     let now = crate::clock::unix_us();
     let to_us = match &q.to {
         Some(t) => super::calls::parse_time("to", t)?,
-        None => campaign.ended_at_us.unwrap_or(now).min(now).saturating_add(1),
+        None => campaign
+            .ended_at_us
+            .unwrap_or(now)
+            .min(now)
+            .saturating_add(1),
     };
     let given_from = q
         .from
@@ -2295,7 +2312,10 @@ async fn campaign_activity(
         .transpose()?;
     let from_guess = given_from.unwrap_or(campaign.started_at_us.unwrap_or(campaign.created_at_us));
     if to_us <= from_guess {
-        return Err(ApiError::bad_request("invalid_query", "to: must be after from"));
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "to: must be after from",
+        ));
     }
     let bucket_s = match q.bucket_s {
         Some(b) if (10..=86_400).contains(&b) => i64::from(b),
@@ -2306,16 +2326,12 @@ async fn campaign_activity(
             ));
         }
         // Whole minutes, at most 120 buckets (at most a day each: longer spans are refused).
-        None => ((to_us.saturating_sub(from_guess) / 1_000_000 / 120 / 60).saturating_add(1)
-            * 60)
+        None => ((to_us.saturating_sub(from_guess) / 1_000_000 / 120 / 60).saturating_add(1) * 60)
             .min(86_400),
     };
     let bucket_us = bucket_s * 1_000_000;
     let from_us = from_guess.div_euclid(bucket_us).saturating_mul(bucket_us);
-    let n = to_us
-        .saturating_sub(from_us)
-        .saturating_add(bucket_us - 1)
-        / bucket_us;
+    let n = to_us.saturating_sub(from_us).saturating_add(bucket_us - 1) / bucket_us;
     if n > MAX_ACTIVITY_BUCKETS {
         return Err(ApiError::bad_request(
             "invalid_query",

@@ -95,7 +95,8 @@ async fn serve_asset(state: &AppState, name: &str) -> Response {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(file = asset.name, dir = %dir.display(), error = %e, "dashboard file unreadable");
-                return crate::api::ApiError::not_found("dashboard file unreadable").into_response();
+                return crate::api::ApiError::not_found("dashboard file unreadable")
+                    .into_response();
             }
         },
     };
@@ -113,7 +114,10 @@ async fn serve_asset(state: &AppState, name: &str) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Revalidate on every load: a new binary's pages are seen at once (they are small).
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -126,19 +130,30 @@ mod tests {
 
     #[test]
     fn every_module_an_asset_imports_is_an_asset() {
-        for a in ASSETS.iter().filter(|a| a.name.ends_with(".js") || a.name.ends_with(".html")) {
+        for a in ASSETS
+            .iter()
+            .filter(|a| a.name.ends_with(".js") || a.name.ends_with(".html"))
+        {
             let text = std::str::from_utf8(a.body).expect("utf-8");
             for (i, _) in text.match_indices("from './") {
                 let rest = &text[i + 8..];
                 let end = rest.find('\'').expect("closing quote");
                 let name = &rest[..end];
-                assert!(asset(name).is_some(), "{} imports {name}, which is not served", a.name);
+                assert!(
+                    asset(name).is_some(),
+                    "{} imports {name}, which is not served",
+                    a.name
+                );
             }
             for (i, _) in text.match_indices("/ui/") {
                 let rest = &text[i + 4..];
                 let end = rest.find('"').expect("closing quote");
                 let name = &rest[..end];
-                assert!(asset(name).is_some(), "{} links {name}, which is not served", a.name);
+                assert!(
+                    asset(name).is_some(),
+                    "{} links {name}, which is not served",
+                    a.name
+                );
             }
         }
     }
@@ -147,11 +162,22 @@ mod tests {
     fn no_asset_writes_html_from_strings() {
         for a in ASSETS {
             let text = std::str::from_utf8(a.body).expect("utf-8");
-            for bad in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"] {
+            for bad in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "new Function",
+            ] {
                 assert!(!text.contains(bad), "{} uses {bad}", a.name);
             }
             if a.name.ends_with(".html") {
-                assert!(!text.contains("<script>") && !text.contains(" style=\""), "{} has inline script or style", a.name);
+                assert!(
+                    !text.contains("<script>") && !text.contains(" style=\""),
+                    "{} has inline script or style",
+                    a.name
+                );
             }
         }
     }

@@ -620,8 +620,12 @@ impl CallCore {
             call.preset_variables = req.variables.clone();
             call.prompts = req.prompts.clone();
             call.prompt_scope = req.prompt_scope;
-            // A script records when its steps say so, not from the first frame.
-            call.record_active = false;
+            // A script with `record` steps records when they say so; without any, a call
+            // asked to record (the API's or a campaign's `record`) records from its first
+            // frame, as a call without a script does.
+            if script.has_record_step() {
+                call.record_active = false;
+            }
         }
         call
     }
@@ -1779,11 +1783,11 @@ impl CallCore {
                 } else if self.outbound
                     && let Some(script) = self.script.clone()
                 {
-                    self.runner = Some(ScriptRunner::new_answered_with(
-                        &script,
-                        now,
-                        std::mem::take(&mut self.preset_variables),
-                    ));
+                    // The preset variables are the call's inputs, not something the script
+                    // gathered: only changes from here on are reported (`gather.completed`).
+                    let preset = std::mem::take(&mut self.preset_variables);
+                    self.script_variables = preset.clone();
+                    self.runner = Some(ScriptRunner::new_answered_with(&script, now, preset));
                 }
             }
             DialogEvent::ReInvite { offer } => {

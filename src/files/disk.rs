@@ -16,12 +16,17 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 pub async fn read_dev_asset(dir: &Path, name: &str) -> io::Result<Vec<u8>> {
     use std::io::Read;
     if name.contains('/') || name.contains("..") {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a file name",
+        ));
     }
     let path = dir.join(name);
     tokio::task::spawn_blocking(move || {
         let mut body = Vec::new();
-        std::fs::File::open(path)?.take(4 << 20).read_to_end(&mut body)?;
+        std::fs::File::open(path)?
+            .take(4 << 20)
+            .read_to_end(&mut body)?;
         Ok(body)
     })
     .await

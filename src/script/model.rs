@@ -20,6 +20,30 @@ pub struct Script {
     pub steps: Vec<Step>,
 }
 
+impl Script {
+    /// Whether any step, nested ones included (branch cases, a gather's `on_failure`), is a
+    /// `record` step: such a script decides when the call records.
+    pub fn has_record_step(&self) -> bool {
+        fn any(steps: &[Step]) -> bool {
+            steps.iter().any(|step| match step {
+                Step::Record(_) => true,
+                Step::Gather(g) => g.on_failure.as_ref().is_some_and(target),
+                Step::Branch(b) => {
+                    b.cases.values().any(target) || b.default.as_ref().is_some_and(target)
+                }
+                _ => false,
+            })
+        }
+        fn target(t: &Target) -> bool {
+            match t {
+                Target::Steps(steps) => any(steps),
+                Target::Label(_) => false,
+            }
+        }
+        any(&self.steps)
+    }
+}
+
 /// One step of a script.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]

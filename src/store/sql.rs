@@ -615,9 +615,8 @@ impl Store for SqlStore {
 // The campaign methods: sql/campaign.rs and sql/dial.rs.
 use crate::campaign::model::{CampaignSettings, CampaignStatus, ContactStatus};
 use crate::store::campaign::{
-    ActivityBucket,
-    Attempt, AttemptEnd, Campaign, CampaignCounts, CampaignStore, Claim, ClaimRequest, Contact,
-    Inserted, NewCampaign, NewContact, ResultRow, Suppression, TenantLimits,
+    ActivityBucket, Attempt, AttemptEnd, Campaign, CampaignCounts, CampaignStore, Claim,
+    ClaimRequest, Contact, Inserted, NewCampaign, NewContact, ResultRow, Suppression, TenantLimits,
 };
 
 impl CampaignStore for SqlStore {

@@ -158,7 +158,9 @@ pub fn resolve_host(host: &str, transport: Transport) -> Result<SocketAddr, Stri
     } else {
         5060
     };
-    let host = host.trim();
+    // A trunk's host may carry its weight (`127.0.0.1:5060;weight=2`, settings::HostSpec):
+    // the address is what precedes it.
+    let host = host.split(';').next().unwrap_or_default().trim();
     if let Ok(addr) = host.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -411,5 +413,25 @@ pub fn spawn_supervisor(
         stop: Some(stop_tx),
         join,
         pump,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hosts_weight_is_not_part_of_its_address() {
+        let want: SocketAddr = "127.0.0.1:19".parse().expect("address");
+        assert_eq!(
+            resolve_host("127.0.0.1:19;weight=2", Transport::Udp),
+            Ok(want)
+        );
+        assert_eq!(resolve_host(" 127.0.0.1:19 ", Transport::Udp), Ok(want));
+        assert_eq!(
+            resolve_host("[::1];weight=3", Transport::Tls),
+            Ok("[::1]:5061".parse().expect("address"))
+        );
+        assert!(resolve_host("carrier.example;weight=2", Transport::Udp).is_err());
     }
 }

@@ -115,7 +115,7 @@ export function can(permission) {
 
 /** The reason shown on a button the key may not use. */
 export function cannot(permission) {
-  return me ? `a ${me.role} key lacks ${permission}` : 'not signed in';
+  return me ? `${/^[aeiou]/.test(me.role) ? 'an' : 'a'} ${me.role} key lacks ${permission}` : 'not signed in';
 }
 
 /**

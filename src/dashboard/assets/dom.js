@@ -1,7 +1,7 @@
 // DOM helpers. Every value from the API is attacker-controlled (contact names, CSV fields, SIP
 // reason phrases): it only ever reaches the page as a text node (h() turns strings into text
 // nodes) or an attribute set through setAttribute on an allow-list. Nothing here, and nothing in
-// the pages, assigns innerHTML.
+// the pages, parses a string as markup.
 
 const ATTRS = new Set([
   'id', 'class', 'href', 'type', 'name', 'value', 'placeholder', 'title', 'for', 'min', 'max',

@@ -1255,3 +1255,83 @@ fn an_inbound_script_with_early_media_sends_183_with_sdp_plays_then_answers_with
     assert!(w.done());
     assert_eq!(w.last()["outcome"], "answered");
 }
+
+/// An outbound call's preset variables (a campaign's contact columns, the API's `variables`)
+/// are its inputs: the timeline reports only what the script itself stores. And a call asked to
+/// record whose script never says when records the whole call.
+#[test]
+fn preset_variables_are_not_reported_as_gathered() {
+    let script = crate::script::parse(
+        r#"{"version": 1, "steps": [
+            {"gather": {"max_digits": 1, "store_as": "answer", "first_digit_timeout_ms": 5000}},
+            {"hangup": {"reason": "done"}}
+        ]}"#,
+    )
+    .expect("a valid script");
+    let mut req = originate();
+    req.script = Some(Arc::new(script));
+    req.record = Some(std::path::PathBuf::from("/data/recordings/call-1.wav"));
+    req.variables = [("phone", "+33640000003"), ("name", "Ada")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let mut w = World::dial(req);
+    w.peer_answers();
+    w.run_for(secs(1));
+    // A call asked to record whose script has no record step records from its first frame.
+    assert!(
+        w.media.iter().any(|m| m.starts_with("route Sink")),
+        "{:?}",
+        w.media
+    );
+    w.input(CoreInput::Media(MediaEvent::Dtmf {
+        digit: media::dtmf::Digit::from_char('7').expect("digit"),
+        duration: Some(ms(100)),
+        method: media::session::DtmfMethod::Rfc4733,
+    }));
+    let gathered: Vec<&Value> = w
+        .events
+        .iter()
+        .filter(|(_, k, _)| *k == "gather.completed")
+        .map(|(_, _, d)| d)
+        .collect();
+    assert_eq!(
+        gathered.len(),
+        1,
+        "only the script's own answer: {gathered:?}"
+    );
+    assert_eq!(gathered[0]["variable"], "answer");
+    assert_eq!(gathered[0]["digits"], "7");
+    w.run_for(secs(1));
+    assert!(w.done(), "{:?}", w.kinds());
+    // The result still carries every variable, the preset ones included.
+    let vars = &w.last()["script"]["variables"];
+    assert_eq!(vars["phone"], "+33640000003", "{vars}");
+    assert_eq!(vars["answer"], "7", "{vars}");
+}
+
+/// A script with a record step decides when the call records: nothing is routed to a
+/// recording before that step runs.
+#[test]
+fn a_script_with_a_record_step_records_only_from_that_step() {
+    let script = crate::script::parse(
+        r#"{"version": 1, "steps": [
+            {"pause": {"ms": 1000}},
+            {"branch": {"on": "x", "cases": {"1": [{"record": {"action": "start"}}]}}},
+            {"hangup": {}}
+        ]}"#,
+    )
+    .expect("a valid script");
+    assert!(script.has_record_step(), "nested in a branch case");
+    let mut req = originate();
+    req.script = Some(Arc::new(script));
+    req.record = Some(std::path::PathBuf::from("/data/recordings/call-1.wav"));
+    let mut w = World::dial(req);
+    w.peer_answers();
+    w.run_for(secs(2));
+    assert!(
+        !w.media.iter().any(|m| m.starts_with("route Sink")),
+        "x is unset: the record step never ran: {:?}",
+        w.media
+    );
+}

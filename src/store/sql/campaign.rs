@@ -16,9 +16,8 @@ use super::rows::{int, opt_int, opt_text, text};
 use super::{Arg, Backend, Row, SqlStore, bind_all, clamp_limit};
 use crate::campaign::model::{CampaignSettings, CampaignStatus, ContactStatus};
 use crate::store::campaign::{
-    ActivityBucket,
-    Attempt, Campaign, CampaignCounts, Contact, Inserted, NewCampaign, NewContact, ResultAttempt,
-    ResultRow, Suppression, TenantLimits,
+    ActivityBucket, Attempt, Campaign, CampaignCounts, Contact, Inserted, NewCampaign, NewContact,
+    ResultAttempt, ResultRow, Suppression, TenantLimits,
 };
 use crate::store::{Page, Result, StoreError, new_id};
 
