@@ -555,6 +555,23 @@ async fn the_dashboard_is_served_at_the_root_under_a_strict_policy() {
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
     }
     let index = api.send(Method::GET, "/", None, None).await;
+    // An unchanged file revalidates with a 304 and no body.
+    let etag = index.header("etag").expect("an ETag").to_owned();
+    let again = api
+        .send_raw(Method::GET, "/", None, &[("if-none-match", &etag)], None)
+        .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    assert!(again.body.is_empty());
+    let other = api
+        .send_raw(
+            Method::GET,
+            "/",
+            None,
+            &[("if-none-match", "\"stale\"")],
+            None,
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::OK);
     let html = String::from_utf8(index.body).expect("utf-8");
     assert!(
         html.contains(r#"<script type="module" src="/ui/app.js">"#),

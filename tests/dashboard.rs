@@ -326,6 +326,10 @@ impl Page {
             .json()
             .await
             .expect("browser log JSON");
+        assert!(
+            logs["value"].is_array(),
+            "{phase}: chromedriver's browser log: {logs}"
+        );
         let bad: Vec<String> = logs["value"]
             .as_array()
             .into_iter()
@@ -521,9 +525,9 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
     assert_eq!(count("rows").await, "6");
     assert_eq!(count("accepted").await, "5");
     assert_eq!(count("rejected").await, "1");
-    let entries = page.text_of("#upload-entries").await;
+    let entries = page.text_of("#upload-entries tr[data-line=\"7\"]").await;
     assert!(
-        entries.contains("invalid_number") && entries.contains('7'),
+        entries.contains("rejected") && entries.contains("invalid_number"),
         "the report names the bad row (line 7) and why: {entries}"
     );
     let bar = page
@@ -540,7 +544,7 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
     page.until(
         "the preview says how many would be dialled",
         PAGE_WAIT,
-        "const p = document.getElementById('preview-result'); return !!p && /5/.test(p.textContent) && /dial/i.test(p.textContent);",
+        "const p = document.querySelector('#preview-result [data-preview=would_dial]'); return !!p && p.textContent.trim() === '5';",
         vec![],
     )
     .await;
@@ -609,6 +613,17 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
         vec![],
     )
     .await;
+    // Quiet now: once the last events' throttled re-reads (at most 2 s later) are done,
+    // nothing re-reads the campaign without an event (no polling loop).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reads = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/v1/campaigns/' + arguments[0])).length;";
+    let before = page.js(reads, vec![json!(campaign)]).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = page.js(reads, vec![json!(campaign)]).await;
+    assert_eq!(
+        before, after,
+        "the page reads the campaign only when an event says so"
+    );
     let used_stream = page
         .js(
             "return performance.getEntriesByType('resource').some(e => e.name.includes('/v1/events'));",
@@ -671,11 +686,16 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
         .await;
     }
     page.find("#timeline .span-answered").await;
+    // Both channels carry audio (the prompt, and the callee echoing it): each waveform's
+    // envelope spans over a tenth of its height (the tone peaks at a quarter of full scale;
+    // silence draws a 0.6 px line).
     for channel in ["0", "1"] {
         page.until(
-            &format!("waveform of channel {channel} is drawn"),
+            &format!("waveform of channel {channel} is drawn with audio"),
             PAGE_WAIT,
-            "const p = document.querySelector('svg.wave[data-channel=\"' + arguments[0] + '\"] path'); return !!p && (p.getAttribute('d') || '').length > 100;",
+            "const svg = document.querySelector('svg.wave[data-channel=\"' + arguments[0] + '\"]'); const p = svg && svg.querySelector('path');\
+             if (!p || (p.getAttribute('d') || '').length < 100) return false;\
+             return p.getBBox().height > 0.1 * svg.viewBox.baseVal.height;",
             vec![json!(channel)],
         )
         .await;
@@ -749,14 +769,22 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
         !start.is_enabled().await.expect("enabled?"),
         "a viewer's start button is disabled"
     );
-    // Even forced, the click changes nothing: the API refuses the viewer.
+    viewer_page.console_is_clean("viewer").await;
+    // Even forced, the click changes nothing: the API refuses the viewer, and the page says so.
     viewer_page
         .js(
             "const b = document.getElementById('start'); b.disabled = false; b.click(); return true;",
             vec![],
         )
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    viewer_page
+        .until(
+            "the page shows the API's refusal",
+            PAGE_WAIT,
+            "const e = document.getElementById('action-error'); return !!e && /forbidden|lacks/.test(e.textContent);",
+            vec![],
+        )
+        .await;
     assert_eq!(
         api.get(&format!("/v1/campaigns/{draft}")).await["status"],
         "draft"
@@ -781,17 +809,17 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
         (
             "06-campaign-list",
             "#/campaigns".to_owned(),
-            "button[data-tab=active]".to_owned(),
+            "tr[data-campaign]".to_owned(),
         ),
         (
             "05-campaign-completed",
             format!("#/campaigns/{campaign}"),
-            "#campaign-progress".to_owned(),
+            "#contacts tr[data-contact]".to_owned(),
         ),
         (
             "02-campaign-form",
             "#/campaigns/new".to_owned(),
-            "form#campaign-form".to_owned(),
+            "button#create-campaign".to_owned(),
         ),
         (
             "07-calls",
@@ -806,9 +834,10 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
         (
             "09-operations",
             "#/ops".to_owned(),
-            "#keys tr[data-key]".to_owned(),
+            "#suppressions table".to_owned(),
         ),
     ];
+    // Each page is measured once its last part has loaded.
     for (name, hash, ready) in &pages {
         phone.goto(hash).await;
         phone.find(ready).await;

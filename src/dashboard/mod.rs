@@ -11,16 +11,21 @@
 //! the embedded copies: for working on the pages without rebuilding. Only the names in
 //! [`ASSETS`] are served either way, so no request names a path.
 
+use std::sync::OnceLock;
+
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use crate::api::AppState;
 
 /// The policy every dashboard answer carries.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; media-src 'self' blob:; connect-src 'self'; font-src 'self'; \
+    img-src 'self'; media-src 'self' blob:; connect-src 'self'; font-src 'self'; \
     manifest-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// One embedded file.
@@ -77,22 +82,45 @@ pub fn routes() -> axum::Router<AppState> {
         .route("/ui/{file}", get(file))
 }
 
-async fn index(State(state): State<AppState>) -> Response {
-    serve_asset(&state, "index.html").await
+async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    serve_asset(&state, "index.html", &headers).await
 }
 
-async fn file(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    serve_asset(&state, &name).await
+async fn file(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    serve_asset(&state, &name, &headers).await
 }
 
-async fn serve_asset(state: &AppState, name: &str) -> Response {
-    let Some(asset) = asset(name) else {
+/// The entity tag of a body: the first 16 bytes of its SHA-256, quoted.
+fn etag_of(body: &[u8]) -> String {
+    let digest = Sha256::digest(body);
+    format!("\"{}\"", hex::encode(&digest[..16]))
+}
+
+/// The entity tags of the embedded files, computed once.
+fn embedded_etag(index: usize) -> &'static str {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    &TAGS.get_or_init(|| ASSETS.iter().map(|a| etag_of(a.body)).collect())[index]
+}
+
+async fn serve_asset(state: &AppState, name: &str, headers: &HeaderMap) -> Response {
+    let Some(index) = ASSETS.iter().position(|a| a.name == name) else {
         return crate::api::ApiError::not_found("no such dashboard file").into_response();
     };
-    let body = match &state.config.dashboard_dir {
-        None => asset.body.to_vec(),
+    let asset = &ASSETS[index];
+    let (body, etag) = match &state.config.dashboard_dir {
+        None => (
+            Bytes::from_static(asset.body),
+            embedded_etag(index).to_owned(),
+        ),
         Some(dir) => match crate::files::read_dev_asset(dir, asset.name).await {
-            Ok(b) => b,
+            Ok(b) => {
+                let tag = etag_of(&b);
+                (Bytes::from(b), tag)
+            }
             Err(e) => {
                 tracing::warn!(file = asset.name, dir = %dir.display(), error = %e, "dashboard file unreadable");
                 return crate::api::ApiError::not_found("dashboard file unreadable")
@@ -100,8 +128,20 @@ async fn serve_asset(state: &AppState, name: &str) -> Response {
             }
         },
     };
-    let mut res = (StatusCode::OK, body).into_response();
+    // Revalidation: the browser asks with the tag it has; the same file answers 304, empty.
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
+    let mut res = if fresh {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (StatusCode::OK, body).into_response()
+    };
     let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(asset.content_type),
@@ -119,7 +159,8 @@ async fn serve_asset(state: &AppState, name: &str) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    // Revalidate on every load: a new binary's pages are seen at once (they are small).
+    // Revalidate on every load (a new binary's pages are seen at once); an unchanged file
+    // costs a 304.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
 }
@@ -169,6 +210,10 @@ mod tests {
                 "document.write",
                 "eval(",
                 "new Function",
+                "setAttribute('style'",
+                "cssText",
+                "javascript:",
+                "setInterval(",
             ] {
                 assert!(!text.contains(bad), "{} uses {bad}", a.name);
             }

@@ -426,7 +426,6 @@ pub(crate) struct CallCore {
     prompt_scope: PromptScope,
     runner: Option<ScriptRunner>,
     script_inputs: VecDeque<ScriptInput>,
-    script_variables: BTreeMap<String, String>,
     script_result: Option<Value>,
     hangup_reason: Option<String>,
     /// UAS: the INVITE's offer, kept until the script answers.
@@ -713,7 +712,10 @@ impl CallCore {
                 // The script decides when to answer (its `answer` step); until then the
                 // caller hears ringing, and may CANCEL (§9.1 needs a provisional first).
                 call.ring(now);
-                call.record_active = false;
+                // As for an outbound call: `record` steps say when, else the whole call.
+                if script.has_record_step() {
+                    call.record_active = false;
+                }
                 call.pending_offer = Some(offer);
                 call.prompts = config.prompts.clone();
                 call.runner = Some(ScriptRunner::new(script, now));
@@ -790,7 +792,6 @@ impl CallCore {
             prompt_scope: PromptScope::Local,
             runner: None,
             script_inputs: VecDeque::new(),
-            script_variables: BTreeMap::new(),
             preset_variables: BTreeMap::new(),
             script_result: None,
             hangup_reason: None,
@@ -1058,20 +1059,14 @@ impl CallCore {
         }
     }
 
-    /// Report variables the script set since the last look (a gather stores its digits).
+    /// Report what the script's steps stored since the last look (a gather's digits, a
+    /// listen's ending), each store once: not the variables the call started with.
     fn note_variables(&mut self) {
-        let Some(runner) = self.runner.as_ref() else {
+        let Some(runner) = self.runner.as_mut() else {
             return;
         };
-        let changed: Vec<(String, String)> = runner
-            .variables()
-            .iter()
-            .filter(|(k, v)| self.script_variables.get(*k) != Some(*v))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (k, v) in changed {
+        for (k, v) in runner.take_stored() {
             self.emit("gather.completed", json!({"variable": k, "digits": v}));
-            self.script_variables.insert(k, v);
         }
     }
 
@@ -1783,11 +1778,11 @@ impl CallCore {
                 } else if self.outbound
                     && let Some(script) = self.script.clone()
                 {
-                    // The preset variables are the call's inputs, not something the script
-                    // gathered: only changes from here on are reported (`gather.completed`).
-                    let preset = std::mem::take(&mut self.preset_variables);
-                    self.script_variables = preset.clone();
-                    self.runner = Some(ScriptRunner::new_answered_with(&script, now, preset));
+                    self.runner = Some(ScriptRunner::new_answered_with(
+                        &script,
+                        now,
+                        std::mem::take(&mut self.preset_variables),
+                    ));
                 }
             }
             DialogEvent::ReInvite { offer } => {

@@ -12,7 +12,7 @@ pub fn free_bytes(path: &Path) -> io::Result<u64> {
 
 /// Reads one dashboard file from a directory (`serve --dashboard-dir`, for working on the
 /// pages without rebuilding). `name` is one of the dashboard's own file names, never a path
-/// from a request; at most 4 MiB is read.
+/// from a request; a file larger than 4 MiB is an error.
 pub async fn read_dev_asset(dir: &Path, name: &str) -> io::Result<Vec<u8>> {
     use std::io::Read;
     if name.contains('/') || name.contains("..") {
@@ -22,11 +22,18 @@ pub async fn read_dev_asset(dir: &Path, name: &str) -> io::Result<Vec<u8>> {
         ));
     }
     let path = dir.join(name);
+    const MAX: u64 = 4 << 20;
     tokio::task::spawn_blocking(move || {
         let mut body = Vec::new();
         std::fs::File::open(path)?
-            .take(4 << 20)
+            .take(MAX + 1)
             .read_to_end(&mut body)?;
+        if body.len() as u64 > MAX {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "larger than 4 MiB: not a dashboard file",
+            ));
+        }
         Ok(body)
     })
     .await

@@ -231,6 +231,8 @@ pub struct ScriptRunner {
     deadline: Option<Instant>,
     actions: VecDeque<Action>,
     variables: BTreeMap<String, String>,
+    /// Stores by the steps not yet taken ([`ScriptRunner::take_stored`]).
+    stored: Vec<(String, String)>,
     path: Vec<String>,
     answered: bool,
     recording: bool,
@@ -283,6 +285,7 @@ impl ScriptRunner {
             deadline: None,
             actions: VecDeque::new(),
             variables,
+            stored: Vec::new(),
             path: Vec::new(),
             answered,
             recording: false,
@@ -410,6 +413,18 @@ impl ScriptRunner {
     /// The variables set so far.
     pub fn variables(&self) -> &BTreeMap<String, String> {
         &self.variables
+    }
+
+    /// What the script's steps stored since the last call (a `gather`'s digits, or empty when
+    /// every attempt failed; a `listen`'s ending), in order: each store once, even when it
+    /// wrote the value the variable already had (a preset, or an earlier answer).
+    pub fn take_stored(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.stored)
+    }
+
+    fn store(&mut self, name: String, value: String) {
+        self.stored.push((name.clone(), value.clone()));
+        self.variables.insert(name, value);
     }
 
     /// The steps executed so far, by path.
@@ -603,7 +618,7 @@ impl ScriptRunner {
     fn end_listen(&mut self, now: Instant, how: &str) {
         if let State::Listening(l) = &self.state {
             let store_as = l.store_as.clone();
-            self.variables.insert(store_as, how.to_string());
+            self.store(store_as, how.to_string());
             self.actions.push_back(Action::DetectVoice(false));
             self.next(now);
         }
@@ -705,9 +720,9 @@ impl ScriptRunner {
         else {
             return;
         };
-        self.variables
-            .insert(spec.store_as.clone(), g.digits.clone());
+        let (name, value) = (spec.store_as.clone(), g.digits.clone());
         self.pc = *next;
+        self.store(name, value);
         self.deadline = None;
         self.state = State::Running;
     }
@@ -732,7 +747,7 @@ impl ScriptRunner {
             return;
         }
         // Every attempt failed: the variable is set (empty) so that a branch can test it.
-        self.variables.insert(spec.store_as.clone(), String::new());
+        self.store(spec.store_as.clone(), String::new());
         self.state = State::Running;
         match on_failure {
             Some((dest, trace)) => {

@@ -161,7 +161,9 @@ export function follow(query, onEvent, onState) {
         }
       } catch (e) {
         if (ctl.signal.aborted) return;
-        if (e instanceof ApiError && (e.status === 401 || e.status === 403 || e.status === 404)) {
+        // A refusal that asking again will not change (a bad filter, no permission, no such
+        // call) ends the stream; a timeout, a rate limit, a 5xx or a dropped connection retries.
+        if (e instanceof ApiError && e.status >= 400 && e.status < 500 && e.status !== 408 && e.status !== 429) {
           state('error');
           return;
         }

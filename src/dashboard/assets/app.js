@@ -63,9 +63,16 @@ function markNav(path) {
   }
 }
 
-async function render() {
-  const gen = ++generation;
+/** Leaves the current page: its event stream and timers stop, and a view still loading will
+ * draw into a detached element (each view gets its own slot) instead of the next page. */
+function leave() {
+  generation += 1;
   if (cleanup) { try { cleanup(); } catch (_) { /* ignore */ } cleanup = null; }
+  return generation;
+}
+
+async function render() {
+  const gen = leave();
   if (!getKey()) { signinView(); return; }
   let who;
   try {
@@ -79,16 +86,27 @@ async function render() {
   const raw = location.hash.replace(/^#/, '') || '/campaigns';
   const [path, qs] = raw.split('?');
   markNav(path);
+  if (gen !== generation) return;
+  window.scrollTo(0, 0);
   for (const [re, view] of routes) {
     const m = path.match(re);
     if (!m) continue;
-    mount(main, h('p', {class: 'muted'}, 'Loading…'));
+    const slot = h('div', {class: 'page'});
+    mount(main, slot);
+    mount(slot, h('p', {class: 'muted'}, 'Loading…'));
+    let params;
     try {
-      const c = await view(main, m.slice(1).map(decodeURIComponent), new URLSearchParams(qs || ''));
+      params = m.slice(1).map(decodeURIComponent);
+    } catch (_) {
+      mount(slot, errorBox(new Error('this address is not well formed')));
+      return;
+    }
+    try {
+      const c = await view(slot, params, new URLSearchParams(qs || ''));
       if (gen !== generation) { if (typeof c === 'function') c(); return; }
       cleanup = typeof c === 'function' ? c : null;
     } catch (e) {
-      if (gen === generation) mount(main, errorBox(e));
+      if (gen === generation) mount(slot, errorBox(e));
     }
     return;
   }
@@ -97,11 +115,16 @@ async function render() {
 }
 
 document.getElementById('signout').addEventListener('click', () => {
+  leave();
   setKey(null);
   location.hash = '#/signin';
   render();
 });
 window.addEventListener('callplane:unauthorized', () => {
+  // Several requests of a page may be refused at once: leave the page once, and keep a key
+  // being typed into the sign-in form.
+  if (document.getElementById('signin')) return;
+  leave();
   setKey(null);
   signinView('Your key was refused; sign in again.');
 });

@@ -5,11 +5,40 @@
 // the call's SSE stream appends events (no polling).
 
 import {h, s, mount, errorBox, badge, facts, time, fmtMs, fmtNum, throttle} from './dom.js';
-import {api, apiAll, follow, can, cannot, whoami} from './api.js';
+import {api, follow, can, cannot, whoami} from './api.js';
 import {recordingPlayer} from './wave.js';
 
 const FINAL = new Set(['call.completed', 'call.failed']);
 const ENDED = new Set(['completed', 'failed']);
+
+/**
+ * At most this many events are listed (one table row each) and drawn, loaded and appended
+ * live alike; past it, only the events that shape the page (the end, the recordings, the
+ * hang-up) are still taken in, for the facts, the spans and the player.
+ */
+export const EVENT_CAP = 20000;
+const EVENT_PAGE = 5000;
+const KEPT_PAST_CAP = new Set(['call.completed', 'call.failed', 'sip.bye_sent', 'sip.bye_received',
+  'recording.started', 'recording.stopped', 'recording.ready', 'recording.failed']);
+
+/** The first EVENT_CAP events of a call: {items, capped} (capped: it has more). */
+async function loadEvents(path) {
+  const items = [];
+  let cursor = null;
+  do {
+    const q = `limit=${EVENT_PAGE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
+    const page = await api(`${path}/events?${q}`);
+    items.push(...(page.items || []));
+    cursor = page.next_cursor;
+  } while (cursor && items.length < EVENT_CAP);
+  let capped = items.length > EVENT_CAP;
+  if (!capped && cursor) {
+    // A full last page has a cursor whether or not more follow: one event tells.
+    const more = await api(`${path}/events?limit=1&cursor=${encodeURIComponent(cursor)}`);
+    capped = !!(more.items && more.items.length);
+  }
+  return {items: items.slice(0, EVENT_CAP), capped};
+}
 
 const PHRASE = {
   100: 'Trying', 180: 'Ringing', 181: 'Call Is Being Forwarded', 182: 'Queued', 183: 'Session Progress',
@@ -33,7 +62,7 @@ function clip(text, n) {
 
 /** "180 Ringing"; `reason` (the peer's phrase, when an event carries it) wins over the table. */
 function statusLabel(code, reason) {
-  const phrase = reason || PHRASE[code] || '';
+  const phrase = reason || (Object.hasOwn(PHRASE, code) ? PHRASE[code] : '');
   return clip(`${code} ${phrase}`.trim(), 34);
 }
 
@@ -56,7 +85,16 @@ export function fmtOffset(us) {
 }
 
 function compact(v) {
-  try { return JSON.stringify(v); } catch (_) { return String(v); }
+  try { return JSON.stringify(v) ?? ''; } catch (_) { return String(v); }
+}
+
+/**
+ * An API value as text: h(tag, value) would take a plain object for attributes and drop a 0,
+ * so API values go in as children (h(tag, null, txt(value))), objects as JSON, nothing as —.
+ */
+function txt(v) {
+  if (v === null || v === undefined || v === '') return '—';
+  return typeof v === 'object' ? compact(v) : String(v);
 }
 
 /** The user part (or host) of a SIP URI, for a short label. */
@@ -374,15 +412,17 @@ function first(events, kinds) {
   return events.find((e) => kinds.includes(e.kind));
 }
 
-function spans(events, endUs) {
+/** `done`: the call has ended (its final event may be past the events loaded). */
+function spans(events, endUs, done) {
   const final = first(events, ['call.completed', 'call.failed']);
   const end = final ? final.offset_us : endUs;
+  const live = !final && !done;
   const ring = first(events, ['sip.ringing', 'sip.early_media']);
   const ans = first(events, ['sip.answered']);
   const byeEv = first(events, ['sip.bye_sent', 'sip.bye_received']);
-  const out = {call: {a: 0, b: end, open: !final}};
-  if (ring) out.ringing = {a: ring.offset_us, b: ans ? ans.offset_us : end, open: !final && !ans};
-  if (ans) out.answered = {a: ans.offset_us, b: byeEv ? byeEv.offset_us : end, open: !final && !byeEv};
+  const out = {call: {a: 0, b: end, open: live}};
+  if (ring) out.ringing = {a: ring.offset_us, b: ans ? ans.offset_us : end, open: live && !ans};
+  if (ans) out.answered = {a: ans.offset_us, b: byeEv ? byeEv.offset_us : end, open: live && !byeEv};
   const prompts = [];
   let open = null;
   for (const e of events) {
@@ -398,31 +438,29 @@ function spans(events, endUs) {
       open.b = e.offset_us; prompts.push(open); open = null;
     }
   }
-  if (open) { open.b = end; open.open = true; prompts.push(open); }
+  if (open) { open.b = end; open.open = live; prompts.push(open); }
   out.prompts = prompts;
   const recs = [];
   let rec = null;
   for (const e of events) {
     if (e.kind === 'recording.started') {
-      rec = {a: e.offset_us, b: null, id: e.details?.recording_id};
+      // The API names the recording on recording.started once its file is stored; one that
+      // came live on the stream is named by its recording.ready.
+      rec = {a: e.offset_us, b: null, id: recIdOf(e.details)};
     } else if ((e.kind === 'recording.stopped' || e.kind === 'recording.ready' || e.kind === 'recording.failed') && rec) {
       if (rec.b === null) rec.b = e.offset_us;
-      if (e.kind === 'recording.ready') rec.ready = e.offset_us;
+      if (e.kind === 'recording.ready') { rec.ready = e.offset_us; rec.id = rec.id || recIdOf(e.details); }
       if (e.kind === 'recording.failed') rec.failed = true;
       if (e.kind !== 'recording.stopped') { recs.push(rec); rec = null; }
     }
   }
-  if (rec) { if (rec.b === null) { rec.b = end; rec.open = true; } recs.push(rec); }
+  if (rec) { if (rec.b === null) { rec.b = end; rec.open = live; } recs.push(rec); }
   out.recordings = recs;
   return out;
 }
 
-function presetVariables(call) {
-  return (call.request && call.request.variables) || {};
-}
-
-function drawTimeline(ax, events, call, endUs) {
-  const sp = spans(events, endUs);
+function drawTimeline(ax, events, endUs, done) {
+  const sp = spans(events, endUs, done);
   const lanes = ['call', 'ringing', 'talk', 'prompts', 'digits', 'recording', 'media'];
   const laneH = 22;
   const top = 6;
@@ -460,15 +498,16 @@ function drawTimeline(ax, events, call, endUs) {
     parts.push(bar(`span-recording${r.failed ? ' failed' : ''}`, r.a, r.b, 'recording', r.failed ? 'failed' : 'recording',
       `recording ${r.id || ''}: ${fmtOffset(r.a)} → ${fmtOffset(r.b)}${r.ready ? `, ready at ${fmtOffset(r.ready)}` : ''}`));
   }
-  // Point events: digits, media firsts.
-  const preset = presetVariables(call);
+  // Point events: digits, media firsts. Every gather.completed shows, also one that stored the
+  // same value as a preset variable (the engine no longer reports presets as gathered).
   const points = [];
   for (const e of events) {
     const d = e.details || {};
     if (e.kind === 'dtmf.received') points.push({lane: 'digits', e, text: String(d.digit ?? '?'), cls: 'pt-dtmf-in', tip: `DTMF ${d.digit} received (${d.method || '?'}${d.duration_ms ? `, ${d.duration_ms} ms` : ''})`});
     else if (e.kind === 'dtmf.sent') points.push({lane: 'digits', e, text: `→${clip(d.digits, 10)}`, cls: 'pt-dtmf-out', tip: `DTMF ${d.digits} sent (${d.method || '?'})`});
-    else if (e.kind === 'gather.completed' && !(d.variable in preset && preset[d.variable] === d.digits)) {
-      points.push({lane: 'digits', e, text: `${clip(d.variable, 12)}=${clip(d.digits === '' ? '∅' : d.digits, 8)}`, cls: 'pt-gather', tip: `gathered ${d.variable} = "${d.digits}"`});
+    else if (e.kind === 'gather.completed') {
+      const v = d.variable ?? 'digits';
+      points.push({lane: 'digits', e, text: `${clip(v, 12)}=${clip(d.digits === '' ? '∅' : d.digits, 8)}`, cls: 'pt-gather', tip: `gathered ${v} = "${d.digits}"`});
     } else if (e.kind === 'script.opt_out') points.push({lane: 'digits', e, text: 'opt-out', cls: 'pt-optout', tip: `script opt-out${d.reason ? `: ${d.reason}` : ''}`});
     else if (e.kind === 'media.first_packet_in') points.push({lane: 'media', e, text: 'first in', cls: 'pt-media', tip: `first RTP in from ${d.source || '?'}`});
     else if (e.kind === 'media.first_packet_out') points.push({lane: 'media', e, text: 'first out', cls: 'pt-media', tip: 'first RTP out'});
@@ -506,22 +545,25 @@ function drawTimeline(ax, events, call, endUs) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Media quality per interval.
+// Media quality per interval. A media.quality report carries no start of its interval: each one
+// is a point where it was reported (the end of its interval, exact), never a span with a
+// guessed start.
 
 function qualityData(events) {
   const intervals = [];
   let whole = null;
   const mediaStart = first(events, ['media.first_packet_in', 'sip.answered', 'sip.early_media']);
-  let prevEnd = mediaStart ? mediaStart.offset_us : null;
   for (const e of events) {
     if (e.kind !== 'media.quality') continue;
     const d = e.details || {};
     if (d.scope === 'call') { whole = {e, d, a: mediaStart ? mediaStart.offset_us : 0, b: e.offset_us}; continue; }
-    const a = prevEnd !== null && prevEnd < e.offset_us ? Math.max(prevEnd, e.offset_us - 6e6) : e.offset_us - 5e6;
-    intervals.push({a: Math.max(0, a), b: e.offset_us, d, e});
-    prevEnd = e.offset_us;
+    intervals.push({t: e.offset_us, d, e});
   }
   return {intervals, whole};
+}
+
+function qualityText(d) {
+  return `MOS ${d.mos}, loss ${d.loss_percent}% (${d.lost}/${d.expected}), jitter ${((d.jitter_us ?? 0) / 1000).toFixed(1)} ms${d.rtt_us ? `, RTT ${(d.rtt_us / 1000).toFixed(1)} ms` : ''}`;
 }
 
 function drawQuality(ax, q) {
@@ -540,33 +582,50 @@ function drawQuality(ax, q) {
     parts.push(s('text', {class: 'lane-label', x: 4, y: yTop + r.h / 2 + 4}, r.label));
     parts.push(s('line', {class: 'baseline', x1: L, x2: ax.W - R, y1: yTop + r.h - 2, y2: yTop + r.h - 2}));
     parts.push(s('text', {class: 'scale', x: L - 4, y: yTop + 9, 'text-anchor': 'end'}, r.key === 'mos' ? '4.5' : r.fmt(max)));
-    for (const i of q.intervals) {
-      const v = Number(r.get(i.d));
-      if (!Number.isFinite(v) || i.b < ax.d0 || i.a > ax.d1) continue;
-      const x1 = ax.x(Math.max(i.a, ax.d0));
-      const x2 = ax.x(Math.min(i.b, ax.d1));
-      const yy = yOf(v);
-      const cls = r.key === 'mos' ? (v >= 4 ? 'good' : v >= 3.6 ? 'fair' : 'poor') : (v > 0 ? 'some' : 'none');
-      parts.push(s('g', {class: `q-int q-${r.key} ${cls}`},
-        title(`${fmtOffset(i.a)} → ${fmtOffset(i.b)}: MOS ${i.d.mos}, loss ${i.d.loss_percent}% (${i.d.lost}/${i.d.expected}), jitter ${((i.d.jitter_us ?? 0) / 1000).toFixed(1)} ms${i.d.rtt_us ? `, RTT ${(i.d.rtt_us / 1000).toFixed(1)} ms` : ''}`),
-        s('rect', {x: x1, y: yy, width: Math.max(2, x2 - x1 - 1), height: Math.max(1, yTop + r.h - 2 - yy)}),
-        x2 - x1 > 34 ? s('text', {x: x1 + 3, y: yTop + r.h - 2 - yy > 12 ? yy + 10 : yy - 2, class: yTop + r.h - 2 - yy > 12 ? 'in-bar' : ''}, r.fmt(v)) : null));
-    }
+    // The whole call's value: a dashed line from the media's start to its report, labelled at
+    // its right end (interval labels keep clear of that label).
+    let wholeText = null;
     if (q.whole) {
       const v = Number(r.get(q.whole.d));
       if (Number.isFinite(v) && !(q.whole.b < ax.d0 || q.whole.a > ax.d1)) {
         const x1 = ax.x(Math.max(q.whole.a, ax.d0));
         const x2 = ax.x(Math.min(q.whole.b, ax.d1));
         const yy = yOf(v);
+        const text = `call ${r.fmt(v)}`;
+        const right = Math.min(x2, ax.W - R) - 2;
+        wholeText = {a: right - textW(text), b: right};
         parts.push(s('g', {class: `q-call q-${r.key}`}, title(`whole call: ${r.label} ${r.fmt(v)}`),
           s('line', {x1, x2, y1: yy, y2: yy}),
-          s('text', {x: Math.min(x2, ax.W - R) - 2, y: Math.max(yTop + 9, yy - 3), 'text-anchor': 'end'}, `call ${r.fmt(v)}`)));
+          s('text', {x: right, y: Math.max(yTop + 9, yy - 3), 'text-anchor': 'end'}, text)));
       }
+    }
+    // A stem from the baseline to a dot, at the time of the report; its value beside the dot
+    // when there is room (the tooltip has it always).
+    const base = yTop + r.h - 2;
+    let textEnd = -Infinity;
+    for (const i of q.intervals) {
+      const v = Number(r.get(i.d));
+      if (!Number.isFinite(v) || !ax.inside(i.t)) continue;
+      const x = ax.x(i.t);
+      const yy = yOf(v);
+      const cls = r.key === 'mos' ? (v >= 4 ? 'good' : v >= 3.6 ? 'fair' : 'poor') : (v > 0 ? 'some' : 'none');
+      const label = r.fmt(v);
+      const w = textW(label);
+      const flip = x + 4 + w > ax.W - R;
+      const left = flip ? x - 4 - w : x + 4;
+      const showText = left > textEnd + 2 && left > L
+        && !(wholeText && left < wholeText.b + 2 && left + w > wholeText.a - 2);
+      if (showText) textEnd = left + w;
+      parts.push(s('g', {class: `q-int q-${r.key} ${cls}`, 'data-t': i.t},
+        title(`${r.label} ${label} · interval ending at ${fmtOffset(i.t)} (reported at ${fmtOffset(i.t)}; the interval’s start is not reported) · ${qualityText(i.d)}`),
+        s('line', {class: 'stem', x1: x, x2: x, y1: base, y2: yy}),
+        s('circle', {cx: x, cy: yy, r: 2.6}),
+        showText ? s('text', {x: flip ? x - 4 : x + 4, y: Math.max(yTop + 8, yy - 3), 'text-anchor': flip ? 'end' : 'start'}, label) : null));
     }
     yTop += r.h + 6;
   }
   return s('svg', {class: 'axis-svg quality-svg', viewBox: `0 0 ${ax.W} ${yTop}`, role: 'img',
-    'aria-label': 'Media quality per interval: MOS, loss, jitter'}, grid(ax, yTop), parts);
+    'aria-label': 'Media quality per interval, each drawn where it was reported (its interval’s end): MOS, loss, jitter'}, grid(ax, yTop), parts);
 }
 
 function qualitySummary(q) {
@@ -579,7 +638,7 @@ function qualitySummary(q) {
     d.rtt_us ? `RTT ${(d.rtt_us / 1000).toFixed(1)} ms` : 'no RTT',
     `${d.codec || '?'}${d.ptime_ms ? `/${d.ptime_ms} ms` : ''}`,
     d.remote ? `peer reports loss ${d.remote.loss_percent}%, jitter ${((d.remote.jitter_us ?? 0) / 1000).toFixed(1)} ms` : null,
-    `${q.intervals.length} interval report${q.intervals.length === 1 ? '' : 's'} (every 5 s with packets)`,
+    `${q.intervals.length} interval report${q.intervals.length === 1 ? '' : 's'} (every 5 s with packets), each a point at its “reported at” time: the end of its interval`,
   ].filter(Boolean);
   return h('p', {class: 'small'}, bits.join(' · '));
 }
@@ -630,9 +689,9 @@ function drawDeliveries(ax, items, byId) {
 
 function deliveriesTable(items, byId) {
   const rows = items.map((dl) => h('tr', {'data-delivery': dl.id, 'data-event': dl.event_id},
-    h('td', {'data-label': 'Event'}, h('code', deliveryKind(dl, byId)), h('span', {class: 'muted'}, ` #${dl.event_id}`)),
+    h('td', {'data-label': 'Event'}, h('code', null, txt(deliveryKind(dl, byId))), h('span', {class: 'muted'}, ` #${dl.event_id}`)),
     h('td', {'data-label': 'At', class: 'num'}, fmtOffset(deliveryTime(dl, byId))),
-    h('td', {'data-label': 'Webhook'}, h('code', dl.webhook_id)),
+    h('td', {'data-label': 'Webhook'}, h('code', null, txt(dl.webhook_id))),
     h('td', {'data-label': 'Status'}, badge(dl.status)),
     h('td', {'data-label': 'Attempts', class: 'num'}, String(dl.attempts)),
     h('td', {'data-label': 'Last status', class: 'num'}, dl.last_status === null || dl.last_status === undefined ? '—' : String(dl.last_status)),
@@ -649,8 +708,8 @@ function deliveriesTable(items, byId) {
 function eventRow(e) {
   return h('tr', {'data-kind': e.kind, 'data-event': e.id, id: `ev-${e.id}`},
     h('td', {class: 'num', 'data-label': 'Offset', title: `${e.offset_us} µs · ${e.at || ''}`}, fmtOffset(e.offset_us)),
-    h('td', {'data-label': 'Kind'}, h('code', e.kind)),
-    h('td', {'data-label': 'Details', class: 'details'}, h('code', compact(e.details))),
+    h('td', {'data-label': 'Kind'}, h('code', null, txt(e.kind))),
+    h('td', {'data-label': 'Details', class: 'details'}, h('code', null, compact(e.details))),
     h('td', {class: 'num muted', 'data-label': 'Id'}, String(e.id)));
 }
 
@@ -670,12 +729,12 @@ function callFacts(call, events) {
   return facts([
     ['Status', st],
     ['Outcome', call.outcome ? h('span', {class: `outcome outcome-${call.outcome}`}, call.outcome) : '—'],
-    ['Direction', call.direction],
+    ['Direction', txt(call.direction)],
     ['To', h('span', {class: 'mono'}, call.to || '—')],
     ['From', h('span', {class: 'mono'}, call.from || '—')],
-    ['Trunk', call.trunk_id ? h('code', call.trunk_id) : 'none (direct)'],
+    ['Trunk', call.trunk_id ? h('code', null, txt(call.trunk_id)) : 'none (direct)'],
     ['Campaign', call.campaign_id ? h('a', {href: `#/campaigns/${encodeURIComponent(call.campaign_id)}`, id: 'call-campaign'}, call.campaign_id) : '—'],
-    ['SIP', sip],
+    ['SIP', txt(sip)],
     ['End reason', call.end_reason ? [call.end_reason, fd.end_detail ? h('span', {class: 'muted'}, ` (${fd.end_detail})`) : null,
       call.estimated_end ? h('span', {class: 'badge badge-paused'}, 'estimated end') : null] : '—'],
     fd.hangup_reason || script ? ['Script', `${script ? `${script.kind}${script.reason ? ` (${script.reason})` : ''}` : ''}${fd.hangup_reason && !(script && script.reason === fd.hangup_reason) ? ` hangup: ${fd.hangup_reason}` : ''}`] : null,
@@ -683,7 +742,7 @@ function callFacts(call, events) {
     ['Created', time(call.created_at)],
     ['Answered', time(call.answered_at)],
     ['Ended', time(call.ended_at)],
-    ['SIP Call-ID', h('code', call.sip_call_id || '—')],
+    ['SIP Call-ID', h('code', null, txt(call.sip_call_id))],
   ]);
 }
 
@@ -696,7 +755,7 @@ function manifestView(m) {
       ['Timeline', `${fmtNum(tl.events)} events up to #${tl.last_event_id ?? '—'}`],
       ['Timeline SHA-256', h('code', {class: 'hash'}, tl.sha256 || '—')],
       ...recs.map((r, i) => [`Recording ${recs.length > 1 ? i + 1 : ''}`.trim(),
-        h('span', h('code', r.id), ` · ${fmtNum(r.bytes)} bytes · ${fmtMs(r.duration_ms)}`, h('br'), 'SHA-256 ', h('code', {class: 'hash'}, r.sha256))]),
+        h('span', null, h('code', null, txt(r.id)), ` · ${fmtNum(r.bytes)} bytes · ${fmtMs(r.duration_ms)}`, h('br'), 'SHA-256 ', h('code', {class: 'hash'}, r.sha256))]),
       recs.length ? null : ['Recordings', 'none'],
       ['Estimated end', m.estimated_end ? 'yes' : 'no'],
     ]),
@@ -706,7 +765,44 @@ function manifestView(m) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Markers on the waveform: events at recording time (recording.started is its zero).
+// Markers on the waveform: events at recording time (its recording.started is its zero).
+
+/** The recording an event's details name (the API adds recording_id and audio_url), or null. */
+function recIdOf(d) {
+  if (!d || typeof d !== 'object') return null;
+  if (typeof d.recording_id === 'string' && d.recording_id) return d.recording_id;
+  const m = typeof d.audio_url === 'string' ? d.audio_url.match(/^\/v1\/recordings\/([A-Za-z0-9_-]+)\/audio$/) : null;
+  return m ? m[1] : null;
+}
+
+/**
+ * The recording.started event of recording `rec` (one of `recs`, the call's recordings oldest
+ * first), or null. The engine emits recording.started when the file opens, before the recording
+ * has an id ({path, rate, channels}); the API names the recording on it by that path once the
+ * file is stored, but a recording.started that came live on the stream was sent before that.
+ * So, most trusted first:
+ *  1. the recording.started that names `rec`;
+ *  2. the last recording.started before the recording.ready that names `rec` (or carries its
+ *     SHA-256), unless that one names another recording: a segment's ready follows its own
+ *     started (a segment that failed has a started and no ready, so counting would slip);
+ *  3. the n-th recording.started for the n-th recording.
+ */
+export function recordingStart(events, recs, rec) {
+  if (!rec) return null;
+  const starts = events.filter((e) => e.kind === 'recording.started');
+  if (!starts.length) return null;
+  const named = starts.find((e) => recIdOf(e.details) === rec.id);
+  if (named) return named;
+  const ready = events.find((e) => e.kind === 'recording.ready'
+    && (recIdOf(e.details) === rec.id || (!!rec.sha256 && e.details?.sha256 === rec.sha256)));
+  if (ready) {
+    const own = starts.filter((e) => e.id < ready.id).pop();
+    if (own && !recIdOf(own.details)) return own;
+  }
+  const n = (recs || []).findIndex((r) => r.id === rec.id);
+  const nth = n >= 0 ? starts[n] : null;
+  return nth && (!recIdOf(nth.details) || recIdOf(nth.details) === rec.id) ? nth : null;
+}
 
 const MARKERS = {
   'sip.answered': () => 'answered',
@@ -721,14 +817,12 @@ const MARKERS = {
   'media.first_packet_in': () => 'first audio',
 };
 
-function markersFor(events, rec, duration) {
-  const start = events.find((e) => e.kind === 'recording.started' && e.details?.recording_id === rec.id)
-    || events.find((e) => e.kind === 'recording.started');
+function markersFor(events, start, duration) {
   if (!start) return [];
   const out = [];
   for (const e of events) {
+    if (!Object.hasOwn(MARKERS, e.kind)) continue;
     const f = MARKERS[e.kind];
-    if (!f) continue;
     let t = (e.offset_us - start.offset_us) / 1e6;
     if (t < -0.25 || t > duration + 0.25) continue;
     t = Math.max(0, Math.min(duration, t));
@@ -747,8 +841,10 @@ export async function callView(main, [id]) {
   let call = await api(path);
   let events = [];
   let eventsError = null;
+  let capped = false; // more events than EVENT_CAP: the first EVENT_CAP are listed
+  let notListed = 0; // events that came live past the cap
   try {
-    events = await apiAll(`${path}/events?limit=5000`, 200000);
+    ({items: events, capped} = await loadEvents(path));
   } catch (e) {
     eventsError = e;
   }
@@ -787,6 +883,7 @@ export async function callView(main, [id]) {
   const wraps = [ladderWrap, timelineWrap, qualityWrap, deliveriesWrap];
   const eventsBody = h('tbody');
   const eventsBox = h('div', {id: 'events'});
+  const capNote = h('p', {class: 'notice', id: 'events-capped', hidden: true});
   const playerBox = h('div', {id: 'player'});
   const manifestBox = h('div', {id: 'manifest'}, h('p', {class: 'muted'}, 'Loading…'));
   const axisError = h('div');
@@ -837,10 +934,21 @@ export async function callView(main, [id]) {
     }
   });
 
+  function renderCapNote() {
+    capNote.hidden = !capped;
+    if (!capped) return;
+    mount(capNote, `First ${fmtNum(EVENT_CAP)} events shown`,
+      notListed ? `; ${fmtNum(notListed)} later ones came in live and are not listed. ` : ': this call has more. ',
+      'The charts stop there too, except for the call’s end and its recordings. The API pages through them all: GET ',
+      h('code', null, `${path}/events`), '.');
+  }
+  const capNoteLater = throttle(() => { if (!gone) renderCapNote(); }, 500);
+
   function renderEvents() {
     if (eventsError) { mount(eventsBox, errorBox(eventsError)); return; }
     mount(eventsBody, events.map(eventRow));
-    mount(eventsBox, h('div', {class: 'table-wrap'}, h('table', {class: 'events-table'},
+    renderCapNote();
+    mount(eventsBox, capNote, h('div', {class: 'table-wrap'}, h('table', {class: 'events-table'},
       h('thead', h('tr', h('th', {class: 'num'}, 'Offset'), h('th', 'Kind'), h('th', 'Details'), h('th', {class: 'num'}, 'Id'))),
       eventsBody)),
     events.length ? null : h('p', {class: 'muted'}, 'No events yet.'));
@@ -849,6 +957,8 @@ export async function callView(main, [id]) {
   function endUs() {
     let end = events.reduce((m, e) => Math.max(m, e.offset_us), 0);
     if (!ended()) end = Math.max(end, Date.now() * 1000 - call.created_at_us);
+    // Past the cap the last events are not loaded: the call's end is.
+    else if (capped && call.ended_at_us) end = Math.max(end, call.ended_at_us - call.created_at_us);
     return Math.max(end, 1000);
   }
 
@@ -880,7 +990,8 @@ export async function callView(main, [id]) {
   function renderAxis() {
     const [d0, d1] = domain();
     const msgs = sipMessages(events, inbound());
-    const notes = events.filter((e) => LADDER_NOTES[e.kind]).map((e) => ({t: e.offset_us, kind: e.kind, text: LADDER_NOTES[e.kind](e.details || {})}));
+    const notes = events.filter((e) => Object.hasOwn(LADDER_NOTES, e.kind))
+      .map((e) => ({t: e.offset_us, kind: e.kind, text: LADDER_NOTES[e.kind](e.details || {})}));
     const W0 = Math.max(560, Math.floor(ladderWrap.clientWidth || 800));
     lastWidth = ladderWrap.clientWidth;
     const W = ladderNeed(msgs, W0, d0, d1);
@@ -888,7 +999,7 @@ export async function callView(main, [id]) {
     const q = qualityData(events);
     const svgs = [
       drawLadder(ax, msgs, notes, shortUri(peerUri()), peerUri(), highlightEvent),
-      drawTimeline(ax, events, call, endUs()),
+      drawTimeline(ax, events, endUs(), ended()),
       drawQuality(ax, q),
     ];
     mount(ladderWrap, svgs[0]);
@@ -979,11 +1090,22 @@ export async function callView(main, [id]) {
     });
   }
 
+  // The recording.started of a recording, remembered until the events change (the playhead asks
+  // for it on every animation frame).
+  let startMemo = {n: -1, id: null, ev: null};
+  function startOf(recId) {
+    if (!player || recId === null || recId === undefined) return null;
+    if (startMemo.n === events.length && startMemo.id === recId) return startMemo.ev;
+    const recs = player.recordings();
+    const ev = recordingStart(events, recs, recs.find((r) => r.id === recId));
+    startMemo = {n: events.length, id: recId, ev};
+    return ev;
+  }
+
   function seekTo(offsetUs) {
     if (!player) return;
     const recId = player.current();
-    const start = events.find((e) => e.kind === 'recording.started' && e.details?.recording_id === recId)
-      || events.find((e) => e.kind === 'recording.started');
+    const start = startOf(recId);
     if (!start) return;
     player.seek(recId, (offsetUs - start.offset_us) / 1e6);
   }
@@ -1048,12 +1170,21 @@ export async function callView(main, [id]) {
   }, 600);
   const rerender = throttle(() => { if (!gone) renderAxis(); }, 250);
 
+  let rows = events.length; // rows in the events table
+  let lastSkipped = -Infinity; // the newest event id left out past the cap
   function onEvent(e) {
-    if (gone || !e || e.call_id !== id || byId.has(e.id)) return;
+    if (gone || !e || e.call_id !== id || byId.has(e.id) || e.id <= lastSkipped) return;
+    if (rows >= EVENT_CAP) {
+      // Past the cap: not listed; kept (for the facts, spans, player) only if it shapes the page.
+      capped = true;
+      notListed += 1;
+      capNoteLater();
+      if (!KEPT_PAST_CAP.has(e.kind)) { lastSkipped = Math.max(lastSkipped, e.id); return; }
+    }
     byId.set(e.id, e);
     events.push(e);
     if (events.length > 1 && events[events.length - 2].id > e.id) events.sort((a, b) => a.id - b.id);
-    eventsBody.appendChild(eventRow(e));
+    if (rows < EVENT_CAP) { eventsBody.appendChild(eventRow(e)); rows += 1; }
     if (e.kind.startsWith('sip.') || FINAL.has(e.kind) || e.kind === 'call.target') refreshCall();
     rerender();
     if (e.kind === 'recording.ready' && player && !player.current()) player.load();
@@ -1082,11 +1213,10 @@ export async function callView(main, [id]) {
     direction: call.direction,
     peer: shortUri(peerUri()),
     live: () => !ended(),
-    markersFor: (rec, duration) => markersFor(events, rec, duration),
+    markersFor: (rec, duration) => markersFor(events, startOf(rec.id), duration),
     onTime: (recId, t) => {
       if (t === null) { playAt = null; drawPlayhead(); return; }
-      const start = events.find((e) => e.kind === 'recording.started' && e.details?.recording_id === recId)
-        || events.find((e) => e.kind === 'recording.started');
+      const start = startOf(recId);
       playAt = start ? start.offset_us + t * 1e6 : null;
       drawPlayhead();
     },
@@ -1112,6 +1242,7 @@ export async function callView(main, [id]) {
 
   return () => {
     gone = true;
+    for (const t of [rerender, refreshCall, capNoteLater]) if (t.cancel) t.cancel();
     if (stop) stop();
     for (const t of timers) clearTimeout(t);
     for (const c of cleanups) { try { c(); } catch (_) { /* ignore */ } }

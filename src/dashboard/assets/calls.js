@@ -118,7 +118,7 @@ async function listView(main, _params, query) {
     h('section', {class: 'card'},
       h('div', {class: 'spread'}, h('h1', 'Calls'), h('div', {class: 'row'}, count, live)),
       form,
-      active.length ? h('p', {class: 'muted small'}, 'Filtered by ', active.map((k, i) => [i ? ', ' : '', h('code', k)]),
+      active.length ? h('p', {class: 'muted small'}, 'Filtered by ', active.map((k, i) => [i ? ', ' : '', h('code', null, k)]),
         '. Newest first.') : h('p', {class: 'muted small'}, 'Every call of the tenant, newest first.')),
     h('section', {class: 'card'},
       status,
@@ -179,11 +179,16 @@ async function listView(main, _params, query) {
     }
   });
 
+  // Set when the page is left: a throttled re-read still due (or under way) then does nothing.
+  let stopped = false;
+
   // Re-read the first page: new calls go on top, changed ones are replaced in place, and calls
   // that left the filter (a `ringing` call that ended) drop out of the span the page covers.
   const refresh = throttle(async () => {
+    if (stopped) return;
     let p;
     try { p = await page(null); } catch (_) { return; }
+    if (stopped) return;
     const fresh = new Set();
     const firstIds = new Set(p.items.map((c) => c.id));
     const oldest = p.items.length ? p.items[p.items.length - 1].created_at_us : Infinity;
@@ -200,11 +205,21 @@ async function listView(main, _params, query) {
 
   const sse = new URLSearchParams({kind: 'call.*,sip.ringing,sip.early_media,sip.answered'});
   if (current.campaign_id) sse.set('campaign_id', current.campaign_id);
+  let prev = null;
   const stop = follow(sse.toString(), () => refresh(), (st) => {
+    if (stopped) return;
     mount(live, st === 'live' ? 'live' : st === 'reconnecting' ? 'reconnecting…' : st === 'error' ? 'no live updates' : '');
     live.classList.toggle('on', st === 'live');
+    // Back after a drop: the stream resumes after the last event it delivered, but the list is
+    // a re-read of the first page, so read it again rather than trust the gap was quiet.
+    if (st === 'live' && prev === 'reconnecting') refresh();
+    prev = st;
   });
-  return stop;
+  return () => {
+    stopped = true;
+    if (refresh.cancel) refresh.cancel();
+    stop();
+  };
 }
 
 export const routes = [

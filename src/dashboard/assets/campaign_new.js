@@ -93,7 +93,7 @@ export async function newCampaignView(main) {
       trunkBox = trunks.length
         ? h('div', {class: 'checks', id: 'f-trunk_ids'}, trunks.map((t) => h('label', {class: 'check'},
           h('input', {type: 'checkbox', name: 'trunk_ids', value: t.id}),
-          h('span', t.name, ' ', h('span', {class: 'muted small'}, (t.hosts || []).join(', ') || t.id)))))
+          h('span', null, t.name, ' ', h('span', {class: 'muted small'}, (t.hosts || []).join(', ') || t.id)))))
         : h('p', {class: 'muted', id: 'f-trunk_ids'}, 'No trunk yet: add one under Operations. A campaign without a trunk cannot start.');
     } catch (e) {
       trunkText = `The trunks could not be read (${e.message}): type their ids.`;

@@ -37,15 +37,35 @@ const enc = encodeURIComponent;
 // ---------------------------------------------------------------------------------------------
 // Small helpers of these pages.
 
+/** obj[key] for an API object, never through the prototype chain (a key like "constructor"). */
+function own(obj, key, fallback) {
+  return obj && typeof obj === 'object' && Object.hasOwn(obj, key) ? obj[key] : fallback;
+}
+
 /** Contacts in a final status / all contacts, 0..1 (null without contacts). */
 function finalFraction(p) {
   if (!p || !p.total_contacts) return null;
-  const done = FINAL.reduce((a, k) => a + (p.contacts[k] || 0), 0);
-  return done / p.total_contacts;
+  return finalCount(p) / p.total_contacts;
 }
 
 function finalCount(p) {
-  return p ? FINAL.reduce((a, k) => a + (p.contacts[k] || 0), 0) : 0;
+  return p ? FINAL.reduce((a, k) => a + (Number(own(p.contacts, k, 0)) || 0), 0) : 0;
+}
+
+/**
+ * Whole percent of contacts in a final status, rounded down (integer arithmetic): 995 of 1000
+ * is 99, and 100 only when every contact is final. null without contacts.
+ */
+function finalPct(p) {
+  if (!p || !p.total_contacts) return null;
+  return Math.min(100, Math.floor((finalCount(p) * 100) / p.total_contacts));
+}
+
+/** A campaign's progress bar (dom.js progress()), its aria-valuenow the label's percent. */
+function campaignBar(p) {
+  const bar = progress(finalFraction(p) ?? 0, progressLabel(p));
+  bar.setAttribute('aria-valuenow', String(finalPct(p) ?? 0));
+  return bar;
 }
 
 /** A table whose rows carry attributes (dom.js table() cannot): rowAttrs(row) → attrs. */
@@ -67,11 +87,14 @@ export function rowsTable(columns, rows, opts = {}) {
   return h('div', {class: 'table-wrap'}, h('table', {id: opts.id, class: opts.class}, h('thead', head), body));
 }
 
-/** Updates a dom.js progress() bar in place. */
-function setBar(bar, fraction, label) {
+/**
+ * Updates a dom.js progress() bar in place. `pct` is its aria-valuenow (the whole percent its
+ * label shows); without it, the fraction rounded down.
+ */
+function setBar(bar, fraction, label, pct) {
   const f = Math.max(0, Math.min(1, Number.isFinite(fraction) ? fraction : 0));
   bar.querySelector('.bar-fill').style.width = `${(f * 100).toFixed(1)}%`;
-  bar.setAttribute('aria-valuenow', String(Math.round(f * 100)));
+  bar.setAttribute('aria-valuenow', String(Number.isInteger(pct) ? pct : Math.floor(f * 100 + 1e-9)));
   bar.setAttribute('title', label || '');
   let l = bar.querySelector('.bar-label');
   if (!l) { l = h('span', {class: 'bar-label'}); bar.append(l); }
@@ -81,8 +104,15 @@ function setBar(bar, fraction, label) {
 function progressLabel(p) {
   if (!p) return '…';
   if (!p.total_contacts) return 'no contacts';
-  const f = finalFraction(p);
-  return `${fmtNum(finalCount(p))} / ${fmtNum(p.total_contacts)} · ${Math.round(f * 100)} %`;
+  return `${fmtNum(finalCount(p))} / ${fmtNum(p.total_contacts)} · ${finalPct(p)} %`;
+}
+
+/** A bucket width for people: "10 s", "1 min", "5 min", "1 h", "1 d". */
+function bucketWidth(bs) {
+  if (bs % 86400 === 0) return `${bs / 86400} d`;
+  if (bs % 3600 === 0) return `${bs / 3600} h`;
+  if (bs % 60 === 0) return `${bs / 60} min`;
+  return `${bs} s`;
 }
 
 /** A duration for people: fmtMs below two days, then days and hours. */
@@ -173,6 +203,9 @@ async function pool(items, n, fn) {
 // The list.
 
 const MAX_PROGRESS_FETCH = 60;
+const CONTACTS_PAGE = 50;
+// The event kinds the list and a campaign's page follow (docs/api.md "The event stream").
+const CAMPAIGN_PAGE_KINDS = 'campaign.*,contact.*,call.created,call.completed,call.failed';
 const LIVE_ROUND = 10;
 
 async function listView(main, params, query) {
@@ -216,8 +249,7 @@ async function listView(main, params, query) {
         h('a', {href: `#/campaigns/${enc(c.id)}`}, c.settings.name),
         h('span', {class: 'muted mono cmp-id'}, c.id))},
       {title: 'Progress', class: 'cmp-progress', cell: (c) => {
-        const p = prog.get(c.id);
-        return progress(finalFraction(p) ?? 0, progressLabel(p));
+        return campaignBar(prog.get(c.id));
       }},
       {title: 'Status', cell: (c) => badge(c.status)},
       {title: 'Answer rate', class: 'num', cell: (c) => fmtPct(prog.get(c.id)?.answer_rate)},
@@ -246,6 +278,7 @@ async function listView(main, params, query) {
   // stay dirty for the next round), so a busy tenant stays within the key's rate limit.
   let loading = false;
   let rest = false;
+  const inflight = new Set(); // ids whose progress is being read now
   async function loadProgress(live) {
     if (loading) { loadAgain = true; return; }
     loading = true;
@@ -254,12 +287,18 @@ async function listView(main, params, query) {
       let want = campaigns.filter((c) => inTab(c, tab)).slice(0, MAX_PROGRESS_FETCH)
         .filter((c) => !prog.has(c.id) || dirty.has(c.id)).map((c) => c.id);
       if (live && want.length > LIVE_ROUND) { want = want.slice(0, LIVE_ROUND); rest = true; }
-      for (const id of want) dirty.delete(id);
       await pool(want, 4, async (id) => {
-        const full = await api(`/v1/campaigns/${enc(id)}`);
-        prog.set(id, full.progress);
-        const i = campaigns.findIndex((c) => c.id === id);
-        if (i >= 0) campaigns[i] = full;
+        // Clean from the moment its read starts: an event (or a reconnect) after it marks it again.
+        dirty.delete(id);
+        inflight.add(id);
+        try {
+          const full = await api(`/v1/campaigns/${enc(id)}`);
+          prog.set(id, full.progress);
+          const i = campaigns.findIndex((c) => c.id === id);
+          if (i >= 0) campaigns[i] = full;
+        } finally {
+          inflight.delete(id);
+        }
       });
       render();
     } finally {
@@ -291,7 +330,7 @@ async function listView(main, params, query) {
   window.scrollTo(0, 0);
   loadProgress(false);
 
-  const stop = follow('kind=campaign.*,contact.*,call.created,call.completed,call.failed', (ev) => {
+  const stop = follow(`kind=${CAMPAIGN_PAGE_KINDS}`, (ev) => {
     if (!ev.campaign_id) return;
     if (ev.kind.startsWith('campaign.') || !campaigns.some((c) => c.id === ev.campaign_id)) {
       dirty.add(ev.campaign_id);
@@ -302,7 +341,15 @@ async function listView(main, params, query) {
     }
   }, (st) => {
     setLiveState(live, st);
-    if (st === 'live') reloadList();
+    // The stream (re)connected: events from before it (the first read, or a drop: follow()
+    // resumes from the last event id it saw, or live-only when it saw none) may be missed, so
+    // every progress read so far (or being read) is stale: read the list and them again
+    // (LIVE_ROUND at a time).
+    if (st === 'live') {
+      for (const id of prog.keys()) dirty.add(id);
+      for (const id of inflight) dirty.add(id);
+      reloadList();
+    }
   });
   return () => { stopped = true; stop(); };
 }
@@ -348,6 +395,12 @@ function settingsFacts(c) {
   ]);
 }
 
+/** A contact's reason: its code, then its sentence (API values: passed as children, never attrs). */
+function reasonCell(x) {
+  return h('span', null, x.reason_code ? h('code', null, x.reason_code) : null,
+    x.reason_code && x.reason ? ' ' : '', x.reason ?? '');
+}
+
 function stat(label, value, attrs, title) {
   return h('div', {class: 'stat', title},
     h('span', Object.assign({class: 'v'}, attrs || {}), value),
@@ -361,7 +414,7 @@ async function campaignView(main, [id]) {
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) {
       mount(main, h('div', {class: 'card'}, h('h1', 'No such campaign'),
-        h('p', 'There is no campaign ', h('code', id), ' for this key’s tenant.'),
+        h('p', 'There is no campaign ', h('code', null, id), ' for this key’s tenant.'),
         h('a', {href: '#/campaigns'}, 'All campaigns')));
       return null;
     }
@@ -375,7 +428,7 @@ async function campaignView(main, [id]) {
   const nameEl = h('h1', {id: 'campaign-name'}, c.settings.name);
   let statusEl = badge(c.status);
   statusEl.id = 'campaign-status';
-  const bar = progress(finalFraction(c.progress) ?? 0, progressLabel(c.progress));
+  const bar = campaignBar(c.progress);
   bar.id = 'campaign-progress';
   bar.setAttribute('aria-label', 'contacts in a final status');
   const live = liveStateEl();
@@ -409,7 +462,8 @@ async function campaignView(main, [id]) {
   const contactsBox = h('div', {id: 'contacts'});
   const moreBtn = h('button', {type: 'button', id: 'contacts-more', hidden: true}, 'Load more');
   const contactsErr = h('div');
-  const contacts = {status: '', items: [], next: null, open: new Set(), details: new Map()};
+  // head: how many of items are the first page; tail: "Load more" added rows after it.
+  const contacts = {status: '', items: [], head: 0, tail: false, next: null, open: new Set(), details: new Map()};
 
   // --- upload and preview ------------------------------------------------------------------
   const uploadCard = h('div', {class: 'card', id: 'upload-card'});
@@ -438,7 +492,7 @@ async function campaignView(main, [id]) {
     nb.id = 'campaign-status';
     statusEl.replaceWith(nb);
     statusEl = nb;
-    setBar(bar, finalFraction(c.progress) ?? 0, progressLabel(c.progress));
+    setBar(bar, finalFraction(c.progress) ?? 0, progressLabel(c.progress), finalPct(c.progress) ?? 0);
     renderActions();
   }
 
@@ -446,7 +500,7 @@ async function campaignView(main, [id]) {
     const p = c.progress || {contacts: {}, outcomes: {}};
     mount(counters,
       stat('contacts', fmtNum(p.total_contacts), {'data-counter': 'total'}),
-      CONTACT_STATUSES.map((st) => stat(st, String(p.contacts[st] || 0), {'data-counter': st})));
+      CONTACT_STATUSES.map((st) => stat(st, String(own(p.contacts, st, 0) || 0), {'data-counter': st})));
     const eta = p.eta_s === null || p.eta_s === undefined ? '—' : fmtSpan(p.eta_s * 1000);
     mount(metrics,
       stat('answer rate', fmtPct(p.answer_rate), {'data-metric': 'answer_rate'}, 'answered attempts / ended attempts'),
@@ -457,7 +511,7 @@ async function campaignView(main, [id]) {
       stat('outside window', fmtNum(p.outside_window), {'data-metric': 'outside_window'}, 'queued contacts whose calling window is closed now'));
     const seen = Object.keys(p.outcomes || {}).filter((k) => !OUTCOMES.includes(k));
     mount(outcomes, [...OUTCOMES, ...seen].map((o) => {
-      const el = stat(o.replace(/_/g, ' '), String((p.outcomes || {})[o] || 0), {'data-outcome': o}, `attempts that ended ${o}`);
+      const el = stat(o.replace(/_/g, ' '), String(own(p.outcomes, o, 0) || 0), {'data-outcome': o}, `attempts that ended ${o}`);
       const sw = h('span', {class: 'swatch'});
       sw.style.background = outcomeColor(o);
       el.querySelector('.k').prepend(sw);
@@ -465,7 +519,7 @@ async function campaignView(main, [id]) {
     }));
     // The status filter shows how many each status has.
     for (const opt of statusSel.options) {
-      opt.textContent = opt.value ? `${opt.value} (${fmtNum(p.contacts[opt.value] || 0)})` : `all statuses (${fmtNum(p.total_contacts || 0)})`;
+      opt.textContent = opt.value ? `${opt.value} (${fmtNum(own(p.contacts, opt.value, 0) || 0)})` : `all statuses (${fmtNum(p.total_contacts || 0)})`;
     }
     const tz = c.settings.default_timezone;
     if (p.outside_window > 0) {
@@ -486,8 +540,8 @@ async function campaignView(main, [id]) {
   // --- charts ------------------------------------------------------------------------------
   async function loadActivity() {
     if (!c.started_at_us) {
-      mount(cpmBox, stackedBars({id: 'chart-cpm', width: cpmBox.clientWidth, title: 'Calls per minute', points: [], series: [{key: 'rate', label: 'calls placed', color: '#1f6feb'}], yLabel: 'calls/min', xLabel: 'time', empty: 'not started yet'}));
-      mount(outBox, stackedBars({id: 'chart-outcomes', width: outBox.clientWidth, title: 'Outcomes over time', points: [], series: [], yLabel: 'calls ended', xLabel: 'time', empty: 'not started yet'}));
+      mount(cpmBox, stackedBars({id: 'chart-cpm', width: cpmBox.clientWidth, integer: true, title: 'Calls placed over time', points: [], series: [{key: 'started', label: 'calls placed', color: '#1f6feb'}], yLabel: 'calls placed', xLabel: 'time', empty: 'not started yet'}));
+      mount(outBox, stackedBars({id: 'chart-outcomes', width: outBox.clientWidth, integer: true, title: 'Outcomes over time', points: [], series: [], yLabel: 'calls ended', xLabel: 'time', empty: 'not started yet'}));
       chartNote.textContent = '';
       return;
     }
@@ -496,18 +550,21 @@ async function campaignView(main, [id]) {
     const q = spanS <= 20 * 60 ? '?bucket_s=10' : '';
     const a = await api(`${base}/activity${q}`);
     const bs = a.bucket_s || 60;
-    const cpm = a.buckets.map((b) => ({t: b.start_us, values: {rate: (b.started * 60) / bs}}));
+    // The count of calls placed in each bucket, exactly as the API gives it (no rate: a bucket
+    // of 10 s with one call is one call, and the first and last buckets may be partial).
+    const placed = a.buckets.map((b) => ({t: b.start_us, values: {started: Number(b.started) || 0}}));
     const keys = new Set();
     for (const b of a.buckets) for (const k of Object.keys(b.ended || {})) keys.add(k);
     const ordered = [...OUTCOMES.filter((k) => keys.has(k)), ...[...keys].filter((k) => !OUTCOMES.includes(k)).sort()];
     const series = ordered.map((k) => ({key: k, label: k.replace(/_/g, ' '), color: outcomeColor(k)}));
-    const per = bs >= 60 && bs % 60 === 0 ? `${bs / 60} min` : `${bs} s`;
-    mount(cpmBox, stackedBars({id: 'chart-cpm', width: cpmBox.clientWidth, title: 'Calls per minute', bucketS: bs,
-      points: cpm, series: [{key: 'rate', label: 'calls placed per minute', color: '#1f6feb'}],
-      yLabel: 'calls/min', xLabel: `time (local), bars of ${per}`, empty: 'no call placed yet'}));
-    mount(outBox, stackedBars({id: 'chart-outcomes', width: outBox.clientWidth, title: 'Outcomes over time', bucketS: bs,
+    const width = bucketWidth(bs);
+    const per = bs === 60 ? 'minute' : bs === 3600 ? 'hour' : bs === 86400 ? 'day' : width;
+    mount(cpmBox, stackedBars({id: 'chart-cpm', width: cpmBox.clientWidth, integer: true, title: 'Calls placed over time', bucketS: bs,
+      points: placed, series: [{key: 'started', label: `calls placed per ${per}`, color: '#1f6feb'}],
+      yLabel: `calls placed per ${per}`, xLabel: `time (local), bars of ${width}`, empty: 'no call placed yet'}));
+    mount(outBox, stackedBars({id: 'chart-outcomes', width: outBox.clientWidth, integer: true, title: 'Outcomes over time', bucketS: bs,
       points: a.buckets.map((b) => ({t: b.start_us, values: b.ended || {}})), series,
-      yLabel: `calls ended per ${per}`, xLabel: `time (local), bars of ${per}`, empty: 'no call has ended yet'}));
+      yLabel: `calls ended per ${per}`, xLabel: `time (local), bars of ${width}`, empty: 'no call has ended yet'}));
     chartNote.textContent = `From ${fmtTime(a.from)} to ${fmtTime(a.to)} (this browser's time).`;
   }
 
@@ -515,12 +572,12 @@ async function campaignView(main, [id]) {
   let heldKey = '';
   async function loadHeld(force) {
     const p = c.progress || {contacts: {}};
-    const key = `${p.contacts.suppressed || 0}/${p.contacts.exhausted || 0}`;
+    const key = `${own(p.contacts, 'suppressed', 0) || 0}/${own(p.contacts, 'exhausted', 0) || 0}`;
     if (!force && key === heldKey) return;
     heldKey = key;
     const parts = [];
     for (const st of ['suppressed', 'exhausted']) {
-      const n = p.contacts[st] || 0;
+      const n = own(p.contacts, st, 0) || 0;
       if (!n) {
         parts.push(h('div', {class: 'held-group', 'data-held': st}, h('h3', `${st[0].toUpperCase()}${st.slice(1)} (0)`),
           h('p', {class: 'muted'}, st === 'suppressed' ? 'No contact is on the do-not-call list.' : 'No contact ran out of retries.')));
@@ -534,7 +591,7 @@ async function campaignView(main, [id]) {
           {title: 'Phone', class: 'mono', cell: (x) => x.phone},
           {title: 'Attempts', class: 'num', cell: (x) => String(x.attempts)},
           {title: 'Last outcome', cell: (x) => x.last_outcome ?? '—'},
-          {title: 'Reason', cell: (x) => h('span', x.reason_code ? h('code', x.reason_code) : null, x.reason_code && x.reason ? ' ' : '', x.reason ?? '')},
+          {title: 'Reason', cell: reasonCell},
         ], page.items, {rowAttrs: (x) => ({'data-held-contact': x.id})}),
         n > page.items.length ? h('p', {class: 'muted small'}, `The first ${page.items.length} of ${fmtNum(n)}; filter the contacts table below by “${st}” for the rest.`) : null));
     }
@@ -596,7 +653,7 @@ async function campaignView(main, [id]) {
       {title: 'Attempts', class: 'num', cell: (x) => String(x.attempts)},
       {title: 'Next attempt', cell: (x) => (x.next_attempt_at ? time(x.next_attempt_at) : h('span', {class: 'muted'}, '—'))},
       {title: 'Last outcome', cell: (x) => x.last_outcome ?? '—'},
-      {title: 'Reason', cell: (x) => h('span', x.reason_code ? h('code', x.reason_code) : null, x.reason_code && x.reason ? ' ' : '', x.reason ?? '')},
+      {title: 'Reason', cell: reasonCell},
     ];
     mount(contactsBox, rowsTable(cols, contacts.items, {
       id: 'contacts-table',
@@ -618,26 +675,50 @@ async function campaignView(main, [id]) {
     }
   }
 
-  let contactsSeq = 0;
+  // The table shows the first page (CONTACTS_PAGE contacts) and what "Load more" added after
+  // it (the tail). A refresh re-reads the first page only and merges it by contact id: that
+  // page's rows are replaced with their fresh state, the loaded tail and its cursor stay.
+  let contactsGen = 0; // bumped by a reset (another status filter): older answers are dropped
+  let refreshSeq = 0; // a reset or refresh answer older than the newest one is dropped
   async function loadContacts(mode) {
-    const seq = ++contactsSeq;
+    if (mode === 'reset') {
+      contactsGen += 1;
+      Object.assign(contacts, {items: [], head: 0, tail: false, next: null});
+    }
+    const gen = contactsGen;
+    const seq = mode === 'more' ? null : ++refreshSeq;
     const st = contacts.status ? `status=${enc(contacts.status)}&` : '';
-    let url;
-    if (mode === 'more') url = `${base}/contacts?${st}limit=50&cursor=${enc(contacts.next)}`;
-    else if (mode === 'refresh') url = `${base}/contacts?${st}limit=${Math.min(500, Math.max(50, contacts.items.length))}`;
-    else url = `${base}/contacts?${st}limit=50`;
+    const url = mode === 'more'
+      ? `${base}/contacts?${st}limit=${CONTACTS_PAGE}&cursor=${enc(contacts.next)}`
+      : `${base}/contacts?${st}limit=${CONTACTS_PAGE}`;
     try {
       const page = await api(url);
-      if (seq !== contactsSeq || stopped) return;
-      contacts.items = mode === 'more' ? contacts.items.concat(page.items) : page.items;
-      contacts.next = page.next_cursor;
-      mount(contactsErr);
-      if (mode === 'refresh') {
-        for (const cid of contacts.open) loadDetail(cid);
+      if (gen !== contactsGen || stopped) return;
+      if (seq !== null && seq !== refreshSeq) return;
+      if (mode === 'more') {
+        const shown = new Set(contacts.items.map((x) => x.id));
+        contacts.items = contacts.items.concat(page.items.filter((x) => !shown.has(x.id)));
+        contacts.next = page.next_cursor;
+        contacts.tail = true;
+      } else {
+        const before = new Map(contacts.items.map((x) => [x.id, JSON.stringify(x)]));
+        if (contacts.tail) {
+          const fresh = new Set(page.items.map((x) => x.id));
+          contacts.items = page.items.concat(contacts.items.slice(contacts.head).filter((x) => !fresh.has(x.id)));
+        } else {
+          contacts.items = page.items;
+          contacts.next = page.next_cursor;
+        }
+        contacts.head = page.items.length;
+        // An open contact whose row changed has new attempts: read its detail again.
+        for (const x of page.items) {
+          if (contacts.open.has(x.id) && before.has(x.id) && before.get(x.id) !== JSON.stringify(x)) loadDetail(x.id);
+        }
       }
+      mount(contactsErr);
       renderContacts();
     } catch (e) {
-      if (seq === contactsSeq) mount(contactsErr, errorBox(e));
+      if (gen === contactsGen) mount(contactsErr, errorBox(e));
     }
   }
 
@@ -746,7 +827,7 @@ async function campaignView(main, [id]) {
       rowsTable([
         {title: 'Line', class: 'num', cell: (e) => String(e.line ?? e.index ?? '—')},
         {title: 'Result', cell: (e) => h('span', {class: `result result-${['rejected', 'duplicate', 'existing', 'suppressed'].includes(e.result) ? e.result : 'other'}`}, e.result)},
-        {title: 'Code', cell: (e) => (e.code ? h('code', e.code) : '—')},
+        {title: 'Code', cell: (e) => (e.code ? h('code', null, e.code) : '—')},
         {title: 'Reason', cell: (e) => e.reason ?? ''},
         {title: 'Phone', class: 'mono', cell: (e) => e.phone ?? '—'},
       ], [...(r.entries || [])].sort((a, b) => (a.line ?? a.index ?? 0) - (b.line ?? b.index ?? 0)), {id: 'upload-entries', empty: 'Every row was accepted.',
@@ -761,8 +842,8 @@ async function campaignView(main, [id]) {
     mount(report);
     try {
       const r = await upload(`${base}/contacts`, f, 'text/csv', (sent, total) => {
-        const fr = total ? sent / total : 0;
-        setBar(upBar, fr, `${Math.round(fr * 100)} % of ${fmtNum(total)} bytes`);
+        const pc = total ? Math.min(100, Math.floor((sent * 100) / total)) : 0;
+        setBar(upBar, total ? sent / total : 0, `${pc} % of ${fmtNum(total)} bytes`, pc);
       });
       setBar(upBar, 1, `uploaded ${f.name.slice(0, 60)}: ${fmtNum(r.rows)} rows read`);
       renderReport(r);
@@ -771,7 +852,9 @@ async function campaignView(main, [id]) {
       throw e;
     }
     await refreshCampaign();
-    loadContacts('refresh');
+    // New contacts go to the end of the list: with every page loaded (no cursor left to
+    // reach them) read the table again from the start.
+    loadContacts(contacts.tail && !contacts.next ? 'reset' : 'refresh');
   }));
 
   mount(uploadCard,
@@ -857,12 +940,15 @@ async function campaignView(main, [id]) {
   loadHeld(true).catch((e) => mount(held, errorBox(e)));
   await Promise.all([activityNow(), loadContacts('reset')]);
 
-  // Live: every event of the campaign (its own and its calls') re-reads what it may change,
-  // throttled; no polling loop. The first "live" (and each reconnect) re-reads too, so nothing
-  // that happened between the first read and the stream's start is missed.
-  const stop = follow(`campaign_id=${enc(id)}`, () => {
+  // Live: the campaign's events that change what this page shows re-read it, throttled; no
+  // polling loop. Only those kinds are followed: its own (campaign.*), its contacts' (contact.*),
+  // and its calls being placed and ending (progress, activity, the contacts' status and
+  // attempts); the many media.*, sip.*, prompt.* events of its live calls change none of it.
+  // The first "live" (and each reconnect) re-reads too, so nothing that happened between the
+  // first read and the stream's start (or during a drop) is missed.
+  const stop = follow(`campaign_id=${enc(id)}&kind=${CAMPAIGN_PAGE_KINDS}`, (ev) => {
     campaignSoon();
-    activitySoon();
+    if (!String(ev.kind).startsWith('contact.')) activitySoon();
     contactsSoon();
   }, (st) => {
     setLiveState(live, st);

@@ -16,7 +16,14 @@ export const OUTCOME_COLORS = {
 };
 
 export function outcomeColor(key) {
-  return OUTCOME_COLORS[key] || '#afb8c1';
+  // Own keys only: an outcome named "constructor" or "__proto__" gets the grey too.
+  return Object.hasOwn(OUTCOME_COLORS, key) ? OUTCOME_COLORS[key] : '#afb8c1';
+}
+
+/** A point's value for a series key (the values may be an API object: own keys only). */
+function valueOf(p, key) {
+  const v = p.values;
+  return v && typeof v === 'object' && Object.hasOwn(v, key) ? (Number(v[key]) || 0) : 0;
 }
 
 /** A "nice" step for about `count` ticks up to `max` (1, 2, 5 × 10^n). */
@@ -42,7 +49,8 @@ function clock(us, withSeconds) {
 /**
  * Stacked bars over time.
  * opts: {id, title, points: [{t (µs), values: {key: n}}], series: [{key, label, color}],
- *        bucketS, yLabel, xLabel, empty, width (the container's width in px, if known)}
+ *        bucketS, yLabel, xLabel, empty, width (the container's width in px, if known),
+ *        integer (the values are counts: whole ticks)}
  * Returns a <figure> holding the SVG (with the given id) and an HTML legend.
  */
 export function stackedBars(opts) {
@@ -55,9 +63,10 @@ export function stackedBars(opts) {
   const ph = H - M.t - M.b;
   const points = opts.points || [];
   const series = opts.series || [];
-  const totals = points.map((p) => series.reduce((a, sr) => a + (Number(p.values[sr.key]) || 0), 0));
+  const totals = points.map((p) => series.reduce((a, sr) => a + valueOf(p, sr.key), 0));
   const maxTotal = Math.max(0, ...totals);
-  const step = niceStep(maxTotal || 1, 4);
+  // Counts (opts.integer) get whole ticks: no "0.5 calls" line.
+  const step = opts.integer ? Math.max(1, niceStep(maxTotal || 1, 4)) : niceStep(maxTotal || 1, 4);
   const top = Math.max(step, Math.ceil((maxTotal || 1) / step) * step);
   const y = (v) => M.t + ph - (v / top) * ph;
 
@@ -92,7 +101,7 @@ export function stackedBars(opts) {
     let acc = 0;
     const parts = [];
     for (const sr of series) {
-      const v = Number(p.values[sr.key]) || 0;
+      const v = valueOf(p, sr.key);
       if (v <= 0) continue;
       const y0 = y(acc);
       const y1 = y(acc + v);

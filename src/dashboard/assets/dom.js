@@ -21,9 +21,10 @@ function setAttrs(el, attrs) {
     } else if (k === 'text') {
       el.textContent = String(v);
     } else if (k === 'href') {
-      // Links only to our own pages or API paths: never javascript: or another origin.
+      // Links only to our own pages or API paths: never a script URL, and never another origin
+      // (`//host` and `/\host` are protocol-relative to browsers).
       const s = String(v);
-      if (s.startsWith('#') || s.startsWith('/')) el.setAttribute('href', s);
+      if (/^#|^\/(?![/\\])/.test(s)) el.setAttribute('href', s);
     } else if (ATTRS.has(k) || k.startsWith('data-')) {
       el.setAttribute(k, v === true ? '' : String(v));
     } else {
@@ -43,9 +44,10 @@ function append(el, children) {
 /** An HTML element: h('td', {class: 'num'}, 'text', child, ...). Strings become text nodes. */
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
-  if (attrs && (typeof attrs !== 'object' || attrs instanceof Node || Array.isArray(attrs))) {
+  // Attributes only when given as a plain object; any other value (0 and '' included) is a child.
+  if (attrs !== null && attrs !== undefined && (typeof attrs !== 'object' || attrs instanceof Node || Array.isArray(attrs))) {
     children.unshift(attrs);
-  } else {
+  } else if (attrs) {
     setAttrs(el, attrs);
   }
   return append(el, children);
@@ -53,14 +55,26 @@ export function h(tag, attrs, ...children) {
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
-/** An SVG element; attributes are set as given (numbers and our own strings only). */
+// SVG presentation and geometry attributes the charts use; no href, style or string handlers.
+const SVG_ATTRS = new Set([
+  'class', 'id', 'role', 'aria-label', 'aria-hidden', 'tabindex', 'viewBox', 'preserveAspectRatio',
+  'width', 'height', 'x', 'y', 'x1', 'y1', 'x2', 'y2', 'cx', 'cy', 'r', 'rx', 'ry', 'd', 'points',
+  'fill', 'fill-opacity', 'stroke', 'stroke-width', 'stroke-dasharray', 'stroke-opacity',
+  'stroke-linecap', 'stroke-linejoin', 'opacity', 'transform', 'text-anchor',
+  'dominant-baseline', 'font-size', 'font-weight', 'marker-end', 'marker-start', 'markerWidth',
+  'markerHeight', 'refX', 'refY', 'orient', 'markerUnits', 'vector-effect', 'shape-rendering',
+  'clip-path', 'pointer-events', 'cursor', 'dx', 'dy', 'focusable', 'visibility',
+]);
+
+/** An SVG element: attributes from an allow-list (numbers and our own strings), `data-*`, and
+ * listeners (`onclick: fn`). Text children become text nodes. */
 export function s(tag, attrs, ...children) {
   const el = document.createElementNS(SVG_NS, tag);
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null) continue;
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
-    else if (k === 'class') el.setAttribute('class', v);
-    else el.setAttribute(k, String(v));
+    else if (SVG_ATTRS.has(k) || k.startsWith('data-')) el.setAttribute(k, String(v));
+    else throw new Error(`svg: attribute ${k} is not allowed`);
   }
   return append(el, children);
 }
@@ -89,12 +103,14 @@ export function time(v) {
 
 /** 83 ms, 4.2 s, 3 min 05 s, 2 h 04 min. */
 export function fmtMs(ms) {
-  if (ms === null || ms === undefined) return '—';
-  if (ms < 1000) return `${Math.round(ms)} ms`;
-  const sec = ms / 1000;
-  if (sec < 60) return `${sec.toFixed(1)} s`;
-  const m = Math.floor(sec / 60);
-  if (m < 60) return `${m} min ${String(Math.round(sec % 60)).padStart(2, '0')} s`;
+  if (ms === null || ms === undefined || !Number.isFinite(Number(ms))) return '—';
+  if (ms < 999.5) return `${Math.round(ms)} ms`;
+  // Round once, to what is shown, so that 59.96 s is "1 min 00 s", never "60.0 s".
+  const tenths = Math.round(ms / 100);
+  if (tenths < 600) return `${(tenths / 10).toFixed(1)} s`;
+  const secs = Math.round(ms / 1000);
+  const m = Math.floor(secs / 60);
+  if (m < 60) return `${m} min ${String(secs % 60).padStart(2, '0')} s`;
   return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
 }
 
@@ -152,13 +168,25 @@ export function facts(pairs) {
   return h('dl', {class: 'facts'}, pairs.filter(Boolean).map(([k, v]) => [h('dt', k), h('dd', v)]));
 }
 
-/** Runs fn at most once per `ms`, trailing (for redraws driven by a burst of SSE events). */
+/** Runs fn at most once per `ms`, with the latest arguments on the trailing edge (for redraws
+ * driven by a burst of SSE events). `.cancel()` drops a pending trailing call (leaving a page). */
 export function throttle(fn, ms) {
   let timer = null;
-  let again = false;
-  return (...args) => {
-    if (timer) { again = true; return; }
-    fn(...args);
-    timer = setTimeout(() => { timer = null; if (again) { again = false; fn(...args); } }, ms);
+  let pending = null;
+  const tick = () => {
+    timer = null;
+    if (pending) {
+      const args = pending;
+      pending = null;
+      fn(...args);
+      timer = setTimeout(tick, ms);
+    }
   };
+  const run = (...args) => {
+    if (timer) { pending = args; return; }
+    fn(...args);
+    timer = setTimeout(tick, ms);
+  };
+  run.cancel = () => { pending = null; if (timer) { clearTimeout(timer); timer = null; } };
+  return run;
 }

@@ -48,6 +48,16 @@ function an(word) {
   return `${/^[aeiou]/i.test(word) ? 'an' : 'a'} ${word}`;
 }
 
+/** An object without a prototype, for tables keyed by API values (ids, metric names). */
+function dict() {
+  return Object.create(null);
+}
+
+/** table[key] for an API-provided key: own keys only, never the prototype chain. */
+function lookup(table, key, fallback) {
+  return table && Object.hasOwn(table, key) ? table[key] : fallback;
+}
+
 function mono(v) {
   return h('code', {class: 'ops-mono'}, v ?? '—');
 }
@@ -136,12 +146,12 @@ function secretBox(id, secret, what, onDismiss) {
 
 /** Parses Prometheus text: {name: [{labels, value}]}. */
 function parseMetrics(text) {
-  const out = {};
+  const out = dict();
   for (const line of text.split('\n')) {
     if (!line || line.startsWith('#')) continue;
     const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/);
     if (!m) continue;
-    const labels = {};
+    const labels = dict();
     for (const l of (m[2] || '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) {
       labels[l[1]] = l[2].replace(/\\(.)/g, (_, c) => (c === 'n' ? '\n' : c));
     }
@@ -156,7 +166,7 @@ async function fetchMetrics() {
 }
 
 function metricFor(metrics, name, trunk) {
-  const s = (metrics[name] || []).find((x) => x.labels.trunk === trunk);
+  const s = (lookup(metrics, name) || []).find((x) => x.labels.trunk === trunk);
   return s ? s.value : null;
 }
 
@@ -180,7 +190,7 @@ async function opsView(main, opts) {
   for (const [id, title] of SECTIONS) secs[id] = section(id, title);
   mount(main,
     h('div', {class: 'spread'}, h('h1', 'Operations'),
-      h('span', {class: 'muted'}, `Signed in with ${an(who.role).split(' ')[0]} `, h('strong', who.role), ' key ', mono(who.key_id))),
+      h('span', {class: 'muted'}, `Signed in with ${an(who.role).split(' ')[0]} `, h('strong', null, who.role), ' key ', mono(who.key_id))),
     h('nav', {class: 'ops-jump', 'aria-label': 'Sections'},
       SECTIONS.map(([id, title]) => h('button', {type: 'button', class: 'ops-jump-link', 'data-jump': id,
         onclick: () => document.getElementById(id)?.scrollIntoView({behavior: 'smooth', block: 'start'})}, title))),
@@ -193,7 +203,9 @@ async function opsView(main, opts) {
   suppressionsSection(ctx, secs.suppressions);
 
   // One live stream for the page (new events only, no replay): each event goes to the
-  // sections that asked for its kind.
+  // sections that asked for its kind (exact kinds: the stream carries only those). Each
+  // section re-reads what it shows when the stream goes live again after a drop (and when it
+  // first goes live after the section's first read), since events in between may be missed.
   if (ctx.live.length && can('events:read')) {
     const kinds = [...new Set(ctx.live.flatMap((l) => l.kinds))];
     ctx.stops.push(follow(`kind=${kinds.join(',')}`, (ev) => {
@@ -212,8 +224,9 @@ async function opsView(main, opts) {
 
 function trunksSection(ctx, sec) {
   const {who} = ctx;
-  const st = {trunks: [], routes: {}, scripts: {}, metrics: {}, health: {}, reg: {}, open: {}, dirty: new Set(),
-    relist: false, ready: false};
+  // Tables keyed by API ids have no prototype: an id like "constructor" or "__proto__" is just a key.
+  const st = {trunks: [], routes: dict(), scripts: dict(), metrics: dict(), health: dict(), reg: dict(), open: dict(),
+    dirty: new Set(), relist: false, ready: false, replaying: false};
   const updated = h('span', {class: 'live'});
   sec.tools.append(updated);
 
@@ -247,6 +260,7 @@ function trunksSection(ctx, sec) {
         st.relist = false;
         st.dirty.clear();
         await loadAll();
+        replayIfDown();
       } else {
         const ids = [...st.dirty];
         st.dirty.clear();
@@ -278,14 +292,18 @@ function trunksSection(ctx, sec) {
     await loadAll();
     draw();
     st.ready = true;
-    if (!ctx.alive || !can('events:read')) return;
-    // Why a trunk is down (each host's last answer) is only in its trunk.health event, sent on
-    // changes. When a trunk is down now, read them back from the start of the timeline (few:
-    // changes only); otherwise the live stream brings the next ones.
-    if (st.trunks.some((t) => t.state && t.state.health === 'down')) {
-      ctx.stops.push(follow('kind=trunk.health&after=0', onEvent));
-    }
+    replayIfDown();
   });
+
+  // Why a trunk is down (each host's last answer) is only in its trunk.health events, sent on
+  // changes: when a trunk is down without its verdict here, read them back once from the start
+  // of the timeline (few: changes only); the live stream brings the next ones.
+  function replayIfDown() {
+    if (st.replaying || !ctx.alive || !can('events:read')) return;
+    if (!st.trunks.some((t) => t.state && t.state.health === 'down' && !Object.hasOwn(st.health, t.id))) return;
+    st.replaying = true;
+    ctx.stops.push(follow('kind=trunk.health&after=0', onEvent));
+  }
 
   function onEvent(ev) {
     const d = ev.details || {};
@@ -302,7 +320,13 @@ function trunksSection(ctx, sec) {
 
   if (can('trunks:read')) {
     ctx.live.push({kinds: ['trunk.health', 'trunk.registration'], fn: onEvent, state: (s) => {
-      if (s === 'live') { updated.className = 'live on'; if (!updated.textContent) mount(updated, 'live'); }
+      if (s === 'live') {
+        updated.className = 'live on';
+        if (!updated.textContent || updated.textContent.startsWith('reconnecting')) mount(updated, 'live');
+        // (Re)connected: trunk events from before it (the first read, or a drop) may be
+        // missed, so read the trunks again (their live state is on the trunk itself).
+        if (st.ready) { st.relist = true; refresh(); }
+      }
       else if (s === 'reconnecting') { updated.className = 'live'; mount(updated, 'reconnecting…'); }
       else if (s === 'error') { updated.className = 'live'; mount(updated, 'not live'); }
     }});
@@ -316,7 +340,7 @@ function regCell(t) {
     lines.push(['until ', time(r.expires_at_us), ` (${rel(r.expires_at_us)})`]);
     lines.push([`granted ${r.granted_s} s; refreshed at 50–90 %`]);
   } else if (r.state === 'failed') {
-    lines.push([h('strong', r.last_status ? `${r.last_status}` : 'no answer'), r.reason ? ` — ${r.reason}` : '']);
+    lines.push([h('strong', null, r.last_status ? `${r.last_status}` : 'no answer'), r.reason ? ` — ${r.reason}` : '']);
     lines.push(['next try ', time(r.next_try_at_us), ` (${rel(r.next_try_at_us)})`]);
   } else if (r.state === 'registering') {
     lines.push(['a REGISTER is on its way']);
@@ -360,12 +384,12 @@ function routesCell(t, st) {
   if (!r) return h('span', {class: 'muted'}, '…');
   if (!r.length) return h('span', {class: 'muted'}, 'no inbound routes');
   return r.map((x) => h('div', {class: 'ops-sub'}, mono(x.did), ' → ',
-    x.script_id ? (st.scripts[x.script_id] || x.script_id) : h('span', {class: 'muted'}, 'default handling')));
+    x.script_id ? (lookup(st.scripts, x.script_id) || x.script_id) : h('span', {class: 'muted'}, 'default handling')));
 }
 
 function trunkTable(st) {
   const cols = [
-    {title: 'Trunk', cell: (t) => [h('strong', t.name), h('div', {class: 'ops-sub'}, mono(t.id))]},
+    {title: 'Trunk', cell: (t) => [h('strong', null, t.name), h('div', {class: 'ops-sub'}, mono(t.id))]},
     {title: 'Registration', cell: regCell},
     {title: 'Health', cell: (t) => healthCell(t, st)},
     {title: 'Hosts', cell: (t) => (t.hosts && t.hosts.length
@@ -396,7 +420,7 @@ function trunkDetails(st) {
       const trouble = trunkTrouble(t);
       const d = h('details', {class: 'ops-trunk-detail', 'data-trunk-detail': t.id,
         open: st.open[t.id] ?? trouble, ontoggle: () => { st.open[t.id] = d.open; }},
-      h('summary', h('strong', t.name), ' ', badge((t.state?.registration?.state) || 'unregistered'), ' ',
+      h('summary', h('strong', null, t.name), ' ', badge((t.state?.registration?.state) || 'unregistered'), ' ',
         badge(t.state?.health || 'unknown'), trouble ? h('span', {class: 'ops-why'}, ' needs attention') : null),
       trunkDetailBody(t, st));
       return d;
@@ -412,12 +436,12 @@ function trunkDetailBody(t, st) {
   const settings = facts([
     ['Id', mono(t.id)],
     ['Hosts', dash(list(t.hosts))],
-    ['Transport', t.transport],
+    ['Transport', dash(t.transport)],
     t.outbound_proxy ? ['Outbound proxy', mono(t.outbound_proxy)] : null,
     ['Registration', t.register ? `on, ${t.register_expires_s || 3600} s requested` : 'off'],
     ['Digest user', dash(t.auth_username || t.username)],
     ['Password', t.has_password ? 'stored (never shown)' : 'none'],
-    t.realm ? ['Realm', t.realm] : null,
+    t.realm ? ['Realm', dash(t.realm)] : null,
     ['IP authentication', dash(list(t.allowed_sources))],
     ['Codecs', dash(list(t.codecs)) ],
     ['Caller id', [t.caller_id_mode || 'from', t.from_user ? ` · ${t.from_user}` : '',
@@ -471,10 +495,13 @@ function limitsSection(ctx, sec) {
     const u = st.usage || {};
     const limit = l ? l.max_concurrent : undefined;
     const active = u.campaign_live;
+    // Not every campaign was read (capped, listing cut short, a read failed): the sum is a
+    // lower bound of the live calls, so the free slots are an upper bound. Said so on the page.
+    const lower = !!u.bound;
     let free;
     if (limit === undefined || active === undefined) free = '—';
     else if (limit === null) free = 'no limit';
-    else free = fmtNum(Math.max(0, limit - active));
+    else free = `${lower ? 'at most ' : ''}${fmtNum(Math.max(0, limit - active))}`;
     const stat = (k, v, attrs, hint) => h('div', {class: 'stat'}, h('span', {class: 'v', ...attrs}, v),
       h('span', {class: 'k'}, k), hint ? h('span', {class: 'k ops-hint'}, hint) : null);
     mount(figures,
@@ -482,45 +509,52 @@ function limitsSection(ctx, sec) {
       h('div', {class: 'ops-stats ops-main'},
         stat('Limit: live campaign calls', limit === undefined ? '—' : limit === null ? 'none' : fmtNum(limit),
           {'data-limit': 'max_concurrent'}, limit === null ? 'no tenant limit: only the system limit (serve flags)' : 'the tenant\'s max_concurrent'),
-        stat('Active campaign calls', active === undefined ? '—' : fmtNum(active), {'data-usage': 'active_calls'},
-          u.campaigns !== undefined ? `in ${u.campaigns} running or paused campaign${u.campaigns === 1 ? '' : 's'}` : u.campaignError),
+        stat('Active campaign calls', active === undefined ? '—' : `${lower ? 'at least ' : ''}${fmtNum(active)}`,
+          {'data-usage': 'active_calls'}, u.campaignError || u.campaignNote),
         stat('Free slots', free, {'data-usage': 'free_slots'}, 'limit − active: campaign calls that may start now')),
+      u.campaignBoundNote ? h('p', {class: 'notice ops-bound', 'data-usage-bound': ''}, u.campaignBoundNote) : null,
       limit !== undefined && limit !== null && active !== undefined
-        ? h('div', {class: 'ops-meter'}, meter(active, limit)) : null,
+        ? h('div', {class: 'ops-meter'}, meter(active, limit, lower)) : null,
       h('div', {class: 'ops-stats ops-minor'},
         stat('New calls per second', l ? (l.max_cps === null ? 'unlimited' : String(l.max_cps)) : '—',
           {'data-limit': 'max_cps'}, 'the tenant\'s max_cps'),
         stat('Attempts per number', l ? `${l.number_cap} per ${fmtMs(l.number_cap_window_s * 1000)}` : '—',
           {'data-limit': 'number_cap'}, 'number_cap within number_cap_window_s'),
-        stat('Live calls of the tenant', u.tenant_live === undefined ? '—' : `${fmtNum(u.tenant_live)}${u.tenant_more ? '+' : ''}`,
-          {'data-usage': 'tenant_calls'}, u.tenantError || 'dialing, ringing or answered, API calls too'),
         stat('Active calls on this node', u.node === undefined || u.node === null ? '—' : fmtNum(u.node),
-          {'data-usage': 'node_calls'}, 'every tenant (/metrics)')));
+          {'data-usage': 'node_calls'}, 'every tenant, API calls too (/metrics)')));
   };
 
+  let usageBusy = false;
+  let usageAgain = false;
   const loadUsage = async () => {
+    // One read at a time; a request meanwhile runs once more after it.
+    if (usageBusy) { usageAgain = true; return; }
+    usageBusy = true;
     refreshBtn.disabled = true;
-    const u = {};
-    const jobs = [];
-    jobs.push(fetchMetrics().then((m) => { u.node = (m.callplane_active_calls || [])[0]?.value ?? null; })
-      .catch(() => { u.node = null; }));
-    if (can('campaigns:read')) {
-      jobs.push(campaignLive().then((r) => { u.campaign_live = r.live; u.campaigns = r.campaigns; })
-        .catch((e) => { u.campaignError = e.message; }));
-    } else {
-      u.campaignError = cannot('campaigns:read');
+    try {
+      const u = {};
+      const jobs = [];
+      jobs.push(fetchMetrics().then((m) => { u.node = (lookup(m, 'callplane_active_calls') || [])[0]?.value ?? null; })
+        .catch(() => { u.node = null; }));
+      if (can('campaigns:read')) {
+        jobs.push(campaignLive().then((r) => {
+          u.campaign_live = r.live;
+          u.bound = r.bound;
+          u.campaignNote = r.note;
+          u.campaignBoundNote = r.boundNote;
+        }).catch((e) => { u.campaignError = e.message; }));
+      } else {
+        u.campaignError = cannot('campaigns:read');
+      }
+      await Promise.all(jobs);
+      st.usage = u;
+      mount(stamp, 'updated ', new Date().toLocaleTimeString());
+      draw();
+    } finally {
+      usageBusy = false;
+      refreshBtn.disabled = false;
     }
-    if (can('calls:read')) {
-      jobs.push(tenantLive().then((r) => { u.tenant_live = r.n; u.tenant_more = r.more; })
-        .catch((e) => { u.tenantError = e.message; }));
-    } else {
-      u.tenantError = cannot('calls:read');
-    }
-    await Promise.all(jobs);
-    refreshBtn.disabled = false;
-    st.usage = u;
-    mount(stamp, 'updated ', new Date().toLocaleTimeString());
-    draw();
+    if (usageAgain && ctx.alive) { usageAgain = false; again(); }
   };
 
   (async () => {
@@ -541,40 +575,91 @@ function limitsSection(ctx, sec) {
     st.ready = true;
   })().catch((e) => { if (ctx.alive) mount(sec.body, errorBox(e)); });
 
-  // Live: calls starting and ending change the usage; read it again (at most every 2 s).
+  // Live: a call being placed or ending changes the usage: read it again (at most every 2 s).
+  // The page's stream follows only the kinds its sections ask for (here call.created,
+  // call.completed, call.failed), not every call event. When the stream (re)connects, events
+  // from before it may be missed: read the usage again too.
   const again = throttle(() => { if (ctx.alive && st.ready) loadUsage(); }, 2000);
   ctx.live.push({kinds: ['call.created', 'call.completed', 'call.failed'], fn: again,
-    state: (s) => { stamp.className = s === 'live' ? 'live on' : 'live'; }});
+    state: (s) => {
+      stamp.className = s === 'live' ? 'live on' : 'live';
+      if (s === 'live') again();
+    }});
 }
 
-function meter(active, limit) {
+function meter(active, limit, lower) {
   const f = limit > 0 ? Math.min(1, active / limit) : 0;
   const fill = h('span', {class: 'bar-fill'});
   fill.style.width = `${(f * 100).toFixed(1)}%`;
   if (f >= 0.9) fill.classList.add('ops-full');
+  const text = `${lower ? 'at least ' : ''}${fmtNum(active)} of ${fmtNum(limit)} slots in use`;
   return h('span', {class: 'bar', role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100,
-    'aria-valuenow': Math.round(f * 100), title: `${active} of ${limit} campaign call slots in use`},
-  fill, h('span', {class: 'bar-label'}, `${fmtNum(active)} of ${fmtNum(limit)} slots in use`));
+    'aria-valuenow': Math.floor(f * 100), title: text}, fill, h('span', {class: 'bar-label'}, text));
 }
 
-/** The tenant's live campaign calls: progress.live_calls of its running and paused campaigns. */
+// The usage reads are bounded: the campaign listing is read LIST_PAGES pages deep, and the
+// progress of at most MAX_LIVE_CAMPAIGNS running or paused campaigns, POOL at a time.
+const LIST_PAGES = 2;
+const LIST_PAGE_SIZE = 500;
+const MAX_LIVE_CAMPAIGNS = 50;
+const POOL = 4;
+
+/** Runs `fn` over `items`, at most `n` at once. */
+async function pool(items, n, fn) {
+  let i = 0;
+  const workers = Array.from({length: Math.min(n, items.length)}, async () => {
+    while (i < items.length) {
+      const item = items[i++];
+      await fn(item);
+    }
+  });
+  await Promise.all(workers);
+}
+
+/**
+ * The tenant's live campaign calls: the sum of progress.live_calls (its contacts being dialed
+ * or on a call) of its running and paused campaigns. {live, bound, note, boundNote}: `bound`
+ * when not every such campaign was read (then `live` is a lower bound, and boundNote says why).
+ */
 async function campaignLive() {
   const items = [];
   let cursor = null;
+  let pages = 0;
   do {
-    const page = await api(`/v1/campaigns?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
+    const page = await api(`/v1/campaigns?limit=${LIST_PAGE_SIZE}${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`);
     items.push(...page.items);
     cursor = page.next_cursor;
-  } while (cursor && items.length < 5000);
+    pages += 1;
+  } while (cursor && pages < LIST_PAGES);
+  const listCut = !!cursor;
   const live = items.filter((c) => c.status === 'running' || c.status === 'paused');
-  const full = await Promise.all(live.map((c) => api(`/v1/campaigns/${encodeURIComponent(c.id)}`).catch(() => null)));
-  return {live: full.reduce((n, c) => n + ((c && c.progress && c.progress.live_calls) || 0), 0), campaigns: live.length};
-}
-
-/** The tenant's calls that are dialing, ringing or answered now (counted up to 500 each). */
-async function tenantLive() {
-  const pages = await Promise.all(['dialing', 'ringing', 'answered'].map((s) => api(`/v1/calls?status=${s}&limit=500`)));
-  return {n: pages.reduce((n, p) => n + p.items.length, 0), more: pages.some((p) => p.next_cursor)};
+  const read = live.slice(0, MAX_LIVE_CAMPAIGNS);
+  let sum = 0;
+  let failed = 0;
+  await pool(read, POOL, async (c) => {
+    try {
+      const full = await api(`/v1/campaigns/${encodeURIComponent(c.id)}`);
+      sum += Number(full && full.progress && full.progress.live_calls) || 0;
+    } catch (_) {
+      failed += 1;
+    }
+  });
+  const n = live.length;
+  const reasons = [];
+  if (listCut) reasons.push(`only the newest ${fmtNum(items.length)} campaigns were listed`);
+  if (n > read.length) reasons.push(`only ${fmtNum(read.length)} of the ${fmtNum(n)} running or paused campaigns were read (the newest)`);
+  if (failed) reasons.push(`${fmtNum(failed)} of them could not be read`);
+  const plural = (k) => `${fmtNum(k)} running or paused campaign${k === 1 ? '' : 's'}`;
+  return {
+    live: sum,
+    bound: reasons.length > 0,
+    note: reasons.length
+      ? `a lower bound: the live calls of ${fmtNum(read.length - failed)} campaigns read`
+      : `live calls of the ${plural(n)}`,
+    boundNote: reasons.length
+      ? `Active campaign calls is a lower bound and free slots an upper bound: ${reasons.join('; ')}. Each campaign's page shows its own live calls.`
+      : null,
+  };
 }
 
 function limitsForm(st, draw) {
@@ -635,7 +720,7 @@ function keysSection(ctx, sec) {
   };
 
   const keyTable = (keys) => grid([
-    {title: 'Name', cell: (k) => [h('strong', k.name), k.id === who.key_id ? h('span', {class: 'ops-tag'}, 'this key (signed in)') : null]},
+    {title: 'Name', cell: (k) => [h('strong', null, k.name), k.id === who.key_id ? h('span', {class: 'ops-tag'}, 'this key (signed in)') : null]},
     {title: 'Status', class: 'ops-nw', cell: (k) => (k.revoked_at ? [badge('revoked'), h('div', {class: 'ops-sub'}, time(k.revoked_at))] : badge('active'))},
     {title: 'Prefix', class: 'ops-nw', cell: (k) => mono(`${k.prefix}…`)},
     {title: 'Role', class: 'ops-nw', cell: (k) => k.role},
@@ -715,7 +800,7 @@ function keysSection(ctx, sec) {
 
 function webhooksSection(ctx, sec) {
   const {who, opts} = ctx;
-  const st = {hooks: [], dead: {}, selected: opts.webhook || null,
+  const st = {hooks: [], dead: dict(), selected: opts.webhook || null,
     status: DELIVERY_STATUSES.includes(opts.status) ? opts.status : ''};
   const secretSlot = h('div');
   const listBox = h('div');

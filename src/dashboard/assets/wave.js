@@ -1,10 +1,14 @@
 // The recording player: WAV decoding, the two waveforms, markers.
 //
-// The recording is fetched once with the bearer key (an ArrayBuffer); the same bytes feed the
-// waveforms (decoded here: RIFF, fmt, data; 16-bit PCM, 1 or 2 channels) and the <audio>
-// element (a blob: object URL, which the CSP's media-src allows). Channel 0 (left) is what
-// callplane heard from the peer, channel 1 (right) what callplane sent (media/src/session.rs,
-// src/engine/record_sink.rs); docs/api.md says "left: the callee" for an outbound call.
+// A recording up to DRAW_LIMIT bytes is fetched once with the bearer key (an ArrayBuffer); the
+// same bytes feed the waveforms (decoded here: RIFF, fmt, data; 16-bit PCM, 1 or 2 channels,
+// read in place as an Int16Array view) and the <audio> element (a blob: object URL, which the
+// CSP's media-src allows; the Blob is the one copy). A larger one (an hour of stereo 8 kHz is
+// 115 MB) is not fetched: a phone's tab would die holding it twice. It gets a download button
+// instead (fetched only when clicked) and its markers on a plain time strip. Channel 0 (left) is
+// what callplane heard from the peer, channel 1 (right) what callplane sent
+// (media/src/session.rs, src/engine/record_sink.rs); docs/api.md says "left: the callee" for an
+// outbound call.
 
 import {h, s, mount, errorBox, fmtMs, fmtNum} from './dom.js';
 import {api, can, whoami} from './api.js';
@@ -130,17 +134,84 @@ async function sha256Hex(buf) {
 const WAVE_H = 64;
 
 /**
+ * Above this many bytes (32 MiB, about 17 minutes of stereo 8 kHz) a recording is not fetched to
+ * be drawn and played here: holding it (the ArrayBuffer, the Blob the <audio> plays, the SHA-256
+ * pass) would kill a phone's tab. It gets a download button and its markers instead.
+ */
+export const DRAW_LIMIT = 32 * 1024 * 1024;
+
+/** A download file name: the recording id with only A-Z a-z 0-9 _ . - kept. */
+export function fileName(id) {
+  const base = String(id ?? '').replace(/[^A-Za-z0-9_.-]+/g, '_').replace(/^[._-]+/, '').slice(0, 100);
+  return `${base || 'recording'}.wav`;
+}
+
+/** "115.2 MB" (decimal megabytes, as file managers show them). */
+function fmtMB(bytes) {
+  const mb = Number(bytes) / 1e6;
+  return `${mb >= 100 ? Math.round(mb) : mb.toFixed(1)} MB`;
+}
+
+function audioUrl(rec) {
+  return rec.audio_url || `/v1/recordings/${encodeURIComponent(rec.id)}/audio`;
+}
+
+const kindClass = (kind) => String(kind).replace(/[^a-z0-9]+/g, '-');
+
+/**
+ * Draws markers [{t, label, kind, title}] (seconds into a recording of `duration` s) on `strip`
+ * and as lines in each of `svgs` (viewBox `columns` wide): buttons that seek when `seek` is
+ * given, plain labels otherwise.
+ */
+function drawMarkerStrip(strip, svgs, columns, list, duration, seek) {
+  // Rows: a label goes on the first row where it does not overlap the previous one.
+  const width = strip.clientWidth || 360;
+  const rows = [];
+  const items = list.map((m) => {
+    const pct = duration > 0 ? (m.t / duration) * 100 : 0;
+    const px = (pct / 100) * width;
+    const w = m.label.length * 6.6 + 14;
+    const flip = px + w > width;
+    const left = flip ? px - w : px;
+    let row = rows.findIndex((end) => left > end + 3);
+    if (row < 0) { row = rows.length < 4 ? rows.length : rows.indexOf(Math.min(...rows)); }
+    rows[row] = left + w;
+    const attrs = {class: `wave-marker mk-${kindClass(m.kind)}${flip ? ' flip' : ''}${seek ? '' : ' static'}`,
+      'data-t': m.t.toFixed(3), 'data-kind': m.kind, title: `${fmtClock(m.t)} · ${m.title || m.label}`};
+    const b = seek
+      ? h('button', {...attrs, type: 'button', onclick: (e) => { e.stopPropagation(); seek(m.t); }}, m.label)
+      : h('span', {...attrs, tabindex: 0}, m.label);
+    b.style.left = `${pct.toFixed(3)}%`;
+    b.style.top = `${row * 20}px`;
+    return b;
+  });
+  strip.style.height = `${Math.max(1, rows.length) * 20 + 2}px`;
+  mount(strip, items);
+  for (const w of svgs) {
+    const g = w.querySelector('.wave-lines');
+    mount(g, list.map((m) => {
+      const x = duration > 0 ? ((m.t / duration) * columns).toFixed(1) : 0;
+      return s('line', {class: `wave-marker-line mk-${kindClass(m.kind)}`, x1: x, x2: x, y1: 0, y2: WAVE_H});
+    }));
+  }
+}
+
+/**
  * The player for a call's recordings, in `container` (#player).
  * opts: {callId, direction, peer (label), markersFor(recording, duration) → [{t, label, kind, title}],
  *        onTime(recordingId, seconds|null)}
- * Returns {destroy(), seek(recordingId, seconds) → bool, refreshMarkers(), current() → id}.
+ * Returns {destroy(), seek(recordingId, seconds) → bool, refreshMarkers(), current() → id,
+ *          recordings() → the call's recordings (oldest first), load()}.
  */
 export function recordingPlayer(container, opts) {
-  const state = {destroyed: false, ctl: new AbortController(), cleanups: [], recs: [], active: null};
+  // ctl: the recordings list (and everything, on destroy); seg: the shown segment's fetches,
+  // aborted when another segment is picked.
+  const state = {destroyed: false, ctl: new AbortController(), seg: null, cleanups: [], recs: [], active: null};
   const api_ = {
     destroy() {
       state.destroyed = true;
       state.ctl.abort();
+      if (state.seg) state.seg.abort();
       for (const c of state.cleanups.splice(0)) { try { c(); } catch (_) { /* ignore */ } }
     },
     seek(recId, t) {
@@ -150,6 +221,7 @@ export function recordingPlayer(container, opts) {
     },
     refreshMarkers() { if (state.active && state.active.markers) state.active.markers(); },
     current() { return state.active ? state.active.id : null; },
+    recordings() { return state.recs; },
     load,
   };
 
@@ -199,33 +271,130 @@ export function recordingPlayer(container, opts) {
 
   async function show(rec) {
     if (state.active && state.active.dispose) state.active.dispose();
-    state.active = {id: rec.id};
+    // The previous segment's download stops here (its bytes would only be thrown away).
+    if (state.seg) state.seg.abort();
+    const seg = new AbortController();
+    state.seg = seg;
+    const active = {id: rec.id, signal: seg.signal};
+    state.active = active;
+    const current = () => !state.destroyed && state.active === active;
     if (state.picker) {
       for (const b of state.picker.querySelectorAll('button')) b.setAttribute('aria-selected', String(b.dataset.rec === rec.id));
+    }
+    const size = Number(rec.bytes);
+    if (Number.isFinite(size) && size > DRAW_LIMIT) {
+      buildLarge(rec, size, active);
+      return;
     }
     mount(state.slot, h('p', {class: 'muted'}, `Loading the recording (${fmtNum(rec.bytes)} bytes)…`));
     let buf;
     try {
-      const res = await api(rec.audio_url || `/v1/recordings/${encodeURIComponent(rec.id)}/audio`, {raw: true, signal: state.ctl.signal});
+      const res = await api(audioUrl(rec), {raw: true, signal: seg.signal});
+      // The listing's size may be missing or stale: the answer's own length decides too.
+      const announced = Number(res.headers.get('Content-Length'));
+      if (announced > DRAW_LIMIT) {
+        try { await res.body.cancel(); } catch (_) { /* already gone */ }
+        if (current()) buildLarge(rec, announced, active);
+        return;
+      }
       buf = await res.arrayBuffer();
     } catch (e) {
-      if (state.destroyed) return;
+      // Destroyed, or another segment was picked (this fetch was aborted): nothing to show.
+      if (!current()) return;
       mount(state.slot, e.code === 'recording_unavailable'
         ? h('p', {class: 'notice'}, 'The recording file is not on this node (recording_unavailable).')
         : errorBox(e));
       return;
     }
-    if (state.destroyed || state.active.id !== rec.id) return;
-    build(rec, buf);
+    if (!current()) return;
+    build(rec, buf, active);
   }
 
-  function build(rec, buf) {
-    const active = state.active;
-    const url = URL.createObjectURL(new Blob([buf], {type: 'audio/wav'}));
+  /** Runs fn when `el` changes width by more than 8 px (markers are laid out in pixels). */
+  function onWidth(el, fn, local) {
+    if (typeof ResizeObserver !== 'function') return;
+    let lastW = el.clientWidth;
+    const ro = new ResizeObserver(() => {
+      const w = el.clientWidth;
+      if (Math.abs(w - lastW) > 8) { lastW = w; fn(); }
+    });
+    ro.observe(el);
+    local.push(() => ro.disconnect());
+  }
+
+  function ownCleanups(active) {
     const local = [];
     active.dispose = () => { for (const c of local.splice(0)) { try { c(); } catch (_) { /* ignore */ } } };
     state.cleanups.push(active.dispose);
+    return local;
+  }
+
+  /** A recording too large to hold here: its size, a download on demand, its markers. */
+  function buildLarge(rec, bytes, active) {
+    const local = ownCleanups(active);
+    const duration = Math.max(0, Number(rec.duration_ms) || 0) / 1000;
+    const name = fileName(rec.id);
+    const status = h('span', {class: 'muted small', id: 'player-download-status'});
+    const download = h('button', {type: 'button', id: 'player-download'}, `Download WAV (${fmtMB(bytes)})`);
+    download.addEventListener('click', async () => {
+      download.disabled = true;
+      mount(status, `Downloading ${fmtMB(bytes)}…`);
+      try {
+        const res = await api(audioUrl(rec), {raw: true, signal: active.signal});
+        // A Blob (not an ArrayBuffer): the browser may keep a large one on disk.
+        const blob = await res.blob();
+        if (state.destroyed || state.active !== active) return;
+        const url = URL.createObjectURL(blob);
+        const a = h('a', {download: name, hidden: true});
+        a.href = url;
+        state.slot.append(a);
+        a.click();
+        a.remove();
+        // The save has started from the URL; it is released a minute later (or when the segment goes).
+        const t = setTimeout(() => URL.revokeObjectURL(url), 60000);
+        local.push(() => { clearTimeout(t); URL.revokeObjectURL(url); });
+        mount(status, `Saved as ${name}.`);
+      } catch (e) {
+        if (state.destroyed || state.active !== active) return;
+        mount(status, e.code === 'recording_unavailable'
+          ? 'The recording file is not on this node (recording_unavailable).'
+          : `Download failed: ${e.code ? `${e.code}: ` : ''}${e.message || e}`);
+      } finally {
+        download.disabled = false;
+      }
+    });
+
+    const columns = 1000;
+    const markerStrip = h('div', {class: 'wave-markers'});
+    const track = s('svg', {class: 'wave wave-track', viewBox: `0 0 ${columns} ${WAVE_H}`, preserveAspectRatio: 'none',
+      role: 'img', 'aria-label': `Recording time line, ${fmtClock(duration)}`},
+    s('line', {class: 'wave-mid', x1: 0, x2: columns, y1: WAVE_H / 2, y2: WAVE_H / 2}),
+    s('g', {class: 'wave-lines'}));
+    mount(state.slot,
+      h('p', {class: 'notice', id: 'player-too-large'},
+        `This recording is ${fmtMB(bytes)}: too large to draw here (this page draws and plays recordings up to ${fmtMB(DRAW_LIMIT)}). Download it to listen.`),
+      h('div', {class: 'wave-box'}, markerStrip, track),
+      h('p', {class: 'muted small'}, `${Number(rec.channels) === 1 ? 'Mono' : 'Stereo'}, ${fmtClock(duration)} (${fmtNum(bytes)} bytes). `,
+        'The markers show where the call’s events fall in the recording.'),
+      h('div', {class: 'row'}, download, status));
+
+    const drawMarkers = () => {
+      const list = duration > 0 && opts.markersFor
+        ? opts.markersFor(rec, duration).filter((m) => m.t >= 0 && m.t <= duration).sort((a, b) => a.t - b.t) : [];
+      drawMarkerStrip(markerStrip, [track], columns, list, duration, null);
+    };
+    active.markers = drawMarkers;
+    drawMarkers();
+    onWidth(markerStrip, drawMarkers, local);
+  }
+
+  function build(rec, buf, active) {
+    const local = ownCleanups(active);
+    // The Blob is the one copy of the bytes (the waveforms read `buf` in place); nothing else
+    // keeps `buf` once the page is drawn and the SHA-256 is checked.
+    const url = URL.createObjectURL(new Blob([buf], {type: 'audio/wav'}));
     local.push(() => URL.revokeObjectURL(url));
+    const byteLength = buf.byteLength;
 
     let wav = null;
     let wavErr = null;
@@ -236,12 +405,12 @@ export function recordingPlayer(container, opts) {
     audio.src = url;
     local.push(() => { audio.pause(); audio.removeAttribute('src'); audio.load(); });
 
-    const download = h('a', {class: 'button', download: `${rec.id}.wav`}, 'Download WAV');
+    const download = h('a', {class: 'button', download: fileName(rec.id)}, 'Download WAV');
     download.href = url;
 
     const integrity = h('span', {class: 'muted', id: 'player-sha'}, 'checking SHA-256…');
     sha256Hex(buf).then((hex) => {
-      if (state.destroyed) return;
+      if (state.destroyed || state.active !== active) return;
       if (!hex) mount(integrity, 'SHA-256 not checked (this browser context has no WebCrypto)');
       else if (rec.sha256 && hex === rec.sha256) {
         integrity.className = 'ok';
@@ -255,7 +424,7 @@ export function recordingPlayer(container, opts) {
     if (wavErr) {
       mount(state.slot,
         h('div', {class: 'error', role: 'alert'}, `The recording cannot be drawn: ${wavErr.message}.`),
-        h('p', {class: 'muted'}, `${fmtNum(buf.byteLength)} bytes received; the file may still play in your browser.`),
+        h('p', {class: 'muted'}, `${fmtNum(byteLength)} bytes received; the file may still play in your browser.`),
         audio, h('div', {class: 'row'}, download), integrity);
       audio.controls = true;
       return;
@@ -299,9 +468,11 @@ export function recordingPlayer(container, opts) {
       h('div', {class: 'player-controls'}, play, h('label', {class: 'speed'}, 'Speed ', speed), timeText),
       notes, waveBox,
       h('p', {class: 'muted small'}, `${wav.channels === 2 ? 'Stereo' : 'Mono'}, ${fmtNum(wav.rate)} Hz, 16-bit PCM, `,
-        `${fmtClock(duration)} (${fmtNum(buf.byteLength)} bytes). Click the waveform or a marker to seek.`),
+        `${fmtClock(duration)} (${fmtNum(byteLength)} bytes). Click the waveform or a marker to seek.`),
       h('div', {class: 'row'}, download, integrity),
       audio);
+    // The samples were only needed for the peaks.
+    wav = null;
 
     const setTime = (t) => {
       const x = duration > 0 ? (Math.min(t, duration) / duration) * columns : 0;
@@ -360,46 +531,11 @@ export function recordingPlayer(container, opts) {
       const list = (opts.markersFor ? opts.markersFor(rec, duration) : [])
         .filter((m) => m.t >= 0 && m.t <= duration)
         .sort((a, b) => a.t - b.t);
-      // Rows: a label goes on the first row where it does not overlap the previous one.
-      const width = markerStrip.clientWidth || 360;
-      const rows = [];
-      const buttons = list.map((m) => {
-        const pct = duration > 0 ? (m.t / duration) * 100 : 0;
-        const px = (pct / 100) * width;
-        const w = m.label.length * 6.6 + 14;
-        const flip = px + w > width;
-        const left = flip ? px - w : px;
-        let row = rows.findIndex((end) => left > end + 3);
-        if (row < 0) { row = rows.length < 4 ? rows.length : rows.indexOf(Math.min(...rows)); }
-        rows[row] = left + w;
-        const b = h('button', {type: 'button', class: `wave-marker mk-${m.kind.replace(/[^a-z0-9]+/g, '-')}${flip ? ' flip' : ''}`,
-          'data-t': m.t.toFixed(3), 'data-kind': m.kind, title: `${fmtClock(m.t)} · ${m.title || m.label}`,
-          onclick: (e) => { e.stopPropagation(); seek(m.t); }}, m.label);
-        b.style.left = `${pct.toFixed(3)}%`;
-        b.style.top = `${row * 20}px`;
-        return b;
-      });
-      markerStrip.style.height = `${Math.max(1, rows.length) * 20 + 2}px`;
-      mount(markerStrip, buttons);
-      for (const w of waves) {
-        const g = w.querySelector('.wave-lines');
-        mount(g, list.map((m) => {
-          const x = duration > 0 ? ((m.t / duration) * columns).toFixed(1) : 0;
-          return s('line', {class: `wave-marker-line mk-${m.kind.replace(/[^a-z0-9]+/g, '-')}`, x1: x, x2: x, y1: 0, y2: WAVE_H});
-        }));
-      }
+      drawMarkerStrip(markerStrip, waves, columns, list, duration, seek);
     };
     active.markers = drawMarkers;
     drawMarkers();
-    if (typeof ResizeObserver === 'function') {
-      let lastW = markerStrip.clientWidth;
-      const ro = new ResizeObserver(() => {
-        const w = markerStrip.clientWidth;
-        if (Math.abs(w - lastW) > 8) { lastW = w; drawMarkers(); }
-      });
-      ro.observe(markerStrip);
-      local.push(() => ro.disconnect());
-    }
+    onWidth(markerStrip, drawMarkers, local);
   }
 
   load();

@@ -1271,7 +1271,8 @@ fn preset_variables_are_not_reported_as_gathered() {
     let mut req = originate();
     req.script = Some(Arc::new(script));
     req.record = Some(std::path::PathBuf::from("/data/recordings/call-1.wav"));
-    req.variables = [("phone", "+33640000003"), ("name", "Ada")]
+    // `answer` is preset to the very key the callee will press: the gather still reports.
+    req.variables = [("phone", "+33640000003"), ("name", "Ada"), ("answer", "7")]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();

@@ -50,6 +50,11 @@ const SQLITE: &[Migration] = &[
         name: "0005_trunks",
         sql: include_str!("../../../migrations/sqlite/0005_trunks.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_dashboard",
+        sql: include_str!("../../../migrations/sqlite/0006_dashboard.sql"),
+    },
 ];
 
 /// The PostgreSQL migrations, in order (the same versions as [`SQLITE`]).
@@ -78,6 +83,11 @@ const POSTGRES: &[Migration] = &[
         version: 5,
         name: "0005_trunks",
         sql: include_str!("../../../migrations/postgres/0005_trunks.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "0006_dashboard",
+        sql: include_str!("../../../migrations/postgres/0006_dashboard.sql"),
     },
 ];
 
