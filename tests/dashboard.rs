@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 use common::ServeClient;
-use common::campaign::{Behaviour, Serve};
+use common::campaign::{Behaviour, Callee, Serve};
 
 /// Upper bound for one page to show what the test waits for.
 const PAGE_WAIT: Duration = Duration::from_secs(20);
@@ -133,30 +133,11 @@ fn chromium_binary() -> &'static str {
         .unwrap_or("chromium")
 }
 
-/// A sipp UAS (`campaign_uas.xml`: answers, or busy / rings by number) that echoes the RTP it
-/// gets, so both channels of a recording carry audio.
-async fn echoing_callee(dir: &Path) -> (Child, u16) {
-    let scenario = common::fixture("campaign_uas.xml");
-    let media_port = common::free_udp_port();
-    common::spawn_sipp_on_free_port(dir, move |port| {
-        [
-            "-sf",
-            scenario.to_str().expect("UTF-8 path"),
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-mp",
-            &media_port.to_string(),
-            "-rtp_echo",
-            "-timeout",
-            "300s",
-            "-nostdin",
-        ]
-        .map(String::from)
-        .to_vec()
-    })
-    .await
+/// The campaign callee (`campaign_uas.xml`: answers, or busy / rings by number) echoing the
+/// RTP it gets, so both channels of a recording carry audio.
+async fn echoing_callee(dir: &Path) -> Callee {
+    let media_port = common::free_udp_port().to_string();
+    Callee::start_with(dir, &["-mp".into(), media_port, "-rtp_echo".into()]).await
 }
 
 /// The page under test in one browser session, with its screenshots.
@@ -380,7 +361,7 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
-    let (_callee, callee_port) = echoing_callee(dir.path()).await;
+    let callee = echoing_callee(dir.path()).await;
     let serve = Serve::start(dir.path(), &data, None, &[], &dir.path().join("serve.log")).await;
     let owner_key = serve
         .bootstrap_key
@@ -404,7 +385,7 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
     let trunk = common::campaign::create(
         &api,
         "/v1/trunks",
-        &json!({"name": "sipp callee", "address": format!("127.0.0.1:{callee_port}")}),
+        &json!({"name": "sipp callee", "address": callee.address()}),
     )
     .await;
     let script = common::campaign::create(

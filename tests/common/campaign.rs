@@ -86,6 +86,12 @@ pub(crate) struct Callee {
 impl Callee {
     /// Starts the callee with its logs in `dir`.
     pub(crate) async fn start(dir: &Path) -> Callee {
+        Callee::start_with(dir, &[]).await
+    }
+
+    /// [`Callee::start`] with more sipp arguments (`-rtp_echo`...).
+    pub(crate) async fn start_with(dir: &Path, extra: &[String]) -> Callee {
+        let extra = extra.to_vec();
         let short_log = dir.join("callee_messages.csv");
         let stat_csv = dir.join("callee_stats.csv");
         let scenario = fixture("campaign_uas.xml");
@@ -112,7 +118,9 @@ impl Callee {
                 "-nostdin",
             ]
             .map(String::from)
-            .to_vec()
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .collect()
         })
         .await;
         Callee {
