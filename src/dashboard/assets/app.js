@@ -78,6 +78,7 @@ async function render() {
   try {
     who = await whoami();
   } catch (e) {
+    if (gen !== generation) return;
     if (e instanceof ApiError && e.status === 401) { setKey(null); signinView('Your key was refused; sign in again.'); return; }
     mount(main, errorBox(e));
     return;

@@ -938,7 +938,7 @@ export async function callView(main, [id]) {
     capNote.hidden = !capped;
     if (!capped) return;
     mount(capNote, `First ${fmtNum(EVENT_CAP)} events shown`,
-      notListed ? `; ${fmtNum(notListed)} later ones came in live and are not listed. ` : ': this call has more. ',
+      notListed ? `; ${fmtNum(notListed)} more past it are not listed. ` : ': this call has more. ',
       'The charts stop there too, except for the call’s end and its recordings. The API pages through them all: GET ',
       h('code', null, `${path}/events`), '.');
   }
@@ -1224,16 +1224,22 @@ export async function callView(main, [id]) {
   cleanups.push(() => player.destroy());
 
   if (typeof ResizeObserver === 'function') {
-    const ro = new ResizeObserver(throttle(() => {
-      if (Math.abs(ladderWrap.clientWidth - lastWidth) > 16) renderAxis();
-    }, 200));
+    const resized = throttle(() => {
+      if (!gone && Math.abs(ladderWrap.clientWidth - lastWidth) > 16) renderAxis();
+    }, 200);
+    const ro = new ResizeObserver(resized);
     ro.observe(ladderWrap);
-    cleanups.push(() => ro.disconnect());
+    cleanups.push(() => { ro.disconnect(); resized.cancel(); });
   }
 
-  if (!ended() && !eventsError) {
+  // A live call follows its stream; an ended call whose list was capped reads, through the same
+  // stream, the kinds the charts keep past the cap (its end and recordings), which the first
+  // 20,000 events did not reach. onEvent stops the stream at the final event.
+  if (!eventsError && (!ended() || capped)) {
     const after = events.length ? events[events.length - 1].id : 0;
-    stop = follow(`call_id=${encodeURIComponent(id)}&after=${after}`, onEvent, (st) => {
+    const only = ended() ? `&kind=${encodeURIComponent([...KEPT_PAST_CAP].join(','))}` : '';
+    stop = follow(`call_id=${encodeURIComponent(id)}${only}&after=${after}`, onEvent, (st) => {
+      if (ended()) return; // an ended call's catch-up read shows no live badge
       if (st === 'live') { mount(liveBadge, 'live'); liveBadge.classList.add('on'); }
       else if (st === 'reconnecting') { mount(liveBadge, 'reconnecting…'); liveBadge.classList.remove('on'); }
       else if (st === 'error') { mount(liveBadge, 'stream refused'); liveBadge.classList.remove('on'); }

@@ -64,7 +64,10 @@ function finalPct(p) {
 /** A campaign's progress bar (dom.js progress()), its aria-valuenow the label's percent. */
 function campaignBar(p) {
   const bar = progress(finalFraction(p) ?? 0, progressLabel(p));
-  bar.setAttribute('aria-valuenow', String(finalPct(p) ?? 0));
+  const pct = finalPct(p);
+  // Not read yet (or no contacts): no value, an indeterminate bar rather than a false 0 %.
+  if (pct === null || pct === undefined) bar.removeAttribute('aria-valuenow');
+  else bar.setAttribute('aria-valuenow', String(pct));
   return bar;
 }
 
@@ -204,6 +207,9 @@ async function pool(items, n, fn) {
 
 const MAX_PROGRESS_FETCH = 60;
 const CONTACTS_PAGE = 50;
+// The most contact rows the table holds: a live refresh re-reads them all (500 a request, the
+// API's largest page), so this bounds it to 4 requests. Beyond: filters or the results export.
+const CONTACTS_MAX = 2000;
 // The event kinds the list and a campaign's page follow (docs/api.md "The event stream").
 const CAMPAIGN_PAGE_KINDS = 'campaign.*,contact.*,call.created,call.completed,call.failed';
 const LIVE_ROUND = 10;
@@ -461,9 +467,10 @@ async function campaignView(main, [id]) {
     CONTACT_STATUSES.map((st) => h('option', {value: st}, st)));
   const contactsBox = h('div', {id: 'contacts'});
   const moreBtn = h('button', {type: 'button', id: 'contacts-more', hidden: true}, 'Load more');
+  const contactsCapNote = h('p', {class: 'muted', id: 'contacts-cap'});
   const contactsErr = h('div');
   // head: how many of items are the first page; tail: "Load more" added rows after it.
-  const contacts = {status: '', items: [], head: 0, tail: false, next: null, open: new Set(), details: new Map()};
+  const contacts = {status: '', items: [], next: null, open: new Set(), details: new Map()};
 
   // --- upload and preview ------------------------------------------------------------------
   const uploadCard = h('div', {class: 'card', id: 'upload-card'});
@@ -661,7 +668,10 @@ async function campaignView(main, [id]) {
       rowAttrs: (x) => ({'data-contact': x.id, class: 'clickable', onclick: () => toggle(x.id)}),
       after: contactDetail,
     }));
-    moreBtn.hidden = !contacts.next;
+    moreBtn.hidden = !contacts.next || contacts.items.length >= CONTACTS_MAX;
+    mount(contactsCapNote, contacts.next && contacts.items.length >= CONTACTS_MAX
+      ? `The first ${fmtNum(CONTACTS_MAX)} contacts are shown: filter by status, or export the results for all of them.`
+      : '');
   }
 
   function toggle(cid) {
@@ -676,42 +686,44 @@ async function campaignView(main, [id]) {
   }
 
   // The table shows the first page (CONTACTS_PAGE contacts) and what "Load more" added after
-  // it (the tail). A refresh re-reads the first page only and merges it by contact id: that
-  // page's rows are replaced with their fresh state, the loaded tail and its cursor stay.
+  // it, at most CONTACTS_MAX rows. A refresh re-reads every row shown, from the start, so each
+  // figure is current and the loaded rows stay.
   let contactsGen = 0; // bumped by a reset (another status filter): older answers are dropped
   let refreshSeq = 0; // a reset or refresh answer older than the newest one is dropped
   async function loadContacts(mode) {
     if (mode === 'reset') {
       contactsGen += 1;
-      Object.assign(contacts, {items: [], head: 0, tail: false, next: null});
+      Object.assign(contacts, {items: [], next: null});
     }
     const gen = contactsGen;
     const seq = mode === 'more' ? null : ++refreshSeq;
     const st = contacts.status ? `status=${enc(contacts.status)}&` : '';
-    const url = mode === 'more'
-      ? `${base}/contacts?${st}limit=${CONTACTS_PAGE}&cursor=${enc(contacts.next)}`
-      : `${base}/contacts?${st}limit=${CONTACTS_PAGE}`;
     try {
-      const page = await api(url);
-      if (gen !== contactsGen || stopped) return;
-      if (seq !== null && seq !== refreshSeq) return;
       if (mode === 'more') {
+        const page = await api(`${base}/contacts?${st}limit=${CONTACTS_PAGE}&cursor=${enc(contacts.next)}`);
+        if (gen !== contactsGen || stopped) return;
         const shown = new Set(contacts.items.map((x) => x.id));
         contacts.items = contacts.items.concat(page.items.filter((x) => !shown.has(x.id)));
         contacts.next = page.next_cursor;
-        contacts.tail = true;
       } else {
+        // Re-read every row shown (at least the first page, at most CONTACTS_MAX), from the
+        // start: a refresh keeps what "Load more" loaded, with every figure current.
+        const want = Math.min(CONTACTS_MAX, Math.max(CONTACTS_PAGE, contacts.items.length));
+        let rows = [];
+        let cursor = null;
+        do {
+          const limit = Math.min(500, want - rows.length);
+          const page = await api(`${base}/contacts?${st}limit=${limit}${cursor ? `&cursor=${enc(cursor)}` : ''}`);
+          if (gen !== contactsGen || stopped) return;
+          if (seq !== refreshSeq) return;
+          rows = rows.concat(page.items);
+          cursor = page.next_cursor;
+        } while (cursor && rows.length < want);
         const before = new Map(contacts.items.map((x) => [x.id, JSON.stringify(x)]));
-        if (contacts.tail) {
-          const fresh = new Set(page.items.map((x) => x.id));
-          contacts.items = page.items.concat(contacts.items.slice(contacts.head).filter((x) => !fresh.has(x.id)));
-        } else {
-          contacts.items = page.items;
-          contacts.next = page.next_cursor;
-        }
-        contacts.head = page.items.length;
+        contacts.items = rows;
+        contacts.next = cursor;
         // An open contact whose row changed has new attempts: read its detail again.
-        for (const x of page.items) {
+        for (const x of rows) {
           if (contacts.open.has(x.id) && before.has(x.id) && before.get(x.id) !== JSON.stringify(x)) loadDetail(x.id);
         }
       }
@@ -852,9 +864,9 @@ async function campaignView(main, [id]) {
       throw e;
     }
     await refreshCampaign();
-    // New contacts go to the end of the list: with every page loaded (no cursor left to
-    // reach them) read the table again from the start.
-    loadContacts(contacts.tail && !contacts.next ? 'reset' : 'refresh');
+    // New contacts go to the end of the list: the refresh re-reads the rows shown, and a
+    // cursor (Load more) reaches the new ones.
+    loadContacts('refresh');
   }));
 
   mount(uploadCard,
@@ -931,7 +943,7 @@ async function campaignView(main, [id]) {
       h('div', {class: 'card', id: 'windows-card'}, h('h2', 'Calling windows'), outside)),
     h('div', {class: 'card'},
       h('div', {class: 'spread'}, h('h2', 'All contacts'), h('label', {class: 'row'}, h('span', {class: 'muted'}, 'Status'), statusSel)),
-      contactsErr, contactsBox, moreBtn),
+      contactsErr, contactsBox, moreBtn, contactsCapNote),
     h('details', {class: 'card', open: true}, h('summary', h('strong', 'Settings')), settingsBox));
   mount(settingsBox, settingsFacts(c));
   window.scrollTo(0, 0);

@@ -6,7 +6,7 @@
 const ATTRS = new Set([
   'id', 'class', 'href', 'type', 'name', 'value', 'placeholder', 'title', 'for', 'min', 'max',
   'step', 'accept', 'role', 'colspan', 'aria-label', 'aria-current', 'aria-valuenow',
-  'aria-valuemin', 'aria-valuemax', 'autocomplete', 'download', 'rows', 'cols', 'maxlength',
+  'aria-valuemin', 'aria-valuemax', 'aria-selected', 'aria-expanded', 'autocomplete', 'download', 'rows', 'cols', 'maxlength',
   'pattern', 'required', 'disabled', 'checked', 'selected', 'multiple', 'hidden', 'tabindex',
   'spellcheck', 'inputmode', 'size', 'datetime', 'open', 'list', 'readonly',
 ]);
@@ -24,7 +24,8 @@ function setAttrs(el, attrs) {
       // Links only to our own pages or API paths: never a script URL, and never another origin
       // (`//host` and `/\host` are protocol-relative to browsers).
       const s = String(v);
-      if (/^#|^\/(?![/\\])/.test(s)) el.setAttribute('href', s);
+      // (Browsers drop tabs and line breaks from URLs: `/\t/host` would become `//host`.)
+      if (/^#|^\/(?![/\\])/.test(s) && !/[\t\n\r]/.test(s)) el.setAttribute('href', s);
     } else if (ATTRS.has(k) || k.startsWith('data-')) {
       el.setAttribute(k, v === true ? '' : String(v));
     } else {

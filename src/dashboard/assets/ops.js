@@ -293,6 +293,8 @@ function trunksSection(ctx, sec) {
     draw();
     st.ready = true;
     replayIfDown();
+    // Trunk events (or the stream's connection) that came during the first read.
+    if (st.relist) refresh();
   });
 
   // Why a trunk is down (each host's last answer) is only in its trunk.health events, sent on
@@ -312,7 +314,8 @@ function trunksSection(ctx, sec) {
     if (ev.kind === 'trunk.health') st.health[id] = {at: ev.at_unix_us, ...d};
     else if (ev.kind === 'trunk.registration') st.reg[id] = {at: ev.at_unix_us, ...d};
     else return;
-    if (!st.ready) return;
+    // Before the first read is done: read the list again once it is.
+    if (!st.ready) { st.relist = true; return; }
     if (st.trunks.some((t) => t.id === id)) st.dirty.add(id);
     else st.relist = true;
     refresh();
@@ -325,7 +328,8 @@ function trunksSection(ctx, sec) {
         if (!updated.textContent || updated.textContent.startsWith('reconnecting')) mount(updated, 'live');
         // (Re)connected: trunk events from before it (the first read, or a drop) may be
         // missed, so read the trunks again (their live state is on the trunk itself).
-        if (st.ready) { st.relist = true; refresh(); }
+        st.relist = true;
+        if (st.ready) refresh();
       }
       else if (s === 'reconnecting') { updated.className = 'live'; mount(updated, 'reconnecting…'); }
       else if (s === 'error') { updated.className = 'live'; mount(updated, 'not live'); }
@@ -579,7 +583,9 @@ function limitsSection(ctx, sec) {
   // The page's stream follows only the kinds its sections ask for (here call.created,
   // call.completed, call.failed), not every call event. When the stream (re)connects, events
   // from before it may be missed: read the usage again too.
-  const again = throttle(() => { if (ctx.alive && st.ready) loadUsage(); }, 2000);
+  // loadUsage runs one read at a time (a request during a read runs once it ends), so this
+  // also holds during the first read.
+  const again = throttle(() => { if (ctx.alive) loadUsage(); }, 2000);
   ctx.live.push({kinds: ['call.created', 'call.completed', 'call.failed'], fn: again,
     state: (s) => {
       stamp.className = s === 'live' ? 'live on' : 'live';

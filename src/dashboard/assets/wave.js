@@ -324,7 +324,12 @@ export function recordingPlayer(container, opts) {
 
   function ownCleanups(active) {
     const local = [];
-    active.dispose = () => { for (const c of local.splice(0)) { try { c(); } catch (_) { /* ignore */ } } };
+    active.dispose = () => {
+      for (const c of local.splice(0)) { try { c(); } catch (_) { /* ignore */ } }
+      // A disposed segment leaves the page's cleanups too (switching segments adds none).
+      const at = state.cleanups.indexOf(active.dispose);
+      if (at >= 0) state.cleanups.splice(at, 1);
+    };
     state.cleanups.push(active.dispose);
     return local;
   }
