@@ -126,6 +126,19 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// A new session on the dashboard at `base`, its screenshots named by its width.
+    async fn page(&self, profile: &Path, phone: bool, base: &str) -> Page {
+        Page {
+            c: self.session(profile, phone).await,
+            driver: self.url.clone(),
+            base: base.to_owned(),
+            shots: screenshot_dir(),
+            width: if phone { 390 } else { 1280 },
+        }
+    }
+}
+
 fn chromium_binary() -> &'static str {
     ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
         .into_iter()
@@ -409,16 +422,9 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
     let viewer_key = viewer["secret"].as_str().expect("secret").to_owned();
 
     let driver = Driver::start(&dir.path().join("chromedriver.log")).await;
-    let shots = screenshot_dir();
-    let page = Page {
-        c: driver
-            .session(&dir.path().join("profile-desktop"), false)
-            .await,
-        driver: driver.url.clone(),
-        base: serve.base.clone(),
-        shots: shots.clone(),
-        width: 1280,
-    };
+    let page = driver
+        .page(&dir.path().join("profile-desktop"), false, &serve.base)
+        .await;
 
     // Sign in; the key stays in this tab's session storage only.
     page.goto("#/campaigns").await;
@@ -733,15 +739,9 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
         )
         .await;
     assert_eq!(status, 200);
-    let viewer_page = Page {
-        c: driver
-            .session(&dir.path().join("profile-viewer"), false)
-            .await,
-        driver: driver.url.clone(),
-        base: serve.base.clone(),
-        shots: shots.clone(),
-        width: 1280,
-    };
+    let viewer_page = driver
+        .page(&dir.path().join("profile-viewer"), false, &serve.base)
+        .await;
     viewer_page.sign_in(&viewer_key, "viewer").await;
     viewer_page.goto(&format!("#/campaigns/{draft}")).await;
     assert_eq!(viewer_page.text_of("#campaign-status").await, "draft");
@@ -776,15 +776,9 @@ async fn an_operator_runs_a_campaign_and_plays_a_call_in_the_browser() {
     viewer_page.c.clone().close().await.expect("close");
 
     // The owner on a 390 px phone: every page fits the screen.
-    let phone = Page {
-        c: driver
-            .session(&dir.path().join("profile-phone"), true)
-            .await,
-        driver: driver.url.clone(),
-        base: serve.base.clone(),
-        shots,
-        width: 390,
-    };
+    let phone = driver
+        .page(&dir.path().join("profile-phone"), true, &serve.base)
+        .await;
     phone.sign_in(&owner_key, "owner").await;
     let pages = [
         (
